@@ -1,0 +1,1 @@
+"""The engine: plain Python that does the release work. Nothing here imports dagster."""

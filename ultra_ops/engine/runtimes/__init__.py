@@ -1,0 +1,63 @@
+"""Runtimes: how an environment's services run. One interface, two implementations.
+
+- process: local processes from the config's process table (the embedded default)
+- compose: docker compose with -f / -p / --env-file (production)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ..secrets import Log, NullLog, Redactor
+from ..settings import Environment
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    detail: str = ""  # pid, container state, port
+
+
+class Runtime(Protocol):
+    env: Environment
+
+    def build(self, version: str) -> None: ...
+
+    def push(self, version: str, registry: str) -> None: ...
+
+    def pull(self, version: str) -> None: ...
+
+    def up(self, version: str) -> None:
+        """Start every service at `version`, replacing running ones."""
+
+    def down(self) -> None:
+        """Stop every service gracefully."""
+
+    def status(self) -> list[ServiceStatus]: ...
+
+    def logs(self, tail: int = 100) -> str: ...
+
+    def wait_healthy(self, timeout_s: float) -> None:
+        """Return when every service answers its health URL; raise RuntimeFailure at timeout."""
+
+
+def get_runtime(
+    env: Environment,
+    *,
+    compose_file: Path | None = None,
+    log: Log | None = None,
+    redact: Redactor | None = None,
+) -> Runtime:
+    """The runtime the environment's config names; `compose_file` overrides the configured one."""
+    log = log or NullLog()
+    redact = redact or Redactor()
+    if env.runtime == "compose" or compose_file is not None:
+        from .compose import ComposeRuntime
+
+        return ComposeRuntime(env, compose_file=compose_file, log=log, redact=redact)
+    from .process import ProcessRuntime
+
+    return ProcessRuntime(env, log=log, redact=redact)

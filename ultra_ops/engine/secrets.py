@@ -1,0 +1,101 @@
+"""Keeping secrets out of logs, run metadata and error messages.
+
+Every message the engine reports passes through a Redactor built from the environment's secret
+variables (named in the config) and the secret-looking keys of its env file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from .settings import Environment
+
+MASK = "***"
+_SECRET_KEY = re.compile(r"(PASSWORD|SECRET|TOKEN|API_KEY|APIKEY|PRIVATE|CREDENTIAL|_KEY$)", re.I)
+# Shorter values would mask ordinary words and numbers in every message.
+_MIN_SECRET_LENGTH = 4
+
+
+def read_env_file(path: os.PathLike[str] | str) -> dict[str, str]:
+    """Parse a dotenv file (KEY=VALUE lines, # comments, optional quotes). Missing file: {}."""
+    values: dict[str, str] = {}
+    try:
+        text = open(path, encoding="utf-8").read()
+    except FileNotFoundError:
+        return values
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+class Redactor:
+    """Replaces every known secret value in text with ***."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets = sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH},
+                               key=len, reverse=True)
+
+    @classmethod
+    def for_environment(cls, env: Environment) -> Redactor:
+        values = [os.environ.get(name, "") for name in env.secret_env_names()]
+        values += [v for k, v in read_env_file(env.env_file).items() if _SECRET_KEY.search(k)]
+        return cls(values)
+
+    def add(self, *values: str) -> None:
+        self._secrets = Redactor([*self._secrets, *values])._secrets
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+    def value(self, obj: Any) -> Any:
+        """Redact strings inside nested dicts and lists (run metadata, JSON output)."""
+        if isinstance(obj, str):
+            return self(obj)
+        if isinstance(obj, dict):
+            return {k: self.value(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self.value(v) for v in obj)
+        return obj
+
+
+class Log(Protocol):
+    """What the engine reports progress to: a logging.Logger or Dagster's context.log."""
+
+    def info(self, msg: str) -> Any: ...
+
+    def warning(self, msg: str) -> Any: ...
+
+
+class RedactingLog:
+    """Wraps a Log so that nothing it passes on carries a secret."""
+
+    def __init__(self, inner: Log, redactor: Redactor) -> None:
+        self.inner, self.redact = inner, redactor
+
+    def info(self, msg: str) -> None:
+        self.inner.info(self.redact(msg))
+
+    def warning(self, msg: str) -> None:
+        self.inner.warning(self.redact(msg))
+
+
+class NullLog:
+    def info(self, msg: str) -> None:
+        pass
+
+    def warning(self, msg: str) -> None:
+        pass

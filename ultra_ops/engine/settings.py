@@ -1,0 +1,473 @@
+"""The configuration file: one TOML file naming every environment.
+
+Secrets are never values here: keys ending in `_env` name environment variables that hold them.
+Paths are relative to the config file's folder. Any mistake raises ConfigError naming the file,
+the key and the reason, before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .inputs import validate_environment_name
+
+CONFIG_ENV_VAR = "ULTRA_OPS_CONFIG"
+DEFAULT_CONFIG_NAME = "ultra_ops.toml"
+ENVIRONMENT_NAMES = ("development", "staging", "production")
+RUNTIMES = ("process", "compose")
+BACKUP_FORMATS = ("directory", "custom")
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One local process of the process runtime (a Procfile line with a health URL)."""
+
+    name: str
+    command: tuple[str, ...]
+    port: int | None = None
+    health_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    stop_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    host: str
+    port: int
+    name: str
+    user: str
+    password_env: str | None = None
+    maintenance_db: str = "postgres"
+    probe_queries: tuple[str, ...] = ("SELECT 1",)
+    latency_budget_ms: float = 1000.0
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env) if self.password_env else None
+
+    def conninfo(self, dbname: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for psycopg.connect; the password only comes from the environment."""
+        info: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "dbname": dbname or self.name,
+            "user": self.user,
+            "connect_timeout": 5,
+        }
+        pw = self.password()
+        if pw:
+            info["password"] = pw
+        return info
+
+    def libpq_env(self) -> dict[str, str]:
+        """PG* variables for pg_dump/pg_restore/psql, so no secret is ever on a command line."""
+        env = {
+            "PGHOST": self.host,
+            "PGPORT": str(self.port),
+            "PGUSER": self.user,
+            "PGDATABASE": self.name,
+        }
+        pw = self.password()
+        if pw:
+            env["PGPASSWORD"] = pw
+        return env
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str
+    username: str | None = None
+    password_env: str | None = None
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env) if self.password_env else None
+
+
+@dataclass(frozen=True)
+class EndpointCheck:
+    """An HTTP endpoint that verification calls, with what it must answer and how fast."""
+
+    name: str
+    url: str
+    method: str = "GET"
+    expect_status: int = 200
+    latency_budget_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class LlmProvider:
+    """An LLM provider whose model listing verification calls with the key from the environment."""
+
+    name: str
+    models_url: str
+    api_key_env: str
+    auth: str = "bearer"  # "bearer" (OpenAI style) or "x-api-key" (Anthropic style)
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    timeout_s: float = 5.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    health_urls: tuple[str, ...] = ()
+    endpoints: tuple[EndpointCheck, ...] = ()
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    format: str = "directory"
+    jobs: int = 0  # 0: one per core
+    compression: int = 1  # fast: pg_dump spends its time compressing, not reading
+    keep: int = 20
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    runtime: str
+    root: Path  # where the environment's state files live (env file, compose file)
+    env_file: Path
+    backup_dir: Path  # backups of this environment live in backup_dir / name
+    log_dir: Path
+    state_dir: Path  # pid files, the lock, release records
+    config_file: Path
+    database: DatabaseSettings
+    redis: RedisSettings | None
+    verify: VerifySettings
+    backup: BackupSettings
+    processes: tuple[ProcessSpec, ...] = ()
+    llm_providers: tuple[LlmProvider, ...] = ()
+    compose_file: Path | None = None
+    compose_project: str | None = None
+    compose_command: tuple[str, ...] = ("docker", "compose")
+    migrations_dir: Path | None = None
+    test_command: tuple[str, ...] = ()
+    required_env_keys: tuple[str, ...] = ()
+    health_timeout_s: float = 60.0
+    min_free_disk_mb: int = 100
+    git_repo: Path | None = None  # where release tags are created; None: no tagging
+    git_push: bool = False
+
+    @property
+    def backups_path(self) -> Path:
+        return self.backup_dir / self.name
+
+    def secret_env_names(self) -> list[str]:
+        """Names of the environment variables that hold this environment's secrets."""
+        names = [self.database.password_env]
+        if self.redis:
+            names.append(self.redis.password_env)
+        names += [p.api_key_env for p in self.llm_providers]
+        return [n for n in names if n]
+
+    def state_files(self) -> list[Path]:
+        """The files a backup carries besides the database: env file, compose file, config."""
+        files = [self.env_file, self.config_file]
+        if self.compose_file is not None:
+            files.append(self.compose_file)
+        return files
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path
+    timezone: str
+    environments: dict[str, Environment]
+
+    def environment(self, name: str) -> Environment:
+        validate_environment_name(name, list(self.environments))
+        return self.environments[name]
+
+
+def default_config_path() -> Path:
+    """`ULTRA_OPS_CONFIG`, else ultra_ops.toml in the current folder, else the repository's."""
+    explicit = os.environ.get(CONFIG_ENV_VAR)
+    if explicit:
+        return Path(explicit)
+    here = Path.cwd() / DEFAULT_CONFIG_NAME
+    if here.exists():
+        return here
+    return Path(__file__).resolve().parents[2] / DEFAULT_CONFIG_NAME
+
+
+class _Reader:
+    """Typed access to one TOML table; every error names the full dotted key."""
+
+    def __init__(self, path: Path, table: dict[str, Any], prefix: str) -> None:
+        self.path, self.table, self.prefix = path, table, prefix
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, reason: str) -> ConfigError:
+        return ConfigError(self.path, self.key(name), reason)
+
+    def get(
+        self, name: str, kind: type | tuple[type, ...], default: Any = ..., *, required: bool = False
+    ) -> Any:
+        self.used.add(name)
+        if name not in self.table:
+            if required or default is ...:
+                raise self.fail(name, "is required")
+            return default
+        value = self.table[name]
+        # bool is an int in Python; a port of `true` is still wrong.
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise self.fail(name, f"expected {_kind_name(kind)}, got a boolean")
+        if not isinstance(value, kind):
+            raise self.fail(name, f"expected {_kind_name(kind)}, got {type(value).__name__}")
+        return value
+
+    def string_list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.get(name, list, list(default))
+        if not all(isinstance(v, str) for v in value):
+            raise self.fail(name, "expected a list of strings")
+        return tuple(value)
+
+    def sub(self, name: str, *, required: bool = False) -> _Reader | None:
+        value = self.get(name, dict, None, required=required)
+        return None if value is None else _Reader(self.path, value, self.key(name))
+
+    def positive(self, name: str, default: float, *, integer: bool = False) -> Any:
+        value = self.get(name, int if integer else (int, float), default)
+        if value < 0:
+            raise self.fail(name, "must not be negative")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "unknown key")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _env_var_name(r: _Reader, name: str) -> str | None:
+    value = r.get(name, str, None)
+    if value is not None and not value.replace("_", "").isalnum():
+        raise r.fail(name, "must name an environment variable (letters, digits and '_'), not hold a value")
+    return value
+
+
+def _path(base: Path, value: str) -> Path:
+    return (base / os.path.expandvars(value)).resolve() if not os.path.isabs(value) else Path(value)
+
+
+def _url(r: _Reader, name: str, *, required: bool = True, default: str | None = None) -> str | None:
+    value = r.get(name, str, default, required=required)
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise r.fail(name, f"expected an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def _expand_command(command: tuple[str, ...]) -> tuple[str, ...]:
+    # "{python}" lets a checked-in config start the same interpreter that runs ultra_ops.
+    return tuple(part.replace("{python}", sys.executable) for part in command)
+
+
+def _database(r: _Reader) -> DatabaseSettings:
+    port = r.get("port", int, 5432)
+    if not 0 < port < 65536:
+        raise r.fail("port", f"{port} is not a TCP port")
+    db = DatabaseSettings(
+        host=r.get("host", str, "127.0.0.1"),
+        port=port,
+        name=r.get("name", str, required=True),
+        user=r.get("user", str, "postgres"),
+        password_env=_env_var_name(r, "password_env"),
+        maintenance_db=r.get("maintenance_db", str, "postgres"),
+        probe_queries=r.string_list("probe_queries", ("SELECT 1",)),
+        latency_budget_ms=float(r.positive("latency_budget_ms", 1000.0)),
+    )
+    r.finish()
+    return db
+
+
+def _redis(r: _Reader) -> RedisSettings:
+    url = r.get("url", str, required=True)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise r.fail("url", f"expected a redis:// URL, got {url!r}")
+    if "@" in url:
+        raise r.fail("url", "must not carry credentials: name them with username and password_env")
+    settings = RedisSettings(url=url, username=r.get("username", str, None),
+                             password_env=_env_var_name(r, "password_env"))
+    r.finish()
+    return settings
+
+
+def _verify(r: _Reader | None) -> VerifySettings:
+    if r is None:
+        return VerifySettings()
+    endpoints = []
+    for i, item in enumerate(r.get("endpoints", list, [])):
+        if not isinstance(item, dict):
+            raise r.fail(f"endpoints[{i}]", "expected a table")
+        e = _Reader(r.path, item, r.key(f"endpoints[{i}]"))
+        status = e.get("expect_status", int, 200)
+        if not 100 <= status <= 599:
+            raise e.fail("expect_status", f"{status} is not an HTTP status")
+        budget = e.get("latency_budget_ms", (int, float), None)
+        endpoints.append(EndpointCheck(
+            name=e.get("name", str, required=True), url=_url(e, "url"),
+            method=e.get("method", str, "GET").upper(), expect_status=status,
+            latency_budget_ms=float(budget) if budget is not None else None))
+        e.finish()
+    health = r.string_list("health_urls")
+    for i, url in enumerate(health):
+        if not url.startswith(("http://", "https://")):
+            raise r.fail(f"health_urls[{i}]", f"expected an http:// or https:// URL, got {url!r}")
+    settings = VerifySettings(
+        timeout_s=float(r.positive("timeout_s", 5.0)), retries=r.positive("retries", 2, integer=True),
+        backoff_s=float(r.positive("backoff_s", 0.5)), health_urls=health, endpoints=tuple(endpoints))
+    r.finish()
+    return settings
+
+
+def _backup(r: _Reader | None) -> BackupSettings:
+    if r is None:
+        return BackupSettings()
+    fmt = r.get("format", str, "directory")
+    if fmt not in BACKUP_FORMATS:
+        raise r.fail("format", f"expected one of {', '.join(BACKUP_FORMATS)}, got {fmt!r}")
+    compression = r.get("compression", int, 1)
+    if not 0 <= compression <= 9:
+        raise r.fail("compression", "expected 0 (none) to 9")
+    settings = BackupSettings(format=fmt, jobs=r.positive("jobs", 0, integer=True),
+                              compression=compression, keep=r.positive("keep", 20, integer=True))
+    r.finish()
+    return settings
+
+
+def _processes(r: _Reader | None) -> tuple[ProcessSpec, ...]:
+    if r is None:
+        return ()
+    specs = []
+    for name in r.table:
+        p = r.sub(name)
+        assert p is not None
+        command = p.string_list("command")
+        if not command:
+            raise p.fail("command", "must name a program and its arguments")
+        port = p.get("port", int, None)
+        if port is not None and not 0 < port < 65536:
+            raise p.fail("port", f"{port} is not a TCP port")
+        env = p.get("env", dict, {})
+        for k, v in env.items():
+            if not isinstance(v, str):
+                raise p.fail(f"env.{k}", "expected a string")
+        specs.append(ProcessSpec(name=name, command=_expand_command(command), port=port,
+                                 health_url=_url(p, "health_url", required=False),
+                                 env=dict(env), stop_timeout_s=float(p.positive("stop_timeout_s", 10.0))))
+        p.finish()
+    return tuple(specs)
+
+
+def _llm_providers(r: _Reader) -> tuple[LlmProvider, ...]:
+    providers = []
+    for i, item in enumerate(r.get("llm_providers", list, [])):
+        if not isinstance(item, dict):
+            raise r.fail(f"llm_providers[{i}]", "expected a table")
+        p = _Reader(r.path, item, r.key(f"llm_providers[{i}]"))
+        auth = p.get("auth", str, "bearer")
+        if auth not in ("bearer", "x-api-key"):
+            raise p.fail("auth", f"expected 'bearer' or 'x-api-key', got {auth!r}")
+        key_env = _env_var_name(p, "api_key_env")
+        if key_env is None:
+            raise p.fail("api_key_env", "is required")
+        providers.append(LlmProvider(name=p.get("name", str, required=True),
+                                     models_url=_url(p, "models_url"), api_key_env=key_env, auth=auth))
+        p.finish()
+    return tuple(providers)
+
+
+def _environment(path: Path, name: str, table: dict[str, Any], defaults: dict[str, Any]) -> Environment:
+    merged = {**defaults, **table}
+    r = _Reader(path, merged, f"environments.{name}")
+    base = path.parent
+    runtime = r.get("runtime", str, "process")
+    if runtime not in RUNTIMES:
+        raise r.fail("runtime", f"expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    root = _path(base, r.get("root", str, "."))
+    compose_file = r.get("compose_file", str, None)
+    git_repo = r.get("git_repo", str, None)
+    migrations = r.get("migrations", str, None)
+    processes = _processes(r.sub("processes"))
+    if runtime == "process" and not processes:
+        raise r.fail("processes", "the process runtime needs at least one process")
+    if runtime == "compose" and compose_file is None:
+        raise r.fail("compose_file", "the compose runtime needs a compose file")
+    database = r.sub("database", required=True)
+    redis = r.sub("redis")
+    env = Environment(
+        name=name,
+        runtime=runtime,
+        root=root,
+        env_file=_path(root, r.get("env_file", str, f".env.{name}")),
+        backup_dir=_path(base, r.get("backup_dir", str, "backups")),
+        log_dir=_path(base, r.get("log_dir", str, f"logs/{name}")),
+        state_dir=_path(base, r.get("state_dir", str, f"state/{name}")),
+        config_file=path,
+        database=_database(database),  # type: ignore[arg-type]
+        redis=_redis(redis) if redis else None,
+        verify=_verify(r.sub("verify")),
+        backup=_backup(r.sub("backup")),
+        processes=processes,
+        llm_providers=_llm_providers(r),
+        compose_file=_path(root, compose_file) if compose_file else None,
+        compose_project=r.get("compose_project", str, f"ultra-{name}"),
+        compose_command=r.string_list("compose_command", ("docker", "compose")),
+        migrations_dir=_path(base, migrations) if migrations else None,
+        test_command=_expand_command(r.string_list("test_command")),
+        required_env_keys=r.string_list("required_env_keys"),
+        health_timeout_s=float(r.positive("health_timeout_s", 60.0)),
+        min_free_disk_mb=r.positive("min_free_disk_mb", 100, integer=True),
+        git_repo=_path(base, git_repo) if git_repo else None,
+        git_push=r.get("git_push", bool, False),
+    )
+    r.finish()
+    return env
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and check the whole config file; raise ConfigError on the first problem."""
+    p = Path(path) if path is not None else default_config_path()
+    p = p.resolve()
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(p, "", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(p, "", f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(p, "", "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(p, "", f"not valid TOML: {exc}") from None
+    top = _Reader(p, data, "")
+    timezone = top.get("timezone", str, "UTC")
+    defaults = top.get("defaults", dict, {})
+    environments = top.get("environments", dict, required=True)
+    top.finish()
+    if not environments:
+        raise ConfigError(p, "environments", "names no environment")
+    envs: dict[str, Environment] = {}
+    for name, table in environments.items():
+        if name not in ENVIRONMENT_NAMES:
+            raise ConfigError(p, f"environments.{name}",
+                              f"unknown environment; expected one of {', '.join(ENVIRONMENT_NAMES)}")
+        if not isinstance(table, dict):
+            raise ConfigError(p, f"environments.{name}", "expected a table")
+        envs[name] = _environment(p, name, table, defaults)
+    return Settings(path=p, timezone=timezone, environments=envs)

@@ -1,0 +1,116 @@
+"""Shared fixtures: every test gets its own PostgreSQL database, Redis key prefix, ports and folders.
+
+Nothing is mocked: the database, Redis and HTTP peers are real servers on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+PG = {"host": "127.0.0.1", "port": 5432, "user": os.environ.get("ULTRA_TEST_PGUSER", "postgres")}
+REDIS_URL = "redis://127.0.0.1:6379/0"
+SAMPLE_MIGRATIONS = REPO / "ultra_ops" / "sample_service" / "migrations"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _admin() -> psycopg.Connection:
+    return psycopg.connect(**PG, dbname="postgres", autocommit=True)
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh, empty database, dropped (with anything renamed from it) after the test."""
+    name = f"uo_test_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield name
+    with _admin() as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)).fetchall()
+        for (db,) in rows:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix that only this test writes under; its keys are deleted afterwards."""
+    prefix = f"uo_test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+
+
+def write_config(
+    tmp_path: Path,
+    database: str,
+    *,
+    environment: str = "staging",
+    port: int | None = None,
+    migrations: Path | None = None,
+    extra: str = "",
+    verify_extra: str = "",
+    backup_format: str = "directory",
+) -> Path:
+    """A config with one process-runtime environment running the sample service on its own port."""
+    port = port or free_port()
+    migrations = migrations or SAMPLE_MIGRATIONS
+    text = f"""
+        timezone = "UTC"
+
+        [environments.{environment}]
+        runtime = "process"
+        root = "{tmp_path / 'root'}"
+        backup_dir = "{tmp_path / 'backups'}"
+        log_dir = "{tmp_path / 'logs'}"
+        state_dir = "{tmp_path / 'state'}"
+        migrations = "{migrations}"
+        health_timeout_s = 20
+        required_env_keys = ["ULTRA_VERSION"]
+        {extra}
+
+        [environments.{environment}.database]
+        host = "127.0.0.1"
+        port = 5432
+        name = "{database}"
+        user = "{PG['user']}"
+        probe_queries = ["SELECT 1"]
+
+        [environments.{environment}.redis]
+        url = "{REDIS_URL}"
+
+        [environments.{environment}.backup]
+        format = "{backup_format}"
+
+        [environments.{environment}.processes.backend]
+        command = ["{sys.executable}", "-m", "ultra_ops.sample_service"]
+        port = {port}
+        health_url = "http://127.0.0.1:{port}/health"
+
+        [environments.{environment}.verify]
+        timeout_s = 3
+        retries = 1
+        backoff_s = 0.1
+        health_urls = ["http://127.0.0.1:{port}/health?detail=true"]
+        {verify_extra}
+    """
+    path = tmp_path / "ultra_ops.toml"
+    path.write_text(textwrap.dedent(text))
+    (tmp_path / "root").mkdir(exist_ok=True)
+    return path
