@@ -11,32 +11,15 @@ import re
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from .envfile import read_env_file
 from .settings import Environment
+
+__all__ = ["MASK", "Log", "NullLog", "Redactor", "RedactingLog", "read_env_file"]
 
 MASK = "***"
 _SECRET_KEY = re.compile(r"(PASSWORD|SECRET|TOKEN|API_KEY|APIKEY|PRIVATE|CREDENTIAL|_KEY$)", re.I)
 # Shorter values would mask ordinary words and numbers in every message.
 _MIN_SECRET_LENGTH = 4
-
-
-def read_env_file(path: os.PathLike[str] | str) -> dict[str, str]:
-    """Parse a dotenv file (KEY=VALUE lines, # comments, optional quotes). Missing file: {}."""
-    values: dict[str, str] = {}
-    try:
-        text = open(path, encoding="utf-8").read()
-    except FileNotFoundError:
-        return values
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key = key.strip().removeprefix("export ").strip()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
-    return values
 
 
 class Redactor:

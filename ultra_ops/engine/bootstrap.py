@@ -1,0 +1,43 @@
+"""First-time setup of an environment: its folders, env file and database."""
+
+from __future__ import annotations
+
+import stat
+
+from .envfile import read_env_file, update_env_file
+from .errors import OperationError
+from .settings import Environment
+
+
+def init_environment(env: Environment) -> list[str]:
+    """Create what is missing and leave what exists alone; return one line per thing done."""
+    import psycopg
+    from psycopg import sql
+
+    done = []
+    for folder in (env.root, env.backups_path, env.log_dir, env.state_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    if not env.env_file.exists():
+        update_env_file(env.env_file, {"ULTRA_ENVIRONMENT": env.name})
+        done.append(f"created {env.env_file} (mode 0600)")
+    else:
+        mode = stat.S_IMODE(env.env_file.stat().st_mode)
+        if mode & 0o077:
+            env.env_file.chmod(0o600)
+            done.append(f"narrowed {env.env_file} from {mode:04o} to 0600")
+    missing = [k for k in env.required_env_keys
+               if k != "ULTRA_VERSION" and k not in read_env_file(env.env_file)]
+    if missing:
+        done.append(f"{env.env_file} still needs: {', '.join(missing)}")
+    db = env.database
+    try:
+        with psycopg.connect(**db.conninfo(db.maintenance_db), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
+                done.append(f"created database {db.name} on {db.host}:{db.port}")
+    except psycopg.Error as exc:
+        raise OperationError(f"cannot prepare database {db.name} on {db.host}:{db.port}: "
+                             f"{str(exc).strip().splitlines()[0]}") from None
+    done.append(f"environment {env.name} is ready")
+    return done

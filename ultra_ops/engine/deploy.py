@@ -1,0 +1,210 @@
+"""Deploy: the release document's deployment, one function per step.
+
+validate input → pre-release checklist → tests → backup → build → push → migrate → up →
+wait healthy → verify → tag → record. Once the backup is taken, any failure that leaves the
+environment changed (migrate, up, health, verify) rolls back to that backup before the error
+is raised, so a failed deploy leaves the environment as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .backup import BackupInfo, create_backup
+from .checklist import ChecklistItem, require_checklist, run_checklist
+from .envfile import update_env_file
+from .errors import CommandFailed, InputError, OperationError, UltraOpsError, VerificationFailed
+from .inputs import validate_tag
+from .migrate import apply_migrations
+from .releases import ReleaseRecord, record_release, tag_release
+from .rollback import deployed_version, rollback
+from .runtimes import get_runtime
+from .secrets import Log, Redactor
+from .settings import Environment, Settings
+from .shell import run
+from .verify import VerifyReport, verify_environment
+
+# host[:port][/path]: what `docker push` accepts as a registry prefix, and nothing a shell would read.
+_REGISTRY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::\d{1,5})?(?:/[A-Za-z0-9._-]+){0,8}$")
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """A validated deploy: what the operator asked for, plus what the steps learn on the way."""
+
+    environment: str
+    tag: str
+    config_path: str
+    skip_tests: bool = False
+    skip_build: bool = False
+    compose_file: str | None = None
+    registry: str | None = None
+    run_id: str | None = None
+    backup_id: str | None = None
+    previous_version: str | None = None
+
+    @property
+    def compose_path(self) -> Path | None:
+        return Path(self.compose_file) if self.compose_file else None
+
+    def run_tags(self) -> dict[str, str]:
+        tags = {"ultra_ops/environment": self.environment, "ultra_ops/version": self.tag,
+                "ultra_ops/operation": "deploy"}
+        if self.skip_tests:
+            tags["ultra_ops/skip_tests"] = "true"
+        if self.skip_build:
+            tags["ultra_ops/skip_build"] = "true"
+        return tags
+
+
+def plan_deploy(
+    settings: Settings,
+    environment: str,
+    tag: str,
+    *,
+    skip_tests: bool = False,
+    skip_build: bool = False,
+    compose_file: str | None = None,
+    registry: str | None = None,
+    run_id: str | None = None,
+) -> DeployRequest:
+    """Check every input before anything runs; raise InputError naming the first bad one."""
+    env = settings.environment(environment)
+    validate_tag(tag)
+    if compose_file:
+        path = Path(compose_file)
+        if not path.is_file():
+            raise InputError(f"compose file {compose_file!r} does not exist")
+        compose_file = str(path.resolve())
+    if registry is not None:
+        registry = registry.rstrip("/")
+        if not _REGISTRY.match(registry):
+            raise InputError(f"registry {registry[:80]!r} is not a registry address (host[:port][/path])")
+    return DeployRequest(environment=env.name, tag=tag, config_path=str(settings.path),
+                         skip_tests=skip_tests, skip_build=skip_build, compose_file=compose_file,
+                         registry=registry, run_id=run_id)
+
+
+def checklist(env: Environment, *, redact: Redactor) -> list[ChecklistItem]:
+    items = run_checklist(env, redact=redact)
+    require_checklist(items)
+    return items
+
+
+def run_tests(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> str:
+    if req.skip_tests:
+        message = f"tests skipped for {req.tag} on {env.name} (--skip-tests)"
+        if env.name == "production":
+            log.warning(message + ": not recommended for production")
+        else:
+            log.info(message)
+        return "skipped"
+    if not env.test_command:
+        log.info(f"no test command configured for {env.name}")
+        return "none configured"
+    log.info("running tests: " + " ".join(env.test_command))
+    try:
+        run(env.test_command, cwd=env.config_file.parent, timeout=3600, redact=redact,
+            env={"ULTRA_VERSION": req.tag, "ULTRA_ENVIRONMENT": env.name})
+    except CommandFailed as exc:
+        raise OperationError(f"tests failed, {req.tag} not deployed: {exc}") from None
+    return "passed"
+
+
+def backup(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> DeployRequest:
+    previous = deployed_version(env)
+    info: BackupInfo = create_backup(env, version=previous, label=f"pre-deploy {req.tag}",
+                                     log=log, redact=redact)
+    log.info(f"backup {info.id} taken of {env.name} at {previous or 'no version'}")
+    return replace(req, backup_id=info.id, previous_version=previous)
+
+
+def build(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> str:
+    if req.skip_build:
+        log.info("build skipped (--skip-build)")
+        return "skipped"
+    get_runtime(env, compose_file=req.compose_path, log=log, redact=redact).build(req.tag)
+    return "built"
+
+
+def push(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> str:
+    if not req.registry:
+        log.info("no --registry given: nothing pushed")
+        return "skipped"
+    get_runtime(env, compose_file=req.compose_path, log=log, redact=redact).push(req.tag, req.registry)
+    return "pushed"
+
+
+@contextmanager
+def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> Iterator[None]:
+    """Undo a half-done deploy: restore this deploy's backup, then re-raise with what happened."""
+    try:
+        yield
+    except UltraOpsError as exc:
+        if req.backup_id is None:
+            raise
+        reason = redact(str(exc))
+        log.warning(f"deploy of {req.tag} failed ({reason}); rolling back to backup {req.backup_id}")
+        try:
+            result = rollback(env, req.backup_id, compose_file=req.compose_path, log=log, redact=redact)
+        except UltraOpsError as rb_exc:
+            record_release(env, ReleaseRecord(env.name, req.tag, "deploy_failed", req.run_id, req.backup_id,
+                                              req.previous_version, f"{reason}; rollback failed: {rb_exc}",
+                                              req.skip_tests))
+            raise OperationError(f"{reason}; automatic rollback to backup {req.backup_id} ALSO failed: "
+                                 f"{redact(str(rb_exc))}") from None
+        record_release(env, ReleaseRecord(env.name, result.version, "rolled_back", req.run_id,
+                                          req.backup_id, req.tag, f"deploy of {req.tag} failed: {reason}",
+                                          req.skip_tests))
+        raise type(exc)(f"{reason}; rolled back to backup {req.backup_id} "
+                        f"({result.version or 'no version'}), which verified ok") from None
+
+
+def migrate(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> list[str]:
+    with rollback_on_failure(env, req, log=log, redact=redact):
+        applied = apply_migrations(env, log=log, redact=redact)
+    log.info(f"{len(applied)} migrations applied" + (": " + ", ".join(applied) if applied else ""))
+    return applied
+
+
+def up(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> None:
+    with rollback_on_failure(env, req, log=log, redact=redact):
+        # The env file is deployed state: it records the running version, and a restore brings it back.
+        update_env_file(env.env_file, {"ULTRA_VERSION": req.tag})
+        runtime = get_runtime(env, compose_file=req.compose_path, log=log, redact=redact)
+        runtime.up(req.tag)
+        runtime.wait_healthy(env.health_timeout_s)
+    log.info(f"{env.name} is up and healthy at {req.tag}")
+
+
+def verify(
+    env: Environment,
+    req: DeployRequest,
+    *,
+    log: Log,
+    redact: Redactor,
+    on_report: Callable[[VerifyReport], None] | None = None,
+) -> VerifyReport:
+    """Verify the release; on failure roll back to this deploy's backup and raise with the reason."""
+    report = verify_environment(env, redact=redact, log=log)
+    if on_report is not None:
+        on_report(report)
+    if not report.ok:
+        with rollback_on_failure(env, req, log=log, redact=redact):
+            raise VerificationFailed(f"verification of {req.tag} on {env.name} failed: {report.summary()}")
+    return report
+
+
+def tag(env: Environment, req: DeployRequest, *, log: Log) -> str:
+    return tag_release(env, req.tag, log=log)
+
+
+def record(env: Environment, req: DeployRequest) -> ReleaseRecord:
+    entry = ReleaseRecord(env.name, req.tag, "deployed", req.run_id, req.backup_id, req.previous_version,
+                          skip_tests=req.skip_tests)
+    record_release(env, entry)
+    return entry

@@ -1,0 +1,69 @@
+"""The application's `.env.<environment>` file: deployed state, read and updated in place."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from .errors import InputError
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def read_env_file(path: os.PathLike[str] | str) -> dict[str, str]:
+    """Parse a dotenv file (KEY=VALUE lines, # comments, optional quotes). Missing file: {}."""
+    values: dict[str, str] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return values
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a file so that readers see the old or the new content, never a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def update_env_file(path: Path, values: dict[str, str]) -> None:
+    """Set keys in the env file, keeping every other line (comments, order) as it was."""
+    for key, value in values.items():
+        if not _KEY.match(key):
+            raise InputError(f"env file key {key!r} is not a valid variable name")
+        if "\n" in value or "\r" in value:
+            raise InputError(f"env file value for {key} contains a line break")
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    pending = dict(values)
+    out = []
+    for line in lines:
+        key = line.split("=", 1)[0].strip().removeprefix("export ").strip() if "=" in line else None
+        if key in pending and not line.lstrip().startswith("#"):
+            out.append(f"{key}={pending.pop(key)}")
+        else:
+            out.append(line)
+    out += [f"{k}={v}" for k, v in pending.items()]
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    write_atomic(path, ("\n".join(out) + "\n").encode(), mode=mode)

@@ -1,0 +1,1 @@
+"""The release domain's Dagster layer: deploy, verify, rollback and backup jobs."""

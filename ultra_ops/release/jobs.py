@@ -1,0 +1,52 @@
+"""The release jobs. Steps run in one process so the environment lock spans the whole run."""
+
+from __future__ import annotations
+
+from dagster import in_process_executor, job
+
+from . import ops
+
+_JOB_TAGS = {"ultra_ops/domain": "release"}
+
+
+@job(executor_def=in_process_executor, tags=_JOB_TAGS,
+     description="Deploy a release: checklist, tests, backup, build, push, migrate, up, verify "
+                 "(rolling back on failure), tag, record.")
+def deploy_job() -> None:
+    req = ops.deploy_plan()
+    req = ops.deploy_checklist(req)
+    req = ops.deploy_tests(req)
+    req = ops.deploy_backup(req)
+    req = ops.deploy_build(req)
+    req = ops.deploy_push(req)
+    req = ops.deploy_migrate(req)
+    req = ops.deploy_up(req)
+    req = ops.deploy_verify(req)
+    req = ops.deploy_tag(req)
+    ops.deploy_record(req)
+
+
+@job(executor_def=in_process_executor, tags=_JOB_TAGS,
+     description="Verify an environment: health, database, Redis, LLM providers and API endpoints.")
+def verify_job() -> None:
+    ops.verify_checks()
+
+
+@job(executor_def=in_process_executor, tags=_JOB_TAGS,
+     description="Roll an environment back to a backup (the newest by default), restart and verify it.")
+def rollback_job() -> None:
+    req = ops.rollback_plan()
+    req = ops.rollback_stop(req)
+    req = ops.rollback_restore(req)
+    req = ops.rollback_start(req)
+    req = ops.rollback_verify(req)
+    ops.rollback_record(req)
+
+
+@job(executor_def=in_process_executor, tags=_JOB_TAGS,
+     description="Take a backup of an environment: database dump and state files, checksummed.")
+def backup_job() -> None:
+    ops.backup_create()
+
+
+RELEASE_JOBS = [deploy_job, verify_job, rollback_job, backup_job]

@@ -1,0 +1,288 @@
+"""Ops of the release jobs: each calls one engine step and reports what it did as metadata.
+
+Errors from the engine become a dagster Failure whose text is already redacted, so no secret
+reaches the run's event log, and its traceback stops at the op.
+"""
+
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from dagster import AssetKey, AssetObservation, Failure, MetadataValue, OpExecutionContext, op
+
+from ..engine import deploy
+from ..engine.backup import create_backup, get_backup, verify_backup
+from ..engine.errors import UltraOpsError, VerificationFailed
+from ..engine.releases import ReleaseRecord, record_release
+from ..engine.restore import restore_backup
+from ..engine.rollback import choose_backup, deployed_version, restart
+from ..engine.runtimes import get_runtime
+from ..engine.secrets import RedactingLog, Redactor
+from ..engine.settings import Environment, load_settings
+from ..engine.verify import VerifyReport, verify_environment
+from .config import BackupConfig, DeployConfig, RollbackConfig, VerifyConfig
+from .resources import EnvironmentLocks, OpsSettings
+
+
+@dataclass(frozen=True)
+class Step:
+    env: Environment
+    log: RedactingLog
+    redact: Redactor
+
+
+@contextmanager
+def failures_as_dagster(redact: Redactor | None = None) -> Iterator[None]:
+    try:
+        yield
+    except UltraOpsError as exc:
+        text = redact(str(exc)) if redact else str(exc)
+        raise Failure(description=text, metadata={"error": type(exc).__name__},
+                      allow_retries=False) from None
+
+
+@contextmanager
+def step(context: OpExecutionContext, environment: str, config_path: str) -> Iterator[Step]:
+    """Load the environment, wrap the log in redaction, turn engine errors into Failures."""
+    with failures_as_dagster():
+        env = load_settings(config_path).environment(environment)
+    redact = Redactor.for_environment(env)
+    with failures_as_dagster(redact):
+        yield Step(env, RedactingLog(context.log, redact), redact)
+
+
+def report_verification(context: OpExecutionContext, s: Step, report: VerifyReport) -> None:
+    """Verification results as run metadata and as an observation of the environment's health."""
+    data = s.redact.value(report.to_dict())
+    metadata = {
+        "environment": s.env.name,
+        "healthy": report.ok,
+        "checks": len(report.results),
+        "failed": len(report.failures),
+        "duration_ms": round(report.duration_ms, 1),
+        "results": MetadataValue.md("```\n" + s.redact(report.table()) + "\n```"),
+        "report": MetadataValue.json(data),
+    }
+    context.log_event(AssetObservation(asset_key=AssetKey(["health", s.env.name]), metadata=metadata))
+    s.log.info(report.summary())
+
+
+# deploy_job -------------------------------------------------------------------------------------
+
+@op
+def deploy_plan(
+    context: OpExecutionContext, config: DeployConfig, settings: OpsSettings, locks: EnvironmentLocks
+) -> deploy.DeployRequest:
+    """Validate the launch form and take the environment's lock for the rest of the run."""
+    with failures_as_dagster():
+        loaded = settings.load()
+        req = deploy.plan_deploy(loaded, config.environment.value, config.tag, skip_tests=config.skip_tests,
+                                 skip_build=config.skip_build, compose_file=config.compose_file,
+                                 registry=config.registry, run_id=context.run_id)
+        context.instance.add_run_tags(context.run_id, req.run_tags())
+        locks.acquire(loaded.environment(req.environment), operation=f"deploy {req.tag}", run_id=context.run_id)
+    context.add_output_metadata({"environment": req.environment, "tag": req.tag,
+                                 "skip_tests": req.skip_tests, "skip_build": req.skip_build})
+    return req
+
+
+@op
+def deploy_checklist(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
+    """The release document's pre-release checklist; blocks the deploy when an item fails."""
+    with step(context, req.environment, req.config_path) as s:
+        from ..engine.checklist import require_checklist, run_checklist
+
+        items = run_checklist(s.env, redact=s.redact)
+        context.add_output_metadata({"items": MetadataValue.json([i.to_dict() for i in items])})
+        for item in items:
+            (s.log.info if item.ok else s.log.warning)(f"[{'x' if item.ok else ' '}] {item.name}: {item.detail}")
+        require_checklist(items)
+    return req
+
+
+@op
+def deploy_tests(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
+    with step(context, req.environment, req.config_path) as s:
+        outcome = deploy.run_tests(s.env, req, log=s.log, redact=s.redact)
+    context.add_output_metadata({"tests": outcome})
+    return req
+
+
+@op
+def deploy_backup(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
+    with step(context, req.environment, req.config_path) as s:
+        req = deploy.backup(s.env, req, log=s.log, redact=s.redact)
+    context.add_output_metadata({"backup_id": req.backup_id or "", "previous_version": req.previous_version or ""})
+    return req
+
+
+@op
+def deploy_build(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
+    with step(context, req.environment, req.config_path) as s:
+        context.add_output_metadata({"build": deploy.build(s.env, req, log=s.log, redact=s.redact)})
+    return req
+
+
+@op
+def deploy_push(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
+    with step(context, req.environment, req.config_path) as s:
+        context.add_output_metadata({"push": deploy.push(s.env, req, log=s.log, redact=s.redact)})
+    return req
+
+
+@op
+def deploy_migrate(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
+    with step(context, req.environment, req.config_path) as s:
+        applied = deploy.migrate(s.env, req, log=s.log, redact=s.redact)
+    context.add_output_metadata({"applied": MetadataValue.json(applied)})
+    return req
+
+
+@op
+def deploy_up(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
+    """Start the release and wait until every service answers its health URL."""
+    with step(context, req.environment, req.config_path) as s:
+        deploy.up(s.env, req, log=s.log, redact=s.redact)
+    return req
+
+
+@op
+def deploy_verify(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
+    """Verify the release; on failure roll back to this deploy's backup and fail the run."""
+    with step(context, req.environment, req.config_path) as s:
+        deploy.verify(s.env, req, log=s.log, redact=s.redact,
+                      on_report=lambda report: report_verification(context, s, report))
+    return req
+
+
+@op
+def deploy_tag(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
+    with step(context, req.environment, req.config_path) as s:
+        context.add_output_metadata({"git_tag": deploy.tag(s.env, req, log=s.log)})
+    return req
+
+
+@op
+def deploy_record(context: OpExecutionContext, req: deploy.DeployRequest) -> None:
+    with step(context, req.environment, req.config_path) as s:
+        entry = deploy.record(s.env, req)
+        s.log.info(f"{req.tag} deployed to {s.env.name} (backup {req.backup_id})")
+    context.add_output_metadata({"release": MetadataValue.json(entry.to_dict())})
+
+
+# verify_job -------------------------------------------------------------------------------------
+
+@op
+def verify_checks(context: OpExecutionContext, config: VerifyConfig, settings: OpsSettings) -> None:
+    """Run every configured check at once; fail the run when any check fails."""
+    environment = config.environment.value
+    context.instance.add_run_tags(context.run_id, {"ultra_ops/environment": environment,
+                                                   "ultra_ops/operation": "verify"})
+    with failures_as_dagster():
+        config_path = str(settings.load().path)
+    with step(context, environment, config_path) as s:
+        version = deployed_version(s.env)
+        if version:
+            context.instance.add_run_tags(context.run_id, {"ultra_ops/version": version})
+        report = verify_environment(s.env, redact=s.redact, log=s.log)
+        report_verification(context, s, report)
+        if not report.ok:
+            raise VerificationFailed(f"verification of {s.env.name} failed: {report.summary()}")
+
+
+# rollback_job -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    environment: str
+    config_path: str
+    backup_id: str
+    version: str | None = None
+    previous_version: str | None = None
+    safety_backup_id: str | None = None
+
+
+@op
+def rollback_plan(
+    context: OpExecutionContext, config: RollbackConfig, settings: OpsSettings, locks: EnvironmentLocks
+) -> RollbackRequest:
+    """Pick the backup, check every checksum, and take the environment's lock."""
+    environment = config.environment.value
+    with failures_as_dagster():
+        loaded = settings.load()
+        env = loaded.environment(environment)
+        info = choose_backup(env, config.backup_id)
+        tags = {"ultra_ops/environment": env.name, "ultra_ops/operation": "rollback",
+                "ultra_ops/backup_id": info.id}
+        if info.version:
+            tags["ultra_ops/version"] = info.version
+        context.instance.add_run_tags(context.run_id, tags)
+        locks.acquire(env, operation=f"rollback to {info.id}", run_id=context.run_id)
+        verify_backup(env, info.id)
+    context.add_output_metadata({"backup": MetadataValue.json(info.to_dict())})
+    return RollbackRequest(env.name, str(loaded.path), info.id, info.version, deployed_version(env))
+
+
+@op
+def rollback_stop(context: OpExecutionContext, req: RollbackRequest) -> RollbackRequest:
+    with step(context, req.environment, req.config_path) as s:
+        get_runtime(s.env, log=s.log, redact=s.redact).down()
+    return req
+
+
+@op
+def rollback_restore(context: OpExecutionContext, req: RollbackRequest) -> RollbackRequest:
+    """Restore the database and state files (after a safety backup of the current state)."""
+    with step(context, req.environment, req.config_path) as s:
+        result = restore_backup(s.env, req.backup_id, log=s.log, redact=s.redact)
+        version = deployed_version(s.env) or get_backup(s.env, req.backup_id).version
+    context.add_output_metadata({"restore": MetadataValue.json(result)})
+    return RollbackRequest(req.environment, req.config_path, req.backup_id, version, req.previous_version,
+                           result.get("safety_backup_id"))
+
+
+@op
+def rollback_start(context: OpExecutionContext, req: RollbackRequest) -> RollbackRequest:
+    with step(context, req.environment, req.config_path) as s:
+        restart(s.env, req.version, log=s.log, redact=s.redact)
+    return req
+
+
+@op
+def rollback_verify(context: OpExecutionContext, req: RollbackRequest) -> RollbackRequest:
+    with step(context, req.environment, req.config_path) as s:
+        report = verify_environment(s.env, redact=s.redact, log=s.log)
+        report_verification(context, s, report)
+        if not report.ok:
+            record_release(s.env, ReleaseRecord(s.env.name, req.version, "rollback_failed", context.run_id,
+                                                req.backup_id, req.previous_version, report.summary()))
+            raise VerificationFailed(f"rolled back {s.env.name} to backup {req.backup_id} "
+                                     f"but verification failed: {report.summary()}")
+    return req
+
+
+@op
+def rollback_record(context: OpExecutionContext, req: RollbackRequest) -> None:
+    with step(context, req.environment, req.config_path) as s:
+        entry = ReleaseRecord(s.env.name, req.version, "rolled_back", context.run_id, req.backup_id,
+                              req.previous_version, f"safety backup {req.safety_backup_id}")
+        record_release(s.env, entry)
+        s.log.info(f"{s.env.name} rolled back to backup {req.backup_id} ({req.version})")
+    context.add_output_metadata({"release": MetadataValue.json(entry.to_dict())})
+
+
+# backup_job -------------------------------------------------------------------------------------
+
+@op
+def backup_create(context: OpExecutionContext, config: BackupConfig, settings: OpsSettings) -> None:
+    environment = config.environment.value
+    context.instance.add_run_tags(context.run_id, {"ultra_ops/environment": environment,
+                                                   "ultra_ops/operation": "backup"})
+    with failures_as_dagster():
+        config_path = str(settings.load().path)
+    with step(context, environment, config_path) as s:
+        info = create_backup(s.env, version=deployed_version(s.env), label="manual", log=s.log, redact=s.redact)
+        s.log.info(f"backup {info.id} of {s.env.name} written ({info.size_bytes / 1e6:.1f} MB)")
+    context.add_output_metadata({"backup_id": info.id, "size_bytes": info.size_bytes,
+                                 "backup": MetadataValue.json(info.to_dict())})
