@@ -48,16 +48,21 @@ def get_runtime(
     env: Environment,
     *,
     compose_file: Path | None = None,
+    registry: str | None = None,
     log: Log | None = None,
     redact: Redactor | None = None,
 ) -> Runtime:
-    """The runtime the environment's config names; `compose_file` overrides the configured one."""
+    """The runtime the environment's config names; `compose_file` overrides the configured one.
+
+    `registry` (compose only) is where images are pulled from and run as; push names its own.
+    """
     log = log or NullLog()
-    redact = redact or Redactor()
+    # Without a redactor the environment's own secrets are still kept out of messages.
+    redact = redact or Redactor.for_environment(env)
     if env.runtime == "compose" or compose_file is not None:
         from .compose import ComposeRuntime
 
-        return ComposeRuntime(env, compose_file=compose_file, log=log, redact=redact)
+        return ComposeRuntime(env, compose_file=compose_file, registry=registry, log=log, redact=redact)
     from .process import ProcessRuntime
 
     return ProcessRuntime(env, log=log, redact=redact)

@@ -1,0 +1,205 @@
+"""The compose runtime: `docker compose` (or Debian's `docker-compose`) for staging and production.
+
+As in Kamal's lib/kamal/commands/, building a command and running it are kept apart: the
+*_args methods are pure and return argument lists (tested as such), command_env() says what
+they run with, and the Runtime methods run them through shell.run.
+
+The image tag and registry reach the compose file through its environment, never through its
+text: `image: ${ULTRA_REGISTRY:-}ultra-ai/backend:${ULTRA_IMAGE_TAG:-latest}`. Secrets reach it
+through --env-file only.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from .. import shell
+from ..errors import CommandFailed, RuntimeFailure
+from ..secrets import Log, NullLog, Redactor
+from ..settings import Environment
+from . import ServiceStatus
+
+_POLL_S = 0.5
+# Builds and pulls may legitimately take long; everything else has a bound.
+_SHORT_TIMEOUT_S = 120.0
+_UP_TIMEOUT_S = 600.0
+
+
+def registry_prefix(registry: str | None) -> str:
+    """`registry.example.com` → `registry.example.com/`: the prefix an image name takes."""
+    if not registry:
+        return ""
+    value = registry.strip()
+    for scheme in ("https://", "http://"):
+        value = value.removeprefix(scheme)
+    value = value.rstrip("/")
+    return f"{value}/" if value else ""
+
+
+class ComposeRuntime:
+    """Runtime for `runtime = "compose"` environments (or any environment given --compose FILE)."""
+
+    def __init__(
+        self,
+        env: Environment,
+        *,
+        compose_file: Path | None = None,
+        registry: str | None = None,
+        log: Log | None = None,
+        redact: Redactor | None = None,
+    ) -> None:
+        self.env = env
+        file = compose_file or env.compose_file
+        if file is None:
+            raise RuntimeFailure(f"environment {env.name}: the compose runtime needs a compose file")
+        self.compose_file = Path(file)
+        self.project = env.compose_project or f"ultra-{env.name}"
+        # Where images are pulled from and run as; push() names its own registry.
+        self.registry = registry
+        self.log = log or NullLog()
+        self.redact = redact or Redactor.for_environment(env)
+        self._version: str | None = None
+
+    # -- command builders: pure, no I/O ------------------------------------------------------
+
+    def compose_base(self) -> list[str]:
+        return [*self.env.compose_command, "-f", str(self.compose_file), "-p", self.project,
+                "--env-file", str(self.env.env_file)]
+
+    def command_env(self, version: str | None = None, registry: str | None = None) -> dict[str, str]:
+        """The variables every compose command runs with; they override the caller's own."""
+        return {
+            "ULTRA_IMAGE_TAG": version or "latest",
+            "ULTRA_REGISTRY": registry_prefix(registry),
+            "ULTRA_ENVIRONMENT": self.env.name,
+        }
+
+    def build_args(self, version: str | None = None) -> list[str]:
+        # The tag comes from command_env(version); the argument keeps the builders' signatures uniform.
+        return [*self.compose_base(), "build"]
+
+    def push_args(self) -> list[str]:
+        return [*self.compose_base(), "push"]
+
+    def pull_args(self) -> list[str]:
+        return [*self.compose_base(), "pull"]
+
+    def up_args(self) -> list[str]:
+        return [*self.compose_base(), "up", "-d", "--remove-orphans"]
+
+    def down_args(self) -> list[str]:
+        return [*self.compose_base(), "down"]
+
+    def ps_args(self) -> list[str]:
+        return [*self.compose_base(), "ps"]
+
+    def running_services_args(self) -> list[str]:
+        # Works the same in compose 1.29 and v2, unlike `ps --format json`.
+        return [*self.ps_args(), "--services", "--filter", "status=running"]
+
+    def services_args(self) -> list[str]:
+        return [*self.config_args(), "--services"]
+
+    def logs_args(self, tail: int = 100) -> list[str]:
+        return [*self.compose_base(), "logs", "--no-color", f"--tail={tail}"]
+
+    def config_args(self) -> list[str]:
+        return [*self.compose_base(), "config"]
+
+    # -- execution ---------------------------------------------------------------------------
+
+    def _run(self, args: list[str], *, version: str | None = None, registry: str | None = None,
+             timeout: float | None = _SHORT_TIMEOUT_S) -> str:
+        if not self.env.env_file.is_file():
+            raise RuntimeFailure(f"environment {self.env.name}: env file {self.env.env_file} not found")
+        try:
+            proc = shell.run(args, env=self.command_env(version or self._version, registry or self.registry),
+                             cwd=self.compose_file.parent, timeout=timeout, redact=self.redact)
+        except CommandFailed as exc:
+            subcommand = args[len(self.compose_base())]
+            message = f"compose {subcommand} ({self.project}) failed: {exc}"
+            raise RuntimeFailure(self.redact(message)) from None
+        return proc.stdout
+
+    def build(self, version: str) -> None:
+        self.log.info(f"compose build {self.project} at {version}")
+        self._run(self.build_args(version), version=version, timeout=None)
+
+    def push(self, version: str, registry: str) -> None:
+        """Build with the registry in the image names (cached layers: this is the tag step), then push."""
+        prefix = registry_prefix(registry)
+        if not prefix:
+            raise RuntimeFailure("push needs a registry")
+        self.log.info(f"compose push {self.project} {version} to {prefix}")
+        self._run(self.build_args(version), version=version, registry=registry, timeout=None)
+        self._run(self.push_args(), version=version, registry=registry, timeout=None)
+
+    def pull(self, version: str) -> None:
+        self.log.info(f"compose pull {self.project} {version}")
+        self._run(self.pull_args(), version=version, timeout=None)
+
+    def up(self, version: str) -> None:
+        self._version = version
+        self.log.info(f"compose up {self.project} at {version}")
+        self._run(self.up_args(), version=version, timeout=_UP_TIMEOUT_S)
+
+    def down(self) -> None:
+        self.log.info(f"compose down {self.project}")
+        self._run(self.down_args(), timeout=_UP_TIMEOUT_S)
+
+    def status(self) -> list[ServiceStatus]:
+        services = self._run(self.services_args()).split()
+        running = set(self._run(self.running_services_args()).split())
+        return [ServiceStatus(s, s in running, "running" if s in running else "not running")
+                for s in services]
+
+    def logs(self, tail: int = 100) -> str:
+        return self.redact(self._run(self.logs_args(tail)))
+
+    def config(self, version: str | None = None) -> str:
+        """The resolved compose file, redacted (it may carry interpolated secrets)."""
+        return self.redact(self._run(self.config_args(), version=version))
+
+    def health_urls(self) -> list[str]:
+        """The process table's health URLs if the config has one, else the verify health URLs."""
+        urls = [p.health_url for p in self.env.processes if p.health_url]
+        return urls or list(self.env.verify.health_urls)
+
+    def wait_healthy(self, timeout_s: float) -> None:
+        urls = self.health_urls()
+        deadline = time.monotonic() + timeout_s
+        if not urls:
+            # Nothing to ask over HTTP: settle for every service running.
+            while True:
+                down = [s.name for s in self.status() if not s.running]
+                if not down:
+                    return
+                if time.monotonic() >= deadline:
+                    raise RuntimeFailure(f"services {', '.join(down)} of {self.project} not running "
+                                         f"after {timeout_s:g}s")
+                time.sleep(_POLL_S)
+        pending = list(urls)
+        last: dict[str, str] = {}
+        with httpx.Client(timeout=httpx.Timeout(3.0, connect=1.0)) as client:
+            while True:
+                for url in list(pending):
+                    try:
+                        response = client.get(url)
+                    except httpx.HTTPError as exc:
+                        last[url] = f"{type(exc).__name__}: {exc}"
+                        continue
+                    if response.status_code == 200:
+                        pending.remove(url)
+                        self.log.info(f"{url} is healthy")
+                    else:
+                        last[url] = f"HTTP {response.status_code}"
+                if not pending:
+                    return
+                if time.monotonic() >= deadline:
+                    raise RuntimeFailure(self.redact(
+                        f"{self.project} not healthy after {timeout_s:g}s: {pending[0]}: "
+                        f"{last.get(pending[0], 'no answer')}"))
+                time.sleep(_POLL_S)
