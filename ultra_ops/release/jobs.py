@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dagster import in_process_executor, job
+from dagster._loggers import colored_console_logger
 
 from . import ops
+from .console import progress_logger
 
 _JOB_TAGS = {"ultra_ops/domain": "release"}
+_LOGGERS = {"console": colored_console_logger, "progress": progress_logger}
 
 
-@job(executor_def=in_process_executor, tags=_JOB_TAGS,
+@job(executor_def=in_process_executor, tags=_JOB_TAGS, logger_defs=_LOGGERS,
      description="Deploy a release: checklist, tests, backup, build, push, migrate, up, verify "
                  "(rolling back on failure), tag, record.")
 def deploy_job() -> None:
@@ -26,13 +29,13 @@ def deploy_job() -> None:
     ops.deploy_record(req)
 
 
-@job(executor_def=in_process_executor, tags=_JOB_TAGS,
+@job(executor_def=in_process_executor, tags=_JOB_TAGS, logger_defs=_LOGGERS,
      description="Verify an environment: health, database, Redis, LLM providers and API endpoints.")
 def verify_job() -> None:
     ops.verify_checks()
 
 
-@job(executor_def=in_process_executor, tags=_JOB_TAGS,
+@job(executor_def=in_process_executor, tags=_JOB_TAGS, logger_defs=_LOGGERS,
      description="Roll an environment back to a backup (the newest by default), restart and verify it.")
 def rollback_job() -> None:
     req = ops.rollback_plan()
@@ -43,7 +46,7 @@ def rollback_job() -> None:
     ops.rollback_record(req)
 
 
-@job(executor_def=in_process_executor, tags=_JOB_TAGS,
+@job(executor_def=in_process_executor, tags=_JOB_TAGS, logger_defs=_LOGGERS,
      description="Take a backup of an environment: database dump and state files, checksummed.")
 def backup_job() -> None:
     ops.backup_create()

@@ -44,7 +44,7 @@ def launch(job_name: str, run_config: dict[str, Any], tags: dict[str, str]) -> L
     """Execute a job of the code location in this process and return how it ended."""
     instance = DagsterInstance.get()
     recon = build_reconstructable_job("ultra_ops.definitions", "job_from_definitions", (job_name,))
-    config = {**run_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    config = {**run_config, "loggers": {"progress": {}}}
     with execute_job(recon, instance=instance, run_config=config, tags=tags) as result:
         messages: list[str] = []
         observations: list[dict[str, Any]] = []
