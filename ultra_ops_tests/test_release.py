@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -122,8 +123,25 @@ def _json_tail(capsys) -> str:
     return out[out.index("{"):out.rindex("}") + 1]
 
 
-def test_rollback_to_named_backup(stack: Stack, capsys) -> None:
+def test_rollback_to_named_backup(tmp_path: Path, pg_database: str, dagster_home: Path, capsys) -> None:
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                    "--allow-empty", "-m", "release"], check=True)
+    stack = Stack(tmp_path, pg_database, extra=f'git_repo = "{repo}"')
+    try:
+        _rollback_to_named_backup(stack, repo, dagster_home)
+    finally:
+        stack.stop()
+
+
+def _rollback_to_named_backup(stack: Stack, repo: Path, dagster_home: Path) -> None:
     assert stack.ops("deploy", "--tag", "v1.0.0", "--skip-tests") == 0
+    tags = subprocess.run(["git", "-C", str(repo), "tag", "-n1"], capture_output=True, text=True).stdout
+    assert "v1.0.0" in tags and "Release v1.0.0" in tags
+    (run,) = _runs(dagster_home)
+    assert run.tags["ultra_ops/skip_tests"] == "true"
+    assert release_history(stack.env)[-1].skip_tests
     assert stack.ops("deploy", "--tag", "v1.2.0") == 0
     assert stack.get("/health").json()["version"] == "v1.2.0"
     backups = list_backups(stack.env)
@@ -163,6 +181,14 @@ def test_corrupted_backup_is_refused_before_anything_changes(stack: Stack, capsy
     assert "checksum" in capsys.readouterr().err.lower()
     assert (stack.rows(), stack.env.env_file.read_bytes(), len(list_backups(stack.env))) == before
     assert stack.get("/health").json()["version"] == "v1.0.1"
+
+
+def test_failed_checklist_blocks_the_deploy(stack: Stack, capsys) -> None:
+    stack.env.env_file.chmod(0o644)
+    assert stack.ops("deploy", "--tag", "v1.0.0") == 1
+    err = capsys.readouterr().err
+    assert "pre-release checklist failed" in err and "wider than 0600" in err
+    assert list_backups(stack.env) == []
 
 
 def test_second_deploy_is_refused_while_the_lock_is_held(stack: Stack, capsys) -> None:
