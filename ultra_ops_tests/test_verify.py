@@ -4,76 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import redis
 from conftest import PG, REDIS_URL, free_port
+from peers import HttpPeer as _Server
+from peers import Route, fixed
 
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, load_settings
 from ultra_ops.engine.verify import CheckResult, VerifyReport, verify_environment
-
-# A route answers (status, JSON body or text, delay in seconds) for the request's headers.
-Route = Callable[[dict[str, str]], tuple[int, object, float]]
-
-
-class _Threading(ThreadingHTTPServer):
-    daemon_threads = True
-    # Set on the class: listen() runs in the constructor, and the default backlog of 5 makes
-    # simultaneous connects beyond it wait a full second for a SYN retry.
-    request_queue_size = 64
-
-
-class _Server:
-    """A threaded HTTP server on its own free port that counts the requests per path."""
-
-    def __init__(self, routes: dict[str, Route]) -> None:
-        self.routes, self.hits = routes, Counter()
-        self.released = threading.Event()  # lets sleeping handlers go at teardown
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _answer(self) -> None:
-                path = self.path.split("?")[0]
-                outer.hits[path] += 1
-                route = outer.routes.get(path)
-                status, body, delay = route(dict(self.headers)) if route else (404, "no route", 0.0)
-                if delay:
-                    outer.released.wait(delay)
-                data = (json.dumps(body) if not isinstance(body, str) else body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the client gave up (a timeout test)
-
-            do_GET = do_POST = do_HEAD = _answer
-
-        self.port = free_port()
-        self.httpd = _Threading(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def close(self) -> None:
-        self.released.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -87,10 +31,6 @@ def http_server() -> Iterator[Callable[[dict[str, Route]], _Server]]:
     yield start
     for s in servers:
         s.close()
-
-
-def fixed(status: int, body: object = "", delay: float = 0.0) -> Route:
-    return lambda headers: (status, body, delay)
 
 
 HEALTHY = {"status": "ok", "checks": {"postgres": {"status": "ok"}, "redis": {"status": "ok"}}}
