@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import PG, REDIS_URL, free_port
+from peers import MODELS, Route, fixed, openai_models
 from peers import HttpPeer as _Server
-from peers import Route, fixed
 
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, load_settings
@@ -184,17 +184,13 @@ def test_nothing_listening_fails_fast(tmp_path: Path, pg_database: str) -> None:
 
 
 def _llm_routes(key: str) -> dict[str, Route]:
-    models = {"data": [{"id": "model-a"}, {"id": "model-b"}]}
-
-    def openai(headers: dict[str, str]) -> tuple[int, object, float]:
-        got = headers.get("Authorization", "")
-        # A careless provider echoes the key it refused; it must still not reach the report.
-        return (200, models, 0) if got == f"Bearer {key}" else (401, {"error": f"bad key {got}"}, 0)
+    # The OpenAI-style peer echoes the key it refused; it must still not reach the report.
+    openai = openai_models(key)
 
     def anthropic(headers: dict[str, str]) -> tuple[int, object, float]:
         if headers.get("anthropic-version") != "2023-06-01":
             return 400, {"error": "anthropic-version header is required"}, 0
-        return (200, models, 0) if headers.get("x-api-key") == key else (403, {"error": "forbidden"}, 0)
+        return (200, MODELS, 0) if headers.get("x-api-key") == key else (403, {"error": "forbidden"}, 0)
 
     return {"/v1/models": openai, "/anthropic/v1/models": anthropic, "/empty/v1/models":
             lambda h: (200, {"data": []}, 0)}
