@@ -1,0 +1,315 @@
+"""Backups and restores against a real PostgreSQL: create, list, verify, restore, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import PG, write_config
+
+from ultra_ops.engine import backup as backup_mod
+from ultra_ops.engine.backup import create_backup, get_backup, list_backups, verify_backup
+from ultra_ops.engine.errors import BackupError, InputError, IntegrityError
+from ultra_ops.engine.restore import restore_backup
+from ultra_ops.engine.settings import Environment, load_settings
+
+ENV_BYTES = b"ULTRA_VERSION=v1.0.0\nAPI_TOKEN=tok-0123456789\n"
+
+
+def _env(tmp_path: Path, database: str, **kwargs) -> Environment:
+    env = load_settings(write_config(tmp_path, database, **kwargs)).environment("staging")
+    env.env_file.write_bytes(ENV_BYTES)
+    env.env_file.chmod(0o600)
+    return env
+
+
+def _connect(env: Environment) -> psycopg.Connection:
+    return psycopg.connect(**env.database.conninfo(), autocommit=True)
+
+
+def _seed(env: Environment, rows: int = 100) -> None:
+    with _connect(env) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, data jsonb)")
+        conn.execute("INSERT INTO items SELECT i, 'item ' || i, jsonb_build_object('n', i) "
+                     "FROM generate_series(1, %s) i", (rows,))
+
+
+def _rows(env: Environment) -> list[tuple]:
+    with _connect(env) as conn:
+        return conn.execute("SELECT id, name, data::text FROM items ORDER BY id").fetchall()
+
+
+def _tables(env: Environment) -> list[str]:
+    with _connect(env) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").fetchall()]
+
+
+def _change_everything(env: Environment) -> None:
+    with _connect(env) as conn:
+        conn.execute("UPDATE items SET name = 'changed' WHERE id <= 10")
+        conn.execute("DELETE FROM items WHERE id > 90")
+        conn.execute("INSERT INTO items VALUES (1000, 'new', NULL)")
+        conn.execute("CREATE TABLE added_later (x int)")
+    env.env_file.write_bytes(b"ULTRA_VERSION=v1.1.0\nAPI_TOKEN=other-token\n")
+
+
+@pytest.mark.parametrize("fmt", ["directory", "custom"])
+def test_backup_then_restore_brings_back_exact_state(tmp_path: Path, pg_database: str, fmt: str) -> None:
+    env = _env(tmp_path, pg_database, backup_format=fmt)
+    _seed(env)
+    before = _rows(env)
+    info = create_backup(env, version="v1.0.0", label="pre-deploy v1.1.0")
+
+    assert info.format == fmt and info.version == "v1.0.0" and info.label == "pre-deploy v1.1.0"
+    assert (info.path / ("database" if fmt == "directory" else "database.dump")).exists()
+    manifest = json.loads((info.path / "manifest.json").read_text())
+    assert manifest["tools"]["pg_dump"].startswith("pg_dump (PostgreSQL)")
+    assert manifest["tools"]["ultra_ops"]
+    assert set(manifest["files"]) == set(info.files) and "files.tar.gz" in info.files
+    assert info.size_bytes == sum(f["size"] for f in info.files.values())
+    assert [b.id for b in list_backups(env)] == [info.id]
+    assert get_backup(env, info.id) == info
+    assert verify_backup(env, info.id).to_dict()["path"] == str(info.path)
+    json.dumps(info.to_dict())
+    # The manual rollback of the release document: extract files.tar.gz into rollback/.
+    with tarfile.open(info.path / "files.tar.gz") as tar:
+        names = tar.getnames()
+    assert ".env.staging" in names and "ultra_ops.toml" in names
+
+    _change_everything(env)
+    result = restore_backup(env, info.id)
+
+    assert _rows(env) == before
+    assert _tables(env) == ["items"]
+    assert env.env_file.read_bytes() == ENV_BYTES
+    assert env.env_file.stat().st_mode & 0o777 == 0o600
+    assert result["backup_id"] == info.id
+    assert str(env.env_file) in result["files_restored"]
+    safety = get_backup(env, result["safety_backup_id"])
+    assert safety.label == f"safety before restore of {info.id}" and safety.version == "v1.1.0"
+    assert [b.id for b in list_backups(env)] == [safety.id, info.id]
+    # The safety backup holds the state just before the restore, and is itself restorable.
+    restore_backup(env, safety.id, safety_backup=False)
+    assert "added_later" in _tables(env)
+    assert env.env_file.read_bytes() == b"ULTRA_VERSION=v1.1.0\nAPI_TOKEN=other-token\n"
+    with psycopg.connect(**PG, dbname="postgres") as conn:
+        leftovers = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                 (pg_database + "\\_\\_%",)).fetchall()
+    assert leftovers == []
+
+
+def test_flipped_byte_is_refused_and_nothing_changes(tmp_path: Path, pg_database: str) -> None:
+    env = _env(tmp_path, pg_database)
+    _seed(env)
+    info = create_backup(env)
+    _change_everything(env)
+    rows, env_bytes = _rows(env), env.env_file.read_bytes()
+    dump = max((p for p in (info.path / "database").iterdir() if p.name.endswith(".dat.gz")),
+               key=lambda p: p.stat().st_size)
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    dump.write_bytes(bytes(data))
+
+    with pytest.raises(IntegrityError, match=f"database/{dump.name}"):
+        verify_backup(env, info.id)
+    with pytest.raises(IntegrityError, match="checksum mismatch"):
+        restore_backup(env, info.id)
+    assert _rows(env) == rows and "added_later" in _tables(env)
+    assert env.env_file.read_bytes() == env_bytes
+    assert [b.id for b in list_backups(env)] == [info.id]  # no safety backup was taken
+
+    (info.path / "extra.txt").write_text("x")
+    with pytest.raises(IntegrityError, match="extra.txt"):
+        verify_backup(env, info.id)
+
+
+def test_missing_file_is_refused(tmp_path: Path, pg_database: str) -> None:
+    env = _env(tmp_path, pg_database, backup_format="custom")
+    _seed(env, 5)
+    info = create_backup(env)
+    (info.path / "files.tar.gz").unlink()
+    with pytest.raises(IntegrityError, match="files.tar.gz is missing"):
+        verify_backup(env, info.id)
+
+
+def test_archive_with_unsafe_member_is_refused(tmp_path: Path, pg_database: str) -> None:
+    env = _env(tmp_path, pg_database)
+    _seed(env, 5)
+    info = create_backup(env)
+    evil = tmp_path / "evil.txt"
+    evil.write_text("evil")
+    archive = info.path / "files.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(evil, arcname="../escaped.txt")
+    # Re-seal the manifest so only the member check can catch it.
+    manifest = json.loads((info.path / "manifest.json").read_text())
+    size, digest = backup_mod._hash_file(archive)
+    manifest["files"]["files.tar.gz"] = {"size": size, "sha256": digest}
+    (info.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="unsafe path"):
+        restore_backup(env, info.id)
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "root" / ".." / "escaped.txt").exists()
+    assert len(list_backups(env)) == 1
+
+
+KILL_SCRIPT = """
+import sys
+from ultra_ops.engine.settings import load_settings
+from ultra_ops.engine.backup import create_backup
+create_backup(load_settings(sys.argv[1]).environment("staging"), jobs=1, compression=9)
+"""
+
+
+def test_backup_killed_half_way_is_never_listed(tmp_path: Path, pg_database: str) -> None:
+    env = _env(tmp_path, pg_database)
+    with _connect(env) as conn:
+        # Random text compresses badly at -Z9: pg_dump runs for a few seconds.
+        conn.execute("CREATE TABLE big AS SELECT i, md5(i::text) || md5(random()::text) AS t "
+                     "FROM generate_series(1, 600000) i")
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(env.config_file)])
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            temps = list(env.backups_path.glob(".tmp-*/database/*.dat.gz")) if env.backups_path.exists() else []
+            if temps:
+                break
+            assert proc.poll() is None, "the backup finished before it could be killed"
+            time.sleep(0.02)
+        assert temps, "pg_dump never started writing"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # pg_dump dies with its parent instead of writing on into a folder nobody owns.
+    deadline = time.monotonic() + 5
+    with psycopg.connect(**PG, dbname="postgres", autocommit=True) as conn:
+        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND "
+                           "application_name = 'ultra_ops-backup'", (pg_database,)).fetchone()[0]:
+            assert time.monotonic() < deadline, "pg_dump outlived the killed backup"
+            time.sleep(0.05)
+    assert list_backups(env) == []
+    left = list(env.backups_path.iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".tmp-")
+
+    info = create_backup(env)
+    assert [b.id for b in list_backups(env)] == [info.id]
+    # The dead writer's temp folder was cleaned up by the next backup.
+    assert [p.name for p in env.backups_path.iterdir()] == [info.id]
+
+
+def test_stale_temp_of_dead_pid_is_cleaned_and_live_one_kept(tmp_path: Path, pg_database: str) -> None:
+    env = _env(tmp_path, pg_database)
+    env.backups_path.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    for name, pid in ((".tmp-20200101T000000Z-dead", dead.pid), (".tmp-20200101T000000Z-live", os.getppid())):
+        (env.backups_path / name / "database").mkdir(parents=True)
+        (env.backups_path / name / ".owner").write_text(json.dumps({"pid": pid, "host": host}))
+        (env.backups_path / name / "manifest.json").write_text("{}")
+    assert list_backups(env) == []
+    info = create_backup(env)
+    names = sorted(p.name for p in env.backups_path.iterdir())
+    assert names == sorted([".tmp-20200101T000000Z-live", info.id])
+
+
+@pytest.mark.parametrize("bad", ["../x", "a;rm -rf /", "", "x" * 200, ".hidden", "a/b", None])
+def test_invalid_backup_ids_raise_input_error_and_write_nothing(
+        tmp_path: Path, pg_database: str, bad: str) -> None:
+    env = _env(tmp_path, pg_database)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for call in (get_backup, verify_backup, restore_backup):
+        with pytest.raises(InputError) as excinfo:
+            call(env, bad)
+        assert "backup id" in str(excinfo.value)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert not env.backups_path.exists()
+
+
+def test_unknown_backup_id_and_bad_options(tmp_path: Path, pg_database: str) -> None:
+    env = _env(tmp_path, pg_database)
+    with pytest.raises(InputError, match="20990101T000000Z-abcd"):
+        get_backup(env, "20990101T000000Z-abcd")
+    with pytest.raises(InputError, match="20990101T000000Z-abcd"):
+        restore_backup(env, "20990101T000000Z-abcd")
+    for kwargs in ({"format": "tar"}, {"jobs": 0}, {"compression": 12}, {"label": "a\nb"}):
+        with pytest.raises(InputError):
+            create_backup(env, **kwargs)
+    assert not env.backups_path.exists() or list(env.backups_path.iterdir()) == []
+
+
+def test_secret_never_appears_in_errors(tmp_path: Path, pg_database: str, monkeypatch) -> None:
+    secret = "S3cr3t-pw-7f2c9e41"
+    monkeypatch.setenv("UO_TEST_DB_PASSWORD", secret)
+    path = write_config(tmp_path, pg_database)
+    # The database name carries the secret too, so pg_dump's own error message would leak it.
+    text = path.read_text().replace(f'name = "{pg_database}"',
+                                    f'name = "{secret}"\npassword_env = "UO_TEST_DB_PASSWORD"')
+    path.write_text(text)
+    env = load_settings(path).environment("staging")
+    assert env.database.libpq_env()["PGPASSWORD"] == secret
+    with pytest.raises(BackupError) as excinfo:
+        create_backup(env)
+    message = str(excinfo.value)
+    assert "pg_dump exited" in message and "***" in message
+    assert secret not in message
+    assert list_backups(env) == [] and [p.name for p in env.backups_path.iterdir()] == []
+
+
+def test_restore_failure_before_swap_leaves_database_untouched(tmp_path: Path, pg_database: str) -> None:
+    env = _env(tmp_path, pg_database, backup_format="custom")
+    _seed(env, 20)
+    info = create_backup(env)
+    _change_everything(env)
+    rows = _rows(env)
+    # A dump that pg_restore cannot read, with a manifest that matches it: checksums pass,
+    # pg_restore fails, and the current database must be exactly as it was.
+    dump = info.path / "database.dump"
+    dump.write_bytes(b"PGDMP not really a dump")
+    manifest = json.loads((info.path / "manifest.json").read_text())
+    size, digest = backup_mod._hash_file(dump)
+    manifest["files"]["database.dump"] = {"size": size, "sha256": digest}
+    (info.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackupError, match="pg_restore"):
+        restore_backup(env, info.id, safety_backup=False)
+    assert _rows(env) == rows and "added_later" in _tables(env)
+    assert env.env_file.read_bytes() != ENV_BYTES  # files untouched too
+    with psycopg.connect(**PG, dbname="postgres") as conn:
+        leftovers = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                 (pg_database + "\\_\\_%",)).fetchall()
+    assert leftovers == []
+
+
+def test_state_file_outside_root_and_compose_file(tmp_path: Path, pg_database: str) -> None:
+    env = _env(tmp_path, pg_database, extra='compose_file = "deploy/compose.yml"')
+    compose = env.compose_file
+    assert compose is not None
+    compose.parent.mkdir(parents=True)
+    compose.write_text("services: {}\n")
+    _seed(env, 3)
+    info = create_backup(env)
+    with tarfile.open(info.path / "files.tar.gz") as tar:
+        assert sorted(tar.getnames()) == [".env.staging", "deploy/compose.yml", "ultra_ops.toml"]
+    # The manual procedure of the release document still works on this layout.
+    rollback = tmp_path / "rollback"
+    rollback.mkdir()
+    subprocess.run(["tar", "-xzf", str(info.path / "files.tar.gz"), "-C", str(rollback)], check=True)
+    assert (rollback / ".env.staging").read_bytes() == ENV_BYTES
+    compose.write_text("services: {changed: {}}\n")
+    config_before = env.config_file.read_bytes()
+    env.config_file.write_text(textwrap.dedent(config_before.decode()) + "\n# edited\n")
+    restore_backup(env, info.id, safety_backup=False)
+    assert compose.read_text() == "services: {}\n"
+    assert env.config_file.read_bytes() == config_before
