@@ -176,6 +176,43 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """What runs where: services, deployed version, lock holder, last release record."""
+    from .engine.lock import describe_holder, lock_holder
+    from .engine.releases import release_history
+    from .engine.rollback import deployed_version
+    from .engine.runtimes import get_runtime
+
+    settings = _settings(args)
+    env = _environment(settings, args.environment)
+    statuses = get_runtime(env).status()
+    holder = lock_holder(env)
+    history = release_history(env)
+    _out(f"environment  {env.name} ({env.runtime} runtime)")
+    _out(f"version      {deployed_version(env) or '-'}")
+    _out(f"lock         {describe_holder(holder) if holder is not None else 'free'}")
+    if history:
+        last = history[-1]
+        _out(f"last release {last.status} {last.version or '-'} at {last.at} (run {last.run_id or '-'})")
+    for st in statuses:
+        _out(f"service      {st.name:<16} {'running' if st.running else 'stopped':<8} {st.detail}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop the environment's services (docker-compose down), under the environment's lock."""
+    from .engine.lock import EnvironmentLock
+    from .engine.runtimes import get_runtime
+    from .engine.secrets import Redactor
+
+    settings = _settings(args)
+    env = _environment(settings, args.environment)
+    with EnvironmentLock(env, operation="stop"):
+        get_runtime(env, redact=Redactor.for_environment(env)).down()
+    _out(f"stopped {env.name}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """A full release cycle on the local development environment, every step a Dagster run."""
     settings = _settings(args)
@@ -237,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", parents=[common], help="create the env file and database of an environment")
     p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("status", parents=[common], help="services, deployed version, lock and last release")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("stop", parents=[common], help="stop the environment's services")
+    p.set_defaults(func=cmd_stop)
 
     p = sub.add_parser("demo", parents=[common], help="a full release cycle, each step a Dagster run")
     p.set_defaults(func=cmd_demo)

@@ -166,6 +166,13 @@ def test_rollback_without_backup_needs_confirmation(stack: Stack, capsys) -> Non
     assert stack.get("/health").json()["version"] == "v1.0.1"
     assert stack.ops("rollback", "--yes") == 0
     assert stack.get("/health").json()["version"] == "v1.0.0"
+    capsys.readouterr()
+    assert stack.ops("status") == 0
+    out = capsys.readouterr().out
+    assert "version      v1.0.0" in out and "rolled_back" in out and "running" in out
+    assert stack.ops("stop") == 0
+    with pytest.raises(httpx.ConnectError):
+        stack.get("/health")
 
 
 def test_corrupted_backup_is_refused_before_anything_changes(stack: Stack, capsys) -> None:
