@@ -24,18 +24,12 @@ from ultra_ops.engine.errors import RuntimeFailure
 from ultra_ops.engine.migrate import apply_migrations
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.runtimes.compose import ComposeRuntime, registry_prefix
-from ultra_ops.engine.runtimes.process import ProcessRuntime
+from ultra_ops.engine.runtimes.process import ProcessRuntime, _port_open
 from ultra_ops.engine.settings import Environment, ProcessSpec, load_settings
 
 COMPOSE_FILE = REPO / "deploy" / "ultra-ai.compose.yml"
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _pid_alive(pid: int) -> bool:

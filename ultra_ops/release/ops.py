@@ -52,6 +52,18 @@ def step(context: OpExecutionContext, environment: str, config_path: str) -> Ite
         yield Step(env, RedactingLog(context.log, redact), redact)
 
 
+@contextmanager
+def launched_step(context: OpExecutionContext, settings: OpsSettings, environment: str,
+                  operation: str) -> Iterator[Step]:
+    """`step` for a one-op job: tag the run (UI launches carry no tags) and load the config it names."""
+    context.instance.add_run_tags(context.run_id, {"ultra_ops/environment": environment,
+                                                   "ultra_ops/operation": operation})
+    with failures_as_dagster():
+        config_path = str(settings.load().path)
+    with step(context, environment, config_path) as s:
+        yield s
+
+
 def report_verification(context: OpExecutionContext, s: Step, report: VerifyReport) -> None:
     """Verification results as run metadata and as an observation of the environment's health."""
     data = s.redact.value(report.to_dict())
@@ -176,12 +188,7 @@ def deploy_record(context: OpExecutionContext, req: deploy.DeployRequest) -> Non
 @op
 def verify_checks(context: OpExecutionContext, config: VerifyConfig, settings: OpsSettings) -> None:
     """Run every configured check at once; fail the run when any check fails."""
-    environment = config.environment.value
-    context.instance.add_run_tags(context.run_id, {"ultra_ops/environment": environment,
-                                                   "ultra_ops/operation": "verify"})
-    with failures_as_dagster():
-        config_path = str(settings.load().path)
-    with step(context, environment, config_path) as s:
+    with launched_step(context, settings, config.environment.value, "verify") as s:
         version = deployed_version(s.env)
         if version:
             context.instance.add_run_tags(context.run_id, {"ultra_ops/version": version})
@@ -276,12 +283,7 @@ def rollback_record(context: OpExecutionContext, req: RollbackRequest) -> None:
 
 @op
 def backup_create(context: OpExecutionContext, config: BackupConfig, settings: OpsSettings) -> None:
-    environment = config.environment.value
-    context.instance.add_run_tags(context.run_id, {"ultra_ops/environment": environment,
-                                                   "ultra_ops/operation": "backup"})
-    with failures_as_dagster():
-        config_path = str(settings.load().path)
-    with step(context, environment, config_path) as s:
+    with launched_step(context, settings, config.environment.value, "backup") as s:
         info = create_backup(s.env, version=deployed_version(s.env), label="manual", log=s.log, redact=s.redact)
         s.log.info(f"backup {info.id} of {s.env.name} written ({info.size_bytes / 1e6:.1f} MB)")
     context.add_output_metadata({"backup_id": info.id, "size_bytes": info.size_bytes,
