@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -151,6 +152,67 @@ def hash_files(root: Path, rel_paths: Iterable[str], *, sync: bool = False) -> d
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="uo-hash") as pool:
         results = list(pool.map(lambda r: _hash_file(root / r, sync), paths))
     return {r: {"size": s, "sha256": d} for r, (s, d) in sorted(zip(paths, results, strict=True))}
+
+
+class DumpFollower(threading.Thread):
+    """Hashes a directory-format dump's data files while pg_dump is still writing them.
+
+    pg_dump writes each table's data file once, front to back, so the bytes already on disk are
+    final: hashing them as they arrive takes the checksum pass off the backup's critical path
+    (the biggest table's file would otherwise be hashed by one thread after the dump). A file that
+    does not end as it was followed (other size or inode) is left to the ordinary hash after the dump.
+    """
+
+    _DATA_FILE = re.compile(r"^(blob_)?\d+\.dat(\.gz)?$")
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(name="uo-hash-follow", daemon=True)
+        self.folder = folder
+        self._stop_event = threading.Event()
+        self._files: dict[str, tuple[Any, Any, list[int]]] = {}  # name -> (sha256, file, [size])
+        self._buf = bytearray(_CHUNK)
+
+    def _poll(self) -> int:
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return 0
+        view, moved = memoryview(self._buf), 0
+        for name in names:
+            if not self._DATA_FILE.match(name):
+                continue
+            if name not in self._files:
+                self._files[name] = (hashlib.sha256(), open(self.folder / name, "rb", buffering=0), [0])
+            digest, f, size = self._files[name]
+            while n := f.readinto(self._buf):
+                digest.update(view[:n])
+                size[0] += n
+                moved += n
+        return moved
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            if not self._poll():
+                self._stop_event.wait(0.05)
+
+    def finish(self, *, complete: bool) -> dict[str, dict]:
+        """Stop following; with complete=True (pg_dump succeeded) read what is left and return
+        {relative path: {size, sha256}} for every file followed to its end."""
+        self._stop_event.set()
+        self.join()
+        done: dict[str, dict] = {}
+        if complete:
+            self._poll()
+        for name, (digest, f, size) in self._files.items():
+            try:
+                same = os.fstat(f.fileno()).st_ino == (self.folder / name).stat().st_ino
+                if complete and same and (self.folder / name).stat().st_size == size[0]:
+                    done[f"{self.folder.name}/{name}"] = {"size": size[0], "sha256": digest.hexdigest()}
+            except OSError:
+                pass
+            finally:
+                f.close()
+        return done
 
 
 def _walk_files(folder: Path) -> list[str]:
@@ -403,14 +465,23 @@ def create_backup(
             args = ["pg_dump", "-Fc", "-Z", str(level), "-f", str(tmp / DUMP_FILE)]
         log.info(f"backup {backup_id}: dumping database {env.database.name} ({fmt} format)")
         # pg_dump connects with PG* variables (libpq_env); the db name is one of them, not an arg.
-        run_pg_tool(args, env, app="backup", redact=redact)
+        follower = DumpFollower(tmp / DUMP_DIR) if fmt == "directory" else None
+        if follower:
+            follower.start()
+        try:
+            run_pg_tool(args, env, app="backup", redact=redact)
+        except BaseException:
+            if follower:
+                follower.finish(complete=False)
+            raise
+        # pg_dump fsyncs its own output; the followed files need no second read.
+        followed = follower.finish(complete=True) if follower else {}
         dumped = time.perf_counter()
         members = _write_files_archive(env, tmp / FILES_ARCHIVE)
         (tmp / OWNER_FILE).unlink()
-        rels = [r for r in _walk_files(tmp) if r != MANIFEST]
-        # sync=True: pg_dump already fsyncs its output, so this is cheap, but it covers pg_dump
-        # builds started with --no-sync and the archive we just wrote.
-        files = hash_files(tmp, rels, sync=True)
+        rels = [r for r in _walk_files(tmp) if r != MANIFEST and r not in followed]
+        # sync=True: cheap after pg_dump's own fsync, and it covers the archive we just wrote.
+        files = dict(sorted({**followed, **hash_files(tmp, rels, sync=True)}.items()))
         manifest: dict[str, Any] = {
             "manifest_version": MANIFEST_VERSION,
             "id": backup_id,
