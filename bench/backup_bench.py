@@ -119,9 +119,11 @@ def drop_db(name: str) -> None:
 
 
 def checkpoint() -> None:
-    # Each timing starts from a clean server: no run pays for the dirty pages of the one before.
+    # Each timing starts from a clean server and a clean page cache: no run pays for the dirty
+    # pages (database or dump files) of the one before.
     with admin() as conn:
         conn.execute("CHECKPOINT")
+    os.sync()
 
 
 def timed(args: list[str], env: dict[str, str] | None = None) -> float:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +19,7 @@ from dagster import DagsterInstance, RunsFilter
 
 from ultra_ops.cli import main
 from ultra_ops.engine.backup import list_backups
-from ultra_ops.engine.lock import EnvironmentLock
+from ultra_ops.engine.lock import EnvironmentLock, lock_holder
 from ultra_ops.engine.releases import release_history
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import load_settings
@@ -206,6 +208,45 @@ def test_second_deploy_is_refused_while_the_lock_is_held(stack: Stack, capsys) -
     assert list_backups(stack.env) == []
     # Released with the holder: the next deploy goes through.
     assert stack.ops("deploy", "--tag", "v1.0.0") == 0
+
+
+def test_concurrent_deploy_is_refused_naming_the_running_one(
+    tmp_path: Path, pg_database: str, dagster_home: Path, capsys
+) -> None:
+    """A deploy started from another process holds the lock for its whole run (its tests take 4 s)."""
+    stack = Stack(tmp_path, pg_database,
+                  extra=f'test_command = ["{sys.executable}", "-c", "import time; time.sleep(4)"]')
+    try:
+        _concurrent_deploy(stack, capsys)
+    finally:
+        stack.stop()
+
+
+def _concurrent_deploy(stack: Stack, capsys) -> None:
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ultra_ops.cli", "deploy", "--environment", "staging", "--tag", "v1.0.0",
+         "--config", str(stack.config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    holders = []
+    deadline = time.monotonic() + 60
+    while first.poll() is None and time.monotonic() < deadline and not holders:
+        holder = lock_holder(stack.env)
+        if holder and holder.get("run_id"):
+            holders.append(holder)
+        time.sleep(0.02)
+    assert holders, "the first deploy never held the lock"
+    assert stack.ops("deploy", "--tag", "v1.0.1", "--skip-tests") == 1
+    err = capsys.readouterr().err
+    assert holders[0]["run_id"] in err and "deploy v1.0.0" in err
+    seen_during = set()
+    while first.poll() is None:
+        holder = lock_holder(stack.env)
+        if holder:
+            seen_during.add(holder.get("run_id"))
+        time.sleep(0.05)
+    assert first.returncode == 0, first.stderr.read()
+    assert seen_during <= {holders[0]["run_id"]}  # nobody else got in while it ran
+    assert lock_holder(stack.env) is None  # released when the run ended
+    assert stack.get("/health").json()["version"] == "v1.0.0"
 
 
 @pytest.mark.parametrize("argv", [
