@@ -313,3 +313,19 @@ def test_state_file_outside_root_and_compose_file(tmp_path: Path, pg_database: s
     restore_backup(env, info.id, safety_backup=False)
     assert compose.read_text() == "services: {}\n"
     assert env.config_file.read_bytes() == config_before
+
+
+def test_long_pg_tool_runs_report_progress_and_fail_redacted(tmp_path: Path, pg_database: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from ultra_ops.engine.backup import run_pg_tool
+    from ultra_ops.engine.secrets import Redactor
+
+    env = load_settings(write_config(tmp_path, pg_database)).environment("staging")
+    beats: list[float] = []
+    run_pg_tool([sys.executable, "-c", "import time; time.sleep(0.5)"], env, app="test", redact=Redactor(),
+                heartbeat=beats.append, every_s=0.1)
+    assert len(beats) >= 3 and beats == sorted(beats)
+    with pytest.raises(BackupError) as info:
+        run_pg_tool([sys.executable, "-c", "import sys; sys.exit('bad password s3cr3t-value')"], env,
+                    app="test", redact=Redactor(["s3cr3t-value"]))
+    assert "exited 1" in str(info.value) and "s3cr3t-value" not in str(info.value)

@@ -23,7 +23,7 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -109,18 +109,41 @@ def _die_with_parent() -> None:
 
 
 def run_pg_tool(args: Sequence[str], env: Environment, *, app: str, redact: Redactor,
-                extra_env: dict[str, str] | None = None, error: type[Exception] = BackupError) -> str:
-    """Run pg_dump/pg_restore with stdout/stderr captured (both are small: data goes to files)."""
+                extra_env: dict[str, str] | None = None, error: type[Exception] = BackupError,
+                heartbeat: Callable[[float], None] | None = None, every_s: float = 15.0) -> str:
+    """Run pg_dump/pg_restore with stdout/stderr captured (both are small: data goes to files).
+    `heartbeat(elapsed_s)` is called every `every_s` while it runs, so long dumps show progress."""
     try:
-        proc = subprocess.run(list(args), env=pg_env(env, app, extra_env), capture_output=True, text=True,
-                              check=False, stdin=subprocess.DEVNULL,
-                              preexec_fn=_die_with_parent if os.name == "posix" else None)
+        proc = subprocess.Popen(list(args), env=pg_env(env, app, extra_env), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent if os.name == "posix" else None)
     except FileNotFoundError:
         raise error(f"{args[0]} is not installed or not on PATH") from None
+    started = time.monotonic()
+    while True:
+        try:
+            out, err = proc.communicate(timeout=every_s)
+            break
+        except subprocess.TimeoutExpired:  # retrying communicate() loses no output
+            if heartbeat is not None:
+                heartbeat(time.monotonic() - started)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
     if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout or "").strip().splitlines()[-5:])
+        tail = " | ".join((err or out or "").strip().splitlines()[-5:])
         raise error(redact(f"{Path(args[0]).name} exited {proc.returncode}: {tail}"))
-    return proc.stdout
+    return out
+
+
+def _tree_size(folder: Path) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            with contextlib.suppress(FileNotFoundError):  # pg_dump may rename while we count
+                total += os.stat(os.path.join(dirpath, name)).st_size
+    return total
 
 
 def fsync_dir(path: Path) -> None:
@@ -469,7 +492,8 @@ def create_backup(
         if follower:
             follower.start()
         try:
-            run_pg_tool(args, env, app="backup", redact=redact)
+            run_pg_tool(args, env, app="backup", redact=redact, heartbeat=lambda elapsed: log.info(
+                f"backup {backup_id}: {_tree_size(tmp) / 1e6:.0f} MB written after {elapsed:.0f}s"))
         except BaseException:
             if follower:
                 follower.finish(complete=False)

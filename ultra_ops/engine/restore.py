@@ -177,7 +177,8 @@ def _restore_database(env: Environment, info: BackupInfo, log: Log, redact: Reda
         log.info(f"restore {info.id}: pg_restore into scratch database {scratch}")
         options = f"{os.environ.get('PGOPTIONS', '')} {_RESTORE_PGOPTIONS}".strip()
         t0 = time.perf_counter()
-        run_pg_tool(args, env, app="restore", redact=redact, extra_env={"PGOPTIONS": options})
+        run_pg_tool(args, env, app="restore", redact=redact, extra_env={"PGOPTIONS": options},
+                    heartbeat=lambda elapsed: log.info(f"restore {info.id}: pg_restore running for {elapsed:.0f}s"))
         log.info(f"restore {info.id}: pg_restore took {time.perf_counter() - t0:.1f}s")
 
         log.info(f"restore {info.id}: swapping {scratch} in as {name}")
