@@ -329,3 +329,14 @@ def test_long_pg_tool_runs_report_progress_and_fail_redacted(tmp_path: Path, pg_
         run_pg_tool([sys.executable, "-c", "import sys; sys.exit('bad password s3cr3t-value')"], env,
                     app="test", redact=Redactor(["s3cr3t-value"]))
     assert "exited 1" in str(info.value) and "s3cr3t-value" not in str(info.value)
+
+
+def test_retention_keeps_the_newest(tmp_path: Path, pg_database: str) -> None:
+    from ultra_ops.engine.backup import prune_backups
+
+    env = load_settings(write_config(tmp_path, pg_database)).environment("staging")
+    made = [create_backup(env, label=f"n{i}", compression=0).id for i in range(4)]
+    assert prune_backups(env, keep=0) == []
+    assert sorted(prune_backups(env, keep=2)) == sorted(made[:2])
+    assert [b.id for b in list_backups(env)] == made[:1:-1]
+    assert sorted(os.listdir(env.backups_path)) == sorted(made[2:])  # nothing half-deleted left behind

@@ -35,6 +35,8 @@ def test_config_selected_by_environment_variable(tmp_path: Path, monkeypatch: py
     (lambda t: t.replace("port = 5432", 'port = "5432"'), "environments.staging.database.port", "expected an integer"),
     (lambda t: t.replace("port = 5432", "port = 99999"), "environments.staging.database.port", "not a TCP port"),
     (lambda t: t.replace("timeout_s = 3", "timeout_s = -1"), "environments.staging.verify.timeout_s", "negative"),
+    (lambda t: t.replace("timeout_s = 3", "timeout_s = 0"), "environments.staging.verify.timeout_s",
+     "greater than 0"),
     (lambda t: t.replace('format = "directory"', 'format = "zip"'), "environments.staging.backup.format",
      "expected one of directory, custom"),
     (lambda t: t.replace("probe_queries", "probe_querys"), "environments.staging.database.probe_querys",

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .backup import BackupInfo, create_backup
+from .backup import BackupInfo, create_backup, prune_backups
 from .checklist import ChecklistItem, require_checklist, run_checklist
 from .envfile import update_env_file
 from .errors import CommandFailed, InputError, OperationError, UltraOpsError, VerificationFailed
@@ -120,6 +120,7 @@ def backup(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) 
     info: BackupInfo = create_backup(env, version=previous, label=f"pre-deploy {req.tag}",
                                      log=log, redact=redact)
     log.info(f"backup {info.id} taken of {env.name} at {previous or 'no version'}")
+    prune_backups(env, log=log)  # the deploy holds the environment's lock: no restore is reading one
     return replace(req, backup_id=info.id, previous_version=previous)
 
 

@@ -327,8 +327,11 @@ def _verify(r: _Reader | None) -> VerifySettings:
     for i, url in enumerate(health):
         if not url.startswith(("http://", "https://")):
             raise r.fail(f"health_urls[{i}]", f"expected an http:// or https:// URL, got {url!r}")
+    timeout_s = float(r.positive("timeout_s", 5.0))
+    if timeout_s == 0:
+        raise r.fail("timeout_s", "must be greater than 0")
     settings = VerifySettings(
-        timeout_s=float(r.positive("timeout_s", 5.0)), retries=r.positive("retries", 2, integer=True),
+        timeout_s=timeout_s, retries=r.positive("retries", 2, integer=True),
         backoff_s=float(r.positive("backoff_s", 0.5)), health_urls=health, endpoints=tuple(endpoints))
     r.finish()
     return settings

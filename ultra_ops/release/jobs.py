@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from dagster import in_process_executor, job
-from dagster._loggers import colored_console_logger
+from functools import partial
+
+from dagster import colored_console_logger, in_process_executor, job
 
 from . import ops
 from .console import progress_logger
 
 _JOB_TAGS = {"ultra_ops/domain": "release"}
 _LOGGERS = {"console": colored_console_logger, "progress": progress_logger}
+release_job = partial(job, executor_def=in_process_executor, tags=_JOB_TAGS, logger_defs=_LOGGERS)
 
 
-@job(executor_def=in_process_executor, tags=_JOB_TAGS, logger_defs=_LOGGERS,
-     description="Deploy a release: checklist, tests, backup, build, push, migrate, up, verify "
-                 "(rolling back on failure), tag, record.")
+@release_job(description="Deploy a release: checklist, tests, backup, build, push, migrate, up, verify "
+             "(rolling back on failure), tag, record.")
 def deploy_job() -> None:
     req = ops.deploy_plan()
     req = ops.deploy_checklist(req)
@@ -29,14 +30,12 @@ def deploy_job() -> None:
     ops.deploy_record(req)
 
 
-@job(executor_def=in_process_executor, tags=_JOB_TAGS, logger_defs=_LOGGERS,
-     description="Verify an environment: health, database, Redis, LLM providers and API endpoints.")
+@release_job(description="Verify an environment: health, database, Redis, LLM providers and API endpoints.")
 def verify_job() -> None:
     ops.verify_checks()
 
 
-@job(executor_def=in_process_executor, tags=_JOB_TAGS, logger_defs=_LOGGERS,
-     description="Roll an environment back to a backup (the newest by default), restart and verify it.")
+@release_job(description="Roll an environment back to a backup (the newest by default), restart and verify it.")
 def rollback_job() -> None:
     req = ops.rollback_plan()
     req = ops.rollback_stop(req)
@@ -46,8 +45,7 @@ def rollback_job() -> None:
     ops.rollback_record(req)
 
 
-@job(executor_def=in_process_executor, tags=_JOB_TAGS, logger_defs=_LOGGERS,
-     description="Take a backup of an environment: database dump and state files, checksummed.")
+@release_job(description="Take a backup of an environment: database dump and state files, checksummed.")
 def backup_job() -> None:
     ops.backup_create()
 
