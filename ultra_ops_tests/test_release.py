@@ -341,3 +341,14 @@ def test_jobs_launched_through_graphql_like_the_ui(stack: Stack, dagster_home: P
             # Tags the job adds itself, so UI launches carry them too.
             assert run.tags["ultra_ops/environment"] == "staging"
             assert run.tags["ultra_ops/version"] == "v1.0.0"
+        # A bad tag typed into the launch form fails the run at its first step, saying why.
+        run_id = web.client.submit_job_execution(
+            "deploy_job", run_config={"ops": {"deploy_plan": {"config": {"environment": "staging",
+                                                                          "tag": "latest"}}}})
+        assert web.wait(run_id) == "FAILURE"
+        with DagsterInstance.from_config(str(dagster_home)) as instance:
+            messages = " ".join(e.dagster_event.step_failure_data.user_failure_data.description
+                                for e in instance.all_logs(run_id)
+                                if e.dagster_event and e.dagster_event.is_step_failure)
+        assert "release tag 'latest' is not v + a semantic version" in messages
+        assert stack.get("/health").json()["version"] == "v1.0.0"
