@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .backup import BackupInfo, create_backup, prune_backups
-from .checklist import ChecklistItem, require_checklist, run_checklist
 from .envfile import update_env_file
 from .errors import CommandFailed, InputError, OperationError, UltraOpsError, VerificationFailed
 from .inputs import validate_tag
@@ -89,12 +88,6 @@ def plan_deploy(
                          registry=registry, run_id=run_id)
 
 
-def checklist(env: Environment, *, redact: Redactor) -> list[ChecklistItem]:
-    items = run_checklist(env, redact=redact)
-    require_checklist(items)
-    return items
-
-
 def run_tests(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> str:
     if req.skip_tests:
         message = f"tests skipped for {req.tag} on {env.name} (--skip-tests)"
@@ -161,8 +154,14 @@ def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redac
         record_release(env, ReleaseRecord(env.name, result.version, "rolled_back", req.run_id,
                                           req.backup_id, req.tag, f"deploy of {req.tag} failed: {reason}",
                                           req.skip_tests))
-        raise type(exc)(f"{reason}; rolled back to backup {req.backup_id} "
-                        f"({result.version or 'no version'}), which verified ok") from None
+        message = (f"{reason}; rolled back to backup {req.backup_id} "
+                   f"({result.version or 'no version'}), which verified ok")
+        # Keep the error's kind (VerificationFailed stays VerificationFailed) where it takes a message.
+        try:
+            error = type(exc)(message)
+        except TypeError:
+            error = OperationError(message)
+        raise error from None
 
 
 def migrate(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> list[str]:

@@ -35,9 +35,6 @@ class Redactor:
         values += [v for k, v in read_env_file(env.env_file).items() if _SECRET_KEY.search(k)]
         return cls(values)
 
-    def add(self, *values: str) -> None:
-        self._secrets = Redactor([*self._secrets, *values])._secrets
-
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:

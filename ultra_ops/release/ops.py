@@ -13,6 +13,7 @@ from dagster import AssetKey, AssetObservation, Failure, MetadataValue, OpExecut
 
 from ..engine import deploy
 from ..engine.backup import create_backup, get_backup, verify_backup
+from ..engine.checklist import require_checklist, run_checklist
 from ..engine.errors import UltraOpsError, VerificationFailed
 from ..engine.releases import ReleaseRecord, record_release
 from ..engine.restore import restore_backup
@@ -103,8 +104,6 @@ def deploy_plan(
 def deploy_checklist(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
     """The release document's pre-release checklist; blocks the deploy when an item fails."""
     with step(context, req.environment, req.config_path) as s:
-        from ..engine.checklist import require_checklist, run_checklist
-
         items = run_checklist(s.env, redact=s.redact)
         context.add_output_metadata({"items": MetadataValue.json([i.to_dict() for i in items])})
         for item in items:
