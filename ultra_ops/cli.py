@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine.errors import InputError, UltraOpsError
-from .engine.inputs import validate_backup_id, validate_tag
+from .engine.inputs import validate_tag
 from .engine.settings import CONFIG_ENV_VAR, ENVIRONMENT_NAMES, Environment, Settings, load_settings
 
 
@@ -44,10 +44,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
-def _environment(settings: Settings, name: str) -> Environment:
-    return settings.environment(name)
-
-
 def _run_job(settings: Settings, job: str, run_config: dict[str, Any], tags: dict[str, str]):  # noqa: ANN202
     from .release.launch import ensure_dagster_home, launch
 
@@ -67,7 +63,7 @@ def _ops_config(op: str, config: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    env = _environment(settings, args.environment)
+    env = settings.environment(args.environment)
     tag = args.tag
     if tag is None:
         if env.name != "development":
@@ -91,7 +87,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    env = _environment(settings, args.environment)
+    env = settings.environment(args.environment)
     result = _run_job(settings, "verify_job", _ops_config("verify_checks", {"environment": env.name}),
                       {"ultra_ops/environment": env.name, "ultra_ops/operation": "verify"})
     reports = [o for o in result.observations if "report" in o]
@@ -122,10 +118,9 @@ def _print_backups(rows: list[dict[str, Any]]) -> None:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    env = _environment(settings, args.environment)
+    env = settings.environment(args.environment)
     backup_id = args.backup
     if backup_id is not None:
-        validate_backup_id(backup_id)
         from .engine.backup import get_backup
 
         get_backup(env, backup_id)  # an unknown id is bad input: refuse before any run starts
@@ -153,7 +148,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_backups(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    env = _environment(settings, args.environment)
+    env = settings.environment(args.environment)
     if args.backups_command == "list":
         rows = _backup_rows(env)
         if args.json:
@@ -170,7 +165,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from .engine.bootstrap import init_environment
 
     settings = _settings(args)
-    env = _environment(settings, args.environment)
+    env = settings.environment(args.environment)
     for line in init_environment(env):
         _out(line)
     return 0
@@ -184,7 +179,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .engine.runtimes import get_runtime
 
     settings = _settings(args)
-    env = _environment(settings, args.environment)
+    env = settings.environment(args.environment)
     statuses = get_runtime(env).status()
     holder = lock_holder(env)
     history = release_history(env)
@@ -206,7 +201,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from .engine.secrets import Redactor
 
     settings = _settings(args)
-    env = _environment(settings, args.environment)
+    env = settings.environment(args.environment)
     with EnvironmentLock(env, operation="stop"):
         get_runtime(env, redact=Redactor.for_environment(env)).down()
     _out(f"stopped {env.name}")
@@ -216,7 +211,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """A full release cycle on the local development environment, every step a Dagster run."""
     settings = _settings(args)
-    env = _environment(settings, args.environment)
+    env = settings.environment(args.environment)
     base = ["--environment", env.name] + (["--config", str(settings.path)] if args.config else [])
     steps = [
         ("prepare the environment", ["init", *base]),

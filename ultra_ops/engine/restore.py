@@ -234,15 +234,21 @@ def restore_backup(
     log: Log | None = None,
     redact: Redactor | None = None,
     safety_backup: bool = True,
+    verified: BackupInfo | None = None,
 ) -> dict:
     """Restore the database and state files of a backup. Returns
     {"backup_id", "safety_backup_id" (or None), "files_restored" (destination paths)}.
+    `verified`: what verify_backup returned for this id when the caller checked it before stopping
+    anything (a rollback does); the checksums are then not read a second time.
     InputError: bad or unknown id; IntegrityError: the backup does not match its manifest (nothing
     touched); BackupError: a step failed (the message says what state things are in)."""
     log = log or NullLog()
     redact = redact or Redactor.for_environment(env)
     started = time.perf_counter()
-    info = verify_backup(env, backup_id)
+    if verified is not None and verified.id == backup_id and verified.environment == env.name:
+        info = verified
+    else:
+        info = verify_backup(env, backup_id)
     plan = _plan_files(env, info, log)
     log.info(f"restore {backup_id}: checksums verified ({len(info.files)} files, "
              f"{time.perf_counter() - started:.1f}s)")

@@ -69,7 +69,7 @@ def rollback(
     info = verify_backup(env, backup_id)
     log.info(f"backup {info.id} ({info.version or 'no version'}) checks out; stopping {env.name}")
     get_runtime(env, compose_file=compose_file, log=log, redact=redact).down()
-    restored = restore_backup(env, info.id, log=log, redact=redact)
+    restored = restore_backup(env, info.id, log=log, redact=redact, verified=info)
     # The env file just restored says which version ran when the backup was taken.
     version = deployed_version(env) or info.version
     log.info(f"restored backup {info.id}; starting {env.name} at {version}")

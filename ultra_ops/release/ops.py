@@ -7,12 +7,12 @@ reaches the run's event log, and its traceback stops at the op.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dagster import AssetKey, AssetObservation, Failure, MetadataValue, OpExecutionContext, op
 
 from ..engine import deploy
-from ..engine.backup import create_backup, get_backup, verify_backup
+from ..engine.backup import BackupInfo, create_backup, verify_backup
 from ..engine.checklist import require_checklist, run_checklist
 from ..engine.errors import UltraOpsError, VerificationFailed
 from ..engine.releases import ReleaseRecord, record_release
@@ -207,6 +207,7 @@ class RollbackRequest:
     version: str | None = None
     previous_version: str | None = None
     safety_backup_id: str | None = None
+    verified: BackupInfo | None = None  # checked by rollback_plan before anything was stopped
 
 
 @op
@@ -225,9 +226,10 @@ def rollback_plan(
             tags["ultra_ops/version"] = info.version
         context.instance.add_run_tags(context.run_id, tags)
         locks.acquire(env, operation=f"rollback to {info.id}", run_id=context.run_id)
-        verify_backup(env, info.id)
+        verified = verify_backup(env, info.id)
     context.add_output_metadata({"backup": MetadataValue.json(info.to_dict())})
-    return RollbackRequest(env.name, str(loaded.path), info.id, info.version, deployed_version(env))
+    return RollbackRequest(env.name, str(loaded.path), info.id, info.version, deployed_version(env),
+                           verified=verified)
 
 
 @op
@@ -241,11 +243,11 @@ def rollback_stop(context: OpExecutionContext, req: RollbackRequest) -> Rollback
 def rollback_restore(context: OpExecutionContext, req: RollbackRequest) -> RollbackRequest:
     """Restore the database and state files (after a safety backup of the current state)."""
     with step(context, req.environment, req.config_path) as s:
-        result = restore_backup(s.env, req.backup_id, log=s.log, redact=s.redact)
-        version = deployed_version(s.env) or get_backup(s.env, req.backup_id).version
+        result = restore_backup(s.env, req.backup_id, log=s.log, redact=s.redact, verified=req.verified)
     context.add_output_metadata({"restore": MetadataValue.json(result)})
-    return RollbackRequest(req.environment, req.config_path, req.backup_id, version, req.previous_version,
-                           result.get("safety_backup_id"))
+    # The env file just restored says which version ran when the backup was taken.
+    return replace(req, version=deployed_version(s.env) or req.version,
+                   safety_backup_id=result.get("safety_backup_id"))
 
 
 @op
