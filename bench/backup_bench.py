@@ -165,7 +165,7 @@ def write_bench_config(work: Path, dbname: str, fmt: str) -> Path:
 CHILD = """
 import json, resource, sys, time
 from ultra_ops.engine.settings import load_settings
-from ultra_ops.engine import backup, restore
+from ultra_ops.engine.backups import backup, restore
 env = load_settings(sys.argv[1]).environment("staging")
 op = sys.argv[2]
 t0 = time.perf_counter()

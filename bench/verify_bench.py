@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from ultra_ops.engine.settings import load_settings
-from ultra_ops.engine.verify import verify_environment
+from ultra_ops.engine.verify.runner import verify_environment
 
 ENDPOINTS = 40
 DELAY_S = 0.2

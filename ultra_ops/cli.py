@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .engine.errors import InputError, UltraOpsError
-from .engine.inputs import validate_tag
-from .engine.settings import CONFIG_ENV_VAR, ENVIRONMENT_NAMES, Environment, Settings, load_settings
+from ultra_ops.engine.errors import InputError, UltraOpsError
+from ultra_ops.engine.inputs import validate_tag
+from ultra_ops.engine.settings import CONFIG_ENV_VAR, ENVIRONMENT_NAMES, Environment, Settings, load_settings
 
 
 class UsageError(InputError):
@@ -45,7 +45,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _run_job(settings: Settings, job: str, run_config: dict[str, Any], tags: dict[str, str]):  # noqa: ANN202
-    from .release.launch import ensure_dagster_home, launch
+    from ultra_ops.defs.shared.launch import ensure_dagster_home, launch
 
     home = ensure_dagster_home(settings.path.parent / ".dagster_home")
     _progress(f"starting {job} (Dagster home {home})")
@@ -71,7 +71,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         # The release document deploys development without a tag; give the build a dated dev version.
         tag = "v0.0.0-dev." + datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     validate_tag(tag)
-    from .engine.deploy import plan_deploy
+    from ultra_ops.engine.release.deploy import plan_deploy
 
     req = plan_deploy(settings, env.name, tag, skip_tests=args.skip_tests, skip_build=args.skip_build,
                       compose_file=args.compose, registry=args.registry)
@@ -101,7 +101,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _backup_rows(env: Environment) -> list[dict[str, Any]]:
-    from .engine.backup import list_backups
+    from ultra_ops.engine.backups.backup import list_backups
 
     return [b.to_dict() for b in list_backups(env)]
 
@@ -121,7 +121,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     env = settings.environment(args.environment)
     backup_id = args.backup
     if backup_id is not None:
-        from .engine.backup import get_backup
+        from ultra_ops.engine.backups.backup import get_backup
 
         get_backup(env, backup_id)  # an unknown id is bad input: refuse before any run starts
     else:
@@ -162,7 +162,7 @@ def cmd_backups(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .engine.bootstrap import init_environment
+    from ultra_ops.engine.bootstrap import init_environment
 
     settings = _settings(args)
     env = settings.environment(args.environment)
@@ -173,10 +173,10 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """What runs where: services, deployed version, lock holder, last release record."""
-    from .engine.lock import describe_holder, lock_holder
-    from .engine.releases import release_history
-    from .engine.rollback import deployed_version
-    from .engine.runtimes import get_runtime
+    from ultra_ops.engine.locks import describe_holder, lock_holder
+    from ultra_ops.engine.release.records import release_history
+    from ultra_ops.engine.release.rollback import deployed_version
+    from ultra_ops.engine.runtimes import get_runtime
 
     settings = _settings(args)
     env = settings.environment(args.environment)
@@ -196,9 +196,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     """Stop the environment's services (docker-compose down), under the environment's lock."""
-    from .engine.lock import EnvironmentLock
-    from .engine.runtimes import get_runtime
-    from .engine.secrets import Redactor
+    from ultra_ops.engine.locks import EnvironmentLock
+    from ultra_ops.engine.runtimes import get_runtime
+    from ultra_ops.engine.secrets import Redactor
 
     settings = _settings(args)
     env = settings.environment(args.environment)

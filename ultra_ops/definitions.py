@@ -1,12 +1,13 @@
-"""The ultra_ops code location. Nothing here touches a service: loading it only builds objects."""
+"""The ultra_ops code location: each domain's definitions, merged. Loading it touches no service."""
 
 from dagster import Definitions
 
-from .release.jobs import RELEASE_JOBS
-from .release.resources import EnvironmentLocks, OpsSettings
+from ultra_ops.defs.backups.jobs import BACKUP_JOBS
+from ultra_ops.defs.release.jobs import RELEASE_JOBS
+from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 
 defs = Definitions(
-    jobs=RELEASE_JOBS,
+    jobs=[*RELEASE_JOBS, *BACKUP_JOBS],
     resources={"settings": OpsSettings(), "locks": EnvironmentLocks()},
 )
 

@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from conftest import PG, write_config
 
-from ultra_ops.engine import backup as backup_mod
-from ultra_ops.engine.backup import create_backup, get_backup, list_backups, verify_backup
+from ultra_ops.engine.backups import backup as backup_mod
+from ultra_ops.engine.backups.backup import create_backup, get_backup, list_backups, verify_backup
+from ultra_ops.engine.backups.restore import restore_backup
 from ultra_ops.engine.errors import BackupError, InputError, IntegrityError
-from ultra_ops.engine.restore import restore_backup
 from ultra_ops.engine.settings import Environment, load_settings
 
 ENV_BYTES = b"ULTRA_VERSION=v1.0.0\nAPI_TOKEN=tok-0123456789\n"
@@ -166,7 +166,7 @@ def test_archive_with_unsafe_member_is_refused(tmp_path: Path, pg_database: str)
 KILL_SCRIPT = """
 import sys
 from ultra_ops.engine.settings import load_settings
-from ultra_ops.engine.backup import create_backup
+from ultra_ops.engine.backups.backup import create_backup
 create_backup(load_settings(sys.argv[1]).environment("staging"), jobs=1, compression=9)
 """
 
@@ -317,7 +317,7 @@ def test_state_file_outside_root_and_compose_file(tmp_path: Path, pg_database: s
 
 def test_long_pg_tool_runs_report_progress_and_fail_redacted(tmp_path: Path, pg_database: str,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from ultra_ops.engine.backup import run_pg_tool
+    from ultra_ops.engine.backups.backup import run_pg_tool
     from ultra_ops.engine.secrets import Redactor
 
     env = load_settings(write_config(tmp_path, pg_database)).environment("staging")
@@ -332,7 +332,7 @@ def test_long_pg_tool_runs_report_progress_and_fail_redacted(tmp_path: Path, pg_
 
 
 def test_retention_keeps_the_newest(tmp_path: Path, pg_database: str) -> None:
-    from ultra_ops.engine.backup import prune_backups
+    from ultra_ops.engine.backups.backup import prune_backups
 
     env = load_settings(write_config(tmp_path, pg_database)).environment("staging")
     made = [create_backup(env, label=f"n{i}", compression=0).id for i in range(4)]

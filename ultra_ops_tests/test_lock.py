@@ -13,7 +13,7 @@ import pytest
 from conftest import write_config
 
 from ultra_ops.engine.errors import LockHeldError
-from ultra_ops.engine.lock import EnvironmentLock, lock_holder
+from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.settings import Environment, load_settings
 
 
@@ -36,7 +36,7 @@ def test_lock_of_a_killed_process_does_not_block(env: Environment, tmp_path: Pat
     code = (
         "import sys, time\n"
         "from ultra_ops.engine.settings import load_settings\n"
-        "from ultra_ops.engine.lock import EnvironmentLock\n"
+        "from ultra_ops.engine.locks import EnvironmentLock\n"
         f"env = load_settings({str(env.config_file)!r}).environment('staging')\n"
         "EnvironmentLock(env, operation='deploy v1.0.0', run_id='crashing-run').acquire()\n"
         "print('locked', flush=True)\n"

@@ -10,7 +10,7 @@ import pytest
 from conftest import PG, SAMPLE_MIGRATIONS, write_config
 
 from ultra_ops.engine.errors import OperationError
-from ultra_ops.engine.migrate import apply_migrations, pending_migrations
+from ultra_ops.engine.release.migrate import apply_migrations, pending_migrations
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, load_settings
 

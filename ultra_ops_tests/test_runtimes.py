@@ -21,7 +21,7 @@ import pytest
 from conftest import REPO, free_port, write_config
 
 from ultra_ops.engine.errors import RuntimeFailure
-from ultra_ops.engine.migrate import apply_migrations
+from ultra_ops.engine.release.migrate import apply_migrations
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.runtimes.compose import ComposeRuntime, registry_prefix
 from ultra_ops.engine.runtimes.process import ProcessRuntime, _port_open

@@ -15,7 +15,7 @@ import pytest
 import redis
 from conftest import PG, REDIS_URL, free_port, write_config
 
-from ultra_ops.engine.migrate import apply_migrations
+from ultra_ops.engine.release.migrate import apply_migrations
 from ultra_ops.engine.settings import load_settings
 
 Start = Callable[..., tuple[subprocess.Popen[bytes], str]]

@@ -17,7 +17,7 @@ from peers import HttpPeer as _Server
 
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, load_settings
-from ultra_ops.engine.verify import CheckResult, VerifyReport, verify_environment
+from ultra_ops.engine.verify.runner import CheckResult, VerifyReport, verify_environment
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import stat
 
-from .envfile import read_env_file, update_env_file
-from .errors import OperationError
-from .settings import Environment
+from ultra_ops.engine.envfile import read_env_file, update_env_file
+from ultra_ops.engine.errors import OperationError
+from ultra_ops.engine.settings import Environment
 
 
 def init_environment(env: Environment) -> list[str]:

@@ -7,7 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from .errors import InputError
+from ultra_ops.engine.errors import InputError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import InputError
+from ultra_ops.engine.errors import InputError
 
 # Semantic version 2.0.0 with the release document's leading "v".
 _TAG = re.compile(

@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from .envfile import read_env_file
-from .settings import Environment
+from ultra_ops.engine.envfile import read_env_file
+from ultra_ops.engine.settings import Environment
 
 __all__ = ["MASK", "Log", "NullLog", "Redactor", "RedactingLog", "read_env_file"]
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .inputs import validate_environment_name
+from ultra_ops.engine.errors import ConfigError
+from ultra_ops.engine.inputs import validate_environment_name
 
 CONFIG_ENV_VAR = "ULTRA_OPS_CONFIG"
 DEFAULT_CONFIG_NAME = "ultra_ops.toml"

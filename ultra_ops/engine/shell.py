@@ -7,8 +7,8 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .errors import CommandFailed
-from .secrets import Redactor
+from ultra_ops.engine.errors import CommandFailed
+from ultra_ops.engine.secrets import Redactor
 
 
 def run(

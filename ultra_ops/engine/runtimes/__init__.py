@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..secrets import Log, NullLog, Redactor
-from ..settings import Environment
+from ultra_ops.engine.secrets import Log, NullLog, Redactor
+from ultra_ops.engine.settings import Environment
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,9 @@ def get_runtime(
     # Without a redactor the environment's own secrets are still kept out of messages.
     redact = redact or Redactor.for_environment(env)
     if env.runtime == "compose" or compose_file is not None:
-        from .compose import ComposeRuntime
+        from ultra_ops.engine.runtimes.compose import ComposeRuntime
 
         return ComposeRuntime(env, compose_file=compose_file, registry=registry, log=log, redact=redact)
-    from .process import ProcessRuntime
+    from ultra_ops.engine.runtimes.process import ProcessRuntime
 
     return ProcessRuntime(env, log=log, redact=redact)

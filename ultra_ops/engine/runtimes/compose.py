@@ -16,11 +16,11 @@ from pathlib import Path
 
 import httpx
 
-from .. import shell
-from ..errors import CommandFailed, RuntimeFailure
-from ..secrets import Log, NullLog, Redactor
-from ..settings import Environment
-from . import ServiceStatus
+from ultra_ops.engine import shell
+from ultra_ops.engine.errors import CommandFailed, RuntimeFailure
+from ultra_ops.engine.runtimes import ServiceStatus
+from ultra_ops.engine.secrets import Log, NullLog, Redactor
+from ultra_ops.engine.settings import Environment
 
 _POLL_S = 0.5
 # Builds and pulls may legitimately take long; everything else has a bound.

@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 
-from ..errors import RuntimeFailure
-from ..secrets import Log, NullLog, Redactor, read_env_file
-from ..settings import Environment, ProcessSpec
-from . import ServiceStatus
+from ultra_ops.engine.errors import RuntimeFailure
+from ultra_ops.engine.runtimes import ServiceStatus
+from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
+from ultra_ops.engine.settings import Environment, ProcessSpec
 
 _POLL_S = 0.1
 _OUTPUT_LINES = 20

@@ -30,11 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from .errors import BackupError, InputError, IntegrityError
-from .inputs import validate_backup_id
-from .secrets import Log, NullLog, Redactor
-from .settings import BACKUP_FORMATS, Environment
+from ultra_ops import __version__
+from ultra_ops.engine.errors import BackupError, InputError, IntegrityError
+from ultra_ops.engine.inputs import validate_backup_id
+from ultra_ops.engine.secrets import Log, NullLog, Redactor
+from ultra_ops.engine.settings import BACKUP_FORMATS, Environment
 
 MANIFEST = "manifest.json"
 FILES_ARCHIVE = "files.tar.gz"

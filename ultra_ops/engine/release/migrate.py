@@ -13,9 +13,9 @@ from typing import Any
 
 import psycopg
 
-from .errors import OperationError
-from .secrets import Log, NullLog, Redactor
-from .settings import Environment
+from ultra_ops.engine.errors import OperationError
+from ultra_ops.engine.secrets import Log, NullLog, Redactor
+from ultra_ops.engine.settings import Environment
 
 MIGRATION_NAME = re.compile(r"^\d{4}_[A-Za-z0-9_\-]+\.sql$")
 # One fixed advisory lock key: two deploys migrating the same database never interleave files.

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .backup import (
+from ultra_ops.engine.backups.backup import (
     DUMP_DIR,
     DUMP_FILE,
     FILES_ARCHIVE,
@@ -31,9 +31,9 @@ from .backup import (
     state_file_targets,
     verify_backup,
 )
-from .errors import BackupError, IntegrityError
-from .secrets import Log, NullLog, Redactor, read_env_file
-from .settings import Environment
+from ultra_ops.engine.errors import BackupError, IntegrityError
+from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
+from ultra_ops.engine.settings import Environment
 
 _MAX_PG_IDENTIFIER = 63
 _SWAP_ATTEMPTS = 10

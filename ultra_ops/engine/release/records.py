@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import OperationError
-from .secrets import Log, NullLog
-from .settings import Environment
-from .shell import run
+from ultra_ops.engine.errors import OperationError
+from ultra_ops.engine.secrets import Log, NullLog
+from ultra_ops.engine.settings import Environment
+from ultra_ops.engine.shell import run
 
 
 @dataclass(frozen=True)

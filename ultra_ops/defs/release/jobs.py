@@ -6,8 +6,8 @@ from functools import partial
 
 from dagster import colored_console_logger, in_process_executor, job
 
-from . import ops
-from .console import progress_logger
+from ultra_ops.defs.release import ops
+from ultra_ops.defs.shared.console import progress_logger
 
 _JOB_TAGS = {"ultra_ops/domain": "release"}
 _LOGGERS = {"console": colored_console_logger, "progress": progress_logger}
@@ -45,9 +45,4 @@ def rollback_job() -> None:
     ops.rollback_record(req)
 
 
-@release_job(description="Take a backup of an environment: database dump and state files, checksummed.")
-def backup_job() -> None:
-    ops.backup_create()
-
-
-RELEASE_JOBS = [deploy_job, verify_job, rollback_job, backup_job]
+RELEASE_JOBS = [deploy_job, verify_job, rollback_job]

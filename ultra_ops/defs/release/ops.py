@@ -11,19 +11,19 @@ from dataclasses import dataclass, replace
 
 from dagster import AssetKey, AssetObservation, Failure, MetadataValue, OpExecutionContext, op
 
-from ..engine import deploy
-from ..engine.backup import BackupInfo, create_backup, verify_backup
-from ..engine.checklist import require_checklist, run_checklist
-from ..engine.errors import UltraOpsError, VerificationFailed
-from ..engine.releases import ReleaseRecord, record_release
-from ..engine.restore import restore_backup
-from ..engine.rollback import choose_backup, deployed_version, restart
-from ..engine.runtimes import get_runtime
-from ..engine.secrets import RedactingLog, Redactor
-from ..engine.settings import Environment, load_settings
-from ..engine.verify import VerifyReport, verify_environment
-from .config import BackupConfig, DeployConfig, RollbackConfig, VerifyConfig
-from .resources import EnvironmentLocks, OpsSettings
+from ultra_ops.defs.release.config import DeployConfig, RollbackConfig, VerifyConfig
+from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
+from ultra_ops.engine.backups.backup import BackupInfo, verify_backup
+from ultra_ops.engine.backups.restore import restore_backup
+from ultra_ops.engine.errors import UltraOpsError, VerificationFailed
+from ultra_ops.engine.release import deploy
+from ultra_ops.engine.release.checklist import require_checklist, run_checklist
+from ultra_ops.engine.release.records import ReleaseRecord, record_release
+from ultra_ops.engine.release.rollback import choose_backup, deployed_version, restart
+from ultra_ops.engine.runtimes import get_runtime
+from ultra_ops.engine.secrets import RedactingLog, Redactor
+from ultra_ops.engine.settings import Environment, load_settings
+from ultra_ops.engine.verify.runner import VerifyReport, verify_environment
 
 
 @dataclass(frozen=True)
@@ -278,14 +278,3 @@ def rollback_record(context: OpExecutionContext, req: RollbackRequest) -> None:
         record_release(s.env, entry)
         s.log.info(f"{s.env.name} rolled back to backup {req.backup_id} ({req.version})")
     context.add_output_metadata({"release": MetadataValue.json(entry.to_dict())})
-
-
-# backup_job -------------------------------------------------------------------------------------
-
-@op
-def backup_create(context: OpExecutionContext, config: BackupConfig, settings: OpsSettings) -> None:
-    with launched_step(context, settings, config.environment.value, "backup") as s:
-        info = create_backup(s.env, version=deployed_version(s.env), label="manual", log=s.log, redact=s.redact)
-        s.log.info(f"backup {info.id} of {s.env.name} written ({info.size_bytes / 1e6:.1f} MB)")
-    context.add_output_metadata({"backup_id": info.id, "size_bytes": info.size_bytes,
-                                 "backup": MetadataValue.json(info.to_dict())})

@@ -11,10 +11,10 @@ import shutil
 import stat
 from dataclasses import asdict, dataclass
 
-from .envfile import read_env_file
-from .errors import OperationError
-from .secrets import Redactor
-from .settings import Environment
+from ultra_ops.engine.envfile import read_env_file
+from ultra_ops.engine.errors import OperationError
+from ultra_ops.engine.secrets import Redactor
+from ultra_ops.engine.settings import Environment
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def _database_item(env: Environment, redact: Redactor) -> ChecklistItem:
 
 
 def _migrations_item(env: Environment, redact: Redactor) -> ChecklistItem:
-    from .migrate import pending_migrations
+    from ultra_ops.engine.release.migrate import pending_migrations
 
     if env.migrations_dir is None:
         return ChecklistItem("Configuration", "database migrations prepared", True, "none configured")

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from ..engine.lock import EnvironmentLock
-from ..engine.settings import Environment, Settings, load_settings
+from ultra_ops.engine.locks import EnvironmentLock
+from ultra_ops.engine.settings import Environment, Settings, load_settings
 
 
 class OpsSettings(ConfigurableResource):

@@ -28,8 +28,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .secrets import Log, NullLog, Redactor
-from .settings import EndpointCheck, Environment, LlmProvider
+from ultra_ops.engine.secrets import Log, NullLog, Redactor
+from ultra_ops.engine.settings import EndpointCheck, Environment, LlmProvider
 
 ANTHROPIC_VERSION = "2023-06-01"
 # More threads than this buys nothing on one host and only delays the first results.

@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backup import BackupInfo, get_backup, list_backups, verify_backup
-from .envfile import read_env_file
-from .errors import InputError, VerificationFailed
-from .restore import restore_backup
-from .runtimes import get_runtime
-from .secrets import Log, NullLog, Redactor
-from .settings import Environment
-from .verify import VerifyReport, verify_environment
+from ultra_ops.engine.backups.backup import BackupInfo, get_backup, list_backups, verify_backup
+from ultra_ops.engine.backups.restore import restore_backup
+from ultra_ops.engine.envfile import read_env_file
+from ultra_ops.engine.errors import InputError, VerificationFailed
+from ultra_ops.engine.runtimes import get_runtime
+from ultra_ops.engine.secrets import Log, NullLog, Redactor
+from ultra_ops.engine.settings import Environment
+from ultra_ops.engine.verify.runner import VerifyReport, verify_environment
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from .errors import LockHeldError
-from .settings import Environment
+from ultra_ops.engine.errors import LockHeldError
+from ultra_ops.engine.settings import Environment
 
 
 def _lock_path(env: Environment) -> Path:

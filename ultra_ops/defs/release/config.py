@@ -6,7 +6,7 @@ import enum
 from dagster import Config
 from pydantic import Field
 
-from ..engine.settings import ENVIRONMENT_NAMES
+from ultra_ops.engine.settings import ENVIRONMENT_NAMES
 
 EnvironmentName = enum.Enum("EnvironmentName", {name: name for name in ENVIRONMENT_NAMES})
 
@@ -27,7 +27,3 @@ class VerifyConfig(Config):
 class RollbackConfig(Config):
     environment: EnvironmentName = Field(description="Environment to roll back")  # type: ignore[valid-type]
     backup_id: str | None = Field(default=None, description="Backup to restore; the newest when empty")
-
-
-class BackupConfig(Config):
-    environment: EnvironmentName = Field(description="Environment to back up")  # type: ignore[valid-type]

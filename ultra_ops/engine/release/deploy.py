@@ -14,18 +14,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .backup import BackupInfo, create_backup, prune_backups
-from .envfile import update_env_file
-from .errors import CommandFailed, InputError, OperationError, UltraOpsError, VerificationFailed
-from .inputs import validate_tag
-from .migrate import apply_migrations
-from .releases import ReleaseRecord, record_release, tag_release
-from .rollback import deployed_version, rollback
-from .runtimes import get_runtime
-from .secrets import Log, Redactor
-from .settings import Environment, Settings
-from .shell import run
-from .verify import VerifyReport, verify_environment
+from ultra_ops.engine.backups.backup import BackupInfo, create_backup, prune_backups
+from ultra_ops.engine.envfile import update_env_file
+from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError, VerificationFailed
+from ultra_ops.engine.inputs import validate_tag
+from ultra_ops.engine.release.migrate import apply_migrations
+from ultra_ops.engine.release.records import ReleaseRecord, record_release, tag_release
+from ultra_ops.engine.release.rollback import deployed_version, rollback
+from ultra_ops.engine.runtimes import get_runtime
+from ultra_ops.engine.secrets import Log, Redactor
+from ultra_ops.engine.settings import Environment, Settings
+from ultra_ops.engine.shell import run
+from ultra_ops.engine.verify.runner import VerifyReport, verify_environment
 
 # host[:port][/path]: what `docker push` accepts as a registry prefix, and nothing a shell would read.
 _REGISTRY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::\d{1,5})?(?:/[A-Za-z0-9._-]+){0,8}$")

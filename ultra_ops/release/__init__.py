@@ -1,1 +1,0 @@
-"""The release domain's Dagster layer: deploy, verify, rollback and backup jobs."""
