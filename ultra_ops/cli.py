@@ -10,12 +10,10 @@ import argparse
 import json
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ultra_ops.engine.errors import InputError, UltraOpsError
-from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.settings import CONFIG_ENV_VAR, ENVIRONMENT_NAMES, Environment, Settings, load_settings
 
 
@@ -44,12 +42,21 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
-def _run_job(settings: Settings, job: str, run_config: dict[str, Any], tags: dict[str, str]):  # noqa: ANN202
+def _run_job(args: argparse.Namespace, settings: Settings, job: str, environment: str,
+             run_config: dict[str, Any] | None = None, **tag_values: Any):  # noqa: ANN202
+    """Run `job` for one environment partition, tagged before it starts, as the UI would file it."""
+    import getpass
+
     from ultra_ops.defs.shared.launch import ensure_dagster_home, launch
+    from ultra_ops.defs.shared.tags import launch_tags
 
     home = ensure_dagster_home(settings.path.parent / ".dagster_home")
-    _progress(f"starting {job} (Dagster home {home})")
-    result = launch(job, run_config, tags)
+    operation = job.removesuffix("_job")
+    tags = launch_tags(environment, operation, launched_by=getpass.getuser(), **tag_values)
+    config = {**(run_config or {}),
+              "resources": {"locks": {"config": {"lock_wait_s": float(getattr(args, "lock_wait", 0) or 0)}}}}
+    _progress(f"starting {job} for {environment} (Dagster home {home})")
+    result = launch(job, config, tags)
     state = "succeeded" if result.success else "FAILED"
     _progress(f"run {result.run_id} {state}")
     if not result.success:
@@ -62,34 +69,31 @@ def _ops_config(op: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    from ultra_ops.defs.shared.tags import SKIP_BUILD, SKIP_TESTS
+    from ultra_ops.engine.release.deploy import plan_deploy, resolve_tag
+
     settings = _settings(args)
     env = settings.environment(args.environment)
-    tag = args.tag
-    if tag is None:
-        if env.name != "development":
-            raise InputError(f"--tag is required for {env.name} deploys (e.g. --tag v1.2.3)")
-        # The release document deploys development without a tag; give the build a dated dev version.
-        tag = "v0.0.0-dev." + datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    validate_tag(tag)
-    from ultra_ops.engine.release.deploy import plan_deploy
-
-    req = plan_deploy(settings, env.name, tag, skip_tests=args.skip_tests, skip_build=args.skip_build,
-                      compose_file=args.compose, registry=args.registry)
+    # Every input is checked here too, so bad input exits 2 before a run exists.
+    req = plan_deploy(settings, env.name, resolve_tag(env, args.tag), skip_tests=args.skip_tests,
+                      skip_build=args.skip_build, compose_file=args.compose, registry=args.registry)
     if req.skip_tests and env.name == "production":
         _progress("warning: --skip-tests on production is not recommended")
-    config = {"environment": env.name, "tag": req.tag, "skip_tests": req.skip_tests,
-              "skip_build": req.skip_build, "compose_file": req.compose_file, "registry": req.registry}
-    result = _run_job(settings, "deploy_job", _ops_config("deploy_plan", config), req.run_tags())
+    config = {"tag": req.tag, "skip_tests": req.skip_tests, "skip_build": req.skip_build,
+              "compose_file": req.compose_file, "registry": req.registry}
+    result = _run_job(args, settings, "deploy_job", env.name, _ops_config("deploy_plan", config),
+                      version=req.tag, flags={SKIP_TESTS: req.skip_tests, SKIP_BUILD: req.skip_build})
     if result.success:
         _out(f"deployed {req.tag} to {env.name}")
     return 0 if result.success else 1
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from ultra_ops.engine.release.rollback import deployed_version
+
     settings = _settings(args)
     env = settings.environment(args.environment)
-    result = _run_job(settings, "verify_job", _ops_config("verify_checks", {"environment": env.name}),
-                      {"ultra_ops/environment": env.name, "ultra_ops/operation": "verify"})
+    result = _run_job(args, settings, "verify_job", env.name, version=deployed_version(env))
     reports = [o for o in result.observations if "report" in o]
     if reports:
         report = reports[-1]
@@ -117,32 +121,24 @@ def _print_backups(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from ultra_ops.engine.release.rollback import choose_backup
+
     settings = _settings(args)
     env = settings.environment(args.environment)
-    backup_id = args.backup
-    if backup_id is not None:
-        from ultra_ops.engine.backups.backup import get_backup
-
-        get_backup(env, backup_id)  # an unknown id is bad input: refuse before any run starts
-    else:
-        rows = _backup_rows(env)
-        _print_backups(rows)
-        if not rows:
-            raise InputError(f"environment {env.name} has no backups to roll back to")
-        backup_id = rows[0]["id"]
-        if not args.yes:
-            if not sys.stdin.isatty():
-                raise InputError(f"rolling back {env.name} to {backup_id} needs confirmation: pass --yes")
-            answer = input(f"Roll back {env.name} to the newest backup {backup_id}? [y/N] ").strip().lower()
-            if answer not in ("y", "yes"):
-                _out("rollback cancelled")
-                return 1
-    config = {"environment": env.name, "backup_id": backup_id}
-    result = _run_job(settings, "rollback_job", _ops_config("rollback_plan", config),
-                      {"ultra_ops/environment": env.name, "ultra_ops/operation": "rollback",
-                       "ultra_ops/backup_id": backup_id})
+    if args.backup is None:
+        _print_backups(_backup_rows(env))
+    info = choose_backup(env, args.backup)  # an unknown id is bad input: refused before any run starts
+    if args.backup is None and not args.yes:
+        if not sys.stdin.isatty():
+            raise InputError(f"rolling back {env.name} to {info.id} needs confirmation: pass --yes")
+        answer = input(f"Roll back {env.name} to the newest backup {info.id}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            _out("rollback cancelled")
+            return 1
+    result = _run_job(args, settings, "rollback_job", env.name, _ops_config("rollback_plan", {"backup_id": info.id}),
+                      version=info.version, backup_id=info.id)
     if result.success:
-        _out(f"rolled back {env.name} to backup {backup_id}")
+        _out(f"rolled back {env.name} to backup {info.id}")
     return 0 if result.success else 1
 
 
@@ -156,8 +152,7 @@ def cmd_backups(args: argparse.Namespace) -> int:
         else:
             _print_backups(rows)
         return 0
-    result = _run_job(settings, "backup_job", _ops_config("backup_create", {"environment": env.name}),
-                      {"ultra_ops/environment": env.name, "ultra_ops/operation": "backup"})
+    result = _run_job(args, settings, "backup_job", env.name)
     return 0 if result.success else 1
 
 
@@ -195,17 +190,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    """Stop the environment's services (docker-compose down), under the environment's lock."""
-    from ultra_ops.engine.locks import EnvironmentLock
-    from ultra_ops.engine.runtimes import get_runtime
-    from ultra_ops.engine.secrets import Redactor
-
+    """Stop the environment's services (docker-compose down): `stop_job`, under the environment's lock."""
     settings = _settings(args)
     env = settings.environment(args.environment)
-    with EnvironmentLock(env, operation="stop"):
-        get_runtime(env, redact=Redactor.for_environment(env)).down()
-    _out(f"stopped {env.name}")
-    return 0
+    result = _run_job(args, settings, "stop_job", env.name)
+    if result.success:
+        _out(f"stopped {env.name}")
+    return 0 if result.success else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -233,6 +224,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 86400, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ultra-ops", description="Ultra AI release operations, run as Dagster jobs.")
     common = _Parser(add_help=False)
@@ -240,9 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"config file (default: ${CONFIG_ENV_VAR} or ./ultra_ops.toml)")
     common.add_argument("--environment", "-e", required=True, metavar="ENV",
                         help="one of " + ", ".join(ENVIRONMENT_NAMES))
+    locking = _Parser(add_help=False)
+    locking.add_argument("--lock-wait", type=_seconds, default=0.0, metavar="SECONDS",
+                         help="wait up to SECONDS for another operation's lock (default: refuse at once)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("deploy", parents=[common], help="deploy a release (backup, migrate, up, verify, tag)")
+    p = sub.add_parser("deploy", parents=[common, locking], help="deploy a release (backup, migrate, up, verify, tag)")
     p.add_argument("--tag", help="release tag, v + semantic version (required outside development)")
     p.add_argument("--skip-tests", action="store_true", help="skip the test command (not for production)")
     p.add_argument("--skip-build", action="store_true", help="skip building images")
@@ -254,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("rollback", parents=[common], help="restore a backup, restart and verify")
+    p = sub.add_parser("rollback", parents=[common, locking], help="restore a backup, restart and verify")
     p.add_argument("--backup", metavar="ID", help="backup to restore (default: the newest, after confirmation)")
     p.add_argument("--yes", "-y", action="store_true", help="confirm without asking")
     p.set_defaults(func=cmd_rollback)
@@ -264,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("list", parents=[common], help="list an environment's backups, newest first")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_backups)
-    b = bsub.add_parser("create", parents=[common], help="take a backup now")
+    b = bsub.add_parser("create", parents=[common, locking], help="take a backup now")
     b.set_defaults(func=cmd_backups)
 
     p = sub.add_parser("init", parents=[common], help="create the env file and database of an environment")
@@ -273,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", parents=[common], help="services, deployed version, lock and last release")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("stop", parents=[common], help="stop the environment's services")
+    p = sub.add_parser("stop", parents=[common, locking], help="stop the environment's services")
     p.set_defaults(func=cmd_stop)
 
     p = sub.add_parser("demo", parents=[common], help="a full release cycle, each step a Dagster run")

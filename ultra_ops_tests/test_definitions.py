@@ -12,14 +12,18 @@ from conftest import REPO
 def test_jobs_and_typed_launch_forms() -> None:
     from ultra_ops.definitions import defs
 
-    for name in ("deploy_job", "verify_job", "rollback_job", "backup_job"):
-        assert defs.resolve_job_def(name).name == name
+    for name in ("deploy_job", "verify_job", "rollback_job", "backup_job", "stop_job"):
+        job = defs.resolve_job_def(name)
+        # The environment is the partition: picked from a list, and tagged on the run at submission.
+        assert job.partitions_def.get_partition_keys() == ["development", "staging", "production"]
+        assert job.partitioned_config.get_tags_for_partition_key("staging")["ultra_ops/environment"] == "staging"
+        assert job.tags["ultra_ops/operation"] == name.removesuffix("_job")
     schema = defs.resolve_job_def("deploy_job").run_config_schema.config_type
     plan = schema.fields["ops"].config_type.fields["deploy_plan"].config_type.fields["config"].config_type
-    env_type = plan.fields["environment"].config_type
-    assert env_type.kind.name == "ENUM"
-    assert {v.config_value for v in env_type.enum_values} == {"development", "staging", "production"}
+    assert "environment" not in plan.fields
     assert {"tag", "skip_tests", "skip_build", "compose_file", "registry"} <= set(plan.fields)
+    # Nothing in the form is required: "Scaffold missing config" cannot write an invalid value.
+    assert not any(f.is_required for f in plan.fields.values())
 
 
 def test_import_touches_no_service() -> None:

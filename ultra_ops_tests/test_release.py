@@ -326,29 +326,56 @@ def test_jobs_launched_through_graphql_like_the_ui(stack: Stack, dagster_home: P
     from webserver import Webserver
 
     with Webserver(dagster_home, env={"ULTRA_OPS_CONFIG": str(stack.config)}) as web:
-        run_id = web.client.submit_job_execution(
-            "deploy_job",
-            run_config={"ops": {"deploy_plan": {"config": {"environment": "staging", "tag": "v1.0.0"}}}},
-            tags={"ultra_ops/environment": "staging", "ultra_ops/version": "v1.0.0"},
-        )
+        # The launchpad picks the environment as a partition; its tags are on the run from the start.
+        assert web.partition_tags("deploy_job", "staging")["ultra_ops/environment"] == "staging"
+        run_id = web.launch_partition("deploy_job", "staging",
+                                      {"ops": {"deploy_plan": {"config": {"tag": "v1.0.0"}}}})
         assert web.wait(run_id) == "SUCCESS"
         assert stack.get("/health").json()["version"] == "v1.0.0"
-        run_id = web.client.submit_job_execution(
-            "verify_job", run_config={"ops": {"verify_checks": {"config": {"environment": "staging"}}}})
+        run_id = web.launch_partition("verify_job", "staging")
         assert web.wait(run_id) == "SUCCESS"
         with DagsterInstance.from_config(str(dagster_home)) as instance:
             run = instance.get_run_by_id(run_id)
-            # Tags the job adds itself, so UI launches carry them too.
             assert run.tags["ultra_ops/environment"] == "staging"
-            assert run.tags["ultra_ops/version"] == "v1.0.0"
+            assert run.tags["ultra_ops/version"] == "v1.0.0"  # added by the op: the deployed version
         # A bad tag typed into the launch form fails the run at its first step, saying why.
-        run_id = web.client.submit_job_execution(
-            "deploy_job", run_config={"ops": {"deploy_plan": {"config": {"environment": "staging",
-                                                                          "tag": "latest"}}}})
+        run_id = web.launch_partition("deploy_job", "staging",
+                                      {"ops": {"deploy_plan": {"config": {"tag": "latest"}}}})
         assert web.wait(run_id) == "FAILURE"
+        # So does an empty one outside development.
+        empty = web.launch_partition("deploy_job", "staging", {"ops": {"deploy_plan": {"config": {"tag": ""}}}})
+        assert web.wait(empty) == "FAILURE"
         with DagsterInstance.from_config(str(dagster_home)) as instance:
-            messages = " ".join(e.dagster_event.step_failure_data.user_failure_data.description
-                                for e in instance.all_logs(run_id)
-                                if e.dagster_event and e.dagster_event.is_step_failure)
-        assert "release tag 'latest' is not v + a semantic version" in messages
+            messages = [" ".join(e.dagster_event.step_failure_data.user_failure_data.description
+                                 for e in instance.all_logs(r)
+                                 if e.dagster_event and e.dagster_event.is_step_failure) for r in (run_id, empty)]
+        assert "release tag 'latest' is not v + a semantic version" in messages[0]
+        assert "a release tag is required for staging deploys" in messages[1]
         assert stack.get("/health").json()["version"] == "v1.0.0"
+
+
+def test_cli_runs_are_recorded_under_their_job(stack: Stack, dagster_home: Path) -> None:
+    """What the UI shows of runs started from the shell: under their job in the ultra_ops code
+    location, re-executable through the same API the UI's Re-execute button uses."""
+    from webserver import Webserver
+
+    assert stack.ops("deploy", "--tag", "v1.0.0") == 0
+    assert stack.ops("verify") == 0
+    assert stack.ops("deploy", "--tag", "v1.0.1") == 0
+    assert stack.ops("rollback", "--yes") == 0
+    cli_runs = {r.job_name: r for r in _runs(dagster_home)}
+    with Webserver(dagster_home, env={"ULTRA_OPS_CONFIG": str(stack.config)}) as web:
+        for job, count in (("deploy_job", 2), ("verify_job", 1), ("rollback_job", 1)):
+            runs = web.job_runs(job)
+            assert len(runs) == count, (job, runs)
+            tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
+            assert tags["dagster/code_location"] == "ultra_ops"
+            assert tags["ultra_ops/environment"] == "staging" and tags["dagster/partition"] == "staging"
+            assert tags["ultra_ops/launched_by"]
+        rerun = web.reexecute(cli_runs["verify_job"].run_id, "ALL_STEPS")
+        assert web.wait(rerun) == "SUCCESS"
+        assert rerun in {r["runId"] for r in web.job_runs("verify_job")}
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        run = instance.get_run_by_id(rerun)
+        assert run.parent_run_id == cli_runs["verify_job"].run_id
+        assert run.tags["ultra_ops/environment"] == "staging"

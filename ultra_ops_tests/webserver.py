@@ -16,12 +16,13 @@ TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
 class Webserver:
-    def __init__(self, dagster_home: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, dagster_home: Path, env: dict[str, str] | None = None, *, instance_yaml: str | None = None
+                 ) -> None:
         self.home = dagster_home
-        # Runs start at once, without a daemon to dequeue them.
-        (dagster_home / "dagster.yaml").write_text(
+        # By default runs start at once, without a daemon to dequeue them.
+        (dagster_home / "dagster.yaml").write_text(instance_yaml or (
             "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
-            "telemetry:\n  enabled: false\n")
+            "telemetry:\n  enabled: false\n"))
         self.port = free_port()
         self.env = {**os.environ, "DAGSTER_HOME": str(dagster_home), **(env or {})}
         self.proc: subprocess.Popen | None = None
@@ -47,6 +48,39 @@ class Webserver:
         self.client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
         return self
 
+    def query(self, text: str, **variables: object) -> dict:
+        response = httpx.post(f"http://127.0.0.1:{self.port}/graphql", json={"query": text, "variables": variables},
+                              timeout=60)
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def job_runs(self, job: str) -> list[dict]:
+        """The runs the UI shows on the job's Runs tab (the job as the ultra_ops code location has it)."""
+        data = self.query(_JOB_RUNS, selector={"pipelineName": job, "repositoryName": "__repository__",
+                                               "repositoryLocationName": "ultra_ops"})
+        return data["pipelineOrError"]["runs"]
+
+    def partition_tags(self, job: str, partition: str) -> dict[str, str]:
+        """The tags the launchpad puts on a run of `job` for `partition`."""
+        data = self.query(_PARTITION_TAGS, repositorySelector={"repositoryName": "__repository__",
+                                                               "repositoryLocationName": "ultra_ops"},
+                          partitionSetName=f"{job}_partition_set", partition=partition)
+        return {t["key"]: t["value"] for t in data["partitionSetOrError"]["partition"]["tagsOrError"]["results"]}
+
+    def launch_partition(self, job: str, partition: str, run_config: dict | None = None,
+                         tags: dict[str, str] | None = None) -> str:
+        """Launch as the launchpad does once a partition is picked: with the partition's tags."""
+        return self.client.submit_job_execution(
+            job, run_config=run_config or {}, tags={**self.partition_tags(job, partition), **(tags or {})})
+
+    def reexecute(self, run_id: str, strategy: str = "FROM_FAILURE") -> str:
+        data = self.query(_REEXECUTE, params={"parentRunId": run_id, "strategy": strategy})
+        result = data["launchPipelineReexecution"]
+        assert result["__typename"] == "LaunchRunSuccess", result
+        return result["run"]["runId"]
+
     def wait(self, run_id: str, timeout: float = 180) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -64,3 +98,32 @@ class Webserver:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+
+
+_JOB_RUNS = """
+query JobRuns($selector: PipelineSelector!) {
+  pipelineOrError(params: $selector) {
+    __typename
+    ... on Pipeline { runs(limit: 100) { runId status tags { key value } } }
+  }
+}"""
+
+_PARTITION_TAGS = """
+query PartitionTags($repositorySelector: RepositorySelector!, $partitionSetName: String!, $partition: String!) {
+  partitionSetOrError(repositorySelector: $repositorySelector, partitionSetName: $partitionSetName) {
+    __typename
+    ... on PartitionSet {
+      partition(partitionName: $partition) { tagsOrError { __typename ... on PartitionTags { results { key value } } } }
+    }
+  }
+}"""
+
+_REEXECUTE = """
+mutation Reexecute($params: ReexecutionParams!) {
+  launchPipelineReexecution(reexecutionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""

@@ -18,7 +18,10 @@ from pathlib import Path
 from types import TracebackType
 
 from ultra_ops.engine.errors import LockHeldError
+from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment
+
+_POLL_S = 0.2
 
 
 def _lock_path(env: Environment) -> Path:
@@ -38,20 +41,47 @@ def describe_holder(holder: dict | None) -> str:
 
 
 def lock_holder(env: Environment) -> dict | None:
-    """Who holds the environment's lock, or None when it is free."""
+    """Who holds the environment's lock, or None when it is free.
+
+    Only looks: taking the lock to test it, even for a moment, could make a real deploy that
+    starts in that moment be refused. The kernel's table of flocks says whether anyone holds it.
+    """
     path = _lock_path(env)
-    if not path.exists():
-        return None
-    fd = os.open(path, os.O_RDWR)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read_holder(path) or {}
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        st = path.stat()
+    except FileNotFoundError:
         return None
-    finally:
-        os.close(fd)
+    held = _flock_held(st)
+    if held is False:
+        return None
+    holder = _read_holder(path)
+    if held is None and holder and not _pid_alive(holder):
+        return None  # no /proc/locks: fall back to whether the recorded holder still runs
+    if held is None and not holder:
+        return None
+    return holder or {}
+
+
+def _flock_held(st: os.stat_result) -> bool | None:
+    """Whether some process holds a flock on this inode; None where /proc/locks is unavailable."""
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            return any(" FLOCK " in line and f" {device} " in line for line in f)
+    except OSError:
+        return None
+
+
+def _pid_alive(holder: dict) -> bool:
+    if holder.get("host") != socket.gethostname():
+        return True  # another host's process: trust the record
+    try:
+        os.kill(int(holder.get("pid", 0)), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _read_holder(path: Path) -> dict | None:
@@ -89,21 +119,35 @@ class EnvironmentLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> EnvironmentLock:
+    def acquire(self, *, wait_s: float = 0.0, log: Log | None = None) -> EnvironmentLock:
+        """Take the lock; while another operation holds it, wait up to `wait_s` seconds, then refuse."""
         if self._fd is not None:
             return self
         path = _lock_path(self.env)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = _read_holder(path)
-            raise LockHeldError(
-                f"environment {self.env.name} is locked by {describe_holder(holder)}; "
-                f"refusing to start {self.holder['operation']}"
-            ) from None
+        deadline = time.monotonic() + max(0.0, wait_s)
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _read_holder(path)
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
+                    raise LockHeldError(
+                        f"environment {self.env.name} is locked by {describe_holder(holder)}; "
+                        f"refusing to start {self.holder['operation']}{waited}"
+                    ) from None
+                if log is not None and not told:
+                    log.info(f"environment {self.env.name} is locked by {describe_holder(holder)}; "
+                             f"waiting up to {wait_s:g} s")
+                    told = True
+                # flock has no timeout; a short poll keeps the wait bounded without a helper thread.
+                time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
+        self.holder["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(self.holder).encode(), 0)
         os.fsync(fd)

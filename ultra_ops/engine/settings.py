@@ -149,6 +149,7 @@ class Environment:
     test_command: tuple[str, ...] = ()
     required_env_keys: tuple[str, ...] = ()
     health_timeout_s: float = 60.0
+    lock_wait_s: float = 0.0  # how long scheduled and UI runs wait for another operation's lock
     min_free_disk_mb: int = 100
     git_repo: Path | None = None  # where release tags are created; None: no tagging
     git_push: bool = False
@@ -434,6 +435,7 @@ def _environment(path: Path, name: str, table: dict[str, Any], defaults: dict[st
         test_command=_expand_command(r.string_list("test_command")),
         required_env_keys=r.string_list("required_env_keys"),
         health_timeout_s=float(r.positive("health_timeout_s", 60.0)),
+        lock_wait_s=float(r.positive("lock_wait_s", 0.0)),
         min_free_disk_mb=r.positive("min_free_disk_mb", 100, integer=True),
         git_repo=_path(base, git_repo) if git_repo else None,
         git_push=r.get("git_push", bool, False),

@@ -2,16 +2,17 @@
 
 from dagster import MetadataValue, OpExecutionContext, op
 
-from ultra_ops.defs.backups.config import BackupConfig
-from ultra_ops.defs.release.ops import launched_step
-from ultra_ops.defs.shared.resources import OpsSettings
+from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
+from ultra_ops.defs.shared.steps import environment_of, load, step
 from ultra_ops.engine.backups.backup import create_backup
 from ultra_ops.engine.release.rollback import deployed_version
 
 
 @op
-def backup_create(context: OpExecutionContext, config: BackupConfig, settings: OpsSettings) -> None:
-    with launched_step(context, settings, config.environment.value, "backup") as s:
+def backup_create(context: OpExecutionContext, settings: OpsSettings, locks: EnvironmentLocks) -> None:
+    """A backup under the environment's lock: never in the middle of a deploy's migration or a restore."""
+    loaded = load(settings)
+    with step(context, environment_of(context), str(loaded.path), locks=locks, operation="backup") as s:
         info = create_backup(s.env, version=deployed_version(s.env), label="manual", log=s.log, redact=s.redact)
         s.log.info(f"backup {info.id} of {s.env.name} written ({info.size_bytes / 1e6:.1f} MB)")
     context.add_output_metadata({"backup_id": info.id, "size_bytes": info.size_bytes,

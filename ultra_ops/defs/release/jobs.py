@@ -1,22 +1,30 @@
-"""The release jobs. Steps run in one process so the environment lock spans the whole run."""
+"""The release jobs, partitioned by environment. Steps run in one process so the environment lock
+taken by one step is held by the next."""
 
 from __future__ import annotations
 
-from functools import partial
-
-from dagster import colored_console_logger, in_process_executor, job
+from typing import Any
 
 from ultra_ops.defs.release import ops
-from ultra_ops.defs.shared.console import progress_logger
+from ultra_ops.defs.shared.jobs import environment_job
+from ultra_ops.engine.errors import UltraOpsError
+from ultra_ops.engine.release.deploy import suggested_tag
+from ultra_ops.engine.settings import load_settings
 
-_JOB_TAGS = {"ultra_ops/domain": "release"}
-_LOGGERS = {"console": colored_console_logger, "progress": progress_logger}
-release_job = partial(job, executor_def=in_process_executor, tags=_JOB_TAGS, logger_defs=_LOGGERS)
+
+def _deploy_form(environment: str) -> dict[str, Any]:
+    # Evaluated when an operator picks a partition in the launchpad: never fail the form over it.
+    try:
+        tag = suggested_tag(load_settings(), environment)
+    except (UltraOpsError, OSError):
+        tag = None
+    return {"ops": {"deploy_plan": {"config": {"tag": tag} if tag else {}}}}
 
 
-@release_job(description="Deploy a release: checklist, tests, backup, build, push, migrate, up, verify "
-             "(rolling back on failure), tag, record.")
+@environment_job("release", "deploy", run_config_for=_deploy_form)
 def deploy_job() -> None:
+    """Deploy a release: checklist, tests, backup, build, push, migrate, up, verify (rolling back on
+    failure), tag, record."""
     req = ops.deploy_plan()
     req = ops.deploy_checklist(req)
     req = ops.deploy_tests(req)
@@ -30,13 +38,15 @@ def deploy_job() -> None:
     ops.deploy_record(req)
 
 
-@release_job(description="Verify an environment: health, database, Redis, LLM providers and API endpoints.")
+@environment_job("release", "verify")
 def verify_job() -> None:
+    """Verify an environment: health, database, Redis, LLM providers and API endpoints."""
     ops.verify_checks()
 
 
-@release_job(description="Roll an environment back to a backup (the newest by default), restart and verify it.")
+@environment_job("release", "rollback")
 def rollback_job() -> None:
+    """Roll an environment back to a backup (the newest by default), restart and verify it."""
     req = ops.rollback_plan()
     req = ops.rollback_stop(req)
     req = ops.rollback_restore(req)
@@ -45,4 +55,10 @@ def rollback_job() -> None:
     ops.rollback_record(req)
 
 
-RELEASE_JOBS = [deploy_job, verify_job, rollback_job]
+@environment_job("release", "stop")
+def stop_job() -> None:
+    """Stop an environment's services, under its lock."""
+    ops.stop_services()
+
+
+RELEASE_JOBS = [deploy_job, verify_job, rollback_job, stop_job]

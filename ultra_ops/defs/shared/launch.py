@@ -1,17 +1,33 @@
-"""Running the release jobs against the local Dagster instance, as the CLI does.
+"""Running a job of the code location from the shell, recorded exactly as the UI records a run.
 
-Runs go into the instance at DAGSTER_HOME, so `dagster dev` on the same home shows every run the
-shell started, with its steps, logs and metadata.
+`execute_job` would record the run with no code location origin: the UI then lists it only in
+the global Runs list, not under its job or on the Overview timeline, and warns when it is
+re-executed. Here the run is created from the job as the `ultra_ops` code location presents it
+(an in-process location: the same record as the webserver's, without starting a gRPC server),
+then executed in this process, synchronously, so the CLI holds the environment lock itself and
+prints progress as the steps run.
+
+These are `dagster._core` APIs, pinned with the Dagster family in pyproject.toml; the test
+`test_cli_runs_are_recorded_under_their_job` fails when they move.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterEventType, DagsterInstance, build_reconstructable_job, execute_job
+from dagster import DagsterEventType, DagsterInstance
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+LOCATION_NAME = "ultra_ops"  # the name in workspace.yaml and [tool.dagster]: runs are filed under it
+MODULE = "ultra_ops.definitions"
+_REPOSITORY = "__repository__"  # the repository a Definitions object becomes
 
 
 @dataclass
@@ -36,28 +52,55 @@ def ensure_dagster_home(default: Path) -> Path:
     return Path(home)
 
 
+def _working_directory() -> str:
+    # The folder holding the ultra_ops package, as a code server started from workspace.yaml sees it.
+    return str(Path(__file__).resolve().parents[3])
+
+
 def _metadata_values(metadata: dict[str, Any]) -> dict[str, Any]:
     return {k: getattr(v, "value", v) for k, v in metadata.items()}
 
 
-def launch(job_name: str, run_config: dict[str, Any], tags: dict[str, str]) -> LaunchResult:
-    """Execute a job of the code location in this process and return how it ended."""
-    instance = DagsterInstance.get()
-    recon = build_reconstructable_job("ultra_ops.definitions", "job_from_definitions", (job_name,))
+def _outcome(instance: DagsterInstance, run_id: str, success: bool) -> LaunchResult:
+    messages: list[str] = []
+    observations: list[dict[str, Any]] = []
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_FAILURE:
+            data = event.step_failure_data
+            if data.user_failure_data and data.user_failure_data.description:
+                messages.append(data.user_failure_data.description)
+            elif data.error:
+                messages.append(data.error.message.strip())
+        elif event.event_type == DagsterEventType.ASSET_OBSERVATION:
+            observations.append(_metadata_values(event.event_specific_data.asset_observation.metadata))
+        elif event.event_type == DagsterEventType.RUN_FAILURE and not messages and event.message:
+            messages.append(event.message)
+    if not success and not messages:
+        messages.append(f"run {run_id} failed")
+    return LaunchResult(run_id, success, messages[0] if messages else "", observations)
+
+
+def launch(job_name: str, run_config: dict[str, Any], tags: dict[str, str],
+           instance: DagsterInstance | None = None) -> LaunchResult:
+    """Create the run as the code location's, execute it here, and return how it ended."""
+    instance = instance or DagsterInstance.get()
+    workdir = _working_directory()
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, module_name=MODULE, working_directory=workdir),
+        location_name=LOCATION_NAME,
+    )
+    with origin.create_location(instance) as location:
+        remote_job = location.get_repository(_REPOSITORY).get_full_job(job_name)
+    recon_job = ReconstructableRepository.for_module(MODULE, "defs", working_directory=workdir) \
+        .get_reconstructable_job(job_name)
+    job_def = recon_job.get_definition()
     config = {**run_config, "loggers": {"progress": {}}}
-    with execute_job(recon, instance=instance, run_config=config, tags=tags) as result:
-        messages: list[str] = []
-        observations: list[dict[str, Any]] = []
-        for event in result.all_events:
-            if event.event_type == DagsterEventType.STEP_FAILURE:
-                data = event.step_failure_data
-                if data.user_failure_data and data.user_failure_data.description:
-                    messages.append(data.user_failure_data.description)
-                elif data.error:
-                    messages.append(data.error.message.strip())
-            elif event.event_type == DagsterEventType.ASSET_OBSERVATION:
-                observation = event.event_specific_data.asset_observation
-                observations.append(_metadata_values(observation.metadata))
-        if not result.success and not messages:
-            messages.append(f"run {result.run_id} failed")
-        return LaunchResult(result.run_id, result.success, messages[0] if messages else "", observations)
+    run = instance.create_run_for_job(
+        job_def=job_def, run_config=config, tags={**job_def.run_tags, **tags},
+        remote_job_origin=remote_job.get_remote_origin(), job_code_origin=remote_job.get_python_origin(),
+    )
+    result = execute_run(recon_job, run, instance)
+    return _outcome(instance, run.run_id, result.success)

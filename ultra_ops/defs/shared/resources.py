@@ -1,5 +1,4 @@
-"""Resources of the release jobs: the settings file and the per-environment lock."""
-
+"""Resources shared by every domain: the settings file and the per-environment locks."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -8,6 +7,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from ultra_ops.engine.locks import EnvironmentLock
+from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment, Settings, load_settings
 
 
@@ -21,24 +21,36 @@ class OpsSettings(ConfigurableResource):
 
 
 class EnvironmentLocks(ConfigurableResource):
-    """Holds environment locks for the whole run and releases them when the run ends, however it ends.
+    """The environment locks a run holds, from the first step that changes an environment until the
+    run ends, however it ends.
 
-    The release jobs run their steps in one process (in_process_executor), so a lock taken by the
-    first step is still held by the last one; the kernel frees it if the run process dies.
+    Every step that changes an environment asks for its lock, not only the first one: a run
+    re-executed from a failed step (or an op selection) starts at that step and must hold the lock
+    too. Steps run in one process (in_process_executor), so a lock taken by one step is still held
+    by the next; the kernel frees it if the run process dies.
     """
 
-    _held: list[EnvironmentLock] = PrivateAttr(default_factory=list)
+    lock_wait_s: float = Field(
+        default=-1.0,
+        description="Seconds to wait for another operation's lock before refusing; negative: the "
+        "environment's lock_wait_s from the config file (0 refuses at once)")
+
+    _held: dict[str, EnvironmentLock] = PrivateAttr(default_factory=dict)
 
     @contextmanager
     def yield_for_execution(self, context: InitResourceContext) -> Iterator["EnvironmentLocks"]:
         try:
             yield self
         finally:
-            for lock in self._held:
+            for lock in self._held.values():
                 lock.release()
             self._held.clear()
 
-    def acquire(self, env: Environment, *, operation: str, run_id: str) -> EnvironmentLock:
-        lock = EnvironmentLock(env, operation=operation, run_id=run_id).acquire()
-        self._held.append(lock)
+    def hold(self, env: Environment, *, operation: str, run_id: str, log: Log | None = None) -> EnvironmentLock:
+        """The environment's lock for this run: taken on first use, then held until the run ends."""
+        lock = self._held.get(env.name)
+        if lock is None:
+            wait_s = self.lock_wait_s if self.lock_wait_s >= 0 else env.lock_wait_s
+            lock = EnvironmentLock(env, operation=operation, run_id=run_id).acquire(wait_s=wait_s, log=log)
+            self._held[env.name] = lock
         return lock

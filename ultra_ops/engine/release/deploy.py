@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ultra_ops.engine.backups.backup import BackupInfo, create_backup, prune_backups
@@ -23,7 +24,7 @@ from ultra_ops.engine.release.records import ReleaseRecord, record_release, tag_
 from ultra_ops.engine.release.rollback import deployed_version, rollback
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import Log, Redactor
-from ultra_ops.engine.settings import Environment, Settings
+from ultra_ops.engine.settings import ENVIRONMENT_NAMES, Environment, Settings
 from ultra_ops.engine.shell import run
 from ultra_ops.engine.verify.runner import VerifyReport, verify_environment
 
@@ -50,14 +51,28 @@ class DeployRequest:
     def compose_path(self) -> Path | None:
         return Path(self.compose_file) if self.compose_file else None
 
-    def run_tags(self) -> dict[str, str]:
-        tags = {"ultra_ops/environment": self.environment, "ultra_ops/version": self.tag,
-                "ultra_ops/operation": "deploy"}
-        if self.skip_tests:
-            tags["ultra_ops/skip_tests"] = "true"
-        if self.skip_build:
-            tags["ultra_ops/skip_build"] = "true"
-        return tags
+
+def resolve_tag(env: Environment, tag: str | None, now: datetime | None = None) -> str:
+    """The tag to deploy: the one given, checked; on development an empty tag gets a dated dev
+    version, as the release document deploys development without one."""
+    if tag:
+        validate_tag(tag)
+        return tag
+    if env.name != "development":
+        raise InputError(f"a release tag is required for {env.name} deploys (e.g. v1.2.3)")
+    return "v0.0.0-dev." + (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+
+
+def suggested_tag(settings: Settings, environment: str) -> str | None:
+    """What the launchpad offers for a deploy: the version running one environment below
+    (development's for staging, staging's for production), or a dev version on development."""
+    order = list(ENVIRONMENT_NAMES)
+    if environment == order[0]:
+        return resolve_tag(settings.environment(environment), None)
+    below = order[order.index(environment) - 1]
+    if below not in settings.environments:
+        return None
+    return deployed_version(settings.environments[below])
 
 
 def plan_deploy(

@@ -1,0 +1,67 @@
+"""What every op does around its engine call: find its environment, hold its lock, redact its
+log, and turn engine errors into a Dagster Failure.
+
+Errors from the engine become a Failure whose text is already redacted, so no secret reaches the
+run's event log, and its traceback stops at the op.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from dagster import Failure, OpExecutionContext
+
+from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
+from ultra_ops.engine.errors import UltraOpsError
+from ultra_ops.engine.secrets import RedactingLog, Redactor
+from ultra_ops.engine.settings import ENVIRONMENT_NAMES, Environment, Settings, load_settings
+
+
+@dataclass(frozen=True)
+class Step:
+    env: Environment
+    log: RedactingLog
+    redact: Redactor
+
+
+@contextmanager
+def failures_as_dagster(redact: Redactor | None = None) -> Iterator[None]:
+    try:
+        yield
+    except UltraOpsError as exc:
+        text = redact(str(exc)) if redact else str(exc)
+        raise Failure(description=text, metadata={"error": type(exc).__name__},
+                      allow_retries=False) from None
+
+
+def environment_of(context: OpExecutionContext) -> str:
+    """The environment a run touches: its partition, chosen in the launchpad or by the launcher."""
+    if not context.has_partition_key:
+        raise Failure(description=f"{context.job_name} runs for one environment: choose its partition "
+                      f"({', '.join(ENVIRONMENT_NAMES)})", allow_retries=False)
+    return context.partition_key
+
+
+def load(settings: OpsSettings) -> Settings:
+    with failures_as_dagster():
+        return settings.load()
+
+
+@contextmanager
+def step(
+    context: OpExecutionContext,
+    environment: str,
+    config_path: str,
+    *,
+    locks: EnvironmentLocks | None = None,
+    operation: str = "",
+) -> Iterator[Step]:
+    """Load the environment, hold its lock when given `locks`, redact the log, turn errors into Failures."""
+    with failures_as_dagster():
+        env = load_settings(config_path).environment(environment)
+    redact = Redactor.for_environment(env)
+    with failures_as_dagster(redact):
+        s = Step(env, RedactingLog(context.log, redact), redact)
+        if locks is not None:
+            locks.hold(env, operation=operation or context.job_name, run_id=context.run_id, log=s.log)
+        yield s

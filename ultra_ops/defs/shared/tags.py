@@ -1,0 +1,57 @@
+"""Every run tag ultra_ops sets or reads, named once.
+
+The queue's one-run-per-environment limit (dagster.yaml), the CLI, the release records and the
+sensors to come all key on these names, so they live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+PREFIX = "ultra_ops/"
+ENVIRONMENT = "ultra_ops/environment"  # the queue limits runs per value of this tag
+VERSION = "ultra_ops/version"
+OPERATION = "ultra_ops/operation"  # deploy, verify, rollback, backup, stop
+BACKUP_ID = "ultra_ops/backup_id"
+SKIP_TESTS = "ultra_ops/skip_tests"
+SKIP_BUILD = "ultra_ops/skip_build"
+LAUNCHED_BY = "ultra_ops/launched_by"  # the OS user behind a CLI run
+DOMAIN = "ultra_ops/domain"
+
+# Dagster's own tags that ultra_ops reads.
+PARTITION = "dagster/partition"
+SCHEDULE = "dagster/schedule_name"
+SENSOR = "dagster/sensor_name"
+
+
+def environment_tags(environment: str) -> dict[str, str]:
+    """The tags of an environment partition: on the run from the moment it is submitted."""
+    return {ENVIRONMENT: environment}
+
+
+def launch_tags(environment: str, operation: str, *, version: str | None = None,
+                backup_id: str | None = None, launched_by: str | None = None,
+                flags: Mapping[str, bool] | None = None) -> dict[str, str]:
+    """The tags a launcher (CLI, schedule, sensor) puts on a run before it is submitted."""
+    tags = {PARTITION: environment, **environment_tags(environment), OPERATION: operation}
+    if version:
+        tags[VERSION] = version
+    if backup_id:
+        tags[BACKUP_ID] = backup_id
+    if launched_by:
+        tags[LAUNCHED_BY] = launched_by
+    for key, on in (flags or {}).items():
+        if on:
+            tags[key] = "true"
+    return tags
+
+
+def launched_by(tags: Mapping[str, str]) -> str:
+    """Who started a run: the CLI's user, the schedule or sensor, else a person in the UI."""
+    if tags.get(LAUNCHED_BY):
+        return tags[LAUNCHED_BY]
+    if tags.get(SCHEDULE):
+        return f"schedule:{tags[SCHEDULE]}"
+    if tags.get(SENSOR):
+        return f"sensor:{tags[SENSOR]}"
+    return "ui"
