@@ -12,6 +12,8 @@ import httpx
 from conftest import REPO, free_port
 from dagster_graphql import DagsterGraphQLClient
 
+from ultra_ops.defs.shared.launch import local_instance_yaml
+
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
@@ -19,10 +21,10 @@ class Webserver:
     def __init__(self, dagster_home: Path, env: dict[str, str] | None = None, *, instance_yaml: str | None = None
                  ) -> None:
         self.home = dagster_home
-        # By default runs start at once, without a daemon to dequeue them.
-        (dagster_home / "dagster.yaml").write_text(instance_yaml or (
-            "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
-            "telemetry:\n  enabled: false\n"))
+        # The instance the CLI writes, plus a run coordinator: by default runs start at once,
+        # without a daemon to dequeue them.
+        (dagster_home / "dagster.yaml").write_text(local_instance_yaml(dagster_home) + (instance_yaml or (
+            "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n")))
         self.port = free_port()
         self.env = {**os.environ, "DAGSTER_HOME": str(dagster_home), **(env or {})}
         self.proc: subprocess.Popen | None = None
