@@ -114,3 +114,68 @@ def write_config(
     path.write_text(textwrap.dedent(text))
     (tmp_path / "root").mkdir(exist_ok=True)
     return path
+
+
+def write_multi_config(
+    tmp_path: Path,
+    databases: dict[str, str],
+    *,
+    redis_prefix: str,
+    ports: dict[str, int] | None = None,
+    migrations: Path | None = None,
+) -> Path:
+    """A config with several process-runtime environments on this machine, as the shipped one:
+    each its own port, database, Redis database (0, 1, 2 ... in order, keys under
+    `redis_prefix<environment>:`), root, log, state and backup folders."""
+    ports = ports or {env: free_port() for env in databases}
+    migrations = migrations or SAMPLE_MIGRATIONS
+    sections = [f"""
+        timezone = "UTC"
+
+        [defaults]
+        backup_dir = "{tmp_path / 'backups'}"
+        migrations = "{migrations}"
+        health_timeout_s = 20
+        required_env_keys = ["ULTRA_VERSION"]
+    """]
+    for index, (env, database) in enumerate(databases.items()):
+        port, folder = ports[env], tmp_path / env
+        api = f"http://127.0.0.1:{port}/api/v1"
+        sections.append(f"""
+        [environments.{env}]
+        runtime = "process"
+        root = "{folder / 'root'}"
+        log_dir = "{folder / 'logs'}"
+        state_dir = "{folder / 'state'}"
+
+        [environments.{env}.database]
+        host = "127.0.0.1"
+        port = 5432
+        name = "{database}"
+        user = "{PG['user']}"
+        probe_queries = ["SELECT 1", "SELECT count(*) FROM prompts"]
+
+        [environments.{env}.redis]
+        url = "redis://127.0.0.1:6379/{index}"
+
+        [environments.{env}.processes.backend]
+        command = ["{sys.executable}", "-m", "ultra_ops.sample_service"]
+        port = {port}
+        health_url = "http://127.0.0.1:{port}/health"
+        env = {{ ULTRA_REDIS_PREFIX = "{redis_prefix}{env}:" }}
+
+        [environments.{env}.verify]
+        timeout_s = 3
+        retries = 1
+        backoff_s = 0.1
+        health_urls = ["http://127.0.0.1:{port}/health?detail=true"]
+        endpoints = [
+          {{ name = "prompts", url = "{api}/prompts" }},
+          {{ name = "version", url = "{api}/version" }},
+        ]
+        """)
+    path = tmp_path / "ultra_ops.toml"
+    path.write_text("".join(textwrap.dedent(s) for s in sections))
+    for env in databases:
+        (tmp_path / env / "root").mkdir(parents=True, exist_ok=True)
+    return path
