@@ -33,17 +33,42 @@ def _admin() -> psycopg.Connection:
     return psycopg.connect(**PG, dbname="postgres", autocommit=True)
 
 
+def _create_database(name: str) -> None:
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _drop_databases(prefix: str) -> None:
+    """Drop the database `prefix` and anything renamed from it (restores swap databases by name)."""
+    with _admin() as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",)).fetchall()
+        for (db,) in rows:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """A fresh, empty database, dropped (with anything renamed from it) after the test."""
     name = f"uo_test_{uuid.uuid4().hex[:12]}"
-    with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    _create_database(name)
     yield name
-    with _admin() as conn:
-        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)).fetchall()
-        for (db,) in rows:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    _drop_databases(name)
+
+
+ENVIRONMENTS = ("development", "staging", "production")
+
+
+@pytest.fixture
+def pg_databases() -> Iterator[dict[str, str]]:
+    """One fresh database per environment (development, staging, production), all dropped after."""
+    base = f"uo_test_{uuid.uuid4().hex[:12]}"
+    names = {env: f"{base}_{env[:4]}" for env in ENVIRONMENTS}
+    try:
+        for name in names.values():
+            _create_database(name)
+        yield names
+    finally:
+        _drop_databases(base)
 
 
 @pytest.fixture
@@ -55,6 +80,15 @@ def redis_prefix() -> Iterator[str]:
     keys = list(client.scan_iter(match=prefix + "*"))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Dagster instance of the test's own, where the CLI records its runs."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
 
 
 def write_config(
