@@ -15,6 +15,7 @@ import redis
 from conftest import ENVIRONMENTS, PG, write_multi_config
 
 from ultra_ops.cli import main
+from ultra_ops.demo import promotion_steps
 from ultra_ops.engine.backups.backup import list_backups
 from ultra_ops.engine.release.records import release_history
 from ultra_ops.engine.runtimes import get_runtime
@@ -104,3 +105,15 @@ def test_release_goes_from_development_through_staging_to_production(three: Sett
         assert (env.env_file.read_bytes(), [b.id for b in list_backups(env)], _get(env, "/health")) \
             == others[env.name]
         assert [r.status for r in release_history(env)] == ["deployed"]
+
+
+def test_demo_needs_the_three_environments(tmp_path: Path, dagster_home: Path, capsys) -> None:
+    config = write_multi_config(tmp_path, {"development": "a", "staging": "b"}, redis_prefix="x:")
+    assert main(["demo", "--config", str(config)]) == 2
+    assert "does not name production" in capsys.readouterr().err
+    assert not any(dagster_home.iterdir())  # no run was started
+    steps = [argv for _, argv in promotion_steps([])]
+    deploys = [(argv[2], argv[4]) for argv in steps if argv[0] == "deploy"]
+    assert deploys == [("development", "v1.0.0"), ("staging", "v1.0.0"), ("production", "v1.0.0"),
+                       ("development", "v1.1.0"), ("staging", "v1.1.0")]
+    assert steps[-2:] == [["rollback", "--environment", "staging", "--yes"], ["verify", "--environment", "staging"]]
