@@ -201,28 +201,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """A full release cycle on the local development environment, every step a Dagster run."""
+    """One release through development, staging and production (or a cycle on --environment)."""
+    from ultra_ops.demo import run_demo
+
     settings = _settings(args)
-    env = settings.environment(args.environment)
-    base = ["--environment", env.name] + (["--config", str(settings.path)] if args.config else [])
-    steps = [
-        ("prepare the environment", ["init", *base]),
-        ("deploy v1.0.0", ["deploy", *base, "--tag", "v1.0.0"]),
-        ("verify", ["verify", *base]),
-        ("deploy v1.1.0", ["deploy", *base, "--tag", "v1.1.0"]),
-        ("list backups", ["backups", "list", *base]),
-        ("roll back to the newest backup (v1.0.0)", ["rollback", *base, "--yes"]),
-        ("verify", ["verify", *base]),
-    ]
-    for title, argv in steps:
-        _progress(f"== {title}: ultra-ops {' '.join(argv)}")
-        code = main(argv)
-        if code != 0:
-            _progress(f"release cycle stopped at '{title}' (exit {code})")
-            return code
-    _out(f"release cycle done on {env.name}; run `dagster dev` with DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
-         "to see every run")
-    return 0
+    config = ["--config", str(settings.path)] if args.config else []
+    return run_demo(settings, args.environment, config, run=main, progress=_progress, out=_out)
 
 
 def _seconds(text: str) -> float:
@@ -281,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", parents=[common, locking], help="stop the environment's services")
     p.set_defaults(func=cmd_stop)
 
-    p = sub.add_parser("demo", parents=[common], help="a full release cycle, each step a Dagster run")
+    p = sub.add_parser("demo", help="one release through development, staging and production, each step a Dagster run")
+    p.add_argument("--config", metavar="PATH", help=f"config file (default: ${CONFIG_ENV_VAR} or ./ultra_ops.toml)")
+    p.add_argument("--environment", "-e", metavar="ENV", help="a release cycle on this environment only")
     p.set_defaults(func=cmd_demo)
     return parser
 

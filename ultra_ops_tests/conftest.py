@@ -33,17 +33,42 @@ def _admin() -> psycopg.Connection:
     return psycopg.connect(**PG, dbname="postgres", autocommit=True)
 
 
+def _create_database(name: str) -> None:
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _drop_databases(prefix: str) -> None:
+    """Drop the database `prefix` and anything renamed from it (restores swap databases by name)."""
+    with _admin() as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",)).fetchall()
+        for (db,) in rows:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """A fresh, empty database, dropped (with anything renamed from it) after the test."""
     name = f"uo_test_{uuid.uuid4().hex[:12]}"
-    with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    _create_database(name)
     yield name
-    with _admin() as conn:
-        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)).fetchall()
-        for (db,) in rows:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    _drop_databases(name)
+
+
+ENVIRONMENTS = ("development", "staging", "production")
+
+
+@pytest.fixture
+def pg_databases() -> Iterator[dict[str, str]]:
+    """One fresh database per environment (development, staging, production), all dropped after."""
+    base = f"uo_test_{uuid.uuid4().hex[:12]}"
+    names = {env: f"{base}_{env[:4]}" for env in ENVIRONMENTS}
+    try:
+        for name in names.values():
+            _create_database(name)
+        yield names
+    finally:
+        _drop_databases(base)
 
 
 @pytest.fixture
@@ -55,6 +80,15 @@ def redis_prefix() -> Iterator[str]:
     keys = list(client.scan_iter(match=prefix + "*"))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Dagster instance of the test's own, where the CLI records its runs."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
 
 
 def write_config(
@@ -113,4 +147,69 @@ def write_config(
     path = tmp_path / "ultra_ops.toml"
     path.write_text(textwrap.dedent(text))
     (tmp_path / "root").mkdir(exist_ok=True)
+    return path
+
+
+def write_multi_config(
+    tmp_path: Path,
+    databases: dict[str, str],
+    *,
+    redis_prefix: str,
+    ports: dict[str, int] | None = None,
+    migrations: Path | None = None,
+) -> Path:
+    """A config with several process-runtime environments on this machine, as the shipped one:
+    each its own port, database, Redis database (0, 1, 2 ... in order, keys under
+    `redis_prefix<environment>:`), root, log, state and backup folders."""
+    ports = ports or {env: free_port() for env in databases}
+    migrations = migrations or SAMPLE_MIGRATIONS
+    sections = [f"""
+        timezone = "UTC"
+
+        [defaults]
+        backup_dir = "{tmp_path / 'backups'}"
+        migrations = "{migrations}"
+        health_timeout_s = 20
+        required_env_keys = ["ULTRA_VERSION"]
+    """]
+    for index, (env, database) in enumerate(databases.items()):
+        port, folder = ports[env], tmp_path / env
+        api = f"http://127.0.0.1:{port}/api/v1"
+        sections.append(f"""
+        [environments.{env}]
+        runtime = "process"
+        root = "{folder / 'root'}"
+        log_dir = "{folder / 'logs'}"
+        state_dir = "{folder / 'state'}"
+
+        [environments.{env}.database]
+        host = "127.0.0.1"
+        port = 5432
+        name = "{database}"
+        user = "{PG['user']}"
+        probe_queries = ["SELECT 1", "SELECT count(*) FROM prompts"]
+
+        [environments.{env}.redis]
+        url = "redis://127.0.0.1:6379/{index}"
+
+        [environments.{env}.processes.backend]
+        command = ["{sys.executable}", "-m", "ultra_ops.sample_service"]
+        port = {port}
+        health_url = "http://127.0.0.1:{port}/health"
+        env = {{ ULTRA_REDIS_PREFIX = "{redis_prefix}{env}:" }}
+
+        [environments.{env}.verify]
+        timeout_s = 3
+        retries = 1
+        backoff_s = 0.1
+        health_urls = ["http://127.0.0.1:{port}/health?detail=true"]
+        endpoints = [
+          {{ name = "prompts", url = "{api}/prompts" }},
+          {{ name = "version", url = "{api}/version" }},
+        ]
+        """)
+    path = tmp_path / "ultra_ops.toml"
+    path.write_text("".join(textwrap.dedent(s) for s in sections))
+    for env in databases:
+        (tmp_path / env / "root").mkdir(parents=True, exist_ok=True)
     return path

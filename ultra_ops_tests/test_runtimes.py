@@ -304,6 +304,44 @@ def test_compose_file_resolves_image_from_tag_and_registry(tmp_path: Path) -> No
     assert "redis-server --appendonly yes --requirepass" in out and "redis-secret-value\n" in out
 
 
+# Published ports per environment, as deploy/ultra_ops.compose.toml's comment suggests.
+_EXAMPLE_ENV_FILES = {
+    "staging": "POSTGRES_PASSWORD=pg-staging-secret\nREDIS_PASSWORD=redis-staging-secret\n"
+               "ULTRA_BACKEND_PORT=8001\nULTRA_POSTGRES_PORT=5433\nULTRA_REDIS_PORT=6380\n"
+               "POSTGRES_USER=ultra\nPOSTGRES_DB=ultra_staging\n",
+    "production": "POSTGRES_PASSWORD=pg-production-secret\nREDIS_PASSWORD=redis-production-secret\n"
+                  "POSTGRES_USER=ultra\nPOSTGRES_DB=ultra_prod\n",
+}
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not on PATH")
+def test_compose_example_config_commands_pass_docker_compose_config(tmp_path: Path) -> None:
+    """deploy/ultra_ops.compose.toml, moved from /srv/ultra-ai to a temporary folder with each
+    environment's copy of the compose file and env file in place: the command the runtime builds
+    for each environment resolves with `docker-compose config`."""
+    srv = tmp_path / "srv"
+    text = (REPO / "deploy" / "ultra_ops.compose.toml").read_text().replace("/srv/ultra-ai", str(srv))
+    config = tmp_path / "ultra_ops.compose.toml"
+    config.write_text(text)
+    settings = load_settings(config)
+    assert list(settings.environments) == ["staging", "production"]
+    for env in settings.environments.values():
+        assert env.compose_file is not None and env.root in env.compose_file.parents
+        env.compose_file.parent.mkdir(parents=True)
+        shutil.copy(COMPOSE_FILE, env.compose_file)
+        env.env_file.write_text(_EXAMPLE_ENV_FILES[env.name])
+        # The example names `docker compose` (the plugin); this machine has the standalone CLI.
+        rt = ComposeRuntime(dataclasses.replace(env, compose_command=("docker-compose",)))
+        assert rt.config_args() == ["docker-compose", "-f", str(env.compose_file), "-p", f"ultra-{env.name}",
+                                    "--env-file", str(env.env_file), "config"]
+        resolved = rt.config("v1.2.3")
+        assert "image: ultra-ai/backend:v1.2.3" in resolved
+        assert f"ULTRA_ENVIRONMENT: {env.name}" in resolved
+        assert "-secret" not in resolved  # redacted
+        backend_port = {"staging": 8001, "production": 8000}[env.name]
+        assert f"127.0.0.1:{backend_port}:8000/tcp" in resolved
+
+
 class _Ok(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         self.send_response(200)

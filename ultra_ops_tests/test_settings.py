@@ -2,24 +2,83 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_config
+from conftest import REPO, write_config, write_multi_config
 
 from ultra_ops.cli import main
 from ultra_ops.engine.errors import ConfigError
 from ultra_ops.engine.settings import load_settings
 
 
-def test_shipped_config_names_the_three_environments() -> None:
+def test_shipped_config_runs_the_three_environments_apart_on_this_machine() -> None:
     settings = load_settings(REPO / "ultra_ops.toml")
     assert list(settings.environments) == ["development", "staging", "production"]
-    dev, prod = settings.environments["development"], settings.environments["production"]
-    assert dev.runtime == "process" and prod.runtime == "compose"
-    assert dev.env_file.name == ".env.development" and prod.env_file.name == ".env.production"
-    assert {p.api_key_env for p in prod.llm_providers} == {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
+    envs = list(settings.environments.values())
+    assert all(e.runtime == "process" for e in envs)
+    assert [p.port for e in envs for p in e.processes] == [8000, 8001, 8002]
+    assert [e.database.name for e in envs] == ["ultra_dev", "ultra_staging", "ultra_prod"]
+    assert [e.redis.url for e in envs if e.redis] == [f"redis://127.0.0.1:6379/{i}" for i in range(3)]
+    # No secret that a fresh machine lacks: the pre-release checklist would refuse the deploy.
+    assert all(not e.secret_env_names() and not e.llm_providers for e in envs)
+    for kind in ("root", "env_file", "log_dir", "state_dir", "backups_path"):
+        paths = [getattr(e, kind) for e in envs]
+        assert len(set(paths)) == 3, kind
+        assert all(REPO / "var" in p.parents for p in paths), kind
+    for a, b in itertools.combinations(envs, 2):
+        for p in a.owned_paths().values():
+            for q in b.owned_paths().values():
+                assert p != q and p not in q.parents and q not in p.parents, (a.name, b.name, p, q)
+    dev, staging, prod = envs
     assert dev.backups_path == REPO / "var" / "backups" / "development"
+    # Production checks at least as strictly as staging, staging as development.
+    for stricter, looser in ((prod, staging), (staging, dev)):
+        assert stricter.database.latency_budget_ms <= looser.database.latency_budget_ms
+        assert max(e.latency_budget_ms for e in stricter.verify.endpoints) \
+            <= min(e.latency_budget_ms for e in looser.verify.endpoints)
+    assert prod.min_free_disk_mb >= 1024
+
+
+def test_compose_example_runs_staging_and_production_apart() -> None:
+    settings = load_settings(REPO / "deploy" / "ultra_ops.compose.toml")
+    assert list(settings.environments) == ["staging", "production"]
+    staging, prod = settings.environments.values()
+    assert staging.runtime == prod.runtime == "compose"
+    assert staging.compose_project == "ultra-staging" and prod.compose_project == "ultra-production"
+    for kind in ("root", "env_file", "compose_file", "log_dir", "state_dir", "backups_path"):
+        assert getattr(staging, kind) != getattr(prod, kind), kind
+    assert staging.database.password_env == "ULTRA_STAGING_DB_PASSWORD"
+    assert prod.database.password_env == "ULTRA_PROD_DB_PASSWORD"
+    assert {p.api_key_env for p in prod.llm_providers} == {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
+    assert prod.env_file == Path("/srv/ultra-ai/production/.env.production")
+
+
+def test_environments_sharing_a_file_or_folder_are_refused(tmp_path: Path) -> None:
+    path = write_multi_config(tmp_path, {"staging": "db_a", "production": "db_b"}, redis_prefix="x:")
+    text = path.read_text()
+    shared = text.replace(f'log_dir = "{tmp_path / "production" / "logs"}"',
+                          f'log_dir = "{tmp_path / "staging" / "logs" / "production"}"')
+    path.write_text(shared)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == "environments.production.log_dir"
+    assert "is inside staging's log_dir" in info.value.reason
+    path.write_text(text.replace(f'state_dir = "{tmp_path / "production" / "state"}"',
+                                 f'state_dir = "{tmp_path / "staging" / "state"}"'))
+    with pytest.raises(ConfigError, match="environments.production.state_dir: .* is staging's state_dir"):
+        load_settings(path)
+
+
+def test_a_shared_config_file_is_backed_up_but_not_restored(tmp_path: Path) -> None:
+    three = load_settings(write_multi_config(tmp_path, {"staging": "a", "production": "b"}, redis_prefix="x:"))
+    staging = three.environment("staging")
+    assert staging.config_file in staging.state_files()
+    assert staging.restored_files() == [staging.env_file]
+    (tmp_path / "alone").mkdir()
+    alone = load_settings(write_config(tmp_path / "alone", "c")).environment("staging")
+    assert alone.config_file in alone.restored_files()
 
 
 def test_config_selected_by_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

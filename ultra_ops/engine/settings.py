@@ -153,6 +153,7 @@ class Environment:
     min_free_disk_mb: int = 100
     git_repo: Path | None = None  # where release tags are created; None: no tagging
     git_push: bool = False
+    shares_config: bool = False  # the config file names other environments too
 
     @property
     def backups_path(self) -> Path:
@@ -172,6 +173,19 @@ class Environment:
         if self.compose_file is not None:
             files.append(self.compose_file)
         return files
+
+    def restored_files(self) -> list[Path]:
+        """The state files a restore writes back: all but a config file that other environments
+        share (a rollback of one environment must not rewrite the config the others run from)."""
+        return [p for p in self.state_files() if not (self.shares_config and p == self.config_file)]
+
+    def owned_paths(self) -> dict[str, Path]:
+        """Config key -> the file or folder that belongs to this environment alone."""
+        paths = {"env_file": self.env_file, "log_dir": self.log_dir, "state_dir": self.state_dir,
+                 "backup_dir": self.backups_path}
+        if self.compose_file is not None:
+            paths["compose_file"] = self.compose_file
+        return paths
 
 
 @dataclass(frozen=True)
@@ -395,7 +409,8 @@ def _llm_providers(r: _Reader) -> tuple[LlmProvider, ...]:
     return tuple(providers)
 
 
-def _environment(path: Path, name: str, table: dict[str, Any], defaults: dict[str, Any]) -> Environment:
+def _environment(path: Path, name: str, table: dict[str, Any], defaults: dict[str, Any], *,
+                 shares_config: bool = False) -> Environment:
     merged = {**defaults, **table}
     r = _Reader(path, merged, f"environments.{name}")
     base = path.parent
@@ -439,9 +454,29 @@ def _environment(path: Path, name: str, table: dict[str, Any], defaults: dict[st
         min_free_disk_mb=r.positive("min_free_disk_mb", 100, integer=True),
         git_repo=_path(base, git_repo) if git_repo else None,
         git_push=r.get("git_push", bool, False),
+        shares_config=shares_config,
     )
     r.finish()
     return env
+
+
+def _overlap(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def _check_isolation(path: Path, envs: dict[str, Environment]) -> None:
+    """Nothing of one environment may be in another's files or folders: a restore, a retention
+    run or a log rotation of one environment would otherwise touch the other's state."""
+    seen: list[tuple[str, str, Path]] = []
+    for env in envs.values():
+        for key, p in env.owned_paths().items():
+            for other, other_key, q in seen:
+                if _overlap(p, q):
+                    how = "is" if p == q else ("is inside" if q in p.parents else "contains")
+                    raise ConfigError(path, f"environments.{env.name}.{key}",
+                                      f"{p} {how} {other}'s {other_key} ({q}); environments must not "
+                                      "share files or folders")
+        seen += [(env.name, key, p) for key, p in env.owned_paths().items()]
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -474,5 +509,6 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
                               f"unknown environment; expected one of {', '.join(ENVIRONMENT_NAMES)}")
         if not isinstance(table, dict):
             raise ConfigError(p, f"environments.{name}", "expected a table")
-        envs[name] = _environment(p, name, table, defaults)
+        envs[name] = _environment(p, name, table, defaults, shares_config=len(environments) > 1)
+    _check_isolation(p, envs)
     return Settings(path=p, timezone=timezone, environments=envs)

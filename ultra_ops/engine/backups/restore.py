@@ -47,6 +47,7 @@ def _plan_files(env: Environment, info: BackupInfo, log: Log) -> list[tuple[str,
     """Member name -> destination for every state file in files.tar.gz. Refuses absolute names,
     `..`, links and anything but regular files: a tampered archive must not write elsewhere."""
     targets = state_file_targets(env)
+    restored = set(env.restored_files())
     plan: list[tuple[str, Path]] = []
     try:
         with tarfile.open(info.path / FILES_ARCHIVE, "r:gz") as tar:
@@ -61,6 +62,9 @@ def _plan_files(env: Environment, info: BackupInfo, log: Log) -> list[tuple[str,
                 dest = targets.get(m.name)
                 if dest is None:
                     log.warning(f"backup {info.id}: {m.name} is not a state file of {env.name} now; not restored")
+                    continue
+                if dest not in restored:
+                    log.info(f"backup {info.id}: {m.name} is shared with other environments; not restored")
                     continue
                 plan.append((m.name, dest))
     except (tarfile.TarError, OSError, EOFError) as exc:
