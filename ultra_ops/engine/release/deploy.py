@@ -19,8 +19,9 @@ from ultra_ops.engine.envfile import update_env_file
 from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError, VerificationFailed
 from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.release.migrate import apply_migrations
-from ultra_ops.engine.release.records import ReleaseRecord, record_release, tag_release
+from ultra_ops.engine.release.records import ReleaseRecord, record_release
 from ultra_ops.engine.release.rollback import deployed_version, rollback
+from ultra_ops.engine.release.tags import tag_release
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import Log, Redactor
 from ultra_ops.engine.settings import Environment, Settings

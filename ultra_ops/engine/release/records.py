@@ -1,4 +1,4 @@
-"""Release records and tags: what was deployed where, when, by which run, from which backup.
+"""Release records: what was deployed where, when, by which run, from which backup.
 
 Records are JSON lines in `<state_dir>/releases.jsonl`, appended with fsync so the next operation
 (a rollback, a delivery metric) can find what the last one did.
@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ultra_ops.engine.errors import OperationError
-from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Environment
-from ultra_ops.engine.shell import run
 
 
 @dataclass(frozen=True)
@@ -60,25 +56,3 @@ def release_history(env: Environment) -> list[ReleaseRecord]:
         except (json.JSONDecodeError, TypeError):
             continue
     return records
-
-
-def tag_release(env: Environment, version: str, *, log: Log | None = None) -> str:
-    """Create the annotated git tag of the release document (and push it when configured)."""
-    log = log or NullLog()
-    if env.git_repo is None:
-        log.info(f"no git repository configured for {env.name}: release tag {version} not created")
-        return "skipped"
-    repo = str(env.git_repo)
-    existing = subprocess.run(["git", "-C", repo, "rev-parse", "-q", "--verify", f"refs/tags/{version}"],
-                              capture_output=True, text=True)
-    if existing.returncode == 0:
-        log.info(f"git tag {version} already exists in {repo}")
-        return "exists"
-    try:
-        run(["git", "-C", repo, "tag", "-a", version, "-m", f"Release {version}"])
-        if env.git_push:
-            run(["git", "-C", repo, "push", "origin", version], timeout=120)
-    except OperationError as exc:
-        raise OperationError(f"tagging release {version} failed: {exc}") from None
-    log.info(f"created git tag {version} in {repo}" + (" and pushed it" if env.git_push else ""))
-    return "created"
