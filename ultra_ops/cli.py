@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 the operation failed (a failed verification, a refused 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -44,12 +45,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
+def _launched_by() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return f"uid:{os.getuid()}"
+
+
 def _run_job(settings: Settings, job: str, run_config: dict[str, Any], tags: dict[str, str]):  # noqa: ANN202
     from ultra_ops.defs.shared.launch import ensure_dagster_home, launch
+    from ultra_ops.engine.release.records import LAUNCHED_BY_TAG
 
     home = ensure_dagster_home(settings.path.parent / ".dagster_home")
     _progress(f"starting {job} (Dagster home {home})")
-    result = launch(job, run_config, tags)
+    result = launch(job, run_config, {**tags, LAUNCHED_BY_TAG: _launched_by()})
     state = "succeeded" if result.success else "FAILED"
     _progress(f"run {result.run_id} {state}")
     if not result.success:
@@ -174,7 +183,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """What runs where: services, deployed version, lock holder, last release record."""
     from ultra_ops.engine.locks import describe_holder, lock_holder
-    from ultra_ops.engine.release.records import release_history
+    from ultra_ops.engine.release.records import last_release
     from ultra_ops.engine.release.rollback import deployed_version
     from ultra_ops.engine.runtimes import get_runtime
 
@@ -182,13 +191,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     env = settings.environment(args.environment)
     statuses = get_runtime(env).status()
     holder = lock_holder(env)
-    history = release_history(env)
+    last = last_release(env)
     _out(f"environment  {env.name} ({env.runtime} runtime)")
     _out(f"version      {deployed_version(env) or '-'}")
     _out(f"lock         {describe_holder(holder) if holder is not None else 'free'}")
-    if history:
-        last = history[-1]
-        _out(f"last release {last.status} {last.version or '-'} at {last.at} (run {last.run_id or '-'})")
+    if last is not None:
+        _out(f"last release {last.operation} {last.version or '-'} {last.status} at {last.ended_at} "
+             f"(run {last.run_id or '-'}, by {last.launched_by or '-'})")
     for st in statuses:
         _out(f"service      {st.name:<16} {'running' if st.running else 'stopped':<8} {st.detail}")
     return 0

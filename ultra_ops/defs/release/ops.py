@@ -13,13 +13,15 @@ from dagster import AssetKey, AssetObservation, Failure, MetadataValue, OpExecut
 
 from ultra_ops.defs.release.config import DeployConfig, RollbackConfig, VerifyConfig
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
+from ultra_ops.defs.shared.runs import run_origin
 from ultra_ops.engine.backups.backup import BackupInfo, verify_backup
 from ultra_ops.engine.backups.restore import restore_backup
 from ultra_ops.engine.errors import UltraOpsError, VerificationFailed
 from ultra_ops.engine.release import deploy
 from ultra_ops.engine.release.checklist import require_checklist, run_checklist
-from ultra_ops.engine.release.records import ReleaseRecord, record_release
+from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, record_release, utc_timestamp
 from ultra_ops.engine.release.rollback import choose_backup, deployed_version, restart
+from ultra_ops.engine.release.tags import commit_of
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import RedactingLog, Redactor
 from ultra_ops.engine.settings import Environment, load_settings
@@ -65,6 +67,14 @@ def launched_step(context: OpExecutionContext, settings: OpsSettings, environmen
         yield s
 
 
+@contextmanager
+def deploy_step(context: OpExecutionContext, req: deploy.DeployRequest) -> Iterator[Step]:
+    """`step` for the deploy ops after the plan: a failure also leaves the deploy's release record."""
+    with step(context, req.environment, req.config_path) as s, \
+            deploy.failure_recorded(s.env, req, redact=s.redact, log=s.log):
+        yield s
+
+
 def report_verification(context: OpExecutionContext, s: Step, report: VerifyReport) -> None:
     """Verification results as run metadata and as an observation of the environment's health."""
     data = s.redact.value(report.to_dict())
@@ -90,9 +100,11 @@ def deploy_plan(
     """Validate the launch form and take the environment's lock for the rest of the run."""
     with failures_as_dagster():
         loaded = settings.load()
+        launched_by, started_at = run_origin(context)
         req = deploy.plan_deploy(loaded, config.environment.value, config.tag, skip_tests=config.skip_tests,
                                  skip_build=config.skip_build, compose_file=config.compose_file,
-                                 registry=config.registry, run_id=context.run_id)
+                                 registry=config.registry, run_id=context.run_id, launched_by=launched_by,
+                                 started_at=started_at)
         context.instance.add_run_tags(context.run_id, req.run_tags())
         locks.acquire(loaded.environment(req.environment), operation=f"deploy {req.tag}", run_id=context.run_id)
     context.add_output_metadata({"environment": req.environment, "tag": req.tag,
@@ -103,7 +115,7 @@ def deploy_plan(
 @op
 def deploy_checklist(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
     """The release document's pre-release checklist; blocks the deploy when an item fails."""
-    with step(context, req.environment, req.config_path) as s:
+    with deploy_step(context, req) as s:
         items = run_checklist(s.env, redact=s.redact)
         context.add_output_metadata({"items": MetadataValue.json([i.to_dict() for i in items])})
         for item in items:
@@ -114,7 +126,7 @@ def deploy_checklist(context: OpExecutionContext, req: deploy.DeployRequest) -> 
 
 @op
 def deploy_tests(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
-    with step(context, req.environment, req.config_path) as s:
+    with deploy_step(context, req) as s:
         outcome = deploy.run_tests(s.env, req, log=s.log, redact=s.redact)
     context.add_output_metadata({"tests": outcome})
     return req
@@ -122,7 +134,7 @@ def deploy_tests(context: OpExecutionContext, req: deploy.DeployRequest) -> depl
 
 @op
 def deploy_backup(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
-    with step(context, req.environment, req.config_path) as s:
+    with deploy_step(context, req) as s:
         req = deploy.backup(s.env, req, log=s.log, redact=s.redact)
     context.add_output_metadata({"backup_id": req.backup_id or "", "previous_version": req.previous_version or ""})
     return req
@@ -130,21 +142,21 @@ def deploy_backup(context: OpExecutionContext, req: deploy.DeployRequest) -> dep
 
 @op
 def deploy_build(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
-    with step(context, req.environment, req.config_path) as s:
+    with deploy_step(context, req) as s:
         context.add_output_metadata({"build": deploy.build(s.env, req, log=s.log, redact=s.redact)})
     return req
 
 
 @op
 def deploy_push(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
-    with step(context, req.environment, req.config_path) as s:
+    with deploy_step(context, req) as s:
         context.add_output_metadata({"push": deploy.push(s.env, req, log=s.log, redact=s.redact)})
     return req
 
 
 @op
 def deploy_migrate(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
-    with step(context, req.environment, req.config_path) as s:
+    with deploy_step(context, req) as s:
         applied = deploy.migrate(s.env, req, log=s.log, redact=s.redact)
     context.add_output_metadata({"applied": MetadataValue.json(applied)})
     return req
@@ -153,7 +165,7 @@ def deploy_migrate(context: OpExecutionContext, req: deploy.DeployRequest) -> de
 @op
 def deploy_up(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
     """Start the release and wait until every service answers its health URL."""
-    with step(context, req.environment, req.config_path) as s:
+    with deploy_step(context, req) as s:
         deploy.up(s.env, req, log=s.log, redact=s.redact)
     return req
 
@@ -161,7 +173,7 @@ def deploy_up(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.
 @op
 def deploy_verify(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
     """Verify the release; on failure roll back to this deploy's backup and fail the run."""
-    with step(context, req.environment, req.config_path) as s:
+    with deploy_step(context, req) as s:
         deploy.verify(s.env, req, log=s.log, redact=s.redact,
                       on_report=lambda report: report_verification(context, s, report))
     return req
@@ -169,7 +181,7 @@ def deploy_verify(context: OpExecutionContext, req: deploy.DeployRequest) -> dep
 
 @op
 def deploy_tag(context: OpExecutionContext, req: deploy.DeployRequest) -> deploy.DeployRequest:
-    with step(context, req.environment, req.config_path) as s:
+    with deploy_step(context, req) as s:
         context.add_output_metadata({"git_tag": deploy.tag(s.env, req, log=s.log)})
     return req
 
@@ -208,6 +220,16 @@ class RollbackRequest:
     previous_version: str | None = None
     safety_backup_id: str | None = None
     verified: BackupInfo | None = None  # checked by rollback_plan before anything was stopped
+    run_id: str | None = None
+    launched_by: str | None = None
+    started_at: str = ""
+
+    def record(self, env: Environment, status: ReleaseStatus, reason: str | None = None) -> ReleaseRecord:
+        return ReleaseRecord(environment=env.name, operation="rollback", version=self.version,
+                             previous_version=self.previous_version, status=status,
+                             commit=commit_of(env, self.version), backup_id=self.backup_id, run_id=self.run_id,
+                             launched_by=self.launched_by, started_at=self.started_at, ended_at=utc_timestamp(),
+                             reason=reason)
 
 
 @op
@@ -219,6 +241,7 @@ def rollback_plan(
     with failures_as_dagster():
         loaded = settings.load()
         env = loaded.environment(environment)
+        launched_by, started_at = run_origin(context)
         info = choose_backup(env, config.backup_id)
         tags = {"ultra_ops/environment": env.name, "ultra_ops/operation": "rollback",
                 "ultra_ops/backup_id": info.id}
@@ -229,7 +252,7 @@ def rollback_plan(
         verified = verify_backup(env, info.id)
     context.add_output_metadata({"backup": MetadataValue.json(info.to_dict())})
     return RollbackRequest(env.name, str(loaded.path), info.id, info.version, deployed_version(env),
-                           verified=verified)
+                           verified=verified, run_id=context.run_id, launched_by=launched_by, started_at=started_at)
 
 
 @op
@@ -263,8 +286,7 @@ def rollback_verify(context: OpExecutionContext, req: RollbackRequest) -> Rollba
         report = verify_environment(s.env, redact=s.redact, log=s.log)
         report_verification(context, s, report)
         if not report.ok:
-            record_release(s.env, ReleaseRecord(s.env.name, req.version, "rollback_failed", context.run_id,
-                                                req.backup_id, req.previous_version, report.summary()))
+            record_release(s.env, req.record(s.env, ReleaseStatus.ROLLBACK_FAILED, report.summary()))
             raise VerificationFailed(f"rolled back {s.env.name} to backup {req.backup_id} "
                                      f"but verification failed: {report.summary()}")
     return req
@@ -273,8 +295,6 @@ def rollback_verify(context: OpExecutionContext, req: RollbackRequest) -> Rollba
 @op
 def rollback_record(context: OpExecutionContext, req: RollbackRequest) -> None:
     with step(context, req.environment, req.config_path) as s:
-        entry = ReleaseRecord(s.env.name, req.version, "rolled_back", context.run_id, req.backup_id,
-                              req.previous_version, f"safety backup {req.safety_backup_id}")
-        record_release(s.env, entry)
+        entry = record_release(s.env, req.record(s.env, ReleaseStatus.ROLLED_BACK))
         s.log.info(f"{s.env.name} rolled back to backup {req.backup_id} ({req.version})")
     context.add_output_metadata({"release": MetadataValue.json(entry.to_dict())})
