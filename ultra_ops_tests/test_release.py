@@ -224,6 +224,42 @@ def _release_records(stack: Stack, repo: Path, dagster_home: Path, capsys) -> No
     assert f"last release rollback v1.0.0 rolled_back at {rollback.ended_at}" in capsys.readouterr().out
 
 
+def test_failed_rollbacks_are_recorded_as_rollback_failed(
+    tmp_path: Path, pg_database: str, dagster_home: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from peers import LlmServer
+
+    monkeypatch.setenv("ULTRA_TEST_LLM_KEY", "sk-test-good-key")
+    with LlmServer(expected_key="sk-test-good-key") as llm:
+        stack = Stack(tmp_path, pg_database, extra=f"""
+        [[environments.staging.llm_providers]]
+        name = "openai"
+        models_url = "{llm.url}"
+        api_key_env = "ULTRA_TEST_LLM_KEY"
+        """)
+        try:
+            assert stack.ops("deploy", "--tag", "v1.0.0") == 0
+            # The provider refuses the key from now on: every verification fails, a rollback's too.
+            monkeypatch.setenv("ULTRA_TEST_LLM_KEY", "sk-test-revoked-key")
+            assert stack.ops("deploy", "--tag", "v1.0.1") == 1
+            assert "ALSO failed" in capsys.readouterr().err
+            target = next(b for b in list_backups(stack.env) if b.label == "pre-deploy v1.0.1")
+            assert stack.ops("rollback", "--backup", target.id) == 1
+        finally:
+            stack.stop()
+    manual, deploy, first = find_releases(stack.env)
+    assert (first.status, deploy.status, manual.status) == ("deployed", "rollback_failed", "rollback_failed")
+    assert (deploy.operation, deploy.version, deploy.previous_version) == ("deploy", "v1.0.1", "v1.0.0")
+    assert "verification of v1.0.1 on staging failed" in deploy.reason and "ALSO failed" in deploy.reason
+    assert (manual.operation, manual.version, manual.previous_version) == ("rollback", "v1.0.0", "v1.0.0")
+    assert manual.backup_id == target.id and "but verification failed" in manual.reason
+    assert "key rejected" in manual.reason
+    assert all("sk-test-revoked-key" not in r.reason for r in (deploy, manual))  # reasons are redacted
+    runs = {r.run_id: r for r in _runs(dagster_home)}
+    assert runs[deploy.run_id].job_name == "deploy_job" and runs[manual.run_id].job_name == "rollback_job"
+    assert runs[manual.run_id].status.value == "FAILURE"
+
+
 def test_rollback_without_backup_needs_confirmation(stack: Stack, capsys) -> None:
     assert stack.ops("deploy", "--tag", "v1.0.0") == 0
     assert stack.ops("deploy", "--tag", "v1.0.1") == 0
@@ -258,6 +294,9 @@ def test_corrupted_backup_is_refused_before_anything_changes(stack: Stack, capsy
     assert "checksum" in capsys.readouterr().err.lower()
     assert (stack.rows(), stack.env.env_file.read_bytes(), len(list_backups(stack.env))) == before
     assert stack.get("/health").json()["version"] == "v1.0.1"
+    refused = last_release(stack.env)
+    assert (refused.operation, refused.status, refused.backup_id) == ("rollback", "failed", target.id)
+    assert (refused.version, refused.previous_version) == ("v1.0.0", "v1.0.1") and "checksum" in refused.reason
 
 
 def test_failed_checklist_blocks_the_deploy(stack: Stack, dagster_home: Path, capsys) -> None:

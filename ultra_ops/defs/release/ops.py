@@ -7,22 +7,18 @@ reaches the run's event log, and its traceback stops at the op.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from dagster import AssetKey, AssetObservation, Failure, MetadataValue, OpExecutionContext, op
 
 from ultra_ops.defs.release.config import DeployConfig, RollbackConfig, VerifyConfig
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.runs import run_origin
-from ultra_ops.engine.backups.backup import BackupInfo, verify_backup
-from ultra_ops.engine.backups.restore import restore_backup
 from ultra_ops.engine.errors import UltraOpsError, VerificationFailed
-from ultra_ops.engine.release import deploy
+from ultra_ops.engine.release import deploy, rollback
 from ultra_ops.engine.release.checklist import require_checklist, run_checklist
-from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, record_release, utc_timestamp
-from ultra_ops.engine.release.rollback import choose_backup, deployed_version, restart
-from ultra_ops.engine.release.tags import commit_of
-from ultra_ops.engine.runtimes import get_runtime
+from ultra_ops.engine.release.records import ReleaseStatus
+from ultra_ops.engine.release.rollback import deployed_version
 from ultra_ops.engine.secrets import RedactingLog, Redactor
 from ultra_ops.engine.settings import Environment, load_settings
 from ultra_ops.engine.verify.runner import VerifyReport, verify_environment
@@ -72,6 +68,15 @@ def deploy_step(context: OpExecutionContext, req: deploy.DeployRequest) -> Itera
     """`step` for the deploy ops after the plan: a failure also leaves the deploy's release record."""
     with step(context, req.environment, req.config_path) as s, \
             deploy.failure_recorded(s.env, req, redact=s.redact, log=s.log):
+        yield s
+
+
+@contextmanager
+def rollback_step(context: OpExecutionContext, plan: rollback.RollbackPlan,
+                  status: ReleaseStatus = ReleaseStatus.ROLLBACK_FAILED) -> Iterator[Step]:
+    """`step` for the rollback ops: a failure also leaves the rollback's release record."""
+    with step(context, plan.environment, plan.config_path) as s, \
+            rollback.failure_recorded(s.env, plan, redact=s.redact, log=s.log, status=status):
         yield s
 
 
@@ -211,90 +216,59 @@ def verify_checks(context: OpExecutionContext, config: VerifyConfig, settings: O
 
 # rollback_job -----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class RollbackRequest:
-    environment: str
-    config_path: str
-    backup_id: str
-    version: str | None = None
-    previous_version: str | None = None
-    safety_backup_id: str | None = None
-    verified: BackupInfo | None = None  # checked by rollback_plan before anything was stopped
-    run_id: str | None = None
-    launched_by: str | None = None
-    started_at: str = ""
-
-    def record(self, env: Environment, status: ReleaseStatus, reason: str | None = None) -> ReleaseRecord:
-        return ReleaseRecord(environment=env.name, operation="rollback", version=self.version,
-                             previous_version=self.previous_version, status=status,
-                             commit=commit_of(env, self.version), backup_id=self.backup_id, run_id=self.run_id,
-                             launched_by=self.launched_by, started_at=self.started_at, ended_at=utc_timestamp(),
-                             reason=reason)
-
-
 @op
 def rollback_plan(
     context: OpExecutionContext, config: RollbackConfig, settings: OpsSettings, locks: EnvironmentLocks
-) -> RollbackRequest:
-    """Pick the backup, check every checksum, and take the environment's lock."""
-    environment = config.environment.value
+) -> rollback.RollbackPlan:
+    """Pick the backup, take the environment's lock, and check every checksum before anything stops."""
     with failures_as_dagster():
         loaded = settings.load()
-        env = loaded.environment(environment)
+        env = loaded.environment(config.environment.value)
         launched_by, started_at = run_origin(context)
-        info = choose_backup(env, config.backup_id)
-        tags = {"ultra_ops/environment": env.name, "ultra_ops/operation": "rollback",
-                "ultra_ops/backup_id": info.id}
-        if info.version:
-            tags["ultra_ops/version"] = info.version
-        context.instance.add_run_tags(context.run_id, tags)
-        locks.acquire(env, operation=f"rollback to {info.id}", run_id=context.run_id)
-        verified = verify_backup(env, info.id)
-    context.add_output_metadata({"backup": MetadataValue.json(info.to_dict())})
-    return RollbackRequest(env.name, str(loaded.path), info.id, info.version, deployed_version(env),
-                           verified=verified, run_id=context.run_id, launched_by=launched_by, started_at=started_at)
+        plan = rollback.plan_rollback(env, config.backup_id, config_path=str(loaded.path), run_id=context.run_id,
+                                      launched_by=launched_by, started_at=started_at)
+        context.instance.add_run_tags(context.run_id, plan.run_tags())
+        locks.acquire(env, operation=f"rollback to {plan.backup_id}", run_id=context.run_id)
+    with rollback_step(context, plan, ReleaseStatus.FAILED) as s:
+        plan = rollback.check_backup(s.env, plan, log=s.log)
+    context.add_output_metadata({"backup": MetadataValue.json(plan.verified.to_dict() if plan.verified else {})})
+    return plan
 
 
 @op
-def rollback_stop(context: OpExecutionContext, req: RollbackRequest) -> RollbackRequest:
-    with step(context, req.environment, req.config_path) as s:
-        get_runtime(s.env, log=s.log, redact=s.redact).down()
-    return req
+def rollback_stop(context: OpExecutionContext, plan: rollback.RollbackPlan) -> rollback.RollbackPlan:
+    with rollback_step(context, plan) as s:
+        rollback.stop_services(s.env, plan, log=s.log, redact=s.redact)
+    return plan
 
 
 @op
-def rollback_restore(context: OpExecutionContext, req: RollbackRequest) -> RollbackRequest:
+def rollback_restore(context: OpExecutionContext, plan: rollback.RollbackPlan) -> rollback.RollbackPlan:
     """Restore the database and state files (after a safety backup of the current state)."""
-    with step(context, req.environment, req.config_path) as s:
-        result = restore_backup(s.env, req.backup_id, log=s.log, redact=s.redact, verified=req.verified)
-    context.add_output_metadata({"restore": MetadataValue.json(result)})
-    # The env file just restored says which version ran when the backup was taken.
-    return replace(req, version=deployed_version(s.env) or req.version,
-                   safety_backup_id=result.get("safety_backup_id"))
+    with rollback_step(context, plan) as s:
+        plan = rollback.restore_state(s.env, plan, log=s.log, redact=s.redact)
+    context.add_output_metadata({"version": plan.version or "", "safety_backup_id": plan.safety_backup_id or ""})
+    return plan
 
 
 @op
-def rollback_start(context: OpExecutionContext, req: RollbackRequest) -> RollbackRequest:
-    with step(context, req.environment, req.config_path) as s:
-        restart(s.env, req.version, log=s.log, redact=s.redact)
-    return req
+def rollback_start(context: OpExecutionContext, plan: rollback.RollbackPlan) -> rollback.RollbackPlan:
+    with rollback_step(context, plan) as s:
+        rollback.start_services(s.env, plan, log=s.log, redact=s.redact)
+    return plan
 
 
 @op
-def rollback_verify(context: OpExecutionContext, req: RollbackRequest) -> RollbackRequest:
-    with step(context, req.environment, req.config_path) as s:
-        report = verify_environment(s.env, redact=s.redact, log=s.log)
-        report_verification(context, s, report)
-        if not report.ok:
-            record_release(s.env, req.record(s.env, ReleaseStatus.ROLLBACK_FAILED, report.summary()))
-            raise VerificationFailed(f"rolled back {s.env.name} to backup {req.backup_id} "
-                                     f"but verification failed: {report.summary()}")
-    return req
+def rollback_verify(context: OpExecutionContext, plan: rollback.RollbackPlan) -> rollback.RollbackPlan:
+    with rollback_step(context, plan) as s:
+        rollback.verify_rollback(s.env, plan, log=s.log, redact=s.redact,
+                                 on_report=lambda report: report_verification(context, s, report))
+    return plan
 
 
 @op
-def rollback_record(context: OpExecutionContext, req: RollbackRequest) -> None:
-    with step(context, req.environment, req.config_path) as s:
-        entry = record_release(s.env, req.record(s.env, ReleaseStatus.ROLLED_BACK))
-        s.log.info(f"{s.env.name} rolled back to backup {req.backup_id} ({req.version})")
+def rollback_record(context: OpExecutionContext, plan: rollback.RollbackPlan) -> None:
+    with step(context, plan.environment, plan.config_path) as s:
+        entry = rollback.record_rollback(s.env, plan)
+        s.log.info(f"{s.env.name} rolled back to backup {plan.backup_id} ({plan.version})")
     context.add_output_metadata({"release": MetadataValue.json(entry.to_dict())})
