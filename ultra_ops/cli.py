@@ -203,6 +203,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_releases(args: argparse.Namespace) -> int:
+    """The environment's release records, newest first: a table or JSON."""
+    from ultra_ops.engine.release.records import find_releases
+
+    settings = _settings(args)
+    env = settings.environment(args.environment)
+    records = find_releases(env)
+    if args.json:
+        _out(json.dumps([r.to_dict() for r in records], indent=2))
+        return 0
+    if not records:
+        _out("no releases")
+        return 0
+    _out(f"{'STARTED':<29} {'OPERATION':<9} {'VERSION':<22} {'PREVIOUS':<22} {'STATUS':<15} {'RUN':<8} "
+         f"{'LAUNCHED BY':<16} REASON")
+    for r in records:
+        reason = " ".join((r.reason or "").split())  # one line per record
+        _out(f"{r.started_at:<29} {r.operation:<9} {r.version or '-':<22} {r.previous_version or '-':<22} "
+             f"{r.status:<15} {(r.run_id or '-')[:8]:<8} {r.launched_by or '-':<16} {reason}")
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     """Stop the environment's services (docker-compose down), under the environment's lock."""
     from ultra_ops.engine.locks import EnvironmentLock
@@ -281,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="services, deployed version, lock and last release")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("releases", parents=[common], help="the environment's deploys and rollbacks, newest first")
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
+    p.set_defaults(func=cmd_releases)
 
     p = sub.add_parser("stop", parents=[common], help="stop the environment's services")
     p.set_defaults(func=cmd_stop)

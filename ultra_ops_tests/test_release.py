@@ -220,6 +220,17 @@ def _release_records(stack: Stack, repo: Path, dagster_home: Path, capsys) -> No
     assert first.ended_at <= second.started_at <= second.ended_at <= failed.started_at
 
     capsys.readouterr()
+    assert stack.ops("releases", "--json") == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [r.to_dict() for r in (rollback, failed, second, first)]
+    assert listed[1]["status"] == "rolled_back" and listed[1]["previous_version"] == "v1.0.1"
+    assert stack.ops("releases") == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:5] == ["STARTED", "OPERATION", "VERSION", "PREVIOUS", "STATUS"]
+    assert [line.split()[1:5] for line in table[1:]] == [
+        ["rollback", "v1.0.0", "v1.0.1", "rolled_back"], ["deploy", "v1.1.0", "v1.0.1", "rolled_back"],
+        ["deploy", "v1.0.1", "v1.0.0", "deployed"], ["deploy", "v1.0.0", "-", "deployed"]]
+    assert rollback.run_id[:8] in table[1] and getpass.getuser() in table[1]
     assert stack.ops("status") == 0
     assert f"last release rollback v1.0.0 rolled_back at {rollback.ended_at}" in capsys.readouterr().out
 
