@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 the operation failed (a failed verification, a refused 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -43,17 +44,22 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
+def _launched_by() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return f"uid:{os.getuid()}"
+
+
 def _run_job(args: argparse.Namespace, settings: Settings, job: str, environment: str,
              run_config: dict[str, Any] | None = None, **tag_values: Any):  # noqa: ANN202
     """Run `job` for one environment partition, tagged before it starts, as the UI would file it."""
-    import getpass
-
     from ultra_ops.defs.shared.launch import ensure_dagster_home, launch
     from ultra_ops.defs.shared.tags import launch_tags
 
     home = ensure_dagster_home(settings.path.parent / ".dagster_home")
     operation = job.removesuffix("_job")
-    tags = launch_tags(environment, operation, launched_by=getpass.getuser(), **tag_values)
+    tags = launch_tags(environment, operation, launched_by=_launched_by(), **tag_values)
     config = {**(run_config or {}),
               "resources": {"locks": {"config": {"lock_wait_s": float(getattr(args, "lock_wait", 0) or 0)}}}}
     _progress(f"starting {job} for {environment} (Dagster home {home})")
@@ -170,7 +176,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """What runs where: services, deployed version, lock holder, last release record."""
     from ultra_ops.engine.locks import describe_holder, lock_holder
-    from ultra_ops.engine.release.records import release_history
+    from ultra_ops.engine.release.records import last_release
     from ultra_ops.engine.release.rollback import deployed_version
     from ultra_ops.engine.runtimes import get_runtime
 
@@ -178,15 +184,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     env = settings.environment(args.environment)
     statuses = get_runtime(env).status()
     holder = lock_holder(env)
-    history = release_history(env)
+    last = last_release(env)
     _out(f"environment  {env.name} ({env.runtime} runtime)")
     _out(f"version      {deployed_version(env) or '-'}")
     _out(f"lock         {describe_holder(holder) if holder is not None else 'free'}")
-    if history:
-        last = history[-1]
-        _out(f"last release {last.status} {last.version or '-'} at {last.at} (run {last.run_id or '-'})")
+    if last is not None:
+        _out(f"last release {last.operation} {last.version or '-'} {last.status} at {last.ended_at} "
+             f"(run {last.run_id or '-'}, by {last.launched_by or '-'})")
     for st in statuses:
         _out(f"service      {st.name:<16} {'running' if st.running else 'stopped':<8} {st.detail}")
+    return 0
+
+
+def cmd_releases(args: argparse.Namespace) -> int:
+    """The environment's release records, newest first: a table or JSON."""
+    from ultra_ops.engine.release.records import find_releases
+
+    settings = _settings(args)
+    env = settings.environment(args.environment)
+    records = find_releases(env)
+    if args.json:
+        _out(json.dumps([r.to_dict() for r in records], indent=2))
+        return 0
+    if not records:
+        _out("no releases")
+        return 0
+    _out(f"{'STARTED':<29} {'OPERATION':<9} {'VERSION':<22} {'PREVIOUS':<22} {'STATUS':<15} {'RUN':<8} "
+         f"{'LAUNCHED BY':<16} REASON")
+    for r in records:
+        reason = " ".join((r.reason or "").split())  # one line per record
+        _out(f"{r.started_at:<29} {r.operation:<9} {r.version or '-':<22} {r.previous_version or '-':<22} "
+             f"{r.status:<15} {(r.run_id or '-')[:8]:<8} {r.launched_by or '-':<16} {reason}")
     return 0
 
 
@@ -261,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="services, deployed version, lock and last release")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("releases", parents=[common], help="the environment's deploys and rollbacks, newest first")
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
+    p.set_defaults(func=cmd_releases)
 
     p = sub.add_parser("stop", parents=[common, locking], help="stop the environment's services")
     p.set_defaults(func=cmd_stop)

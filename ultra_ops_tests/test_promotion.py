@@ -17,7 +17,7 @@ from conftest import ENVIRONMENTS, PG, write_multi_config
 from ultra_ops.cli import main
 from ultra_ops.demo import promotion_steps
 from ultra_ops.engine.backups.backup import list_backups
-from ultra_ops.engine.release.records import release_history
+from ultra_ops.engine.release.records import find_releases
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import Environment, Settings, load_settings
 
@@ -70,7 +70,7 @@ def test_release_goes_from_development_through_staging_to_production(three: Sett
         assert _get(env, "/api/v1/version") == {"version": "v1.0.0", "environment": env.name}
         health = _get(env, "/health?detail=true")
         assert health["status"] == "ok" and health["environment"] == env.name
-        assert [(r.status, r.version) for r in release_history(env)] == [("deployed", "v1.0.0")]
+        assert [(r.status, r.version) for r in find_releases(env)] == [("deployed", "v1.0.0")]
 
     # Each service reads its own database: a row written in one environment is seen there only.
     for env in envs:
@@ -104,7 +104,7 @@ def test_release_goes_from_development_through_staging_to_production(three: Sett
     for env in (dev, prod):
         assert (env.env_file.read_bytes(), [b.id for b in list_backups(env)], _get(env, "/health")) \
             == others[env.name]
-        assert [r.status for r in release_history(env)] == ["deployed"]
+        assert [r.status for r in find_releases(env)] == ["deployed"]
 
 
 def test_demo_needs_the_three_environments(tmp_path: Path, dagster_home: Path, capsys) -> None:

@@ -4,6 +4,7 @@ instance, a real sample service, PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from dagster import DagsterInstance, RunsFilter
 from ultra_ops.cli import main
 from ultra_ops.engine.backups.backup import list_backups
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
-from ultra_ops.engine.release.records import release_history
+from ultra_ops.engine.release.records import ReleaseStatus, find_releases, last_release, utc_timestamp
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import load_settings
 
@@ -111,8 +112,7 @@ def test_deploy_verify_then_failed_release_rolls_back_exactly(stack: Stack, dags
     assert stack.get("/health").json()["version"] == "v1.0.0"
     assert stack.get("/api/v1/prompts").status_code == 200
 
-    statuses = [r.status for r in release_history(stack.env)]
-    assert statuses == ["deployed", "rolled_back"]
+    assert [r.status for r in find_releases(stack.env)] == ["rolled_back", "deployed"]
     runs = _runs(dagster_home)
     by_job = {(r.job_name, r.tags.get("ultra_ops/version")): r for r in runs}
     assert by_job[("deploy_job", "v1.1.0")].status.value == "FAILURE"
@@ -143,7 +143,7 @@ def _rollback_to_named_backup(stack: Stack, repo: Path, dagster_home: Path) -> N
     assert "v1.0.0" in tags and "Release v1.0.0" in tags
     (run,) = _runs(dagster_home)
     assert run.tags["ultra_ops/skip_tests"] == "true"
-    assert release_history(stack.env)[-1].skip_tests
+    assert last_release(stack.env).run_id == run.run_id
     assert stack.ops("deploy", "--tag", "v1.2.0") == 0
     assert stack.get("/health").json()["version"] == "v1.2.0"
     backups = list_backups(stack.env)
@@ -151,9 +151,124 @@ def _rollback_to_named_backup(stack: Stack, repo: Path, dagster_home: Path) -> N
     assert first.version == "v1.0.0"
     assert stack.ops("rollback", "--backup", first.id) == 0
     assert stack.get("/health").json()["version"] == "v1.0.0"
-    assert release_history(stack.env)[-1].status == "rolled_back"
+    restored = last_release(stack.env)
+    assert (restored.operation, restored.status) == ("rollback", "rolled_back")
+    assert (restored.version, restored.previous_version, restored.backup_id) == ("v1.0.0", "v1.2.0", first.id)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert restored.commit == head.strip()
     # The state before the rollback was kept as a safety backup.
     assert any(b.label.startswith("safety before restore") for b in list_backups(stack.env))
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_release_records_of_deploys_and_rollbacks(tmp_path: Path, pg_database: str, dagster_home: Path,
+                                                  capsys) -> None:
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    stack = Stack(tmp_path, pg_database, extra=f'git_repo = "{repo}"')
+    try:
+        _release_records(stack, repo, dagster_home, capsys)
+    finally:
+        stack.stop()
+
+
+def _release_records(stack: Stack, repo: Path, dagster_home: Path, capsys) -> None:
+    commits = {}
+    for tag in ("v1.0.0", "v1.0.1"):
+        _git(repo, "commit", "-q", "--allow-empty", "-m", tag)
+        commits[tag] = _git(repo, "rev-parse", "HEAD")
+        assert stack.ops("deploy", "--tag", tag) == 0
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "v1.1.0")
+    (stack.migrations / "0002_rename_prompts.sql").write_text(BREAKING_MIGRATION)
+    assert stack.ops("deploy", "--tag", "v1.1.0") == 1  # verification fails, rolled back to v1.0.1
+    target = next(b for b in list_backups(stack.env) if b.label == "pre-deploy v1.0.1")
+    assert stack.ops("rollback", "--backup", target.id) == 0
+    assert stack.get("/health").json()["version"] == "v1.0.0"
+
+    rollback, failed, second, first = find_releases(stack.env)
+    assert [(r.operation, r.version, r.previous_version, r.status) for r in (first, second, failed, rollback)] == [
+        ("deploy", "v1.0.0", None, ReleaseStatus.DEPLOYED),
+        ("deploy", "v1.0.1", "v1.0.0", ReleaseStatus.DEPLOYED),
+        ("deploy", "v1.1.0", "v1.0.1", ReleaseStatus.ROLLED_BACK),  # what was attempted, over what ran
+        ("rollback", "v1.0.0", "v1.0.1", ReleaseStatus.ROLLED_BACK),  # what was restored, over what ran
+    ]
+    assert "verification of v1.1.0 on staging failed" in failed.reason and "rolled back to backup" in failed.reason
+    assert first.reason is None and second.reason is None and rollback.reason is None
+    # Commits of the release tags where they exist: v1.1.0 was never tagged.
+    assert (first.commit, second.commit, failed.commit) == (commits["v1.0.0"], commits["v1.0.1"], None)
+    assert rollback.commit == commits["v1.0.0"]
+    assert second.backup_id == next(b.id for b in list_backups(stack.env) if b.label == "pre-deploy v1.0.1")
+    assert failed.backup_id == next(b.id for b in list_backups(stack.env) if b.label == "pre-deploy v1.1.0")
+    assert rollback.backup_id == target.id
+
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = {r.run_id: r for r in instance.get_runs()}
+        starts = {run_id: instance.get_run_record_by_id(run_id).start_time for run_id in runs}
+    assert len(runs) == 4
+    for record, job in ((first, "deploy_job"), (second, "deploy_job"), (failed, "deploy_job"),
+                        (rollback, "rollback_job")):
+        run = runs[record.run_id]
+        assert run.job_name == job and run.tags["ultra_ops/launched_by"] == getpass.getuser()
+        assert record.launched_by == getpass.getuser() and record.environment == "staging"
+        assert record.started_at == utc_timestamp(starts[record.run_id])  # the run's own start
+        assert record.started_at <= record.ended_at
+    assert runs[failed.run_id].status.value == "FAILURE" and runs[rollback.run_id].status.value == "SUCCESS"
+    assert first.ended_at <= second.started_at <= second.ended_at <= failed.started_at
+
+    capsys.readouterr()
+    assert stack.ops("releases", "--json") == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [r.to_dict() for r in (rollback, failed, second, first)]
+    assert listed[1]["status"] == "rolled_back" and listed[1]["previous_version"] == "v1.0.1"
+    assert stack.ops("releases") == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:5] == ["STARTED", "OPERATION", "VERSION", "PREVIOUS", "STATUS"]
+    assert [line.split()[1:5] for line in table[1:]] == [
+        ["rollback", "v1.0.0", "v1.0.1", "rolled_back"], ["deploy", "v1.1.0", "v1.0.1", "rolled_back"],
+        ["deploy", "v1.0.1", "v1.0.0", "deployed"], ["deploy", "v1.0.0", "-", "deployed"]]
+    assert rollback.run_id[:8] in table[1] and getpass.getuser() in table[1]
+    assert stack.ops("status") == 0
+    assert f"last release rollback v1.0.0 rolled_back at {rollback.ended_at}" in capsys.readouterr().out
+
+
+def test_failed_rollbacks_are_recorded_as_rollback_failed(
+    tmp_path: Path, pg_database: str, dagster_home: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from peers import LlmServer
+
+    monkeypatch.setenv("ULTRA_TEST_LLM_KEY", "sk-test-good-key")
+    with LlmServer(expected_key="sk-test-good-key") as llm:
+        stack = Stack(tmp_path, pg_database, extra=f"""
+        [[environments.staging.llm_providers]]
+        name = "openai"
+        models_url = "{llm.url}"
+        api_key_env = "ULTRA_TEST_LLM_KEY"
+        """)
+        try:
+            assert stack.ops("deploy", "--tag", "v1.0.0") == 0
+            # The provider refuses the key from now on: every verification fails, a rollback's too.
+            monkeypatch.setenv("ULTRA_TEST_LLM_KEY", "sk-test-revoked-key")
+            assert stack.ops("deploy", "--tag", "v1.0.1") == 1
+            assert "ALSO failed" in capsys.readouterr().err
+            target = next(b for b in list_backups(stack.env) if b.label == "pre-deploy v1.0.1")
+            assert stack.ops("rollback", "--backup", target.id) == 1
+        finally:
+            stack.stop()
+    manual, deploy, first = find_releases(stack.env)
+    assert (first.status, deploy.status, manual.status) == ("deployed", "rollback_failed", "rollback_failed")
+    assert (deploy.operation, deploy.version, deploy.previous_version) == ("deploy", "v1.0.1", "v1.0.0")
+    assert "verification of v1.0.1 on staging failed" in deploy.reason and "ALSO failed" in deploy.reason
+    assert (manual.operation, manual.version, manual.previous_version) == ("rollback", "v1.0.0", "v1.0.0")
+    assert manual.backup_id == target.id and "but verification failed" in manual.reason
+    assert "key rejected" in manual.reason
+    assert all("sk-test-revoked-key" not in r.reason for r in (deploy, manual))  # reasons are redacted
+    runs = {r.run_id: r for r in _runs(dagster_home)}
+    assert runs[deploy.run_id].job_name == "deploy_job" and runs[manual.run_id].job_name == "rollback_job"
+    assert runs[manual.run_id].status.value == "FAILURE"
 
 
 def test_rollback_without_backup_needs_confirmation(stack: Stack, capsys) -> None:
@@ -190,14 +305,24 @@ def test_corrupted_backup_is_refused_before_anything_changes(stack: Stack, capsy
     assert "checksum" in capsys.readouterr().err.lower()
     assert (stack.rows(), stack.env.env_file.read_bytes(), len(list_backups(stack.env))) == before
     assert stack.get("/health").json()["version"] == "v1.0.1"
+    refused = last_release(stack.env)
+    assert (refused.operation, refused.status, refused.backup_id) == ("rollback", "failed", target.id)
+    assert (refused.version, refused.previous_version) == ("v1.0.0", "v1.0.1") and "checksum" in refused.reason
 
 
-def test_failed_checklist_blocks_the_deploy(stack: Stack, capsys) -> None:
+def test_failed_checklist_blocks_the_deploy(stack: Stack, dagster_home: Path, capsys) -> None:
     stack.env.env_file.chmod(0o644)
     assert stack.ops("deploy", "--tag", "v1.0.0") == 1
     err = capsys.readouterr().err
     assert "pre-release checklist failed" in err and "wider than 0600" in err
     assert list_backups(stack.env) == []
+    (record,) = find_releases(stack.env)
+    (run,) = _runs(dagster_home)
+    assert (record.operation, record.version, record.previous_version, record.status) == (
+        "deploy", "v1.0.0", None, ReleaseStatus.FAILED)
+    assert "pre-release checklist failed" in record.reason and "wider than 0600" in record.reason
+    assert record.run_id == run.run_id and record.backup_id is None
+    assert record.started_at <= record.ended_at
 
 
 def test_second_deploy_is_refused_while_the_lock_is_held(stack: Stack, capsys) -> None:
@@ -206,6 +331,7 @@ def test_second_deploy_is_refused_while_the_lock_is_held(stack: Stack, capsys) -
     err = capsys.readouterr().err
     assert "run-holding-the-lock" in err and "locked" in err
     assert list_backups(stack.env) == []
+    assert find_releases(stack.env) == []  # refused before it held the lock: not a release
     # Released with the holder: the next deploy goes through.
     assert stack.ops("deploy", "--tag", "v1.0.0") == 0
 
@@ -332,6 +458,8 @@ def test_jobs_launched_through_graphql_like_the_ui(stack: Stack, dagster_home: P
                                       {"ops": {"deploy_plan": {"config": {"tag": "v1.0.0"}}}})
         assert web.wait(run_id) == "SUCCESS"
         assert stack.get("/health").json()["version"] == "v1.0.0"
+        record = last_release(stack.env)
+        assert (record.run_id, record.launched_by, record.status) == (run_id, "ui", "deployed")
         run_id = web.launch_partition("verify_job", "staging")
         assert web.wait(run_id) == "SUCCESS"
         with DagsterInstance.from_config(str(dagster_home)) as instance:

@@ -1,25 +1,44 @@
 """Ops of the release jobs: each holds the environment's lock where it changes the environment,
-calls one engine step and reports what it did as metadata."""
+calls one engine step, and reports what it did as metadata."""
 
 
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from dagster import AssetKey, AssetObservation, MetadataValue, OpExecutionContext, op
 
 from ultra_ops.defs.release.config import DeployConfig, RollbackConfig
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
+from ultra_ops.defs.shared.runs import run_origin
 from ultra_ops.defs.shared.steps import Step, environment_of, failures_as_dagster, load, step
-from ultra_ops.engine.backups.backup import BackupInfo, verify_backup
-from ultra_ops.engine.backups.restore import restore_backup
 from ultra_ops.engine.errors import VerificationFailed
-from ultra_ops.engine.release import deploy
+from ultra_ops.engine.release import deploy, rollback
 from ultra_ops.engine.release.checklist import require_checklist, run_checklist
 from ultra_ops.engine.release.deploy import DeployRequest
-from ultra_ops.engine.release.records import ReleaseRecord, record_release
-from ultra_ops.engine.release.rollback import choose_backup, deployed_version, restart
+from ultra_ops.engine.release.records import ReleaseStatus
+from ultra_ops.engine.release.rollback import RollbackPlan, deployed_version
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.verify.runner import VerifyReport, verify_environment
+
+
+@contextmanager
+def deploy_step(context: OpExecutionContext, req: DeployRequest, locks: EnvironmentLocks) -> Iterator[Step]:
+    """`step` for the deploy ops after the plan: under the lock, and a failure also leaves the
+    deploy's release record."""
+    with step(context, req.environment, req.config_path, locks=locks, operation=f"deploy {req.tag}") as s, \
+            deploy.failure_recorded(s.env, req, redact=s.redact, log=s.log):
+        yield s
+
+
+@contextmanager
+def rollback_step(context: OpExecutionContext, plan: RollbackPlan, locks: EnvironmentLocks,
+                  status: ReleaseStatus = ReleaseStatus.ROLLBACK_FAILED) -> Iterator[Step]:
+    """`step` for the rollback ops: under the lock, and a failure also leaves the rollback's record."""
+    with step(context, plan.environment, plan.config_path, locks=locks,
+              operation=f"rollback to {plan.backup_id}") as s, \
+            rollback.failure_recorded(s.env, plan, redact=s.redact, log=s.log, status=status):
+        yield s
 
 
 def report_verification(context: OpExecutionContext, s: Step, report: VerifyReport) -> None:
@@ -38,10 +57,6 @@ def report_verification(context: OpExecutionContext, s: Step, report: VerifyRepo
     s.log.info(report.summary())
 
 
-def _deploy_step(context: OpExecutionContext, req: DeployRequest, locks: EnvironmentLocks):  # noqa: ANN202
-    return step(context, req.environment, req.config_path, locks=locks, operation=f"deploy {req.tag}")
-
-
 # deploy_job -------------------------------------------------------------------------------------
 
 @op
@@ -52,10 +67,11 @@ def deploy_plan(
     environment = environment_of(context)
     loaded = load(settings)
     with failures_as_dagster():
-        tag = deploy.resolve_tag(loaded.environment(environment), config.tag)
-        req = deploy.plan_deploy(loaded, environment, tag, skip_tests=config.skip_tests,
-                                 skip_build=config.skip_build, compose_file=config.compose_file,
-                                 registry=config.registry, run_id=context.run_id)
+        launched_by, started_at = run_origin(context)
+        req = deploy.plan_deploy(loaded, environment, deploy.resolve_tag(loaded.environment(environment), config.tag),
+                                 skip_tests=config.skip_tests, skip_build=config.skip_build,
+                                 compose_file=config.compose_file, registry=config.registry, run_id=context.run_id,
+                                 launched_by=launched_by, started_at=started_at)
     # A UI launch knows its version only now; the CLI and schedules put it on the run at submission.
     context.instance.add_run_tags(context.run_id, tags.launch_tags(
         req.environment, "deploy", version=req.tag,
@@ -70,7 +86,7 @@ def deploy_plan(
 @op
 def deploy_checklist(context: OpExecutionContext, req: DeployRequest, locks: EnvironmentLocks) -> DeployRequest:
     """The release document's pre-release checklist; blocks the deploy when an item fails."""
-    with _deploy_step(context, req, locks) as s:
+    with deploy_step(context, req, locks) as s:
         items = run_checklist(s.env, redact=s.redact)
         context.add_output_metadata({"items": MetadataValue.json([i.to_dict() for i in items])})
         for item in items:
@@ -81,7 +97,7 @@ def deploy_checklist(context: OpExecutionContext, req: DeployRequest, locks: Env
 
 @op
 def deploy_tests(context: OpExecutionContext, req: DeployRequest, locks: EnvironmentLocks) -> DeployRequest:
-    with _deploy_step(context, req, locks) as s:
+    with deploy_step(context, req, locks) as s:
         outcome = deploy.run_tests(s.env, req, log=s.log, redact=s.redact)
     context.add_output_metadata({"tests": outcome})
     return req
@@ -89,7 +105,7 @@ def deploy_tests(context: OpExecutionContext, req: DeployRequest, locks: Environ
 
 @op
 def deploy_backup(context: OpExecutionContext, req: DeployRequest, locks: EnvironmentLocks) -> DeployRequest:
-    with _deploy_step(context, req, locks) as s:
+    with deploy_step(context, req, locks) as s:
         req = deploy.backup(s.env, req, log=s.log, redact=s.redact)
     context.add_output_metadata({"backup_id": req.backup_id or "", "previous_version": req.previous_version or ""})
     return req
@@ -97,21 +113,21 @@ def deploy_backup(context: OpExecutionContext, req: DeployRequest, locks: Enviro
 
 @op
 def deploy_build(context: OpExecutionContext, req: DeployRequest, locks: EnvironmentLocks) -> DeployRequest:
-    with _deploy_step(context, req, locks) as s:
+    with deploy_step(context, req, locks) as s:
         context.add_output_metadata({"build": deploy.build(s.env, req, log=s.log, redact=s.redact)})
     return req
 
 
 @op
 def deploy_push(context: OpExecutionContext, req: DeployRequest, locks: EnvironmentLocks) -> DeployRequest:
-    with _deploy_step(context, req, locks) as s:
+    with deploy_step(context, req, locks) as s:
         context.add_output_metadata({"push": deploy.push(s.env, req, log=s.log, redact=s.redact)})
     return req
 
 
 @op
 def deploy_migrate(context: OpExecutionContext, req: DeployRequest, locks: EnvironmentLocks) -> DeployRequest:
-    with _deploy_step(context, req, locks) as s:
+    with deploy_step(context, req, locks) as s:
         applied = deploy.migrate(s.env, req, log=s.log, redact=s.redact)
     context.add_output_metadata({"applied": MetadataValue.json(applied)})
     return req
@@ -120,7 +136,7 @@ def deploy_migrate(context: OpExecutionContext, req: DeployRequest, locks: Envir
 @op
 def deploy_up(context: OpExecutionContext, req: DeployRequest, locks: EnvironmentLocks) -> DeployRequest:
     """Start the release and wait until every service answers its health URL."""
-    with _deploy_step(context, req, locks) as s:
+    with deploy_step(context, req, locks) as s:
         deploy.up(s.env, req, log=s.log, redact=s.redact)
     return req
 
@@ -128,7 +144,7 @@ def deploy_up(context: OpExecutionContext, req: DeployRequest, locks: Environmen
 @op
 def deploy_verify(context: OpExecutionContext, req: DeployRequest, locks: EnvironmentLocks) -> DeployRequest:
     """Verify the release; on failure roll back to this deploy's backup and fail the run."""
-    with _deploy_step(context, req, locks) as s:
+    with deploy_step(context, req, locks) as s:
         deploy.verify(s.env, req, log=s.log, redact=s.redact,
                       on_report=lambda report: report_verification(context, s, report))
     return req
@@ -136,14 +152,14 @@ def deploy_verify(context: OpExecutionContext, req: DeployRequest, locks: Enviro
 
 @op
 def deploy_tag(context: OpExecutionContext, req: DeployRequest, locks: EnvironmentLocks) -> DeployRequest:
-    with _deploy_step(context, req, locks) as s:
+    with deploy_step(context, req, locks) as s:
         context.add_output_metadata({"git_tag": deploy.tag(s.env, req, log=s.log)})
     return req
 
 
 @op
 def deploy_record(context: OpExecutionContext, req: DeployRequest, locks: EnvironmentLocks) -> None:
-    with _deploy_step(context, req, locks) as s:
+    with step(context, req.environment, req.config_path, locks=locks, operation=f"deploy {req.tag}") as s:
         entry = deploy.record(s.env, req)
         s.log.info(f"{req.tag} deployed to {s.env.name} (backup {req.backup_id})")
     context.add_output_metadata({"release": MetadataValue.json(entry.to_dict())})
@@ -168,83 +184,61 @@ def verify_checks(context: OpExecutionContext, settings: OpsSettings) -> None:
 
 # rollback_job -----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class RollbackRequest:
-    environment: str
-    config_path: str
-    backup_id: str
-    version: str | None = None
-    previous_version: str | None = None
-    safety_backup_id: str | None = None
-    verified: BackupInfo | None = None  # checked by rollback_plan before anything was stopped
-
-
 @op
 def rollback_plan(
     context: OpExecutionContext, config: RollbackConfig, settings: OpsSettings, locks: EnvironmentLocks
-) -> RollbackRequest:
-    """Pick the backup, check every checksum, and take the environment's lock."""
+) -> RollbackPlan:
+    """Pick the backup, take the environment's lock, and check every checksum before anything stops."""
     loaded = load(settings)
     with step(context, environment_of(context), str(loaded.path), locks=locks, operation="rollback") as s:
-        env = s.env
-        info = choose_backup(env, config.backup_id or None)
+        launched_by, started_at = run_origin(context)
+        plan = rollback.plan_rollback(s.env, config.backup_id or None, config_path=str(loaded.path),
+                                      run_id=context.run_id, launched_by=launched_by, started_at=started_at)
         context.instance.add_run_tags(context.run_id, tags.launch_tags(
-            env.name, "rollback", version=info.version, backup_id=info.id))
-        verified = verify_backup(env, info.id)
-    context.add_output_metadata({"backup": MetadataValue.json(info.to_dict())})
-    return RollbackRequest(env.name, str(loaded.path), info.id, info.version, deployed_version(env),
-                           verified=verified)
-
-
-def _rollback_step(context: OpExecutionContext, req: RollbackRequest, locks: EnvironmentLocks):  # noqa: ANN202
-    return step(context, req.environment, req.config_path, locks=locks, operation=f"rollback to {req.backup_id}")
+            s.env.name, "rollback", version=plan.version, backup_id=plan.backup_id))
+    with rollback_step(context, plan, locks, ReleaseStatus.FAILED) as s:
+        plan = rollback.check_backup(s.env, plan, log=s.log)
+    context.add_output_metadata({"backup": MetadataValue.json(plan.verified.to_dict() if plan.verified else {})})
+    return plan
 
 
 @op
-def rollback_stop(context: OpExecutionContext, req: RollbackRequest, locks: EnvironmentLocks) -> RollbackRequest:
-    with _rollback_step(context, req, locks) as s:
-        get_runtime(s.env, log=s.log, redact=s.redact).down()
-    return req
+def rollback_stop(context: OpExecutionContext, plan: RollbackPlan, locks: EnvironmentLocks) -> RollbackPlan:
+    with rollback_step(context, plan, locks) as s:
+        rollback.stop_services(s.env, plan, log=s.log, redact=s.redact)
+    return plan
 
 
 @op
-def rollback_restore(context: OpExecutionContext, req: RollbackRequest, locks: EnvironmentLocks) -> RollbackRequest:
+def rollback_restore(context: OpExecutionContext, plan: RollbackPlan, locks: EnvironmentLocks) -> RollbackPlan:
     """Restore the database and state files (after a safety backup of the current state)."""
-    with _rollback_step(context, req, locks) as s:
-        result = restore_backup(s.env, req.backup_id, log=s.log, redact=s.redact, verified=req.verified)
-    context.add_output_metadata({"restore": MetadataValue.json(result)})
-    # The env file just restored says which version ran when the backup was taken.
-    return replace(req, version=deployed_version(s.env) or req.version,
-                   safety_backup_id=result.get("safety_backup_id"))
+    with rollback_step(context, plan, locks) as s:
+        plan = rollback.restore_state(s.env, plan, log=s.log, redact=s.redact)
+    context.add_output_metadata({"version": plan.version or "", "safety_backup_id": plan.safety_backup_id or ""})
+    return plan
 
 
 @op
-def rollback_start(context: OpExecutionContext, req: RollbackRequest, locks: EnvironmentLocks) -> RollbackRequest:
-    with _rollback_step(context, req, locks) as s:
-        restart(s.env, req.version, log=s.log, redact=s.redact)
-    return req
+def rollback_start(context: OpExecutionContext, plan: RollbackPlan, locks: EnvironmentLocks) -> RollbackPlan:
+    with rollback_step(context, plan, locks) as s:
+        rollback.start_services(s.env, plan, log=s.log, redact=s.redact)
+    return plan
 
 
 @op
-def rollback_verify(context: OpExecutionContext, req: RollbackRequest, locks: EnvironmentLocks) -> RollbackRequest:
-    with _rollback_step(context, req, locks) as s:
-        report = verify_environment(s.env, redact=s.redact, log=s.log)
-        report_verification(context, s, report)
-        if not report.ok:
-            record_release(s.env, ReleaseRecord(s.env.name, req.version, "rollback_failed", context.run_id,
-                                                req.backup_id, req.previous_version, report.summary()))
-            raise VerificationFailed(f"rolled back {s.env.name} to backup {req.backup_id} "
-                                     f"but verification failed: {report.summary()}")
-    return req
+def rollback_verify(context: OpExecutionContext, plan: RollbackPlan, locks: EnvironmentLocks) -> RollbackPlan:
+    with rollback_step(context, plan, locks) as s:
+        rollback.verify_rollback(s.env, plan, log=s.log, redact=s.redact,
+                                 on_report=lambda report: report_verification(context, s, report))
+    return plan
 
 
 @op
-def rollback_record(context: OpExecutionContext, req: RollbackRequest, locks: EnvironmentLocks) -> None:
-    with _rollback_step(context, req, locks) as s:
-        entry = ReleaseRecord(s.env.name, req.version, "rolled_back", context.run_id, req.backup_id,
-                              req.previous_version, f"safety backup {req.safety_backup_id}")
-        record_release(s.env, entry)
-        s.log.info(f"{s.env.name} rolled back to backup {req.backup_id} ({req.version})")
+def rollback_record(context: OpExecutionContext, plan: RollbackPlan, locks: EnvironmentLocks) -> None:
+    with step(context, plan.environment, plan.config_path, locks=locks,
+              operation=f"rollback to {plan.backup_id}") as s:
+        entry = rollback.record_rollback(s.env, plan)
+        s.log.info(f"{s.env.name} rolled back to backup {plan.backup_id} ({plan.version})")
     context.add_output_metadata({"release": MetadataValue.json(entry.to_dict())})
 
 

@@ -3,7 +3,8 @@
 validate input → pre-release checklist → tests → backup → build → push → migrate → up →
 wait healthy → verify → tag → record. Once the backup is taken, any failure that leaves the
 environment changed (migrate, up, health, verify) rolls back to that backup before the error
-is raised, so a failed deploy leaves the environment as it was.
+is raised, so a failed deploy leaves the environment as it was. Every step after the plan runs
+inside `failure_recorded`, so a failed deploy leaves one release record saying how it ended.
 """
 
 from __future__ import annotations
@@ -20,8 +21,15 @@ from ultra_ops.engine.envfile import update_env_file
 from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError, VerificationFailed
 from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.release.migrate import apply_migrations
-from ultra_ops.engine.release.records import ReleaseRecord, record_release, tag_release
+from ultra_ops.engine.release.records import (
+    ReleaseRecord,
+    ReleaseStatus,
+    record_release,
+    recording_failure,
+    utc_timestamp,
+)
 from ultra_ops.engine.release.rollback import deployed_version, rollback
+from ultra_ops.engine.release.tags import commit_of, tag_release
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import Log, Redactor
 from ultra_ops.engine.settings import ENVIRONMENT_NAMES, Environment, Settings
@@ -44,8 +52,10 @@ class DeployRequest:
     compose_file: str | None = None
     registry: str | None = None
     run_id: str | None = None
+    launched_by: str | None = None
+    started_at: str | None = None  # ISO-8601 UTC
     backup_id: str | None = None
-    previous_version: str | None = None
+    previous_version: str | None = None  # what ran before: set by the backup step
 
     @property
     def compose_path(self) -> Path | None:
@@ -85,6 +95,8 @@ def plan_deploy(
     compose_file: str | None = None,
     registry: str | None = None,
     run_id: str | None = None,
+    launched_by: str | None = None,
+    started_at: str | None = None,
 ) -> DeployRequest:
     """Check every input before anything runs; raise InputError naming the first bad one."""
     env = settings.environment(environment)
@@ -100,7 +112,8 @@ def plan_deploy(
             raise InputError(f"registry {registry[:80]!r} is not a registry address (host[:port][/path])")
     return DeployRequest(environment=env.name, tag=tag, config_path=str(settings.path),
                          skip_tests=skip_tests, skip_build=skip_build, compose_file=compose_file,
-                         registry=registry, run_id=run_id)
+                         registry=registry, run_id=run_id, launched_by=launched_by,
+                         started_at=started_at or utc_timestamp())
 
 
 def run_tests(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> str:
@@ -148,9 +161,34 @@ def push(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) ->
     return "pushed"
 
 
+def deploy_record(env: Environment, req: DeployRequest, status: ReleaseStatus,
+                  reason: str | None = None) -> ReleaseRecord:
+    """The record of this deploy: the tag it deployed (or tried to) over the version that ran before."""
+    previous = req.previous_version if req.backup_id is not None else deployed_version(env)
+    return ReleaseRecord(environment=env.name, operation="deploy", version=req.tag, previous_version=previous,
+                         status=status, commit=commit_of(env, req.tag), backup_id=req.backup_id,
+                         run_id=req.run_id, launched_by=req.launched_by,
+                         started_at=req.started_at or utc_timestamp(), ended_at=utc_timestamp(), reason=reason)
+
+
+def _outcome(exc: BaseException) -> ReleaseStatus:
+    """How a failed deploy left the environment: rollback_on_failure marks the errors it raises."""
+    return getattr(exc, "release_status", ReleaseStatus.FAILED)
+
+
+@contextmanager
+def failure_recorded(env: Environment, req: DeployRequest, *, redact: Redactor, log: Log | None = None
+                     ) -> Iterator[None]:
+    """Around every deploy step after the plan: a failure leaves one record, `failed` (nothing was
+    rolled back), or `rolled_back` / `rollback_failed` after an automatic rollback, with the reason."""
+    with recording_failure(env, lambda exc: deploy_record(env, req, _outcome(exc), redact(str(exc))), log=log):
+        yield
+
+
 @contextmanager
 def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> Iterator[None]:
-    """Undo a half-done deploy: restore this deploy's backup, then re-raise with what happened."""
+    """Undo a half-done deploy: restore this deploy's backup, then re-raise with what happened,
+    marked with the outcome for `failure_recorded`."""
     try:
         yield
     except UltraOpsError as exc:
@@ -161,14 +199,10 @@ def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redac
         try:
             result = rollback(env, req.backup_id, compose_file=req.compose_path, log=log, redact=redact)
         except UltraOpsError as rb_exc:
-            record_release(env, ReleaseRecord(env.name, req.tag, "deploy_failed", req.run_id, req.backup_id,
-                                              req.previous_version, f"{reason}; rollback failed: {rb_exc}",
-                                              req.skip_tests))
-            raise OperationError(f"{reason}; automatic rollback to backup {req.backup_id} ALSO failed: "
-                                 f"{redact(str(rb_exc))}") from None
-        record_release(env, ReleaseRecord(env.name, result.version, "rolled_back", req.run_id,
-                                          req.backup_id, req.tag, f"deploy of {req.tag} failed: {reason}",
-                                          req.skip_tests))
+            error: UltraOpsError = OperationError(f"{reason}; automatic rollback to backup {req.backup_id} "
+                                                  f"ALSO failed: {redact(str(rb_exc))}")
+            error.release_status = ReleaseStatus.ROLLBACK_FAILED  # type: ignore[attr-defined]
+            raise error from None
         message = (f"{reason}; rolled back to backup {req.backup_id} "
                    f"({result.version or 'no version'}), which verified ok")
         # Keep the error's kind (VerificationFailed stays VerificationFailed) where it takes a message.
@@ -176,6 +210,7 @@ def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redac
             error = type(exc)(message)
         except TypeError:
             error = OperationError(message)
+        error.release_status = ReleaseStatus.ROLLED_BACK  # type: ignore[attr-defined]
         raise error from None
 
 
@@ -219,7 +254,5 @@ def tag(env: Environment, req: DeployRequest, *, log: Log) -> str:
 
 
 def record(env: Environment, req: DeployRequest) -> ReleaseRecord:
-    entry = ReleaseRecord(env.name, req.tag, "deployed", req.run_id, req.backup_id, req.previous_version,
-                          skip_tests=req.skip_tests)
-    record_release(env, entry)
-    return entry
+    """The last step of a deploy that went through."""
+    return record_release(env, deploy_record(env, req, ReleaseStatus.DEPLOYED))

@@ -1,84 +1,208 @@
-"""Release records and tags: what was deployed where, when, by which run, from which backup.
+"""Release records: what each deploy and rollback of an environment did, for the next operation to query.
 
-Records are JSON lines in `<state_dir>/releases.jsonl`, appended with fsync so the next operation
-(a rollback, a delivery metric) can find what the last one did.
+One SQLite database per environment, `<state_dir>/releases.sqlite3` (WAL mode), one table
+indexed by (environment, version) and by status. A record is one row written in one
+transaction: a process killed at any moment leaves either the whole record or none of it.
+Every operation that held the environment's lock leaves exactly one record.
 """
 
 from __future__ import annotations
 
-import json
+import enum
 import os
-import subprocess
-from dataclasses import asdict, dataclass, field
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ultra_ops.engine.errors import OperationError
+from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Environment
-from ultra_ops.engine.shell import run
+
+OPERATIONS = ("deploy", "rollback")
+_SCHEMA_VERSION = 1
+_COLUMNS = ("environment", "operation", "version", "previous_version", "status", "git_commit", "backup_id",
+            "run_id", "launched_by", "started_at", "ended_at", "reason")
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS releases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    environment TEXT NOT NULL,
+    operation TEXT NOT NULL CHECK (operation IN {OPERATIONS!r}),
+    version TEXT,
+    previous_version TEXT,
+    status TEXT NOT NULL CHECK (status IN ('deployed', 'failed', 'rolled_back', 'rollback_failed')),
+    git_commit TEXT,
+    backup_id TEXT,
+    run_id TEXT,
+    launched_by TEXT,
+    started_at TEXT NOT NULL,
+    ended_at TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS releases_environment_version ON releases (environment, version);
+CREATE INDEX IF NOT EXISTS releases_status ON releases (status);
+CREATE INDEX IF NOT EXISTS releases_run_id ON releases (run_id);
+"""
 
 
-@dataclass(frozen=True)
+class ReleaseStatus(enum.StrEnum):
+    """How an operation ended.
+
+    deployed: the deploy went through and verified. failed: the operation stopped before it changed
+    the environment (checklist, tests, a damaged backup refused), or after a step that rollback does
+    not undo (build, push, tag). rolled_back: a manual rollback succeeded, or a deploy failed after
+    its backup and was rolled back to it automatically. rollback_failed: that rollback failed too.
+    """
+
+    DEPLOYED = "deployed"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+
+
+def utc_timestamp(when: datetime | float | None = None) -> str:
+    """ISO-8601 UTC with milliseconds, the one format of started_at and ended_at (so they sort as text)."""
+    if when is None:
+        moment = datetime.now(UTC)
+    elif isinstance(when, datetime):
+        moment = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    else:
+        moment = datetime.fromtimestamp(when, UTC)
+    return moment.isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReleaseRecord:
+    """One deploy or rollback. `version` is what the operation put in place (or tried to): the
+    deployed tag, or the version a rollback restored; `previous_version` what ran before it."""
+
     environment: str
+    operation: str  # "deploy" or "rollback"
     version: str | None
-    status: str  # "deployed", "rolled_back", "deploy_failed"
-    run_id: str | None = None
+    previous_version: str | None
+    status: ReleaseStatus
+    commit: str | None = None  # git commit of the version's tag in env.git_repo, where known
     backup_id: str | None = None
-    previous_version: str | None = None
-    detail: str = ""
-    skip_tests: bool = False
-    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    run_id: str | None = None
+    launched_by: str | None = None
+    started_at: str  # ISO-8601 UTC
+    ended_at: str  # ISO-8601 UTC
+    reason: str | None = None  # why it failed or was rolled back
+
+    def __post_init__(self) -> None:
+        if self.operation not in OPERATIONS:
+            raise InputError(f"release operation {self.operation!r} is not one of {', '.join(OPERATIONS)}")
+        try:
+            object.__setattr__(self, "status", ReleaseStatus(self.status))
+        except ValueError:
+            raise InputError(f"release status {self.status!r} is not one of "
+                             + ", ".join(s.value for s in ReleaseStatus)) from None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
 
 
-def _records_path(env: Environment) -> Path:
-    return env.state_dir / "releases.jsonl"
+def releases_path(env: Environment) -> Path:
+    return env.state_dir / "releases.sqlite3"
 
 
-def record_release(env: Environment, record: ReleaseRecord) -> None:
-    path = _records_path(env)
+@contextmanager
+def _connect(path: Path) -> Iterator[sqlite3.Connection]:
+    # isolation_level=None: transactions are the explicit BEGIN IMMEDIATE ... COMMIT below.
+    with closing(sqlite3.connect(path, timeout=30, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # a committed record survives a power cut, not only a kill
+        if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")  # IF NOT EXISTS: a concurrent first writer is harmless
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        yield conn
+
+
+def record_release(env: Environment, record: ReleaseRecord) -> ReleaseRecord:
+    """Write one record, atomically and durably."""
+    path = releases_path(env)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record.to_dict()) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    if not path.exists():
+        # Reasons are redacted, but they are an operator's business: no wider than the env file.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    row = record.to_dict()
+    row["git_commit"] = row.pop("commit")
+    with _connect(path) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"INSERT INTO releases ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                         [row[c] for c in _COLUMNS])
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return record
 
 
-def release_history(env: Environment) -> list[ReleaseRecord]:
-    """Every record, oldest first; a torn last line (crash mid-append) is skipped."""
-    path = _records_path(env)
+def find_releases(
+    env: Environment,
+    *,
+    version: str | None = None,
+    status: ReleaseStatus | str | None = None,
+    operation: str | None = None,
+    run_id: str | None = None,
+    limit: int | None = None,
+) -> list[ReleaseRecord]:
+    """The environment's records matching every given filter, newest first."""
+    path = releases_path(env)
     if not path.exists():
         return []
+    where, params = ["environment = ?"], [env.name]
+    for column, value in (("version", version), ("operation", operation), ("run_id", run_id),
+                          ("status", ReleaseStatus(status).value if status is not None else None)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    sql = f"SELECT {', '.join(_COLUMNS)} FROM releases WHERE {' AND '.join(where)} ORDER BY id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    with _connect(path) as conn:
+        rows = conn.execute(sql, params).fetchall()
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(ReleaseRecord(**json.loads(line)))
-        except (json.JSONDecodeError, TypeError):
-            continue
+    for values in rows:
+        data = dict(zip(_COLUMNS, values, strict=True))
+        data["commit"] = data.pop("git_commit")
+        records.append(ReleaseRecord(**data))
     return records
 
 
-def tag_release(env: Environment, version: str, *, log: Log | None = None) -> str:
-    """Create the annotated git tag of the release document (and push it when configured)."""
-    log = log or NullLog()
-    if env.git_repo is None:
-        log.info(f"no git repository configured for {env.name}: release tag {version} not created")
-        return "skipped"
-    repo = str(env.git_repo)
-    existing = subprocess.run(["git", "-C", repo, "rev-parse", "-q", "--verify", f"refs/tags/{version}"],
-                              capture_output=True, text=True)
-    if existing.returncode == 0:
-        log.info(f"git tag {version} already exists in {repo}")
-        return "exists"
+def last_release(
+    env: Environment,
+    *,
+    version: str | None = None,
+    status: ReleaseStatus | str | None = None,
+    operation: str | None = None,
+    run_id: str | None = None,
+) -> ReleaseRecord | None:
+    """The newest record matching the filters, or None."""
+    found = find_releases(env, version=version, status=status, operation=operation, run_id=run_id, limit=1)
+    return found[0] if found else None
+
+
+@contextmanager
+def recording_failure(env: Environment, describe: Callable[[Exception], ReleaseRecord], *,
+                      log: Log | None = None) -> Iterator[None]:
+    """Record the failure of the operation inside the block, then re-raise it unchanged.
+    `describe` builds the record from the error. A record that cannot be written is logged, so the
+    operation's own error is still the one raised."""
     try:
-        run(["git", "-C", repo, "tag", "-a", version, "-m", f"Release {version}"])
-        if env.git_push:
-            run(["git", "-C", repo, "push", "origin", version], timeout=120)
-    except OperationError as exc:
-        raise OperationError(f"tagging release {version} failed: {exc}") from None
-    log.info(f"created git tag {version} in {repo}" + (" and pushed it" if env.git_push else ""))
-    return "created"
+        yield
+    except Exception as exc:
+        try:
+            record_release(env, describe(exc))
+        except Exception as record_exc:  # noqa: BLE001 - the operation's error matters more
+            (log or NullLog()).warning(f"the release record of this failure could not be written: {record_exc}")
+        raise
