@@ -6,6 +6,7 @@ Nothing is mocked: the database, Redis and HTTP peers are real servers on loopba
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 import textwrap
@@ -13,9 +14,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import redis
+
+from ultra_ops.cli import main
+from ultra_ops.engine.runtimes import get_runtime
+from ultra_ops.engine.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 PG = {"host": "127.0.0.1", "port": 5432, "user": os.environ.get("ULTRA_TEST_PGUSER", "postgres")}
@@ -213,3 +219,46 @@ def write_multi_config(
     for env in databases:
         (tmp_path / env / "root").mkdir(parents=True, exist_ok=True)
     return path
+
+
+class Stack:
+    """One test's environment: config, folders, database and the sample service's port."""
+
+    def __init__(self, tmp_path: Path, database: str, *, extra: str = "", verify_extra: str = "") -> None:
+        self.tmp = tmp_path
+        self.database = database
+        self.port = free_port()
+        self.migrations = tmp_path / "migrations"
+        shutil.copytree(SAMPLE_MIGRATIONS, self.migrations)
+        api = f"http://127.0.0.1:{self.port}/api/v1/prompts"
+        verify_extra = f'endpoints = [{{ name = "prompts", url = "{api}", expect_status = 200 }}]\n' + verify_extra
+        self.config = write_config(tmp_path, database, port=self.port, migrations=self.migrations,
+                                   extra=extra, verify_extra=verify_extra)
+        self.env = load_settings(self.config).environment("staging")
+        self.env.env_file.write_text("ULTRA_FEATURE_FLAGS=search\nULTRA_VERSION=\n")
+        self.env.env_file.chmod(0o600)
+
+    def ops(self, *argv: str) -> int:
+        return main([*argv, "--environment", "staging", "--config", str(self.config)])
+
+    def rows(self) -> list[tuple]:
+        with psycopg.connect(**PG, dbname=self.database) as conn:
+            return conn.execute("SELECT id, title FROM prompts ORDER BY id").fetchall()
+
+    def tables(self) -> set[str]:
+        with psycopg.connect(**PG, dbname=self.database) as conn:
+            rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+        return {r[0] for r in rows}
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=5)
+
+    def stop(self) -> None:
+        get_runtime(self.env).down()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, pg_database: str, dagster_home: Path):
+    s = Stack(tmp_path, pg_database)
+    yield s
+    s.stop()

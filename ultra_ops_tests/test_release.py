@@ -6,24 +6,20 @@ from __future__ import annotations
 
 import getpass
 import json
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
-from conftest import PG, SAMPLE_MIGRATIONS, free_port, write_config
+from conftest import Stack
 from dagster import DagsterInstance, RunsFilter
 
 from ultra_ops.cli import main
 from ultra_ops.engine.backups.backup import list_backups
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.release.records import ReleaseStatus, find_releases, last_release, utc_timestamp
-from ultra_ops.engine.runtimes import get_runtime
-from ultra_ops.engine.settings import load_settings
 
 # v1.1.0 ships a migration that renames the table the API reads: the service starts and answers
 # /health, but /api/v1/prompts fails, so only the verification catches it.
@@ -32,57 +28,6 @@ INSERT INTO prompts (title) VALUES ('written by v1.1.0');
 ALTER TABLE prompts RENAME TO prompts_v2;
 CREATE TABLE only_in_v110 (id int);
 """
-
-
-class Stack:
-    """One test's environment: config, folders, database and the sample service's port."""
-
-    def __init__(self, tmp_path: Path, database: str, *, extra: str = "", verify_extra: str = "") -> None:
-        self.tmp = tmp_path
-        self.database = database
-        self.port = free_port()
-        self.migrations = tmp_path / "migrations"
-        shutil.copytree(SAMPLE_MIGRATIONS, self.migrations)
-        api = f"http://127.0.0.1:{self.port}/api/v1/prompts"
-        verify_extra = f'endpoints = [{{ name = "prompts", url = "{api}", expect_status = 200 }}]\n' + verify_extra
-        self.config = write_config(tmp_path, database, port=self.port, migrations=self.migrations,
-                                   extra=extra, verify_extra=verify_extra)
-        self.env = load_settings(self.config).environment("staging")
-        self.env.env_file.write_text("ULTRA_FEATURE_FLAGS=search\nULTRA_VERSION=\n")
-        self.env.env_file.chmod(0o600)
-
-    def ops(self, *argv: str) -> int:
-        return main([*argv, "--environment", "staging", "--config", str(self.config)])
-
-    def rows(self) -> list[tuple]:
-        with psycopg.connect(**PG, dbname=self.database) as conn:
-            return conn.execute("SELECT id, title FROM prompts ORDER BY id").fetchall()
-
-    def tables(self) -> set[str]:
-        with psycopg.connect(**PG, dbname=self.database) as conn:
-            rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
-        return {r[0] for r in rows}
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=5)
-
-    def stop(self) -> None:
-        get_runtime(self.env).down()
-
-
-@pytest.fixture
-def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    return home
-
-
-@pytest.fixture
-def stack(tmp_path: Path, pg_database: str, dagster_home: Path):
-    s = Stack(tmp_path, pg_database)
-    yield s
-    s.stop()
 
 
 def _runs(home: Path) -> list:
