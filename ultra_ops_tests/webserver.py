@@ -28,6 +28,14 @@ class Webserver:
         self.port = free_port()
         self.env = {**os.environ, "DAGSTER_HOME": str(dagster_home), **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self.daemon: subprocess.Popen | None = None
+
+    def start_daemon(self) -> None:
+        """dagster-daemon on the same instance: it dequeues queued runs and launches them."""
+        exe = Path(sys.executable).parent / "dagster-daemon"
+        self.daemon_log = open(self.home / "daemon.log", "wb")
+        self.daemon = subprocess.Popen([str(exe), "run", "-w", str(REPO / "workspace.yaml")], cwd=REPO,
+                                       env=self.env, stdout=self.daemon_log, stderr=subprocess.STDOUT)
 
     def __enter__(self) -> Webserver:
         exe = Path(sys.executable).parent / "dagster-webserver"
@@ -93,13 +101,16 @@ class Webserver:
         raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        for proc in (self.daemon, self.proc):
+            if proc and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         self.log.close()
+        if self.daemon:
+            self.daemon_log.close()
 
 
 _JOB_RUNS = """
