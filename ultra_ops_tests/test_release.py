@@ -20,6 +20,7 @@ from ultra_ops.cli import main
 from ultra_ops.engine.backups.backup import list_backups
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.release.records import ReleaseStatus, find_releases, last_release, utc_timestamp
+from ultra_ops.engine.release.rollback import choose_backup
 
 # v1.1.0 ships a migration that renames the table the API reads: the service starts and answers
 # /health, but /api/v1/prompts fails, so only the verification catches it.
@@ -56,6 +57,10 @@ def test_deploy_verify_then_failed_release_rolls_back_exactly(stack: Stack, dags
     assert stack.env.env_file.read_bytes() == env_file_v100
     assert stack.get("/health").json()["version"] == "v1.0.0"
     assert stack.get("/api/v1/prompts").status_code == 200
+    # The newest backup is the safety copy of the failed release; a default rollback skips it.
+    newest = list_backups(stack.env)[0]
+    assert newest.label.startswith("safety before restore of")
+    assert choose_backup(stack.env).label == "pre-deploy v1.1.0"
 
     assert [r.status for r in find_releases(stack.env)] == ["rolled_back", "deployed"]
     runs = _runs(dagster_home)

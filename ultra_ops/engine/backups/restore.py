@@ -35,6 +35,7 @@ from ultra_ops.engine.errors import BackupError, IntegrityError
 from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
 from ultra_ops.engine.settings import Environment
 
+SAFETY_LABEL = "safety before restore of"  # the label of the backup a restore takes first
 _MAX_PG_IDENTIFIER = 63
 _SWAP_ATTEMPTS = 10
 # Session settings for pg_restore's connections. synchronous_commit=off is safe: the scratch
@@ -262,7 +263,7 @@ def restore_backup(
         version = read_env_file(env.env_file).get("ULTRA_VERSION") or None
         if version is not None and (len(version) > 64 or not version.isprintable()):
             version = None
-        safety = create_backup(env, version=version, label=f"safety before restore of {backup_id}",
+        safety = create_backup(env, version=version, label=f"{SAFETY_LABEL} {backup_id}",
                                log=log, redact=redact)
         safety_id = safety.id
         log.info(f"restore {backup_id}: safety backup {safety_id} taken")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ultra_ops.engine.backups.backup import BackupInfo, get_backup, list_backups, verify_backup
-from ultra_ops.engine.backups.restore import restore_backup
+from ultra_ops.engine.backups.restore import SAFETY_LABEL, restore_backup
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import InputError, OperationError, VerificationFailed
 from ultra_ops.engine.release.records import (
@@ -67,10 +67,14 @@ class RollbackResult:
 
 
 def choose_backup(env: Environment, backup_id: str | None = None) -> BackupInfo:
-    """The named backup, or the newest one; InputError when there is none to choose."""
+    """The named backup, or the newest one a rollback should go back to; InputError when there is none.
+
+    Safety backups are skipped by default: each holds the state a restore replaced, which after an
+    automatic rollback is the release that failed. They stay restorable by id.
+    """
     if backup_id is not None:
         return get_backup(env, backup_id)
-    backups = list_backups(env)
+    backups = [b for b in list_backups(env) if not b.label.startswith(SAFETY_LABEL)]
     if not backups:
         raise InputError(f"environment {env.name} has no backups to roll back to")
     return backups[0]
