@@ -5,6 +5,7 @@ database, Redis database and folders, every step an `ultra-ops` command recorded
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 import redis
 from conftest import ENVIRONMENTS, PG, write_multi_config
+from dagster import DagsterInstance
 
 from ultra_ops.cli import main
 from ultra_ops.demo import promotion_steps
@@ -57,7 +59,8 @@ def _insert(env: Environment, title: str) -> None:
         conn.execute("INSERT INTO prompts (title) VALUES (%s)", (title,))
 
 
-def test_release_goes_from_development_through_staging_to_production(three: Settings, redis_prefix: str) -> None:
+def test_release_goes_from_development_through_staging_to_production(three: Settings, redis_prefix: str,
+                                                                     dagster_home: Path) -> None:
     """v1.0.0 through all three, each on its own database and Redis; then v1.1.0 on staging,
     rolled back, while development and production keep running untouched."""
     envs = [three.environment(name) for name in ENVIRONMENTS]
@@ -105,6 +108,27 @@ def test_release_goes_from_development_through_staging_to_production(three: Sett
         assert (env.env_file.read_bytes(), [b.id for b in list_backups(env)], _get(env, "/health")) \
             == others[env.name]
         assert [r.status for r in find_releases(env)] == ["deployed"]
+
+    # The records say what happened at each step, each tied to its Dagster run.
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = {r.run_id: r for r in instance.get_runs()}
+    user = getpass.getuser()
+    for env in envs:
+        for record in find_releases(env):
+            run = runs[record.run_id]
+            assert run.tags["ultra_ops/environment"] == env.name and run.status.value == "SUCCESS"
+            assert run.job_name == f"{record.operation}_job"
+            assert record.launched_by == user
+            assert record.started_at <= record.ended_at
+    rollback, deploy, first = find_releases(staging)
+    assert (first.operation, first.version, first.previous_version, first.status) == (
+        "deploy", "v1.0.0", None, "deployed")
+    assert (deploy.operation, deploy.version, deploy.previous_version, deploy.status) == (
+        "deploy", "v1.1.0", "v1.0.0", "deployed")
+    assert (rollback.operation, rollback.version, rollback.previous_version, rollback.status) == (
+        "rollback", "v1.0.0", "v1.1.0", "rolled_back")
+    assert rollback.backup_id == deploy.backup_id  # the backup v1.1.0's deploy took
+    assert first.ended_at <= deploy.started_at and deploy.ended_at <= rollback.started_at
 
 
 def test_demo_needs_the_three_environments(tmp_path: Path, dagster_home: Path, capsys) -> None:
