@@ -101,7 +101,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _backup_rows(env: Environment) -> list[dict[str, Any]]:
-    from ultra_ops.engine.backups.backup import list_backups
+    from ultra_ops.engine.backups.store import list_backups
 
     return [b.to_dict() for b in list_backups(env)]
 
@@ -121,7 +121,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     env = settings.environment(args.environment)
     backup_id = args.backup
     if backup_id is not None:
-        from ultra_ops.engine.backups.backup import get_backup
+        from ultra_ops.engine.backups.store import get_backup
 
         get_backup(env, backup_id)  # an unknown id is bad input: refuse before any run starts
     else:

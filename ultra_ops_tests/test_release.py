@@ -18,7 +18,7 @@ from conftest import PG, SAMPLE_MIGRATIONS, free_port, write_config
 from dagster import DagsterInstance, RunsFilter
 
 from ultra_ops.cli import main
-from ultra_ops.engine.backups.backup import list_backups
+from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.release.records import release_history
 from ultra_ops.engine.runtimes import get_runtime

@@ -5,7 +5,7 @@ from dagster import MetadataValue, OpExecutionContext, op
 from ultra_ops.defs.backups.config import BackupConfig
 from ultra_ops.defs.release.ops import launched_step
 from ultra_ops.defs.shared.resources import OpsSettings
-from ultra_ops.engine.backups.backup import create_backup
+from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.release.rollback import deployed_version
 
 

@@ -13,8 +13,8 @@ from dagster import AssetKey, AssetObservation, Failure, MetadataValue, OpExecut
 
 from ultra_ops.defs.release.config import DeployConfig, RollbackConfig, VerifyConfig
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
-from ultra_ops.engine.backups.backup import BackupInfo, verify_backup
 from ultra_ops.engine.backups.restore import restore_backup
+from ultra_ops.engine.backups.store import BackupInfo, verify_backup
 from ultra_ops.engine.errors import UltraOpsError, VerificationFailed
 from ultra_ops.engine.release import deploy
 from ultra_ops.engine.release.checklist import require_checklist, run_checklist

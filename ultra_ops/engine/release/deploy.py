@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ultra_ops.engine.backups.backup import BackupInfo, create_backup, prune_backups
+from ultra_ops.engine.backups.create import create_backup
+from ultra_ops.engine.backups.retention import prune_backups
+from ultra_ops.engine.backups.store import BackupInfo
 from ultra_ops.engine.envfile import update_env_file
 from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError, VerificationFailed
 from ultra_ops.engine.inputs import validate_tag

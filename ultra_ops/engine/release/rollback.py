@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ultra_ops.engine.backups.backup import BackupInfo, get_backup, list_backups, verify_backup
 from ultra_ops.engine.backups.restore import restore_backup
+from ultra_ops.engine.backups.store import BackupInfo, get_backup, list_backups, verify_backup
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import InputError, VerificationFailed
 from ultra_ops.engine.runtimes import get_runtime
