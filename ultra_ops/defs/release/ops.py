@@ -23,7 +23,8 @@ from ultra_ops.engine.release.rollback import choose_backup, deployed_version, r
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import RedactingLog, Redactor
 from ultra_ops.engine.settings import Environment, load_settings
-from ultra_ops.engine.verify.runner import VerifyReport, verify_environment
+from ultra_ops.engine.verify.report import VerifyReport
+from ultra_ops.engine.verify.runner import verify_environment
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import Log, Redactor
 from ultra_ops.engine.settings import Environment, Settings
 from ultra_ops.engine.shell import run
-from ultra_ops.engine.verify.runner import VerifyReport, verify_environment
+from ultra_ops.engine.verify.report import VerifyReport
+from ultra_ops.engine.verify.runner import verify_environment
 
 # host[:port][/path]: what `docker push` accepts as a registry prefix, and nothing a shell would read.
 _REGISTRY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::\d{1,5})?(?:/[A-Za-z0-9._-]+){0,8}$")

@@ -16,7 +16,8 @@ from ultra_ops.engine.errors import InputError, VerificationFailed
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
-from ultra_ops.engine.verify.runner import VerifyReport, verify_environment
+from ultra_ops.engine.verify.report import VerifyReport
+from ultra_ops.engine.verify.runner import verify_environment
 
 
 @dataclass(frozen=True)
