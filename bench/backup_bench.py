@@ -165,13 +165,13 @@ def write_bench_config(work: Path, dbname: str, fmt: str) -> Path:
 CHILD = """
 import json, resource, sys, time
 from ultra_ops.engine.settings import load_settings
-from ultra_ops.engine.backups import backup, restore
+from ultra_ops.engine.backups import create, restore
 env = load_settings(sys.argv[1]).environment("staging")
 op = sys.argv[2]
 t0 = time.perf_counter()
 if op == "backup":
     level = int(sys.argv[3]) if len(sys.argv) > 3 else None
-    info = backup.create_backup(env, label="bench", compression=level)
+    info = create.create_backup(env, label="bench", compression=level)
     out = {"id": info.id, "size": info.size_bytes}
 else:
     out = restore.restore_backup(env, sys.argv[3], safety_backup=sys.argv[4] == "1")

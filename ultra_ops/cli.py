@@ -97,22 +97,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from ultra_ops.engine.release.rollback import deployed_version
+    from ultra_ops.engine.verify.report import VerifyReport
 
     settings = _settings(args)
     env = settings.environment(args.environment)
     result = _run_job(args, settings, "verify_job", env.name, version=deployed_version(env))
-    reports = [o for o in result.observations if "report" in o]
+    reports = [o["report"] for o in result.observations if "report" in o]
     if reports:
-        report = reports[-1]
-        if args.json:
-            _out(json.dumps(report["report"], indent=2))
-        else:
-            _out(str(report["results"]).strip().strip("`").strip())
+        # The report as the run recorded it (already redacted), not re-derived here.
+        _out(json.dumps(reports[-1], indent=2) if args.json else VerifyReport.from_dict(reports[-1]).table())
     return 0 if result.success else 1
 
 
 def _backup_rows(env: Environment) -> list[dict[str, Any]]:
-    from ultra_ops.engine.backups.backup import list_backups
+    from ultra_ops.engine.backups.store import list_backups
 
     return [b.to_dict() for b in list_backups(env)]
 

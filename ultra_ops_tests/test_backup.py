@@ -17,9 +17,10 @@ import psycopg
 import pytest
 from conftest import PG, write_config
 
-from ultra_ops.engine.backups import backup as backup_mod
-from ultra_ops.engine.backups.backup import create_backup, get_backup, list_backups, verify_backup
+from ultra_ops.engine.backups.checksums import hash_file
+from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.restore import restore_backup
+from ultra_ops.engine.backups.store import get_backup, list_backups, verify_backup
 from ultra_ops.engine.errors import BackupError, InputError, IntegrityError
 from ultra_ops.engine.settings import Environment, load_settings
 
@@ -154,7 +155,7 @@ def test_archive_with_unsafe_member_is_refused(tmp_path: Path, pg_database: str)
         tar.add(evil, arcname="../escaped.txt")
     # Re-seal the manifest so only the member check can catch it.
     manifest = json.loads((info.path / "manifest.json").read_text())
-    size, digest = backup_mod._hash_file(archive)
+    size, digest = hash_file(archive)
     manifest["files"]["files.tar.gz"] = {"size": size, "sha256": digest}
     (info.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IntegrityError, match="unsafe path"):
@@ -166,7 +167,7 @@ def test_archive_with_unsafe_member_is_refused(tmp_path: Path, pg_database: str)
 KILL_SCRIPT = """
 import sys
 from ultra_ops.engine.settings import load_settings
-from ultra_ops.engine.backups.backup import create_backup
+from ultra_ops.engine.backups.create import create_backup
 create_backup(load_settings(sys.argv[1]).environment("staging"), jobs=1, compression=9)
 """
 
@@ -279,7 +280,7 @@ def test_restore_failure_before_swap_leaves_database_untouched(tmp_path: Path, p
     dump = info.path / "database.dump"
     dump.write_bytes(b"PGDMP not really a dump")
     manifest = json.loads((info.path / "manifest.json").read_text())
-    size, digest = backup_mod._hash_file(dump)
+    size, digest = hash_file(dump)
     manifest["files"]["database.dump"] = {"size": size, "sha256": digest}
     (info.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BackupError, match="pg_restore"):
@@ -317,7 +318,7 @@ def test_state_file_outside_root_and_compose_file(tmp_path: Path, pg_database: s
 
 def test_long_pg_tool_runs_report_progress_and_fail_redacted(tmp_path: Path, pg_database: str,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from ultra_ops.engine.backups.backup import run_pg_tool
+    from ultra_ops.engine.backups.dump import run_pg_tool
     from ultra_ops.engine.secrets import Redactor
 
     env = load_settings(write_config(tmp_path, pg_database)).environment("staging")
@@ -332,7 +333,7 @@ def test_long_pg_tool_runs_report_progress_and_fail_redacted(tmp_path: Path, pg_
 
 
 def test_retention_keeps_the_newest(tmp_path: Path, pg_database: str) -> None:
-    from ultra_ops.engine.backups.backup import prune_backups
+    from ultra_ops.engine.backups.retention import prune_backups
 
     env = load_settings(write_config(tmp_path, pg_database)).environment("staging")
     made = [create_backup(env, label=f"n{i}", compression=0).id for i in range(4)]

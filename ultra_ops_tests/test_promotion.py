@@ -18,7 +18,7 @@ from dagster import DagsterInstance
 
 from ultra_ops.cli import main
 from ultra_ops.demo import promotion_steps
-from ultra_ops.engine.backups.backup import list_backups
+from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.release.records import find_releases
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import Environment, Settings, load_settings

@@ -17,7 +17,7 @@ from conftest import Stack
 from dagster import DagsterInstance, RunsFilter
 
 from ultra_ops.cli import main
-from ultra_ops.engine.backups.backup import list_backups
+from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.release.records import ReleaseStatus, find_releases, last_release, utc_timestamp
 from ultra_ops.engine.release.rollback import choose_backup

@@ -14,7 +14,7 @@ import pytest
 from conftest import Stack, write_config
 from dagster import DagsterEventType, DagsterInstance
 
-from ultra_ops.engine.backups.backup import list_backups
+from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.errors import LockHeldError
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.settings import load_settings

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 from conftest import REPO, free_port, write_config
 
-from ultra_ops.engine.backups.backup import list_backups
+from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import load_settings
 

@@ -10,7 +10,7 @@ from conftest import REPO, write_config, write_multi_config
 
 from ultra_ops.cli import main
 from ultra_ops.engine.errors import ConfigError
-from ultra_ops.engine.settings import load_settings
+from ultra_ops.engine.settings import default_config_path, load_settings
 
 
 def test_shipped_config_runs_the_three_environments_apart_on_this_machine() -> None:
@@ -133,3 +133,10 @@ def test_cli_exits_2_on_bad_config_before_anything_runs(tmp_path: Path, monkeypa
     err = capsys.readouterr().err
     assert "environments.staging.verify.retries" in err and str(path) in err
     assert not (tmp_path / "home").exists() and not (tmp_path / "backups").exists()
+
+
+def test_default_config_is_the_repository_one_outside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ULTRA_OPS_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_config_path() == REPO / "ultra_ops.toml"
+    assert load_settings().path == (REPO / "ultra_ops.toml").resolve()

@@ -17,7 +17,8 @@ from peers import HttpPeer as _Server
 
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, load_settings
-from ultra_ops.engine.verify.runner import CheckResult, VerifyReport, verify_environment
+from ultra_ops.engine.verify.report import CheckResult, VerifyReport
+from ultra_ops.engine.verify.runner import verify_environment
 
 
 @pytest.fixture
@@ -343,3 +344,15 @@ def test_health_body_variants(tmp_path: Path, pg_database: str, http_server) -> 
     assert r[f"health {srv.url('/plain')}"].ok
     assert r[f"health {srv.url('/spring')}"].detail == "not ok: cache (False)"
     assert r[f"health {srv.url('/flat')}"].detail == "not ok: llm (timeout)"
+
+
+def test_report_round_trips_through_its_dict() -> None:
+    report = VerifyReport(
+        environment="staging",
+        results=(CheckResult("database", "database", True, 12.34, 1, "connect and 1 query in 12 ms"),
+                 CheckResult("endpoint chat", "endpoint", False, 1500.06, 3, "expected 200, got 503")),
+        started_at="2024-05-01T12:00:00.000Z", duration_ms=1520.44)
+    rebuilt = VerifyReport.from_dict(json.loads(report.to_json()))
+    assert rebuilt.to_dict() == report.to_dict()
+    assert rebuilt.table() == report.table()
+    assert not rebuilt.ok and [r.name for r in rebuilt.failures] == ["endpoint chat"]

@@ -4,7 +4,7 @@ from dagster import MetadataValue, OpExecutionContext, op
 
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.steps import environment_of, load, step
-from ultra_ops.engine.backups.backup import create_backup
+from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.release.rollback import deployed_version
 
 

@@ -19,7 +19,8 @@ from ultra_ops.engine.release.deploy import DeployRequest
 from ultra_ops.engine.release.records import ReleaseStatus
 from ultra_ops.engine.release.rollback import RollbackPlan, deployed_version
 from ultra_ops.engine.runtimes import get_runtime
-from ultra_ops.engine.verify.runner import VerifyReport, verify_environment
+from ultra_ops.engine.verify.report import VerifyReport
+from ultra_ops.engine.verify.runner import verify_environment
 
 
 @contextmanager

@@ -19,18 +19,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ultra_ops.engine.backups.backup import (
-    DUMP_DIR,
-    DUMP_FILE,
-    FILES_ARCHIVE,
-    BackupInfo,
-    create_backup,
-    default_jobs,
-    fsync_dir,
-    run_pg_tool,
-    state_file_targets,
-    verify_backup,
-)
+from ultra_ops.engine.backups.checksums import fsync_dir
+from ultra_ops.engine.backups.create import create_backup, state_file_targets
+from ultra_ops.engine.backups.dump import default_jobs, run_pg_tool
+from ultra_ops.engine.backups.store import DUMP_DIR, DUMP_FILE, FILES_ARCHIVE, BackupInfo, verify_backup
 from ultra_ops.engine.errors import BackupError, IntegrityError
 from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
 from ultra_ops.engine.settings import Environment

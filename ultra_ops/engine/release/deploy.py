@@ -16,7 +16,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ultra_ops.engine.backups.backup import BackupInfo, create_backup, prune_backups
+from ultra_ops.engine.backups.create import create_backup
+from ultra_ops.engine.backups.retention import prune_backups
+from ultra_ops.engine.backups.store import BackupInfo
 from ultra_ops.engine.envfile import update_env_file
 from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError, VerificationFailed
 from ultra_ops.engine.inputs import validate_tag
@@ -34,7 +36,8 @@ from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import Log, Redactor
 from ultra_ops.engine.settings import ENVIRONMENT_NAMES, Environment, Settings
 from ultra_ops.engine.shell import run
-from ultra_ops.engine.verify.runner import VerifyReport, verify_environment
+from ultra_ops.engine.verify.report import VerifyReport
+from ultra_ops.engine.verify.runner import verify_environment
 
 # host[:port][/path]: what `docker push` accepts as a registry prefix, and nothing a shell would read.
 _REGISTRY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::\d{1,5})?(?:/[A-Za-z0-9._-]+){0,8}$")

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ultra_ops.engine.backups.backup import BackupInfo, get_backup, list_backups, verify_backup
 from ultra_ops.engine.backups.restore import SAFETY_LABEL, restore_backup
+from ultra_ops.engine.backups.store import BackupInfo, get_backup, list_backups, verify_backup
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import InputError, OperationError, VerificationFailed
 from ultra_ops.engine.release.records import (
@@ -28,7 +28,8 @@ from ultra_ops.engine.release.tags import commit_of
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
-from ultra_ops.engine.verify.runner import VerifyReport, verify_environment
+from ultra_ops.engine.verify.report import VerifyReport
+from ultra_ops.engine.verify.runner import verify_environment
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The configuration file: one TOML file naming every environment.
+"""The configuration file: one TOML file naming every environment, read into the settings model.
 
 Secrets are never values here: keys ending in `_env` name environment variables that hold them.
 Paths are relative to the config file's folder. Any mistake raises ConfigError naming the file,
@@ -10,193 +10,26 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ultra_ops.engine.errors import ConfigError
-from ultra_ops.engine.inputs import validate_environment_name
-
-CONFIG_ENV_VAR = "ULTRA_OPS_CONFIG"
-DEFAULT_CONFIG_NAME = "ultra_ops.toml"
-ENVIRONMENT_NAMES = ("development", "staging", "production")
-RUNTIMES = ("process", "compose")
-BACKUP_FORMATS = ("directory", "custom")
-
-
-@dataclass(frozen=True)
-class ProcessSpec:
-    """One local process of the process runtime (a Procfile line with a health URL)."""
-
-    name: str
-    command: tuple[str, ...]
-    port: int | None = None
-    health_url: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    stop_timeout_s: float = 10.0
-
-
-@dataclass(frozen=True)
-class DatabaseSettings:
-    host: str
-    port: int
-    name: str
-    user: str
-    password_env: str | None = None
-    maintenance_db: str = "postgres"
-    probe_queries: tuple[str, ...] = ("SELECT 1",)
-    latency_budget_ms: float = 1000.0
-
-    def password(self) -> str | None:
-        return os.environ.get(self.password_env) if self.password_env else None
-
-    def conninfo(self, dbname: str | None = None) -> dict[str, Any]:
-        """Keyword arguments for psycopg.connect; the password only comes from the environment."""
-        info: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "dbname": dbname or self.name,
-            "user": self.user,
-            "connect_timeout": 5,
-        }
-        pw = self.password()
-        if pw:
-            info["password"] = pw
-        return info
-
-    def libpq_env(self) -> dict[str, str]:
-        """PG* variables for pg_dump/pg_restore/psql, so no secret is ever on a command line."""
-        env = {
-            "PGHOST": self.host,
-            "PGPORT": str(self.port),
-            "PGUSER": self.user,
-            "PGDATABASE": self.name,
-        }
-        pw = self.password()
-        if pw:
-            env["PGPASSWORD"] = pw
-        return env
-
-
-@dataclass(frozen=True)
-class RedisSettings:
-    url: str
-    username: str | None = None
-    password_env: str | None = None
-
-    def password(self) -> str | None:
-        return os.environ.get(self.password_env) if self.password_env else None
-
-
-@dataclass(frozen=True)
-class EndpointCheck:
-    """An HTTP endpoint that verification calls, with what it must answer and how fast."""
-
-    name: str
-    url: str
-    method: str = "GET"
-    expect_status: int = 200
-    latency_budget_ms: float | None = None
-
-
-@dataclass(frozen=True)
-class LlmProvider:
-    """An LLM provider whose model listing verification calls with the key from the environment."""
-
-    name: str
-    models_url: str
-    api_key_env: str
-    auth: str = "bearer"  # "bearer" (OpenAI style) or "x-api-key" (Anthropic style)
-
-
-@dataclass(frozen=True)
-class VerifySettings:
-    timeout_s: float = 5.0
-    retries: int = 2
-    backoff_s: float = 0.5
-    health_urls: tuple[str, ...] = ()
-    endpoints: tuple[EndpointCheck, ...] = ()
-
-
-@dataclass(frozen=True)
-class BackupSettings:
-    format: str = "directory"
-    jobs: int = 0  # 0: one per core
-    compression: int = 1  # fast: pg_dump spends its time compressing, not reading
-    keep: int = 20
-
-
-@dataclass(frozen=True)
-class Environment:
-    name: str
-    runtime: str
-    root: Path  # where the environment's state files live (env file, compose file)
-    env_file: Path
-    backup_dir: Path  # backups of this environment live in backup_dir / name
-    log_dir: Path
-    state_dir: Path  # pid files, the lock, release records
-    config_file: Path
-    database: DatabaseSettings
-    redis: RedisSettings | None
-    verify: VerifySettings
-    backup: BackupSettings
-    processes: tuple[ProcessSpec, ...] = ()
-    llm_providers: tuple[LlmProvider, ...] = ()
-    compose_file: Path | None = None
-    compose_project: str | None = None
-    compose_command: tuple[str, ...] = ("docker", "compose")
-    migrations_dir: Path | None = None
-    test_command: tuple[str, ...] = ()
-    required_env_keys: tuple[str, ...] = ()
-    health_timeout_s: float = 60.0
-    lock_wait_s: float = 0.0  # how long scheduled and UI runs wait for another operation's lock
-    min_free_disk_mb: int = 100
-    git_repo: Path | None = None  # where release tags are created; None: no tagging
-    git_push: bool = False
-    shares_config: bool = False  # the config file names other environments too
-
-    @property
-    def backups_path(self) -> Path:
-        return self.backup_dir / self.name
-
-    def secret_env_names(self) -> list[str]:
-        """Names of the environment variables that hold this environment's secrets."""
-        names = [self.database.password_env]
-        if self.redis:
-            names.append(self.redis.password_env)
-        names += [p.api_key_env for p in self.llm_providers]
-        return [n for n in names if n]
-
-    def state_files(self) -> list[Path]:
-        """The files a backup carries besides the database: env file, compose file, config."""
-        files = [self.env_file, self.config_file]
-        if self.compose_file is not None:
-            files.append(self.compose_file)
-        return files
-
-    def restored_files(self) -> list[Path]:
-        """The state files a restore writes back: all but a config file that other environments
-        share (a rollback of one environment must not rewrite the config the others run from)."""
-        return [p for p in self.state_files() if not (self.shares_config and p == self.config_file)]
-
-    def owned_paths(self) -> dict[str, Path]:
-        """Config key -> the file or folder that belongs to this environment alone."""
-        paths = {"env_file": self.env_file, "log_dir": self.log_dir, "state_dir": self.state_dir,
-                 "backup_dir": self.backups_path}
-        if self.compose_file is not None:
-            paths["compose_file"] = self.compose_file
-        return paths
-
-
-@dataclass(frozen=True)
-class Settings:
-    path: Path
-    timezone: str
-    environments: dict[str, Environment]
-
-    def environment(self, name: str) -> Environment:
-        validate_environment_name(name, list(self.environments))
-        return self.environments[name]
+from ultra_ops.engine.settings.model import (
+    BACKUP_FORMATS,
+    CONFIG_ENV_VAR,
+    DEFAULT_CONFIG_NAME,
+    ENVIRONMENT_NAMES,
+    RUNTIMES,
+    BackupSettings,
+    DatabaseSettings,
+    EndpointCheck,
+    Environment,
+    LlmProvider,
+    ProcessSpec,
+    RedisSettings,
+    Settings,
+    VerifySettings,
+)
 
 
 def default_config_path() -> Path:
@@ -207,7 +40,7 @@ def default_config_path() -> Path:
     here = Path.cwd() / DEFAULT_CONFIG_NAME
     if here.exists():
         return here
-    return Path(__file__).resolve().parents[2] / DEFAULT_CONFIG_NAME
+    return Path(__file__).resolve().parents[3] / DEFAULT_CONFIG_NAME
 
 
 class _Reader:
