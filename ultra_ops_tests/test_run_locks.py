@@ -68,8 +68,10 @@ def test_reexecution_from_a_failed_step_holds_the_lock(stack: Stack, dagster_hom
     marks = _with_launcher(stack)
     assert stack.ops("deploy", "--tag", "v1.0.0") == 0
     (marks / "fail-v1.1.0").touch()
+    (stack.migrations / "0002_v110.sql").write_text("CREATE TABLE only_in_v110 (id int);\n")
     assert stack.ops("deploy", "--tag", "v1.1.0") == 1  # v1.1.0 does not start: rolled back to v1.0.0
     assert stack.get("/health").json()["version"] == "v1.0.0"
+    assert "only_in_v110" not in stack.tables()  # the restore took its migration back
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         failed = next(r for r in instance.get_runs() if r.tags.get("ultra_ops/version") == "v1.1.0")
         assert _steps(instance, failed.run_id, DagsterEventType.STEP_FAILURE) == ["deploy_up"]
@@ -89,6 +91,7 @@ def test_reexecution_from_a_failed_step_holds_the_lock(stack: Stack, dagster_hom
         assert f"run {rerun}" in out
         assert web.wait(rerun) == "SUCCESS"
     assert stack.get("/health").json()["version"] == "v1.1.0"
+    assert "only_in_v110" in stack.tables()  # the re-executed step applied it again
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         assert _steps(instance, rerun, DagsterEventType.STEP_START) == [
             "deploy_up", "deploy_verify", "deploy_tag", "deploy_record"]

@@ -226,6 +226,11 @@ def migrate(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor)
 
 def up(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> None:
     with rollback_on_failure(env, req, log=log, redact=redact):
+        # Nothing to apply after the migrate step. But a run re-executed from this step after an
+        # automatic rollback starts from a database the restore put back before the migrations.
+        late = apply_migrations(env, log=log, redact=redact)
+        if late:
+            log.info(f"{len(late)} migrations applied again after a restore: {', '.join(late)}")
         # The env file is deployed state: it records the running version, and a restore brings it back.
         update_env_file(env.env_file, {"ULTRA_VERSION": req.tag})
         runtime = get_runtime(env, compose_file=req.compose_path, log=log, redact=redact)
