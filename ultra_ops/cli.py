@@ -151,11 +151,17 @@ def cmd_backups(args: argparse.Namespace) -> int:
     settings = _settings(args)
     env = settings.environment(args.environment)
     if args.backups_command == "list":
-        rows = _backup_rows(env)
+        from ultra_ops.engine.backups.store import damaged_backups
+
+        rows = [{**row, "status": "complete"} for row in _backup_rows(env)]
+        damaged = [{"id": backup_id, "status": "damaged", "reason": reason}
+                   for backup_id, reason in damaged_backups(env)]
         if args.json:
-            _out(json.dumps(rows, indent=2))
+            _out(json.dumps(rows + damaged, indent=2))
         else:
             _print_backups(rows)
+            for row in damaged:
+                _out(f"{row['id']:<28} DAMAGED: {row['reason']}")
         return 0
     result = _run_job(args, settings, "backup_job", env.name)
     return 0 if result.success else 1

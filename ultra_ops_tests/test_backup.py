@@ -341,3 +341,32 @@ def test_retention_keeps_the_newest(tmp_path: Path, pg_database: str) -> None:
     assert sorted(prune_backups(env, keep=2)) == sorted(made[:2])
     assert [b.id for b in list_backups(env)] == made[:1:-1]
     assert sorted(os.listdir(env.backups_path)) == sorted(made[2:])  # nothing half-deleted left behind
+
+
+def test_retention_counts_safety_backups_apart(tmp_path: Path, pg_database: str) -> None:
+    """Rollbacks' safety backups never push out the backups taken on purpose."""
+    from ultra_ops.engine.backups.retention import prune_backups
+    from ultra_ops.engine.backups.store import SAFETY_LABEL
+
+    env = load_settings(write_config(tmp_path, pg_database)).environment("staging")
+    kept_on_purpose = [create_backup(env, label=label, compression=0).id for label in ("manual", "pre-deploy v1.0.0")]
+    safety = [create_backup(env, label=f"{SAFETY_LABEL} x{i}", compression=0).id for i in range(3)]
+    removed = prune_backups(env, keep=2)
+    assert removed == [safety[0]]
+    assert {b.id for b in list_backups(env)} == {*kept_on_purpose, *safety[1:]}
+
+
+def test_damaged_backups_are_listed_as_damaged(tmp_path: Path, pg_database: str, capsys) -> None:
+    from ultra_ops.cli import main
+
+    env = _env(tmp_path, pg_database)
+    good = create_backup(env, compression=0)
+    bad = create_backup(env, compression=0)
+    (bad.path / "manifest.json").write_text("{not json")
+    argv = ["backups", "list", "--environment", "staging", "--config", str(env.config_file)]
+    assert main([*argv, "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows[good.id]["status"] == "complete"
+    assert rows[bad.id]["status"] == "damaged" and "manifest.json" in rows[bad.id]["reason"]
+    assert main(argv) == 0
+    assert f"{bad.id:<28} DAMAGED: " in capsys.readouterr().out

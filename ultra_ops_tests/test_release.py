@@ -457,3 +457,45 @@ def test_cli_runs_are_recorded_under_their_job(stack: Stack, dagster_home: Path)
         run = instance.get_run_by_id(rerun)
         assert run.parent_run_id == cli_runs["verify_job"].run_id
         assert run.tags["ultra_ops/environment"] == "staging"
+
+
+def test_failed_verify_still_prints_its_json(stack: Stack, capsys) -> None:
+    assert stack.ops("deploy", "--tag", "v1.0.0") == 0
+    stack.stop()
+    capsys.readouterr()
+    assert stack.ops("verify", "--json") == 1
+    report = json.loads(_json_tail(capsys))
+    assert report["ok"] is False and report["environment"] == "staging"
+    assert any(not r["ok"] for r in report["results"])
+
+
+def test_a_killed_cli_run_is_marked_failed_by_the_next_one(tmp_path: Path, pg_database: str,
+                                                          dagster_home: Path) -> None:
+    import os
+    import signal
+
+    stack = Stack(tmp_path, pg_database,
+                  extra=f'test_command = ["{sys.executable}", "-c", "import time; time.sleep(60)"]')
+    deploy = subprocess.Popen(
+        [sys.executable, "-m", "ultra_ops.cli", "deploy", "--environment", "staging", "--tag", "v1.0.0",
+         "--config", str(stack.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (lock_holder(stack.env) or {}).get("run_id"):
+            assert time.monotonic() < deadline and deploy.poll() is None
+            time.sleep(0.02)
+        run_id = lock_holder(stack.env)["run_id"]
+        os.kill(deploy.pid, signal.SIGKILL)
+        deploy.wait()
+        with DagsterInstance.from_config(str(dagster_home)) as instance:
+            assert instance.get_run_by_id(run_id).status.value == "STARTED"  # nobody else would end it
+        assert stack.ops("backups", "create") == 0  # the next CLI run; the kernel freed the lock
+        with DagsterInstance.from_config(str(dagster_home)) as instance:
+            run = instance.get_run_by_id(run_id)
+            assert run.status.value == "FAILURE"
+            messages = " ".join(e.message or "" for e in instance.all_logs(run_id))
+            assert f"pid {deploy.pid}" in messages and "killed?" in messages
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+        stack.stop()

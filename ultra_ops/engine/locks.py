@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ultra_ops.engine.errors import LockHeldError
+from ultra_ops.engine.owners import owner_alive, process_start
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment
 
@@ -73,15 +74,7 @@ def _flock_held(st: os.stat_result) -> bool | None:
 
 
 def _pid_alive(holder: dict) -> bool:
-    if holder.get("host") != socket.gethostname():
-        return True  # another host's process: trust the record
-    try:
-        os.kill(int(holder.get("pid", 0)), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        pass
-    return True
+    return owner_alive(holder) is not False  # another host's holder: trust the record
 
 
 def _read_holder(path: Path) -> dict | None:
@@ -111,6 +104,7 @@ class EnvironmentLock:
             "run_id": run_id,
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            "start": process_start(os.getpid()),
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         self._fd: int | None = None

@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterEventType, DagsterInstance
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.execution.api import execute_run
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+from ultra_ops.defs.shared.tags import PROCESS
+from ultra_ops.engine.owners import owner_alive, this_process
 
 LOCATION_NAME = "ultra_ops"  # the name in workspace.yaml and [tool.dagster]: runs are filed under it
 MODULE = "ultra_ops.definitions"
@@ -94,10 +97,32 @@ def _outcome(instance: DagsterInstance, run_id: str, success: bool) -> LaunchRes
     return LaunchResult(run_id, success, messages[0] if messages else "", observations)
 
 
+def _process_tag(owner: dict[str, Any]) -> str:
+    return f"{owner['host']}:{owner['pid']}:{owner['start'] or ''}"
+
+
+def fail_dead_runs(instance: DagsterInstance) -> list[str]:
+    """Mark failed the runs a killed CLI process left STARTED: nothing else would, since no run
+    launcher or monitor owns a run executed in the CLI's own process. Returns their ids."""
+    failed = []
+    for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])):
+        value = run.tags.get(PROCESS)
+        if not value:
+            continue
+        host, _, rest = value.partition(":")
+        pid, _, start = rest.partition(":")
+        if owner_alive({"host": host, "pid": pid, "start": start or None}) is False:
+            instance.report_run_failed(run, message=f"the process running this run (pid {pid} on {host}) "
+                                                    "ended without finishing it (killed?)")
+            failed.append(run.run_id)
+    return failed
+
+
 def launch(job_name: str, run_config: dict[str, Any], tags: dict[str, str],
            instance: DagsterInstance | None = None) -> LaunchResult:
     """Create the run as the code location's, execute it here, and return how it ended."""
     instance = instance or DagsterInstance.get()
+    fail_dead_runs(instance)
     workdir = _working_directory()
     origin = InProcessCodeLocationOrigin(
         LoadableTargetOrigin(executable_path=sys.executable, module_name=MODULE, working_directory=workdir),
@@ -111,7 +136,7 @@ def launch(job_name: str, run_config: dict[str, Any], tags: dict[str, str],
     job_def = recon_job.get_definition()
     config = {**run_config, "loggers": {"progress": {}}}
     run = instance.create_run_for_job(
-        job_def=job_def, run_config=config, tags={**job_def.run_tags, **tags},
+        job_def=job_def, run_config=config, tags={**job_def.run_tags, **tags, PROCESS: _process_tag(this_process())},
         remote_job_origin=remote_origin, job_code_origin=recon_job.get_python_origin(),
     )
     result = execute_run(recon_job, run, instance)

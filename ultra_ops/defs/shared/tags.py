@@ -17,6 +17,7 @@ SKIP_TESTS = "ultra_ops/skip_tests"
 SKIP_BUILD = "ultra_ops/skip_build"
 LAUNCHED_BY = "ultra_ops/launched_by"  # the OS user behind a CLI run
 DOMAIN = "ultra_ops/domain"
+PROCESS = "ultra_ops/process"  # host:pid:start of the CLI process running the run in-process
 
 # Dagster's own tags that ultra_ops reads.
 PARTITION = "dagster/partition"

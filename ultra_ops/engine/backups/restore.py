@@ -22,12 +22,11 @@ from psycopg import sql
 from ultra_ops.engine.backups.checksums import fsync_dir
 from ultra_ops.engine.backups.create import create_backup, state_file_targets
 from ultra_ops.engine.backups.dump import default_jobs, run_pg_tool
-from ultra_ops.engine.backups.store import DUMP_DIR, DUMP_FILE, FILES_ARCHIVE, BackupInfo, verify_backup
+from ultra_ops.engine.backups.store import DUMP_DIR, DUMP_FILE, FILES_ARCHIVE, SAFETY_LABEL, BackupInfo, verify_backup
 from ultra_ops.engine.errors import BackupError, IntegrityError
 from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
 from ultra_ops.engine.settings import Environment
 
-SAFETY_LABEL = "safety before restore of"  # the label of the backup a restore takes first
 _MAX_PG_IDENTIFIER = 63
 _SWAP_ATTEMPTS = 10
 # Session settings for pg_restore's connections. synchronous_commit=off is safe: the scratch

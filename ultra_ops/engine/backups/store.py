@@ -12,16 +12,15 @@ import json
 import os
 import secrets as _random
 import shutil
-import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from ultra_ops.engine.backups.checksums import hash_files, walk_files
 from ultra_ops.engine.errors import BackupError, InputError, IntegrityError
 from ultra_ops.engine.inputs import validate_backup_id
+from ultra_ops.engine.owners import owner_alive, this_process
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import BACKUP_FORMATS, Environment
 
@@ -30,6 +29,7 @@ FILES_ARCHIVE = "files.tar.gz"
 DUMP_DIR = "database"
 DUMP_FILE = "database.dump"
 TMP_PREFIX = ".tmp-"
+SAFETY_LABEL = "safety before restore of"  # the label of the backup a restore takes first
 OWNER_FILE = ".owner"  # inside a temp folder only: who is writing it, for stale-temp cleanup
 MANIFEST_VERSION = 1
 STALE_TEMP_AGE_S = 3600.0
@@ -104,6 +104,27 @@ def list_backups(env: Environment) -> list[BackupInfo]:
     return found
 
 
+def damaged_backups(env: Environment) -> list[tuple[str, str]]:
+    """(id, reason) of the folders named like backups whose manifest cannot be read: not
+    restorable, but an operator must see them rather than find them missing."""
+    root = env.backups_path
+    if not root.is_dir():
+        return []
+    damaged = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name, reverse=True):
+        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            validate_backup_id(entry.name)
+        except InputError:
+            continue
+        try:
+            load_backup(env, Path(entry.path))
+        except BackupError as exc:
+            damaged.append((entry.name, str(exc)))
+    return damaged
+
+
 def get_backup(env: Environment, backup_id: str) -> BackupInfo:
     validate_backup_id(backup_id)
     folder = env.backups_path / backup_id
@@ -149,37 +170,9 @@ def new_backup_id(now: datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + _random.token_hex(2)
 
 
-def _process_start(pid: int) -> str | None:
-    """The kernel's start time of a process: with the pid it identifies the process even after
-    the pid is reused. None where /proc is not available."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the "(comm)" field
-
-
 def write_owner_file(tmp: Path) -> None:
     """Mark a temp folder as this process's, so clean_stale_temps keeps it while we live."""
-    (tmp / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                              "start": _process_start(os.getpid())}))
-
-
-def _owner_alive(owner: dict[str, Any]) -> bool | None:
-    """True/False when the writer of a temp folder is known to be alive/dead, None if unknown."""
-    if owner.get("host") != socket.gethostname():
-        return None
-    pid = int(owner["pid"])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    start = _process_start(pid)
-    if start is not None and owner.get("start") is not None and start != owner["start"]:
-        return False  # the pid was reused by another process
-    return True
+    (tmp / OWNER_FILE).write_text(json.dumps(this_process()))
 
 
 def clean_stale_temps(env: Environment, log: Log) -> list[str]:
@@ -195,7 +188,7 @@ def clean_stale_temps(env: Environment, log: Log) -> list[str]:
             continue
         path = Path(entry.path)
         try:
-            alive = _owner_alive(json.loads((path / OWNER_FILE).read_text()))
+            alive = owner_alive(json.loads((path / OWNER_FILE).read_text()))
         except (OSError, ValueError, KeyError, TypeError):
             alive = None
         if alive is None:

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ultra_ops.engine.backups.restore import SAFETY_LABEL, restore_backup
-from ultra_ops.engine.backups.store import BackupInfo, get_backup, list_backups, verify_backup
+from ultra_ops.engine.backups.restore import restore_backup
+from ultra_ops.engine.backups.store import SAFETY_LABEL, BackupInfo, get_backup, list_backups, verify_backup
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import InputError, OperationError, VerificationFailed
 from ultra_ops.engine.release.records import (
