@@ -57,16 +57,12 @@ def ensure_dagster_home(default: Path) -> Path:
 
 def local_instance_yaml(home: Path) -> str:
     """SQLite storage under `home`, with one event log database for all runs: Dagster's default
-    creates and migrates a new database per run, which costs a CLI run about 0.3 s. Step output is
-    captured where Dagster's default puts it, without its helper processes (compute_logs.py)."""
+    creates and migrates a new database per run, which costs a CLI run about 0.3 s."""
     return (
         "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
         "event_log_storage:\n  module: dagster._core.storage.event_log\n"
         "  class: ConsolidatedSqliteEventLogStorage\n"
         f"  config:\n    base_dir: {json.dumps(str(home.resolve() / 'event_log'))}\n"
-        "compute_logs:\n  module: ultra_ops.defs.shared.compute_logs\n"
-        "  class: InProcessComputeLogManager\n"
-        f"  config:\n    base_dir: {json.dumps(str(home.resolve() / 'storage'))}\n"
     )
 
 
