@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -98,20 +99,25 @@ def _ops_config(op: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from ultra_ops.defs.shared.tags import SKIP_BUILD, SKIP_TESTS
+    from ultra_ops.defs.shared.tags import EMERGENCY, SKIP_BUILD, SKIP_TESTS
+    from ultra_ops.engine.calendar.gates import check_emergency
     from ultra_ops.engine.release.deploy import plan_deploy, resolve_tag
 
     settings = _settings(args)
     env = settings.environment(args.environment)
     # Every input is checked here too, so bad input exits 2 before a run exists.
+    emergency = check_emergency(args.emergency, args.reason)
     req = plan_deploy(settings, env.name, resolve_tag(env, args.tag), skip_tests=args.skip_tests,
-                      skip_build=args.skip_build, compose_file=args.compose, registry=args.registry)
+                      skip_build=args.skip_build, compose_file=args.compose, registry=args.registry,
+                      emergency_reason=emergency)
     if req.skip_tests and env.name == "production":
         _progress("warning: --skip-tests on production is not recommended")
     config = {"tag": req.tag, "skip_tests": req.skip_tests, "skip_build": req.skip_build,
-              "compose_file": req.compose_file, "registry": req.registry}
+              "compose_file": req.compose_file, "registry": req.registry, "emergency": bool(emergency),
+              "reason": emergency}
     result = _run_job(args, settings, "deploy_job", env.name, _ops_config("deploy_plan", config),
-                      version=req.tag, flags={SKIP_TESTS: req.skip_tests, SKIP_BUILD: req.skip_build})
+                      version=req.tag,
+                      flags={SKIP_TESTS: req.skip_tests, SKIP_BUILD: req.skip_build, EMERGENCY: bool(emergency)})
     if result.success:
         _out(f"deployed {req.tag} to {env.name}")
     return 0 if result.success else 1
@@ -244,6 +250,22 @@ def cmd_releases(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calendar(args: argparse.Namespace) -> int:
+    """The coming release and backup ticks, with what each would do or why it would skip."""
+    from ultra_ops.engine.calendar.ticks import upcoming
+
+    settings = _settings(args)
+    environment = settings.environment(args.environment).name if args.environment else None
+    ticks = upcoming(settings, datetime.now(UTC), args.weeks, environment)
+    if not args.backups:
+        ticks = [t for t in ticks if t.schedule != "nightly_backup_schedule"]
+    for tick in ticks:
+        _out(tick.describe())
+    if not ticks:
+        _out("no ticks in that time")
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     """Stop the environment's services (docker-compose down): `stop_job`, under the environment's lock."""
     settings = _settings(args)
@@ -273,6 +295,12 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _weeks(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 104:
+        raise argparse.ArgumentTypeError(f"expected 1 to 104 weeks, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ultra-ops", description="Ultra AI release operations, run as Dagster jobs.")
     common = _Parser(add_help=False)
@@ -291,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-build", action="store_true", help="skip building images")
     p.add_argument("--compose", metavar="FILE", help="a custom Docker Compose file")
     p.add_argument("--registry", metavar="URL", help="push images to this registry")
+    p.add_argument("--emergency", action="store_true",
+                   help="an emergency fix: past freezes and the promotion gate, never past tests or verification")
+    p.add_argument("--reason", metavar="TEXT", help="why the emergency fix cannot wait (required with --emergency)")
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("verify", parents=[common], help="verify an environment")
@@ -315,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="services, deployed version, lock and last release")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("calendar", help="the coming release and backup ticks and what each would do")
+    p.add_argument("--config", metavar="PATH", help=f"config file (default: ${CONFIG_ENV_VAR} or ./ultra_ops.toml)")
+    p.add_argument("--environment", "-e", metavar="ENV", help="only this environment's ticks")
+    p.add_argument("--weeks", type=_weeks, default=4, metavar="N", help="how far ahead (default 4)")
+    p.add_argument("--backups", action="store_true", help="list the nightly backups too")
+    p.set_defaults(func=cmd_calendar)
 
     p = sub.add_parser("releases", parents=[common], help="the environment's deploys and rollbacks, newest first")
     p.add_argument("--json", action="store_true", help="print the records as JSON")

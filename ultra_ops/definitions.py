@@ -3,11 +3,13 @@
 from dagster import Definitions
 
 from ultra_ops.defs.backups.jobs import BACKUP_JOBS
+from ultra_ops.defs.calendar.schedules import calendar_schedules
 from ultra_ops.defs.release.jobs import RELEASE_JOBS
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 
 defs = Definitions(
     jobs=[*RELEASE_JOBS, *BACKUP_JOBS],
+    schedules=calendar_schedules(),
     resources={"settings": OpsSettings(), "locks": EnvironmentLocks()},
 )
 

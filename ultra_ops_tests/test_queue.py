@@ -36,7 +36,8 @@ def test_one_run_per_environment_through_the_queue(tmp_path: Path, pg_databases:
                                                   redis_prefix: str, dagster_home: Path) -> None:
     from webserver import Webserver
 
-    databases = {env: pg_databases[env] for env in ("staging", "production")}
+    # Development and staging: production would wait for its promotion gate, not for the queue.
+    databases = {env: pg_databases[env] for env in ("development", "staging")}
     config = write_multi_config(tmp_path, databases, redis_prefix=redis_prefix)
     # Each deploy's tests take 3 s: long enough to see what runs beside what.
     slow = f'test_command = ["{sys.executable}", "-c", "import time; time.sleep(3)"]\n'
@@ -49,8 +50,8 @@ def test_one_run_per_environment_through_the_queue(tmp_path: Path, pg_databases:
         with Webserver(dagster_home, env={"ULTRA_OPS_CONFIG": str(config)}, instance_yaml=_queue_section()) as web, \
                 DagsterInstance.from_config(str(dagster_home)) as instance:
             staging_1 = web.launch_partition("deploy_job", "staging", form)
-            production = web.launch_partition("deploy_job", "production", form)
-            for run_id, env in ((staging_1, "staging"), (production, "production")):
+            development = web.launch_partition("deploy_job", "development", form)
+            for run_id, env in ((staging_1, "staging"), (development, "development")):
                 run = instance.get_run_by_id(run_id)
                 assert run.status == DagsterRunStatus.QUEUED  # no daemon yet: nothing has left the queue
                 assert run.tags["ultra_ops/environment"] == env
@@ -60,16 +61,16 @@ def test_one_run_per_environment_through_the_queue(tmp_path: Path, pg_databases:
                 "deploy_job", "staging", {"ops": {"deploy_plan": {"config": {"tag": "v1.0.1", "skip_build": True}}}})
             waiting = instance.get_run_by_id(staging_2)
             assert waiting.status == DagsterRunStatus.QUEUED and waiting.tags["ultra_ops/environment"] == "staging"
-            for run_id in (staging_1, production, staging_2):
+            for run_id in (staging_1, development, staging_2):
                 assert _wait_status(instance, run_id, {"SUCCESS", "FAILURE", "CANCELED"}) == "SUCCESS", \
                     (dagster_home / "daemon.log").read_text()[-3000:]
-            spans = {r: instance.get_run_stats(r) for r in (staging_1, production, staging_2)}
+            spans = {r: instance.get_run_stats(r) for r in (staging_1, development, staging_2)}
     finally:
         for env in databases:
             main(["stop", "--environment", env, "--config", str(config)])
-    first, second, other = spans[staging_1], spans[staging_2], spans[production]
+    first, second, other = spans[staging_1], spans[staging_2], spans[development]
     assert first.end_time <= second.start_time  # one staging run after the other
     assert first.start_time < other.end_time and other.start_time < first.end_time  # environments side by side
-    for env, version in (("staging", "v1.0.1"), ("production", "v1.0.0")):
+    for env, version in (("staging", "v1.0.1"), ("development", "v1.0.0")):
         env_file = settings.environment(env).env_file.read_text()
         assert f"ULTRA_VERSION={version}" in env_file

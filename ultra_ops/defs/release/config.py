@@ -16,6 +16,9 @@ class DeployConfig(Config):
     skip_build: bool = Field(default=False, description="Skip building images")
     compose_file: str | None = Field(default=None, description="A custom Docker Compose file")
     registry: str | None = Field(default=None, description="Push images to this registry")
+    emergency: bool = Field(default=False, description="An emergency fix: bypasses freezes, holidays and the "
+                            "promotion gate (never the tests, the checklist or the verification)")
+    reason: str | None = Field(default=None, description="Why the emergency fix cannot wait (required with emergency)")
 
 
 class RollbackConfig(Config):

@@ -12,6 +12,7 @@ from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.runs import run_origin
 from ultra_ops.defs.shared.steps import Step, environment_of, failures_as_dagster, load, step
+from ultra_ops.engine.calendar.gates import check_deploy, check_emergency, local_today
 from ultra_ops.engine.errors import VerificationFailed
 from ultra_ops.engine.release import deploy, rollback
 from ultra_ops.engine.release.checklist import require_checklist, run_checklist
@@ -69,14 +70,17 @@ def deploy_plan(
     loaded = load(settings)
     with failures_as_dagster():
         launched_by, started_at = run_origin(context)
+        emergency = check_emergency(config.emergency, config.reason)
         req = deploy.plan_deploy(loaded, environment, deploy.resolve_tag(loaded.environment(environment), config.tag),
                                  skip_tests=config.skip_tests, skip_build=config.skip_build,
                                  compose_file=config.compose_file, registry=config.registry, run_id=context.run_id,
-                                 launched_by=launched_by, started_at=started_at)
+                                 launched_by=launched_by, started_at=started_at, emergency_reason=emergency)
+        # The same gates for the UI, the CLI and the schedules: they are checked here, in the run.
+        check_deploy(loaded, environment, req.tag, local_today(loaded), emergency_reason=emergency)
     # A UI launch knows its version only now; the CLI and schedules put it on the run at submission.
     context.instance.add_run_tags(context.run_id, tags.launch_tags(
         req.environment, "deploy", version=req.tag,
-        flags={tags.SKIP_TESTS: req.skip_tests, tags.SKIP_BUILD: req.skip_build}))
+        flags={tags.SKIP_TESTS: req.skip_tests, tags.SKIP_BUILD: req.skip_build, tags.EMERGENCY: bool(emergency)}))
     with step(context, req.environment, req.config_path, locks=locks, operation=f"deploy {req.tag}"):
         pass
     context.add_output_metadata({"environment": req.environment, "tag": req.tag,

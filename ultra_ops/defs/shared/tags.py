@@ -15,6 +15,7 @@ OPERATION = "ultra_ops/operation"  # deploy, verify, rollback, backup, stop
 BACKUP_ID = "ultra_ops/backup_id"
 SKIP_TESTS = "ultra_ops/skip_tests"
 SKIP_BUILD = "ultra_ops/skip_build"
+EMERGENCY = "ultra_ops/emergency"  # an emergency fix: past the calendar and the promotion gate
 LAUNCHED_BY = "ultra_ops/launched_by"  # the OS user behind a CLI run
 DOMAIN = "ultra_ops/domain"
 PROCESS = "ultra_ops/process"  # host:pid:start of the CLI process running the run in-process

@@ -59,6 +59,7 @@ class DeployRequest:
     started_at: str | None = None  # ISO-8601 UTC
     backup_id: str | None = None
     previous_version: str | None = None  # what ran before: set by the backup step
+    emergency_reason: str | None = None  # an emergency fix: why it bypassed the calendar and the gate
 
     @property
     def compose_path(self) -> Path | None:
@@ -100,6 +101,7 @@ def plan_deploy(
     run_id: str | None = None,
     launched_by: str | None = None,
     started_at: str | None = None,
+    emergency_reason: str | None = None,
 ) -> DeployRequest:
     """Check every input before anything runs; raise InputError naming the first bad one."""
     env = settings.environment(environment)
@@ -116,7 +118,7 @@ def plan_deploy(
     return DeployRequest(environment=env.name, tag=tag, config_path=str(settings.path),
                          skip_tests=skip_tests, skip_build=skip_build, compose_file=compose_file,
                          registry=registry, run_id=run_id, launched_by=launched_by,
-                         started_at=started_at or utc_timestamp())
+                         started_at=started_at or utc_timestamp(), emergency_reason=emergency_reason)
 
 
 def run_tests(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> str:
@@ -171,7 +173,15 @@ def deploy_record(env: Environment, req: DeployRequest, status: ReleaseStatus,
     return ReleaseRecord(environment=env.name, operation="deploy", version=req.tag, previous_version=previous,
                          status=status, commit=commit_of(env, req.tag), backup_id=req.backup_id,
                          run_id=req.run_id, launched_by=req.launched_by,
-                         started_at=req.started_at or utc_timestamp(), ended_at=utc_timestamp(), reason=reason)
+                         started_at=req.started_at or utc_timestamp(), ended_at=utc_timestamp(),
+                         reason=_with_emergency(req, reason))
+
+
+def _with_emergency(req: DeployRequest, reason: str | None) -> str | None:
+    """An emergency deploy's record keeps why it bypassed the calendar, whatever its outcome."""
+    if not req.emergency_reason:
+        return reason
+    return f"emergency: {req.emergency_reason}" + (f"; {reason}" if reason else "")
 
 
 def _outcome(exc: BaseException) -> ReleaseStatus:

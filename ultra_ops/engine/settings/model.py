@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ultra_ops.engine.calendar.settings import CalendarSettings
 from ultra_ops.engine.inputs import validate_environment_name
 
 CONFIG_ENV_VAR = "ULTRA_OPS_CONFIG"
@@ -188,6 +189,7 @@ class Settings:
     path: Path
     timezone: str
     environments: dict[str, Environment]
+    calendar: CalendarSettings = field(default_factory=CalendarSettings)
 
     def environment(self, name: str) -> Environment:
         validate_environment_name(name, list(self.environments))

@@ -12,7 +12,9 @@ import sys
 import tomllib
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ultra_ops.engine.calendar.settings import read_calendar
 from ultra_ops.engine.errors import ConfigError
 from ultra_ops.engine.settings.model import (
     BACKUP_FORMATS,
@@ -330,6 +332,11 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         raise ConfigError(p, "", f"not valid TOML: {exc}") from None
     top = _Reader(p, data, "")
     timezone = top.get("timezone", str, "UTC")
+    try:
+        ZoneInfo(timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise top.fail("timezone", f"{timezone!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+    calendar = read_calendar(top.sub("calendar"))
     defaults = top.get("defaults", dict, {})
     environments = top.get("environments", dict, required=True)
     top.finish()
@@ -344,4 +351,4 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             raise ConfigError(p, f"environments.{name}", "expected a table")
         envs[name] = _environment(p, name, table, defaults, shares_config=len(environments) > 1)
     _check_isolation(p, envs)
-    return Settings(path=p, timezone=timezone, environments=envs)
+    return Settings(path=p, timezone=timezone, environments=envs, calendar=calendar)

@@ -1,0 +1,95 @@
+"""The release calendar as schedules: staging weekly, production every other week from the anchor,
+backups nightly, all in the config's time zone.
+
+Cron times and on/off states come from the config file when the code location loads (a reload
+picks up a change); each tick reads the config again and asks the engine what to do, so a tick
+that does nothing says why: nothing new to release, a freeze, a holiday, an off week, a held lock.
+"""
+
+from __future__ import annotations
+
+from dagster import (
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SkipReason,
+    schedule,
+)
+
+from ultra_ops.defs.backups.jobs import backup_job
+from ultra_ops.defs.release.jobs import deploy_job
+from ultra_ops.defs.shared import tags
+from ultra_ops.engine.calendar.settings import CalendarSettings
+from ultra_ops.engine.calendar.ticks import release_tick
+from ultra_ops.engine.errors import UltraOpsError
+from ultra_ops.engine.settings import Settings, load_settings
+
+
+def _loaded() -> Settings | None:
+    # Loading the code location must not fail over the config: ticks report its errors instead.
+    try:
+        return load_settings()
+    except (UltraOpsError, OSError):
+        return None
+
+
+def _status(calendar: CalendarSettings, name: str) -> DefaultScheduleStatus:
+    return DefaultScheduleStatus.RUNNING if calendar.running.get(name) else DefaultScheduleStatus.STOPPED
+
+
+def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDefinition:
+    calendar = settings.calendar if settings else CalendarSettings()
+    rule = calendar.release(environment)
+    assert rule is not None
+    name = f"{environment}_release_schedule"
+    every = "every week" if rule.every_weeks == 1 else f"every {rule.every_weeks} weeks from {rule.anchor}"
+
+    @schedule(name=name, job=deploy_job, cron_schedule=rule.cron(),
+              execution_timezone=settings.timezone if settings else "UTC", default_status=_status(calendar, name),
+              description=f"Deploy the newest release verified one environment below to {environment}, "
+                          f"{every} at {rule.at:%H:%M}; skips in freezes and on holidays.")
+    def release(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+        try:
+            current = load_settings()
+        except UltraOpsError as exc:
+            return SkipReason(f"config error: {exc}")
+        if environment not in current.environments:
+            return SkipReason(f"{environment} is not in the config")
+        tick = release_tick(current, environment, context.scheduled_execution_time)
+        if tick.skip or tick.version is None:
+            return SkipReason(tick.skip or "nothing to deploy")
+        return RunRequest(
+            run_key=f"{name}:{tick.version}:{tick.at:%Y-%m-%d}",
+            partition_key=environment,
+            run_config={"ops": {"deploy_plan": {"config": {"tag": tick.version}}}},
+            tags=tags.launch_tags(environment, "deploy", version=tick.version),
+        )
+
+    return release
+
+
+def _nightly_backup_schedule(settings: Settings | None) -> ScheduleDefinition:
+    calendar = settings.calendar if settings else CalendarSettings()
+    at = calendar.nightly_backup
+    name = "nightly_backup_schedule"
+
+    @schedule(name=name, job=backup_job, cron_schedule=f"{at.minute} {at.hour} * * *",
+              execution_timezone=settings.timezone if settings else "UTC", default_status=_status(calendar, name),
+              description=f"Back up every environment nightly at {at:%H:%M}; a backup waits for a deploy's lock.")
+    def nightly(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
+        try:
+            current = load_settings()
+        except UltraOpsError as exc:
+            return SkipReason(f"config error: {exc}")
+        day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        return [RunRequest(run_key=f"{name}:{env}:{day}", partition_key=env,
+                           tags=tags.launch_tags(env, "backup")) for env in current.environments]
+
+    return nightly
+
+
+def calendar_schedules() -> list[ScheduleDefinition]:
+    settings = _loaded()
+    return [_release_schedule("staging", settings), _release_schedule("production", settings),
+            _nightly_backup_schedule(settings)]

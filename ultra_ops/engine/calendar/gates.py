@@ -1,0 +1,58 @@
+"""The gates a deploy passes before it changes anything: the promotion gate and freezes.
+
+Emergency fixes bypass both (never the tests, the checklist or the verification), with a reason
+that stays with the run and the release record.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+from ultra_ops.engine.errors import InputError, OperationError
+from ultra_ops.engine.release.records import ReleaseStatus, find_releases
+from ultra_ops.engine.settings import Settings
+
+_GATED = ("staging", "production")  # development deploys whenever someone launches one
+
+
+class DeployRefused(OperationError):
+    """The calendar or the promotion gate refuses this deploy."""
+
+
+def local_today(settings: Settings, now: datetime | None = None) -> date:
+    """Today in the config's time zone: freezes and holidays are local dates."""
+    return (now or datetime.now(UTC)).astimezone(ZoneInfo(settings.timezone)).date()
+
+
+def check_emergency(emergency: bool, reason: str | None) -> str | None:
+    """The emergency's reason, required with it; None for a normal deploy."""
+    if not emergency:
+        if reason:
+            raise InputError("--reason is for emergency deploys: pass --emergency too")
+        return None
+    reason = (reason or "").strip()
+    if not reason:
+        raise InputError("an emergency deploy needs --reason saying why it cannot wait")
+    if len(reason) > 500 or not reason.isprintable():
+        raise InputError("the emergency reason must be at most 500 printable characters")
+    return reason
+
+
+def check_deploy(settings: Settings, environment: str, version: str, today: date, *,
+                 emergency_reason: str | None = None) -> None:
+    """Refuse a deploy the calendar does not allow: production without a verified staging deploy
+    of the same version, and any staging or production deploy inside a freeze or on a holiday."""
+    if emergency_reason:
+        return
+    if environment in _GATED:
+        blocked = settings.calendar.blocked(today)
+        if blocked:
+            raise DeployRefused(f"{environment} deploys are refused {today}: {blocked} "
+                                "(an emergency fix can pass with --emergency --reason)")
+    if environment == "production" and "staging" in settings.environments:
+        verified = find_releases(settings.environments["staging"], version=version,
+                                 status=ReleaseStatus.DEPLOYED, operation="deploy", limit=1)
+        if not verified:
+            raise DeployRefused(f"{version} has no successful, verified deploy on staging: deploy it there "
+                                "first (or pass --emergency --reason for a fix that cannot wait)")

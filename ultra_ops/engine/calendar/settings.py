@@ -1,0 +1,163 @@
+"""The release calendar's settings: the `[calendar]` table of the config file.
+
+    [calendar]
+    staging = { day = "tuesday", time = "10:00" }                 # every week
+    production = { day = "thursday", time = "10:00", every_weeks = 2, anchor = "2026-12-03" }
+    nightly_backup = { time = "01:30" }                           # local time, never 02:00-03:00
+    freezes = [{ name = "year-end freeze", start = "2026-12-21", end = "2027-01-04" }]
+    holidays = ["2026-12-24"]
+    [calendar.schedules]                                          # running or stopped at first load
+    staging_release_schedule = "running"
+
+Times are local to the config's `timezone`. The anchor is a production release day: production
+deploys on it and every `every_weeks` weeks after, counted in days, so year ends, 53-week years
+and daylight-saving changes do not shift it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ultra_ops.engine.settings.reader import _Reader
+
+DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+SCHEDULES = ("staging_release_schedule", "production_release_schedule", "nightly_backup_schedule")
+_DEFAULT_ANCHOR = date(2026, 1, 8)  # a Thursday
+
+
+@dataclass(frozen=True)
+class Weekly:
+    """A weekly (or every-n-weeks) moment in local time."""
+
+    weekday: int  # 0 = Monday
+    at: time
+    every_weeks: int = 1
+    anchor: date | None = None  # a day of `weekday` in a week that runs; required when every_weeks > 1
+
+    def cron(self) -> str:
+        return f"{self.at.minute} {self.at.hour} * * {(self.weekday + 1) % 7}"  # cron: 0 = Sunday
+
+    def runs_on(self, day: date) -> bool:
+        if day.weekday() != self.weekday:
+            return False
+        if self.every_weeks == 1 or self.anchor is None:
+            return True
+        return (day - self.anchor).days % (7 * self.every_weeks) == 0
+
+
+@dataclass(frozen=True)
+class Freeze:
+    name: str
+    start: date
+    end: date  # inclusive
+
+    def covers(self, day: date) -> bool:
+        return self.start <= day <= self.end
+
+
+@dataclass(frozen=True)
+class CalendarSettings:
+    staging: Weekly = Weekly(1, time(10, 0))
+    production: Weekly = Weekly(3, time(10, 0), 2, _DEFAULT_ANCHOR)
+    nightly_backup: time = time(1, 30)
+    freezes: tuple[Freeze, ...] = ()
+    holidays: tuple[date, ...] = ()
+    running: dict[str, bool] = field(default_factory=dict)  # schedule name -> starts running
+
+    def release(self, environment: str) -> Weekly | None:
+        return {"staging": self.staging, "production": self.production}.get(environment)
+
+    def blocked(self, day: date) -> str | None:
+        """Why nothing is released on `day`, or None."""
+        for freeze in self.freezes:
+            if freeze.covers(day):
+                return f"inside the freeze '{freeze.name}' ({freeze.start} to {freeze.end})"
+        if day in self.holidays:
+            return f"{day} is a holiday"
+        return None
+
+
+def _date(r: _Reader, name: str, value: Any) -> date:
+    try:
+        return date.fromisoformat(value) if isinstance(value, str) else value if isinstance(value, date) else None
+    except ValueError:
+        pass
+    raise r.fail(name, f"expected a date YYYY-MM-DD, got {value!r}")
+
+
+def _time(r: _Reader, name: str, value: Any) -> time:
+    if isinstance(value, str):
+        try:
+            return time.fromisoformat(value)
+        except ValueError:
+            pass
+    raise r.fail(name, f"expected a local time HH:MM, got {value!r}")
+
+
+def _weekly(r: _Reader | None, default: Weekly) -> Weekly:
+    if r is None:
+        return default
+    day = r.get("day", str, DAYS[default.weekday])
+    if day.lower() not in DAYS:
+        raise r.fail("day", f"expected a day of the week ({', '.join(DAYS)}), got {day!r}")
+    weekday = DAYS.index(day.lower())
+    at = _time(r, "time", r.get("time", str, default.at.strftime("%H:%M")))
+    every = r.get("every_weeks", int, default.every_weeks)
+    if not 1 <= every <= 52:
+        raise r.fail("every_weeks", f"expected 1 to 52, got {every}")
+    anchor = default.anchor
+    if "anchor" in r.table:
+        anchor = _date(r, "anchor", r.get("anchor", (str, date)))
+    if every > 1:
+        if anchor is None:
+            raise r.fail("anchor", "is required when every_weeks is more than 1")
+        if anchor.weekday() != weekday:
+            raise r.fail("anchor", f"{anchor} is a {DAYS[anchor.weekday()]}, not a {DAYS[weekday]}")
+    r.finish()
+    return Weekly(weekday, at, every, anchor)
+
+
+def read_calendar(r: _Reader | None) -> CalendarSettings:
+    """The `[calendar]` table, checked whole; defaults where it is silent."""
+    if r is None:
+        return CalendarSettings()
+    defaults = CalendarSettings()
+    staging = _weekly(r.sub("staging"), defaults.staging)
+    production = _weekly(r.sub("production"), defaults.production)
+    backup = r.sub("nightly_backup")
+    nightly = defaults.nightly_backup
+    if backup is not None:
+        nightly = _time(backup, "time", backup.get("time", str, nightly.strftime("%H:%M")))
+        # Local times between 02:00 and 03:00 happen twice or never on daylight-saving days.
+        if time(2, 0) <= nightly < time(3, 0):
+            raise backup.fail("time", f"{nightly:%H:%M} is inside 02:00-03:00, which daylight saving skips "
+                                      "or repeats; choose another time")
+        backup.finish()
+    freezes = []
+    for i, item in enumerate(r.get("freezes", list, [])):
+        if not isinstance(item, dict):
+            raise r.fail(f"freezes[{i}]", "expected a table with name, start and end")
+        f = type(r)(r.path, item, r.key(f"freezes[{i}]"))
+        start = _date(f, "start", f.get("start", (str, date), required=True))
+        end = _date(f, "end", f.get("end", (str, date), required=True))
+        if end < start:
+            raise f.fail("end", f"{end} is before start {start}")
+        freezes.append(Freeze(f.get("name", str, f"freeze {i + 1}"), start, end))
+        f.finish()
+    holidays = tuple(_date(r, f"holidays[{i}]", v) for i, v in enumerate(r.get("holidays", list, [])))
+    running: dict[str, bool] = {}
+    states = r.sub("schedules")
+    if states is not None:
+        for name in list(states.table):
+            if name not in SCHEDULES:
+                raise states.fail(name, f"unknown schedule; expected one of {', '.join(SCHEDULES)}")
+            state = states.get(name, str)
+            if state not in ("running", "stopped"):
+                raise states.fail(name, f"expected 'running' or 'stopped', got {state!r}")
+            running[name] = state == "running"
+        states.finish()
+    r.finish()
+    return CalendarSettings(staging, production, nightly, tuple(freezes), holidays, running)

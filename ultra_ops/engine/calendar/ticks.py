@@ -1,0 +1,122 @@
+"""What a calendar tick does: deploy which version where, or skip and say why.
+
+The schedules (defs/calendar) and `ultra-ops calendar` ask the same functions, so the calendar an
+operator reads is the one the daemon runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from ultra_ops.engine.locks import describe_holder, lock_holder
+from ultra_ops.engine.release.records import ReleaseStatus, find_releases
+from ultra_ops.engine.settings import Settings
+
+# Scheduled promotions move releases, not development builds (v0.0.0-dev.<timestamp>).
+_RELEASE = re.compile(r"v\d+\.\d+\.\d+")
+_SOURCE = {"staging": "development", "production": "staging"}
+
+
+@dataclass(frozen=True)
+class Tick:
+    schedule: str
+    environment: str
+    at: datetime  # local time, zone-aware
+    action: str  # what it does when it runs: "deploy v1.2.3", "backup"
+    skip: str | None = None  # why it does nothing, or None
+    version: str | None = None  # the version a release tick deploys
+
+    def describe(self) -> str:
+        what = f"skip: {self.skip}" if self.skip else self.action
+        return f"{self.at:%a %Y-%m-%d %H:%M %Z}  {self.schedule:<28} {self.environment:<12} {what}"
+
+
+def _deployed(settings: Settings, environment: str) -> list[str]:
+    """Versions that reached `environment` by a successful, verified deploy, newest first."""
+    if environment not in settings.environments:
+        return []
+    records = find_releases(settings.environments[environment], status=ReleaseStatus.DEPLOYED, operation="deploy")
+    seen: list[str] = []
+    for record in records:
+        if record.version and record.version not in seen:
+            seen.append(record.version)
+    return seen
+
+
+def release_candidate(settings: Settings, environment: str) -> tuple[str | None, str]:
+    """The version a release tick would deploy, or None and why there is none.
+
+    Staging takes the newest release development runs that staging has not had; production the
+    newest release verified on staging that production has not had.
+    """
+    source = _SOURCE.get(environment)
+    if source is None:
+        return None, f"{environment} has no release schedule"
+    already = set(_deployed(settings, environment))
+    for version in _deployed(settings, source):
+        if _RELEASE.fullmatch(version) and version not in already:
+            return version, ""
+    return None, f"nothing new to release: no release verified on {source} that {environment} has not had"
+
+
+def release_tick(settings: Settings, environment: str, at: datetime, *, check_lock: bool = True) -> Tick:
+    """The release schedule's tick at local time `at`: deploy a version, or skip with the reason."""
+    name = f"{environment}_release_schedule"
+    rule = settings.calendar.release(environment)
+    if rule is None:
+        return Tick(name, environment, at, "", f"{environment} has no release schedule")
+    if not rule.runs_on(at.date()):
+        return Tick(name, environment, at, "", f"off week: {environment} releases every {rule.every_weeks} weeks "
+                                               f"from {rule.anchor}")
+    blocked = settings.calendar.blocked(at.date())
+    if blocked:
+        return Tick(name, environment, at, "", blocked)
+    version, why = release_candidate(settings, environment)
+    if version is None:
+        return Tick(name, environment, at, "", why)
+    if check_lock and environment in settings.environments:
+        holder = lock_holder(settings.environments[environment])
+        if holder is not None:
+            return Tick(name, environment, at, f"deploy {version}", f"lock held by {describe_holder(holder)}",
+                        version)
+    return Tick(name, environment, at, f"deploy {version}", version=version)
+
+
+def _moments(start: datetime, end: datetime, weekday: int | None, hour: int, minute: int) -> list[datetime]:
+    """Local wall-clock moments between start and end on `weekday` (None: every day)."""
+    out = []
+    day: date = start.date()
+    while day <= end.date():
+        if weekday is None or day.weekday() == weekday:
+            moment = datetime(day.year, day.month, day.day, hour, minute, tzinfo=start.tzinfo)
+            if start <= moment <= end:
+                out.append(moment)
+        day += timedelta(days=1)
+    return out
+
+
+def upcoming(settings: Settings, start: datetime, weeks: int, environment: str | None = None) -> list[Tick]:
+    """Every release and maintenance tick from `start` for `weeks` weeks, with what it would do."""
+    zone = ZoneInfo(settings.timezone)
+    start = start.astimezone(zone)
+    end = start + timedelta(weeks=weeks)
+    ticks: list[Tick] = []
+    for env in ("staging", "production"):
+        rule = settings.calendar.release(env)
+        if rule is None or env not in settings.environments or environment not in (None, env):
+            continue
+        for moment in _moments(start, end, rule.weekday, rule.at.hour, rule.at.minute):
+            tick = release_tick(settings, env, moment, check_lock=False)
+            if tick.skip and tick.skip.startswith("off week"):
+                continue  # a weekly cron's off-week ticks: shown nowhere, they never do anything
+            ticks.append(tick)
+    nightly = settings.calendar.nightly_backup
+    for env in settings.environments:
+        if environment not in (None, env):
+            continue
+        ticks += [Tick("nightly_backup_schedule", env, m, "backup")
+                  for m in _moments(start, end, None, nightly.hour, nightly.minute)]
+    return sorted(ticks, key=lambda t: (t.at, t.schedule, t.environment))

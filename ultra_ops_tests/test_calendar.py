@@ -1,0 +1,175 @@
+"""The release calendar: schedule ticks over three years, freezes and holidays, the promotion gate
+and emergency fixes."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import write_multi_config
+from dagster import DagsterInstance, RunRequest, build_schedule_context
+from dagster._utils.schedules import cron_string_iterator
+
+from ultra_ops.cli import main
+from ultra_ops.engine.calendar.ticks import release_tick, upcoming
+from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, find_releases, record_release, utc_timestamp
+from ultra_ops.engine.settings import load_settings
+
+BERLIN = ZoneInfo("Europe/Berlin")
+CALENDAR = """
+timezone = "Europe/Berlin"
+
+[calendar]
+staging = { day = "tuesday", time = "10:00" }
+production = { day = "thursday", time = "10:00", every_weeks = 2, anchor = 2026-01-01 }
+nightly_backup = { time = "01:30" }
+holidays = [2027-05-20]
+freezes = [{ name = "year-end freeze", start = 2026-12-21, end = 2027-01-04 }]
+"""
+
+
+def _config(tmp_path: Path, databases: dict[str, str], redis_prefix: str) -> Path:
+    path = write_multi_config(tmp_path, databases, redis_prefix=redis_prefix)
+    text = path.read_text().replace('timezone = "UTC"\n', textwrap.dedent(CALENDAR), 1)
+    path.write_text(text)
+    return path
+
+
+def _deployed(env, version: str) -> None:
+    now = utc_timestamp()
+    record_release(env, ReleaseRecord(environment=env.name, operation="deploy", version=version,
+                                      previous_version=None, status=ReleaseStatus.DEPLOYED, started_at=now,
+                                      ended_at=now, run_id=f"run-{env.name}-{version}"))
+
+
+def _fire_times(schedule, start: datetime, end: datetime) -> list[datetime]:
+    out = []
+    for moment in cron_string_iterator(start.timestamp(), schedule.cron_schedule, schedule.execution_timezone):
+        if moment > end:
+            return out
+        out.append(moment)
+    return out
+
+
+def test_ticks_from_2026_to_2028(tmp_path: Path, pg_databases: dict[str, str], redis_prefix: str,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every day of 2026-2028: staging on Tuesdays, production every second Thursday from the anchor
+    (across the 53-week 2026 and every daylight-saving change), all at 10:00 Berlin time."""
+    config = _config(tmp_path, pg_databases, redis_prefix)
+    monkeypatch.setenv("ULTRA_OPS_CONFIG", str(config))
+    from ultra_ops.defs.calendar.schedules import calendar_schedules
+
+    settings = load_settings(config)
+    schedules = {s.name: s for s in calendar_schedules()}
+    start, end = datetime(2026, 1, 1, tzinfo=BERLIN), datetime(2028, 12, 31, 23, 59, tzinfo=BERLIN)
+    staging = _fire_times(schedules["staging_release_schedule"], start, end)
+    assert {m.weekday() for m in staging} == {1} and {(m.hour, m.minute) for m in staging} == {(10, 0)}
+    every_tuesday = [start.date() + timedelta(days=i) for i in range((end.date() - start.date()).days + 1)]
+    assert [m.date() for m in staging] == [d for d in every_tuesday if d.weekday() == 1]
+
+    thursdays = _fire_times(schedules["production_release_schedule"], start, end)
+    releasing = [m for m in thursdays
+                 if not (release_tick(settings, "production", m, check_lock=False).skip or "").startswith("off week")]
+    assert {(m.hour, m.minute) for m in releasing} == {(10, 0)}
+    fortnights = [date(2026, 1, 1) + timedelta(days=14 * k) for k in range(80)]
+    assert [m.date() for m in releasing] == [d for d in fortnights if d <= end.date()]
+    assert len(thursdays) == 157 and len(releasing) == 79
+    # ISO weeks 53 and 1, both odd: ISO-week parity would deploy on both; counting days, on one.
+    assert date(2026, 12, 31) in {m.date() for m in releasing}
+    assert date(2027, 1, 7) not in {m.date() for m in releasing}
+    nightly = _fire_times(schedules["nightly_backup_schedule"], start, end)
+    assert len(nightly) == (end.date() - start.date()).days + 1
+    assert {(m.hour, m.minute) for m in nightly} == {(1, 30)}
+
+
+def test_ticks_deploy_what_is_verified_below_and_skip_saying_why(
+    tmp_path: Path, pg_databases: dict[str, str], redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(tmp_path, pg_databases, redis_prefix)
+    monkeypatch.setenv("ULTRA_OPS_CONFIG", str(config))
+    from ultra_ops.definitions import defs
+    from ultra_ops.defs.calendar.schedules import calendar_schedules
+
+    settings = load_settings(config)
+    schedules = {s.name: s for s in calendar_schedules()}
+    tuesday = datetime(2027, 3, 9, 10, tzinfo=BERLIN)
+
+    def evaluate(name: str, when: datetime):
+        with DagsterInstance.ephemeral() as instance:
+            context = build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                             repository_def=defs.get_repository_def())
+            result = schedules[name].evaluate_tick(context)
+        return result.run_requests or [], result.skip_message
+
+    requests, skipped = evaluate("staging_release_schedule", tuesday)
+    assert not requests and "nothing new to release" in skipped
+    _deployed(settings.environments["development"], "v0.0.0-dev.20270301120000")  # a dev build: not a release
+    _deployed(settings.environments["development"], "v1.4.0")
+    (request,), _ = evaluate("staging_release_schedule", tuesday)
+    assert isinstance(request, RunRequest) and request.partition_key == "staging"
+    assert request.run_config["ops"]["deploy_plan"]["config"]["tag"] == "v1.4.0"
+    assert request.tags["ultra_ops/environment"] == "staging" and request.tags["ultra_ops/version"] == "v1.4.0"
+
+    # Production takes only what staging verified, on its own weeks, never in a freeze or on a holiday.
+    thursday = datetime(2027, 3, 11, 10, tzinfo=BERLIN)
+    assert (thursday.date() - date(2026, 1, 1)).days % 14 == 0
+    _, skipped = evaluate("production_release_schedule", thursday)
+    assert "no release verified on staging" in skipped
+    _deployed(settings.environments["staging"], "v1.4.0")
+    (request,), _ = evaluate("production_release_schedule", thursday)
+    assert request.run_config["ops"]["deploy_plan"]["config"]["tag"] == "v1.4.0"
+    _, skipped = evaluate("production_release_schedule", thursday + timedelta(days=7))
+    assert skipped.startswith("off week")
+    _, skipped = evaluate("production_release_schedule", datetime(2026, 12, 31, 10, tzinfo=BERLIN))
+    assert "year-end freeze" in skipped
+    _, skipped = evaluate("production_release_schedule", datetime(2027, 5, 20, 10, tzinfo=BERLIN))
+    assert "2027-05-20 is a holiday" in skipped
+
+    ticks = [t for t in upcoming(settings, datetime(2026, 12, 14, tzinfo=BERLIN), 4, "production")
+             if t.schedule == "production_release_schedule"]
+    assert [(t.at.date(), t.skip is None) for t in ticks] == [
+        (date(2026, 12, 17), True), (date(2026, 12, 31), False)]
+    assert "year-end freeze" in ticks[1].skip and ticks[0].action == "deploy v1.4.0"
+
+
+def test_production_refuses_what_staging_did_not_verify_unless_emergency(
+    tmp_path: Path, pg_databases: dict[str, str], redis_prefix: str, dagster_home: Path, capsys
+) -> None:
+    config = _config(tmp_path, {env: pg_databases[env] for env in ("staging", "production")}, redis_prefix)
+    argv = ["--environment", "production", "--config", str(config)]
+    assert main(["init", *argv]) == 0
+    try:
+        capsys.readouterr()
+        assert main(["deploy", *argv, "--tag", "v2.0.0"]) == 1
+        assert "v2.0.0 has no successful, verified deploy on staging" in capsys.readouterr().err
+        assert main(["deploy", *argv, "--tag", "v2.0.0", "--emergency"]) == 2
+        assert "needs --reason" in capsys.readouterr().err
+        assert main(["deploy", *argv, "--tag", "v2.0.0", "--emergency", "--reason", "CVE-2026-1234 fix"]) == 0
+    finally:
+        main(["stop", *argv])
+    env = load_settings(config).environments["production"]
+    (record,) = find_releases(env)
+    assert record.status == "deployed" and record.reason == "emergency: CVE-2026-1234 fix"
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        run = instance.get_run_by_id(record.run_id)
+        assert run.tags["ultra_ops/emergency"] == "true"
+        assert run.run_config["ops"]["deploy_plan"]["config"]["reason"] == "CVE-2026-1234 fix"
+
+
+def test_bad_calendar_config_names_the_key(tmp_path: Path) -> None:
+    from ultra_ops.engine.errors import ConfigError
+
+    base = write_multi_config(tmp_path, {"staging": "x"}, redis_prefix="p:").read_text()
+    for bad, key in [
+        ('production = { day = "thursday", every_weeks = 2, anchor = 2026-01-07 }', "calendar.production.anchor"),
+        ('production = { day = "thursday", every_weeks = 2, anchor = "soon" }', "calendar.production.anchor"),
+        ('nightly_backup = { time = "02:30" }', "calendar.nightly_backup.time"),
+        ('staging = { day = "funday" }', "calendar.staging.day"),
+        ('freezes = [{ name = "x", start = 2026-02-01, end = 2026-01-01 }]', "calendar.freezes[0].end"),
+    ]:
+        (tmp_path / "bad.toml").write_text(base.replace('timezone = "UTC"\n', f'timezone = "UTC"\n[calendar]\n{bad}\n'))
+        with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+            load_settings(tmp_path / "bad.toml")
