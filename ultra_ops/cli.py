@@ -250,6 +250,19 @@ def cmd_releases(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    """`approve_job`: a person's yes to a version, which scheduled production deploys wait for."""
+    from ultra_ops.engine.calendar.approvals import check_approval
+
+    settings = _settings(args)
+    env = check_approval(settings, args.environment, args.tag, args.by)
+    result = _run_job(args, settings, "approve_job", env.name,
+                      _ops_config("approve_release", {"tag": args.tag, "by": args.by}), version=args.tag)
+    if result.success:
+        _out(f"{args.tag} approved for {env.name} by {args.by}")
+    return 0 if result.success else 1
+
+
 def cmd_calendar(args: argparse.Namespace) -> int:
     """The coming release and backup ticks, with what each would do or why it would skip."""
     from ultra_ops.engine.calendar.ticks import upcoming
@@ -346,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="services, deployed version, lock and last release")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("approve", parents=[common], help="approve a version for scheduled deploys")
+    p.add_argument("--tag", required=True, help="the version approved, e.g. v1.2.3")
+    p.add_argument("--by", required=True, metavar="NAME", help="who approves it")
+    p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser("calendar", help="the coming release and backup ticks and what each would do")
     p.add_argument("--config", metavar="PATH", help=f"config file (default: ${CONFIG_ENV_VAR} or ./ultra_ops.toml)")

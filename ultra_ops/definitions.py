@@ -3,12 +3,13 @@
 from dagster import Definitions
 
 from ultra_ops.defs.backups.jobs import BACKUP_JOBS
+from ultra_ops.defs.calendar.jobs import CALENDAR_JOBS
 from ultra_ops.defs.calendar.schedules import calendar_schedules
 from ultra_ops.defs.release.jobs import RELEASE_JOBS
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 
 defs = Definitions(
-    jobs=[*RELEASE_JOBS, *BACKUP_JOBS],
+    jobs=[*RELEASE_JOBS, *BACKUP_JOBS, *CALENDAR_JOBS],
     schedules=calendar_schedules(),
     resources={"settings": OpsSettings(), "locks": EnvironmentLocks()},
 )

@@ -14,7 +14,9 @@ from dagster import DagsterInstance, RunRequest, build_schedule_context
 from dagster._utils.schedules import cron_string_iterator
 
 from ultra_ops.cli import main
+from ultra_ops.engine.calendar.approvals import approve, valid_approval
 from ultra_ops.engine.calendar.ticks import release_tick, upcoming
+from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, find_releases, record_release, utc_timestamp
 from ultra_ops.engine.settings import load_settings
 
@@ -38,11 +40,11 @@ def _config(tmp_path: Path, databases: dict[str, str], redis_prefix: str) -> Pat
     return path
 
 
-def _deployed(env, version: str) -> None:
+def _deployed(env, version: str, by: str = "alice") -> None:
     now = utc_timestamp()
     record_release(env, ReleaseRecord(environment=env.name, operation="deploy", version=version,
                                       previous_version=None, status=ReleaseStatus.DEPLOYED, started_at=now,
-                                      ended_at=now, run_id=f"run-{env.name}-{version}"))
+                                      ended_at=now, run_id=f"run-{env.name}-{version}", launched_by=by))
 
 
 def _fire_times(schedule, start: datetime, end: datetime) -> list[datetime]:
@@ -118,7 +120,15 @@ def test_ticks_deploy_what_is_verified_below_and_skip_saying_why(
     assert (thursday.date() - date(2026, 1, 1)).days % 14 == 0
     _, skipped = evaluate("production_release_schedule", thursday)
     assert "no release verified on staging" in skipped
-    _deployed(settings.environments["staging"], "v1.4.0")
+    _deployed(settings.environments["staging"], "v1.4.0", by="alice")
+    _, skipped = evaluate("production_release_schedule", thursday)
+    assert skipped.startswith("awaiting approval of v1.4.0")
+    with pytest.raises(InputError, match="alice took v1.4.0 to staging and may not approve it"):
+        approve(settings, "production", "v1.4.0", "alice")
+    approve(settings, "production", "v1.4.0", "bob", now=thursday - timedelta(hours=80))  # expired by then
+    _, skipped = evaluate("production_release_schedule", thursday)
+    assert skipped.startswith("awaiting approval of v1.4.0")
+    approve(settings, "production", "v1.4.0", "bob", now=thursday - timedelta(hours=1))
     (request,), _ = evaluate("production_release_schedule", thursday)
     assert request.run_config["ops"]["deploy_plan"]["config"]["tag"] == "v1.4.0"
     _, skipped = evaluate("production_release_schedule", thursday + timedelta(days=7))
@@ -130,9 +140,9 @@ def test_ticks_deploy_what_is_verified_below_and_skip_saying_why(
 
     ticks = [t for t in upcoming(settings, datetime(2026, 12, 14, tzinfo=BERLIN), 4, "production")
              if t.schedule == "production_release_schedule"]
-    assert [(t.at.date(), t.skip is None) for t in ticks] == [
-        (date(2026, 12, 17), True), (date(2026, 12, 31), False)]
-    assert "year-end freeze" in ticks[1].skip and ticks[0].action == "deploy v1.4.0"
+    assert [t.at.date() for t in ticks] == [date(2026, 12, 17), date(2026, 12, 31)]
+    assert ticks[0].action == "deploy v1.4.0" and ticks[0].skip.startswith("awaiting approval")
+    assert "year-end freeze" in ticks[1].skip
 
 
 def test_production_refuses_what_staging_did_not_verify_unless_emergency(
@@ -148,6 +158,10 @@ def test_production_refuses_what_staging_did_not_verify_unless_emergency(
         assert main(["deploy", *argv, "--tag", "v2.0.0", "--emergency"]) == 2
         assert "needs --reason" in capsys.readouterr().err
         assert main(["deploy", *argv, "--tag", "v2.0.0", "--emergency", "--reason", "CVE-2026-1234 fix"]) == 0
+        assert main(["approve", *argv, "--tag", "v2.0.0", "--by", "carol"]) == 0
+        approval = valid_approval(load_settings(config), "production", "v2.0.0", datetime.now(BERLIN))
+        assert approval.approved_by == "carol"
+        assert main(["approve", *argv, "--tag", "v2.0.0", "--by", "carol; rm -rf /"]) == 2
     finally:
         main(["stop", *argv])
     env = load_settings(config).environments["production"]

@@ -59,6 +59,15 @@ class Freeze:
 
 
 @dataclass(frozen=True)
+class ApprovalSettings:
+    """Who must say yes before a scheduled production deploy goes ahead."""
+
+    required: bool = True
+    expires_hours: float = 72.0
+    author_may_approve: bool = False  # the person who took the release to staging
+
+
+@dataclass(frozen=True)
 class CalendarSettings:
     staging: Weekly = Weekly(1, time(10, 0))
     production: Weekly = Weekly(3, time(10, 0), 2, _DEFAULT_ANCHOR)
@@ -66,6 +75,7 @@ class CalendarSettings:
     freezes: tuple[Freeze, ...] = ()
     holidays: tuple[date, ...] = ()
     running: dict[str, bool] = field(default_factory=dict)  # schedule name -> starts running
+    approval: ApprovalSettings = ApprovalSettings()
 
     def release(self, environment: str) -> Weekly | None:
         return {"staging": self.staging, "production": self.production}.get(environment)
@@ -159,5 +169,13 @@ def read_calendar(r: _Reader | None) -> CalendarSettings:
                 raise states.fail(name, f"expected 'running' or 'stopped', got {state!r}")
             running[name] = state == "running"
         states.finish()
+    approval = ApprovalSettings()
+    a = r.sub("approval")
+    if a is not None:
+        hours = float(a.positive("expires_hours", approval.expires_hours))
+        if not 0 < hours < 24 * 366:
+            raise a.fail("expires_hours", f"expected more than 0 and less than a year, got {hours:g}")
+        approval = ApprovalSettings(a.get("required", bool, True), hours, a.get("author_may_approve", bool, False))
+        a.finish()
     r.finish()
-    return CalendarSettings(staging, production, nightly, tuple(freezes), holidays, running)
+    return CalendarSettings(staging, production, nightly, tuple(freezes), holidays, running, approval)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from ultra_ops.engine.calendar.approvals import valid_approval
 from ultra_ops.engine.locks import describe_holder, lock_holder
 from ultra_ops.engine.release.records import ReleaseStatus, find_releases
 from ultra_ops.engine.settings import Settings
@@ -77,6 +78,11 @@ def release_tick(settings: Settings, environment: str, at: datetime, *, check_lo
     version, why = release_candidate(settings, environment)
     if version is None:
         return Tick(name, environment, at, "", why)
+    if environment == "production" and settings.calendar.approval.required \
+            and valid_approval(settings, environment, version, at) is None:
+        return Tick(name, environment, at, f"deploy {version}",
+                    f"awaiting approval of {version} (ultra-ops approve --environment production --tag {version} "
+                    "--by NAME)", version)
     if check_lock and environment in settings.environments:
         holder = lock_holder(settings.environments[environment])
         if holder is not None:

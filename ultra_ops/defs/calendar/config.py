@@ -1,0 +1,9 @@
+"""Launch forms of the calendar domain."""
+
+from dagster import Config
+from pydantic import Field
+
+
+class ApproveConfig(Config):
+    tag: str = Field(description="The version approved, e.g. v1.2.3")
+    by: str = Field(description="Who approves it")
