@@ -9,7 +9,6 @@ that does nothing says why: nothing new to release, a freeze, a holiday, an off 
 from __future__ import annotations
 
 from dagster import (
-    DefaultScheduleStatus,
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -20,22 +19,13 @@ from dagster import (
 from ultra_ops.defs.backups.jobs import backup_job
 from ultra_ops.defs.release.jobs import deploy_job
 from ultra_ops.defs.shared import tags
+from ultra_ops.defs.shared.automations import loaded_settings, schedule_status
 from ultra_ops.engine.calendar.settings import CalendarSettings
 from ultra_ops.engine.calendar.ticks import release_tick
 from ultra_ops.engine.errors import UltraOpsError
+from ultra_ops.engine.notify.webhook import message, send
+from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Settings, load_settings
-
-
-def _loaded() -> Settings | None:
-    # Loading the code location must not fail over the config: ticks report its errors instead.
-    try:
-        return load_settings()
-    except (UltraOpsError, OSError):
-        return None
-
-
-def _status(calendar: CalendarSettings, name: str) -> DefaultScheduleStatus:
-    return DefaultScheduleStatus.RUNNING if calendar.running.get(name) else DefaultScheduleStatus.STOPPED
 
 
 def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDefinition:
@@ -46,7 +36,8 @@ def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDe
     every = "every week" if rule.every_weeks == 1 else f"every {rule.every_weeks} weeks from {rule.anchor}"
 
     @schedule(name=name, job=deploy_job, cron_schedule=rule.cron(),
-              execution_timezone=settings.timezone if settings else "UTC", default_status=_status(calendar, name),
+              execution_timezone=settings.timezone if settings else "UTC",
+              default_status=schedule_status(settings, name),
               description=f"Deploy the newest release verified one environment below to {environment}, "
                           f"{every} at {rule.at:%H:%M}; skips in freezes and on holidays.")
     def release(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
@@ -58,6 +49,11 @@ def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDe
             return SkipReason(f"{environment} is not in the config")
         tick = release_tick(current, environment, context.scheduled_execution_time)
         if tick.skip or tick.version is None:
+            if environment == "production" and tick.skip and not tick.skip.startswith("off week"):
+                env = current.environments[environment]
+                body = message("production_skipped", environment, f"release tick skipped: {tick.skip}")
+                send(current.notifications, body,
+                     redact=Redactor.for_environment(env), log=context.log)
             return SkipReason(tick.skip or "nothing to deploy")
         return RunRequest(
             run_key=f"{name}:{tick.version}:{tick.at:%Y-%m-%d}",
@@ -75,7 +71,8 @@ def _nightly_backup_schedule(settings: Settings | None) -> ScheduleDefinition:
     name = "nightly_backup_schedule"
 
     @schedule(name=name, job=backup_job, cron_schedule=f"{at.minute} {at.hour} * * *",
-              execution_timezone=settings.timezone if settings else "UTC", default_status=_status(calendar, name),
+              execution_timezone=settings.timezone if settings else "UTC",
+              default_status=schedule_status(settings, name),
               description=f"Back up every environment nightly at {at:%H:%M}; a backup waits for a deploy's lock.")
     def nightly(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
         try:
@@ -90,6 +87,6 @@ def _nightly_backup_schedule(settings: Settings | None) -> ScheduleDefinition:
 
 
 def calendar_schedules() -> list[ScheduleDefinition]:
-    settings = _loaded()
+    settings = loaded_settings()
     return [_release_schedule("staging", settings), _release_schedule("production", settings),
             _nightly_backup_schedule(settings)]

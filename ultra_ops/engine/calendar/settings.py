@@ -6,7 +6,7 @@
     nightly_backup = { time = "01:30" }                           # local time, never 02:00-03:00
     freezes = [{ name = "year-end freeze", start = "2026-12-21", end = "2027-01-04" }]
     holidays = ["2026-12-24"]
-    [calendar.schedules]                                          # running or stopped at first load
+    [calendar.automations]                                        # running or stopped at first load
     staging_release_schedule = "running"
 
 Times are local to the config's `timezone`. The anchor is a production release day: production
@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from ultra_ops.engine.settings.reader import _Reader
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-SCHEDULES = ("staging_release_schedule", "production_release_schedule", "nightly_backup_schedule")
+AUTOMATIONS = ("staging_release_schedule", "production_release_schedule", "nightly_backup_schedule",
+               "verify_after_deploy_sensor", "failed_verification_sensor", "release_notification_sensor",
+               "release_failure_sensor", "backup_freshness_sensor")
 _DEFAULT_ANCHOR = date(2026, 1, 8)  # a Thursday
 
 
@@ -74,7 +76,7 @@ class CalendarSettings:
     nightly_backup: time = time(1, 30)
     freezes: tuple[Freeze, ...] = ()
     holidays: tuple[date, ...] = ()
-    running: dict[str, bool] = field(default_factory=dict)  # schedule name -> starts running
+    running: dict[str, bool] = field(default_factory=dict)  # schedule or sensor name -> starts running
     approval: ApprovalSettings = ApprovalSettings()
 
     def release(self, environment: str) -> Weekly | None:
@@ -159,11 +161,11 @@ def read_calendar(r: _Reader | None) -> CalendarSettings:
         f.finish()
     holidays = tuple(_date(r, f"holidays[{i}]", v) for i, v in enumerate(r.get("holidays", list, [])))
     running: dict[str, bool] = {}
-    states = r.sub("schedules")
+    states = r.sub("automations")
     if states is not None:
         for name in list(states.table):
-            if name not in SCHEDULES:
-                raise states.fail(name, f"unknown schedule; expected one of {', '.join(SCHEDULES)}")
+            if name not in AUTOMATIONS:
+                raise states.fail(name, f"unknown schedule or sensor; expected one of {', '.join(AUTOMATIONS)}")
             state = states.get(name, str)
             if state not in ("running", "stopped"):
                 raise states.fail(name, f"expected 'running' or 'stopped', got {state!r}")

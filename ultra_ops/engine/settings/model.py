@@ -12,6 +12,7 @@ from typing import Any
 
 from ultra_ops.engine.calendar.settings import CalendarSettings
 from ultra_ops.engine.inputs import validate_environment_name
+from ultra_ops.engine.notify.settings import NotificationSettings
 
 CONFIG_ENV_VAR = "ULTRA_OPS_CONFIG"
 DEFAULT_CONFIG_NAME = "ultra_ops.toml"
@@ -120,6 +121,7 @@ class BackupSettings:
     jobs: int = 0  # 0: one per core
     compression: int = 1  # fast: pg_dump spends its time compressing, not reading
     keep: int = 20
+    max_age_hours: float = 26.0  # the backup freshness sensor alerts past this age
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ class Environment:
     git_repo: Path | None = None  # where release tags are created; None: no tagging
     git_push: bool = False
     shares_config: bool = False  # the config file names other environments too
+    rollback_on_failed_verification: bool = False  # the failed verification sensor rolls back
 
     @property
     def backups_path(self) -> Path:
@@ -190,6 +193,7 @@ class Settings:
     timezone: str
     environments: dict[str, Environment]
     calendar: CalendarSettings = field(default_factory=CalendarSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
 
     def environment(self, name: str) -> Environment:
         validate_environment_name(name, list(self.environments))

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ultra_ops.engine.calendar.settings import read_calendar
 from ultra_ops.engine.errors import ConfigError
+from ultra_ops.engine.notify.settings import read_notifications
 from ultra_ops.engine.settings.model import (
     BACKUP_FORMATS,
     CONFIG_ENV_VAR,
@@ -196,8 +197,12 @@ def _backup(r: _Reader | None) -> BackupSettings:
     compression = r.get("compression", int, 1)
     if not 0 <= compression <= 9:
         raise r.fail("compression", "expected 0 (none) to 9")
+    max_age = float(r.positive("max_age_hours", 26.0))
+    if not 0 < max_age < 24 * 366:
+        raise r.fail("max_age_hours", f"expected more than 0 and less than a year, got {max_age:g}")
     settings = BackupSettings(format=fmt, jobs=r.positive("jobs", 0, integer=True),
-                              compression=compression, keep=r.positive("keep", 20, integer=True))
+                              compression=compression, keep=r.positive("keep", 20, integer=True),
+                              max_age_hours=max_age)
     r.finish()
     return settings
 
@@ -290,6 +295,7 @@ def _environment(path: Path, name: str, table: dict[str, Any], defaults: dict[st
         git_repo=_path(base, git_repo) if git_repo else None,
         git_push=r.get("git_push", bool, False),
         shares_config=shares_config,
+        rollback_on_failed_verification=r.get("rollback_on_failed_verification", bool, False),
     )
     r.finish()
     return env
@@ -337,6 +343,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     except (ValueError, ZoneInfoNotFoundError):
         raise top.fail("timezone", f"{timezone!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
     calendar = read_calendar(top.sub("calendar"))
+    notifications = read_notifications(top.sub("notifications"))
     defaults = top.get("defaults", dict, {})
     environments = top.get("environments", dict, required=True)
     top.finish()
@@ -351,4 +358,5 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             raise ConfigError(p, f"environments.{name}", "expected a table")
         envs[name] = _environment(p, name, table, defaults, shares_config=len(environments) > 1)
     _check_isolation(p, envs)
-    return Settings(path=p, timezone=timezone, environments=envs, calendar=calendar)
+    return Settings(path=p, timezone=timezone, environments=envs, calendar=calendar,
+                    notifications=notifications)
