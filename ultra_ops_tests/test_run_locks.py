@@ -132,3 +132,38 @@ def test_backup_during_a_deploy_waits_or_is_refused(tmp_path: Path, pg_database:
     assert len(manual) == 1
     # Never alongside: the manual backup began after the deploy's last step had ended.
     assert datetime.fromisoformat(manual[0].created_at).timestamp() >= last_step_end
+
+
+def test_a_wait_for_the_lock_ends_when_it_is_released_or_times_out(tmp_path: Path) -> None:
+    env = load_settings(write_config(tmp_path, "unused_db")).environment("staging")
+    code = (
+        "import sys\n"
+        "from ultra_ops.engine.settings import load_settings\n"
+        "from ultra_ops.engine.locks import EnvironmentLock\n"
+        f"env = load_settings({str(env.config_file)!r}).environment('staging')\n"
+        "lock = EnvironmentLock(env, operation='deploy v1.0.0', run_id='holding-run').acquire()\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "lock.release()\n"
+        "print('released', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockHeldError, match="holding-run.*after waiting 0.3 s"):
+            EnvironmentLock(env, operation="backup").acquire(wait_s=0.3)
+        got: list[EnvironmentLock] = []
+        waiter = threading.Thread(target=lambda: got.append(
+            EnvironmentLock(env, operation="backup", run_id="waiting-run").acquire(wait_s=60)))
+        waiter.start()
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        waiter.join(timeout=60)
+        assert got and got[0].held
+        assert lock_holder(env)["run_id"] == "waiting-run"
+        got[0].release()
+    finally:
+        holder.kill()
+        holder.wait()
