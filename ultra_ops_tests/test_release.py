@@ -330,12 +330,15 @@ def _concurrent_deploy(stack: Stack, capsys) -> None:
     ["deploy", "--tag", "v1.2"],
     ["deploy", "--tag", ""],
     ["deploy", "--tag", "v1.2.3;rm -rf /"],
+    ["deploy", "--tag", "v1.2.3\n"],
+    ["deploy", "--tag", "v1.0.0", "--registry", "reg.example.com\n"],
     ["deploy", "--tag", "v1.2.3" + "9" * 300],
     ["deploy", "--tag", "v1.0.0", "--registry", "reg.example.com/$(id)"],
     ["deploy", "--tag", "v1.0.0", "--compose", "/nonexistent/compose.yml"],
     ["rollback", "--backup", "../x"],
     ["rollback", "--backup", "a;rm -rf /"],
     ["rollback", "--backup", ""],
+    ["rollback", "--backup", "20260101T000000Z-ab12\n"],
     ["rollback", "--backup", "b" * 300],
     ["rollback", "--backup", "20990101T000000Z-dead"],
 ])
@@ -345,6 +348,18 @@ def test_bad_input_exits_2_and_writes_nothing(stack: Stack, dagster_home: Path, 
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert not stack.env.backups_path.exists() or not any(stack.env.backups_path.iterdir())
     assert not any(dagster_home.iterdir())  # no run was started
+
+
+@pytest.mark.parametrize("argv", [["status"], ["deploy", "--tag", "v1.0.0"], ["backups", "create"]])
+def test_env_file_not_utf8_exits_2_naming_file_and_line(stack: Stack, dagster_home: Path, argv, capsys) -> None:
+    stack.env.env_file.write_bytes("ULTRA_VERSION=\n# caf\u00e9 settings\nULTRA_X=1\n".encode("latin-1"))
+    assert stack.ops(*argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert str(stack.env.env_file) in err and "line 2" in err and "UTF-8" in err
+    assert not any(dagster_home.iterdir())  # no run was started
+    assert not stack.env.backups_path.exists() or not any(stack.env.backups_path.iterdir())
+    stack.env.env_file.write_text("ULTRA_VERSION=\n")  # readable again for the fixture's teardown
 
 
 def test_unknown_environment_exits_2(stack: Stack, dagster_home: Path, capsys) -> None:

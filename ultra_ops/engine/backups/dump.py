@@ -99,7 +99,7 @@ class DumpFollower(threading.Thread):
             return 0
         view, moved = memoryview(self._buf), 0
         for name in names:
-            if not self._DATA_FILE.match(name):
+            if not self._DATA_FILE.fullmatch(name):
                 continue
             if name not in self._files:
                 self._files[name] = (hashlib.sha256(), open(self.folder / name, "rb", buffering=0), [0])

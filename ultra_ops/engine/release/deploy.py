@@ -111,7 +111,7 @@ def plan_deploy(
         compose_file = str(path.resolve())
     if registry is not None:
         registry = registry.rstrip("/")
-        if not _REGISTRY.match(registry):
+        if not _REGISTRY.fullmatch(registry):
             raise InputError(f"registry {registry[:80]!r} is not a registry address (host[:port][/path])")
     return DeployRequest(environment=env.name, tag=tag, config_path=str(settings.path),
                          skip_tests=skip_tests, skip_build=skip_build, compose_file=compose_file,

@@ -40,7 +40,7 @@ def migration_files(env: Environment) -> list[Path]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.is_dir():
             continue
-        if not MIGRATION_NAME.match(path.name):
+        if not MIGRATION_NAME.fullmatch(path.name):
             raise OperationError(
                 f"migration file {path} does not match NNNN_name.sql (four digits, '_', a name, '.sql')")
         files.append(path)

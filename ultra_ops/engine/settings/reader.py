@@ -7,7 +7,9 @@ the key and the reason, before anything runs.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -70,6 +72,9 @@ class _Reader:
             raise self.fail(name, f"expected {_kind_name(kind)}, got a boolean")
         if not isinstance(value, kind):
             raise self.fail(name, f"expected {_kind_name(kind)}, got {type(value).__name__}")
+        # TOML has inf and nan; no duration, budget or count of ours means either.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(name, f"must be a finite number, got {value}")
         return value
 
     def string_list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -101,9 +106,12 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
+_ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _env_var_name(r: _Reader, name: str) -> str | None:
     value = r.get(name, str, None)
-    if value is not None and not value.replace("_", "").isalnum():
+    if value is not None and not _ENV_VAR_NAME.fullmatch(value):
         raise r.fail(name, "must name an environment variable (letters, digits and '_'), not hold a value")
     return value
 
@@ -215,6 +223,8 @@ def _processes(r: _Reader | None) -> tuple[ProcessSpec, ...]:
             raise p.fail("port", f"{port} is not a TCP port")
         env = p.get("env", dict, {})
         for k, v in env.items():
+            if not _ENV_VAR_NAME.fullmatch(k):
+                raise p.fail(f"env.{k}", "is not a valid environment variable name")
             if not isinstance(v, str):
                 raise p.fail(f"env.{k}", "expected a string")
         specs.append(ProcessSpec(name=name, command=_expand_command(command), port=port,
