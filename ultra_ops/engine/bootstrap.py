@@ -31,7 +31,8 @@ def init_environment(env: Environment) -> list[str]:
         done.append(f"{env.env_file} still needs: {', '.join(missing)}")
     db = env.database
     try:
-        with psycopg.connect(**db.conninfo(db.maintenance_db), autocommit=True) as conn:
+        with psycopg.connect(**db.conninfo(db.maintenance_db, statement_timeout_s=300, lock_timeout_s=30),
+                             autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,)).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))

@@ -65,7 +65,7 @@ def _database_item(env: Environment, redact: Redactor) -> ChecklistItem:
     import psycopg
 
     try:
-        with psycopg.connect(**env.database.conninfo()) as conn:
+        with psycopg.connect(**env.database.conninfo(statement_timeout_s=30, lock_timeout_s=10)) as conn:
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
         return ChecklistItem("Infrastructure", "database healthy", True, f"{size // (1024 * 1024)} MB")
     except psycopg.Error as exc:

@@ -132,7 +132,8 @@ def run_tests(env: Environment, req: DeployRequest, *, log: Log, redact: Redacto
         return "none configured"
     log.info("running tests: " + " ".join(env.test_command))
     try:
-        run(env.test_command, cwd=env.config_file.parent, timeout=3600, redact=redact,
+        # The basics and this environment's own variables, never another environment's.
+        run(env.test_command, cwd=env.config_file.parent, timeout=3600, redact=redact, environment=env,
             env={"ULTRA_VERSION": req.tag, "ULTRA_ENVIRONMENT": env.name})
     except CommandFailed as exc:
         raise OperationError(f"tests failed, {req.tag} not deployed: {exc}") from None

@@ -24,6 +24,7 @@ from ultra_ops.engine.errors import RuntimeFailure
 from ultra_ops.engine.runtimes import ServiceStatus
 from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
 from ultra_ops.engine.settings import Environment, ProcessSpec
+from ultra_ops.engine.shell import child_env
 
 _POLL_S = 0.1
 _OUTPUT_LINES = 20
@@ -136,11 +137,12 @@ class ProcessRuntime:
     def process_env(self, spec: ProcessSpec, version: str) -> dict[str, str]:
         """The full environment of a service process; later sources win.
 
-        os.environ, then the env file, then the process table's env, then what ultra_ops decides
-        (PORT, ULTRA_VERSION, ULTRA_ENVIRONMENT, ULTRA_LOG_DIR, PG*, REDIS_*). Secrets reach the
-        process only here, never on its command line.
+        The basics of ours and the variables this environment's config names (shell.child_env:
+        never another environment's passwords or keys), then the env file, then the process
+        table's env, then what ultra_ops decides (PORT, ULTRA_VERSION, ULTRA_ENVIRONMENT,
+        ULTRA_LOG_DIR, PG*, REDIS_*). Secrets reach the process only here, never on its command line.
         """
-        env = dict(os.environ)
+        env = child_env(self.env)
         env.update(read_env_file(self.env.env_file))
         env.update(spec.env)
         if spec.port is not None:

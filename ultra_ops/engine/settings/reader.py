@@ -99,6 +99,13 @@ class _Reader:
             raise self.fail(unknown[0], "unknown key")
 
 
+def _above_zero(r: _Reader, name: str, default: float) -> float:
+    value = float(r.positive(name, default))
+    if value == 0:
+        raise r.fail(name, "must be greater than 0")
+    return value
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
              list: "a list", dict: "a table"}
@@ -145,6 +152,7 @@ def _database(r: _Reader) -> DatabaseSettings:
         maintenance_db=r.get("maintenance_db", str, "postgres"),
         probe_queries=r.string_list("probe_queries", ("SELECT 1",)),
         latency_budget_ms=float(r.positive("latency_budget_ms", 1000.0)),
+        connect_timeout_s=_above_zero(r, "connect_timeout_s", 5.0),
     )
     r.finish()
     return db
@@ -183,9 +191,7 @@ def _verify(r: _Reader | None) -> VerifySettings:
     for i, url in enumerate(health):
         if not url.startswith(("http://", "https://")):
             raise r.fail(f"health_urls[{i}]", f"expected an http:// or https:// URL, got {url!r}")
-    timeout_s = float(r.positive("timeout_s", 5.0))
-    if timeout_s == 0:
-        raise r.fail("timeout_s", "must be greater than 0")
+    timeout_s = _above_zero(r, "timeout_s", 5.0)
     settings = VerifySettings(
         timeout_s=timeout_s, retries=r.positive("retries", 2, integer=True),
         backoff_s=float(r.positive("backoff_s", 0.5)), health_urls=health, endpoints=tuple(endpoints))
@@ -203,7 +209,8 @@ def _backup(r: _Reader | None) -> BackupSettings:
     if not 0 <= compression <= 9:
         raise r.fail("compression", "expected 0 (none) to 9")
     settings = BackupSettings(format=fmt, jobs=r.positive("jobs", 0, integer=True),
-                              compression=compression, keep=r.positive("keep", 20, integer=True))
+                              compression=compression, keep=r.positive("keep", 20, integer=True),
+                              timeout_s=_above_zero(r, "timeout_s", 6 * 3600.0))
     r.finish()
     return settings
 
