@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ultra_ops.engine.errors import InputError
+from ultra_ops.engine.files import private_dir
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -44,7 +45,7 @@ def decode_env_file(path: Path, data: bytes) -> str:
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write a file so that readers see the old or the new content, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)

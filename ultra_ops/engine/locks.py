@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ultra_ops.engine.errors import LockHeldError
+from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment
 
@@ -124,7 +125,7 @@ class EnvironmentLock:
         if self._fd is not None:
             return self
         path = _lock_path(self.env)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + max(0.0, wait_s)
         told = False

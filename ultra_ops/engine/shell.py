@@ -110,7 +110,7 @@ def run(
         proc = subprocess.Popen(
             argv, env=child_env(environment, env), cwd=cwd, close_fds=True,
             stdin=watch_r if watch_r is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0, umask=0o077,
             text=True, encoding="utf-8", errors="replace")
     except FileNotFoundError:
         raise error(f"{name} is not installed or not on PATH") from None

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from ultra_ops.engine.errors import RuntimeFailure
+from ultra_ops.engine.files import open_private_append, private_dir
 from ultra_ops.engine.runtimes import ServiceStatus
 from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
 from ultra_ops.engine.settings import Environment, ProcessSpec
@@ -178,7 +179,7 @@ class ProcessRuntime:
         return data
 
     def _write_pid(self, spec: ProcessSpec, record: dict[str, Any]) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.run_dir)
         path = self.pid_file(spec)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "w") as f:
@@ -236,9 +237,11 @@ class ProcessRuntime:
             raise
 
     def _start(self, spec: ProcessSpec, version: str) -> None:
-        self.env.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.env.log_dir)
         cwd = self.env.root if self.env.root.is_dir() else None
-        with open(self.output_file(spec), "ab") as out:
+        # The service's output may carry what it was told: 0600 from creation, as the files it
+        # writes itself (umask 077, set in the child by Popen without running Python code there).
+        with open(open_private_append(self.output_file(spec)), "ab") as out:
             out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting {spec.name} {version}\n".encode())
             out.flush()
             # Where this start's output begins: a failure report shows this run's lines only.
@@ -247,7 +250,7 @@ class ProcessRuntime:
                 proc = subprocess.Popen(
                     list(spec.command), env=self.process_env(spec, version), cwd=cwd,
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True, close_fds=True)
+                    start_new_session=True, close_fds=True, umask=0o077)
             except OSError as exc:
                 raise RuntimeFailure(
                     f"process {spec.name}: cannot start {spec.command[0]!r}: {exc.strerror}") from None
