@@ -15,7 +15,9 @@ import pytest
 from conftest import Stack
 
 from ultra_ops.engine import shell
-from ultra_ops.engine.errors import CommandFailed
+from ultra_ops.engine.backups.store import list_backups
+from ultra_ops.engine.errors import CommandFailed, InputError
+from ultra_ops.engine.locks import EnvironmentLock
 
 
 class SilentServer:
@@ -127,3 +129,24 @@ def test_child_env_allowlist(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", "/home/op")
     env = shell.child_env(None, {"X": "1"}, names=["HOME"])
     assert "OPENAI_API_KEY" not in env and env["HOME"] == "/home/op" and env["X"] == "1"
+
+
+def test_rollback_against_a_silent_database_fails_within_the_connect_timeout(
+        tmp_path: Path, pg_database: str, dagster_home: Path, silent: SilentServer, capsys) -> None:
+    stack = Stack(tmp_path, pg_database)
+    assert stack.ops("backups", "create") == 0
+    [backup] = list_backups(stack.env)
+    text = stack.config.read_text().replace("port = 5432", f"port = {silent.port}\nconnect_timeout_s = 2")
+    stack.config.write_text(text)
+    capsys.readouterr()
+    started = time.monotonic()
+    assert stack.ops("rollback", "--backup", backup.id, "--yes") == 1
+    assert time.monotonic() - started < 45
+    err = capsys.readouterr().err
+    assert silent.accepted.is_set() and "timeout expired" in err, err
+
+
+def test_an_infinite_lock_wait_is_refused(tmp_path: Path, pg_database: str) -> None:
+    stack = Stack(tmp_path, pg_database)
+    with pytest.raises(InputError, match="finite"):
+        EnvironmentLock(stack.env, operation="deploy").acquire(wait_s=float("inf"))

@@ -168,3 +168,17 @@ def test_process_env_names_must_be_variable_names(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace(table, table + '\nenv = { "A\\nB" = "x" }'))
     with pytest.raises(ConfigError, match="not a valid environment variable name"):
         load_settings(path)
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda t: t.replace("processes.backend]", 'processes."../x"]'), 'environments.staging.processes.../x'),
+    (lambda t: t.replace("processes.backend]", 'processes."backend\\n"]'), "environments.staging.processes.backend\n"),
+    (lambda t: t.replace('runtime = "process"', 'runtime = "process"\ncompose_project = "Ultra Staging"'),
+     "environments.staging.compose_project"),
+])
+def test_names_that_become_paths_or_arguments_are_checked_whole(tmp_path: Path, edit, key: str) -> None:
+    path = write_config(tmp_path, "some_db")
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == key

@@ -106,6 +106,14 @@ def _above_zero(r: _Reader, name: str, default: float) -> float:
     return value
 
 
+def _compose_project(r: _Reader, environment: str) -> str:
+    value = r.get("compose_project", str, f"ultra-{environment}")
+    if not _COMPOSE_PROJECT.fullmatch(value):
+        raise r.fail("compose_project", f"{value!r} is not a compose project name (lowercase letters, digits, "
+                                        "'_' and '-')")
+    return value
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
              list: "a list", dict: "a table"}
@@ -114,6 +122,9 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 
 _ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PROCESS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# Docker Compose project names: lowercase letters, digits, '_' and '-', starting with a letter or digit.
+_COMPOSE_PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 def _env_var_name(r: _Reader, name: str) -> str | None:
@@ -220,6 +231,9 @@ def _processes(r: _Reader | None) -> tuple[ProcessSpec, ...]:
         return ()
     specs = []
     for name in r.table:
+        if not _PROCESS_NAME.fullmatch(name):
+            # The name becomes file names (<name>.pid, <name>.out): one plain path component.
+            raise r.fail(name, "is not a valid process name (letters, digits, '_' and '-', at most 64)")
         p = r.sub(name)
         assert p is not None
         command = p.string_list("command")
@@ -294,7 +308,7 @@ def _environment(path: Path, name: str, table: dict[str, Any], defaults: dict[st
         processes=processes,
         llm_providers=_llm_providers(r),
         compose_file=_path(root, compose_file) if compose_file else None,
-        compose_project=r.get("compose_project", str, f"ultra-{name}"),
+        compose_project=_compose_project(r, name),
         compose_command=r.string_list("compose_command", ("docker", "compose")),
         migrations_dir=_path(base, migrations) if migrations else None,
         test_command=_expand_command(r.string_list("test_command")),
