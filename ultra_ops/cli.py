@@ -77,7 +77,10 @@ def _run_job(args: argparse.Namespace, settings: Settings, job: str, environment
 
     from ultra_ops.defs.shared.launch import ensure_dagster_home, launch
     from ultra_ops.defs.shared.tags import launch_tags
+    from ultra_ops.engine.envfile import read_env_file
 
+    # An env file the run could not read is bad input: refused here, before a run exists.
+    read_env_file(settings.environment(environment).env_file)
     home = ensure_dagster_home(settings.path.parent / ".dagster_home")
     operation = job.removesuffix("_job")
     tags = launch_tags(environment, operation, launched_by=_launched_by(), **tag_values)

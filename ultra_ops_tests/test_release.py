@@ -330,12 +330,15 @@ def _concurrent_deploy(stack: Stack, capsys) -> None:
     ["deploy", "--tag", "v1.2"],
     ["deploy", "--tag", ""],
     ["deploy", "--tag", "v1.2.3;rm -rf /"],
+    ["deploy", "--tag", "v1.2.3\n"],
+    ["deploy", "--tag", "v1.0.0", "--registry", "reg.example.com\n"],
     ["deploy", "--tag", "v1.2.3" + "9" * 300],
     ["deploy", "--tag", "v1.0.0", "--registry", "reg.example.com/$(id)"],
     ["deploy", "--tag", "v1.0.0", "--compose", "/nonexistent/compose.yml"],
     ["rollback", "--backup", "../x"],
     ["rollback", "--backup", "a;rm -rf /"],
     ["rollback", "--backup", ""],
+    ["rollback", "--backup", "20260101T000000Z-ab12\n"],
     ["rollback", "--backup", "b" * 300],
     ["rollback", "--backup", "20990101T000000Z-dead"],
 ])
@@ -345,6 +348,18 @@ def test_bad_input_exits_2_and_writes_nothing(stack: Stack, dagster_home: Path, 
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert not stack.env.backups_path.exists() or not any(stack.env.backups_path.iterdir())
     assert not any(dagster_home.iterdir())  # no run was started
+
+
+@pytest.mark.parametrize("argv", [["status"], ["deploy", "--tag", "v1.0.0"], ["backups", "create"]])
+def test_env_file_not_utf8_exits_2_naming_file_and_line(stack: Stack, dagster_home: Path, argv, capsys) -> None:
+    stack.env.env_file.write_bytes("ULTRA_VERSION=\n# caf\u00e9 settings\nULTRA_X=1\n".encode("latin-1"))
+    assert stack.ops(*argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert str(stack.env.env_file) in err and "line 2" in err and "UTF-8" in err
+    assert not any(dagster_home.iterdir())  # no run was started
+    assert not stack.env.backups_path.exists() or not any(stack.env.backups_path.iterdir())
+    stack.env.env_file.write_text("ULTRA_VERSION=\n")  # readable again for the fixture's teardown
 
 
 def test_unknown_environment_exits_2(stack: Stack, dagster_home: Path, capsys) -> None:
@@ -362,7 +377,8 @@ def test_secrets_never_reach_logs_metadata_or_output(
     secret_key = "sk-test-Zq8wVv3yTopSecretValue"
     db_secret = "pg-pass-Hx7uNeverPrintMe"
     monkeypatch.setenv("ULTRA_TEST_LLM_KEY", secret_key)
-    monkeypatch.setenv("ULTRA_TEST_DB_PASSWORD", db_secret)
+    # As a variable exported from a CRLF file: the carriage return is part of the value.
+    monkeypatch.setenv("ULTRA_TEST_DB_PASSWORD", db_secret + "\r")
     with LlmServer(expected_key=secret_key) as llm:
         # password_env is named after the [database] table is written, so append it to that table.
         s = Stack(tmp_path, pg_database, extra=f"""
@@ -374,19 +390,22 @@ def test_secrets_never_reach_logs_metadata_or_output(
         text = s.config.read_text().replace(
             f'name = "{pg_database}"', f'name = "{pg_database}"\npassword_env = "ULTRA_TEST_DB_PASSWORD"')
         s.config.write_text(text)
-        s.env.env_file.write_text(f"ULTRA_VERSION=\nAPP_SECRET_TOKEN={db_secret}\n")
+        s.env.env_file.write_bytes(f"ULTRA_VERSION=\r\nAPP_SECRET_TOKEN={db_secret}\r\n".encode())
         try:
             assert s.ops("deploy", "--tag", "v1.0.0") == 0
             assert s.ops("verify", "--json") == 0
             monkeypatch.setenv("ULTRA_TEST_LLM_KEY", secret_key + "-wrong")
             assert s.ops("verify") == 1
+            # httpx refuses a header value ending in CR LF and escapes it in its error text.
+            monkeypatch.setenv("ULTRA_TEST_LLM_KEY", secret_key + "\r\n")
+            assert s.ops("verify", "--json") == 1
         finally:
             s.stop()
     captured = capsys.readouterr()
     seen = captured.out + captured.err
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         runs = list(instance.get_runs(RunsFilter()))
-        assert len(runs) == 3
+        assert len(runs) == 4
         for run in runs:
             seen += repr(run.tags) + repr(run.run_config)
             for entry in instance.all_logs(run.run_id):
@@ -394,8 +413,8 @@ def test_secrets_never_reach_logs_metadata_or_output(
     for backup in list_backups(s.env):
         seen += (backup.path / "manifest.json").read_text()
     seen += "".join(p.read_text(errors="replace") for p in (tmp_path / "state").rglob("*") if p.is_file())
-    assert "key rejected" in seen  # the failing verify was recorded...
-    assert secret_key not in seen and db_secret not in seen  # ...without the secrets
+    assert "key rejected" in seen and "Illegal header value" in seen  # the failing verifies were recorded...
+    assert secret_key not in seen and db_secret not in seen  # ...without the secrets, in any form
 
 
 def test_jobs_launched_through_graphql_like_the_ui(stack: Stack, dagster_home: Path, tmp_path: Path) -> None:

@@ -262,14 +262,17 @@ def test_compose_command_builders(tmp_path: Path) -> None:
     assert legacy.up_args()[:3] == ["docker-compose", "-f", str(tmp_path / "other.yml")]
 
 
-def test_compose_push_runs_build_then_push_with_registry(tmp_path: Path) -> None:
+def test_compose_push_runs_build_then_push_with_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Compose's interpolation prefers the process environment over --env-file: none of these may reach it.
+    monkeypatch.setenv("POSTGRES_PASSWORD", "production-pg-password")
+    monkeypatch.setenv("ULTRA_PROD_DB_PASSWORD", "production-db-password")
     record = tmp_path / "calls.jsonl"
     fake = tmp_path / "fake_compose.py"
     fake.write_text(textwrap.dedent(f"""
         import json, os, sys
         with open({str(record)!r}, "a") as f:
             f.write(json.dumps({{"argv": sys.argv[1:], "tag": os.environ.get("ULTRA_IMAGE_TAG"),
-                                "registry": os.environ.get("ULTRA_REGISTRY")}}) + "\\n")
+                                "registry": os.environ.get("ULTRA_REGISTRY"), "env": dict(os.environ)}}) + "\\n")
     """))
     rt = get_runtime(_compose_env(tmp_path, [sys.executable, str(fake)]))
     rt.push("v1.2.3", "registry.example.com")
@@ -278,6 +281,9 @@ def test_compose_push_runs_build_then_push_with_registry(tmp_path: Path) -> None
     assert [c["argv"][6:] for c in calls] == [["build"], ["push"], ["up", "-d", "--remove-orphans"]]
     assert [c["registry"] for c in calls] == ["registry.example.com/", "registry.example.com/", ""]
     assert {c["tag"] for c in calls} == {"v1.2.3"}
+    for call in calls:
+        assert "POSTGRES_PASSWORD" not in call["env"] and "ULTRA_PROD_DB_PASSWORD" not in call["env"]
+        assert call["env"]["PATH"] == os.environ["PATH"]
 
     fake.write_text("import sys; print('denied for pg-secret-value', file=sys.stderr); sys.exit(1)")
     with pytest.raises(RuntimeFailure) as info:

@@ -140,3 +140,45 @@ def test_default_config_is_the_repository_one_outside_it(tmp_path: Path, monkeyp
     monkeypatch.chdir(tmp_path)
     assert default_config_path() == REPO / "ultra_ops.toml"
     assert load_settings().path == (REPO / "ultra_ops.toml").resolve()
+
+
+@pytest.mark.parametrize("old, new, key", [
+    ("timeout_s = 3", "timeout_s = inf", "environments.staging.verify.timeout_s"),
+    ("timeout_s = 3", "timeout_s = nan", "environments.staging.verify.timeout_s"),
+    ("backoff_s = 0.1", "backoff_s = +inf", "environments.staging.verify.backoff_s"),
+    ("health_timeout_s = 20", "health_timeout_s = nan", "environments.staging.health_timeout_s"),
+    ("health_timeout_s = 20", "health_timeout_s = 20\nlock_wait_s = inf", "environments.staging.lock_wait_s"),
+    ('user = "', 'latency_budget_ms = nan\nuser = "', "environments.staging.database.latency_budget_ms"),
+])
+def test_non_finite_numbers_exit_2_naming_the_key(tmp_path: Path, monkeypatch, capsys, old, new, key) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    path = write_config(tmp_path, "some_db")
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    assert main(["deploy", "--environment", "staging", "--tag", "v1.0.0", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert key in err and str(path) in err
+    assert not (tmp_path / "home").exists() and not (tmp_path / "backups").exists()
+
+
+def test_process_env_names_must_be_variable_names(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "some_db")
+    table = "[environments.staging.processes.backend]"
+    path.write_text(path.read_text().replace(table, table + '\nenv = { "A\\nB" = "x" }'))
+    with pytest.raises(ConfigError, match="not a valid environment variable name"):
+        load_settings(path)
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda t: t.replace("processes.backend]", 'processes."../x"]'), 'environments.staging.processes.../x'),
+    (lambda t: t.replace("processes.backend]", 'processes."backend\\n"]'), "environments.staging.processes.backend\n"),
+    (lambda t: t.replace('runtime = "process"', 'runtime = "process"\ncompose_project = "Ultra Staging"'),
+     "environments.staging.compose_project"),
+])
+def test_names_that_become_paths_or_arguments_are_checked_whole(tmp_path: Path, edit, key: str) -> None:
+    path = write_config(tmp_path, "some_db")
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == key

@@ -6,6 +6,7 @@ import stat
 
 from ultra_ops.engine.envfile import read_env_file, update_env_file
 from ultra_ops.engine.errors import OperationError
+from ultra_ops.engine.files import PRIVATE_DIR_MODE, narrow, private_dir
 from ultra_ops.engine.settings import Environment
 
 
@@ -15,8 +16,13 @@ def init_environment(env: Environment) -> list[str]:
     from psycopg import sql
 
     done = []
-    for folder in (env.root, env.backups_path, env.log_dir, env.state_dir):
-        folder.mkdir(parents=True, exist_ok=True)
+    private_dir(env.root)  # created 0700 if missing; an existing root may be shared, so left alone
+    # The environment's own folders hold backups (its database and env file), logs and state.
+    for folder in (env.backups_path, env.log_dir, env.state_dir):
+        private_dir(folder)
+        old = narrow(folder, PRIVATE_DIR_MODE)
+        if old is not None:
+            done.append(f"narrowed {folder} from {old:04o} to {PRIVATE_DIR_MODE:04o}")
     if not env.env_file.exists():
         update_env_file(env.env_file, {"ULTRA_ENVIRONMENT": env.name})
         done.append(f"created {env.env_file} (mode 0600)")
@@ -31,7 +37,8 @@ def init_environment(env: Environment) -> list[str]:
         done.append(f"{env.env_file} still needs: {', '.join(missing)}")
     db = env.database
     try:
-        with psycopg.connect(**db.conninfo(db.maintenance_db), autocommit=True) as conn:
+        with psycopg.connect(**db.conninfo(db.maintenance_db, statement_timeout_s=300, lock_timeout_s=30),
+                             autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,)).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ultra_ops.engine.errors import InputError
+from ultra_ops.engine.files import private_dir
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -16,7 +17,7 @@ def read_env_file(path: os.PathLike[str] | str) -> dict[str, str]:
     """Parse a dotenv file (KEY=VALUE lines, # comments, optional quotes). Missing file: {}."""
     values: dict[str, str] = {}
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = decode_env_file(Path(path), Path(path).read_bytes())
     except FileNotFoundError:
         return values
     for line in text.splitlines():
@@ -32,9 +33,19 @@ def read_env_file(path: os.PathLike[str] | str) -> dict[str, str]:
     return values
 
 
+def decode_env_file(path: Path, data: bytes) -> str:
+    """The env file's text; InputError naming the file and the line if it is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"env file {path}: line {line} is not UTF-8 text "
+                         f"(byte 0x{data[exc.start]:02x}); save it as UTF-8") from None
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write a file so that readers see the old or the new content, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)
@@ -51,11 +62,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
 def update_env_file(path: Path, values: dict[str, str]) -> None:
     """Set keys in the env file, keeping every other line (comments, order) as it was."""
     for key, value in values.items():
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):
             raise InputError(f"env file key {key!r} is not a valid variable name")
         if "\n" in value or "\r" in value:
             raise InputError(f"env file value for {key} contains a line break")
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    lines = decode_env_file(path, path.read_bytes()).splitlines() if path.exists() else []
     pending = dict(values)
     out = []
     for line in lines:

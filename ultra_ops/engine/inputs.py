@@ -32,7 +32,7 @@ def validate_tag(tag: str | None) -> str:
         raise InputError("release tag is empty: expected v + semantic version, e.g. v1.2.3")
     if len(tag) > MAX_TAG_LENGTH:
         raise InputError(f"release tag {_shown(tag)} is longer than {MAX_TAG_LENGTH} characters")
-    if not _TAG.match(tag):
+    if not _TAG.fullmatch(tag):
         raise InputError(
             f"release tag {_shown(tag)} is not v + a semantic version (e.g. v1.2.3, v2.0.0-rc.1)"
         )
@@ -43,7 +43,7 @@ def validate_environment_name(name: str | None, known: list[str] | None = None) 
     """Return the environment name if well formed (and known, when a list is given)."""
     if not name:
         raise InputError("environment is empty: expected one of " + ", ".join(known or []))
-    if not _ENVIRONMENT.match(name):
+    if not _ENVIRONMENT.fullmatch(name):
         raise InputError(f"environment {_shown(name)} is not a valid environment name")
     if known is not None and name not in known:
         raise InputError(f"unknown environment {_shown(name)}: expected one of {', '.join(known)}")
@@ -56,7 +56,7 @@ def validate_backup_id(backup_id: str | None) -> str:
         raise InputError("backup id is empty")
     if len(backup_id) > 100:
         raise InputError(f"backup id {_shown(backup_id)} is longer than 100 characters")
-    if ".." in backup_id or not _BACKUP_ID.match(backup_id):
+    if ".." in backup_id or not _BACKUP_ID.fullmatch(backup_id):
         raise InputError(
             f"backup id {_shown(backup_id)} is not valid: letters, digits, '.', '_' and '-' only"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import socket
 import time
@@ -17,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from ultra_ops.engine.errors import LockHeldError
+from ultra_ops.engine.errors import InputError, LockHeldError
+from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.owners import owner_alive, process_start
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment
@@ -117,8 +119,10 @@ class EnvironmentLock:
         """Take the lock; while another operation holds it, wait up to `wait_s` seconds, then refuse."""
         if self._fd is not None:
             return self
+        if not math.isfinite(wait_s):  # a launch form's `inf` would wait forever, `nan` never time out
+            raise InputError(f"lock wait must be a finite number of seconds, got {wait_s}")
         path = _lock_path(self.env)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + max(0.0, wait_s)
         told = False

@@ -6,8 +6,10 @@ variables (named in the config) and the secret-looking keys of its env file.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -22,12 +24,32 @@ _SECRET_KEY = re.compile(r"(PASSWORD|SECRET|TOKEN|API_KEY|APIKEY|PRIVATE|CREDENT
 _MIN_SECRET_LENGTH = 4
 
 
+def secret_forms(secret: str) -> set[str]:
+    """The forms a secret takes in messages: as it is; stripped of surrounding whitespace, CR and LF
+    (a CRLF env file, a shell `export` with a trailing blank); escaped as Python's repr, a bytes repr
+    (httpx's "Illegal header value b'...\\r'") or JSON do; URL-encoded (in a URL or a form body)."""
+    forms: set[str] = set()
+    for value in {secret, secret.strip(), secret.strip("\r\n")}:
+        forms.add(value)
+        forms.add(repr(value)[1:-1])
+        forms.add(json.dumps(value)[1:-1])
+        forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
+        forms.add(repr(value.encode("utf-8", "surrogateescape"))[2:-1])
+        forms.add(urllib.parse.quote(value, safe=""))
+        forms.add(urllib.parse.quote(value))
+        forms.add(urllib.parse.quote_plus(value))
+    return forms
+
+
 class Redactor:
-    """Replaces every known secret value in text with ***."""
+    """Replaces every known secret value, in each form it takes in messages, in text with ***."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets = sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH},
-                               key=len, reverse=True)
+        forms: set[str] = set()
+        for s in secrets:
+            if s:
+                forms |= secret_forms(s)
+        self._secrets = sorted((f for f in forms if len(f) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
 
     @classmethod
     def for_environment(cls, env: Environment) -> Redactor:

@@ -1,37 +1,149 @@
-"""Running external commands: always an argument list, never a shell string."""
+"""Running external commands: the one runner every child process of ultra_ops goes through.
+
+- always an argument list, never a shell string;
+- always a timeout: the command's whole process group is killed when it runs out;
+- always an allowlisted environment (child_env): the basics a program needs (PATH, HOME, locale,
+  TMPDIR, ...) plus what the caller adds and the variables the environment's own config names,
+  never the rest of ours (another environment's passwords, every LLM key);
+- each command leads its own process group, killed whole on timeout, error or interrupt;
+- no preexec_fn (code between fork and exec can deadlock a threaded parent): a command that must
+  not outlive ultra_ops (pg_dump writing into a folder the next backup cleans up) runs under a small
+  watchdog that kills its group when our end of a pipe closes, that is when we die, even by SIGKILL.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ultra_ops.engine.errors import CommandFailed
-from ultra_ops.engine.secrets import Redactor
+
+if TYPE_CHECKING:
+    from ultra_ops.engine.secrets import Redactor
+    from ultra_ops.engine.settings import Environment
+
+# What any program needs to run as the operator would run it; none of it is a secret of an environment.
+BASIC_ENV = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+    "VIRTUAL_ENV", "PYTHONPATH", "SSH_AUTH_SOCK", "GIT_SSH", "GIT_SSH_COMMAND", "EMAIL",
+    "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_CONFIG_GLOBAL",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY",
+    "XDG_RUNTIME_DIR",
+})
+BASIC_ENV_PREFIXES = ("LC_",)
+
+# Runs `argv[1:]` in our process group (the group the runner created) and kills that group when
+# its stdin, a pipe whose only writer is the ultra_ops process, reaches end of file.
+_WATCHDOG = """\
+import os, signal, subprocess, sys, threading
+child = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL)
+def watch():
+    while os.read(0, 512):
+        pass
+    os.killpg(0, signal.SIGKILL)
+threading.Thread(target=watch, daemon=True).start()
+code = child.wait()
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def child_env(environment: Environment | None = None, extra: Mapping[str, str] | None = None, *,
+              names: Iterable[str] = ()) -> dict[str, str]:
+    """The environment of a child process: the basics from ours, the variables `environment`'s config
+    names (its password and key variables) and `names`, then `extra`, which wins."""
+    wanted = set(BASIC_ENV) | set(names)
+    if environment is not None:
+        wanted |= set(environment.secret_env_names())
+    env = {k: v for k, v in os.environ.items() if k in wanted or k.startswith(BASIC_ENV_PREFIXES)}
+    env.update(extra or {})
+    return env
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the command's whole group; only while its leader is unreaped, so the id is still ours."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def run(
     args: Sequence[str],
     *,
+    timeout: float,
+    environment: Environment | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | str | None = None,
-    timeout: float | None = None,
-    redact: Redactor | None = None,
+    redact: Redactor | Callable[[str], str] | None = None,
     check: bool = True,
+    die_with_parent: bool = False,
+    heartbeat: Callable[[float], None] | None = None,
+    every_s: float = 15.0,
+    error: type[Exception] = CommandFailed,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command; `env` is added to the current environment. Raises CommandFailed on non-zero
-    exit with the tail of its output, redacted."""
-    full_env = {**os.environ, **env} if env else None
+    """Run a command to its end and return its output; the child's environment is
+    child_env(environment, env). Raises `error` (CommandFailed by default), redacted, when the
+    program is missing, runs out of `timeout` seconds or (with check) exits non-zero.
+    `heartbeat(elapsed_s)` is called every `every_s` while it runs."""
+    name = Path(args[0]).name
+    argv = list(args)
+    watch_r = watch_w = None
+    if die_with_parent:
+        argv = [sys.executable, "-I", "-S", "-c", _WATCHDOG, *argv]
+        # Our end is not inherited (os.pipe is close-on-exec), so only this process holds it open.
+        watch_r, watch_w = os.pipe()
+    message: str | None = None
     try:
-        proc = subprocess.run(list(args), env=full_env, cwd=cwd, timeout=timeout,
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.Popen(
+            argv, env=child_env(environment, env), cwd=cwd, close_fds=True,
+            stdin=watch_r if watch_r is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0, umask=0o077,
+            text=True, encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        raise CommandFailed(f"command not found: {args[0]}") from None
-    except subprocess.TimeoutExpired:
-        raise CommandFailed(f"{Path(args[0]).name} did not finish within {timeout:g}s") from None
+        raise error(f"{name} is not installed or not on PATH") from None
+    except OSError as exc:
+        raise error(f"cannot start {name}: {exc.strerror}") from None
+    finally:
+        if watch_r is not None:
+            os.close(watch_r)
+    started = time.monotonic()
+    deadline = started + timeout
+    try:
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            try:
+                out, err = proc.communicate(timeout=min(every_s, left) if heartbeat else left)
+                break
+            except subprocess.TimeoutExpired:  # retrying communicate() loses no output
+                if time.monotonic() >= deadline:
+                    _kill_group(proc)
+                    message = f"{name} did not finish within {timeout:g}s"
+                    break
+                if heartbeat is not None:
+                    heartbeat(time.monotonic() - started)
+    except BaseException:
+        _kill_group(proc)
+        raise
+    finally:
+        if watch_w is not None:
+            os.close(watch_w)
+    if message is not None:
+        raise error(redact(message) if redact else message)
     if check and proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]
-        message = f"{Path(args[0]).name} exited {proc.returncode}: " + " | ".join(tail)
-        raise CommandFailed(redact(message) if redact else message)
-    return proc
+        tail = (err or out or "").strip().splitlines()[-5:]
+        message = f"{name} exited {proc.returncode}: " + " | ".join(tail)
+        raise error(redact(message) if redact else message)
+    return subprocess.CompletedProcess(list(args), proc.returncode, out, err)

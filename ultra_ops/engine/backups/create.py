@@ -30,6 +30,7 @@ from ultra_ops.engine.backups.store import (
     write_owner_file,
 )
 from ultra_ops.engine.errors import BackupError, InputError
+from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import BACKUP_FORMATS, Environment
 
@@ -113,7 +114,7 @@ def create_backup(
 
     root = env.backups_path
     try:
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(root)
     except OSError as exc:
         raise BackupError(redact(f"cannot create {root}: {exc.strerror}")) from None
     clean_stale_temps(env, log)

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import hashlib
 import os
 import re
-import signal
-import subprocess
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ultra_ops.engine import shell
 from ultra_ops.engine.backups.checksums import READ_CHUNK
-from ultra_ops.engine.errors import BackupError
+from ultra_ops.engine.errors import BackupError, CommandFailed
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment
 
@@ -26,51 +22,31 @@ def default_jobs(env: Environment) -> int:
 
 
 def pg_env(env: Environment, app: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The child environment for pg_dump/pg_restore: the secret travels only here, never in argv."""
-    return {**os.environ, **env.database.libpq_env(), "PGAPPNAME": f"ultra_ops-{app}", **(extra or {})}
-
-
-def _die_with_parent() -> None:
-    # A backup process killed with -9 must not leave pg_dump writing into a folder that the next
-    # backup is about to clean up; Linux lets the child ask for SIGKILL when its parent dies.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    """What pg_dump/pg_restore get besides the basics (shell.child_env): the PG* variables, so the
+    secret travels only here, never in argv, and a connect timeout, so a server that accepts and
+    never answers fails the tool within it. No statement_timeout: both tools set their own to 0 (a
+    restore's index builds may rightly take long); the run as a whole has `backup.timeout_s`."""
+    return {**env.database.libpq_env(), "PGAPPNAME": f"ultra_ops-{app}",
+            "PGCONNECT_TIMEOUT": str(env.database.libpq_connect_timeout()), **(extra or {})}
 
 
 def run_pg_tool(args: Sequence[str], env: Environment, *, app: str, redact: Redactor,
                 extra_env: dict[str, str] | None = None, error: type[Exception] = BackupError,
-                heartbeat: Callable[[float], None] | None = None, every_s: float = 15.0) -> str:
+                heartbeat: Callable[[float], None] | None = None, every_s: float = 15.0,
+                timeout: float | None = None) -> str:
     """Run pg_dump/pg_restore with stdout/stderr captured (both are small: data goes to files).
-    `heartbeat(elapsed_s)` is called every `every_s` while it runs, so long dumps show progress."""
-    try:
-        proc = subprocess.Popen(list(args), env=pg_env(env, app, extra_env), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-                                preexec_fn=_die_with_parent if os.name == "posix" else None)
-    except FileNotFoundError:
-        raise error(f"{args[0]} is not installed or not on PATH") from None
-    started = time.monotonic()
-    while True:
-        try:
-            out, err = proc.communicate(timeout=every_s)
-            break
-        except subprocess.TimeoutExpired:  # retrying communicate() loses no output
-            if heartbeat is not None:
-                heartbeat(time.monotonic() - started)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    if proc.returncode != 0:
-        tail = " | ".join((err or out or "").strip().splitlines()[-5:])
-        raise error(redact(f"{Path(args[0]).name} exited {proc.returncode}: {tail}"))
-    return out
+    `heartbeat(elapsed_s)` is called every `every_s` while it runs, so long dumps show progress.
+    The tool dies with us, even when we are killed: it must not write on into a folder that the
+    next backup is about to clean up."""
+    proc = shell.run(args, env=pg_env(env, app, extra_env), timeout=timeout or env.backup.timeout_s,
+                     redact=redact, error=error, die_with_parent=True, heartbeat=heartbeat, every_s=every_s)
+    return proc.stdout
 
 
 def tool_version(tool: str) -> str:
     try:
-        return subprocess.run([tool, "--version"], capture_output=True, text=True, check=True,
-                              timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+        return shell.run([tool, "--version"], timeout=30).stdout.strip()
+    except CommandFailed:
         raise BackupError(f"{tool} is not installed or does not run") from None
 
 
@@ -99,7 +75,7 @@ class DumpFollower(threading.Thread):
             return 0
         view, moved = memoryview(self._buf), 0
         for name in names:
-            if not self._DATA_FILE.match(name):
+            if not self._DATA_FILE.fullmatch(name):
                 continue
             if name not in self._files:
                 self._files[name] = (hashlib.sha256(), open(self.folder / name, "rb", buffering=0), [0])

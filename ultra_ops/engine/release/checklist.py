@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import OperationError
+from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment
 
@@ -55,7 +56,7 @@ def _secret_items(env: Environment) -> list[ChecklistItem]:
 
 
 def _disk_item(env: Environment) -> ChecklistItem:
-    env.backup_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(env.backup_dir)
     free_mb = shutil.disk_usage(env.backup_dir).free // (1024 * 1024)
     return ChecklistItem("Infrastructure", "disk space for backups", free_mb >= env.min_free_disk_mb,
                          f"{free_mb} MB free at {env.backup_dir} (minimum {env.min_free_disk_mb} MB)")
@@ -65,7 +66,7 @@ def _database_item(env: Environment, redact: Redactor) -> ChecklistItem:
     import psycopg
 
     try:
-        with psycopg.connect(**env.database.conninfo()) as conn:
+        with psycopg.connect(**env.database.conninfo(statement_timeout_s=30, lock_timeout_s=10)) as conn:
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
         return ChecklistItem("Infrastructure", "database healthy", True, f"{size // (1024 * 1024)} MB")
     except psycopg.Error as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.retention import prune_backups
 from ultra_ops.engine.backups.store import BackupInfo
-from ultra_ops.engine.envfile import update_env_file
+from ultra_ops.engine.envfile import read_env_file, update_env_file
 from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError, VerificationFailed
 from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.release.migrate import apply_migrations
@@ -113,7 +113,7 @@ def plan_deploy(
         compose_file = str(path.resolve())
     if registry is not None:
         registry = registry.rstrip("/")
-        if not _REGISTRY.match(registry):
+        if not _REGISTRY.fullmatch(registry):
             raise InputError(f"registry {registry[:80]!r} is not a registry address (host[:port][/path])")
     return DeployRequest(environment=env.name, tag=tag, config_path=str(settings.path),
                          skip_tests=skip_tests, skip_build=skip_build, compose_file=compose_file,
@@ -134,8 +134,10 @@ def run_tests(env: Environment, req: DeployRequest, *, log: Log, redact: Redacto
         return "none configured"
     log.info("running tests: " + " ".join(env.test_command))
     try:
-        run(env.test_command, cwd=env.config_file.parent, timeout=3600, redact=redact,
-            env={"ULTRA_VERSION": req.tag, "ULTRA_ENVIRONMENT": env.name})
+        # As the services see it: the basics, the variables this environment's config names and its
+        # env file, never another environment's.
+        run(env.test_command, cwd=env.config_file.parent, timeout=3600, redact=redact, environment=env,
+            env={**read_env_file(env.env_file), "ULTRA_VERSION": req.tag, "ULTRA_ENVIRONMENT": env.name})
     except CommandFailed as exc:
         raise OperationError(f"tests failed, {req.tag} not deployed: {exc}") from None
     return "passed"

@@ -17,6 +17,10 @@ from ultra_ops.engine.errors import OperationError
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 
+# A migration may rightly rebuild a big table, but must not wait forever behind the running
+# application's locks (nor behind another migration's advisory lock).
+MIGRATION_TIMEOUT_S = 3600.0
+MIGRATION_LOCK_TIMEOUT_S = 60.0
 MIGRATION_NAME = re.compile(r"^\d{4}_[A-Za-z0-9_\-]+\.sql$")
 # One fixed advisory lock key: two deploys migrating the same database never interleave files.
 _LOCK_KEY = 0x756C7472614D6967  # "ultraMig"
@@ -40,7 +44,7 @@ def migration_files(env: Environment) -> list[Path]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.is_dir():
             continue
-        if not MIGRATION_NAME.match(path.name):
+        if not MIGRATION_NAME.fullmatch(path.name):
             raise OperationError(
                 f"migration file {path} does not match NNNN_name.sql (four digits, '_', a name, '.sql')")
         files.append(path)
@@ -49,7 +53,8 @@ def migration_files(env: Environment) -> list[Path]:
 
 def _connect(env: Environment, redact: Callable[[str], str]) -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(**env.database.conninfo(), autocommit=True)
+        return psycopg.connect(**env.database.conninfo(statement_timeout_s=MIGRATION_TIMEOUT_S,
+                                                       lock_timeout_s=MIGRATION_LOCK_TIMEOUT_S), autocommit=True)
     except psycopg.Error as exc:
         raise OperationError(
             redact(f"cannot connect to database {env.database.name}: {_pg_message(exc)}")) from None

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ultra_ops.engine.errors import InputError
+from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Environment
 
@@ -128,7 +129,7 @@ def _connect(path: Path) -> Iterator[sqlite3.Connection]:
 def record_release(env: Environment, record: ReleaseRecord) -> ReleaseRecord:
     """Write one record, atomically and durably."""
     path = releases_path(env)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     if not path.exists():
         # Reasons are redacted, but they are an operator's business: no wider than the env file.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-
-from ultra_ops.engine.errors import OperationError
+from ultra_ops.engine.errors import CommandFailed, OperationError
 from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Environment
 from ultra_ops.engine.shell import run
 
+# git runs with the basic environment only (shell.child_env): no environment's secrets.
+_GIT_TIMEOUT_S = 30.0
+_GIT_PUSH_TIMEOUT_S = 120.0
+
 
 def _rev_parse(repo: str, ref: str) -> str | None:
-    found = subprocess.run(["git", "-C", repo, "rev-parse", "-q", "--verify", ref], capture_output=True, text=True)
+    found = run(["git", "-C", repo, "rev-parse", "-q", "--verify", ref], timeout=_GIT_TIMEOUT_S, check=False)
     if found.returncode != 0:
         return None
     return found.stdout.strip() or None
@@ -28,9 +30,9 @@ def tag_release(env: Environment, version: str, *, log: Log | None = None) -> st
         log.info(f"git tag {version} already exists in {repo}")
         return "exists"
     try:
-        run(["git", "-C", repo, "tag", "-a", version, "-m", f"Release {version}"])
+        run(["git", "-C", repo, "tag", "-a", version, "-m", f"Release {version}"], timeout=_GIT_TIMEOUT_S)
         if env.git_push:
-            run(["git", "-C", repo, "push", "origin", version], timeout=120)
+            run(["git", "-C", repo, "push", "origin", version], timeout=_GIT_PUSH_TIMEOUT_S)
     except OperationError as exc:
         raise OperationError(f"tagging release {version} failed: {exc}") from None
     log.info(f"created git tag {version} in {repo}" + (" and pushed it" if env.git_push else ""))
@@ -43,5 +45,5 @@ def commit_of(env: Environment, version: str | None) -> str | None:
         return None
     try:
         return _rev_parse(str(env.git_repo), f"refs/tags/{version}^{{commit}}")
-    except OSError:  # no git on this machine, or the repository folder is gone
+    except CommandFailed:  # no git on this machine, the repository folder is gone, or git hung
         return None

@@ -23,9 +23,10 @@ from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 
 _POLL_S = 0.5
-# Builds and pulls may legitimately take long; everything else has a bound.
+# Builds, pushes and pulls may legitimately take long; every command has a bound.
 _SHORT_TIMEOUT_S = 120.0
 _UP_TIMEOUT_S = 600.0
+_BUILD_TIMEOUT_S = 3 * 3600.0
 
 
 def registry_prefix(registry: str | None) -> str:
@@ -112,12 +113,15 @@ class ComposeRuntime:
     # -- execution ---------------------------------------------------------------------------
 
     def _run(self, args: list[str], *, version: str | None = None, registry: str | None = None,
-             timeout: float | None = _SHORT_TIMEOUT_S) -> str:
+             timeout: float = _SHORT_TIMEOUT_S) -> str:
         if not self.env.env_file.is_file():
             raise RuntimeFailure(f"environment {self.env.name}: env file {self.env.env_file} not found")
         try:
+            # Compose's interpolation prefers the process environment over --env-file: it gets the
+            # basics and the variables this environment's config names, nothing else of ours.
             proc = shell.run(args, env=self.command_env(version or self._version, registry or self.registry),
-                             cwd=self.compose_file.parent, timeout=timeout, redact=self.redact)
+                             environment=self.env, cwd=self.compose_file.parent, timeout=timeout,
+                             redact=self.redact)
         except CommandFailed as exc:
             subcommand = args[len(self.compose_base())]
             message = f"compose {subcommand} ({self.project}) failed: {exc}"
@@ -126,7 +130,7 @@ class ComposeRuntime:
 
     def build(self, version: str) -> None:
         self.log.info(f"compose build {self.project} at {version}")
-        self._run(self.build_args(version), version=version, timeout=None)
+        self._run(self.build_args(version), version=version, timeout=_BUILD_TIMEOUT_S)
 
     def push(self, version: str, registry: str) -> None:
         """Build with the registry in the image names (cached layers: this is the tag step), then push."""
@@ -134,12 +138,12 @@ class ComposeRuntime:
         if not prefix:
             raise RuntimeFailure("push needs a registry")
         self.log.info(f"compose push {self.project} {version} to {prefix}")
-        self._run(self.build_args(version), version=version, registry=registry, timeout=None)
-        self._run(self.push_args(), version=version, registry=registry, timeout=None)
+        self._run(self.build_args(version), version=version, registry=registry, timeout=_BUILD_TIMEOUT_S)
+        self._run(self.push_args(), version=version, registry=registry, timeout=_BUILD_TIMEOUT_S)
 
     def pull(self, version: str) -> None:
         self.log.info(f"compose pull {self.project} {version}")
-        self._run(self.pull_args(), version=version, timeout=None)
+        self._run(self.pull_args(), version=version, timeout=_BUILD_TIMEOUT_S)
 
     def up(self, version: str) -> None:
         self._version = version

@@ -21,9 +21,11 @@ from typing import Any
 import httpx
 
 from ultra_ops.engine.errors import RuntimeFailure
+from ultra_ops.engine.files import open_private_append, private_dir
 from ultra_ops.engine.runtimes import ServiceStatus
 from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
 from ultra_ops.engine.settings import Environment, ProcessSpec
+from ultra_ops.engine.shell import child_env
 
 _POLL_S = 0.1
 _OUTPUT_LINES = 20
@@ -136,11 +138,12 @@ class ProcessRuntime:
     def process_env(self, spec: ProcessSpec, version: str) -> dict[str, str]:
         """The full environment of a service process; later sources win.
 
-        os.environ, then the env file, then the process table's env, then what ultra_ops decides
-        (PORT, ULTRA_VERSION, ULTRA_ENVIRONMENT, ULTRA_LOG_DIR, PG*, REDIS_*). Secrets reach the
-        process only here, never on its command line.
+        The basics of ours and the variables this environment's config names (shell.child_env:
+        never another environment's passwords or keys), then the env file, then the process
+        table's env, then what ultra_ops decides (PORT, ULTRA_VERSION, ULTRA_ENVIRONMENT,
+        ULTRA_LOG_DIR, PG*, REDIS_*). Secrets reach the process only here, never on its command line.
         """
-        env = dict(os.environ)
+        env = child_env(self.env)
         env.update(read_env_file(self.env.env_file))
         env.update(spec.env)
         if spec.port is not None:
@@ -176,7 +179,7 @@ class ProcessRuntime:
         return data
 
     def _write_pid(self, spec: ProcessSpec, record: dict[str, Any]) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.run_dir)
         path = self.pid_file(spec)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "w") as f:
@@ -234,9 +237,11 @@ class ProcessRuntime:
             raise
 
     def _start(self, spec: ProcessSpec, version: str) -> None:
-        self.env.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.env.log_dir)
         cwd = self.env.root if self.env.root.is_dir() else None
-        with open(self.output_file(spec), "ab") as out:
+        # The service's output may carry what it was told: 0600 from creation, as the files it
+        # writes itself (umask 077, set in the child by Popen without running Python code there).
+        with open(open_private_append(self.output_file(spec)), "ab") as out:
             out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting {spec.name} {version}\n".encode())
             out.flush()
             # Where this start's output begins: a failure report shows this run's lines only.
@@ -245,7 +250,7 @@ class ProcessRuntime:
                 proc = subprocess.Popen(
                     list(spec.command), env=self.process_env(spec, version), cwd=cwd,
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True, close_fds=True)
+                    start_new_session=True, close_fds=True, umask=0o077)
             except OSError as exc:
                 raise RuntimeFailure(
                     f"process {spec.name}: cannot start {spec.command[0]!r}: {exc.strerror}") from None

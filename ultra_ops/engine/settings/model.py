@@ -5,6 +5,7 @@ Secrets are never values here: fields ending in `_env` name environment variable
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,19 +44,34 @@ class DatabaseSettings:
     maintenance_db: str = "postgres"
     probe_queries: tuple[str, ...] = ("SELECT 1",)
     latency_budget_ms: float = 1000.0
+    connect_timeout_s: float = 5.0  # every client ultra_ops starts: psycopg and the pg tools
+
+    def libpq_connect_timeout(self, at_most: float | None = None) -> int:
+        """libpq's connect_timeout: whole seconds, and anything below 2 counts as 2."""
+        seconds = self.connect_timeout_s if at_most is None else min(self.connect_timeout_s, at_most)
+        return max(2, math.ceil(seconds))
 
     def password(self) -> str | None:
         return os.environ.get(self.password_env) if self.password_env else None
 
-    def conninfo(self, dbname: str | None = None) -> dict[str, Any]:
-        """Keyword arguments for psycopg.connect; the password only comes from the environment."""
+    def conninfo(self, dbname: str | None = None, *, statement_timeout_s: float | None = None,
+                 lock_timeout_s: float | None = None) -> dict[str, Any]:
+        """Keyword arguments for psycopg.connect; the password only comes from the environment.
+        Always a connect timeout; statement and lock timeouts (server side) when given."""
         info: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
             "dbname": dbname or self.name,
             "user": self.user,
-            "connect_timeout": 5,
+            "connect_timeout": self.libpq_connect_timeout(),
         }
+        options = []
+        if statement_timeout_s is not None:
+            options.append(f"-c statement_timeout={max(1, int(statement_timeout_s * 1000))}")
+        if lock_timeout_s is not None:
+            options.append(f"-c lock_timeout={max(1, int(lock_timeout_s * 1000))}")
+        if options:
+            info["options"] = " ".join(options)
         pw = self.password()
         if pw:
             info["password"] = pw
@@ -122,6 +138,7 @@ class BackupSettings:
     compression: int = 1  # fast: pg_dump spends its time compressing, not reading
     keep: int = 20
     max_age_hours: float = 26.0  # the backup freshness sensor alerts past this age
+    timeout_s: float = 6 * 3600.0  # the longest a pg_dump or pg_restore may run
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ the key and the reason, before anything runs.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -73,6 +75,9 @@ class _Reader:
             raise self.fail(name, f"expected {_kind_name(kind)}, got a boolean")
         if not isinstance(value, kind):
             raise self.fail(name, f"expected {_kind_name(kind)}, got {type(value).__name__}")
+        # TOML has inf and nan; no duration, budget or count of ours means either.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(name, f"must be a finite number, got {value}")
         return value
 
     def string_list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -97,6 +102,21 @@ class _Reader:
             raise self.fail(unknown[0], "unknown key")
 
 
+def _above_zero(r: _Reader, name: str, default: float) -> float:
+    value = float(r.positive(name, default))
+    if value == 0:
+        raise r.fail(name, "must be greater than 0")
+    return value
+
+
+def _compose_project(r: _Reader, environment: str) -> str:
+    value = r.get("compose_project", str, f"ultra-{environment}")
+    if not _COMPOSE_PROJECT.fullmatch(value):
+        raise r.fail("compose_project", f"{value!r} is not a compose project name (lowercase letters, digits, "
+                                        "'_' and '-')")
+    return value
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
              list: "a list", dict: "a table"}
@@ -104,9 +124,15 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
+_ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PROCESS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# Docker Compose project names: lowercase letters, digits, '_' and '-', starting with a letter or digit.
+_COMPOSE_PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
 def _env_var_name(r: _Reader, name: str) -> str | None:
     value = r.get(name, str, None)
-    if value is not None and not value.replace("_", "").isalnum():
+    if value is not None and not _ENV_VAR_NAME.fullmatch(value):
         raise r.fail(name, "must name an environment variable (letters, digits and '_'), not hold a value")
     return value
 
@@ -140,6 +166,7 @@ def _database(r: _Reader) -> DatabaseSettings:
         maintenance_db=r.get("maintenance_db", str, "postgres"),
         probe_queries=r.string_list("probe_queries", ("SELECT 1",)),
         latency_budget_ms=float(r.positive("latency_budget_ms", 1000.0)),
+        connect_timeout_s=_above_zero(r, "connect_timeout_s", 5.0),
     )
     r.finish()
     return db
@@ -178,9 +205,7 @@ def _verify(r: _Reader | None) -> VerifySettings:
     for i, url in enumerate(health):
         if not url.startswith(("http://", "https://")):
             raise r.fail(f"health_urls[{i}]", f"expected an http:// or https:// URL, got {url!r}")
-    timeout_s = float(r.positive("timeout_s", 5.0))
-    if timeout_s == 0:
-        raise r.fail("timeout_s", "must be greater than 0")
+    timeout_s = _above_zero(r, "timeout_s", 5.0)
     settings = VerifySettings(
         timeout_s=timeout_s, retries=r.positive("retries", 2, integer=True),
         backoff_s=float(r.positive("backoff_s", 0.5)), health_urls=health, endpoints=tuple(endpoints))
@@ -202,7 +227,7 @@ def _backup(r: _Reader | None) -> BackupSettings:
         raise r.fail("max_age_hours", f"expected more than 0 and less than a year, got {max_age:g}")
     settings = BackupSettings(format=fmt, jobs=r.positive("jobs", 0, integer=True),
                               compression=compression, keep=r.positive("keep", 20, integer=True),
-                              max_age_hours=max_age)
+                              max_age_hours=max_age, timeout_s=_above_zero(r, "timeout_s", 6 * 3600.0))
     r.finish()
     return settings
 
@@ -212,6 +237,9 @@ def _processes(r: _Reader | None) -> tuple[ProcessSpec, ...]:
         return ()
     specs = []
     for name in r.table:
+        if not _PROCESS_NAME.fullmatch(name):
+            # The name becomes file names (<name>.pid, <name>.out): one plain path component.
+            raise r.fail(name, "is not a valid process name (letters, digits, '_' and '-', at most 64)")
         p = r.sub(name)
         assert p is not None
         command = p.string_list("command")
@@ -222,6 +250,8 @@ def _processes(r: _Reader | None) -> tuple[ProcessSpec, ...]:
             raise p.fail("port", f"{port} is not a TCP port")
         env = p.get("env", dict, {})
         for k, v in env.items():
+            if not _ENV_VAR_NAME.fullmatch(k):
+                raise p.fail(f"env.{k}", "is not a valid environment variable name")
             if not isinstance(v, str):
                 raise p.fail(f"env.{k}", "expected a string")
         specs.append(ProcessSpec(name=name, command=_expand_command(command), port=port,
@@ -284,7 +314,7 @@ def _environment(path: Path, name: str, table: dict[str, Any], defaults: dict[st
         processes=processes,
         llm_providers=_llm_providers(r),
         compose_file=_path(root, compose_file) if compose_file else None,
-        compose_project=r.get("compose_project", str, f"ultra-{name}"),
+        compose_project=_compose_project(r, name),
         compose_command=r.string_list("compose_command", ("docker", "compose")),
         migrations_dir=_path(base, migrations) if migrations else None,
         test_command=_expand_command(r.string_list("test_command")),

@@ -160,10 +160,9 @@ def _database(env: Environment, timeout_s: float) -> Callable[[], str]:
 
     def run() -> str:
         start = time.perf_counter()
-        info = db.conninfo()
+        info = db.conninfo(statement_timeout_s=timeout_s, lock_timeout_s=timeout_s)
         # libpq only takes whole seconds and treats anything below 2 as 2.
         info["connect_timeout"] = max(2, math.ceil(timeout_s))
-        info["options"] = f"-c statement_timeout={max(1, int(timeout_s * 1000))}"
         with psycopg.connect(**info, autocommit=True) as conn:
             for query in db.probe_queries:
                 cur = conn.execute(query)

@@ -1,0 +1,49 @@
+"""Files and folders that hold secrets or output: private to the operator from creation on.
+
+Folders are 0700 and files 0600 whatever the umask: created that way, never widened afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` and each missing parent with mode 0700; folders that exist are left alone."""
+    missing: list[Path] = []
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(folder, PRIVATE_DIR_MODE)  # a umask may have taken owner bits away
+    return path
+
+
+def narrow(path: Path, mode: int) -> int | None:
+    """Take away every permission of `path` beyond `mode`; the old mode if it was wider, else None."""
+    try:
+        old = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return None
+    if old & ~mode:
+        os.chmod(path, old & mode)
+        return old
+    return None
+
+
+def open_private_append(path: Path) -> int:
+    """A descriptor appending to `path`, created 0600 (and narrowed to 0600 if it was wider)."""
+    private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
+    if os.fstat(fd).st_mode & 0o077:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    return fd
