@@ -266,6 +266,16 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
+def cmd_vacuum(args: argparse.Namespace) -> int:
+    """`vacuum_job`: VACUUM ANALYZE the environment's database (the database_maintenance asset)."""
+    settings = _settings(args)
+    env = settings.environment(args.environment)
+    result = _run_job(args, settings, "vacuum_job", env.name)
+    if result.success:
+        _out(f"VACUUM ANALYZE of {env.name} done")
+    return 0 if result.success else 1
+
+
 def cmd_calendar(args: argparse.Namespace) -> int:
     """The coming release and backup ticks, with what each would do or why it would skip."""
     from ultra_ops.engine.calendar.ticks import upcoming
@@ -274,7 +284,7 @@ def cmd_calendar(args: argparse.Namespace) -> int:
     environment = settings.environment(args.environment).name if args.environment else None
     ticks = upcoming(settings, datetime.now(UTC), args.weeks, environment)
     if not args.backups:
-        ticks = [t for t in ticks if t.schedule != "nightly_backup_schedule"]
+        ticks = [t for t in ticks if t.schedule not in ("nightly_backup_schedule", "weekly_vacuum_schedule")]
     for tick in ticks:
         _out(tick.describe())
     if not ticks:
@@ -363,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", parents=[common], help="services, deployed version, lock and last release")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("vacuum", parents=[common, locking], help="VACUUM ANALYZE the environment's database")
+    p.set_defaults(func=cmd_vacuum)
+
     p = sub.add_parser("approve", parents=[common], help="approve a version for scheduled deploys")
     p.add_argument("--tag", required=True, help="the version approved, e.g. v1.2.3")
     p.add_argument("--by", required=True, metavar="NAME", help="who approves it")
@@ -372,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH", help=f"config file (default: ${CONFIG_ENV_VAR} or ./ultra_ops.toml)")
     p.add_argument("--environment", "-e", metavar="ENV", help="only this environment's ticks")
     p.add_argument("--weeks", type=_weeks, default=4, metavar="N", help="how far ahead (default 4)")
-    p.add_argument("--backups", action="store_true", help="list the nightly backups too")
+    p.add_argument("--backups", action="store_true", help="list the nightly backups and weekly vacuums too")
     p.set_defaults(func=cmd_calendar)
 
     p = sub.add_parser("releases", parents=[common], help="the environment's deploys and rollbacks, newest first")

@@ -6,15 +6,19 @@ from ultra_ops.defs.backups.jobs import BACKUP_JOBS
 from ultra_ops.defs.backups.sensors import backup_sensors
 from ultra_ops.defs.calendar.jobs import CALENDAR_JOBS
 from ultra_ops.defs.calendar.schedules import calendar_schedules
+from ultra_ops.defs.maintenance.jobs import MAINTENANCE_ASSETS, MAINTENANCE_JOBS
 from ultra_ops.defs.release.jobs import RELEASE_JOBS
 from ultra_ops.defs.release.sensors import release_sensors
+from ultra_ops.defs.shared.jobs import LOGGERS
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 
 defs = Definitions(
-    jobs=[*RELEASE_JOBS, *BACKUP_JOBS, *CALENDAR_JOBS],
+    assets=MAINTENANCE_ASSETS,
+    jobs=[*RELEASE_JOBS, *BACKUP_JOBS, *CALENDAR_JOBS, *MAINTENANCE_JOBS],
     schedules=calendar_schedules(),
     sensors=[*release_sensors(), *backup_sensors()],
     resources={"settings": OpsSettings(), "locks": EnvironmentLocks()},
+    loggers=LOGGERS,  # asset jobs take their loggers from here; the op jobs name the same ones
 )
 
 

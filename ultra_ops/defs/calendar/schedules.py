@@ -17,6 +17,7 @@ from dagster import (
 )
 
 from ultra_ops.defs.backups.jobs import backup_job
+from ultra_ops.defs.maintenance.jobs import vacuum_job
 from ultra_ops.defs.release.jobs import deploy_job
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.automations import loaded_settings, schedule_status
@@ -86,7 +87,29 @@ def _nightly_backup_schedule(settings: Settings | None) -> ScheduleDefinition:
     return nightly
 
 
+def _weekly_vacuum_schedule(settings: Settings | None) -> ScheduleDefinition:
+    calendar = settings.calendar if settings else CalendarSettings()
+    rule = calendar.weekly_vacuum
+    name = "weekly_vacuum_schedule"
+
+    @schedule(name=name, job=vacuum_job, cron_schedule=rule.cron(),
+              execution_timezone=settings.timezone if settings else "UTC",
+              default_status=schedule_status(settings, name),
+              description=f"VACUUM ANALYZE every environment's database weekly at {rule.at:%H:%M} "
+                          "(the database_maintenance asset; never VACUUM FULL).")
+    def weekly(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
+        try:
+            current = load_settings()
+        except UltraOpsError as exc:
+            return SkipReason(f"config error: {exc}")
+        day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        return [RunRequest(run_key=f"{name}:{env}:{day}", partition_key=env,
+                           tags=tags.launch_tags(env, "vacuum")) for env in current.environments]
+
+    return weekly
+
+
 def calendar_schedules() -> list[ScheduleDefinition]:
     settings = loaded_settings()
     return [_release_schedule("staging", settings), _release_schedule("production", settings),
-            _nightly_backup_schedule(settings)]
+            _nightly_backup_schedule(settings), _weekly_vacuum_schedule(settings)]

@@ -125,4 +125,9 @@ def upcoming(settings: Settings, start: datetime, weeks: int, environment: str |
             continue
         ticks += [Tick("nightly_backup_schedule", env, m, "backup")
                   for m in _moments(start, end, None, nightly.hour, nightly.minute)]
+    vacuum = settings.calendar.weekly_vacuum
+    for env in settings.environments:
+        if environment in (None, env):
+            ticks += [Tick("weekly_vacuum_schedule", env, m, "VACUUM ANALYZE")
+                      for m in _moments(start, end, vacuum.weekday, vacuum.at.hour, vacuum.at.minute)]
     return sorted(ticks, key=lambda t: (t.at, t.schedule, t.environment))
