@@ -133,7 +133,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     env = settings.environment(args.environment)
     result = _run_job(args, settings, "verify_job", env.name, version=deployed_version(env))
-    reports = [o["report"] for o in result.observations if "report" in o]
+    reports = [o["report"] for o in result.asset_metadata if "report" in o]
     if reports:
         # The report as the run recorded it (already redacted), not re-derived here.
         _out(json.dumps(reports[-1], indent=2) if args.json else VerifyReport.from_dict(reports[-1]).table())
@@ -266,13 +266,24 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
-def cmd_vacuum(args: argparse.Namespace) -> int:
-    """`vacuum_job`: VACUUM ANALYZE the environment's database (the database_maintenance asset)."""
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    """The release document's maintenance tasks, each a Dagster run like the rest."""
     settings = _settings(args)
     env = settings.environment(args.environment)
-    result = _run_job(args, settings, "vacuum_job", env.name)
+    if args.maintenance_command == "vacuum":
+        result = _run_job(args, settings, "vacuum_job", env.name)
+    elif args.maintenance_command == "cache-stats":
+        result = _run_job(args, settings, "cache_stats_job", env.name)
+        stats = [o for o in result.asset_metadata if "stats" in o]
+        if stats:
+            _out(json.dumps(stats[-1]["stats"], indent=2))
+    else:
+        if bool(args.pattern) == bool(args.flush_all):
+            raise InputError("cache-clear needs --pattern GLOB, or --flush-all to remove every key")
+        config = {"pattern": args.pattern, "flush_all": args.flush_all}
+        result = _run_job(args, settings, "cache_clear_job", env.name, _ops_config("cache_clear", config))
     if result.success:
-        _out(f"VACUUM ANALYZE of {env.name} done")
+        _out(f"{args.maintenance_command} of {env.name} done")
     return 0 if result.success else 1
 
 
@@ -373,8 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", parents=[common], help="services, deployed version, lock and last release")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("vacuum", parents=[common, locking], help="VACUUM ANALYZE the environment's database")
-    p.set_defaults(func=cmd_vacuum)
+    p = sub.add_parser("maintenance", help="VACUUM ANALYZE, cache statistics, cache clear")
+    msub = p.add_subparsers(dest="maintenance_command", required=True, parser_class=_Parser)
+    m = msub.add_parser("vacuum", parents=[common, locking], help="VACUUM ANALYZE the environment's database")
+    m.set_defaults(func=cmd_maintenance)
+    m = msub.add_parser("cache-stats", parents=[common], help="the environment's Redis INFO, with its checks")
+    m.set_defaults(func=cmd_maintenance)
+    m = msub.add_parser("cache-clear", parents=[common, locking], help="remove cache keys: --pattern or --flush-all")
+    m.add_argument("--pattern", metavar="GLOB", help="remove the keys matching this Redis glob (SCAN + UNLINK)")
+    m.add_argument("--flush-all", action="store_true",
+                   help="remove every key of the environment's Redis database (FLUSHDB)")
+    m.set_defaults(func=cmd_maintenance)
 
     p = sub.add_parser("approve", parents=[common], help="approve a version for scheduled deploys")
     p.add_argument("--tag", required=True, help="the version approved, e.g. v1.2.3")

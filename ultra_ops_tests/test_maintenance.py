@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import psycopg
 from conftest import PG, Stack
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from ultra_ops.engine.locks import EnvironmentLock
 
@@ -31,11 +32,11 @@ def test_vacuum_records_what_it_cleaned(stack: Stack, dagster_home: Path, capsys
 
     # Refused while another operation holds the environment, as during a restore.
     with EnvironmentLock(stack.env, operation="rollback to x", run_id="restore-run"):
-        assert stack.ops("vacuum") == 1
+        assert stack.ops("maintenance", "vacuum") == 1
     assert "restore-run" in capsys.readouterr().err
     assert _dead_tuples(stack.database, "churn") >= 2500
 
-    assert stack.ops("vacuum") == 0
+    assert stack.ops("maintenance", "vacuum") == 0
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         event = instance.get_latest_materialization_event(AssetKey("database_maintenance"))
         run = instance.get_run_by_id(event.run_id)
@@ -48,3 +49,38 @@ def test_vacuum_records_what_it_cleaned(stack: Stack, dagster_home: Path, capsys
     after = next(t for t in meta["report"]["after"] if t["table"] == "public.churn")
     assert after["dead"] == 0 and after["last_vacuum"] is not None and after["last_analyze"] is not None
     assert meta["database_size_bytes"] > 0 and meta["duration_s"] >= 0
+
+
+def test_cache_stats_and_a_pattern_clear(tmp_path: Path, pg_database: str, dagster_home: Path, capsys) -> None:
+    """A Redis database of the test's own: clear by pattern leaves the other keys; stats and checks."""
+    import redis as redis_lib
+
+    db = 9
+    client = redis_lib.Redis.from_url(f"redis://127.0.0.1:6379/{db}")
+    client.flushdb()
+    stack = Stack(tmp_path, pg_database)
+    stack.config.write_text(stack.config.read_text().replace('url = "redis://127.0.0.1:6379/0"',
+                                                             f'url = "redis://127.0.0.1:6379/{db}"'))
+    try:
+        client.mset({f"ultra:cache:{i}": "x" for i in range(1200)} | {f"ultra:session:{i}": "y" for i in range(30)})
+        assert stack.ops("maintenance", "cache-clear") == 2  # neither a pattern nor --flush-all
+        assert stack.ops("maintenance", "cache-clear", "--pattern", "ultra:cache:*") == 0
+        assert client.dbsize() == 30 and not list(client.scan_iter(match="ultra:cache:*"))
+        capsys.readouterr()
+        assert stack.ops("maintenance", "cache-stats") == 0
+        stats = json.loads(capsys.readouterr().out.split("\ncache-stats")[0])
+        assert stats["environment"] == "staging" and stats["keys_per_db"][f"db{db}"] == 30
+        assert stats["used_memory"] > 0 and stats["used_memory_human"]
+        with DagsterInstance.from_config(str(dagster_home)) as instance:
+            event = instance.get_latest_materialization_event(AssetKey("cache_state"))
+            assert event.asset_materialization.partition == "staging"
+            checks = {e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data.passed
+                      for e in instance.all_logs(event.run_id)
+                      if e.dagster_event and e.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION}
+        assert checks == {"cache_memory_headroom": True, "cache_no_evictions": stats["evicted_keys"] == 0,
+                          "cache_hit_ratio": checks["cache_hit_ratio"]}
+        assert stack.ops("maintenance", "cache-clear", "--flush-all") == 0
+        assert client.dbsize() == 0
+    finally:
+        client.flushdb()
+        stack.stop()

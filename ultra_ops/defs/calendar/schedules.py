@@ -17,7 +17,7 @@ from dagster import (
 )
 
 from ultra_ops.defs.backups.jobs import backup_job
-from ultra_ops.defs.maintenance.jobs import vacuum_job
+from ultra_ops.defs.maintenance.jobs import cache_stats_job, vacuum_job
 from ultra_ops.defs.release.jobs import deploy_job
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.automations import loaded_settings, schedule_status
@@ -109,7 +109,29 @@ def _weekly_vacuum_schedule(settings: Settings | None) -> ScheduleDefinition:
     return weekly
 
 
+def _hourly_cache_check_schedule(settings: Settings | None) -> ScheduleDefinition:
+    calendar = settings.calendar if settings else CalendarSettings()
+    name = "hourly_cache_check_schedule"
+
+    @schedule(name=name, job=cache_stats_job, cron_schedule=f"{calendar.cache_check_minute} * * * *",
+              execution_timezone=settings.timezone if settings else "UTC",
+              default_status=schedule_status(settings, name),
+              description="Read every environment's Redis INFO into the cache_state asset, hourly, with its checks.")
+    def hourly(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
+        try:
+            current = load_settings()
+        except UltraOpsError as exc:
+            return SkipReason(f"config error: {exc}")
+        hour = context.scheduled_execution_time.strftime("%Y-%m-%dT%H")
+        return [RunRequest(run_key=f"{name}:{env.name}:{hour}", partition_key=env.name,
+                           tags=tags.launch_tags(env.name, "cache stats"))
+                for env in current.environments.values() if env.redis is not None]
+
+    return hourly
+
+
 def calendar_schedules() -> list[ScheduleDefinition]:
     settings = loaded_settings()
     return [_release_schedule("staging", settings), _release_schedule("production", settings),
-            _nightly_backup_schedule(settings), _weekly_vacuum_schedule(settings)]
+            _nightly_backup_schedule(settings), _weekly_vacuum_schedule(settings),
+            _hourly_cache_check_schedule(settings)]

@@ -1,12 +1,20 @@
-"""Database maintenance as an asset: each VACUUM ANALYZE of an environment's database is a
-materialization of its partition, with the table statistics before and after as metadata that
-the UI plots over time."""
+"""Maintenance state as assets, partitioned by environment: each VACUUM ANALYZE of the database and
+each look at the Redis cache is a materialization, with numbers the UI plots over time."""
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from ultra_ops.defs.shared.partitions import environment_partitions
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.steps import environment_of, load, step
+from ultra_ops.engine.maintenance.cache import cache_stats
 from ultra_ops.engine.maintenance.vacuum import vacuum_analyze
 
 
@@ -44,3 +52,48 @@ def database_maintenance(context: AssetExecutionContext, settings: OpsSettings,
         "per_table": MetadataValue.md(table),
         "report": MetadataValue.json(report.to_dict()),
     })
+
+
+_CACHE_CHECKS = [
+    AssetCheckSpec("cache_memory_headroom", asset="cache_state",
+                   description="Used memory stays under 90% of maxmemory (where a limit is set)."),
+    AssetCheckSpec("cache_no_evictions", asset="cache_state",
+                   description="Redis evicted no keys: it has not run out of memory."),
+    AssetCheckSpec("cache_hit_ratio", asset="cache_state",
+                   description="At least half of the lookups hit, once there were 100."),
+]
+
+
+@asset(
+    name="cache_state",
+    partitions_def=environment_partitions,
+    group_name="maintenance",
+    owners=["team:ops"],
+    kinds={"redis"},
+    check_specs=_CACHE_CHECKS,
+    description="The environment's Redis from INFO, hourly: used memory (and its human form), peak, maxmemory, "
+                "fragmentation, evicted and expired keys, hit ratio, keys per database.",
+)
+def cache_state(context: AssetExecutionContext, settings: OpsSettings) -> MaterializeResult:
+    op_context = context.op_execution_context
+    loaded = load(settings)
+    with step(op_context, environment_of(op_context), str(loaded.path)) as s:
+        stats = cache_stats(s.env, redact=s.redact)
+    used_of_max, hit_ratio = stats.memory_used_of_max, stats.hit_ratio
+    lookups = stats.hits + stats.misses
+    checks = [
+        AssetCheckResult(check_name="cache_memory_headroom", passed=used_of_max is None or used_of_max < 0.9,
+                         severity=AssetCheckSeverity.WARN, metadata={"used_of_max": used_of_max or 0.0}),
+        AssetCheckResult(check_name="cache_no_evictions", passed=stats.evicted_keys == 0,
+                         severity=AssetCheckSeverity.WARN, metadata={"evicted_keys": stats.evicted_keys}),
+        AssetCheckResult(check_name="cache_hit_ratio", passed=lookups < 100 or (hit_ratio or 0) >= 0.5,
+                         severity=AssetCheckSeverity.WARN, metadata={"hit_ratio": hit_ratio or 0.0,
+                                                                     "lookups": lookups}),
+    ]
+    return MaterializeResult(
+        metadata={"used_memory_bytes": stats.used_memory, "used_memory_human": stats.used_memory_human,
+                  "used_memory_peak_bytes": stats.used_memory_peak, "maxmemory_bytes": stats.maxmemory,
+                  "fragmentation_ratio": stats.fragmentation_ratio, "evicted_keys": stats.evicted_keys,
+                  "expired_keys": stats.expired_keys, "hit_ratio": hit_ratio if hit_ratio is not None else 0.0,
+                  "keys": sum(stats.keys_per_db.values()), "stats": MetadataValue.json(stats.to_dict())},
+        check_results=checks)

@@ -1,20 +1,33 @@
-"""The maintenance domain's jobs: what its schedules start."""
+"""The maintenance domain's jobs: what its schedules and commands start."""
 
 from dagster import define_asset_job, in_process_executor
 
-from ultra_ops.defs.maintenance.assets import database_maintenance
+from ultra_ops.defs.maintenance import ops
+from ultra_ops.defs.maintenance.assets import cache_state, database_maintenance
 from ultra_ops.defs.shared import tags
+from ultra_ops.defs.shared.jobs import environment_job
 from ultra_ops.defs.shared.partitions import environment_config, environment_partitions
 
-vacuum_job = define_asset_job(
-    "vacuum_job",
-    selection=[database_maintenance],
-    partitions_def=environment_partitions,
-    config=environment_config(),  # the environment's tags on every run, as for the release jobs
-    executor_def=in_process_executor,  # the lock one step takes is held by the run's process
-    tags={tags.DOMAIN: "maintenance", tags.OPERATION: "vacuum"},
-    description="VACUUM ANALYZE an environment's database (the database_maintenance asset).",
-)
 
-MAINTENANCE_ASSETS = [database_maintenance]
-MAINTENANCE_JOBS = [vacuum_job]
+def _asset_job(name: str, asset: object, operation: str, description: str):  # noqa: ANN202
+    return define_asset_job(
+        name, selection=[asset], partitions_def=environment_partitions,
+        config=environment_config(),  # the environment's tags on every run, as for the release jobs
+        executor_def=in_process_executor,  # a lock one step takes is held by the run's process
+        tags={tags.DOMAIN: "maintenance", tags.OPERATION: operation}, description=description)
+
+
+vacuum_job = _asset_job("vacuum_job", database_maintenance, "vacuum",
+                        "VACUUM ANALYZE an environment's database (the database_maintenance asset).")
+cache_stats_job = _asset_job("cache_stats_job", cache_state, "cache stats",
+                             "Read an environment's Redis INFO into the cache_state asset, with its checks.")
+
+
+@environment_job("maintenance", "cache clear")
+def cache_clear_job() -> None:
+    """Clear an environment's cache: the keys matching a pattern, or everything with flush_all."""
+    ops.cache_clear()
+
+
+MAINTENANCE_ASSETS = [database_maintenance, cache_state]
+MAINTENANCE_JOBS = [vacuum_job, cache_stats_job, cache_clear_job]

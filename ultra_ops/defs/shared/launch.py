@@ -39,7 +39,7 @@ class LaunchResult:
     run_id: str
     success: bool
     message: str  # the first failure's text, or "" on success
-    observations: list[dict[str, Any]] = field(default_factory=list)  # metadata of logged observations
+    asset_metadata: list[dict[str, Any]] = field(default_factory=list)  # of its observations and materializations
 
 
 def ensure_dagster_home(default: Path) -> Path:
@@ -90,6 +90,8 @@ def _outcome(instance: DagsterInstance, run_id: str, success: bool) -> LaunchRes
                 messages.append(data.error.message.strip())
         elif event.event_type == DagsterEventType.ASSET_OBSERVATION:
             observations.append(_metadata_values(event.event_specific_data.asset_observation.metadata))
+        elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            observations.append(_metadata_values(event.event_specific_data.materialization.metadata))
         elif event.event_type == DagsterEventType.RUN_FAILURE and not messages and event.message:
             messages.append(event.message)
     if not success and not messages:

@@ -5,6 +5,7 @@
     production = { day = "thursday", time = "10:00", every_weeks = 2, anchor = "2026-12-03" }
     nightly_backup = { time = "01:30" }                           # local time, never 02:00-03:00
     weekly_vacuum = { day = "sunday", time = "04:00" }
+    hourly_cache_check = { minute = 15 }
     freezes = [{ name = "year-end freeze", start = "2026-12-21", end = "2027-01-04" }]
     holidays = ["2026-12-24"]
     [calendar.automations]                                        # running or stopped at first load
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 AUTOMATIONS = ("staging_release_schedule", "production_release_schedule", "nightly_backup_schedule",
-               "weekly_vacuum_schedule",
+               "weekly_vacuum_schedule", "hourly_cache_check_schedule",
                "verify_after_deploy_sensor", "failed_verification_sensor", "release_notification_sensor",
                "release_failure_sensor", "backup_freshness_sensor")
 _DEFAULT_ANCHOR = date(2026, 1, 8)  # a Thursday
@@ -77,6 +78,7 @@ class CalendarSettings:
     production: Weekly = Weekly(3, time(10, 0), 2, _DEFAULT_ANCHOR)
     nightly_backup: time = time(1, 30)
     weekly_vacuum: Weekly = Weekly(6, time(4, 0))
+    cache_check_minute: int = 15  # past every hour
     freezes: tuple[Freeze, ...] = ()
     holidays: tuple[date, ...] = ()
     running: dict[str, bool] = field(default_factory=dict)  # schedule or sensor name -> starts running
@@ -154,6 +156,13 @@ def read_calendar(r: _Reader | None) -> CalendarSettings:
     vacuum = _weekly(r.sub("weekly_vacuum"), defaults.weekly_vacuum)
     if time(2, 0) <= vacuum.at < time(3, 0):
         raise r.fail("weekly_vacuum", "its time is inside 02:00-03:00, which daylight saving skips or repeats")
+    cache = r.sub("hourly_cache_check")
+    minute = defaults.cache_check_minute
+    if cache is not None:
+        minute = cache.get("minute", int, minute)
+        if not 0 <= minute <= 59:
+            raise cache.fail("minute", f"expected 0 to 59, got {minute}")
+        cache.finish()
     freezes = []
     for i, item in enumerate(r.get("freezes", list, [])):
         if not isinstance(item, dict):
@@ -186,4 +195,5 @@ def read_calendar(r: _Reader | None) -> CalendarSettings:
         approval = ApprovalSettings(a.get("required", bool, True), hours, a.get("author_may_approve", bool, False))
         a.finish()
     r.finish()
-    return CalendarSettings(staging, production, nightly, vacuum, tuple(freezes), holidays, running, approval)
+    return CalendarSettings(staging, production, nightly, vacuum, minute, tuple(freezes), holidays, running,
+                            approval)
