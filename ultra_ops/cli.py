@@ -13,9 +13,10 @@ import json
 import logging
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 from ultra_ops.engine.errors import InputError, UltraOpsError
 from ultra_ops.engine.settings import CONFIG_ENV_VAR, ENVIRONMENT_NAMES, Environment, Settings, load_settings
@@ -71,12 +72,13 @@ def _launched_by() -> str:
 
 
 def _run_job(args: argparse.Namespace, settings: Settings, job: str, environment: str,
-             run_config: dict[str, Any] | None = None, **tag_values: Any):  # noqa: ANN202
+             run_config: dict[str, Any] | None = None, *, partition: str | None = None,
+             **tag_values: Any):  # noqa: ANN202
     """Run `job` for one environment partition, tagged before it starts, as the UI would file it."""
     from dagster import DagsterInstance
 
     from ultra_ops.defs.shared.launch import ensure_dagster_home, launch
-    from ultra_ops.defs.shared.tags import launch_tags
+    from ultra_ops.defs.shared.tags import PARTITION, launch_tags
     from ultra_ops.engine.envfile import read_env_file
 
     # An env file the run could not read is bad input: refused here, before a run exists.
@@ -84,6 +86,8 @@ def _run_job(args: argparse.Namespace, settings: Settings, job: str, environment
     home = ensure_dagster_home(settings.path.parent / ".dagster_home")
     operation = job.removesuffix("_job")
     tags = launch_tags(environment, operation, launched_by=_launched_by(), **tag_values)
+    if partition:
+        tags[PARTITION] = partition  # a job partitioned by more than the environment
     config = {**(run_config or {}),
               "resources": {"locks": {"config": {"lock_wait_s": float(getattr(args, "lock_wait", 0) or 0)}}}}
     _progress(f"starting {job} for {environment} (Dagster home {home})")
@@ -272,6 +276,9 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     env = settings.environment(args.environment)
     if args.maintenance_command == "vacuum":
         result = _run_job(args, settings, "vacuum_job", env.name)
+    elif args.maintenance_command == "archive-logs":
+        day = args.day or (datetime.now(ZoneInfo(settings.timezone)).date() - timedelta(days=1)).isoformat()
+        result = _run_job(args, settings, "log_archive_job", env.name, partition=f"{day}|{env.name}")
     elif args.maintenance_command == "cache-stats":
         result = _run_job(args, settings, "cache_stats_job", env.name)
         stats = [o for o in result.asset_metadata if "stats" in o]
@@ -332,6 +339,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _day(text: str) -> str:
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a day YYYY-MM-DD, got {text!r}") from None
+    if day < date(2026, 1, 1):
+        raise argparse.ArgumentTypeError(f"{day} is before the first day logs are kept for (2026-01-01)")
+    return day.isoformat()
+
+
 def _weeks(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 104:
         raise argparse.ArgumentTypeError(f"expected 1 to 104 weeks, got {text!r}")
@@ -387,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("maintenance", help="VACUUM ANALYZE, cache statistics, cache clear")
     msub = p.add_subparsers(dest="maintenance_command", required=True, parser_class=_Parser)
     m = msub.add_parser("vacuum", parents=[common, locking], help="VACUUM ANALYZE the environment's database")
+    m.set_defaults(func=cmd_maintenance)
+    m = msub.add_parser("archive-logs", parents=[common], help="rotate and archive a day's logs, verified")
+    m.add_argument("--day", type=_day, metavar="YYYY-MM-DD", help="the day to archive (default: yesterday)")
     m.set_defaults(func=cmd_maintenance)
     m = msub.add_parser("cache-stats", parents=[common], help="the environment's Redis INFO, with its checks")
     m.set_defaults(func=cmd_maintenance)

@@ -84,3 +84,46 @@ def test_cache_stats_and_a_pattern_clear(tmp_path: Path, pg_database: str, dagst
     finally:
         client.flushdb()
         stack.stop()
+
+
+def test_log_archive_backfill_of_three_days(stack: Stack, dagster_home: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    from datetime import datetime
+
+    logs = stack.env.log_dir
+    logs.mkdir(parents=True, exist_ok=True)
+    days = ["20261124", "20261125", "20261126"]
+    contents = {}
+    for day in days:
+        for name in ("backend", "worker"):
+            path = logs / f"{name}.log.{day}"
+            path.write_text("".join(f"{day} {name} line {i}\n" for i in range(2000)))
+            contents[path.name] = path.read_bytes()
+    # Today's active log, last written on the 26th: rotated into that day's file, then archived with it.
+    active = logs / "backend.log"
+    active.write_text("late lines of the 26th\n")
+    stamp = datetime(2026, 11, 26, 23, 0).timestamp()
+    os.utime(active, (stamp, stamp))
+    untouched = logs / "backend.out"  # the service's output file is the runtime's, not a log to rotate
+    untouched.write_text("output\n")
+
+    for day in ("2026-11-24", "2026-11-25", "2026-11-26"):
+        assert stack.ops("maintenance", "archive-logs", "--day", day) == 0
+    archive_dir = logs / "archive"
+    assert sorted(p.name for p in archive_dir.iterdir()) == [f"logs_{d}.tar.gz" for d in days]
+    assert not list(logs.glob("*.log.*")) and not active.exists() and untouched.exists()
+    out = tmp_path / "extracted"
+    out.mkdir()
+    for day in days:  # the release document's manual step reads them
+        subprocess.run(["tar", "-xzf", str(archive_dir / f"logs_{day}.tar.gz"), "-C", str(out)], check=True,
+                       timeout=60)
+    for name, data in contents.items():
+        extracted = (out / name).read_bytes()
+        assert extracted == (data + b"late lines of the 26th\n" if name == "backend.log.20261126" else data)
+    assert stack.ops("maintenance", "archive-logs", "--day", "2026-11-25") == 0  # again: nothing new, nothing lost
+    assert sorted(p.name for p in archive_dir.iterdir()) == [f"logs_{d}.tar.gz" for d in days]
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        event = instance.get_latest_materialization_event(AssetKey("log_archive"))
+    assert event.asset_materialization.partition is not None
+    assert stack.ops("maintenance", "archive-logs", "--day", "26-11-2026") == 2

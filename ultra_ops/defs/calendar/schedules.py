@@ -8,7 +8,10 @@ that does nothing says why: nothing new to release, a freeze, a holiday, an off 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from dagster import (
+    MultiPartitionKey,
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -17,7 +20,7 @@ from dagster import (
 )
 
 from ultra_ops.defs.backups.jobs import backup_job
-from ultra_ops.defs.maintenance.jobs import cache_stats_job, vacuum_job
+from ultra_ops.defs.maintenance.jobs import cache_stats_job, log_archive_job, vacuum_job
 from ultra_ops.defs.release.jobs import deploy_job
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.automations import loaded_settings, schedule_status
@@ -130,8 +133,28 @@ def _hourly_cache_check_schedule(settings: Settings | None) -> ScheduleDefinitio
     return hourly
 
 
+def _daily_log_archive_schedule(settings: Settings | None) -> ScheduleDefinition:
+    name = "daily_log_archive_schedule"
+
+    @schedule(name=name, job=log_archive_job, cron_schedule="30 0 * * *",
+              execution_timezone=settings.timezone if settings else "UTC",
+              default_status=schedule_status(settings, name),
+              description="Rotate every environment's logs after midnight and archive the day before, verified.")
+    def daily(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
+        try:
+            current = load_settings()
+        except UltraOpsError as exc:
+            return SkipReason(f"config error: {exc}")
+        day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+        return [RunRequest(run_key=f"{name}:{env}:{day}",
+                           partition_key=MultiPartitionKey({"day": day, "environment": env}),
+                           tags=tags.launch_tags(env, "archive logs")) for env in current.environments]
+
+    return daily
+
+
 def calendar_schedules() -> list[ScheduleDefinition]:
     settings = loaded_settings()
     return [_release_schedule("staging", settings), _release_schedule("production", settings),
             _nightly_backup_schedule(settings), _weekly_vacuum_schedule(settings),
-            _hourly_cache_check_schedule(settings)]
+            _hourly_cache_check_schedule(settings), _daily_log_archive_schedule(settings)]

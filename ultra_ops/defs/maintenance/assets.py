@@ -1,6 +1,8 @@
 """Maintenance state as assets, partitioned by environment: each VACUUM ANALYZE of the database and
 each look at the Redis cache is a materialization, with numbers the UI plots over time."""
 
+from datetime import date
+
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -11,10 +13,12 @@ from dagster import (
     asset,
 )
 
-from ultra_ops.defs.shared.partitions import environment_partitions
+from ultra_ops.defs.shared.automations import loaded_settings
+from ultra_ops.defs.shared.partitions import environment_day_partitions, environment_partitions
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.steps import environment_of, load, step
 from ultra_ops.engine.maintenance.cache import cache_stats
+from ultra_ops.engine.maintenance.logs import archive_logs, rotate_logs
 from ultra_ops.engine.maintenance.vacuum import vacuum_analyze
 
 
@@ -97,3 +101,37 @@ def cache_state(context: AssetExecutionContext, settings: OpsSettings) -> Materi
                   "expired_keys": stats.expired_keys, "hit_ratio": hit_ratio if hit_ratio is not None else 0.0,
                   "keys": sum(stats.keys_per_db.values()), "stats": MetadataValue.json(stats.to_dict())},
         check_results=checks)
+
+
+_loaded = loaded_settings()
+# Days in the config's time zone as the code location loads it (UTC without a readable config).
+log_days = environment_day_partitions(_loaded.timezone if _loaded else "UTC")
+_DISK_WARN = 0.90
+
+
+@asset(
+    name="log_archive",
+    partitions_def=log_days,
+    group_name="maintenance",
+    owners=["team:ops"],
+    kinds={"logs"},
+    check_specs=[AssetCheckSpec("log_disk_headroom", asset="log_archive",
+                                description=f"The log folder's disk is less than {_DISK_WARN:.0%} full.")],
+    description="Day D's logs of an environment: rotated, archived into logs/archive/logs_YYYYMMDD.tar.gz (readable "
+                "by tar -xzf), verified against the originals before they are removed; the log folder's disk "
+                "usage (the document's df -h). Backfill a range of days from the UI.",
+)
+def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> MaterializeResult:
+    keys = context.partition_key.keys_by_dimension
+    loaded = load(settings)
+    with step(context.op_execution_context, keys["environment"], str(loaded.path)) as s:
+        rotate_logs(s.env, log=s.log)
+        report = archive_logs(s.env, date.fromisoformat(keys["day"]), log=s.log)
+    return MaterializeResult(
+        metadata={"archive": report.archive or "", "files": len(report.files), "bytes_in": report.bytes_in,
+                  "bytes_archived": report.bytes_archived, "log_dir_bytes": report.log_dir_bytes,
+                  "disk_used_ratio": report.disk_used_ratio, "disk_free_bytes": report.disk_free_bytes,
+                  "archived_files": MetadataValue.json(report.files)},
+        check_results=[AssetCheckResult(check_name="log_disk_headroom", passed=report.disk_used_ratio < _DISK_WARN,
+                                        severity=AssetCheckSeverity.WARN,
+                                        metadata={"disk_used_ratio": report.disk_used_ratio})])

@@ -3,10 +3,10 @@
 from dagster import define_asset_job, in_process_executor
 
 from ultra_ops.defs.maintenance import ops
-from ultra_ops.defs.maintenance.assets import cache_state, database_maintenance
+from ultra_ops.defs.maintenance.assets import cache_state, database_maintenance, log_archive, log_days
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.jobs import environment_job
-from ultra_ops.defs.shared.partitions import environment_config, environment_partitions
+from ultra_ops.defs.shared.partitions import environment_config, environment_day_config, environment_partitions
 
 
 def _asset_job(name: str, asset: object, operation: str, description: str):  # noqa: ANN202
@@ -23,11 +23,17 @@ cache_stats_job = _asset_job("cache_stats_job", cache_state, "cache stats",
                              "Read an environment's Redis INFO into the cache_state asset, with its checks.")
 
 
+log_archive_job = define_asset_job(
+    "log_archive_job", selection=[log_archive], partitions_def=log_days, config=environment_day_config(log_days),
+    executor_def=in_process_executor, tags={tags.DOMAIN: "maintenance", tags.OPERATION: "archive logs"},
+    description="Rotate and archive one day of an environment's logs (the log_archive asset).")
+
+
 @environment_job("maintenance", "cache clear")
 def cache_clear_job() -> None:
     """Clear an environment's cache: the keys matching a pattern, or everything with flush_all."""
     ops.cache_clear()
 
 
-MAINTENANCE_ASSETS = [database_maintenance, cache_state]
-MAINTENANCE_JOBS = [vacuum_job, cache_stats_job, cache_clear_job]
+MAINTENANCE_ASSETS = [database_maintenance, cache_state, log_archive]
+MAINTENANCE_JOBS = [vacuum_job, cache_stats_job, cache_clear_job, log_archive_job]

@@ -26,7 +26,7 @@ from dagster._core.execution.api import execute_run
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from ultra_ops.defs.shared.tags import PROCESS
+from ultra_ops.defs.shared.tags import PARTITION, PROCESS
 from ultra_ops.engine.owners import owner_alive, this_process
 
 LOCATION_NAME = "ultra_ops"  # the name in workspace.yaml and [tool.dagster]: runs are filed under it
@@ -136,6 +136,9 @@ def launch(job_name: str, run_config: dict[str, Any], tags: dict[str, str],
     recon_job = ReconstructableRepository.for_module(MODULE, "defs", working_directory=workdir) \
         .get_reconstructable_job(job_name)
     job_def = recon_job.get_definition()
+    if PARTITION in tags and job_def.partitioned_config is not None:
+        # What the UI adds for a partition: its tags, per dimension for a multi-partition.
+        tags = {**job_def.partitioned_config.get_tags_for_partition_key(tags[PARTITION]), **tags}
     config = {**run_config, "loggers": {"progress": {}}}
     run = instance.create_run_for_job(
         job_def=job_def, run_config=config, tags={**job_def.run_tags, **tags, PROCESS: _process_tag(this_process())},

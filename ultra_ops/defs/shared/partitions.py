@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dagster import PartitionedConfig, StaticPartitionsDefinition
+from dagster import (
+    DailyPartitionsDefinition,
+    MultiPartitionsDefinition,
+    PartitionedConfig,
+    StaticPartitionsDefinition,
+)
 
 from ultra_ops.defs.shared.tags import environment_tags
 from ultra_ops.engine.settings import ENVIRONMENT_NAMES
@@ -29,3 +34,22 @@ def environment_config(
         run_config_for_partition_key_fn=run_config_for or (lambda _key: {}),
         tags_for_partition_key_fn=environment_tags,
     )
+
+
+def day_partitions(timezone: str) -> DailyPartitionsDefinition:
+    """Days in the config's time zone, from the first day ultra_ops could have run."""
+    return DailyPartitionsDefinition(start_date="2026-01-01", timezone=timezone)
+
+
+def environment_day_partitions(timezone: str) -> MultiPartitionsDefinition:
+    """(day, environment): keys look like `2026-11-26|staging`."""
+    return MultiPartitionsDefinition({"day": day_partitions(timezone), "environment": environment_partitions})
+
+
+def environment_day_config(partitions: MultiPartitionsDefinition) -> PartitionedConfig:
+    """Per (day, environment) partition: the environment's tags on every run."""
+    def tags_for(key: str) -> Mapping[str, str]:
+        return environment_tags(partitions.get_partition_key_from_str(key).keys_by_dimension["environment"])
+
+    return PartitionedConfig(partitions_def=partitions, run_config_for_partition_key_fn=lambda _key: {},
+                             tags_for_partition_key_fn=tags_for)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 AUTOMATIONS = ("staging_release_schedule", "production_release_schedule", "nightly_backup_schedule",
-               "weekly_vacuum_schedule", "hourly_cache_check_schedule",
+               "weekly_vacuum_schedule", "hourly_cache_check_schedule", "daily_log_archive_schedule",
                "verify_after_deploy_sensor", "failed_verification_sensor", "release_notification_sensor",
                "release_failure_sensor", "backup_freshness_sensor")
 _DEFAULT_ANCHOR = date(2026, 1, 8)  # a Thursday
