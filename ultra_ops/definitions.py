@@ -7,13 +7,14 @@ from ultra_ops.defs.backups.sensors import backup_sensors
 from ultra_ops.defs.calendar.jobs import CALENDAR_JOBS
 from ultra_ops.defs.calendar.schedules import calendar_schedules
 from ultra_ops.defs.maintenance.jobs import MAINTENANCE_ASSETS, MAINTENANCE_JOBS
+from ultra_ops.defs.release.assets import RELEASE_ASSETS
 from ultra_ops.defs.release.jobs import RELEASE_JOBS
 from ultra_ops.defs.release.sensors import release_sensors
 from ultra_ops.defs.shared.jobs import LOGGERS
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 
 defs = Definitions(
-    assets=MAINTENANCE_ASSETS,
+    assets=[*RELEASE_ASSETS, *MAINTENANCE_ASSETS],
     jobs=[*RELEASE_JOBS, *BACKUP_JOBS, *CALENDAR_JOBS, *MAINTENANCE_JOBS],
     schedules=calendar_schedules(),
     sensors=[*release_sensors(), *backup_sensors()],

@@ -13,8 +13,7 @@ from dagster import (
     asset,
 )
 
-from ultra_ops.defs.shared.automations import loaded_settings
-from ultra_ops.defs.shared.partitions import environment_day_partitions, environment_partitions
+from ultra_ops.defs.shared.partitions import environment_days, environment_partitions
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.steps import environment_of, load, step
 from ultra_ops.engine.maintenance.cache import cache_stats
@@ -103,15 +102,12 @@ def cache_state(context: AssetExecutionContext, settings: OpsSettings) -> Materi
         check_results=checks)
 
 
-_loaded = loaded_settings()
-# Days in the config's time zone as the code location loads it (UTC without a readable config).
-log_days = environment_day_partitions(_loaded.timezone if _loaded else "UTC")
 _DISK_WARN = 0.90
 
 
 @asset(
     name="log_archive",
-    partitions_def=log_days,
+    partitions_def=environment_days,
     group_name="maintenance",
     owners=["team:ops"],
     kinds={"logs"},
@@ -135,3 +131,4 @@ def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> Materi
         check_results=[AssetCheckResult(check_name="log_disk_headroom", passed=report.disk_used_ratio < _DISK_WARN,
                                         severity=AssetCheckSeverity.WARN,
                                         metadata={"disk_used_ratio": report.disk_used_ratio})])
+

@@ -3,10 +3,15 @@
 from dagster import define_asset_job, in_process_executor
 
 from ultra_ops.defs.maintenance import ops
-from ultra_ops.defs.maintenance.assets import cache_state, database_maintenance, log_archive, log_days
+from ultra_ops.defs.maintenance.assets import cache_state, database_maintenance, log_archive
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.jobs import environment_job
-from ultra_ops.defs.shared.partitions import environment_config, environment_day_config, environment_partitions
+from ultra_ops.defs.shared.partitions import (
+    environment_config,
+    environment_day_config,
+    environment_days,
+    environment_partitions,
+)
 
 
 def _asset_job(name: str, asset: object, operation: str, description: str):  # noqa: ANN202
@@ -24,7 +29,8 @@ cache_stats_job = _asset_job("cache_stats_job", cache_state, "cache stats",
 
 
 log_archive_job = define_asset_job(
-    "log_archive_job", selection=[log_archive], partitions_def=log_days, config=environment_day_config(log_days),
+    "log_archive_job", selection=[log_archive], partitions_def=environment_days,
+    config=environment_day_config(environment_days),
     executor_def=in_process_executor, tags={tags.DOMAIN: "maintenance", tags.OPERATION: "archive logs"},
     description="Rotate and archive one day of an environment's logs (the log_archive asset).")
 

@@ -53,3 +53,14 @@ def environment_day_config(partitions: MultiPartitionsDefinition) -> Partitioned
 
     return PartitionedConfig(partitions_def=partitions, run_config_for_partition_key_fn=lambda _key: {},
                              tags_for_partition_key_fn=tags_for)
+
+
+def _timezone() -> str:
+    from ultra_ops.defs.shared.automations import loaded_settings
+
+    settings = loaded_settings()
+    return settings.timezone if settings else "UTC"
+
+
+# Days in the config's time zone as the code location loads it (UTC without a readable config).
+environment_days = environment_day_partitions(_timezone())

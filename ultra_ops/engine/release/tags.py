@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from ultra_ops.engine.errors import CommandFailed, OperationError
 from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Environment
@@ -46,4 +48,19 @@ def commit_of(env: Environment, version: str | None) -> str | None:
     try:
         return _rev_parse(str(env.git_repo), f"refs/tags/{version}^{{commit}}")
     except CommandFailed:  # no git on this machine, the repository folder is gone, or git hung
+        return None
+
+
+def commit_time(env: Environment, commit: str | None) -> datetime | None:
+    """When `commit` was made (its committer date), for lead time; None without a repo or commit."""
+    if env.git_repo is None or not commit or not all(c in "0123456789abcdef" for c in commit):
+        return None
+    try:
+        shown = run(["git", "-C", str(env.git_repo), "show", "-s", "--format=%cI", commit], timeout=_GIT_TIMEOUT_S,
+                    check=False)
+    except CommandFailed:
+        return None
+    try:
+        return datetime.fromisoformat(shown.stdout.strip()) if shown.returncode == 0 else None
+    except ValueError:
         return None
