@@ -186,9 +186,12 @@ def test_rollback_whose_dump_cannot_be_restored_keeps_the_service_up(stack: Stac
     assert json.loads(pid_file.read_text())["pid"] == pid_before  # never stopped
     assert stack.rows() == rows_after and stack.env.env_file.read_bytes() == env_after
     assert _scratch_databases(stack.database) == [] and not journal_path(stack.env).exists()
+    record = last_release(stack.env)
+    assert (record.operation, record.status, record.backup_id) == ("rollback", "failed", backup_id)
 
 
-def test_sigint_during_the_scratch_restore_leaves_everything_as_it_was(stack: Stack) -> None:
+@pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_during_the_scratch_restore_leaves_everything_as_it_was(stack: Stack, signo: int) -> None:
     backup_id, rows_backup, rows_after, env_backup, env_after = _prepare(stack, big_rows=400_000)
     proc = _cli(stack, "rollback", "--backup", backup_id, "--yes")
     try:
@@ -199,7 +202,7 @@ def test_sigint_during_the_scratch_restore_leaves_everything_as_it_was(stack: St
                 assert proc.poll() is None, proc.communicate()
                 assert time.monotonic() < deadline, "pg_restore never started"
                 time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signo)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -205,8 +205,9 @@ def rollback_plan(
 
 @op
 def rollback_prepare(context: OpExecutionContext, plan: RollbackPlan, locks: EnvironmentLocks) -> RollbackPlan:
-    """Safety backup and restore into a scratch database, while the current release still serves."""
-    with rollback_step(context, plan, locks) as s:
+    """Safety backup and restore into a scratch database, while the current release still serves.
+    Nothing is stopped or replaced yet: a failure here is recorded as `failed`."""
+    with rollback_step(context, plan, locks, ReleaseStatus.FAILED) as s:
         plan = rollback.prepare_state(s.env, plan, log=s.log, redact=s.redact)
     context.add_output_metadata({"safety_backup_id": plan.safety_backup_id or "",
                                  "scratch_database": plan.prepared.scratch if plan.prepared else ""})
