@@ -234,11 +234,13 @@ def discard_restore(env: Environment, prepared: PreparedRestore, *, log: Log | N
 
 
 def complete_restore(env: Environment, prepared: PreparedRestore, *, log: Log | None = None,
-                     redact: Redactor | None = None) -> list[str]:
+                     redact: Redactor | None = None, drop_old: bool = True) -> list[str]:
     """Swap the prepared scratch database in and write the backup's state files; returns the files
     written. The part of a restore that needs the services stopped. Any failure or interrupt is
     recovered at once (before the final rename: the old database back as it was; after it: forward),
-    and BackupError says which. The old database is dropped last."""
+    and BackupError says which. The old database is dropped last; with drop_old=False it is left
+    for finish_restore (a rollback drops it once the services run again: dropping a large database
+    takes a while), and a run that dies before that leaves it to the next operation's recovery."""
     log = log or NullLog()
     redact = redact or Redactor.for_environment(env)
     bid = prepared.backup_id
@@ -276,16 +278,31 @@ def complete_restore(env: Environment, prepared: PreparedRestore, *, log: Log | 
             raise BackupError(f"{exc}; {outcome}") from None
         raise
     log.info(f"restore {bid}: swapped in {time.perf_counter() - t0:.2f}s")
-    if journal.had_current:
-        try:
+    if drop_old:
+        finish_restore(env, prepared, log=log, redact=redact)
+    return restored
+
+
+def finish_restore(env: Environment, prepared: PreparedRestore, *, log: Log | None = None,
+                   redact: Redactor | None = None) -> None:
+    """Drop the database a completed swap replaced and close its journal. A failure is only logged:
+    the next operation on the environment drops it."""
+    log = log or NullLog()
+    redact = redact or Redactor.for_environment(env)
+    journal = swap.read_journal(env)
+    if journal is None or journal.scratch != prepared.scratch or journal.phase != "drop_old":
+        return
+    try:
+        if journal.had_current:
             t0 = time.perf_counter()
             with swap.admin(env, app=journal.app) as conn:
-                swap.drop(conn, old)
-            log.info(f"restore {bid}: dropped the replaced database in {time.perf_counter() - t0:.1f}s")
-        except psycopg.Error as exc:
-            log.warning(redact(f"restore {bid}: could not drop {old}: {exc}; the next operation drops it"))
-    swap.remove_journal(env)
-    return restored
+                swap.drop(conn, journal.old)
+            log.info(f"restore {prepared.backup_id}: dropped the replaced database in "
+                     f"{time.perf_counter() - t0:.1f}s")
+        swap.remove_journal(env)
+    except psycopg.Error as exc:
+        log.warning(redact(f"restore {prepared.backup_id}: could not drop {journal.old}: {exc}; "
+                           f"the next operation drops it"))
 
 
 def _clean_file_temps(env: Environment, log: Log) -> list[str]:

@@ -24,6 +24,7 @@ from ultra_ops.engine.backups.restore import (
     PreparedRestore,
     complete_restore,
     discard_restore,
+    finish_restore,
     prepare_restore,
 )
 from ultra_ops.engine.backups.store import BackupInfo, get_backup, list_backups, verify_backup
@@ -158,7 +159,7 @@ def swap_state(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redact
     if plan.prepared is None:
         raise OperationError(f"backup {plan.backup_id} was not prepared: nothing swapped")
     try:
-        complete_restore(env, plan.prepared, log=log, redact=redact)
+        complete_restore(env, plan.prepared, log=log, redact=redact, drop_old=False)
     except BaseException as exc:
         raise _with(exc, f"{exc}{_restart(env, plan, log, redact)}") from None
     # The env file just restored says which version ran when the backup was taken.
@@ -168,6 +169,7 @@ def swap_state(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redact
 
 
 def start_services(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor) -> None:
+    """Start the restored release; once it is healthy, drop the database the swap replaced."""
     runtime = get_runtime(env, compose_file=plan.compose_path, log=log, redact=redact)
     try:
         runtime.up(plan.version or "latest")
@@ -178,6 +180,8 @@ def start_services(env: Environment, plan: RollbackPlan, *, log: Log, redact: Re
         raise _with(exc, f"{exc}; {env.name} is STOPPED: backup {plan.backup_id} is in place but its services "
                          f"did not start; fix the cause and run `ultra-ops deploy --environment {env.name} "
                          f"--tag {plan.version or 'VERSION'}`{back}") from None
+    if plan.prepared is not None:
+        finish_restore(env, plan.prepared, log=log, redact=redact)
 
 
 def _with(exc: BaseException, message: str) -> BaseException:
