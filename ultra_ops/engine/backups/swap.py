@@ -10,7 +10,8 @@ before it starts:
     rename_old  current database renamed to <db>__old_<id>
     rename_new  scratch renamed to <db>                      (the commit point)
     files       state files (env file, compose file, config) written from the backup
-    drop_old    the replaced database dropped
+    drop_old    the replaced database dropped (a rollback does it once the restored release is
+                healthy, so that removing a large database's files is not part of its downtime)
 
 `recover_swap` reads the journal: while the scratch database still exists the final rename never
 committed, so it goes back (old database renamed back, connections allowed again, scratch dropped);
@@ -164,6 +165,9 @@ def set_connections(conn: psycopg.Connection, name: str, allow: bool) -> None:
 
 
 def drop(conn: psycopg.Connection, name: str) -> None:
+    # Removing a large database's files may take longer than any swap statement: no statement
+    # timeout here, but the lock timeout still holds (a failed drop is retried by the next operation).
+    conn.execute("SET statement_timeout = 0")
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
