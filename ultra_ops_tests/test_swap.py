@@ -13,7 +13,7 @@ import time
 
 import psycopg
 import pytest
-from conftest import PG, REPO, Stack
+from conftest import PG, REPO, Stack, free_port
 
 from ultra_ops.engine.backups.checksums import hash_file
 from ultra_ops.engine.backups.store import list_backups
@@ -212,3 +212,20 @@ def test_interrupt_during_the_scratch_restore_leaves_everything_as_it_was(stack:
     assert _accepts_connections(stack.database)
     assert _scratch_databases(stack.database) == [] and not journal_path(stack.env).exists()
     assert stack.get("/health").json()["status"] == "ok"  # the service was never stopped
+
+
+def test_rollback_with_the_database_port_closed_keeps_the_service_up(stack: Stack, capsys) -> None:
+    backup_id, rows_backup, rows_after, env_backup, env_after = _prepare(stack)
+    pid_file = stack.env.state_dir / "run" / "backend.pid"
+    pid_before = json.loads(pid_file.read_text())["pid"]
+    # The operator's config now points at a port where no PostgreSQL answers.
+    closed = free_port()
+    stack.config.write_text(stack.config.read_text().replace("port = 5432", f"port = {closed}"))
+    capsys.readouterr()
+    assert stack.ops("rollback", "--backup", backup_id) == 1
+    err = capsys.readouterr().err
+    assert "nothing was stopped: staging still runs v1.0.0" in err, err
+    assert stack.get("/health").json()["status"] == "ok"
+    assert json.loads(pid_file.read_text())["pid"] == pid_before
+    assert stack.rows() == rows_after and stack.env.env_file.read_bytes() == env_after
+    assert len([b for b in list_backups(stack.env) if b.label.startswith("safety")]) == 0
