@@ -229,3 +229,62 @@ def test_rollback_with_the_database_port_closed_keeps_the_service_up(stack: Stac
     assert json.loads(pid_file.read_text())["pid"] == pid_before
     assert stack.rows() == rows_after and stack.env.env_file.read_bytes() == env_after
     assert len([b for b in list_backups(stack.env) if b.label.startswith("safety")]) == 0
+
+
+def test_services_that_do_not_start_again_are_reported_stopped(tmp_path, pg_database: str) -> None:
+    """Engine level: a service whose command exits at once. A swap that fails (locked database)
+    and a swap that succeeds are each followed by a start that fails: both errors say so."""
+    from conftest import write_config
+
+    from ultra_ops.engine.backups.create import create_backup
+    from ultra_ops.engine.errors import OperationError
+    from ultra_ops.engine.release import rollback
+    from ultra_ops.engine.secrets import NullLog, Redactor
+    from ultra_ops.engine.settings import load_settings
+
+    path = write_config(tmp_path, pg_database)
+    text = path.read_text()
+    start = text.index("command = [")
+    path.write_text(text[:start] + 'command = ["false"]' + text[text.index("\n", start):])
+    env = load_settings(path).environment("staging")
+    env.env_file.write_text("ULTRA_VERSION=v1.0.0\n")
+    env.env_file.chmod(0o600)
+    with psycopg.connect(**PG, dbname=pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items AS SELECT 1 AS id")
+    info = create_backup(env, version="v1.0.0")
+    log, redact = NullLog(), Redactor()
+
+    def prepared():  # noqa: ANN202
+        plan = rollback.check_backup(env, rollback.plan_rollback(env, info.id), log=log)
+        plan = rollback.prepare_state(env, plan, log=log, redact=redact)
+        rollback.stop_services(env, plan, log=log, redact=redact)
+        return plan
+
+    plan = prepared()
+    blocker = _admin()
+    try:
+        blocker.autocommit = False
+        blocker.execute(f"COMMENT ON DATABASE \"{pg_database}\" IS 'held by a test'")
+        with pytest.raises(OperationError) as failed:
+            rollback.swap_state(env, plan, log=log, redact=redact)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    message = str(failed.value)
+    assert "lock timeout" in message and "undid the swap" in message
+    assert "staging is STOPPED: its services did not start again" in message
+    assert "ultra-ops deploy --environment staging --tag v1.0.0" in message
+    assert _scratch_databases(pg_database) == [] and _accepts_connections(pg_database)
+
+    plan = rollback.swap_state(env, prepared(), log=log, redact=redact)
+    with pytest.raises(OperationError) as failed:
+        rollback.start_services(env, plan, log=log, redact=redact)
+    message = str(failed.value)
+    assert f"staging is STOPPED: backup {info.id} is in place" in message
+    assert f"--backup {plan.safety_backup_id}` puts back the state before this rollback" in message
+    # The replaced database stays until the next operation's recovery, which drops it.
+    from ultra_ops.engine.backups.restore import recover_environment
+
+    done = recover_environment(env)
+    assert any("finished the swap" in line for line in done), done
+    assert _scratch_databases(pg_database) == [] and not journal_path(env).exists()
