@@ -265,6 +265,7 @@ def complete_restore(env: Environment, prepared: PreparedRestore, *, log: Log | 
                 swap.rename(conn, name, old, terminate_first=True)
             journal = swap.enter(env, journal, "rename_new")
             swap.rename(conn, scratch, name, terminate_first=True)
+            swap.crash_point("rename_new:committed")
         journal = swap.enter(env, journal, "files")
         restored = _restore_files(env, info, plan)
         journal = swap.enter(env, journal, "drop_old")
@@ -333,6 +334,9 @@ def recover_environment(env: Environment, *, log: Log | None = None, redact: Red
         log.warning(redact(f"could not look for scratch databases of interrupted restores: {exc}"))
     done += [f"removed backup temp folder {n}, left by an interrupted backup" for n in clean_stale_temps(env, log)]
     done += _clean_file_temps(env, log)
+    for line in swap.remove_stale_journal_temps(env):
+        log.info(line)
+        done.append(line)
     return done
 
 

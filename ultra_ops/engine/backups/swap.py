@@ -52,7 +52,7 @@ _FORWARD = ("rename_new", "files", "drop_old")  # phases in which the final rena
 APP = "ultra_ops-swap"
 LOCK_TIMEOUT_S = 5.0
 STATEMENT_TIMEOUT_S = 60.0
-CRASH_ENV = "ULTRA_OPS_TEST_CRASH_AT"  # tests: SIGKILL this process when the swap enters that phase
+CRASH_ENV = "ULTRA_OPS_TEST_CRASH_AT"  # tests: SIGKILL at a phase, or at "rename_new:committed"
 _MAX_PG_IDENTIFIER = 63
 _SWAP_ATTEMPTS = 10
 
@@ -125,6 +125,15 @@ def write_journal(env: Environment, journal: SwapJournal) -> None:
     fsync_dir(path.parent)
 
 
+def remove_stale_journal_temps(env: Environment) -> list[str]:
+    """Journal temp files of runs killed while writing one (the journal itself is renamed into place)."""
+    done = []
+    for tmp in env.state_dir.glob(f".{JOURNAL}.*") if env.state_dir.is_dir() else ():
+        tmp.unlink(missing_ok=True)
+        done.append(f"removed {tmp}, left by an interrupted restore")
+    return done
+
+
 def remove_journal(env: Environment) -> None:
     path = journal_path(env)
     path.unlink(missing_ok=True)
@@ -136,9 +145,14 @@ def enter(env: Environment, journal: SwapJournal, phase: str) -> SwapJournal:
     assert phase in PHASES, phase
     journal = SwapJournal(**{**asdict(journal), "phase": phase})
     write_journal(env, journal)
-    if os.environ.get(CRASH_ENV) == phase:
-        os.kill(os.getpid(), signal.SIGKILL)
+    crash_point(phase)
     return journal
+
+
+def crash_point(name: str) -> None:
+    """Test hook: ULTRA_OPS_TEST_CRASH_AT=<name> kills this process here with SIGKILL."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # Sessions and statements -------------------------------------------------------------------------
