@@ -150,6 +150,10 @@ def _after_failure(env: Environment, journal: swap.SwapJournal, exc: BaseExcepti
 def _restore_into_scratch(env: Environment, info: BackupInfo, log: Log, redact: Redactor) -> swap.SwapJournal:
     """Create a scratch database and pg_restore the backup into it; the current database is not touched."""
     name = env.database.name
+    if swap.read_journal(env) is not None:
+        # Only outside the environment's lock (taking it recovers first): never write over the record.
+        raise BackupError(f"restore {info.id}: {env.name} has an interrupted database swap; run "
+                          f"`ultra-ops recover --environment {env.name}` first")
     try:
         with swap.admin(env) as conn:
             current = swap.current_settings(conn, name)
