@@ -202,6 +202,19 @@ def cmd_backups(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    """`recover_job`: what a dead run left, finished or undone, under the environment's lock."""
+    settings = _settings(args)
+    env = settings.environment(args.environment)
+    result = _run_job(args, settings, "recover_job", env.name)
+    done = result.outputs.get("recover_environment", {}).get("recovered") or []
+    for line in done:
+        _out(line)
+    if result.success:
+        _out(f"{env.name}: {'recovered' if done else 'nothing to recover'}")
+    return 0 if result.success else 1
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from ultra_ops.engine.bootstrap import init_environment
 
@@ -394,6 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_backups)
     b = bsub.add_parser("create", parents=[common, locking], help="take a backup now")
     b.set_defaults(func=cmd_backups)
+
+    p = sub.add_parser("recover", parents=[common, locking],
+                       help="finish or undo what a crashed run left (database swap, scratch databases, temp folders)")
+    p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("init", parents=[common], help="create the env file and database of an environment")
     p.set_defaults(func=cmd_init)

@@ -12,7 +12,7 @@ from conftest import REPO
 def test_jobs_and_typed_launch_forms() -> None:
     from ultra_ops.definitions import defs
 
-    for name in ("deploy_job", "verify_job", "rollback_job", "backup_job", "stop_job"):
+    for name in ("deploy_job", "verify_job", "rollback_job", "backup_job", "stop_job", "recover_job"):
         job = defs.resolve_job_def(name)
         # The environment is the partition: picked from a list, and tagged on the run at submission.
         assert job.partitions_def.get_partition_keys() == ["development", "staging", "production"]

@@ -10,4 +10,11 @@ def backup_job() -> None:
     ops.backup_create()
 
 
-BACKUP_JOBS = [backup_job]
+@environment_job("backups", "recover")
+def recover_job() -> None:
+    """Recover an environment after a crashed run: finish or undo its database swap, drop scratch
+    databases and temp folders (every operation under the environment's lock does this first)."""
+    ops.recover_environment()
+
+
+BACKUP_JOBS = [backup_job, recover_job]

@@ -17,3 +17,15 @@ def backup_create(context: OpExecutionContext, settings: OpsSettings, locks: Env
         s.log.info(f"backup {info.id} of {s.env.name} written ({info.size_bytes / 1e6:.1f} MB)")
     context.add_output_metadata({"backup_id": info.id, "size_bytes": info.size_bytes,
                                  "backup": MetadataValue.json(info.to_dict())})
+
+
+@op
+def recover_environment(context: OpExecutionContext, settings: OpsSettings, locks: EnvironmentLocks) -> None:
+    """Finish or undo what a dead run left: an interrupted database swap, scratch databases, temp
+    folders. Every operation that takes the environment's lock does this first; this job does only that."""
+    loaded = load(settings)
+    with step(context, environment_of(context), str(loaded.path), locks=locks, operation="recover") as s:
+        done = locks.recovered(s.env.name)
+        if not done:
+            s.log.info(f"{s.env.name}: nothing to recover")
+    context.add_output_metadata({"recovered": MetadataValue.json(done), "count": len(done)})

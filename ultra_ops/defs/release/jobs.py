@@ -46,10 +46,12 @@ def verify_job() -> None:
 
 @environment_job("release", "rollback")
 def rollback_job() -> None:
-    """Roll an environment back to a backup (the newest by default), restart and verify it."""
+    """Roll an environment back to a backup (the newest by default): safety backup and restore into a
+    scratch database while the current release serves, then stop, swap, start and verify."""
     req = ops.rollback_plan()
+    req = ops.rollback_prepare(req)
     req = ops.rollback_stop(req)
-    req = ops.rollback_restore(req)
+    req = ops.rollback_swap(req)
     req = ops.rollback_start(req)
     req = ops.rollback_verify(req)
     ops.rollback_record(req)

@@ -208,6 +208,17 @@ def rollback_plan(
 
 
 @op
+def rollback_prepare(context: OpExecutionContext, plan: RollbackPlan, locks: EnvironmentLocks) -> RollbackPlan:
+    """Safety backup and restore into a scratch database, while the current release still serves.
+    Nothing is stopped or replaced yet: a failure here is recorded as `failed`."""
+    with rollback_step(context, plan, locks, ReleaseStatus.FAILED) as s:
+        plan = rollback.prepare_state(s.env, plan, log=s.log, redact=s.redact)
+    context.add_output_metadata({"safety_backup_id": plan.safety_backup_id or "",
+                                 "scratch_database": plan.prepared.scratch if plan.prepared else ""})
+    return plan
+
+
+@op
 def rollback_stop(context: OpExecutionContext, plan: RollbackPlan, locks: EnvironmentLocks) -> RollbackPlan:
     with rollback_step(context, plan, locks) as s:
         rollback.stop_services(s.env, plan, log=s.log, redact=s.redact)
@@ -215,10 +226,10 @@ def rollback_stop(context: OpExecutionContext, plan: RollbackPlan, locks: Enviro
 
 
 @op
-def rollback_restore(context: OpExecutionContext, plan: RollbackPlan, locks: EnvironmentLocks) -> RollbackPlan:
-    """Restore the database and state files (after a safety backup of the current state)."""
+def rollback_swap(context: OpExecutionContext, plan: RollbackPlan, locks: EnvironmentLocks) -> RollbackPlan:
+    """Swap the restored database in and restore the state files (services stopped)."""
     with rollback_step(context, plan, locks) as s:
-        plan = rollback.restore_state(s.env, plan, log=s.log, redact=s.redact)
+        plan = rollback.swap_state(s.env, plan, log=s.log, redact=s.redact)
     context.add_output_metadata({"version": plan.version or "", "safety_backup_id": plan.safety_backup_id or ""})
     return plan
 

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
+from ultra_ops.engine.backups.restore import recover_environment
 from ultra_ops.engine.locks import EnvironmentLock
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment, Settings, load_settings
@@ -36,6 +37,7 @@ class EnvironmentLocks(ConfigurableResource):
         "environment's lock_wait_s from the config file (0 refuses at once)")
 
     _held: dict[str, EnvironmentLock] = PrivateAttr(default_factory=dict)
+    _recovered: dict[str, list[str]] = PrivateAttr(default_factory=dict)
 
     @contextmanager
     def yield_for_execution(self, context: InitResourceContext) -> Iterator["EnvironmentLocks"]:
@@ -47,10 +49,21 @@ class EnvironmentLocks(ConfigurableResource):
             self._held.clear()
 
     def hold(self, env: Environment, *, operation: str, run_id: str, log: Log | None = None) -> EnvironmentLock:
-        """The environment's lock for this run: taken on first use, then held until the run ends."""
+        """The environment's lock for this run: taken on first use, then held until the run ends.
+        Taking it first recovers what a dead run left (an interrupted database swap, scratch
+        databases, temp folders), so every operation starts from a consistent environment."""
         lock = self._held.get(env.name)
         if lock is None:
             wait_s = self.lock_wait_s if self.lock_wait_s >= 0 else env.lock_wait_s
             lock = EnvironmentLock(env, operation=operation, run_id=run_id).acquire(wait_s=wait_s, log=log)
+            try:
+                self._recovered[env.name] = recover_environment(env, log=log)
+            except BaseException:
+                lock.release()
+                raise
             self._held[env.name] = lock
         return lock
+
+    def recovered(self, environment: str) -> list[str]:
+        """What taking the environment's lock recovered in this run, one line per thing done."""
+        return list(self._recovered.get(environment, []))

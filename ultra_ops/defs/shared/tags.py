@@ -11,7 +11,7 @@ from collections.abc import Mapping
 PREFIX = "ultra_ops/"
 ENVIRONMENT = "ultra_ops/environment"  # the queue limits runs per value of this tag
 VERSION = "ultra_ops/version"
-OPERATION = "ultra_ops/operation"  # deploy, verify, rollback, backup, stop
+OPERATION = "ultra_ops/operation"  # deploy, verify, rollback, backup, stop, recover
 BACKUP_ID = "ultra_ops/backup_id"
 SKIP_TESTS = "ultra_ops/skip_tests"
 SKIP_BUILD = "ultra_ops/skip_build"

@@ -1,9 +1,12 @@
 """Restore: put an environment's database and state files back to exactly what a backup holds.
 
 Order matters: checksums and the archive's member list are checked before anything is touched,
-then a safety backup is taken, then the database is rebuilt in a scratch database and swapped in
-by renames (so a failed pg_restore leaves the current database as it was), then the state files
-are replaced atomically one by one. Services are not stopped or started here: the caller does.
+then a safety backup is taken, then the database is rebuilt in a scratch database (prepare_restore:
+all of this can run while the environment serves), then the scratch database is swapped in by
+renames and the state files are replaced atomically one by one (complete_restore: the part that
+needs the services stopped). Each swap phase is journaled first (swap.py), so a crash or an
+interrupt at any point is finished or undone by `recover_environment`, which the next operation on
+the environment runs. Services are not stopped or started here: the caller does.
 """
 
 from __future__ import annotations
@@ -13,22 +16,31 @@ import secrets as _random
 import shutil
 import tarfile
 import time
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from ultra_ops.engine.backups.checksums import fsync_dir
+from ultra_ops.engine.backups import swap
+from ultra_ops.engine.backups.checksums import fsync_dir, hash_file
 from ultra_ops.engine.backups.create import create_backup, state_file_targets
 from ultra_ops.engine.backups.dump import default_jobs, run_pg_tool
-from ultra_ops.engine.backups.store import DUMP_DIR, DUMP_FILE, FILES_ARCHIVE, SAFETY_LABEL, BackupInfo, verify_backup
+from ultra_ops.engine.backups.store import (
+    DUMP_DIR,
+    DUMP_FILE,
+    FILES_ARCHIVE,
+    SAFETY_LABEL,
+    BackupInfo,
+    clean_stale_temps,
+    get_backup,
+    verify_backup,
+)
 from ultra_ops.engine.errors import BackupError, IntegrityError
 from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
 from ultra_ops.engine.settings import Environment
 
-_MAX_PG_IDENTIFIER = 63
-_SWAP_ATTEMPTS = 10
 # Session settings for pg_restore's connections. synchronous_commit=off is safe: the scratch
 # database is dropped if anything fails, and the synchronous rename at the swap flushes the WAL
 # behind it. A larger maintenance_work_mem speeds up the index builds that dominate restores.
@@ -91,25 +103,14 @@ def _restore_files(env: Environment, info: BackupInfo, plan: list[tuple[str, Pat
     return restored
 
 
-def _scratch_name(base: str, kind: str, suffix: str) -> str:
-    # PostgreSQL silently truncates identifiers past 63 bytes; truncating the base ourselves keeps
-    # the suffix, so two restores can never collide on a truncated name.
-    tail = f"__{kind}_{suffix}"
-    head = base.encode()[: _MAX_PG_IDENTIFIER - len(tail)].decode(errors="ignore")
-    return head + tail
+@dataclass(frozen=True)
+class PreparedRestore:
+    """A backup restored into a scratch database, not yet swapped in: the journal says so too."""
 
-
-def _admin(env: Environment) -> psycopg.Connection:
-    return psycopg.connect(**env.database.conninfo(env.database.maintenance_db), autocommit=True)
-
-
-def _current_database(conn: psycopg.Connection, name: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype "
-        "FROM pg_database WHERE datname = %s", (name,)).fetchone()
-    if row is None:
-        return None
-    return {"owner": row[0], "encoding": row[1], "collate": row[2], "ctype": row[3]}
+    backup_id: str
+    database: str
+    scratch: str
+    safety_backup_id: str | None
 
 
 def _create_scratch(conn: psycopg.Connection, scratch: str, current: dict[str, Any] | None) -> None:
@@ -122,44 +123,50 @@ def _create_scratch(conn: psycopg.Connection, scratch: str, current: dict[str, A
     conn.execute(query)
 
 
-def _drop(conn: psycopg.Connection, name: str) -> None:
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+def _restore_files_of(env: Environment, backup_id: str, log: Log) -> list[str]:
+    """Write a backup's state files (recovery finishing a swap): its archive is checked first."""
+    info = get_backup(env, backup_id)
+    size, digest = hash_file(info.path / FILES_ARCHIVE)
+    if {"size": size, "sha256": digest} != info.files.get(FILES_ARCHIVE):
+        raise IntegrityError(f"backup {backup_id}: checksum mismatch in {FILES_ARCHIVE}")
+    return _restore_files(env, info, _plan_files(env, info, log))
 
 
-def _terminate(conn: psycopg.Connection, name: str) -> None:
-    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                 "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+def _recover(env: Environment, journal: swap.SwapJournal, log: Log, redact: Redactor) -> str:
+    return swap.recover_swap(env, journal, restore_files=lambda backup_id: _restore_files_of(env, backup_id, log),
+                             log=log, redact=redact)
 
 
-def _rename(conn: psycopg.Connection, old: str, new: str, *, terminate: bool) -> None:
-    query = sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
-    for attempt in range(_SWAP_ATTEMPTS):
-        if terminate:
-            _terminate(conn, old)
-        try:
-            conn.execute(query)
-            return
-        except psycopg.errors.ObjectInUse:
-            # A client reconnected between terminate and rename; try again shortly.
-            if attempt == _SWAP_ATTEMPTS - 1:
-                raise
-            time.sleep(0.2)
+def _after_failure(env: Environment, journal: swap.SwapJournal, exc: BaseException, log: Log,
+                   redact: Redactor) -> str:
+    """Errors and interrupts take one path: recover at once, as the next operation would."""
+    try:
+        return _recover(env, journal, log, redact)
+    except Exception as rexc:  # noqa: BLE001 - the journal stays: the next operation recovers
+        return (f"recovery failed too ({redact(str(rexc))}); the swap journal is kept: run "
+                f"`ultra-ops recover --environment {env.name}`")
 
 
-def _restore_database(env: Environment, info: BackupInfo, log: Log, redact: Redactor) -> None:
+def _restore_into_scratch(env: Environment, info: BackupInfo, log: Log, redact: Redactor) -> swap.SwapJournal:
+    """Create a scratch database and pg_restore the backup into it; the current database is not touched."""
     name = env.database.name
-    suffix = _random.token_hex(4)
-    scratch = _scratch_name(name, "restore", suffix)
-    old = _scratch_name(name, "old", suffix)
+    if swap.read_journal(env) is not None:
+        # Only outside the environment's lock (taking it recovers first): never write over the record.
+        raise BackupError(f"restore {info.id}: {env.name} has an interrupted database swap; run "
+                          f"`ultra-ops recover --environment {env.name}` first")
     try:
-        with _admin(env) as conn:
-            current = _current_database(conn, name)
-            _create_scratch(conn, scratch, current)
+        with swap.admin(env) as conn:
+            current = swap.current_settings(conn, name)
     except psycopg.Error as exc:
-        raise BackupError(redact(f"cannot create scratch database {scratch}: {exc}")) from None
-
-    keep_scratch = False  # once swapped in, or when a human must sort out a failed swap
+        raise BackupError(redact(f"restore {info.id}: cannot reach the database server: {exc}")) from None
+    journal = swap.enter(env, swap.new_journal(env, info.id, current is not None), "restoring")
+    scratch = journal.scratch
     try:
+        try:
+            with swap.admin(env, app=journal.app) as conn:
+                _create_scratch(conn, scratch, current)
+        except psycopg.Error as exc:
+            raise BackupError(redact(f"cannot create scratch database {scratch}: {exc}")) from None
         if info.format == "directory":
             source = str(info.path / DUMP_DIR)
             fmt = "-Fd"
@@ -176,51 +183,165 @@ def _restore_database(env: Environment, info: BackupInfo, log: Log, redact: Reda
         run_pg_tool(args, env, app="restore", redact=redact, extra_env={"PGOPTIONS": options},
                     heartbeat=lambda elapsed: log.info(f"restore {info.id}: pg_restore running for {elapsed:.0f}s"))
         log.info(f"restore {info.id}: pg_restore took {time.perf_counter() - t0:.1f}s")
+        return swap.enter(env, journal, "prepared")
+    except BaseException:
+        try:
+            _recover(env, journal, log, redact)  # drops the scratch database, removes the journal
+        except Exception as exc:  # noqa: BLE001 - the journal stays: the next operation recovers
+            log.warning(redact(f"restore {info.id}: could not drop scratch database {scratch}: {exc}"))
+        raise
 
-        log.info(f"restore {info.id}: swapping {scratch} in as {name}")
-        with _admin(env) as conn:
-            if current is not None:
+
+def prepare_restore(
+    env: Environment,
+    backup_id: str,
+    *,
+    log: Log | None = None,
+    redact: Redactor | None = None,
+    safety_backup: bool = True,
+    verified: BackupInfo | None = None,
+) -> PreparedRestore:
+    """Everything of a restore that can run while the environment still serves: check the backup,
+    take the safety backup, restore the dump into a scratch database. The current database and
+    state files are not touched. InputError, IntegrityError (nothing touched), BackupError."""
+    log = log or NullLog()
+    redact = redact or Redactor.for_environment(env)
+    started = time.perf_counter()
+    if verified is not None and verified.id == backup_id and verified.environment == env.name:
+        info = verified
+    else:
+        info = verify_backup(env, backup_id)
+    _plan_files(env, info, log)  # a tampered archive is refused before anything is written
+    log.info(f"restore {backup_id}: checksums verified ({len(info.files)} files, "
+             f"{time.perf_counter() - started:.1f}s)")
+    safety_id = None
+    if safety_backup:
+        version = read_env_file(env.env_file).get("ULTRA_VERSION") or None
+        if version is not None and (len(version) > 64 or not version.isprintable()):
+            version = None
+        safety = create_backup(env, version=version, label=f"{SAFETY_LABEL} {backup_id}",
+                               log=log, redact=redact)
+        safety_id = safety.id
+        log.info(f"restore {backup_id}: safety backup {safety_id} taken")
+    journal = _restore_into_scratch(env, info, log, redact)
+    return PreparedRestore(backup_id=backup_id, database=journal.database, scratch=journal.scratch,
+                           safety_backup_id=safety_id)
+
+
+def discard_restore(env: Environment, prepared: PreparedRestore, *, log: Log | None = None,
+                    redact: Redactor | None = None) -> None:
+    """Drop a prepared restore that will not be swapped in (its rollback failed before the swap)."""
+    log = log or NullLog()
+    journal = swap.read_journal(env)
+    if journal is not None and journal.scratch == prepared.scratch and journal.phase in ("restoring", "prepared"):
+        _recover(env, journal, log, redact or Redactor.for_environment(env))
+
+
+def complete_restore(env: Environment, prepared: PreparedRestore, *, log: Log | None = None,
+                     redact: Redactor | None = None, drop_old: bool = True) -> list[str]:
+    """Swap the prepared scratch database in and write the backup's state files; returns the files
+    written. The part of a restore that needs the services stopped. Any failure or interrupt is
+    recovered at once (before the final rename: the old database back as it was; after it: forward),
+    and BackupError says which. The old database is dropped last; with drop_old=False it is left
+    for finish_restore (a rollback drops it once the services run again: dropping a large database
+    takes a while), and a run that dies before that leaves it to the next operation's recovery."""
+    log = log or NullLog()
+    redact = redact or Redactor.for_environment(env)
+    bid = prepared.backup_id
+    info = get_backup(env, bid)
+    plan = _plan_files(env, info, log)
+    journal = swap.read_journal(env)
+    if journal is None or journal.scratch != prepared.scratch or journal.phase != "prepared":
+        raise BackupError(f"restore {bid}: the prepared scratch database {prepared.scratch} is gone "
+                          f"(recovered after an interrupted run?); nothing was swapped")
+    name, scratch, old = journal.database, journal.scratch, journal.old
+    log.info(f"restore {bid}: swapping {scratch} in as {name}")
+    t0 = time.perf_counter()
+    try:
+        with swap.admin(env, app=journal.app) as conn:
+            if not swap.exists(conn, scratch):
+                raise BackupError(f"restore {bid}: scratch database {scratch} is gone; nothing was swapped")
+            if journal.had_current:
                 # Refuse new connections first, so the terminate + rename below cannot be raced.
-                conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
-                try:
-                    _rename(conn, name, old, terminate=True)
-                except psycopg.Error:
-                    conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
-                        sql.Identifier(name)))
-                    raise
-            try:
-                _rename(conn, scratch, name, terminate=True)
-            except psycopg.Error:
-                if current is not None:
-                    try:
-                        _rename(conn, old, name, terminate=False)
-                        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
-                            sql.Identifier(name)))
-                    except psycopg.Error as exc:
-                        keep_scratch = True
-                        # The one state that needs a human: say exactly where the data is.
-                        raise BackupError(redact(
-                            f"restore {info.id}: swap failed and could not be undone: the current data is "
-                            f"in database {old} (connections disabled), the restored data in {scratch}: "
-                            f"{exc}")) from None
-                raise
-            keep_scratch = True
-            if current is not None:
-                try:
-                    t0 = time.perf_counter()
-                    _drop(conn, old)
-                    log.info(f"restore {info.id}: dropped the replaced database in {time.perf_counter() - t0:.1f}s")
-                except psycopg.Error as exc:
-                    log.warning(redact(f"restore {info.id}: could not drop {old}: {exc}; drop it by hand"))
+                journal = swap.enter(env, journal, "disable")
+                swap.set_connections(conn, name, False)
+                journal = swap.enter(env, journal, "rename_old")
+                swap.rename(conn, name, old, terminate_first=True)
+            journal = swap.enter(env, journal, "rename_new")
+            swap.rename(conn, scratch, name, terminate_first=True)
+            swap.crash_point("rename_new:committed")
+        journal = swap.enter(env, journal, "files")
+        restored = _restore_files(env, info, plan)
+        journal = swap.enter(env, journal, "drop_old")
+    except BaseException as exc:
+        outcome = _after_failure(env, journal, exc, log, redact)
+        if isinstance(exc, psycopg.Error):
+            raise BackupError(redact(f"restore {bid}: database swap failed: {exc}; {outcome}")) from None
+        if isinstance(exc, (OSError, tarfile.TarError)):
+            raise BackupError(redact(f"restore {bid}: state files failed: {exc}; {outcome}")) from None
+        if isinstance(exc, BackupError):
+            raise BackupError(f"{exc}; {outcome}") from None
+        raise
+    log.info(f"restore {bid}: swapped in {time.perf_counter() - t0:.2f}s")
+    if drop_old:
+        finish_restore(env, prepared, log=log, redact=redact)
+    return restored
+
+
+def finish_restore(env: Environment, prepared: PreparedRestore, *, log: Log | None = None,
+                   redact: Redactor | None = None) -> None:
+    """Drop the database a completed swap replaced and close its journal. A failure is only logged:
+    the next operation on the environment drops it."""
+    log = log or NullLog()
+    redact = redact or Redactor.for_environment(env)
+    journal = swap.read_journal(env)
+    if journal is None or journal.scratch != prepared.scratch or journal.phase != "drop_old":
+        return
+    try:
+        if journal.had_current:
+            t0 = time.perf_counter()
+            with swap.admin(env, app=journal.app) as conn:
+                swap.drop(conn, journal.old)
+            log.info(f"restore {prepared.backup_id}: dropped the replaced database in "
+                     f"{time.perf_counter() - t0:.1f}s")
+        swap.remove_journal(env)
     except psycopg.Error as exc:
-        raise BackupError(redact(f"restore {info.id}: database swap failed, {name} unchanged: {exc}")) from None
-    finally:
-        if not keep_scratch:
-            try:
-                with _admin(env) as conn:
-                    _drop(conn, scratch)
-            except psycopg.Error as exc:
-                log.warning(redact(f"restore {info.id}: could not drop scratch database {scratch}: {exc}"))
+        log.warning(redact(f"restore {prepared.backup_id}: could not drop {journal.old}: {exc}; "
+                           f"the next operation drops it"))
+
+
+def _clean_file_temps(env: Environment, log: Log) -> list[str]:
+    """Remove the half-written state files (`.<name>.uo-restore-*`) of restores that died."""
+    done = []
+    for folder in {p.parent for p in state_file_targets(env).values()}:
+        for tmp in folder.glob(".*.uo-restore-*") if folder.is_dir() else ():
+            tmp.unlink(missing_ok=True)
+            done.append(f"removed {tmp}, left by an interrupted restore")
+            log.info(done[-1])
+    return done
+
+
+def recover_environment(env: Environment, *, log: Log | None = None, redact: Redactor | None = None) -> list[str]:
+    """What the next operation on an environment runs first, under its lock: finish or undo a swap
+    that a dead run left (see swap.py), drop scratch databases, and remove temp folders and files of
+    dead runs. Returns one line per thing done. BackupError when an interrupted swap cannot be
+    recovered now (the database server is down, say): the operation must not run on top of it."""
+    log = log or NullLog()
+    redact = redact or Redactor.for_environment(env)
+    done: list[str] = []
+    journal = swap.read_journal(env)
+    if journal is not None:
+        done.append(_recover(env, journal, log, redact))
+    try:
+        done += swap.drop_leftovers(env, log=log, redact=redact)
+    except psycopg.Error as exc:
+        log.warning(redact(f"could not look for scratch databases of interrupted restores: {exc}"))
+    done += [f"removed backup temp folder {n}, left by an interrupted backup" for n in clean_stale_temps(env, log)]
+    done += _clean_file_temps(env, log)
+    for line in swap.remove_stale_journal_temps(env):
+        log.info(line)
+        done.append(line)
+    return done
 
 
 def restore_backup(
@@ -232,39 +353,20 @@ def restore_backup(
     safety_backup: bool = True,
     verified: BackupInfo | None = None,
 ) -> dict:
-    """Restore the database and state files of a backup. Returns
-    {"backup_id", "safety_backup_id" (or None), "files_restored" (destination paths)}.
-    `verified`: what verify_backup returned for this id when the caller checked it before stopping
-    anything (a rollback does); the checksums are then not read a second time.
+    """Restore the database and state files of a backup: prepare_restore, then complete_restore.
+    Returns {"backup_id", "safety_backup_id" (or None), "files_restored" (destination paths)}.
+    `verified`: what verify_backup returned for this id when the caller checked it already.
     InputError: bad or unknown id; IntegrityError: the backup does not match its manifest (nothing
     touched); BackupError: a step failed (the message says what state things are in)."""
     log = log or NullLog()
     redact = redact or Redactor.for_environment(env)
-    started = time.perf_counter()
-    if verified is not None and verified.id == backup_id and verified.environment == env.name:
-        info = verified
-    else:
-        info = verify_backup(env, backup_id)
-    plan = _plan_files(env, info, log)
-    log.info(f"restore {backup_id}: checksums verified ({len(info.files)} files, "
-             f"{time.perf_counter() - started:.1f}s)")
-
-    safety_id = None
-    if safety_backup:
-        version = read_env_file(env.env_file).get("ULTRA_VERSION") or None
-        if version is not None and (len(version) > 64 or not version.isprintable()):
-            version = None
-        safety = create_backup(env, version=version, label=f"{SAFETY_LABEL} {backup_id}",
-                               log=log, redact=redact)
-        safety_id = safety.id
-        log.info(f"restore {backup_id}: safety backup {safety_id} taken")
-
-    _restore_database(env, info, log, redact)
+    prepared = prepare_restore(env, backup_id, log=log, redact=redact, safety_backup=safety_backup,
+                               verified=verified)
     try:
-        restored = _restore_files(env, info, plan)
-    except (OSError, tarfile.TarError) as exc:
-        where = f"; safety backup {safety_id}" if safety_id else ""
-        raise BackupError(redact(f"restore {backup_id}: database restored but state files failed: {exc}{where}")
-                          ) from None
+        restored = complete_restore(env, prepared, log=log, redact=redact)
+    except BackupError as exc:
+        where = f"; safety backup {prepared.safety_backup_id}" if prepared.safety_backup_id else ""
+        raise BackupError(f"{exc}{where}") from None
     log.info(f"restore {backup_id}: done ({len(restored)} state files)")
-    return {"backup_id": backup_id, "safety_backup_id": safety_id, "files_restored": restored}
+    return {"backup_id": backup_id, "safety_backup_id": prepared.safety_backup_id, "files_restored": restored}
+

@@ -1,9 +1,15 @@
 """Rollback: put an environment back to a backup, restart it and verify it.
 
 One implementation, as steps: plan (choose the backup) → check (every checksum, before anything
-stops) → stop → restore (after a safety backup) → start → verify → record. `rollback_job` runs
-one step per op; `rollback()` runs the same steps in a row for a deploy's automatic rollback,
-whose outcome the deploy records as its own.
+stops) → prepare (safety backup, restore into a scratch database, while the current release still
+serves) → stop → swap (scratch database in, state files) → start → verify → record. Only stop, swap
+and start run with the service down, so the downtime does not grow with the database.
+`rollback_job` runs one step per op; `rollback()` runs the same steps in a row for a deploy's
+automatic rollback, whose outcome the deploy records as its own.
+
+A step that fails with the services stopped starts them again on whatever state is in place (the
+old state, after a swap that was undone) and says so; when they cannot start, its error says that
+the environment is stopped and what to run.
 """
 
 from __future__ import annotations
@@ -13,10 +19,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ultra_ops.engine.backups.restore import restore_backup
+from ultra_ops.engine.backups.restore import (
+    PreparedRestore,
+    complete_restore,
+    discard_restore,
+    finish_restore,
+    prepare_restore,
+)
 from ultra_ops.engine.backups.store import SAFETY_LABEL, BackupInfo, get_backup, list_backups, verify_backup
 from ultra_ops.engine.envfile import read_env_file
-from ultra_ops.engine.errors import InputError, OperationError, VerificationFailed
+from ultra_ops.engine.errors import InputError, OperationError, UltraOpsError, VerificationFailed
 from ultra_ops.engine.release.records import (
     ReleaseRecord,
     ReleaseStatus,
@@ -38,7 +50,7 @@ class RollbackPlan:
 
     environment: str
     backup_id: str
-    version: str | None  # the backup's version; after restore_state, the version its env file names
+    version: str | None  # the backup's version; after swap_state, the version its env file names
     config_path: str = ""
     compose_file: str | None = None
     run_id: str | None = None
@@ -46,7 +58,8 @@ class RollbackPlan:
     started_at: str = field(default_factory=utc_timestamp)
     previous_version: str | None = None  # what ran before the rollback (check_backup notes it)
     verified: BackupInfo | None = None  # set by check_backup: every checksum matched
-    safety_backup_id: str | None = None  # set by restore_state
+    safety_backup_id: str | None = None  # set by prepare_state
+    prepared: PreparedRestore | None = None  # set by prepare_state: the scratch database to swap in
 
     @property
     def compose_path(self) -> Path | None:
@@ -113,26 +126,95 @@ def check_backup(env: Environment, plan: RollbackPlan, *, log: Log | None = None
     return replace(plan, verified=info, previous_version=deployed_version(env))
 
 
+def prepare_state(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor) -> RollbackPlan:
+    """Safety backup and restore into a scratch database, while the current release still serves.
+    A failure here changes nothing: the environment keeps running, and the error says so."""
+    if plan.verified is None:
+        raise OperationError(f"backup {plan.backup_id} was not checked: nothing restored")
+    try:
+        prepared = prepare_restore(env, plan.backup_id, log=log, redact=redact, verified=plan.verified)
+    except UltraOpsError as exc:
+        raise _with(exc, f"{exc}; nothing was stopped: {env.name} still runs "
+                         f"{deployed_version(env) or 'its current release'}") from None
+    log.info(f"backup {plan.backup_id} restored into {prepared.scratch}; {env.name} still serves")
+    return replace(plan, prepared=prepared, safety_backup_id=prepared.safety_backup_id)
+
+
 def stop_services(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor) -> None:
     if plan.verified is None:
         raise OperationError(f"backup {plan.backup_id} was not checked: {env.name} not stopped")
-    log.info(f"stopping {env.name} to restore backup {plan.backup_id}")
-    get_runtime(env, compose_file=plan.compose_path, log=log, redact=redact).down()
+    log.info(f"stopping {env.name} to swap in backup {plan.backup_id}")
+    try:
+        get_runtime(env, compose_file=plan.compose_path, log=log, redact=redact).down()
+    except BaseException as exc:
+        _discard(env, plan, log, redact)
+        raise _with(exc, f"{exc}{_restart(env, plan, log, redact)}") from None
 
 
-def restore_state(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor) -> RollbackPlan:
-    """Restore the database and state files, after a safety backup of the current state."""
-    restored = restore_backup(env, plan.backup_id, log=log, redact=redact, verified=plan.verified)
+def swap_state(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor) -> RollbackPlan:
+    """Swap the prepared database in and restore the state files (services stopped). On a failure
+    the swap is undone (or finished, past its last rename) and the services start again on
+    whatever is in place; the error says which."""
+    if plan.prepared is None:
+        raise OperationError(f"backup {plan.backup_id} was not prepared: nothing swapped")
+    try:
+        complete_restore(env, plan.prepared, log=log, redact=redact, drop_old=False)
+    except BaseException as exc:
+        raise _with(exc, f"{exc}{_restart(env, plan, log, redact)}") from None
     # The env file just restored says which version ran when the backup was taken.
     version = deployed_version(env) or plan.version
     log.info(f"restored backup {plan.backup_id}; {env.name} goes back to {version or 'no version'}")
-    return replace(plan, version=version, safety_backup_id=restored.get("safety_backup_id"))
+    return replace(plan, version=version)
 
 
 def start_services(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor) -> None:
+    """Start the restored release; once it is healthy, drop the database the swap replaced."""
     runtime = get_runtime(env, compose_file=plan.compose_path, log=log, redact=redact)
-    runtime.up(plan.version or "latest")
-    runtime.wait_healthy(env.health_timeout_s)
+    try:
+        runtime.up(plan.version or "latest")
+        runtime.wait_healthy(env.health_timeout_s)
+    except UltraOpsError as exc:
+        back = (f"; `ultra-ops rollback --environment {env.name} --backup {plan.safety_backup_id}` puts back "
+                f"the state before this rollback") if plan.safety_backup_id else ""
+        raise _with(exc, f"{exc}; {env.name} is STOPPED: backup {plan.backup_id} is in place but its services "
+                         f"did not start; fix the cause and run `ultra-ops deploy --environment {env.name} "
+                         f"--tag {plan.version or 'VERSION'}`{back}") from None
+    if plan.prepared is not None:
+        finish_restore(env, plan.prepared, log=log, redact=redact)
+
+
+def _with(exc: BaseException, message: str) -> BaseException:
+    """The same kind of error with another message; interrupts are kept as they are."""
+    if not isinstance(exc, Exception):
+        return exc
+    try:
+        return type(exc)(message)
+    except TypeError:
+        return OperationError(message)
+
+
+def _discard(env: Environment, plan: RollbackPlan, log: Log, redact: Redactor) -> None:
+    if plan.prepared is None:
+        return
+    try:
+        discard_restore(env, plan.prepared, log=log, redact=redact)
+    except Exception as exc:  # noqa: BLE001 - the next operation drops it
+        log.warning(redact(f"could not drop {plan.prepared.scratch}: {exc}; the next operation drops it"))
+
+
+def _restart(env: Environment, plan: RollbackPlan, log: Log, redact: Redactor) -> str:
+    """Start the services again after a failure with them stopped, on the state that is in place
+    (the env file names its version); the text to add to the error."""
+    version = deployed_version(env)
+    try:
+        runtime = get_runtime(env, compose_file=plan.compose_path, log=log, redact=redact)
+        runtime.up(version or "latest")
+        runtime.wait_healthy(env.health_timeout_s)
+    except (UltraOpsError, OSError) as exc:
+        return (f"; {env.name} is STOPPED: its services did not start again ({redact(str(exc))}); fix the cause "
+                f"and run `ultra-ops deploy --environment {env.name} --tag {version or 'VERSION'}`")
+    log.info(f"{env.name} restarted at {version or 'no version'}")
+    return f"; {env.name} restarted at {version or 'no version'}"
 
 
 def verify_rollback(
@@ -189,14 +271,15 @@ def rollback(
     redact: Redactor | None = None,
     verify: bool = True,
 ) -> RollbackResult:
-    """Check, stop, restore `backup_id` (after a safety backup), start and verify. Records nothing:
-    the caller (a failed deploy, holding the lock) records the outcome."""
+    """Check, prepare (safety backup, scratch restore), stop, swap, start and verify. Records
+    nothing: the caller (a failed deploy, holding the lock) records the outcome."""
     log = log or NullLog()
     redact = redact or Redactor.for_environment(env)
     plan = plan_rollback(env, backup_id, compose_file=str(compose_file) if compose_file else None)
     plan = check_backup(env, plan, log=log)
+    plan = prepare_state(env, plan, log=log, redact=redact)
     stop_services(env, plan, log=log, redact=redact)
-    plan = restore_state(env, plan, log=log, redact=redact)
+    plan = swap_state(env, plan, log=log, redact=redact)
     log.info(f"starting {env.name} at {plan.version or 'no version'}")
     start_services(env, plan, log=log, redact=redact)
     report = verify_rollback(env, plan, log=log, redact=redact) if verify else None
