@@ -3,10 +3,12 @@
 from dagster import Definitions
 
 from ultra_ops.defs.backups.jobs import BACKUP_JOBS
+from ultra_ops.defs.backups.schedules import backup_schedules
 from ultra_ops.defs.backups.sensors import backup_sensors
 from ultra_ops.defs.calendar.jobs import CALENDAR_JOBS
 from ultra_ops.defs.calendar.schedules import calendar_schedules
 from ultra_ops.defs.maintenance.jobs import MAINTENANCE_ASSETS, MAINTENANCE_JOBS
+from ultra_ops.defs.maintenance.schedules import maintenance_schedules
 from ultra_ops.defs.release.assets import RELEASE_ASSETS
 from ultra_ops.defs.release.jobs import RELEASE_JOBS
 from ultra_ops.defs.release.sensors import release_sensors
@@ -16,7 +18,7 @@ from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 defs = Definitions(
     assets=[*RELEASE_ASSETS, *MAINTENANCE_ASSETS],
     jobs=[*RELEASE_JOBS, *BACKUP_JOBS, *CALENDAR_JOBS, *MAINTENANCE_JOBS],
-    schedules=calendar_schedules(),
+    schedules=[*calendar_schedules(), *backup_schedules(), *maintenance_schedules()],
     sensors=[*release_sensors(), *backup_sensors()],
     resources={"settings": OpsSettings(), "locks": EnvironmentLocks()},
     loggers=LOGGERS,  # asset jobs take their loggers from here; the op jobs name the same ones

@@ -62,10 +62,11 @@ def test_ticks_from_2026_to_2028(tmp_path: Path, pg_databases: dict[str, str], r
     (across the 53-week 2026 and every daylight-saving change), all at 10:00 Berlin time."""
     config = _config(tmp_path, pg_databases, redis_prefix)
     monkeypatch.setenv("ULTRA_OPS_CONFIG", str(config))
+    from ultra_ops.defs.backups.schedules import backup_schedules
     from ultra_ops.defs.calendar.schedules import calendar_schedules
 
     settings = load_settings(config)
-    schedules = {s.name: s for s in calendar_schedules()}
+    schedules = {s.name: s for s in [*calendar_schedules(), *backup_schedules()]}
     start, end = datetime(2026, 1, 1, tzinfo=BERLIN), datetime(2028, 12, 31, 23, 59, tzinfo=BERLIN)
     staging = _fire_times(schedules["staging_release_schedule"], start, end)
     assert {m.weekday() for m in staging} == {1} and {(m.hour, m.minute) for m in staging} == {(10, 0)}
@@ -187,3 +188,26 @@ def test_bad_calendar_config_names_the_key(tmp_path: Path) -> None:
         (tmp_path / "bad.toml").write_text(base.replace('timezone = "UTC"\n', f'timezone = "UTC"\n[calendar]\n{bad}\n'))
         with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
             load_settings(tmp_path / "bad.toml")
+
+
+def test_maintenance_ticks_start_one_run_per_environment(
+    tmp_path: Path, pg_databases: dict[str, str], redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(tmp_path, pg_databases, redis_prefix)
+    monkeypatch.setenv("ULTRA_OPS_CONFIG", str(config))
+    from ultra_ops.definitions import defs
+    from ultra_ops.defs.maintenance.schedules import maintenance_schedules
+
+    schedules = {s.name: s for s in maintenance_schedules()}
+    after_midnight = datetime(2026, 11, 27, 0, 30, tzinfo=BERLIN)
+    with DagsterInstance.ephemeral() as instance:
+        context = build_schedule_context(instance=instance, scheduled_execution_time=after_midnight,
+                                         repository_def=defs.get_repository_def())
+        requests = schedules["daily_log_archive_schedule"].evaluate_tick(context).run_requests
+    assert sorted(str(r.partition_key) for r in requests) == [
+        "2026-11-26|development", "2026-11-26|production", "2026-11-26|staging"]
+    assert {r.run_key for r in requests} == {f"daily_log_archive_schedule:{e}:2026-11-26" for e in pg_databases}
+    assert {r.tags["ultra_ops/environment"] for r in requests} == set(pg_databases)
+    sunday = _fire_times(schedules["weekly_vacuum_schedule"], datetime(2026, 3, 1, tzinfo=BERLIN),
+                         datetime(2026, 4, 30, tzinfo=BERLIN))
+    assert {m.weekday() for m in sunday} == {6} and {(m.hour, m.minute) for m in sunday} == {(4, 0)}

@@ -1,5 +1,5 @@
 """The release calendar as schedules: staging weekly, production every other week from the anchor,
-backups nightly, all in the config's time zone.
+in the config's time zone. (The maintenance schedules live with their domains.)
 
 Cron times and on/off states come from the config file when the code location loads (a reload
 picks up a change); each tick reads the config again and asks the engine what to do, so a tick
@@ -8,10 +8,7 @@ that does nothing says why: nothing new to release, a freeze, a holiday, an off 
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from dagster import (
-    MultiPartitionKey,
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -19,8 +16,6 @@ from dagster import (
     schedule,
 )
 
-from ultra_ops.defs.backups.jobs import backup_job
-from ultra_ops.defs.maintenance.jobs import cache_stats_job, log_archive_job, vacuum_job
 from ultra_ops.defs.release.jobs import deploy_job
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.automations import loaded_settings, schedule_status
@@ -69,92 +64,6 @@ def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDe
     return release
 
 
-def _nightly_backup_schedule(settings: Settings | None) -> ScheduleDefinition:
-    calendar = settings.calendar if settings else CalendarSettings()
-    at = calendar.nightly_backup
-    name = "nightly_backup_schedule"
-
-    @schedule(name=name, job=backup_job, cron_schedule=f"{at.minute} {at.hour} * * *",
-              execution_timezone=settings.timezone if settings else "UTC",
-              default_status=schedule_status(settings, name),
-              description=f"Back up every environment nightly at {at:%H:%M}; a backup waits for a deploy's lock.")
-    def nightly(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
-        try:
-            current = load_settings()
-        except UltraOpsError as exc:
-            return SkipReason(f"config error: {exc}")
-        day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-        return [RunRequest(run_key=f"{name}:{env}:{day}", partition_key=env,
-                           tags=tags.launch_tags(env, "backup")) for env in current.environments]
-
-    return nightly
-
-
-def _weekly_vacuum_schedule(settings: Settings | None) -> ScheduleDefinition:
-    calendar = settings.calendar if settings else CalendarSettings()
-    rule = calendar.weekly_vacuum
-    name = "weekly_vacuum_schedule"
-
-    @schedule(name=name, job=vacuum_job, cron_schedule=rule.cron(),
-              execution_timezone=settings.timezone if settings else "UTC",
-              default_status=schedule_status(settings, name),
-              description=f"VACUUM ANALYZE every environment's database weekly at {rule.at:%H:%M} "
-                          "(the database_maintenance asset; never VACUUM FULL).")
-    def weekly(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
-        try:
-            current = load_settings()
-        except UltraOpsError as exc:
-            return SkipReason(f"config error: {exc}")
-        day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-        return [RunRequest(run_key=f"{name}:{env}:{day}", partition_key=env,
-                           tags=tags.launch_tags(env, "vacuum")) for env in current.environments]
-
-    return weekly
-
-
-def _hourly_cache_check_schedule(settings: Settings | None) -> ScheduleDefinition:
-    calendar = settings.calendar if settings else CalendarSettings()
-    name = "hourly_cache_check_schedule"
-
-    @schedule(name=name, job=cache_stats_job, cron_schedule=f"{calendar.cache_check_minute} * * * *",
-              execution_timezone=settings.timezone if settings else "UTC",
-              default_status=schedule_status(settings, name),
-              description="Read every environment's Redis INFO into the cache_state asset, hourly, with its checks.")
-    def hourly(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
-        try:
-            current = load_settings()
-        except UltraOpsError as exc:
-            return SkipReason(f"config error: {exc}")
-        hour = context.scheduled_execution_time.strftime("%Y-%m-%dT%H")
-        return [RunRequest(run_key=f"{name}:{env.name}:{hour}", partition_key=env.name,
-                           tags=tags.launch_tags(env.name, "cache stats"))
-                for env in current.environments.values() if env.redis is not None]
-
-    return hourly
-
-
-def _daily_log_archive_schedule(settings: Settings | None) -> ScheduleDefinition:
-    name = "daily_log_archive_schedule"
-
-    @schedule(name=name, job=log_archive_job, cron_schedule="30 0 * * *",
-              execution_timezone=settings.timezone if settings else "UTC",
-              default_status=schedule_status(settings, name),
-              description="Rotate every environment's logs after midnight and archive the day before, verified.")
-    def daily(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
-        try:
-            current = load_settings()
-        except UltraOpsError as exc:
-            return SkipReason(f"config error: {exc}")
-        day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
-        return [RunRequest(run_key=f"{name}:{env}:{day}",
-                           partition_key=MultiPartitionKey({"day": day, "environment": env}),
-                           tags=tags.launch_tags(env, "archive logs")) for env in current.environments]
-
-    return daily
-
-
 def calendar_schedules() -> list[ScheduleDefinition]:
     settings = loaded_settings()
-    return [_release_schedule("staging", settings), _release_schedule("production", settings),
-            _nightly_backup_schedule(settings), _weekly_vacuum_schedule(settings),
-            _hourly_cache_check_schedule(settings), _daily_log_archive_schedule(settings)]
+    return [_release_schedule("staging", settings), _release_schedule("production", settings)]

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from dagster import DefaultScheduleStatus, DefaultSensorStatus
+from collections.abc import Callable
+from datetime import datetime
 
+from dagster import (
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    MultiPartitionKey,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SkipReason,
+    schedule,
+)
+from dagster._core.definitions.job_definition import JobDefinition
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from ultra_ops.defs.shared import tags
 from ultra_ops.engine.errors import UltraOpsError
-from ultra_ops.engine.settings import Settings, load_settings
+from ultra_ops.engine.settings import Environment, Settings, load_settings
+
+ExecutableDefinition = JobDefinition | UnresolvedAssetJobDefinition
 
 
 def loaded_settings() -> Settings | None:
@@ -25,3 +42,33 @@ def schedule_status(settings: Settings | None, name: str) -> DefaultScheduleStat
 def sensor_status(settings: Settings | None, name: str) -> DefaultSensorStatus:
     on = settings is not None and settings.calendar.running.get(name, False)
     return DefaultSensorStatus.RUNNING if on else DefaultSensorStatus.STOPPED
+
+
+def per_environment_schedule(
+    settings: Settings | None,
+    name: str,
+    job: ExecutableDefinition,
+    cron: str,
+    description: str,
+    operation: str,
+    *,
+    period: Callable[[datetime], str] = lambda when: f"{when:%Y-%m-%d}",
+    partition: Callable[[str, datetime], str | MultiPartitionKey] = lambda env, _when: env,
+    wanted: Callable[[Environment], bool] = lambda _env: True,
+) -> ScheduleDefinition:
+    """A schedule that starts `job` once per configured environment each tick, in the config's time
+    zone, with one run key per environment and period so a tick never runs twice."""
+
+    @schedule(name=name, job=job, cron_schedule=cron, execution_timezone=settings.timezone if settings else "UTC",
+              default_status=schedule_status(settings, name), description=description)
+    def evaluate(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
+        try:
+            current = load_settings()
+        except UltraOpsError as exc:
+            return SkipReason(f"config error: {exc}")
+        when = context.scheduled_execution_time
+        return [RunRequest(run_key=f"{name}:{env.name}:{period(when)}", partition_key=partition(env.name, when),
+                           tags=tags.launch_tags(env.name, operation))
+                for env in current.environments.values() if wanted(env)]
+
+    return evaluate

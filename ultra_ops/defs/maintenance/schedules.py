@@ -1,0 +1,34 @@
+"""The maintenance domain's schedules: VACUUM weekly, the cache hourly, the logs daily."""
+
+from datetime import datetime, timedelta
+
+from dagster import MultiPartitionKey, ScheduleDefinition
+
+from ultra_ops.defs.maintenance.jobs import cache_stats_job, log_archive_job, vacuum_job
+from ultra_ops.defs.shared.automations import loaded_settings, per_environment_schedule
+from ultra_ops.engine.calendar.settings import CalendarSettings
+
+
+def _yesterday(when: datetime) -> str:
+    return f"{when - timedelta(days=1):%Y-%m-%d}"
+
+
+def maintenance_schedules() -> list[ScheduleDefinition]:
+    settings = loaded_settings()
+    calendar = settings.calendar if settings else CalendarSettings()
+    vacuum = calendar.weekly_vacuum
+    return [
+        per_environment_schedule(
+            settings, "weekly_vacuum_schedule", vacuum_job, vacuum.cron(),
+            f"VACUUM ANALYZE every environment's database weekly at {vacuum.at:%H:%M} "
+            "(the database_maintenance asset; never VACUUM FULL).", "vacuum"),
+        per_environment_schedule(
+            settings, "hourly_cache_check_schedule", cache_stats_job, f"{calendar.cache_check_minute} * * * *",
+            "Read every environment's Redis INFO into the cache_state asset, hourly, with its checks.",
+            "cache stats", period=lambda when: f"{when:%Y-%m-%dT%H}", wanted=lambda env: env.redis is not None),
+        per_environment_schedule(
+            settings, "daily_log_archive_schedule", log_archive_job, "30 0 * * *",
+            "Rotate every environment's logs after midnight and archive the day before, verified.",
+            "archive logs", period=_yesterday,
+            partition=lambda env, when: MultiPartitionKey({"day": _yesterday(when), "environment": env})),
+    ]
