@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 
@@ -55,7 +56,9 @@ def test_cache_stats_and_a_pattern_clear(tmp_path: Path, pg_database: str, dagst
     """A Redis database of the test's own: clear by pattern leaves the other keys; stats and checks."""
     import redis as redis_lib
 
-    db = 9
+    # A database no other test uses (the others share 0-2 under key prefixes): --flush-all empties it.
+    # Chosen at random so two test runs on one machine do not meet either.
+    db = random.randint(10, 15)
     client = redis_lib.Redis.from_url(f"redis://127.0.0.1:6379/{db}")
     client.flushdb()
     stack = Stack(tmp_path, pg_database)

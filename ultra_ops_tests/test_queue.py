@@ -39,8 +39,8 @@ def test_one_run_per_environment_through_the_queue(tmp_path: Path, pg_databases:
     # Development and staging: production would wait for its promotion gate, not for the queue.
     databases = {env: pg_databases[env] for env in ("development", "staging")}
     config = write_multi_config(tmp_path, databases, redis_prefix=redis_prefix)
-    # Each deploy's tests take 3 s: long enough to see what runs beside what.
-    slow = f'test_command = ["{sys.executable}", "-c", "import time; time.sleep(3)"]\n'
+    # Each deploy's tests take 8 s: long enough to see what runs beside what, also on a loaded machine.
+    slow = f'test_command = ["{sys.executable}", "-c", "import time; time.sleep(8)"]\n'
     config.write_text(config.read_text().replace("[defaults]\n", "[defaults]\n" + slow, 1))
     settings = load_settings(config)
     for env in databases:
