@@ -201,8 +201,8 @@ def test_backup_killed_half_way_is_never_listed(tmp_path: Path, pg_database: str
             assert time.monotonic() < deadline, "pg_dump outlived the killed backup"
             time.sleep(0.05)
     assert list_backups(env) == []
-    left = list(env.backups_path.iterdir())
-    assert len(left) == 1 and left[0].name.startswith(".tmp-")
+    left = sorted(p.name for p in env.backups_path.iterdir())
+    assert len(left) == 2 and left[0].startswith(".tmp-") and left[1] == left[0] + ".owner"
 
     info = create_backup(env)
     assert [b.id for b in list_backups(env)] == [info.id]
@@ -216,14 +216,17 @@ def test_stale_temp_of_dead_pid_is_cleaned_and_live_one_kept(tmp_path: Path, pg_
     dead = subprocess.Popen(["true"])
     dead.wait()
     host = socket.gethostname()
+    # Complete but for the rename (manifest written): the owner stays known beside the folder until
+    # the rename, so a writer killed at that last moment is cleaned at once, not after an hour.
     for name, pid in ((".tmp-20200101T000000Z-dead", dead.pid), (".tmp-20200101T000000Z-live", os.getppid())):
         (env.backups_path / name / "database").mkdir(parents=True)
-        (env.backups_path / name / ".owner").write_text(json.dumps({"pid": pid, "host": host}))
+        (env.backups_path / f"{name}.owner").write_text(json.dumps({"pid": pid, "host": host}))
         (env.backups_path / name / "manifest.json").write_text("{}")
+    (env.backups_path / ".tmp-20200101T000000Z-gone.owner").write_text("{}")  # its folder was renamed
     assert list_backups(env) == []
     info = create_backup(env)
     names = sorted(p.name for p in env.backups_path.iterdir())
-    assert names == sorted([".tmp-20200101T000000Z-live", info.id])
+    assert names == sorted([".tmp-20200101T000000Z-live", ".tmp-20200101T000000Z-live.owner", info.id])
 
 
 @pytest.mark.parametrize("bad", ["../x", "a;rm -rf /", "", "x" * 200, ".hidden", "a/b", None])

@@ -21,12 +21,12 @@ from ultra_ops.engine.backups.store import (
     FILES_ARCHIVE,
     MANIFEST,
     MANIFEST_VERSION,
-    OWNER_FILE,
     TMP_PREFIX,
     BackupInfo,
     clean_stale_temps,
     load_backup,
     new_backup_id,
+    owner_file,
     write_owner_file,
 )
 from ultra_ops.engine.errors import BackupError, InputError
@@ -151,7 +151,6 @@ def create_backup(
         followed = follower.finish(complete=True) if follower else {}
         dumped = time.perf_counter()
         members = _write_files_archive(env, tmp / FILES_ARCHIVE)
-        (tmp / OWNER_FILE).unlink()
         rels = [r for r in walk_files(tmp) if r != MANIFEST and r not in followed]
         # sync=True: cheap after pg_dump's own fsync, and it covers the archive we just wrote.
         files = dict(sorted({**followed, **hash_files(tmp, rels, sync=True)}.items()))
@@ -179,8 +178,10 @@ def create_backup(
             fsync_dir(Path(dirpath))
         os.rename(tmp, final)
         fsync_dir(root)
+        owner_file(tmp).unlink(missing_ok=True)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        owner_file(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise BackupError(redact(f"backup {backup_id} failed: {exc}")) from None
         raise

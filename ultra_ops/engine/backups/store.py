@@ -30,7 +30,7 @@ DUMP_DIR = "database"
 DUMP_FILE = "database.dump"
 TMP_PREFIX = ".tmp-"
 SAFETY_LABEL = "safety before restore of"  # the label of the backup a restore takes first
-OWNER_FILE = ".owner"  # inside a temp folder only: who is writing it, for stale-temp cleanup
+OWNER_SUFFIX = ".owner"  # `.tmp-<id>.owner` beside a temp folder: who writes it, for stale-temp cleanup
 MANIFEST_VERSION = 1
 STALE_TEMP_AGE_S = 3600.0
 
@@ -170,9 +170,15 @@ def new_backup_id(now: datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + _random.token_hex(2)
 
 
+def owner_file(tmp: Path) -> Path:
+    """Beside the temp folder, not in it: the folder is renamed into place exactly as the manifest
+    lists it, and the owner stays known until that rename."""
+    return tmp.with_name(tmp.name + OWNER_SUFFIX)
+
+
 def write_owner_file(tmp: Path) -> None:
     """Mark a temp folder as this process's, so clean_stale_temps keeps it while we live."""
-    (tmp / OWNER_FILE).write_text(json.dumps(this_process()))
+    owner_file(tmp).write_text(json.dumps(this_process()))
 
 
 def clean_stale_temps(env: Environment, log: Log) -> list[str]:
@@ -184,11 +190,15 @@ def clean_stale_temps(env: Environment, log: Log) -> list[str]:
     if not root.is_dir():
         return removed
     for entry in os.scandir(root):
+        if entry.name.startswith(TMP_PREFIX) and entry.name.endswith(OWNER_SUFFIX) \
+                and not Path(entry.path[: -len(OWNER_SUFFIX)]).exists():
+            Path(entry.path).unlink(missing_ok=True)  # its backup was renamed into place or removed
+            continue
         if not entry.name.startswith(TMP_PREFIX) or not entry.is_dir(follow_symlinks=False):
             continue
         path = Path(entry.path)
         try:
-            alive = owner_alive(json.loads((path / OWNER_FILE).read_text()))
+            alive = owner_alive(json.loads(owner_file(path).read_text()))
         except (OSError, ValueError, KeyError, TypeError):
             alive = None
         if alive is None:
@@ -198,6 +208,7 @@ def clean_stale_temps(env: Environment, log: Log) -> list[str]:
                 continue
         if not alive:
             shutil.rmtree(path, ignore_errors=True)
+            owner_file(path).unlink(missing_ok=True)
             removed.append(entry.name)
             log.info(f"removed {entry.name}: left by an interrupted backup")
     return removed
