@@ -12,6 +12,7 @@ import getpass
 import json
 import logging
 import os
+import signal
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -471,6 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _interrupt(_signo: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run() -> NoReturn:
     """The `ultra-ops` console script: main(), then exit without tearing the interpreter down.
 
@@ -480,6 +485,8 @@ def run() -> NoReturn:
     is off until the run starts (_end_startup).
     """
     global _gc_paused_for_startup
+    # SIGTERM (a supervisor, `kill`) takes Ctrl-C's path: a deploy in progress rolls back first.
+    signal.signal(signal.SIGTERM, _interrupt)
     gc.disable()
     _gc_paused_for_startup = True
     code = main()

@@ -3,6 +3,7 @@ during a deploy, and a status call in the middle of one."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from dagster import DagsterEventType, DagsterInstance
 from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.errors import LockHeldError
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
+from ultra_ops.engine.release.records import find_releases
 from ultra_ops.engine.settings import load_settings
 
 # Started instead of the sample service: fails or starts slowly for the versions the test marks.
@@ -167,3 +169,35 @@ def test_a_wait_for_the_lock_ends_when_it_is_released_or_times_out(tmp_path: Pat
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_deploy_puts_the_environment_back(stack: Stack, signo: int) -> None:
+    """Ctrl-C (or SIGTERM) while v1.1.0 starts, after its migration committed: the deploy rolls back
+    to its backup before it stops, as on any other failure."""
+    marks = _with_launcher(stack)
+    assert stack.ops("deploy", "--tag", "v1.0.0") == 0
+    before = (stack.tables(), stack.env.env_file.read_bytes())
+    (stack.migrations / "0002_v110.sql").write_text("CREATE TABLE only_in_v110 (id int);\n")
+    (marks / "slow-v1.1.0").write_text("30")
+    deploy = subprocess.Popen(
+        [sys.executable, "-m", "ultra_ops.cli", "deploy", "--environment", "staging", "--tag", "v1.1.0",
+         "--config", str(stack.config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while b"ULTRA_VERSION=v1.1.0" not in stack.env.env_file.read_bytes():  # deploy_up has begun
+            assert deploy.poll() is None and time.monotonic() < deadline, deploy.stderr.read()
+            time.sleep(0.02)
+        assert "only_in_v110" in stack.tables()
+        deploy.send_signal(signo)
+        _, err = deploy.communicate(timeout=120)
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+    assert deploy.returncode != 0
+    assert "interrupted; rolled back to backup" in err
+    assert (stack.tables(), stack.env.env_file.read_bytes()) == before
+    assert stack.get("/health").json()["version"] == "v1.0.0"
+    record = find_releases(stack.env)[0]
+    assert (record.version, record.status) == ("v1.1.0", "rolled_back") and "interrupted" in record.reason
+    assert lock_holder(stack.env) is None

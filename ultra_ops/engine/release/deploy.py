@@ -10,6 +10,8 @@ inside `failure_recorded`, so a failed deploy leaves one release record saying h
 from __future__ import annotations
 
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -203,16 +205,21 @@ def failure_recorded(env: Environment, req: DeployRequest, *, redact: Redactor, 
 @contextmanager
 def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> Iterator[None]:
     """Undo a half-done deploy: restore this deploy's backup, then re-raise with what happened,
-    marked with the outcome for `failure_recorded`."""
+    marked with the outcome for `failure_recorded`. An interrupt (Ctrl-C, SIGTERM) takes the same
+    path: the environment is put back before the deploy stops."""
     try:
         yield
-    except UltraOpsError as exc:
-        if req.backup_id is None:
+    except BaseException as exc:
+        # Interrupts arrive as BaseExceptions that are not Exceptions: KeyboardInterrupt, or the
+        # orchestrator's own interrupt type (which the engine does not name). Other errors are bugs.
+        interrupted = not isinstance(exc, Exception) and not isinstance(exc, GeneratorExit)
+        if req.backup_id is None or not (interrupted or isinstance(exc, UltraOpsError)):
             raise
-        reason = redact(str(exc))
+        reason = "the deploy was interrupted" if interrupted else redact(str(exc))
         log.warning(f"deploy of {req.tag} failed ({reason}); rolling back to backup {req.backup_id}")
         try:
-            result = rollback(env, req.backup_id, compose_file=req.compose_path, log=log, redact=redact)
+            with _uninterrupted():
+                result = rollback(env, req.backup_id, compose_file=req.compose_path, log=log, redact=redact)
         except UltraOpsError as rb_exc:
             error: UltraOpsError = OperationError(f"{reason}; automatic rollback to backup {req.backup_id} "
                                                   f"ALSO failed: {redact(str(rb_exc))}")
@@ -222,11 +229,26 @@ def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redac
                    f"({result.version or 'no version'}), which verified ok")
         # Keep the error's kind (VerificationFailed stays VerificationFailed) where it takes a message.
         try:
-            error = type(exc)(message)
+            error = OperationError(message) if interrupted else type(exc)(message)
         except TypeError:
             error = OperationError(message)
         error.release_status = ReleaseStatus.ROLLED_BACK  # type: ignore[attr-defined]
         raise error from None
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """A second Ctrl-C must not stop the rollback that puts the environment back: it is ignored
+    while the rollback runs (from the main thread; elsewhere signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def migrate(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> list[str]:
