@@ -199,7 +199,25 @@ def cmd_backups(args: argparse.Namespace) -> int:
             for row in damaged:
                 _out(f"{row['id']:<28} DAMAGED: {row['reason']}")
         return 0
-    result = _run_job(args, settings, "backup_job", env.name)
+    if args.backups_command in ("pin", "unpin"):
+        from ultra_ops.engine.backups.store import get_backup
+
+        get_backup(env, args.backup)  # an unknown id is bad input: refused before any run starts
+        config = {"backup_id": args.backup, "pinned": args.backups_command == "pin"}
+        result = _run_job(args, settings, "pin_job", env.name, _ops_config("backups_pin", config))
+    elif args.backups_command == "prune":
+        result = _run_job(args, settings, "prune_job", env.name,
+                          _ops_config("backups_prune", {"dry_run": args.dry_run}))
+        for decision in result.outputs.get("backups_prune", {}).get("decisions") or []:
+            verb = "keep  " if decision["keep"] else ("would remove" if args.dry_run else "removed")
+            _out(f"{verb} {decision['backup_id']}: {decision['why']}")
+    elif args.backups_command == "verify":
+        result = _run_job(args, settings, "verify_backups_job", env.name,
+                          _ops_config("backups_verify", {"backup_id": args.backup}))
+        for backup_id, outcome in (result.outputs.get("backups_verify", {}).get("results") or {}).items():
+            _out(f"{backup_id}: {outcome}")
+    else:
+        result = _run_job(args, settings, "backup_job", env.name)
     return 0 if result.success else 1
 
 
@@ -408,6 +426,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_backups)
     b = bsub.add_parser("create", parents=[common, locking], help="take a backup now")
     b.set_defaults(func=cmd_backups)
+    b = bsub.add_parser("verify", parents=[common], help="check backups against their manifests (sha256)")
+    b.add_argument("--backup", metavar="ID", help="one backup (default: all)")
+    b.set_defaults(func=cmd_backups)
+    b = bsub.add_parser("prune", parents=[common, locking], help="apply the retention policy")
+    b.add_argument("--dry-run", action="store_true", help="show what would be removed, remove nothing")
+    b.set_defaults(func=cmd_backups)
+    for verb, what in (("pin", "keep a backup forever"), ("unpin", "let retention remove a backup again")):
+        b = bsub.add_parser(verb, parents=[common, locking], help=what)
+        b.add_argument("--backup", metavar="ID", required=True, help="the backup")
+        b.set_defaults(func=cmd_backups)
 
     p = sub.add_parser("recover", parents=[common, locking],
                        help="finish or undo what a crashed run left (database swap, scratch databases, temp folders)")

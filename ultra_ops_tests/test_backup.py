@@ -11,6 +11,7 @@ import sys
 import tarfile
 import textwrap
 import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -340,8 +341,8 @@ def test_retention_keeps_the_newest(tmp_path: Path, pg_database: str) -> None:
 
     env = load_settings(write_config(tmp_path, pg_database)).environment("staging")
     made = [create_backup(env, label=f"n{i}", compression=0).id for i in range(4)]
-    assert prune_backups(env, keep=0) == []
-    assert sorted(prune_backups(env, keep=2)) == sorted(made[:2])
+    assert all(d.keep for d in prune_backups(env, keep=0))
+    assert sorted(d.backup_id for d in prune_backups(env, keep=2) if not d.keep) == sorted(made[:2])
     assert [b.id for b in list_backups(env)] == made[:1:-1]
     assert sorted(os.listdir(env.backups_path)) == sorted(made[2:])  # nothing half-deleted left behind
 
@@ -354,7 +355,7 @@ def test_retention_counts_safety_backups_apart(tmp_path: Path, pg_database: str)
     env = load_settings(write_config(tmp_path, pg_database)).environment("staging")
     kept_on_purpose = [create_backup(env, label=label, compression=0).id for label in ("manual", "pre-deploy v1.0.0")]
     safety = [create_backup(env, label=f"{SAFETY_LABEL} x{i}", compression=0).id for i in range(3)]
-    removed = prune_backups(env, keep=2)
+    removed = [d.backup_id for d in prune_backups(env, keep=2) if not d.keep]
     assert removed == [safety[0]]
     assert {b.id for b in list_backups(env)} == {*kept_on_purpose, *safety[1:]}
 
@@ -373,3 +374,78 @@ def test_damaged_backups_are_listed_as_damaged(tmp_path: Path, pg_database: str,
     assert rows[bad.id]["status"] == "damaged" and "manifest.json" in rows[bad.id]["reason"]
     assert main(argv) == 0
     assert f"{bad.id:<28} DAMAGED: " in capsys.readouterr().out
+
+
+def _fake_backup(env: Environment, created: datetime, label: str = "nightly") -> str:
+    """A backup folder with only its manifest: enough for listing and retention."""
+    backup_id = created.strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(2).hex()
+    folder = env.backups_path / backup_id
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({
+        "id": backup_id, "environment": env.name, "version": None, "created_at": created.isoformat(),
+        "format": "custom", "label": label, "files": {}}))
+    return backup_id
+
+
+def test_retention_policy_over_a_simulated_year(tmp_path: Path) -> None:
+    """One backup a day for a year, 7 daily / 4 weekly / 6 monthly: exactly those are kept, plus a
+    pin and the backup the running release was deployed over; a dry run removes nothing."""
+    from ultra_ops.engine.backups.retention import pin, prune_backups
+
+    config = write_config(tmp_path, "unused_db", extra="")
+    text = config.read_text().replace('format = "directory"', 'format = "directory"\n'
+                                      "retention = { daily = 7, weekly = 4, monthly = 6 }")
+    config.write_text(text)
+    env = load_settings(config).environment("staging")
+    first = datetime(2026, 1, 1, 1, 30, tzinfo=UTC)
+    ids = {(first + timedelta(days=i)).date(): _fake_backup(env, first + timedelta(days=i)) for i in range(365)}
+    pinned_id, deployed_over = ids[date(2026, 3, 17)], ids[date(2026, 6, 2)]
+    pin(env, pinned_id)
+    before = sorted(p.name for p in env.backups_path.iterdir())
+    preview = prune_backups(env, protected={deployed_over}, dry_run=True)
+    assert sorted(p.name for p in env.backups_path.iterdir()) == before
+
+    last = date(2026, 12, 31)
+    daily = {last - timedelta(days=i) for i in range(7)}
+    # The newest day of each of the last 4 ISO weeks: 2026 has 53, Thursday the 31st opens W53.
+    weekly = {date(2026, 12, 31), date(2026, 12, 27), date(2026, 12, 20), date(2026, 12, 13)}
+    monthly = {date(2026, m, {12: 31, 11: 30, 10: 31, 9: 30, 8: 31, 7: 31}[m]) for m in range(7, 13)}
+    expected = {ids[d] for d in daily | weekly | monthly} | {pinned_id, deployed_over}
+    assert {d.backup_id for d in preview if d.keep} == expected
+    reasons = {d.backup_id: d.why for d in preview}
+    assert reasons[pinned_id] == "pinned" and "deployed over" in reasons[deployed_over]
+    assert reasons[ids[date(2026, 2, 1)]] == "outside the retention policy"
+
+    prune_backups(env, protected={deployed_over})
+    assert {b.id for b in list_backups(env)} == expected
+    assert not [p for p in env.backups_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_backup_commands_pin_prune_and_verify(tmp_path: Path, pg_database: str, dagster_home: Path, capsys) -> None:
+    from ultra_ops.cli import main
+
+    env = _env(tmp_path, pg_database)
+    made = [create_backup(env, label=f"n{i}", compression=0).id for i in range(3)]
+    argv = ["--environment", "staging", "--config", str(env.config_file)]
+    assert main(["backups", "pin", *argv, "--backup", made[0]]) == 0
+    assert main(["backups", "pin", *argv, "--backup", "20990101T000000Z-dead"]) == 2
+    capsys.readouterr()
+    assert main(["backups", "prune", *argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"keep   {made[0]}: pinned" in out and f"keep   {made[2]}: the newest backup" in out
+    assert len(list_backups(env)) == 3  # a dry run removes nothing
+    config = env.config_file.read_text().replace('format = "directory"', 'format = "directory"\nkeep = 1')
+    env.config_file.write_text(config)
+    assert main(["backups", "prune", *argv]) == 0
+    assert f"removed {made[1]}: outside the retention policy" in capsys.readouterr().out
+    assert [b.id for b in list_backups(env)] == [made[2], made[0]]
+    assert main(["backups", "unpin", *argv, "--backup", made[0]]) == 0
+    assert main(["backups", "prune", *argv]) == 0
+    assert [b.id for b in list_backups(env)] == [made[2]]
+    capsys.readouterr()
+    assert main(["backups", "verify", *argv]) == 0
+    assert f"{made[2]}: ok" in capsys.readouterr().out
+    dump = next(p for p in sorted((env.backups_path / made[2] / "database").iterdir()))
+    dump.write_bytes(dump.read_bytes()[:-1] + bytes([dump.read_bytes()[-1] ^ 1]))
+    assert main(["backups", "verify", *argv]) == 1
+    assert "checksum mismatch in database/" in capsys.readouterr().err

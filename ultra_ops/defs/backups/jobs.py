@@ -17,4 +17,22 @@ def recover_job() -> None:
     ops.recover_environment()
 
 
-BACKUP_JOBS = [backup_job, recover_job]
+@environment_job("backups", "prune")
+def prune_job() -> None:
+    """Apply the environment's retention policy to its backups (dry_run shows it first)."""
+    ops.backups_prune()
+
+
+@environment_job("backups", "pin")
+def pin_job() -> None:
+    """Pin a backup so retention keeps it forever, or unpin it."""
+    ops.backups_pin()
+
+
+@environment_job("backups", "verify backups")
+def verify_backups_job() -> None:
+    """Check an environment's backups against their manifests (sizes and sha256)."""
+    ops.backups_verify()
+
+
+BACKUP_JOBS = [backup_job, recover_job, prune_job, pin_job, verify_backups_job]

@@ -2,9 +2,14 @@
 
 from dagster import MetadataValue, OpExecutionContext, op
 
+from ultra_ops.defs.backups.config import PinConfig, PruneConfig, VerifyBackupsConfig
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.steps import environment_of, load, step
 from ultra_ops.engine.backups.create import create_backup
+from ultra_ops.engine.backups.retention import pin, prune_backups
+from ultra_ops.engine.backups.store import list_backups, verify_backup
+from ultra_ops.engine.errors import IntegrityError
+from ultra_ops.engine.release.records import ReleaseStatus, last_release
 from ultra_ops.engine.release.rollback import deployed_version
 
 
@@ -29,3 +34,51 @@ def recover_environment(context: OpExecutionContext, settings: OpsSettings, lock
         if not done:
             s.log.info(f"{s.env.name}: nothing to recover")
     context.add_output_metadata({"recovered": MetadataValue.json(done), "count": len(done)})
+
+
+@op
+def backups_prune(context: OpExecutionContext, config: PruneConfig, settings: OpsSettings,
+                  locks: EnvironmentLocks) -> None:
+    """Apply the retention policy under the lock (or only show what it would remove, with dry_run)."""
+    loaded = load(settings)
+    with step(context, environment_of(context), str(loaded.path), locks=locks, operation="prune backups") as s:
+        running = last_release(s.env, status=ReleaseStatus.DEPLOYED, operation="deploy")
+        decisions = prune_backups(s.env, protected={running.backup_id} if running and running.backup_id else set(),
+                                  dry_run=config.dry_run, log=s.log)
+    removed = [d for d in decisions if not d.keep]
+    context.add_output_metadata({"dry_run": config.dry_run, "kept": len(decisions) - len(removed),
+                                 "removed": len(removed),
+                                 "decisions": MetadataValue.json([d.__dict__ for d in decisions])})
+
+
+@op
+def backups_pin(context: OpExecutionContext, config: PinConfig, settings: OpsSettings,
+                locks: EnvironmentLocks) -> None:
+    """Pin a backup so retention keeps it forever, or unpin it."""
+    loaded = load(settings)
+    with step(context, environment_of(context), str(loaded.path), locks=locks, operation="pin backup") as s:
+        pins = pin(s.env, config.backup_id, keep_forever=config.pinned)
+        s.log.info(f"backup {config.backup_id} {'pinned' if config.pinned else 'unpinned'}")
+    context.add_output_metadata({"backup_id": config.backup_id, "pinned": config.pinned,
+                                 "pins": MetadataValue.json(sorted(pins))})
+
+
+@op
+def backups_verify(context: OpExecutionContext, config: VerifyBackupsConfig, settings: OpsSettings) -> None:
+    """Check every file of the backups against their manifests' sizes and sha256 (reads only)."""
+    loaded = load(settings)
+    with step(context, environment_of(context), str(loaded.path)) as s:
+        ids = [config.backup_id] if config.backup_id else [b.id for b in list_backups(s.env)]
+        results = {}
+        for backup_id in ids:
+            try:
+                verify_backup(s.env, backup_id)
+                results[backup_id] = "ok"
+            except IntegrityError as exc:
+                results[backup_id] = str(exc)
+        bad = {k: v for k, v in results.items() if v != "ok"}
+        context.add_output_metadata({"checked": len(results), "damaged": len(bad),
+                                     "results": MetadataValue.json(results)})
+        if bad:
+            raise IntegrityError("; ".join(bad.values()))
+        s.log.info(f"{len(results)} backups of {s.env.name} verified")

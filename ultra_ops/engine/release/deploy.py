@@ -28,6 +28,7 @@ from ultra_ops.engine.release.migrate import apply_migrations
 from ultra_ops.engine.release.records import (
     ReleaseRecord,
     ReleaseStatus,
+    last_release,
     record_release,
     recording_failure,
     utc_timestamp,
@@ -150,7 +151,9 @@ def backup(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) 
     info: BackupInfo = create_backup(env, version=previous, label=f"pre-deploy {req.tag}",
                                      log=log, redact=redact)
     log.info(f"backup {info.id} taken of {env.name} at {previous or 'no version'}")
-    prune_backups(env, log=log)  # the deploy holds the environment's lock: no restore is reading one
+    running = last_release(env, status=ReleaseStatus.DEPLOYED, operation="deploy")
+    # The deploy holds the environment's lock: no restore is reading a backup retention removes.
+    prune_backups(env, protected={running.backup_id} if running and running.backup_id else set(), log=log)
     return replace(req, backup_id=info.id, previous_version=previous)
 
 

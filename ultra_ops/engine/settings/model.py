@@ -132,6 +132,15 @@ class VerifySettings:
 
 
 @dataclass(frozen=True)
+class RetentionPolicy:
+    """Keep the newest backup of each of the last `daily` days, `weekly` weeks, `monthly` months."""
+
+    daily: int = 7
+    weekly: int = 4
+    monthly: int = 6
+
+
+@dataclass(frozen=True)
 class BackupSettings:
     format: str = "directory"
     jobs: int = 0  # 0: one per core
@@ -139,6 +148,7 @@ class BackupSettings:
     keep: int = 20
     max_age_hours: float = 26.0  # the backup freshness sensor alerts past this age
     timeout_s: float = 6 * 3600.0  # the longest a pg_dump or pg_restore may run
+    retention: RetentionPolicy | None = None  # None: the newest `keep`
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from ultra_ops.engine.settings.model import (
     LlmProvider,
     ProcessSpec,
     RedisSettings,
+    RetentionPolicy,
     Settings,
     VerifySettings,
 )
@@ -213,6 +214,18 @@ def _verify(r: _Reader | None) -> VerifySettings:
     return settings
 
 
+def _retention(r: _Reader | None) -> RetentionPolicy | None:
+    if r is None:
+        return None
+    tiers = {name: r.positive(name, default, integer=True) for name, default in (("daily", 7), ("weekly", 4),
+                                                                               ("monthly", 6))}
+    for name, count in tiers.items():
+        if count > 1000:
+            raise r.fail(name, f"at most 1000, got {count}")
+    r.finish()
+    return RetentionPolicy(**tiers)
+
+
 def _backup(r: _Reader | None) -> BackupSettings:
     if r is None:
         return BackupSettings()
@@ -227,7 +240,8 @@ def _backup(r: _Reader | None) -> BackupSettings:
         raise r.fail("max_age_hours", f"expected more than 0 and less than a year, got {max_age:g}")
     settings = BackupSettings(format=fmt, jobs=r.positive("jobs", 0, integer=True),
                               compression=compression, keep=r.positive("keep", 20, integer=True),
-                              max_age_hours=max_age, timeout_s=_above_zero(r, "timeout_s", 6 * 3600.0))
+                              max_age_hours=max_age, timeout_s=_above_zero(r, "timeout_s", 6 * 3600.0),
+                              retention=_retention(r.sub("retention")))
     r.finish()
     return settings
 
