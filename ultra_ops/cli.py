@@ -308,6 +308,14 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     env = settings.environment(args.environment)
     if args.maintenance_command == "vacuum":
         result = _run_job(args, settings, "vacuum_job", env.name)
+    elif args.maintenance_command == "status":
+        result = _run_job(args, settings, "status_job", env.name)
+        for meta in result.asset_metadata:
+            for svc in meta.get("status") or []:
+                memory = f"{svc['memory_bytes'] / 1e6:.1f} MB" if svc.get("memory_bytes") is not None else "-"
+                cpu = f"{svc['cpu_seconds']:.2f} s" if svc.get("cpu_seconds") is not None else "-"
+                _out(f"{svc['name']:<16} {svc['state'] or ('up' if svc['running'] else 'down'):<10} "
+                     f"cpu {cpu:<10} mem {memory:<10} {svc['detail']}")
     elif args.maintenance_command == "archive-logs":
         day = args.day or (datetime.now(ZoneInfo(settings.timezone)).date() - timedelta(days=1)).isoformat()
         result = _run_job(args, settings, "log_archive_job", env.name, partition=f"{day}|{env.name}")
@@ -450,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("maintenance", help="VACUUM ANALYZE, cache statistics, cache clear")
     msub = p.add_subparsers(dest="maintenance_command", required=True, parser_class=_Parser)
     m = msub.add_parser("vacuum", parents=[common, locking], help="VACUUM ANALYZE the environment's database")
+    m.set_defaults(func=cmd_maintenance)
+    m = msub.add_parser("status", parents=[common], help="each service's state, CPU time and memory")
     m.set_defaults(func=cmd_maintenance)
     m = msub.add_parser("archive-logs", parents=[common], help="rotate and archive a day's logs, verified")
     m.add_argument("--day", type=_day, metavar="YYYY-MM-DD", help="the day to archive (default: yesterday)")

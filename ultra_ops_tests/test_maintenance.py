@@ -130,3 +130,15 @@ def test_log_archive_backfill_of_three_days(stack: Stack, dagster_home: Path, tm
         event = instance.get_latest_materialization_event(AssetKey("log_archive"))
     assert event.asset_materialization.partition is not None
     assert stack.ops("maintenance", "archive-logs", "--day", "26-11-2026") == 2
+
+
+def test_service_status_shows_state_cpu_and_memory(stack: Stack, capsys) -> None:
+    assert stack.ops("deploy", "--tag", "v1.0.0") == 0
+    capsys.readouterr()
+    assert stack.ops("maintenance", "status") == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("backend"))
+    assert " up " in line and "mem " in line and "MB" in line and "version v1.0.0" in line
+    stack.stop()
+    assert stack.ops("maintenance", "status") == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("backend"))
+    assert "exited" in line and "not running" in line

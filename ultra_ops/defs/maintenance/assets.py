@@ -1,6 +1,7 @@
 """Maintenance state as assets, partitioned by environment: each VACUUM ANALYZE of the database and
 each look at the Redis cache is a materialization, with numbers the UI plots over time."""
 
+from dataclasses import asdict
 from datetime import date
 
 from dagster import (
@@ -19,6 +20,7 @@ from ultra_ops.defs.shared.steps import environment_of, load, step
 from ultra_ops.engine.maintenance.cache import cache_stats
 from ultra_ops.engine.maintenance.logs import archive_logs, rotate_logs
 from ultra_ops.engine.maintenance.vacuum import vacuum_analyze
+from ultra_ops.engine.runtimes import get_runtime
 
 
 @asset(
@@ -132,3 +134,24 @@ def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> Materi
                                         severity=AssetCheckSeverity.WARN,
                                         metadata={"disk_used_ratio": report.disk_used_ratio})])
 
+
+
+@asset(
+    name="service_status",
+    partitions_def=environment_partitions,
+    group_name="maintenance",
+    owners=["team:ops"],
+    description="The runtime's view of each service of the environment (the document's `docker-compose ps` and "
+                "`docker stats`): state, and CPU time and memory where the runtime gives them.",
+)
+def service_status(context: AssetExecutionContext, settings: OpsSettings) -> MaterializeResult:
+    op_context = context.op_execution_context
+    loaded = load(settings)
+    with step(op_context, environment_of(op_context), str(loaded.path)) as s:
+        services = get_runtime(s.env, log=s.log, redact=s.redact).status()
+    rows = [asdict(service) for service in services]
+    return MaterializeResult(metadata={
+        "services": len(services), "running": sum(1 for svc in services if svc.running),
+        "memory_bytes": sum(svc.memory_bytes or 0 for svc in services),
+        "cpu_seconds": round(sum(svc.cpu_seconds or 0 for svc in services), 2),
+        "status": MetadataValue.json(rows)})

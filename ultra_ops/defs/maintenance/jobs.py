@@ -3,7 +3,7 @@
 from dagster import define_asset_job, in_process_executor
 
 from ultra_ops.defs.maintenance import ops
-from ultra_ops.defs.maintenance.assets import cache_state, database_maintenance, log_archive
+from ultra_ops.defs.maintenance.assets import cache_state, database_maintenance, log_archive, service_status
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.jobs import environment_job
 from ultra_ops.defs.shared.partitions import (
@@ -24,6 +24,8 @@ def _asset_job(name: str, asset: object, operation: str, description: str):  # n
 
 vacuum_job = _asset_job("vacuum_job", database_maintenance, "vacuum",
                         "VACUUM ANALYZE an environment's database (the database_maintenance asset).")
+status_job = _asset_job("status_job", service_status, "status",
+                        "The runtime's view of an environment's services (the service_status asset).")
 cache_stats_job = _asset_job("cache_stats_job", cache_state, "cache stats",
                              "Read an environment's Redis INFO into the cache_state asset, with its checks.")
 
@@ -41,5 +43,5 @@ def cache_clear_job() -> None:
     ops.cache_clear()
 
 
-MAINTENANCE_ASSETS = [database_maintenance, cache_state, log_archive]
-MAINTENANCE_JOBS = [vacuum_job, cache_stats_job, cache_clear_job, log_archive_job]
+MAINTENANCE_ASSETS = [database_maintenance, cache_state, log_archive, service_status]
+MAINTENANCE_JOBS = [vacuum_job, status_job, cache_stats_job, cache_clear_job, log_archive_job]

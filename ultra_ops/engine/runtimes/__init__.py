@@ -19,6 +19,9 @@ class ServiceStatus:
     name: str
     running: bool
     detail: str = ""  # pid, container state, port
+    state: str = ""  # up, exited, restarting ... as the runtime names it ("" where it does not)
+    cpu_seconds: float | None = None  # CPU time used so far, where the runtime gives it
+    memory_bytes: int | None = None  # resident memory, where the runtime gives it
 
 
 class Runtime(Protocol):

@@ -310,13 +310,14 @@ class ProcessRuntime:
         for spec in self.env.processes:
             running = self._running_pid(spec)
             if running is None:
-                result.append(ServiceStatus(spec.name, False, "not running"))
+                result.append(ServiceStatus(spec.name, False, "not running", state="exited"))
                 continue
             pid, record = running
             detail = f"pid {pid}, version {record.get('version')}"
             if spec.port is not None:
                 detail += f", port {spec.port}"
-            result.append(ServiceStatus(spec.name, True, detail))
+            cpu, memory = _usage(pid)
+            result.append(ServiceStatus(spec.name, True, detail, state="up", cpu_seconds=cpu, memory_bytes=memory))
         return result
 
     def logs(self, tail: int = 100) -> str:
@@ -366,3 +367,15 @@ class ProcessRuntime:
                         f"process {spec.name} not healthy after {timeout_s:g}s at {spec.health_url}: "
                         f"{last_error.get(spec.name, 'no answer')}"))
                 time.sleep(_POLL_S * 2)
+
+
+def _usage(pid: int) -> tuple[float | None, int | None]:
+    """(CPU seconds, resident bytes) of a process from /proc: the process runtime's `docker stats`."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime, fields 14 and 15
+        resident = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # rss, field 24
+    except (OSError, ValueError, IndexError):
+        return None, None
+    return round(cpu, 2), resident
