@@ -1,0 +1,42 @@
+"""Commands of the release calendar: approve, calendar."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+
+from ultra_ops.cli.common import (
+    ops_config,
+    out,
+    run_job,
+    settings_of,
+)
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """`approve_job`: a person's yes to a version, which scheduled production deploys wait for."""
+    from ultra_ops.engine.calendar.approvals import check_approval
+
+    settings = settings_of(args)
+    env = check_approval(settings, args.environment, args.tag, args.by)
+    result = run_job(args, settings, "approve_job", env.name,
+                      ops_config("approve_release", {"tag": args.tag, "by": args.by}), version=args.tag)
+    if result.success:
+        out(f"{args.tag} approved for {env.name} by {args.by}")
+    return 0 if result.success else 1
+
+
+def cmd_calendar(args: argparse.Namespace) -> int:
+    """The coming release and backup ticks, with what each would do or why it would skip."""
+    from ultra_ops.engine.calendar.ticks import upcoming
+
+    settings = settings_of(args)
+    environment = settings.environment(args.environment).name if args.environment else None
+    ticks = upcoming(settings, datetime.now(UTC), args.weeks, environment)
+    if not args.backups:
+        ticks = [t for t in ticks if t.schedule not in ("nightly_backup_schedule", "weekly_vacuum_schedule")]
+    for tick in ticks:
+        out(tick.describe())
+    if not ticks:
+        out("no ticks in that time")
+    return 0

@@ -1,0 +1,153 @@
+"""Commands of the release domain: deploy, verify, rollback, status, stop, releases, init, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ultra_ops.cli.backups import backup_rows, print_backups
+from ultra_ops.cli.common import (
+    ops_config,
+    out,
+    progress,
+    run_job,
+    settings_of,
+)
+from ultra_ops.engine.errors import InputError
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from ultra_ops.defs.shared.tags import EMERGENCY, SKIP_BUILD, SKIP_TESTS
+    from ultra_ops.engine.calendar.gates import check_emergency
+    from ultra_ops.engine.release.deploy import plan_deploy, resolve_tag
+
+    settings = settings_of(args)
+    env = settings.environment(args.environment)
+    # Every input is checked here too, so bad input exits 2 before a run exists.
+    emergency = check_emergency(args.emergency, args.reason)
+    req = plan_deploy(settings, env.name, resolve_tag(env, args.tag), skip_tests=args.skip_tests,
+                      skip_build=args.skip_build, compose_file=args.compose, registry=args.registry,
+                      emergency_reason=emergency)
+    if req.skip_tests and env.name == "production":
+        progress("warning: --skip-tests on production is not recommended")
+    config = {"tag": req.tag, "skip_tests": req.skip_tests, "skip_build": req.skip_build,
+              "compose_file": req.compose_file, "registry": req.registry, "emergency": bool(emergency),
+              "reason": emergency}
+    result = run_job(args, settings, "deploy_job", env.name, ops_config("deploy_plan", config),
+                      version=req.tag,
+                      flags={SKIP_TESTS: req.skip_tests, SKIP_BUILD: req.skip_build, EMERGENCY: bool(emergency)})
+    if result.success:
+        out(f"deployed {req.tag} to {env.name}")
+    return 0 if result.success else 1
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ultra_ops.engine.release.rollback import deployed_version
+    from ultra_ops.engine.verify.report import VerifyReport
+
+    settings = settings_of(args)
+    env = settings.environment(args.environment)
+    result = run_job(args, settings, "verify_job", env.name, version=deployed_version(env))
+    reports = [o["report"] for o in result.asset_metadata if "report" in o]
+    if reports:
+        # The report as the run recorded it (already redacted), not re-derived here.
+        out(json.dumps(reports[-1], indent=2) if args.json else VerifyReport.from_dict(reports[-1]).table())
+    return 0 if result.success else 1
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from ultra_ops.engine.release.rollback import choose_backup
+
+    settings = settings_of(args)
+    env = settings.environment(args.environment)
+    if args.backup is None:
+        print_backups(backup_rows(env))
+    info = choose_backup(env, args.backup)  # an unknown id is bad input: refused before any run starts
+    if args.backup is None and not args.yes:
+        if not sys.stdin.isatty():
+            raise InputError(f"rolling back {env.name} to {info.id} needs confirmation: pass --yes")
+        answer = input(f"Roll back {env.name} to the newest backup {info.id}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            out("rollback cancelled")
+            return 1
+    result = run_job(args, settings, "rollback_job", env.name, ops_config("rollback_plan", {"backup_id": info.id}),
+                      version=info.version, backup_id=info.id)
+    if result.success:
+        out(f"rolled back {env.name} to backup {info.id}")
+    return 0 if result.success else 1
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ultra_ops.engine.bootstrap import init_environment
+
+    settings = settings_of(args)
+    env = settings.environment(args.environment)
+    for line in init_environment(env):
+        out(line)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """What runs where: services, deployed version, lock holder, last release record."""
+    from ultra_ops.engine.locks import describe_holder, lock_holder
+    from ultra_ops.engine.release.records import last_release
+    from ultra_ops.engine.release.rollback import deployed_version
+    from ultra_ops.engine.runtimes import get_runtime
+
+    settings = settings_of(args)
+    env = settings.environment(args.environment)
+    statuses = get_runtime(env).status()
+    holder = lock_holder(env)
+    last = last_release(env)
+    out(f"environment  {env.name} ({env.runtime} runtime)")
+    out(f"version      {deployed_version(env) or '-'}")
+    out(f"lock         {describe_holder(holder) if holder is not None else 'free'}")
+    if last is not None:
+        out(f"last release {last.operation} {last.version or '-'} {last.status} at {last.ended_at} "
+             f"(run {last.run_id or '-'}, by {last.launched_by or '-'})")
+    for st in statuses:
+        out(f"service      {st.name:<16} {'running' if st.running else 'stopped':<8} {st.detail}")
+    return 0
+
+
+def cmd_releases(args: argparse.Namespace) -> int:
+    """The environment's release records, newest first: a table or JSON."""
+    from ultra_ops.engine.release.records import find_releases
+
+    settings = settings_of(args)
+    env = settings.environment(args.environment)
+    records = find_releases(env)
+    if args.json:
+        out(json.dumps([r.to_dict() for r in records], indent=2))
+        return 0
+    if not records:
+        out("no releases")
+        return 0
+    out(f"{'STARTED':<29} {'OPERATION':<9} {'VERSION':<22} {'PREVIOUS':<22} {'STATUS':<15} {'RUN':<8} "
+         f"{'LAUNCHED BY':<16} REASON")
+    for r in records:
+        reason = " ".join((r.reason or "").split())  # one line per record
+        out(f"{r.started_at:<29} {r.operation:<9} {r.version or '-':<22} {r.previous_version or '-':<22} "
+             f"{r.status:<15} {(r.run_id or '-')[:8]:<8} {r.launched_by or '-':<16} {reason}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop the environment's services (docker-compose down): `stop_job`, under the environment's lock."""
+    settings = settings_of(args)
+    env = settings.environment(args.environment)
+    result = run_job(args, settings, "stop_job", env.name)
+    if result.success:
+        out(f"stopped {env.name}")
+    return 0 if result.success else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """One release through development, staging and production (or a cycle on --environment)."""
+    from ultra_ops.cli import main  # the demo's steps are commands of this CLI
+    from ultra_ops.demo import run_demo
+
+    settings = settings_of(args)
+    config = ["--config", str(settings.path)] if args.config else []
+    return run_demo(settings, args.environment, config, run=main, progress=progress, out=out)
