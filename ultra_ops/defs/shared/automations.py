@@ -20,16 +20,24 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from ultra_ops.defs.shared import tags
 from ultra_ops.engine.errors import UltraOpsError
-from ultra_ops.engine.settings import Environment, Settings, load_settings
+from ultra_ops.engine.settings import Environment, Settings, default_config_path, load_settings
 
 ExecutableDefinition = JobDefinition | UnresolvedAssetJobDefinition
 
 
+_loaded: dict[tuple[str, int], Settings] = {}
+
+
 def loaded_settings() -> Settings | None:
     """The config as the code location loads; None when it cannot be read. Loading must not fail
-    over the config: ticks read it again and report its errors."""
+    over the config: ticks read it again and report its errors. Read once per file version: every
+    domain asks while the code location loads."""
     try:
-        return load_settings()
+        path = default_config_path().resolve()
+        key = (str(path), path.stat().st_mtime_ns)
+        if key not in _loaded:
+            _loaded[key] = load_settings(path)
+        return _loaded[key]
     except (UltraOpsError, OSError):
         return None
 
