@@ -20,9 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
 from ultra_ops.engine.backups import swap
 from ultra_ops.engine.backups.checksums import fsync_dir, hash_file
 from ultra_ops.engine.backups.create import create_backup, state_file_targets
@@ -38,8 +35,11 @@ from ultra_ops.engine.backups.store import (
     verify_backup,
 )
 from ultra_ops.engine.errors import BackupError, IntegrityError
+from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
 from ultra_ops.engine.settings import Environment
+
+psycopg = lazy_module("psycopg")
 
 # Session settings for pg_restore's connections. synchronous_commit=off is safe: the scratch
 # database is dropped if anything fails, and the synchronous rename at the swap flushes the WAL
@@ -115,11 +115,11 @@ class PreparedRestore:
 
 def _create_scratch(conn: psycopg.Connection, scratch: str, current: dict[str, Any] | None) -> None:
     # template0: the result must hold exactly the dump's objects, not whatever template1 carries.
-    query = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch))
+    query = psycopg.sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(psycopg.sql.Identifier(scratch))
     if current:
-        query = sql.SQL("{} OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
-            query, sql.Identifier(current["owner"]), sql.Literal(current["encoding"]),
-            sql.Literal(current["collate"]), sql.Literal(current["ctype"]))
+        query = psycopg.sql.SQL("{} OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+            query, psycopg.sql.Identifier(current["owner"]), psycopg.sql.Literal(current["encoding"]),
+            psycopg.sql.Literal(current["collate"]), psycopg.sql.Literal(current["ctype"]))
     conn.execute(query)
 
 

@@ -38,13 +38,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
 from ultra_ops.engine.backups.checksums import fsync_dir
 from ultra_ops.engine.errors import BackupError
+from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, Redactor
 from ultra_ops.engine.settings import Environment
+
+psycopg = lazy_module("psycopg")
 
 JOURNAL = "swap.json"
 PHASES = ("restoring", "prepared", "disable", "rename_old", "rename_new", "files", "drop_old")
@@ -174,15 +174,15 @@ def allows_connections(conn: psycopg.Connection, name: str) -> bool:
 
 
 def set_connections(conn: psycopg.Connection, name: str, allow: bool) -> None:
-    conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
-        sql.Identifier(name), sql.SQL("true" if allow else "false")))
+    conn.execute(psycopg.sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+        psycopg.sql.Identifier(name), psycopg.sql.SQL("true" if allow else "false")))
 
 
 def drop(conn: psycopg.Connection, name: str) -> None:
     # Removing a large database's files may take longer than any swap statement: no statement
     # timeout here, but the lock timeout still holds (a failed drop is retried by the next operation).
     conn.execute("SET statement_timeout = 0")
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(name)))
 
 
 def terminate(conn: psycopg.Connection, name: str) -> None:
@@ -191,6 +191,7 @@ def terminate(conn: psycopg.Connection, name: str) -> None:
 
 
 def rename(conn: psycopg.Connection, old: str, new: str, *, terminate_first: bool) -> None:
+    sql = psycopg.sql
     query = sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
     for attempt in range(_SWAP_ATTEMPTS):
         if terminate_first:

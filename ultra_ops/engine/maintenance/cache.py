@@ -13,11 +13,12 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import redis
-
 from ultra_ops.engine.errors import InputError, OperationError
+from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
+
+redis = lazy_module("redis")
 
 _TIMEOUT_S = 5.0
 _BATCH = 500

@@ -11,12 +11,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
 from ultra_ops.engine.errors import OperationError
+from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
+
+psycopg = lazy_module("psycopg")
 
 # A vacuum of a large table may take long; a lock it cannot get within this is reported, not waited on.
 _STATEMENT_TIMEOUT_S = 3 * 3600.0
@@ -94,7 +94,7 @@ def vacuum_analyze(env: Environment, *, log: Log | None = None, redact: Redactor
             log.info(f"VACUUM ANALYZE {db.name}: {len(before)} tables, "
                      f"{sum(t.dead for t in before)} dead tuples, {size_before / 1e6:.1f} MB")
             start = time.monotonic()
-            conn.execute(sql.SQL("VACUUM (ANALYZE)"))
+            conn.execute(psycopg.sql.SQL("VACUUM (ANALYZE)"))
             duration = time.monotonic() - start
             # Statistics reach pg_stat_user_tables when this backend reports them: force it now.
             conn.execute("SELECT pg_stat_force_next_flush()")

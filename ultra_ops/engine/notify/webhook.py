@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 
-import httpx
-
+from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.notify.settings import NotificationSettings
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
+
+httpx = lazy_module("httpx")
 
 EVENTS = ("deploy", "rollback", "verification_failed", "production_skipped", "backup_failed", "backup_stale")
 _ICONS = {"deploy": ":rocket:", "rollback": ":rewind:", "verification_failed": ":rotating_light:",

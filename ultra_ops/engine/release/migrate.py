@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from ultra_ops.engine.errors import OperationError
+from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
+
+psycopg = lazy_module("psycopg")
 
 # A migration may rightly rebuild a big table, but must not wait forever behind the running
 # application's locks (nor behind another migration's advisory lock).

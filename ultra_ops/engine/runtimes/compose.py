@@ -14,13 +14,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
-
 from ultra_ops.engine import shell
 from ultra_ops.engine.errors import CommandFailed, RuntimeFailure
+from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.runtimes import ServiceStatus
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
+
+httpx = lazy_module("httpx")
 
 _POLL_S = 0.5
 # Builds, pushes and pulls may legitimately take long; every command has a bound.

@@ -18,14 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from ultra_ops.engine.errors import RuntimeFailure
 from ultra_ops.engine.files import open_private_append, private_dir
+from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.runtimes import ServiceStatus
 from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
 from ultra_ops.engine.settings import Environment, ProcessSpec
 from ultra_ops.engine.shell import child_env
+
+httpx = lazy_module("httpx")
 
 _POLL_S = 0.1
 _OUTPUT_LINES = 20

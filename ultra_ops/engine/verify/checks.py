@@ -1,7 +1,7 @@
 """The individual checks of a verification: health URLs, API endpoints, LLM providers, the database, Redis.
 
 A check is a function that returns its success detail or raises: CheckFailed with the report's
-detail, or one of EXPECTED_ERRORS, which describe_error turns into a detail.
+detail, or one of expected_errors(), which describe_error turns into a detail.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-import psycopg
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
+from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.settings import EndpointCheck, Environment, LlmProvider
+
+psycopg = lazy_module("psycopg")
+httpx = lazy_module("httpx")
+redis = lazy_module("redis")
 
 ANTHROPIC_VERSION = "2023-06-01"
 _OK_STATUSES = frozenset({"ok", "pass", "passing", "healthy", "up"})
@@ -35,7 +34,9 @@ class CheckFailed(Exception):
 
 
 # The failures a check turns into results; anything else is a bug in ultra_ops and propagates.
-EXPECTED_ERRORS = (httpx.HTTPError, psycopg.Error, redis.RedisError, OSError, ValueError)
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """What a check may raise as its answer (a function: naming them imports the clients)."""
+    return (httpx.HTTPError, psycopg.Error, redis.RedisError, OSError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def _redis(env: Environment, timeout_s: float) -> Callable[[], str]:
         # redis-py retries on its own by default; ours are the only retries, so attempts stay countable.
         client = redis.Redis.from_url(settings.url, username=settings.username, password=password,
                                       socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                      retry=Retry(NoBackoff(), 0))
+                                      retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
         try:
             try:
                 pong = client.ping()

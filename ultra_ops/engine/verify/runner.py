@@ -16,12 +16,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 
-import httpx
-
+from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
-from ultra_ops.engine.verify.checks import EXPECTED_ERRORS, Check, CheckFailed, checks_for, describe_error
+from ultra_ops.engine.verify.checks import Check, CheckFailed, checks_for, describe_error, expected_errors
 from ultra_ops.engine.verify.report import CheckResult, VerifyReport
+
+httpx = lazy_module("httpx")
 
 # More threads than this buys nothing on one host and only delays the first results.
 MAX_WORKERS = 64
@@ -41,7 +42,7 @@ def _run_with_retries(check: Check, retries: int, backoff_s: float, timeout_s: f
             detail, ok = check.run(), True
         except CheckFailed as exc:
             detail, final = exc.detail, exc.final
-        except EXPECTED_ERRORS as exc:
+        except expected_errors() as exc:
             detail = describe_error(exc, timeout_s)
         latency = (time.perf_counter() - start) * 1000
         if ok or final:
