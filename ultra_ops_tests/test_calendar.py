@@ -183,6 +183,7 @@ def test_bad_calendar_config_names_the_key(tmp_path: Path) -> None:
         ('production = { day = "thursday", every_weeks = 2, anchor = "soon" }', "calendar.production.anchor"),
         ('nightly_backup = { time = "02:30" }', "calendar.nightly_backup.time"),
         ('staging = { day = "funday" }', "calendar.staging.day"),
+        ("holidays = [5]", "calendar.holidays[0]"),
         ('freezes = [{ name = "x", start = 2026-02-01, end = 2026-01-01 }]', "calendar.freezes[0].end"),
     ]:
         (tmp_path / "bad.toml").write_text(base.replace('timezone = "UTC"\n', f'timezone = "UTC"\n[calendar]\n{bad}\n'))

@@ -4,7 +4,7 @@ from dagster import MetadataValue, OpExecutionContext, op
 
 from ultra_ops.defs.backups.config import PinConfig, PruneConfig, VerifyBackupsConfig
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
-from ultra_ops.defs.shared.steps import environment_of, load, step
+from ultra_ops.defs.shared.steps import partition_step
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.retention import pin, prune_backups
 from ultra_ops.engine.backups.store import list_backups, verify_backup
@@ -16,8 +16,7 @@ from ultra_ops.engine.release.rollback import deployed_version
 @op
 def backup_create(context: OpExecutionContext, settings: OpsSettings, locks: EnvironmentLocks) -> None:
     """A backup under the environment's lock: never in the middle of a deploy's migration or a restore."""
-    loaded = load(settings)
-    with step(context, environment_of(context), str(loaded.path), locks=locks, operation="backup") as s:
+    with partition_step(context, settings, locks=locks, operation="backup") as s:
         info = create_backup(s.env, version=deployed_version(s.env), label="manual", log=s.log, redact=s.redact)
         s.log.info(f"backup {info.id} of {s.env.name} written ({info.size_bytes / 1e6:.1f} MB)")
     context.add_output_metadata({"backup_id": info.id, "size_bytes": info.size_bytes,
@@ -28,8 +27,7 @@ def backup_create(context: OpExecutionContext, settings: OpsSettings, locks: Env
 def recover_environment(context: OpExecutionContext, settings: OpsSettings, locks: EnvironmentLocks) -> None:
     """Finish or undo what a dead run left: an interrupted database swap, scratch databases, temp
     folders. Every operation that takes the environment's lock does this first; this job does only that."""
-    loaded = load(settings)
-    with step(context, environment_of(context), str(loaded.path), locks=locks, operation="recover") as s:
+    with partition_step(context, settings, locks=locks, operation="recover") as s:
         done = locks.recovered(s.env.name)
         if not done:
             s.log.info(f"{s.env.name}: nothing to recover")
@@ -40,8 +38,7 @@ def recover_environment(context: OpExecutionContext, settings: OpsSettings, lock
 def backups_prune(context: OpExecutionContext, config: PruneConfig, settings: OpsSettings,
                   locks: EnvironmentLocks) -> None:
     """Apply the retention policy under the lock (or only show what it would remove, with dry_run)."""
-    loaded = load(settings)
-    with step(context, environment_of(context), str(loaded.path), locks=locks, operation="prune backups") as s:
+    with partition_step(context, settings, locks=locks, operation="prune backups") as s:
         running = last_release(s.env, status=ReleaseStatus.DEPLOYED, operation="deploy")
         decisions = prune_backups(s.env, protected={running.backup_id} if running and running.backup_id else set(),
                                   dry_run=config.dry_run, log=s.log)
@@ -55,8 +52,7 @@ def backups_prune(context: OpExecutionContext, config: PruneConfig, settings: Op
 def backups_pin(context: OpExecutionContext, config: PinConfig, settings: OpsSettings,
                 locks: EnvironmentLocks) -> None:
     """Pin a backup so retention keeps it forever, or unpin it."""
-    loaded = load(settings)
-    with step(context, environment_of(context), str(loaded.path), locks=locks, operation="pin backup") as s:
+    with partition_step(context, settings, locks=locks, operation="pin backup") as s:
         pins = pin(s.env, config.backup_id, keep_forever=config.pinned)
         s.log.info(f"backup {config.backup_id} {'pinned' if config.pinned else 'unpinned'}")
     context.add_output_metadata({"backup_id": config.backup_id, "pinned": config.pinned,
@@ -66,8 +62,7 @@ def backups_pin(context: OpExecutionContext, config: PinConfig, settings: OpsSet
 @op
 def backups_verify(context: OpExecutionContext, config: VerifyBackupsConfig, settings: OpsSettings) -> None:
     """Check every file of the backups against their manifests' sizes and sha256 (reads only)."""
-    loaded = load(settings)
-    with step(context, environment_of(context), str(loaded.path)) as s:
+    with partition_step(context, settings) as s:
         ids = [config.backup_id] if config.backup_id else [b.id for b in list_backups(s.env)]
         results = {}
         for backup_id in ids:

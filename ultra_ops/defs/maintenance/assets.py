@@ -16,7 +16,7 @@ from dagster import (
 
 from ultra_ops.defs.shared.partitions import environment_days, environment_partitions
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
-from ultra_ops.defs.shared.steps import environment_of, load, step
+from ultra_ops.defs.shared.steps import load, partition_step, step
 from ultra_ops.engine.maintenance.cache import cache_stats
 from ultra_ops.engine.maintenance.logs import archive_logs, rotate_logs
 from ultra_ops.engine.maintenance.vacuum import vacuum_analyze
@@ -35,9 +35,7 @@ from ultra_ops.engine.runtimes import get_runtime
 )
 def database_maintenance(context: AssetExecutionContext, settings: OpsSettings,
                          locks: EnvironmentLocks) -> MaterializeResult:
-    op_context = context.op_execution_context
-    loaded = load(settings)
-    with step(op_context, environment_of(op_context), str(loaded.path), locks=locks, operation="vacuum") as s:
+    with partition_step(context.op_execution_context, settings, locks=locks, operation="vacuum") as s:
         report = vacuum_analyze(s.env, log=s.log, redact=s.redact)
     worst = max((t.dead_ratio for t in report.before), default=0.0)
     table = "\n".join(
@@ -80,9 +78,7 @@ _CACHE_CHECKS = [
                 "fragmentation, evicted and expired keys, hit ratio, keys per database.",
 )
 def cache_state(context: AssetExecutionContext, settings: OpsSettings) -> MaterializeResult:
-    op_context = context.op_execution_context
-    loaded = load(settings)
-    with step(op_context, environment_of(op_context), str(loaded.path)) as s:
+    with partition_step(context.op_execution_context, settings) as s:
         stats = cache_stats(s.env, redact=s.redact)
     used_of_max, hit_ratio = stats.memory_used_of_max, stats.hit_ratio
     lookups = stats.hits + stats.misses
@@ -145,9 +141,7 @@ def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> Materi
                 "`docker stats`): state, and CPU time and memory where the runtime gives them.",
 )
 def service_status(context: AssetExecutionContext, settings: OpsSettings) -> MaterializeResult:
-    op_context = context.op_execution_context
-    loaded = load(settings)
-    with step(op_context, environment_of(op_context), str(loaded.path)) as s:
+    with partition_step(context.op_execution_context, settings) as s:
         services = get_runtime(s.env, log=s.log, redact=s.redact).status()
     rows = [asdict(service) for service in services]
     return MaterializeResult(metadata={

@@ -11,9 +11,8 @@ from ultra_ops.defs.release.config import DeployConfig, RollbackConfig
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.runs import run_origin
-from ultra_ops.defs.shared.steps import Step, environment_of, failures_as_dagster, load, step
+from ultra_ops.defs.shared.steps import Step, environment_of, failures_as_dagster, load, partition_step, step
 from ultra_ops.engine.calendar.gates import check_deploy, check_emergency, local_today
-from ultra_ops.engine.errors import VerificationFailed
 from ultra_ops.engine.release import deploy, rollback
 from ultra_ops.engine.release.checklist import require_checklist, run_checklist
 from ultra_ops.engine.release.deploy import DeployRequest
@@ -21,7 +20,7 @@ from ultra_ops.engine.release.records import ReleaseStatus
 from ultra_ops.engine.release.rollback import RollbackPlan, deployed_version
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.verify.report import VerifyReport
-from ultra_ops.engine.verify.runner import verify_environment
+from ultra_ops.engine.verify.runner import verify_or_fail
 
 
 @contextmanager
@@ -176,15 +175,12 @@ def deploy_record(context: OpExecutionContext, req: DeployRequest, locks: Enviro
 def verify_checks(context: OpExecutionContext, settings: OpsSettings) -> None:
     """Run every configured check at once; fail the run when any check fails. Takes no lock: it
     only reads, and a verify during a deploy must not be refused or delay it."""
-    loaded = load(settings)
-    with step(context, environment_of(context), str(loaded.path)) as s:
+    with partition_step(context, settings) as s:
         version = deployed_version(s.env)
         if version:
             context.instance.add_run_tags(context.run_id, {tags.VERSION: version})
-        report = verify_environment(s.env, redact=s.redact, log=s.log)
-        report_verification(context, s, report)
-        if not report.ok:
-            raise VerificationFailed(f"verification of {s.env.name} failed: {report.summary()}")
+        verify_or_fail(s.env, f"verification of {s.env.name} failed", log=s.log, redact=s.redact,
+                       on_report=lambda report: report_verification(context, s, report))
 
 
 # rollback_job -----------------------------------------------------------------------------------
@@ -194,10 +190,9 @@ def rollback_plan(
     context: OpExecutionContext, config: RollbackConfig, settings: OpsSettings, locks: EnvironmentLocks
 ) -> RollbackPlan:
     """Pick the backup, take the environment's lock, and check every checksum before anything stops."""
-    loaded = load(settings)
-    with step(context, environment_of(context), str(loaded.path), locks=locks, operation="rollback") as s:
+    with partition_step(context, settings, locks=locks, operation="rollback") as s:
         launched_by, started_at = run_origin(context)
-        plan = rollback.plan_rollback(s.env, config.backup_id or None, config_path=str(loaded.path),
+        plan = rollback.plan_rollback(s.env, config.backup_id or None, config_path=str(s.env.config_file),
                                       run_id=context.run_id, launched_by=launched_by, started_at=started_at)
         context.instance.add_run_tags(context.run_id, tags.launch_tags(
             s.env.name, "rollback", version=plan.version, backup_id=plan.backup_id))
@@ -263,7 +258,6 @@ def rollback_record(context: OpExecutionContext, plan: RollbackPlan, locks: Envi
 @op
 def stop_services(context: OpExecutionContext, settings: OpsSettings, locks: EnvironmentLocks) -> None:
     """Stop the environment's services (docker-compose down), under its lock."""
-    loaded = load(settings)
-    with step(context, environment_of(context), str(loaded.path), locks=locks, operation="stop") as s:
+    with partition_step(context, settings, locks=locks, operation="stop") as s:
         get_runtime(s.env, log=s.log, redact=s.redact).down()
         s.log.info(f"{s.env.name} stopped")

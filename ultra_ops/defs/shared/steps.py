@@ -65,3 +65,17 @@ def step(
         if locks is not None:
             locks.hold(env, operation=operation or context.job_name, run_id=context.run_id, log=s.log)
         yield s
+
+
+@contextmanager
+def partition_step(
+    context: OpExecutionContext,
+    settings: OpsSettings,
+    *,
+    locks: EnvironmentLocks | None = None,
+    operation: str = "",
+) -> Iterator[Step]:
+    """`step` for the environment the run is partitioned by, from the config the resource names."""
+    loaded = load(settings)
+    with step(context, environment_of(context), str(loaded.path), locks=locks, operation=operation) as s:
+        yield s

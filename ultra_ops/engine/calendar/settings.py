@@ -19,7 +19,7 @@ and daylight-saving changes do not shift it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, time
+from datetime import date, datetime, time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -98,10 +98,14 @@ class CalendarSettings:
 
 
 def _date(r: _Reader, name: str, value: Any) -> date:
-    try:
-        return date.fromisoformat(value) if isinstance(value, str) else value if isinstance(value, date) else None
-    except ValueError:
-        pass
+    # TOML has date literals (2026-12-24) and strings ("2026-12-24"); accept both, nothing else.
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
     raise r.fail(name, f"expected a date YYYY-MM-DD, got {value!r}")
 
 

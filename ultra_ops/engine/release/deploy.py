@@ -22,7 +22,7 @@ from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.retention import prune_backups
 from ultra_ops.engine.backups.store import BackupInfo
 from ultra_ops.engine.envfile import read_env_file, update_env_file
-from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError, VerificationFailed
+from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError
 from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.release.migrate import apply_migrations
 from ultra_ops.engine.release.records import (
@@ -40,7 +40,7 @@ from ultra_ops.engine.secrets import Log, Redactor
 from ultra_ops.engine.settings import ENVIRONMENT_NAMES, Environment, Settings
 from ultra_ops.engine.shell import run
 from ultra_ops.engine.verify.report import VerifyReport
-from ultra_ops.engine.verify.runner import verify_environment
+from ultra_ops.engine.verify.runner import verify_or_fail
 
 # host[:port][/path]: what `docker push` accepts as a registry prefix, and nothing a shell would read.
 _REGISTRY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::\d{1,5})?(?:/[A-Za-z0-9._-]+){0,8}$")
@@ -285,13 +285,9 @@ def verify(
     on_report: Callable[[VerifyReport], None] | None = None,
 ) -> VerifyReport:
     """Verify the release; on failure roll back to this deploy's backup and raise with the reason."""
-    report = verify_environment(env, redact=redact, log=log)
-    if on_report is not None:
-        on_report(report)
-    if not report.ok:
-        with rollback_on_failure(env, req, log=log, redact=redact):
-            raise VerificationFailed(f"verification of {req.tag} on {env.name} failed: {report.summary()}")
-    return report
+    with rollback_on_failure(env, req, log=log, redact=redact):
+        return verify_or_fail(env, f"verification of {req.tag} on {env.name} failed", log=log, redact=redact,
+                              on_report=on_report)
 
 
 def tag(env: Environment, req: DeployRequest, *, log: Log) -> str:

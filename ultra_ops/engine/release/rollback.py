@@ -28,7 +28,7 @@ from ultra_ops.engine.backups.restore import (
 )
 from ultra_ops.engine.backups.store import SAFETY_LABEL, BackupInfo, get_backup, list_backups, verify_backup
 from ultra_ops.engine.envfile import read_env_file
-from ultra_ops.engine.errors import InputError, OperationError, UltraOpsError, VerificationFailed
+from ultra_ops.engine.errors import InputError, OperationError, UltraOpsError
 from ultra_ops.engine.release.records import (
     ReleaseRecord,
     ReleaseStatus,
@@ -41,7 +41,7 @@ from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 from ultra_ops.engine.verify.report import VerifyReport
-from ultra_ops.engine.verify.runner import verify_environment
+from ultra_ops.engine.verify.runner import verify_or_fail
 
 
 @dataclass(frozen=True)
@@ -226,13 +226,8 @@ def verify_rollback(
     on_report: Callable[[VerifyReport], None] | None = None,
 ) -> VerifyReport:
     """Verify the restored environment; VerificationFailed with the summary when a check fails."""
-    report = verify_environment(env, redact=redact, log=log)
-    if on_report is not None:
-        on_report(report)
-    if not report.ok:
-        raise VerificationFailed(f"rolled back {env.name} to backup {plan.backup_id} but verification failed: "
-                                 + report.summary())
-    return report
+    return verify_or_fail(env, f"rolled back {env.name} to backup {plan.backup_id} but verification failed",
+                          log=log, redact=redact, on_report=on_report)
 
 
 def rollback_record(env: Environment, plan: RollbackPlan, status: ReleaseStatus,

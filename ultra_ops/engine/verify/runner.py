@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 
+from ultra_ops.engine.errors import VerificationFailed
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
@@ -118,3 +119,15 @@ def verify_environment(env: Environment, *, redact: Redactor | None = None,
     duration = (time.perf_counter() - start) * 1000
     ordered = tuple(results[i] for i in range(len(results)))
     return VerifyReport(environment=env.name, results=ordered, started_at=started_at, duration_ms=duration)
+
+
+def verify_or_fail(env: Environment, failure: str, *, log: Log, redact: Redactor,
+                   on_report: Callable[[VerifyReport], None] | None = None) -> VerifyReport:
+    """verify_environment, the report handed to `on_report` first (recorded whatever the outcome),
+    then VerificationFailed("<failure>: <summary>") when a check failed."""
+    report = verify_environment(env, redact=redact, log=log)
+    if on_report is not None:
+        on_report(report)
+    if not report.ok:
+        raise VerificationFailed(f"{failure}: {report.summary()}")
+    return report
