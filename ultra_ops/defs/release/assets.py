@@ -4,6 +4,7 @@ from datetime import date
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from ultra_ops.defs.release.health import health_state
 from ultra_ops.defs.shared.partitions import environment_days
 from ultra_ops.defs.shared.resources import OpsSettings
 from ultra_ops.defs.shared.steps import load, step
@@ -29,4 +30,4 @@ def delivery_metrics(context: AssetExecutionContext, settings: OpsSettings) -> M
                                        "metrics": MetadataValue.json(metrics.to_dict())})
 
 
-RELEASE_ASSETS = [delivery_metrics]
+RELEASE_ASSETS = [delivery_metrics, health_state]

@@ -3,8 +3,14 @@
 The environment is not a field: it is the run's partition, picked from a list in the launchpad.
 """
 
+import enum
+
 from dagster import Config
 from pydantic import Field
+
+from ultra_ops.engine.settings import ENVIRONMENT_NAMES
+
+Environment = enum.Enum("Environment", {name: name for name in ENVIRONMENT_NAMES})
 
 
 class DeployConfig(Config):
@@ -23,3 +29,21 @@ class DeployConfig(Config):
 
 class RollbackConfig(Config):
     backup_id: str | None = Field(default=None, description="Backup to restore; the newest when empty")
+
+
+class VerifyConfig(Config):
+    window: bool = Field(default=False, description="Verify over the environment's verification window "
+                         "([verify.window]: samples, interval, failure limit) instead of one pass")
+
+
+class Decision(enum.Enum):
+    approve = "approve"
+    rollback = "rollback"
+
+
+class DecisionConfig(Config):
+    environment: Environment = Field(description="The environment whose verification waits for a decision")
+    decision: Decision = Field(description="approve: keep the release; rollback: roll it back now")
+    by: str = Field(description="Who decides (recorded with the decision)")
+    reason: str | None = Field(default=None, description="Why (recorded with the decision)")
+    request_id: str | None = Field(default=None, description="The waiting verification; empty: the only one")

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from dagster import in_process_executor, job
+
 from ultra_ops.defs.release import ops
-from ultra_ops.defs.shared.jobs import environment_job
+from ultra_ops.defs.release.health import health_state_job
+from ultra_ops.defs.shared import tags
+from ultra_ops.defs.shared.jobs import LOGGERS, environment_job
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.release.deploy import suggested_tag
 from ultra_ops.engine.settings import load_settings
@@ -40,7 +44,8 @@ def deploy_job() -> None:
 
 @environment_job("release", "verify")
 def verify_job() -> None:
-    """Verify an environment: health, database, Redis, LLM providers and API endpoints."""
+    """Verify an environment: health, database, Redis, LLM providers, API endpoints, smoke tests and
+    performance; once, or over its verification window."""
     ops.verify_checks()
 
 
@@ -63,4 +68,13 @@ def stop_job() -> None:
     ops.stop_services()
 
 
-RELEASE_JOBS = [deploy_job, verify_job, rollback_job, stop_job]
+# Not partitioned by environment, so it carries no `ultra_ops/environment` tag: the queue's one run
+# per environment must not hold the decision behind the very deploy that waits for it.
+@job(executor_def=in_process_executor, logger_defs=LOGGERS,
+     tags={tags.DOMAIN: "release", tags.OPERATION: "decide"})
+def verification_decision_job() -> None:
+    """Approve or roll back a release whose verification window was inconclusive (who decides is recorded)."""
+    ops.decide_verification()
+
+
+RELEASE_JOBS = [deploy_job, verify_job, rollback_job, stop_job, verification_decision_job, health_state_job]

@@ -5,22 +5,25 @@ calls one engine step, and reports what it did as metadata."""
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster import AssetKey, AssetObservation, MetadataValue, OpExecutionContext, op
+from dagster import MetadataValue, OpExecutionContext, op
 
-from ultra_ops.defs.release.config import DeployConfig, RollbackConfig
+from ultra_ops.defs.release.config import DecisionConfig, DeployConfig, RollbackConfig, VerifyConfig
+from ultra_ops.defs.release.health import record_health, record_window
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.runs import run_origin
 from ultra_ops.defs.shared.steps import Step, environment_of, failures_as_dagster, load, partition_step, step
 from ultra_ops.engine.calendar.gates import check_deploy, check_emergency, local_today
+from ultra_ops.engine.errors import VerificationFailed
 from ultra_ops.engine.release import deploy, rollback
 from ultra_ops.engine.release.checklist import require_checklist, run_checklist
 from ultra_ops.engine.release.deploy import DeployRequest
 from ultra_ops.engine.release.records import ReleaseStatus
 from ultra_ops.engine.release.rollback import RollbackPlan, deployed_version
 from ultra_ops.engine.runtimes import get_runtime
-from ultra_ops.engine.verify.report import VerifyReport
+from ultra_ops.engine.verify.decisions import decide
 from ultra_ops.engine.verify.runner import verify_or_fail
+from ultra_ops.engine.verify.window import FAILED, verify_window
 
 
 @contextmanager
@@ -40,22 +43,6 @@ def rollback_step(context: OpExecutionContext, plan: RollbackPlan, locks: Enviro
               operation=f"rollback to {plan.backup_id}") as s, \
             rollback.failure_recorded(s.env, plan, redact=s.redact, log=s.log, status=status):
         yield s
-
-
-def report_verification(context: OpExecutionContext, s: Step, report: VerifyReport) -> None:
-    """Verification results as run metadata and as an observation of the environment's health."""
-    data = s.redact.value(report.to_dict())
-    metadata = {
-        "environment": s.env.name,
-        "healthy": report.ok,
-        "checks": len(report.results),
-        "failed": len(report.failures),
-        "duration_ms": round(report.duration_ms, 1),
-        "results": MetadataValue.md("```\n" + s.redact(report.table()) + "\n```"),
-        "report": MetadataValue.json(data),
-    }
-    context.log_event(AssetObservation(asset_key=AssetKey(["health", s.env.name]), metadata=metadata))
-    s.log.info(report.summary())
 
 
 # deploy_job -------------------------------------------------------------------------------------
@@ -150,7 +137,8 @@ def deploy_verify(context: OpExecutionContext, req: DeployRequest, locks: Enviro
     """Verify the release; on failure roll back to this deploy's backup and fail the run."""
     with deploy_step(context, req, locks) as s:
         deploy.verify(s.env, req, log=s.log, redact=s.redact,
-                      on_report=lambda report: report_verification(context, s, report))
+                      on_report=lambda report: record_health(context, s, report, "deploy"),
+                      on_window=lambda window: record_window(context, s, window))
     return req
 
 
@@ -172,15 +160,37 @@ def deploy_record(context: OpExecutionContext, req: DeployRequest, locks: Enviro
 # verify_job -------------------------------------------------------------------------------------
 
 @op
-def verify_checks(context: OpExecutionContext, settings: OpsSettings) -> None:
-    """Run every configured check at once; fail the run when any check fails. Takes no lock: it
-    only reads, and a verify during a deploy must not be refused or delay it."""
+def verify_checks(context: OpExecutionContext, config: VerifyConfig, settings: OpsSettings) -> None:
+    """Run every configured check (once, or over the verification window); fail the run when the
+    verification fails. An inconclusive window is a warning here: there is no release to keep or roll
+    back. Takes no lock: it only reads, and a verify during a deploy must not be refused or delay it."""
     with partition_step(context, settings) as s:
         version = deployed_version(s.env)
         if version:
             context.instance.add_run_tags(context.run_id, {tags.VERSION: version})
-        verify_or_fail(s.env, f"verification of {s.env.name} failed", log=s.log, redact=s.redact,
-                       on_report=lambda report: report_verification(context, s, report))
+        if not config.window:
+            verify_or_fail(s.env, f"verification of {s.env.name} failed", log=s.log, redact=s.redact,
+                           on_report=lambda report: record_health(context, s, report, "verify"))
+            return
+        window = verify_window(s.env, redact=s.redact, log=s.log,
+                               on_sample=lambda report: record_health(context, s, report, "verify"))
+        record_window(context, s, window)
+        if window.outcome == FAILED:
+            raise VerificationFailed(f"verification of {s.env.name} failed: {window.summary()}")
+
+
+@op
+def decide_verification(context: OpExecutionContext, config: DecisionConfig, settings: OpsSettings) -> None:
+    """Approve or roll back a release whose verification window was inconclusive: the waiting deploy
+    reads the decision and who made it. Takes no lock: the deploy waiting for it holds the lock."""
+    loaded = load(settings)
+    with failures_as_dagster():
+        env = loaded.environment(config.environment.value)
+        run = context.instance.get_run_by_id(context.run_id) or context.run
+        record = decide(env, config.decision.value, by=config.by, reason=config.reason,
+                        request_id=config.request_id or None, launched_by=tags.launched_by(run.tags))
+    context.log.info(f"{record.id} on {env.name}: {record.decision} decided by {record.decided_by}")
+    context.add_output_metadata({"decision": MetadataValue.json(record.to_dict())})
 
 
 # rollback_job -----------------------------------------------------------------------------------
@@ -240,7 +250,7 @@ def rollback_start(context: OpExecutionContext, plan: RollbackPlan, locks: Envir
 def rollback_verify(context: OpExecutionContext, plan: RollbackPlan, locks: EnvironmentLocks) -> RollbackPlan:
     with rollback_step(context, plan, locks) as s:
         rollback.verify_rollback(s.env, plan, log=s.log, redact=s.redact,
-                                 on_report=lambda report: report_verification(context, s, report))
+                                 on_report=lambda report: record_health(context, s, report, "rollback"))
     return plan
 
 

@@ -6,18 +6,24 @@ Each reacts to a run's end, so a notification never fails the run it reports on.
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ThreadPoolExecutor
+
 from dagster import (
     DagsterRunStatus,
     RunFailureSensorContext,
     RunRequest,
     RunStatusSensorContext,
     SensorDefinition,
+    SensorEvaluationContext,
     SkipReason,
     run_failure_sensor,
     run_status_sensor,
+    sensor,
 )
 
 from ultra_ops.defs.backups.jobs import backup_job
+from ultra_ops.defs.release.health import health_state_job
 from ultra_ops.defs.release.jobs import deploy_job, rollback_job, verify_job
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.automations import loaded_settings, sensor_status
@@ -25,6 +31,7 @@ from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.notify.webhook import message, send
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, Settings, load_settings
+from ultra_ops.engine.verify.health import HealthPoll, poll_health
 
 _EVENT = {"deploy_job": "deploy", "rollback_job": "rollback", "backup_job": "backup_failed"}
 
@@ -106,5 +113,36 @@ def release_sensors() -> list[SensorDefinition]:
         reason = context.failure_event.message or "no reason recorded"
         _notify(context, _EVENT[run.job_name], f"{run.job_name.removesuffix('_job')} FAILED", {"reason": reason})
 
+    @sensor(name="health_monitor_sensor", job=health_state_job,
+            minimum_interval_seconds=settings.calendar.health_monitor_interval_s if settings else 60,
+            default_status=sensor_status(settings, "health_monitor_sensor"),
+            description="Poll each environment's /health?detail=true; when its state changed since the last "
+                        "poll, record the health_state partition (a verification run). No run while nothing changed.")
+    def health_monitor_sensor(context: SensorEvaluationContext) -> list[RunRequest] | SkipReason:
+        try:
+            current = load_settings()
+        except UltraOpsError as exc:
+            return SkipReason(f"config error: {exc}")
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        last: dict[str, str] = cursor.get("states", {})
+        seq = int(cursor.get("seq", 0))
+        envs = list(current.environments.values())
+        # At once: a tick has a 60 s deadline, and each poll may wait for its timeout.
+        with ThreadPoolExecutor(max_workers=max(len(envs), 1)) as pool:
+            polls: list[HealthPoll] = list(pool.map(lambda e: poll_health(e, min(e.verify.timeout_s, 10.0)), envs))
+        requests, unchanged = [], []
+        for poll in polls:
+            if last.get(poll.environment) == poll.signature():
+                unchanged.append(f"{poll.environment} {'healthy' if poll.healthy else 'unhealthy'}")
+                continue
+            seq += 1
+            last[poll.environment] = poll.signature()
+            # A sequence number, not the state: run keys dedupe forever, and a state can come back.
+            requests.append(RunRequest(run_key=f"health:{poll.environment}:{seq}", partition_key=poll.environment,
+                                       tags={**tags.launch_tags(poll.environment, "health"),
+                                             "ultra_ops/health_change": poll.describe()[:200]}))
+        context.update_cursor(json.dumps({"states": last, "seq": seq}))
+        return requests or SkipReason("no change: " + ", ".join(unchanged))
+
     return [verify_after_deploy_sensor, failed_verification_sensor, release_notification_sensor,
-            release_failure_sensor]
+            release_failure_sensor, health_monitor_sensor]

@@ -6,6 +6,7 @@
     nightly_backup = { time = "01:30" }                           # local time, never 02:00-03:00
     weekly_vacuum = { day = "sunday", time = "04:00" }
     hourly_cache_check = { minute = 15 }
+    health_monitor = { interval_s = 60 }                          # polls /health?detail=true
     freezes = [{ name = "year-end freeze", start = "2026-12-21", end = "2027-01-04" }]
     holidays = ["2026-12-24"]
     [calendar.automations]                                        # running or stopped at first load
@@ -29,7 +30,7 @@ DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sun
 AUTOMATIONS = ("staging_release_schedule", "production_release_schedule", "nightly_backup_schedule",
                "weekly_vacuum_schedule", "hourly_cache_check_schedule", "daily_log_archive_schedule",
                "verify_after_deploy_sensor", "failed_verification_sensor", "release_notification_sensor",
-               "release_failure_sensor", "backup_freshness_sensor")
+               "release_failure_sensor", "backup_freshness_sensor", "health_monitor_sensor")
 _DEFAULT_ANCHOR = date(2026, 1, 8)  # a Thursday
 
 
@@ -83,6 +84,7 @@ class CalendarSettings:
     holidays: tuple[date, ...] = ()
     running: dict[str, bool] = field(default_factory=dict)  # schedule or sensor name -> starts running
     approval: ApprovalSettings = ApprovalSettings()
+    health_monitor_interval_s: int = 60  # how often the health monitor sensor polls /health?detail=true
 
     def release(self, environment: str) -> Weekly | None:
         return {"staging": self.staging, "production": self.production}.get(environment)
@@ -167,6 +169,13 @@ def read_calendar(r: _Reader | None) -> CalendarSettings:
         if not 0 <= minute <= 59:
             raise cache.fail("minute", f"expected 0 to 59, got {minute}")
         cache.finish()
+    monitor = r.sub("health_monitor")
+    interval = defaults.health_monitor_interval_s
+    if monitor is not None:
+        interval = monitor.get("interval_s", int, interval)
+        if not 30 <= interval <= 86400:
+            raise monitor.fail("interval_s", f"expected 30 to 86400 seconds, got {interval}")
+        monitor.finish()
     freezes = []
     for i, item in enumerate(r.get("freezes", list, [])):
         if not isinstance(item, dict):
@@ -200,4 +209,4 @@ def read_calendar(r: _Reader | None) -> CalendarSettings:
         a.finish()
     r.finish()
     return CalendarSettings(staging, production, nightly, vacuum, minute, tuple(freezes), holidays, running,
-                            approval)
+                            approval, interval)

@@ -49,7 +49,7 @@ def _env_file_items(env: Environment) -> list[ChecklistItem]:
 
 
 def _secret_items(env: Environment) -> list[ChecklistItem]:
-    names = env.secret_env_names()
+    names = env.required_secret_env_names()
     missing = [n for n in names if not os.environ.get(n)]
     return [ChecklistItem("Security", "secrets in the environment", not missing,
                           "not set: " + ", ".join(missing) if missing else f"{len(names)} set")]

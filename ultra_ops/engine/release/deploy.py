@@ -40,7 +40,8 @@ from ultra_ops.engine.secrets import Log, Redactor
 from ultra_ops.engine.settings import ENVIRONMENT_NAMES, Environment, Settings
 from ultra_ops.engine.shell import run
 from ultra_ops.engine.verify.report import VerifyReport
-from ultra_ops.engine.verify.runner import verify_or_fail
+from ultra_ops.engine.verify.statements import save_baseline
+from ultra_ops.engine.verify.window import WindowReport, verify_window_or_fail
 
 # host[:port][/path]: what `docker push` accepts as a registry prefix, and nothing a shell would read.
 _REGISTRY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::\d{1,5})?(?:/[A-Za-z0-9._-]+){0,8}$")
@@ -283,11 +284,17 @@ def verify(
     log: Log,
     redact: Redactor,
     on_report: Callable[[VerifyReport], None] | None = None,
-) -> VerifyReport:
-    """Verify the release; on failure roll back to this deploy's backup and raise with the reason."""
+    on_window: Callable[[WindowReport], None] | None = None,
+) -> WindowReport:
+    """Verify the release over its verification window; when it fails (or a person decides to roll
+    back an inconclusive one) roll back to this deploy's backup and raise with the reason."""
     with rollback_on_failure(env, req, log=log, redact=redact):
-        return verify_or_fail(env, f"verification of {req.tag} on {env.name} failed", log=log, redact=redact,
-                              on_report=on_report)
+        # Statement times are judged from here on: "since the deploy".
+        save_baseline(env)
+        return verify_window_or_fail(env, f"verification of {req.tag} on {env.name} failed", log=log,
+                                     redact=redact, request_id=f"deploy-{req.run_id or req.tag}",
+                                     version=req.tag, run_id=req.run_id, on_sample=on_report,
+                                     on_window=on_window)
 
 
 def tag(env: Environment, req: DeployRequest, *, log: Log) -> str:

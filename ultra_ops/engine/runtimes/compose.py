@@ -161,6 +161,10 @@ class ComposeRuntime:
         return [ServiceStatus(s, s in running, "running" if s in running else "not running")
                 for s in services]
 
+    def container_ids(self) -> list[str]:
+        """The project's running containers (for `docker stats`)."""
+        return self._run([*self.compose_base(), "ps", "-q"]).split()
+
     def logs(self, tail: int = 100) -> str:
         return self.redact(self._run(self.logs_args(tail)))
 

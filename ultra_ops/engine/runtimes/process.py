@@ -147,6 +147,8 @@ class ProcessRuntime:
         env = child_env(self.env)
         env.update(read_env_file(self.env.env_file))
         env.update(spec.env)
+        # A secret reaches the process only where its variable is set (authentication off otherwise).
+        env.update({name: os.environ[ours] for name, ours in spec.secret_env.items() if os.environ.get(ours)})
         if spec.port is not None:
             env["PORT"] = str(spec.port)
         env["ULTRA_VERSION"] = version
@@ -305,6 +307,15 @@ class ProcessRuntime:
             os.killpg(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def service_pids(self) -> dict[str, int]:
+        """The pid of each running service (for performance verification's /proc readings)."""
+        pids = {}
+        for spec in self.env.processes:
+            running = self._running_pid(spec)
+            if running is not None:
+                pids[spec.name] = running[0]
+        return pids
 
     def status(self) -> list[ServiceStatus]:
         result = []

@@ -14,6 +14,7 @@ from typing import Any
 from ultra_ops.engine.calendar.settings import CalendarSettings
 from ultra_ops.engine.inputs import validate_environment_name
 from ultra_ops.engine.notify.settings import NotificationSettings
+from ultra_ops.engine.verify.settings import PerformanceSettings, SmokeSequence, WindowSettings
 
 CONFIG_ENV_VAR = "ULTRA_OPS_CONFIG"
 DEFAULT_CONFIG_NAME = "ultra_ops.toml"
@@ -32,6 +33,8 @@ class ProcessSpec:
     health_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     stop_timeout_s: float = 10.0
+    # The process's variable -> the variable of ours that holds its secret value (a password).
+    secret_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,11 @@ class LlmProvider:
 
     name: str
     models_url: str
-    api_key_env: str
-    auth: str = "bearer"  # "bearer" (OpenAI style) or "x-api-key" (Anthropic style)
+    api_key_env: str | None
+    auth: str = "bearer"  # "bearer" (OpenAI style), "x-api-key" (Anthropic style) or "none" (a local stand-in)
+    completion_url: str | None = None  # where performance verification may spend one small completion
+    model: str | None = None
+    completion_budget_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,9 @@ class VerifySettings:
     backoff_s: float = 0.5
     health_urls: tuple[str, ...] = ()
     endpoints: tuple[EndpointCheck, ...] = ()
+    smoke: tuple[SmokeSequence, ...] = ()
+    performance: PerformanceSettings | None = None
+    window: WindowSettings = WindowSettings()
 
 
 @dataclass(frozen=True)
@@ -191,7 +200,19 @@ class Environment:
         if self.redis:
             names.append(self.redis.password_env)
         names += [p.api_key_env for p in self.llm_providers]
-        return [n for n in names if n]
+        names += [name for spec in self.processes for name in spec.secret_env.values()]
+        names += sorted({name for seq in self.verify.smoke for step in seq.steps for name in step.env_names()})
+        return list(dict.fromkeys(n for n in names if n))
+
+    def required_secret_env_names(self) -> list[str]:
+        """The secret variables that must be set: not those a service only gets where they are
+        (authentication off without its password) nor those of smoke steps skipped without them."""
+        optional = {name for spec in self.processes for name in spec.secret_env.values()}
+        optional |= {name for seq in self.verify.smoke for step in seq.steps if step.only_if_env
+                     for name in step.env_names()}
+        needed = {name for seq in self.verify.smoke for step in seq.steps if not step.only_if_env
+                  for name in step.env_names()}
+        return [n for n in self.secret_env_names() if n not in optional or n in needed]
 
     def state_files(self) -> list[Path]:
         """The files a backup carries besides the database: env file, compose file, config."""

@@ -36,6 +36,7 @@ from ultra_ops.engine.settings.model import (
     Settings,
     VerifySettings,
 )
+from ultra_ops.engine.verify.settings import read_performance, read_smoke, read_window
 
 
 def default_config_path() -> Path:
@@ -209,7 +210,9 @@ def _verify(r: _Reader | None) -> VerifySettings:
     timeout_s = _above_zero(r, "timeout_s", 5.0)
     settings = VerifySettings(
         timeout_s=timeout_s, retries=r.positive("retries", 2, integer=True),
-        backoff_s=float(r.positive("backoff_s", 0.5)), health_urls=health, endpoints=tuple(endpoints))
+        backoff_s=float(r.positive("backoff_s", 0.5)), health_urls=health, endpoints=tuple(endpoints),
+        smoke=read_smoke(r.sub("smoke"), _url), performance=read_performance(r.sub("performance"), _url),
+        window=read_window(r.sub("window")))
     r.finish()
     return settings
 
@@ -268,9 +271,16 @@ def _processes(r: _Reader | None) -> tuple[ProcessSpec, ...]:
                 raise p.fail(f"env.{k}", "is not a valid environment variable name")
             if not isinstance(v, str):
                 raise p.fail(f"env.{k}", "expected a string")
+        secret_env = p.get("secret_env", dict, {})
+        for k, v in secret_env.items():
+            if not _ENV_VAR_NAME.fullmatch(k):
+                raise p.fail(f"secret_env.{k}", "is not a valid environment variable name")
+            if not isinstance(v, str) or not _ENV_VAR_NAME.fullmatch(v):
+                raise p.fail(f"secret_env.{k}", "must name the environment variable that holds the value")
         specs.append(ProcessSpec(name=name, command=_expand_command(command), port=port,
                                  health_url=_url(p, "health_url", required=False),
-                                 env=dict(env), stop_timeout_s=float(p.positive("stop_timeout_s", 10.0))))
+                                 env=dict(env), stop_timeout_s=float(p.positive("stop_timeout_s", 10.0)),
+                                 secret_env=dict(secret_env)))
         p.finish()
     return tuple(specs)
 
@@ -282,13 +292,19 @@ def _llm_providers(r: _Reader) -> tuple[LlmProvider, ...]:
             raise r.fail(f"llm_providers[{i}]", "expected a table")
         p = _Reader(r.path, item, r.key(f"llm_providers[{i}]"))
         auth = p.get("auth", str, "bearer")
-        if auth not in ("bearer", "x-api-key"):
-            raise p.fail("auth", f"expected 'bearer' or 'x-api-key', got {auth!r}")
+        if auth not in ("bearer", "x-api-key", "none"):
+            raise p.fail("auth", f"expected 'bearer', 'x-api-key' or 'none', got {auth!r}")
         key_env = _env_var_name(p, "api_key_env")
-        if key_env is None:
+        if key_env is None and auth != "none":
             raise p.fail("api_key_env", "is required")
+        budget = p.get("completion_budget_ms", (int, float), None)
+        if budget is not None and budget <= 0:
+            raise p.fail("completion_budget_ms", "must be greater than 0")
         providers.append(LlmProvider(name=p.get("name", str, required=True),
-                                     models_url=_url(p, "models_url"), api_key_env=key_env, auth=auth))
+                                     models_url=_url(p, "models_url"), api_key_env=key_env, auth=auth,
+                                     completion_url=_url(p, "completion_url", required=False),
+                                     model=p.get("model", str, None),
+                                     completion_budget_ms=float(budget) if budget is not None else None))
         p.finish()
     return tuple(providers)
 

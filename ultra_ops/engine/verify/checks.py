@@ -130,15 +130,21 @@ def _endpoint(client: httpx.Client, ep: EndpointCheck) -> Callable[[], str]:
     return run
 
 
+def llm_headers(provider: LlmProvider) -> dict[str, str]:
+    """The provider's authentication headers, the key from the environment; CheckFailed when unset."""
+    if provider.auth == "none" or provider.api_key_env is None:
+        return {}
+    key = os.environ.get(provider.api_key_env)
+    if not key:
+        raise CheckFailed(f"{provider.api_key_env} is not set", final=True)
+    if provider.auth == "x-api-key":
+        return {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
+    return {"Authorization": f"Bearer {key}"}
+
+
 def _llm(client: httpx.Client, provider: LlmProvider) -> Callable[[], str]:
     def run() -> str:
-        key = os.environ.get(provider.api_key_env)
-        if not key:
-            raise CheckFailed(f"{provider.api_key_env} is not set", final=True)
-        if provider.auth == "x-api-key":
-            headers = {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
-        else:
-            headers = {"Authorization": f"Bearer {key}"}
+        headers = llm_headers(provider)
         response, elapsed = _timed_request(client, "GET", provider.models_url, headers)
         if response.status_code in (401, 403):
             # Retrying a rejected key only adds noise to the provider's abuse detection.

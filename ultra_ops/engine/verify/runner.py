@@ -21,7 +21,9 @@ from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 from ultra_ops.engine.verify.checks import Check, CheckFailed, checks_for, describe_error, expected_errors
+from ultra_ops.engine.verify.performance import performance_results
 from ultra_ops.engine.verify.report import CheckResult, VerifyReport
+from ultra_ops.engine.verify.smoke import run_sequence
 
 httpx = lazy_module("httpx")
 
@@ -78,47 +80,64 @@ def _redactor(env: Environment, redact: Redactor | None) -> Callable[[str], str]
     return lambda text: own(redact(text))
 
 
-def verify_environment(env: Environment, *, redact: Redactor | None = None,
-                       log: Log | None = None) -> VerifyReport:
-    """Run every configured check of `env` concurrently and return the report; never raises for a failure."""
+def verify_environment(env: Environment, *, redact: Redactor | None = None, log: Log | None = None,
+                       performance: bool = True) -> VerifyReport:
+    """Run every configured check of `env` and return the report; never raises for a failure.
+
+    The automated checks and the smoke sequences run at once; performance verification (unless
+    `performance` is False) after them, so its load never slows the checks' latency budgets."""
     log = log or NullLog()
     clean = _redactor(env, redact if redact is not None else Redactor.for_environment(env))
     v = env.verify
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     start = time.perf_counter()
     timeout = httpx.Timeout(v.timeout_s)
-    urls = [*v.health_urls, *(ep.url for ep in v.endpoints), *(p.models_url for p in env.llm_providers)]
-    http_checks = len(urls)
+    urls = [*v.health_urls, *(ep.url for ep in v.endpoints), *(p.models_url for p in env.llm_providers),
+            *(seq.base_url for seq in v.smoke)]
+    if v.performance is not None:
+        urls += [t.url for t in v.performance.endpoints]
+    tls = _tls_for(urls)
     # One connection per concurrent check, so no check waits for another's connection.
-    limits = httpx.Limits(max_connections=max(http_checks, 1), max_keepalive_connections=max(http_checks, 1))
-    results: dict[int, CheckResult] = {}
-    with httpx.Client(timeout=timeout, limits=limits, follow_redirects=False, verify=_tls_for(urls)) as client:
-        checks = checks_for(env, client)
-        with ThreadPoolExecutor(max_workers=min(len(checks), MAX_WORKERS),
-                                thread_name_prefix="verify") as pool:
+    n = max(len(urls), 1)
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    results: dict[int, list[CheckResult]] = {}
+    with httpx.Client(timeout=timeout, limits=limits, follow_redirects=False, verify=tls) as client:
+        tasks: list[Callable[[], list[CheckResult]]] = [
+            functools.partial(lambda c: [_run_with_retries(c, v.retries, v.backoff_s, v.timeout_s, clean)], check)
+            for check in checks_for(env, client)]
+        tasks += [functools.partial(run_sequence, seq, client, v.timeout_s, clean) for seq in v.smoke]
+        with ThreadPoolExecutor(max_workers=min(len(tasks), MAX_WORKERS), thread_name_prefix="verify") as pool:
             # Checks start only once all are submitted: otherwise the first checks' CPU work holds
             # the GIL while the pool is still starting threads for the rest (bench/verify_bench.py).
             go = threading.Event()
 
-            def gated(check: Check) -> CheckResult:
+            def gated(task: Callable[[], list[CheckResult]]) -> list[CheckResult]:
                 go.wait()
-                return _run_with_retries(check, v.retries, v.backoff_s, v.timeout_s, clean)
+                return task()
 
             try:
-                futures = {pool.submit(gated, c): i for i, c in enumerate(checks)}
+                futures = {pool.submit(gated, t): i for i, t in enumerate(tasks)}
             finally:
                 go.set()
             # Logging happens here, in the caller's thread: Dagster's context.log is not meant for
             # worker threads, and lines still appear as soon as each check finishes.
             for future in as_completed(futures):
-                result = future.result()
-                results[futures[future]] = result
-                line = (f"verify {env.name}: {result.name}: {'ok' if result.ok else 'FAILED'} "
-                        f"({result.detail}; {result.attempts} attempt{'s' if result.attempts != 1 else ''})")
-                (log.info if result.ok else log.warning)(clean(line))
+                results[futures[future]] = future.result()
+                for result in results[futures[future]]:
+                    _log_result(env, result, log, clean)
+    ordered = [r for i in range(len(results)) for r in results[i]]
+    if performance and v.performance is not None:
+        for result in performance_results(env, tls, Redactor.for_environment(env), clean):
+            _log_result(env, result, log, clean)
+            ordered.append(result)
     duration = (time.perf_counter() - start) * 1000
-    ordered = tuple(results[i] for i in range(len(results)))
-    return VerifyReport(environment=env.name, results=ordered, started_at=started_at, duration_ms=duration)
+    return VerifyReport(environment=env.name, results=tuple(ordered), started_at=started_at, duration_ms=duration)
+
+
+def _log_result(env: Environment, result: CheckResult, log: Log, clean: Callable[[str], str]) -> None:
+    attempts = f"; {result.attempts} attempt{'s' if result.attempts != 1 else ''}" if result.attempts else ""
+    line = f"verify {env.name}: {result.name}: {result.status} ({result.detail}{attempts})"
+    (log.info if result.ok else log.warning)(clean(line))
 
 
 def verify_or_fail(env: Environment, failure: str, *, log: Log, redact: Redactor,
