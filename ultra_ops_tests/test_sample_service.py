@@ -198,3 +198,19 @@ def test_rate_limit_on_api_only(start_service: Start, pg_database: str) -> None:
 def test_bad_rate_limit_is_named() -> None:
     with pytest.raises(ValueError, match="ULTRA_RATE_LIMIT must look like 20/1"):
         RateLimit.parse("twenty")
+
+
+def test_degrades_after_the_configured_delay(start_service: Start, migrated: str, redis_prefix: str) -> None:
+    proc, base = start_service(migrated, ULTRA_REDIS_PREFIX=redis_prefix, ULTRA_DEGRADE_AFTER_S="1.5")
+    first = httpx.get(base + "/health", params={"detail": "true"})
+    started = time.monotonic()
+    assert first.status_code == 200 and "release" not in first.json()["checks"]
+    deadline = started + 20
+    while True:  # wait on the event: the detailed health turning 503
+        r = httpx.get(base + "/health", params={"detail": "true"})
+        if r.status_code == 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert r.status_code == 503 and r.json()["checks"]["release"]["status"] == "error"
+    assert httpx.get(base + "/api/v1/prompts").status_code == 503
+    assert httpx.get(base + "/health").status_code == 200  # still alive: only the release went bad

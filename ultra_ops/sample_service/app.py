@@ -4,6 +4,8 @@ Redis through REDIS_URL / REDIS_USERNAME / REDIS_PASSWORD.
 What a release is checked against lives here too: a login and a protected endpoint
 (ULTRA_AUTH_PASSWORD), a rate limit on the API (ULTRA_RATE_LIMIT), a prompt answered by an
 OpenAI-compatible provider (ULTRA_LLM_URL), file uploads (ULTRA_UPLOAD_DIR) and /metrics.
+ULTRA_DEGRADE_AFTER_S makes a release that goes bad that many seconds after it starts (its detailed
+health and its API answer 503 from then on): what a verification window catches and one pass misses.
 
 Connections are short-lived, one per request: the service is tiny and this way a database that
 restarts (restore, rollback) never leaves it holding a dead connection.
@@ -58,6 +60,7 @@ class ServiceConfig:
     llm_model: str = "stand-in-small"
     upload_dir: Path | None = None
     upload_max_bytes: int = 1_048_576
+    degrade_after_s: float | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServiceConfig:
@@ -80,6 +83,7 @@ class ServiceConfig:
             llm_model=e.get("ULTRA_LLM_MODEL") or "stand-in-small",
             upload_dir=Path(e["ULTRA_UPLOAD_DIR"]) if e.get("ULTRA_UPLOAD_DIR") else None,
             upload_max_bytes=int(e.get("ULTRA_UPLOAD_MAX_BYTES") or 1_048_576),
+            degrade_after_s=float(e["ULTRA_DEGRADE_AFTER_S"]) if e.get("ULTRA_DEGRADE_AFTER_S") else None,
         )
 
 
@@ -91,6 +95,11 @@ class Backend:
         self.auth = Auth(config.auth_user, config.auth_password)
         self.rate_limit = RateLimit.parse(config.rate_limit)
         self.metrics = Metrics()
+        self.started = time.monotonic()
+
+    def degraded(self) -> bool:
+        after = self.config.degrade_after_s
+        return after is not None and time.monotonic() - self.started >= after
 
     def _pg(self) -> psycopg.Connection[Any]:
         # No arguments: libpq reads PGHOST/PGPORT/PGUSER/PGDATABASE/PGPASSWORD itself.
@@ -129,6 +138,8 @@ class Backend:
         if not detail:
             return 200, {"status": "ok", "version": self.config.version}
         checks = {"postgres": self.check_postgres(), "redis": self.check_redis()}
+        if self.degraded():
+            checks["release"] = {"status": "error", "error": f"degraded {self.config.degrade_after_s:g}s after start"}
         ok = all(c["status"] == "ok" for c in checks.values())
         body = {"status": "ok" if ok else "degraded", "version": self.config.version,
                 "environment": self.config.environment, "checks": checks}
@@ -245,6 +256,9 @@ class Handler(BaseHTTPRequestHandler):
                 b.metrics.count("rate_limited")
                 self._send(path, 429, {"error": "rate limit exceeded"}, {"Retry-After": str(wait)})
                 return
+        if path.startswith("/api/") and b.degraded():
+            self._send(path, 503, {"error": "degraded"})
+            return
         user = None
         if path.startswith("/api/") and path not in _OPEN_API:
             user = b.auth.user_for(self.headers.get("Authorization"))
