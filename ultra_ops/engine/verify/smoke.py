@@ -124,19 +124,21 @@ def _headers(step: SmokeStep, captured: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-def _excerpt(response: httpx.Response) -> str:
-    text = " ".join(response.text.split())
+def _excerpt(response: httpx.Response, clean: Callable[[str], str]) -> str:
+    # Masked before it is cut: half a secret would no longer be recognised.
+    text = clean(" ".join(response.text.split()))
     return text[:_EXCERPT] + ("..." if len(text) > _EXCERPT else "")
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text[:40] + "..." if len(text) > 40 else text
+def _check(step: SmokeStep, response: httpx.Response, elapsed_ms: float, captured: dict[str, Any],
+           clean: Callable[[str], str]) -> str:
+    def _shown(value: Any) -> str:
+        text = clean(repr(value))
+        return text[:40] + "..." if len(text) > 40 else text
 
-
-def _check(step: SmokeStep, response: httpx.Response, elapsed_ms: float, captured: dict[str, Any]) -> str:
     if response.status_code != step.expect_status:
-        raise StepFailed(f"expected status {step.expect_status}, got {response.status_code}: {_excerpt(response)}")
+        got = f"{response.status_code}: {_excerpt(response, clean)}"
+        raise StepFailed(f"expected status {step.expect_status}, got {got}")
     if step.max_latency_ms is not None and elapsed_ms > step.max_latency_ms:
         raise StepFailed(f"slow: {elapsed_ms:.0f} ms, over max_latency_ms {step.max_latency_ms:.0f}")
     data: Any = _MISSING
@@ -144,7 +146,7 @@ def _check(step: SmokeStep, response: httpx.Response, elapsed_ms: float, capture
         try:
             data = response.json()
         except ValueError:
-            raise StepFailed(f"answer is not JSON: {_excerpt(response)}") from None
+            raise StepFailed(f"answer is not JSON: {_excerpt(response, clean)}") from None
     for path, kind in step.expect_fields.items():
         value = field_at(data, path)
         if value is _MISSING:
@@ -178,18 +180,29 @@ def _check(step: SmokeStep, response: httpx.Response, elapsed_ms: float, capture
     return f"{response.status_code} in {elapsed_ms:.0f} ms"
 
 
+def _to_capture(step: SmokeStep, response: httpx.Response) -> list[str]:
+    """The strings the step captures from this answer, known before its checks may fail and quote it."""
+    if not step.capture:
+        return []
+    try:
+        data = response.json()
+    except ValueError:
+        return []
+    values = [field_at(data, path) for path in step.capture.values()]
+    return [v for v in values if isinstance(v, str)]
+
+
 def run_sequence(seq: SmokeSequence, client: httpx.Client, timeout_s: float,
                  redact: Callable[[str], str]) -> list[CheckResult]:
     """Every step of `seq` in order, one result each; never raises for a failure."""
     captured: dict[str, Any] = {}
+    sensitive: list[str] = []  # captured strings (a token), also from an answer that failed its checks
     results: list[CheckResult] = []
     failed_at: str | None = None
     timeout = seq.timeout_s or timeout_s
 
     def clean(text: str) -> str:
-        # Captured strings (a token) are secrets too; numbers (counters) are not.
-        own = Redactor(v for v in captured.values() if isinstance(v, str))
-        return own(redact(text))
+        return Redactor(sensitive)(redact(text))
 
     for step in seq.steps:
         name = f"smoke {seq.name}: {step.name}"
@@ -210,7 +223,8 @@ def run_sequence(seq: SmokeSequence, client: httpx.Client, timeout_s: float,
             start = time.perf_counter()
             response = client.request(step.method, url, **kwargs)
             elapsed = (time.perf_counter() - start) * 1000
-            detail, ok = _check(step, response, elapsed, captured), True
+            sensitive.extend(_to_capture(step, response))
+            detail, ok = _check(step, response, elapsed, captured, clean), True
         except _Skip as exc:
             ok, skipped, detail, attempts = True, True, f"skipped: {exc}", 0
         except StepFailed as exc:
