@@ -76,7 +76,12 @@ def database_results(env: Environment, perf: PerformanceSettings, timeout_s: flo
                 "SELECT (SELECT count(*) FROM pg_stat_activity), current_setting('max_connections')::int, "
                 "current_setting('superuser_reserved_connections')::int").fetchone()
             installed = _installed(conn)
-            current = _statements(conn) if installed else {}
+            unreadable = None
+            try:
+                current = _statements(conn) if installed else {}
+            except psycopg.Error as exc:
+                # Created in the database but not in shared_preload_libraries: the view cannot be read.
+                current, unreadable = {}, describe_error(exc, timeout_s)
     except psycopg.Error as exc:
         reason = describe_error(exc, timeout_s)
         return [CheckResult("database connections", "database_performance", False, 0.0, 1, reason)]
@@ -90,6 +95,11 @@ def database_results(env: Environment, perf: PerformanceSettings, timeout_s: flo
         return [connections, CheckResult(
             "slowest statements", "database_performance", True, 0.0, 0,
             f"pg_stat_statements is not installed in {env.database.name}: statement times not checked",
+            blocking=False, skipped=True)]
+    if unreadable is not None:
+        return [connections, CheckResult(
+            "slowest statements", "database_performance", True, 0.0, 0,
+            f"pg_stat_statements cannot be read in {env.database.name} ({unreadable}): statement times not checked",
             blocking=False, skipped=True)]
     base = _baseline(env)
     since = "since the deploy" if base is not None else "since pg_stat_statements was last reset"
