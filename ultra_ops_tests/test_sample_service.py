@@ -214,3 +214,12 @@ def test_degrades_after_the_configured_delay(start_service: Start, migrated: str
     assert r.status_code == 503 and r.json()["checks"]["release"]["status"] == "error"
     assert httpx.get(base + "/api/v1/prompts").status_code == 503
     assert httpx.get(base + "/health").status_code == 200  # still alive: only the release went bad
+
+
+def test_degrades_only_as_the_version_named() -> None:
+    from ultra_ops.sample_service.app import ServiceConfig
+
+    named = {"ULTRA_DEGRADE_AFTER_S": "5", "ULTRA_DEGRADE_VERSION": "v1.1.0"}
+    assert ServiceConfig.from_env({**named, "ULTRA_VERSION": "v1.1.0"}).degrade_after_s == 5
+    assert ServiceConfig.from_env({**named, "ULTRA_VERSION": "v1.0.0"}).degrade_after_s is None
+    assert ServiceConfig.from_env({"ULTRA_DEGRADE_AFTER_S": "5"}).degrade_after_s == 5

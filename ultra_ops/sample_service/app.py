@@ -6,6 +6,7 @@ What a release is checked against lives here too: a login and a protected endpoi
 OpenAI-compatible provider (ULTRA_LLM_URL), file uploads (ULTRA_UPLOAD_DIR) and /metrics.
 ULTRA_DEGRADE_AFTER_S makes a release that goes bad that many seconds after it starts (its detailed
 health and its API answer 503 from then on): what a verification window catches and one pass misses.
+With ULTRA_DEGRADE_VERSION only that version does, so the release before it, rolled back to, does not.
 
 Connections are short-lived, one per request: the service is tiny and this way a database that
 restarts (restore, rollback) never leaves it holding a dead connection.
@@ -83,7 +84,8 @@ class ServiceConfig:
             llm_model=e.get("ULTRA_LLM_MODEL") or "stand-in-small",
             upload_dir=Path(e["ULTRA_UPLOAD_DIR"]) if e.get("ULTRA_UPLOAD_DIR") else None,
             upload_max_bytes=int(e.get("ULTRA_UPLOAD_MAX_BYTES") or 1_048_576),
-            degrade_after_s=float(e["ULTRA_DEGRADE_AFTER_S"]) if e.get("ULTRA_DEGRADE_AFTER_S") else None,
+            degrade_after_s=float(e["ULTRA_DEGRADE_AFTER_S"]) if e.get("ULTRA_DEGRADE_AFTER_S") and e.get(
+                "ULTRA_DEGRADE_VERSION", e.get("ULTRA_VERSION", "dev")) == e.get("ULTRA_VERSION", "dev") else None,
         )
 
 
