@@ -72,12 +72,13 @@ def launched_by_user() -> str:
 
 def run_job(args: argparse.Namespace, settings: Settings, job: str, environment: str,
              run_config: dict[str, Any] | None = None, *, partition: str | None = None,
-             **tag_values: Any):  # noqa: ANN202
-    """Run `job` for one environment partition, tagged before it starts, as the UI would file it."""
+             partitioned: bool = True, **tag_values: Any):  # noqa: ANN202
+    """Run `job` for one environment partition, tagged before it starts, as the UI would file it.
+    `partitioned=False`: a job that is not run per environment (no partition or environment tag)."""
     from dagster import DagsterInstance
 
     from ultra_ops.defs.shared.launch import ensure_dagster_home, launch
-    from ultra_ops.defs.shared.tags import PARTITION, launch_tags
+    from ultra_ops.defs.shared.tags import ENVIRONMENT, PARTITION, launch_tags
     from ultra_ops.engine.envfile import read_env_file
 
     # An env file the run could not read is bad input: refused here, before a run exists.
@@ -85,6 +86,8 @@ def run_job(args: argparse.Namespace, settings: Settings, job: str, environment:
     home = ensure_dagster_home(settings.path.parent / ".dagster_home")
     operation = job.removesuffix("_job")
     tags = launch_tags(environment, operation, launched_by=launched_by_user(), **tag_values)
+    if not partitioned:
+        tags = {k: v for k, v in tags.items() if k not in (PARTITION, ENVIRONMENT)}
     if partition:
         tags[PARTITION] = partition  # a job partitioned by more than the environment
     config = {**(run_config or {}),

@@ -73,8 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", metavar="TEXT", help="why the emergency fix cannot wait (required with --emergency)")
     p.set_defaults(func=cmd_deploy)
 
-    p = sub.add_parser("verify", parents=[common], help="verify an environment")
+    p = sub.add_parser("verify", parents=[common], help="verify an environment, or decide on a waiting one")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--window", action="store_true",
+                   help="verify over the environment's verification window ([verify.window]) instead of once")
+    p.add_argument("--decide", choices=("approve", "rollback"),
+                   help="decide on a deploy whose verification window was inconclusive")
+    p.add_argument("--by", metavar="NAME", help="who decides (recorded; with --decide)")
+    p.add_argument("--reason", metavar="TEXT", help="why (recorded; with --decide)")
+    p.add_argument("--request", metavar="ID", help="the waiting verification (default: the only one)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("rollback", parents=[common, locking], help="restore a backup, restart and verify")

@@ -8,6 +8,7 @@ import sys
 
 from ultra_ops.cli.backups import backup_rows, print_backups
 from ultra_ops.cli.common import (
+    UsageError,
     ops_config,
     out,
     progress,
@@ -15,6 +16,7 @@ from ultra_ops.cli.common import (
     settings_of,
 )
 from ultra_ops.engine.errors import InputError
+from ultra_ops.engine.settings import Environment, Settings
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -45,14 +47,48 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from ultra_ops.engine.release.rollback import deployed_version
     from ultra_ops.engine.verify.report import VerifyReport
+    from ultra_ops.engine.verify.window import PASSED, WindowReport
 
     settings = settings_of(args)
     env = settings.environment(args.environment)
-    result = run_job(args, settings, "verify_job", env.name, version=deployed_version(env))
+    if args.decide:
+        return _decide(args, settings, env)
+    if args.by or args.reason or args.request:
+        raise UsageError("--by, --reason and --request go with --decide approve|rollback")
+    config = ops_config("verify_checks", {"window": bool(args.window)})
+    result = run_job(args, settings, "verify_job", env.name, config, version=deployed_version(env))
+    windows = [o["window"] for o in result.asset_metadata if "window" in o]
     reports = [o["report"] for o in result.asset_metadata if "report" in o]
+    # The reports as the run recorded them (already redacted), not re-derived here.
+    if windows:
+        window = WindowReport.from_dict(windows[-1])
+        out(json.dumps(windows[-1], indent=2) if args.json else window.table())
+        return 0 if result.success and window.outcome == PASSED else 1
     if reports:
-        # The report as the run recorded it (already redacted), not re-derived here.
         out(json.dumps(reports[-1], indent=2) if args.json else VerifyReport.from_dict(reports[-1]).table())
+    return 0 if result.success else 1
+
+
+def _decide(args: argparse.Namespace, settings: Settings, env: Environment) -> int:
+    """Approve or roll back a release whose verification window is waiting for a person."""
+    from ultra_ops.engine.verify.decisions import get, pending
+
+    if not args.by:
+        raise UsageError("--decide needs --by NAME: who decides is recorded")
+    # Nothing to decide is bad input: refused here, before a run exists.
+    if args.request:
+        record = get(env, args.request)
+        if record.decision is not None:
+            raise InputError(f"{record.id} was decided already: {record.decision} by {record.decided_by}")
+    elif not pending(env):
+        raise InputError(f"no verification of {env.name} is waiting for a decision")
+    config = ops_config("decide_verification", {
+        "environment": env.name, "decision": args.decide, "by": args.by, "reason": args.reason,
+        "request_id": args.request})
+    result = run_job(args, settings, "verification_decision_job", env.name, config, partitioned=False)
+    decision = result.outputs.get("decide_verification", {}).get("decision")
+    if result.success and decision:
+        out(f"{decision['id']} on {env.name}: {decision['decision']} decided by {decision['decided_by']}")
     return 0 if result.success else 1
 
 
