@@ -173,3 +173,45 @@ def test_prometheus_counters_are_read_by_name_and_labels() -> None:
     assert metric_value(text, 'ultra_http_requests_total{path="/api/v1/prompt"}') == 2
     assert metric_value(text, "ultra_prompts_total") == 5
     assert metric_value(text, "ultra_missing_total") is None
+
+
+def test_the_shipped_verification_passes_on_a_deployed_release(tmp_path: Path, pg_database: str, redis_prefix: str,
+                                                               dagster_home: Path, monkeypatch, capsys) -> None:
+    """The shipped ultra_ops.toml's staging, moved to free ports, a test database and folders: its
+    smoke steps (with authentication on), performance verification and window, on a real deploy."""
+    from conftest import REPO
+
+    from ultra_ops.cli import main
+
+    backend, llm = free_port(), free_port()
+    text = (REPO / "ultra_ops.toml").read_text()
+    text = text[:text.index("# production:")]  # development and staging
+    text = text.replace("8001", str(backend)).replace("8011", str(llm))
+    for old, new in (('"var/', f'"{tmp_path}/var/'), ('"ultra_ops/sample_service', f'"{REPO}/ultra_ops/sample_service'),
+                     ('name = "ultra_staging"', f'name = "{pg_database}"'),
+                     ('user = "postgres"', f'user = "{PG["user"]}"'),
+                     ('"uploads" }', f'"uploads", ULTRA_REDIS_PREFIX = "{redis_prefix}" }}'),
+                     ("interval_s = 15", "interval_s = 1")):
+        text = text.replace(old, new)
+    config = tmp_path / "ultra_ops.toml"
+    config.write_text(text)
+    monkeypatch.setenv("ULTRA_STAGING_AUTH_PASSWORD", PASSWORD)
+    args = ["--environment", "staging", "--config", str(config)]
+    try:
+        assert main(["init", *args]) == 0
+        assert main(["deploy", "--tag", "v1.0.0", *args]) == 0
+        capsys.readouterr()
+        assert main(["verify", "--json", *args]) == 0
+        report = json.loads(capsys.readouterr().out)
+    finally:
+        from ultra_ops.engine.runtimes import get_runtime
+
+        get_runtime(load_settings(config).environment("staging")).down()
+    results = {r["name"]: r for r in report["results"]}
+    smoke = [r for r in report["results"] if r["kind"] == "smoke"]
+    assert len(smoke) == 6 and all(r["ok"] and not r["skipped"] for r in smoke), smoke
+    assert {"latency prompts", "latency version", "resources backend", "resources llm", "disk data",
+            "database connections", "llm completion stand-in", "llm stand-in"} <= set(results)
+    assert all(results[n]["metrics"]["p95_ms"] > 0 for n in ("latency prompts", "latency version"))
+    assert results["slowest statements"]["skipped"]  # this server does not preload pg_stat_statements
+    assert PASSWORD not in json.dumps(report)

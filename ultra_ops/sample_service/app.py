@@ -316,11 +316,17 @@ class Handler(BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), format % args)
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a burst of new connections (HTTP/1.0 closes each one)
+    # overflows it, and the kernel drops SYNs that the client resends only after 1 s. Performance
+    # verification at concurrency 4 saw exactly that as a p95 of 1050 ms.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def make_server(config: ServiceConfig) -> ThreadingHTTPServer:
     handler = type("BoundHandler", (Handler,), {"backend": Backend(config)})
-    server = ThreadingHTTPServer(("127.0.0.1", config.port), handler)
-    server.daemon_threads = True
-    return server
+    return _Server(("127.0.0.1", config.port), handler)
 
 
 def _setup_logging(config: ServiceConfig) -> None:
