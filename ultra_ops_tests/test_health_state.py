@@ -144,3 +144,17 @@ def test_health_state_check_is_red_on_an_unhealthy_state(monitored, capsys) -> N
         assert _check(instance, "healthy").passed is True
         event = instance.get_latest_materialization_event(AssetKey("health_state"))
         assert event.asset_materialization.metadata["source"].value == "verify"
+
+
+def test_verify_window_from_the_cli(monitored, capsys) -> None:
+    switch, config, home = monitored
+    config.write_text(config.read_text() + "\n[environments.staging.verify.window]\nsamples = 2\nfailure_limit = 1\n")
+    args = ["verify", "--environment", "staging", "--config", str(config), "--window"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "SAMPLE" in out and "window passed: 0 of 2 samples failed" in out
+    switch.body, switch.status = DEGRADED, 503
+    assert main([*args, "--json"]) == 1  # both samples fail: more than the limit of 1
+    window = json.loads(capsys.readouterr().out)
+    assert window["outcome"] == "failed" and window["failed_samples"] == 2 and len(window["samples"]) == 2
+    assert main(["verify", "--environment", "staging", "--config", str(config), "--by", "x"]) == 2
