@@ -76,9 +76,11 @@ def _check(instance: DagsterInstance, name: str):
 
 def test_sensor_requests_a_run_only_when_health_changed(monitored) -> None:
     from ultra_ops.definitions import defs
+    from ultra_ops.defs.release.sensors import release_sensors
 
     switch, _config, home = monitored
-    sensor = defs.resolve_sensor_def("health_monitor_sensor")
+    # Built now, from this test's config (the code location read whichever config it loaded with).
+    sensor = next(s for s in release_sensors() if s.name == "health_monitor_sensor")
     assert sensor.minimum_interval_seconds == 30
     with DagsterInstance.from_config(str(home)) as instance:
         def tick(cursor: str | None):

@@ -175,5 +175,12 @@ decision_wait_s = 0.5
     assert settled.decision["decision"] == "rollback" and "nobody decided within 0.5s" in settled.decision["reason"]
     with pytest.raises(InputError, match="decided already: rollback by timeout"):
         decide(env, "approve", by="carol", request_id="deploy-test")
+    # A request left open by a deploy that was killed while it waited is closed by the next one.
+    from ultra_ops.engine.verify.decisions import ABANDONED_DECIDER, ask, get
+
+    ask(env, "deploy-killed", version="v2.0.1", run_id=None, summary="s")
+    ask(env, "deploy-next", version="v2.0.2", run_id=None, summary="s")
+    assert [r.id for r in pending(env)] == ["deploy-next"]
+    assert get(env, "deploy-killed").decided_by == ABANDONED_DECIDER
     # Every sample passing is a pass, with nothing to decide.
     assert verify_window(env, redact=Redactor(), log=NullLog()).outcome == PASSED

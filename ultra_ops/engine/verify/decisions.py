@@ -9,6 +9,7 @@ a file that any process on the host (a CLI, a run container sharing the folder) 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -24,6 +25,7 @@ from ultra_ops.engine.settings import Environment
 
 DECISIONS = ("approve", "rollback")
 TIMEOUT_DECIDER = "timeout"  # who "decided" when nobody did within decision_wait_s
+ABANDONED_DECIDER = "abandoned"  # a request whose deploy was interrupted or killed while it waited
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY,
@@ -80,10 +82,17 @@ _FIELDS = "id, environment, version, run_id, asked_at, summary, decision, decide
 
 
 def ask(env: Environment, request_id: str, *, version: str | None, run_id: str | None, summary: str) -> DecisionRecord:
-    """Open a request for a decision (idempotent for a re-executed step)."""
+    """Open a request for a decision (idempotent for a re-executed step). A request still open from
+    an earlier deploy belongs to a deploy that was killed while it waited (the environment's lock
+    lets one deploy wait at a time): it is closed, so nobody answers a question nobody asks."""
     with _db(env) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE decisions SET decision = 'rollback', decided_by = ?, decided_at = ?, "
+                     "reason = 'its deploy stopped waiting' WHERE decision IS NULL AND id != ?",
+                     (ABANDONED_DECIDER, utc_timestamp(), request_id))
         conn.execute("INSERT OR IGNORE INTO decisions (id, environment, version, run_id, asked_at, summary) "
                      "VALUES (?, ?, ?, ?, ?, ?)", (request_id, env.name, version, run_id, utc_timestamp(), summary))
+        conn.execute("COMMIT")
     return get(env, request_id)
 
 
@@ -133,6 +142,18 @@ def decide(env: Environment, decision: str, *, by: str, launched_by: str | None 
 def wait_for_decision(env: Environment, request_id: str, max_wait_s: float, *, log: Log,
                       poll_s: float = 1.0, remind_s: float = 300.0) -> DecisionRecord:
     """Poll the request until someone decides; after `max_wait_s` decide `rollback` as `timeout`."""
+    try:
+        return _wait(env, request_id, max_wait_s, log=log, poll_s=poll_s, remind_s=remind_s)
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): the deploy rolls back; the request must not stay open.
+        with contextlib.suppress(Exception):
+            decide(env, "rollback", by=ABANDONED_DECIDER, request_id=request_id,
+                   reason="the deploy was interrupted while it waited")
+        raise
+
+
+def _wait(env: Environment, request_id: str, max_wait_s: float, *, log: Log, poll_s: float,
+          remind_s: float) -> DecisionRecord:
     deadline = time.monotonic() + max_wait_s
     next_reminder = time.monotonic() + remind_s
     while True:
