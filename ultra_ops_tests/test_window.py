@@ -184,3 +184,44 @@ decision_wait_s = 0.5
     assert get(env, "deploy-killed").decided_by == ABANDONED_DECIDER
     # Every sample passing is a pass, with nothing to decide.
     assert verify_window(env, redact=Redactor(), log=NullLog()).outcome == PASSED
+
+
+def test_a_deploy_stopped_while_it_waits_rolls_back_and_closes_its_request(tmp_path: Path, pg_database: str,
+                                                                           dagster_home: Path,
+                                                                           flaky_endpoint) -> None:
+    import signal
+
+    from ultra_ops.engine.verify.decisions import ABANDONED_DECIDER, get
+
+    stack = Stack(tmp_path, pg_database)
+    try:
+        assert stack.ops("deploy", "--tag", "v1.0.0") == 0
+        text = stack.config.read_text().replace(
+            'endpoints = [{', f'endpoints = [{{ name = "flaky", url = "{flaky_endpoint.url("/flaky")}" }}, {{', 1)
+        stack.config.write_text(text)
+        _with_window(stack, "[environments.staging.verify.window]\nsamples = 3\ninterval_s = 1\nfailure_limit = 1\n")
+        deploy = subprocess.Popen(
+            [sys.executable, "-m", "ultra_ops.cli", "deploy", "--environment", "staging", "--tag", "v1.1.0",
+             "--config", str(stack.config)], env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not pending(stack.env):
+                assert deploy.poll() is None, deploy.communicate()
+                assert time.monotonic() < deadline, "the deploy never asked for a decision"
+                time.sleep(0.2)
+            (request,) = pending(stack.env)
+            deploy.send_signal(signal.SIGTERM)  # an operator's Ctrl-C, or the platform stopping the run
+            _out, err = deploy.communicate(timeout=180)
+        finally:
+            if deploy.poll() is None:
+                deploy.kill()
+                deploy.communicate()
+        assert deploy.returncode != 0
+        assert "rolled back to backup" in err
+        assert stack.get("/health").json()["version"] == "v1.0.0"
+        record = get(stack.env, request.id)
+        assert record.decision == "rollback" and record.decided_by == ABANDONED_DECIDER
+        assert [r.status for r in find_releases(stack.env)] == ["rolled_back", "deployed"]
+    finally:
+        stack.stop()
