@@ -96,7 +96,7 @@ def check_results(report: VerifyReport) -> list[AssetCheckResult]:
         blocking = any(r.blocking for r in failed)
         metadata: dict[str, Any] = {"failed": len(failed), "checked": len(results)}
         for r in results:
-            metadata[f"{r.name} {r.status}"] = r.detail[:200]
+            metadata[r.name] = f"{r.status}: {r.detail}"[:200]
             for key, value in r.metrics.items():
                 metadata[f"{r.name} {key}"] = round(value, 3)
         out.append(AssetCheckResult(
