@@ -85,9 +85,9 @@ def _health(client: httpx.Client, url: str) -> Callable[[], str]:
         if isinstance(body, dict):
             problems = []
             status = body.get("status")
-            if status is not None and not _status_ok(status):
+            if status is not None and not status_ok(status):
                 problems.append(f"status {status}")
-            bad = _bad_components(body)
+            bad = bad_components(body)
             if bad:
                 problems.append("not ok: " + ", ".join(bad))
             if problems:
@@ -97,14 +97,14 @@ def _health(client: httpx.Client, url: str) -> Callable[[], str]:
     return run
 
 
-def _status_ok(status: object) -> bool:
+def status_ok(status: object) -> bool:
     # Services spell health differently ("ok", "UP", "pass", true); anything else is a problem.
     if isinstance(status, bool):
         return status
     return str(status).lower() in _OK_STATUSES
 
 
-def _bad_components(body: dict[str, Any]) -> list[str]:
+def bad_components(body: dict[str, Any]) -> list[str]:
     """Components whose status is not ok, from {"checks"|"components": {name: {"status": ..}|str}}."""
     bad = []
     for key in ("checks", "components"):
@@ -113,7 +113,7 @@ def _bad_components(body: dict[str, Any]) -> list[str]:
             continue
         for name, value in components.items():
             status = value.get("status") if isinstance(value, dict) else value
-            if status is not None and not _status_ok(status):
+            if status is not None and not status_ok(status):
                 bad.append(f"{name} ({status})")
     return bad
 

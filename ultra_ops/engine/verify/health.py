@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.settings import Environment
-from ultra_ops.engine.verify.checks import _bad_components, _status_ok, describe_error, expected_errors
+from ultra_ops.engine.verify.checks import bad_components, describe_error, expected_errors, status_ok
 
 httpx = lazy_module("httpx")
 
@@ -51,10 +51,10 @@ def poll_health(env: Environment, timeout_s: float) -> HealthPoll:
             except ValueError:
                 body = None
             status = body.get("status") if isinstance(body, dict) else None
-            ok = response.status_code == 200 and (status is None or _status_ok(status))
+            ok = response.status_code == 200 and (status is None or status_ok(status))
             states[url] = "ok" if ok else f"{response.status_code} {status or ''}".strip()
             if isinstance(body, dict):
-                bad = set(_bad_components(body))
+                bad = set(bad_components(body))
                 for key in ("checks", "components"):
                     for name, value in (body.get(key) or {}).items() if isinstance(body.get(key), dict) else ():
                         shown = value.get("status") if isinstance(value, dict) else value
