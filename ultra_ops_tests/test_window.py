@@ -144,11 +144,16 @@ def test_an_inconclusive_window_waits_for_a_person_and_records_who(tmp_path: Pat
         stack.stop()
 
 
-def test_nobody_deciding_rolls_back_after_the_wait(tmp_path: Path, pg_database: str, flaky_endpoint) -> None:
+def test_nobody_deciding_rolls_back_after_the_wait(tmp_path: Path, pg_database: str, flaky_endpoint,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "root").mkdir()
+    hook = HttpPeer({"/hooks/T0-secret": lambda headers: (200, {}, 0.0)})
+    monkeypatch.setenv("UO_TEST_DECISION_HOOK", hook.url("/hooks/T0-secret"))
     config = tmp_path / "ultra_ops.toml"
     config.write_text(f"""
 timezone = "UTC"
+[notifications]
+webhook_url_env = "UO_TEST_DECISION_HOOK"
 [environments.production]
 runtime = "process"
 root = "{tmp_path / 'root'}"
@@ -171,6 +176,8 @@ decision_wait_s = 0.5
     window = verify_window(env, redact=Redactor(), log=NullLog())
     assert window.outcome == INCONCLUSIVE and window.failed_samples == 2 and len(window.samples) == 4
     settled = settle(env, window, request_id="deploy-test", version="v2.0.0", run_id=None, log=NullLog())
+    hook.close()
+    assert hook.hits["/hooks/T0-secret"] == 1  # someone was told a decision is needed
     assert not settled.ok and settled.decision["decided_by"] == TIMEOUT_DECIDER
     assert settled.decision["decision"] == "rollback" and "nobody decided within 0.5s" in settled.decision["reason"]
     with pytest.raises(InputError, match="decided already: rollback by timeout"):

@@ -14,8 +14,10 @@ from ultra_ops.engine.secrets import Log, NullLog, Redactor
 
 httpx = lazy_module("httpx")
 
-EVENTS = ("deploy", "rollback", "verification_failed", "production_skipped", "backup_failed", "backup_stale")
+EVENTS = ("deploy", "rollback", "verification_failed", "production_skipped", "backup_failed", "backup_stale",
+          "decision_needed")
 _ICONS = {"deploy": ":rocket:", "rollback": ":rewind:", "verification_failed": ":rotating_light:",
+          "decision_needed": ":raising_hand:",
           "production_skipped": ":calendar:", "backup_failed": ":floppy_disk:", "backup_stale": ":hourglass:"}
 
 

@@ -124,12 +124,30 @@ def settle(env: Environment, window: WindowReport, *, request_id: str, version: 
         return replace(window, decision={"decision": "rollback", "decided_by": "config (on_inconclusive)"})
     wait_s = env.verify.window.decision_wait_s
     record = ask(env, request_id, version=version, run_id=run_id, summary=window.summary())
+    _tell(env, window, record.id, version, log)
     log.warning(f"{window.summary()}. Waiting up to {wait_s:g}s for a decision: "
                 f"ultra-ops verify --environment {env.name} --decide approve|rollback --by NAME "
                 f"(or verification_decision_job in the UI); then it rolls back. Request {record.id}.")
     record = wait_for_decision(env, request_id, wait_s, log=log)
     log.info(f"{record.decision} decided by {record.decided_by} (launched by {record.launched_by or '-'})")
     return replace(window, decision=record.to_dict())
+
+
+def _tell(env: Environment, window: WindowReport, request_id: str, version: str | None, log: Log) -> None:
+    """Whoever decides must learn that someone should: the webhook, where one is configured."""
+    from ultra_ops.engine.errors import UltraOpsError
+    from ultra_ops.engine.notify.webhook import message, send
+    from ultra_ops.engine.settings import load_settings
+
+    try:
+        notifications = load_settings(env.config_file).notifications
+    except UltraOpsError:
+        return
+    text = (f"verification of {version or 'the release'} is inconclusive and waits for a decision: "
+            f"ultra-ops verify --environment {env.name} --decide approve|rollback --by NAME")
+    body = message("decision_needed", env.name, text, {"request": request_id, "summary": window.summary(),
+                                                       "rolls back after": f"{env.verify.window.decision_wait_s:g}s"})
+    send(notifications, body, redact=Redactor.for_environment(env), log=log)
 
 
 def verify_window_or_fail(env: Environment, failure: str, *, log: Log, redact: Redactor, request_id: str,
