@@ -5,8 +5,8 @@ person's decision and records who made it."""
 from __future__ import annotations
 
 import getpass
-import itertools
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -24,7 +24,7 @@ from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.release.records import find_releases
 from ultra_ops.engine.secrets import NullLog, Redactor
 from ultra_ops.engine.settings import load_settings
-from ultra_ops.engine.verify.decisions import TIMEOUT_DECIDER, decide, pending
+from ultra_ops.engine.verify.decisions import ABANDONED_DECIDER, TIMEOUT_DECIDER, decide, get, pending
 from ultra_ops.engine.verify.window import FAILED, INCONCLUSIVE, PASSED, settle, verify_window
 
 # The issue's release degrades 30 s after it starts; here 10 s, with samples 6 s apart: the same
@@ -75,16 +75,44 @@ def test_a_release_that_degrades_passes_one_pass_but_fails_the_window(stack: Sta
 
 @pytest.fixture
 def flaky_endpoint():
-    """An endpoint that fails its first two requests (one sample with its retry), then answers."""
-    calls, lock = itertools.count(), threading.Lock()
+    """An endpoint that fails its next `peer.failures` requests (2 at first: one sample with its
+    retry), then answers."""
+    lock = threading.Lock()
 
     def route(headers: dict[str, str]) -> tuple[int, object, float]:
         with lock:
-            n = next(calls)
-        return (503, {"error": "warming up"}, 0.0) if n < 2 else (200, {"ok": True}, 0.0)
+            failing = peer.failures > 0
+            peer.failures -= failing
+        return (503, {"error": "warming up"}, 0.0) if failing else (200, {"ok": True}, 0.0)
 
     with HttpPeer({"/flaky": route}) as peer:
+        peer.failures = 2
         yield peer
+
+
+def _deploy_until_it_asks(stack: Stack, tag: str) -> tuple[subprocess.Popen, object]:
+    """Start a deploy in its own process and wait for the event: its request for a decision."""
+    deploy = subprocess.Popen(
+        [sys.executable, "-m", "ultra_ops.cli", "deploy", "--environment", "staging", "--tag", tag,
+         "--config", str(stack.config)], env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    deadline = time.monotonic() + 120
+    while not pending(stack.env):
+        if deploy.poll() is not None or time.monotonic() > deadline:
+            deploy.kill()
+            raise AssertionError(f"the deploy never asked for a decision: {deploy.communicate()}")
+        time.sleep(0.2)
+    (request,) = pending(stack.env)
+    return deploy, request
+
+
+def _finish(deploy: subprocess.Popen) -> str:
+    try:
+        return deploy.communicate(timeout=180)[1]
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+            deploy.communicate()
 
 
 def test_an_inconclusive_window_waits_for_a_person_and_records_who(tmp_path: Path, pg_database: str,
@@ -98,27 +126,13 @@ def test_an_inconclusive_window_waits_for_a_person_and_records_who(tmp_path: Pat
         stack.config.write_text(text)
         _with_window(stack, "[environments.staging.verify.window]\nsamples = 3\ninterval_s = 1\nfailure_limit = 1\n"
                             'on_inconclusive = "wait"\ndecision_wait_s = 300\n')
-        deploy = subprocess.Popen(
-            [sys.executable, "-m", "ultra_ops.cli", "deploy", "--environment", "staging", "--tag", "v1.1.0",
-             "--config", str(stack.config)], env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
-        try:
-            deadline = time.monotonic() + 120
-            while not pending(stack.env):  # wait on the event: the deploy asking for a decision
-                assert deploy.poll() is None, deploy.communicate()
-                assert time.monotonic() < deadline, "the deploy never asked for a decision"
-                time.sleep(0.2)
-            (request,) = pending(stack.env)
-            assert request.version == "v1.1.0" and "window inconclusive: 1 of 3 samples failed" in request.summary
-            assert deploy.poll() is None  # still waiting, holding its lock
-            assert main(["verify", "--environment", "staging", "--config", str(stack.config), "--decide", "approve",
-                         "--by", "alice", "--reason", "warm-up blip"]) == 0
-            assert "approve decided by alice" in capsys.readouterr().out
-            out, err = deploy.communicate(timeout=120)
-        finally:
-            if deploy.poll() is None:
-                deploy.kill()
-                deploy.communicate()
+        deploy, request = _deploy_until_it_asks(stack, "v1.1.0")
+        assert request.version == "v1.1.0" and "window inconclusive: 1 of 3 samples failed" in request.summary
+        assert deploy.poll() is None  # still waiting, holding its lock
+        assert main(["verify", "--environment", "staging", "--config", str(stack.config), "--decide", "approve",
+                     "--by", "alice", "--reason", "warm-up blip"]) == 0
+        assert "approve decided by alice" in capsys.readouterr().out
+        err = _finish(deploy)
         assert deploy.returncode == 0, err
         assert "approve decided by alice" in err
         assert stack.get("/health").json()["version"] == "v1.1.0"
@@ -135,11 +149,21 @@ def test_an_inconclusive_window_waits_for_a_person_and_records_who(tmp_path: Pat
             # No environment tag: the queue's one run per environment must not hold it behind the deploy.
             assert "ultra_ops/environment" not in decision_run.tags
             assert decision_run.tags["ultra_ops/launched_by"] == getpass.getuser()
-        from ultra_ops.engine.verify.decisions import get
-
         record = get(stack.env, request.id)
         assert (record.decision, record.decided_by, record.reason) == ("approve", "alice", "warm-up blip")
         assert record.launched_by == getpass.getuser()
+
+        # A deploy stopped (SIGTERM: an operator's Ctrl-C, the platform stopping the run) while it
+        # waits rolls back, and its request is closed: nobody answers a question nobody asks.
+        flaky_endpoint.failures = 2
+        deploy, request = _deploy_until_it_asks(stack, "v1.2.0")
+        deploy.send_signal(signal.SIGTERM)
+        err = _finish(deploy)
+        assert deploy.returncode != 0 and "rolled back to backup" in err
+        assert stack.get("/health").json()["version"] == "v1.1.0"
+        record = get(stack.env, request.id)
+        assert record.decision == "rollback" and record.decided_by == ABANDONED_DECIDER
+        assert [r.status for r in find_releases(stack.env)] == ["rolled_back", "deployed", "deployed"]
     finally:
         stack.stop()
 
@@ -183,7 +207,7 @@ decision_wait_s = 0.5
     with pytest.raises(InputError, match="decided already: rollback by timeout"):
         decide(env, "approve", by="carol", request_id="deploy-test")
     # A request left open by a deploy that was killed while it waited is closed by the next one.
-    from ultra_ops.engine.verify.decisions import ABANDONED_DECIDER, ask, get
+    from ultra_ops.engine.verify.decisions import ask
 
     ask(env, "deploy-killed", version="v2.0.1", run_id=None, summary="s")
     ask(env, "deploy-next", version="v2.0.2", run_id=None, summary="s")
@@ -192,43 +216,3 @@ decision_wait_s = 0.5
     # Every sample passing is a pass, with nothing to decide.
     assert verify_window(env, redact=Redactor(), log=NullLog()).outcome == PASSED
 
-
-def test_a_deploy_stopped_while_it_waits_rolls_back_and_closes_its_request(tmp_path: Path, pg_database: str,
-                                                                           dagster_home: Path,
-                                                                           flaky_endpoint) -> None:
-    import signal
-
-    from ultra_ops.engine.verify.decisions import ABANDONED_DECIDER, get
-
-    stack = Stack(tmp_path, pg_database)
-    try:
-        assert stack.ops("deploy", "--tag", "v1.0.0") == 0
-        text = stack.config.read_text().replace(
-            'endpoints = [{', f'endpoints = [{{ name = "flaky", url = "{flaky_endpoint.url("/flaky")}" }}, {{', 1)
-        stack.config.write_text(text)
-        _with_window(stack, "[environments.staging.verify.window]\nsamples = 3\ninterval_s = 1\nfailure_limit = 1\n")
-        deploy = subprocess.Popen(
-            [sys.executable, "-m", "ultra_ops.cli", "deploy", "--environment", "staging", "--tag", "v1.1.0",
-             "--config", str(stack.config)], env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
-        try:
-            deadline = time.monotonic() + 120
-            while not pending(stack.env):
-                assert deploy.poll() is None, deploy.communicate()
-                assert time.monotonic() < deadline, "the deploy never asked for a decision"
-                time.sleep(0.2)
-            (request,) = pending(stack.env)
-            deploy.send_signal(signal.SIGTERM)  # an operator's Ctrl-C, or the platform stopping the run
-            _out, err = deploy.communicate(timeout=180)
-        finally:
-            if deploy.poll() is None:
-                deploy.kill()
-                deploy.communicate()
-        assert deploy.returncode != 0
-        assert "rolled back to backup" in err
-        assert stack.get("/health").json()["version"] == "v1.0.0"
-        record = get(stack.env, request.id)
-        assert record.decision == "rollback" and record.decided_by == ABANDONED_DECIDER
-        assert [r.status for r in find_releases(stack.env)] == ["rolled_back", "deployed"]
-    finally:
-        stack.stop()
