@@ -64,6 +64,14 @@ def cmd_backups(args: argparse.Namespace) -> int:
                           ops_config("backups_verify", {"backup_id": args.backup}))
         for backup_id, outcome in (result.outputs.get("backups_verify", {}).get("results") or {}).items():
             out(f"{backup_id}: {outcome}")
+        if args.restore_test:
+            checked = run_job(args, settings, "backup_checks_job", env.name, partitioned=False,
+                              backup_id=args.backup)
+            for check in checked.checks:
+                state = "ok" if check["passed"] else ("WARNING" if check["severity"] == "WARN" else "FAILED")
+                out(f"{check['name']}: {state}: {check['description']}")
+            failed = [c for c in checked.checks if not c["passed"] and c["severity"] == "ERROR"]
+            return 0 if result.success and checked.success and not failed else 1
     else:
         result = run_job(args, settings, "backup_job", env.name)
     return 0 if result.success else 1
