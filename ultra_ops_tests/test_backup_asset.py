@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -167,3 +168,42 @@ def test_restore_test_backfill_over_days(tmp_path: Path, pg_database: str, dagst
     done = {str(m.partition): _meta(m) for m in _materializations(dagster_home, "backup_restore_test")}
     assert set(done) == {f"{days[1]}|staging", f"{days[2]}|staging"}
     assert all(meta["passed"] and meta["row_counts"]["public.churn"] == 500 for meta in done.values())
+
+
+def test_backups_asset_is_declared_with_its_checks_and_nightly_job() -> None:
+    from ultra_ops.definitions import defs
+    from ultra_ops.defs.backups.schedules import backup_schedules
+    from ultra_ops.defs.shared.partitions import environment_days
+
+    graph = defs.get_repository_def().asset_graph
+    for key in ("backups", "backup_restore_test"):
+        node = graph.get(AssetKey(key))
+        assert node.group_name == "backups" and node.owners == ["team:ops"] and node.description
+        assert node.partitions_def == environment_days
+    assert {k.name for k in graph.get_check_keys_for_assets([AssetKey("backups")])} == {
+        "backup_checksums", "backup_dump_readable", "backup_restore_test", "backup_freshness"}
+    [nightly] = backup_schedules()
+    assert nightly.name == "nightly_backup_schedule" and nightly.job_name == "nightly_backup_job"
+
+
+def test_a_killed_restore_test_leaves_nothing_behind(tmp_path: Path, pg_database: str) -> None:
+    """The scratch database of a restore test whose process died is dropped by the next one."""
+    from ultra_ops.engine.backups.restore_test import restore_test
+
+    stack = Stack(tmp_path, pg_database)
+    _churn(pg_database)
+    info = create_backup(stack.env, compression=0)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True, timeout=60)
+    scratch = f"{pg_database}__rtest_deadbeef"
+    with psycopg.connect(**PG, dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{scratch}"')
+    records = stack.env.state_dir / "restore-tests"
+    records.mkdir(parents=True)
+    (records / f"{scratch}.json").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout),
+                                                         "start": "1"}))
+    report = restore_test(stack.env, info)
+    assert report.passed and report.restored == {"public.churn": 500}
+    with psycopg.connect(**PG, dbname="postgres") as conn:
+        left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pg_database + "__%",)).fetchall()
+    assert left == [] and not list(records.iterdir())
