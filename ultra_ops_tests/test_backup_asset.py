@@ -111,6 +111,8 @@ def test_every_check_goes_red_on_a_backup_built_to_fail_it(tmp_path: Path, pg_da
     lacking = create_backup(stack.env, compression=0)
     _without_table(stack.env, lacking, "churn")
 
+    assert stack.ops("backups", "verify", "--backup", "20990101T000000Z-dead", "--restore-test") == 2
+
     # The dump lacks a table: checksums hold (rewritten), the table of contents and the restore test name it.
     assert stack.ops("backups", "verify", "--backup", lacking.id, "--restore-test") == 1
     out = capsys.readouterr().out

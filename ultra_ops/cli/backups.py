@@ -60,6 +60,10 @@ def cmd_backups(args: argparse.Namespace) -> int:
             verb = "keep  " if decision["keep"] else ("would remove" if args.dry_run else "removed")
             out(f"{verb} {decision['backup_id']}: {decision['why']}")
     elif args.backups_command == "verify":
+        if args.backup:
+            from ultra_ops.engine.backups.store import get_backup
+
+            get_backup(env, args.backup)  # an unknown id is bad input: refused before any run starts
         result = run_job(args, settings, "verify_backups_job", env.name,
                           ops_config("backups_verify", {"backup_id": args.backup}))
         for backup_id, outcome in (result.outputs.get("backups_verify", {}).get("results") or {}).items():
