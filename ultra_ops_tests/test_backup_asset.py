@@ -81,6 +81,9 @@ def test_every_kind_of_backup_is_a_materialization_of_its_day(stack: Stack, dags
         [request] = backup_schedules()[0].evaluate_tick(context).run_requests
         result = launch("nightly_backup_job", {}, {**request.tags, PARTITION: str(request.partition_key),
                                                     SCHEDULE: "nightly_backup_schedule"}, instance=instance)
+        yesterday = f"{now - timedelta(days=1):%Y-%m-%d}|staging"
+        past = launch("nightly_backup_job", {}, {**request.tags, PARTITION: yesterday}, instance=instance)
+    assert not past.success and f"materialize today's partition ({now:%Y-%m-%d}|staging)" in past.message
     assert result.success, result.message
     assert {c["name"]: c["passed"] for c in result.checks} == {
         "backup_checksums": True, "backup_dump_readable": True, "backup_restore_test": True, "backup_freshness": True}
