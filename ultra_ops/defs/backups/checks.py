@@ -7,7 +7,7 @@ check the newest backup of the run's environment (its `ultra_ops/environment` ta
 configured environment.
 """
 
-
+# No `from __future__ import annotations`: Dagster reads the `context` annotation of a check as a type.
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
