@@ -25,10 +25,11 @@ def print_backups(rows: list[dict[str, Any]]) -> None:
     if not rows:
         out("no backups")
         return
-    out(f"{'BACKUP ID':<28} {'VERSION':<22} {'CREATED':<26} {'SIZE':>10}  LABEL")
+    out(f"{'BACKUP ID':<28} {'VERSION':<22} {'CREATED':<26} {'SIZE':>10}  {'KIND':<9}  LABEL")
     for b in rows:
         size = f"{b['size_bytes'] / 1e6:.1f} MB"
-        out(f"{b['id']:<28} {b.get('version') or '-':<22} {b['created_at']:<26} {size:>10}  {b.get('label', '')}")
+        out(f"{b['id']:<28} {b.get('version') or '-':<22} {b['created_at']:<26} {size:>10}  "
+            f"{b.get('kind', ''):<9}  {b.get('label', '')}")
 
 
 def cmd_backups(args: argparse.Namespace) -> int:
