@@ -25,10 +25,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# The bench helpers (connections, CHECKPOINT + sync before each timing) are backup_bench's.
+from backup_bench import CORES, PG, admin, checkpoint, db_size, drop_db  # noqa: E402
 
 from ultra_ops.engine.backups.create import create_backup  # noqa: E402
 from ultra_ops.engine.backups.dump import dump_source  # noqa: E402
@@ -37,9 +39,6 @@ from ultra_ops.engine.settings import load_settings  # noqa: E402
 
 SOURCE_DB = "uo_bench_restore_test"
 TARGET_BYTES = 450_000_000
-PG = {"host": os.environ.get("PGHOST", "127.0.0.1"), "port": int(os.environ.get("PGPORT", "5432")),
-      "user": os.environ.get("PGUSER", "postgres")}
-CORES = os.cpu_count() or 1
 
 WORDS = ("the model answer user prompt token context window request response latency deploy release version "
          "cache vector search embedding document chunk score rank filter query result error retry timeout "
@@ -68,22 +67,6 @@ GENERATE = [
 ]
 
 
-def admin(dbname: str = "postgres") -> psycopg.Connection:
-    return psycopg.connect(**PG, dbname=dbname, autocommit=True)
-
-
-def db_size(name: str) -> int | None:
-    with admin() as conn:
-        row = conn.execute("SELECT pg_database_size(datname) FROM pg_database WHERE datname = %s",
-                           (name,)).fetchone()
-    return row[0] if row else None
-
-
-def drop_db(name: str) -> None:
-    with admin() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 def generate(regenerate: bool) -> int:
     size = db_size(SOURCE_DB)
     if size is not None and size >= TARGET_BYTES and not regenerate:
@@ -99,13 +82,6 @@ def generate(regenerate: bool) -> int:
     size = db_size(SOURCE_DB) or 0
     print(f"generated {SOURCE_DB}: {size / 1e9:.2f} GB in {time.perf_counter() - t0:.0f}s")
     return size
-
-
-def checkpoint() -> None:
-    # Each timing starts from a clean server: no run pays for the dirty pages of the one before.
-    with admin() as conn:
-        conn.execute("CHECKPOINT")
-    os.sync()
 
 
 def libpq() -> dict[str, str]:
