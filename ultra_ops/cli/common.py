@@ -72,9 +72,10 @@ def launched_by_user() -> str:
 
 def run_job(args: argparse.Namespace, settings: Settings, job: str, environment: str,
              run_config: dict[str, Any] | None = None, *, partition: str | None = None,
-             partitioned: bool = True, **tag_values: Any):  # noqa: ANN202
+             partitioned: bool = True, environment_tag: bool = True, **tag_values: Any):  # noqa: ANN202
     """Run `job` for one environment partition, tagged before it starts, as the UI would file it.
-    `partitioned=False`: a job that is not run per environment (no partition or environment tag)."""
+    `partitioned=False`: a job with no partitions (asset checks alone), told its environment by tag.
+    `environment_tag=False`: not that tag either (a job the queue must not hold behind the environment's runs)."""
     from dagster import DagsterInstance
 
     from ultra_ops.defs.shared.launch import ensure_dagster_home, launch
@@ -86,10 +87,12 @@ def run_job(args: argparse.Namespace, settings: Settings, job: str, environment:
     home = ensure_dagster_home(settings.path.parent / ".dagster_home")
     operation = job.removesuffix("_job")
     tags = launch_tags(environment, operation, launched_by=launched_by_user(), **tag_values)
-    if not partitioned:
-        tags = {k: v for k, v in tags.items() if k not in (PARTITION, ENVIRONMENT)}
     if partition:
         tags[PARTITION] = partition  # a job partitioned by more than the environment
+    if not partitioned:
+        del tags[PARTITION]
+    if not environment_tag:
+        del tags[ENVIRONMENT]
     config = {**(run_config or {}),
               "resources": {"locks": {"config": {"lock_wait_s": float(getattr(args, "lock_wait", 0) or 0)}}}}
     progress(f"starting {job} for {environment} (Dagster home {home})")

@@ -85,7 +85,8 @@ def _decide(args: argparse.Namespace, settings: Settings, env: Environment) -> i
     config = ops_config("decide_verification", {
         "environment": env.name, "decision": args.decide, "by": args.by, "reason": args.reason,
         "request_id": args.request})
-    result = run_job(args, settings, "verification_decision_job", env.name, config, partitioned=False)
+    result = run_job(args, settings, "verification_decision_job", env.name, config, partitioned=False,
+                     environment_tag=False)
     decision = result.outputs.get("decide_verification", {}).get("decision")
     if result.success and decision:
         out(f"{decision['id']} on {env.name}: {decision['decision']} decided by {decision['decided_by']}")
