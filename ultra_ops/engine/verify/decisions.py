@@ -142,10 +142,17 @@ def decide(env: Environment, decision: str, *, by: str, launched_by: str | None 
 def wait_for_decision(env: Environment, request_id: str, max_wait_s: float, *, log: Log,
                       poll_s: float = 1.0, remind_s: float = 300.0) -> DecisionRecord:
     """Poll the request until someone decides; after `max_wait_s` decide `rollback` as `timeout`."""
-    try:
+    with abandoned_on_interrupt(env, request_id):
         return _wait(env, request_id, max_wait_s, log=log, poll_s=poll_s, remind_s=remind_s)
+
+
+@contextmanager
+def abandoned_on_interrupt(env: Environment, request_id: str) -> Iterator[None]:
+    """Interrupted (Ctrl-C, SIGTERM) while the request is open: the deploy rolls back, so the request
+    is closed as `abandoned` rather than left for someone to answer."""
+    try:
+        yield
     except BaseException:
-        # Interrupted (Ctrl-C, SIGTERM): the deploy rolls back; the request must not stay open.
         with contextlib.suppress(Exception):
             decide(env, "rollback", by=ABANDONED_DECIDER, request_id=request_id,
                    reason="the deploy was interrupted while it waited")

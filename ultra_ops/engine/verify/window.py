@@ -18,7 +18,7 @@ from typing import Any
 from ultra_ops.engine.errors import VerificationFailed
 from ultra_ops.engine.secrets import Log, Redactor
 from ultra_ops.engine.settings import Environment
-from ultra_ops.engine.verify.decisions import ask, wait_for_decision
+from ultra_ops.engine.verify.decisions import abandoned_on_interrupt, ask, wait_for_decision
 from ultra_ops.engine.verify.report import VerifyReport
 from ultra_ops.engine.verify.runner import verify_environment
 
@@ -123,12 +123,14 @@ def settle(env: Environment, window: WindowReport, *, request_id: str, version: 
     if how == "fail":
         return replace(window, decision={"decision": "rollback", "decided_by": "config (on_inconclusive)"})
     wait_s = env.verify.window.decision_wait_s
-    record = ask(env, request_id, version=version, run_id=run_id, summary=window.summary())
-    _tell(env, window, record.id, version, log)
-    log.warning(f"{window.summary()}. Waiting up to {wait_s:g}s for a decision: "
-                f"ultra-ops verify --environment {env.name} --decide approve|rollback --by NAME "
-                f"(or verification_decision_job in the UI); then it rolls back. Request {record.id}.")
-    record = wait_for_decision(env, request_id, wait_s, log=log)
+    # From the moment the request exists, an interrupt closes it (the deploy rolls back).
+    with abandoned_on_interrupt(env, request_id):
+        record = ask(env, request_id, version=version, run_id=run_id, summary=window.summary())
+        _tell(env, window, record.id, version, log)
+        log.warning(f"{window.summary()}. Waiting up to {wait_s:g}s for a decision: "
+                    f"ultra-ops verify --environment {env.name} --decide approve|rollback --by NAME "
+                    f"(or verification_decision_job in the UI); then it rolls back. Request {record.id}.")
+        record = wait_for_decision(env, request_id, wait_s, log=log)
     log.info(f"{record.decision} decided by {record.decided_by} (launched by {record.launched_by or '-'})")
     return replace(window, decision=record.to_dict())
 
