@@ -80,7 +80,7 @@ def test_rollback_to_named_backup(tmp_path: Path, pg_database: str, dagster_home
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
                     "--allow-empty", "-m", "release"], check=True)
-    stack = Stack(tmp_path, pg_database, extra=f'git_repo = "{repo}"')
+    stack = Stack(tmp_path, pg_database, extra=f'git_repo = "{repo}"\ntag_releases = true')
     try:
         _rollback_to_named_backup(stack, repo, dagster_home)
     finally:
@@ -119,7 +119,7 @@ def test_release_records_of_deploys_and_rollbacks(tmp_path: Path, pg_database: s
                                                   capsys) -> None:
     repo = tmp_path / "repo"
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    stack = Stack(tmp_path, pg_database, extra=f'git_repo = "{repo}"')
+    stack = Stack(tmp_path, pg_database, extra=f'git_repo = "{repo}"\ntag_releases = true')
     try:
         _release_records(stack, repo, dagster_home, capsys)
     finally:

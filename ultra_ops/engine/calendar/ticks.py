@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from ultra_ops.engine.calendar.approvals import valid_approval
 from ultra_ops.engine.locks import describe_holder, lock_holder
+from ultra_ops.engine.release.branches import release_branches
 from ultra_ops.engine.release.records import ReleaseStatus, find_releases
 from ultra_ops.engine.settings import Settings
 
@@ -50,13 +51,23 @@ def _deployed(settings: Settings, environment: str) -> list[str]:
 def release_candidate(settings: Settings, environment: str) -> tuple[str | None, str]:
     """The version a release tick would deploy, or None and why there is none.
 
-    Staging takes the newest release development runs that staging has not had; production the
-    newest release verified on staging that production has not had.
+    Staging takes the newest `release/vX.Y.Z` branch of its git_repo that it has not had (without a
+    git_repo: the newest release development runs); production the newest release verified on
+    staging that production has not had.
     """
     source = _SOURCE.get(environment)
     if source is None:
         return None, f"{environment} has no release schedule"
     already = set(_deployed(settings, environment))
+    repo = settings.environments[environment].git_repo if environment in settings.environments else None
+    if environment == "staging" and repo is not None:
+        # The release document's release branches: what `ultra-ops release-branch` made from main.
+        # Only the newest: an older branch staging skipped is never deployed over a newer one.
+        branches = release_branches(repo)
+        if branches and branches[0][0] not in already:
+            return branches[0][0], ""
+        newest = f"the newest, release/{branches[0][0]}, is on staging already" if branches else "there is none"
+        return None, f"nothing new to release: no release/vX.Y.Z branch in {repo} that staging has not had ({newest})"
     for version in _deployed(settings, source):
         if _RELEASE.fullmatch(version) and version not in already:
             return version, ""

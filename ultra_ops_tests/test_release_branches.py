@@ -1,0 +1,133 @@
+"""Release branches and tags on git repositories made in the test, with a bare remote for the pushes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from conftest import Stack, write_multi_config
+from dagster import DagsterInstance
+
+from ultra_ops.cli import main
+from ultra_ops.engine.calendar.ticks import release_tick
+from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, find_releases, record_release, utc_timestamp
+from ultra_ops.engine.release.tags import commit_of, tag_release
+from ultra_ops.engine.settings import load_settings
+
+PACKAGE = {"name": "ultra-ai", "version": "1.0.0", "private": True,
+           "dependencies": {"left-pad": "1.3.0"}, "engines": {"node": ">=20"}}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+
+
+def make_repo(tmp_path: Path) -> tuple[Path, Path]:
+    """An Ultra AI repository on main with package.json, an env template and a changelog; and a bare
+    remote `origin` it pushes to."""
+    repo, remote = tmp_path / "ultra-ai", tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True, timeout=30)
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True, timeout=30)
+    (repo / "package.json").write_text(json.dumps(PACKAGE, indent=2) + "\n")
+    (repo / ".env.example").write_text("# copy to .env.<environment>\nULTRA_VERSION=v1.0.0\nULTRA_AUTH_USER=admin\n")
+    (repo / "CHANGELOG.md").write_text("# Changelog\n\n## 1.1.0\n- faster prompts\n")
+    git(repo, "add", "package.json", ".env.example", "CHANGELOG.md")
+    git(repo, "commit", "-q", "-m", "Ultra AI 1.0.0")
+    git(repo, "remote", "add", "origin", str(remote))
+    return repo, remote
+
+
+def with_repo(config: Path, repo: Path, push: bool = True) -> Path:
+    text = config.read_text().replace("[defaults]\n", f'[defaults]\ngit_repo = "{repo}"\ngit_push = {str(push).lower()}\n',
+                                      1)
+    config.write_text(text)
+    return config
+
+
+def test_release_branch_from_main_with_its_version_then_tagged_in_production(
+    tmp_path: Path, dagster_home: Path, capsys
+) -> None:
+    repo, remote = make_repo(tmp_path)
+    config = with_repo(write_multi_config(tmp_path, {"staging": "unused_s", "production": "unused_p"},
+                                          redis_prefix="unused:"), repo)
+    main_before = git(repo, "rev-parse", "main")
+    (repo / "notes.txt").write_text("work in progress, not committed\n")  # the operator's working tree
+
+    assert main(["release-branch", "--tag", "v1.1.0", "--config", str(config)]) == 0
+    assert "release/v1.1.0 created" in capsys.readouterr().out
+    branch = git(repo, "rev-parse", "release/v1.1.0")
+    assert git(repo, "rev-parse", "release/v1.1.0^") == main_before == git(repo, "rev-parse", "main")
+    package = json.loads(git(repo, "show", "release/v1.1.0:package.json"))
+    assert package == {**PACKAGE, "version": "1.1.0"}  # the package's version only, nothing else touched
+    assert "ULTRA_VERSION=v1.1.0\nULTRA_AUTH_USER=admin" in git(repo, "show", "release/v1.1.0:.env.example")
+    assert git(repo, "show", "-s", "--format=%s|%cn", branch) == "Release v1.1.0|ultra-ops"
+    # Nothing of the operator's checkout moved: HEAD, index and working tree are as they were.
+    assert git(repo, "symbolic-ref", "HEAD") == "refs/heads/main"
+    assert git(repo, "status", "--porcelain") == "?? notes.txt"
+    assert json.loads((repo / "package.json").read_text())["version"] == "1.0.0"
+    assert git(remote, "rev-parse", "refs/heads/release/v1.1.0") == branch  # pushed
+
+    # Bad input: exit 2, nothing made.
+    capsys.readouterr()
+    assert main(["release-branch", "--tag", "v1.1.0", "--config", str(config)]) == 2
+    assert "release/v1.1.0 already exists" in capsys.readouterr().err
+    assert main(["release-branch", "--tag", "1.2", "--config", str(config)]) == 2
+    assert main(["release-branch", "--tag", "v1.2.0-rc.1", "--config", str(config)]) == 2
+    assert git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/release/") == "refs/heads/release/v1.1.0"
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        (run,) = instance.get_runs()
+    assert run.job_name == "release_branch_job" and run.status.value == "SUCCESS"
+    assert run.tags["ultra_ops/version"] == "v1.1.0" and run.tags["dagster/code_location"] == "ultra_ops"
+
+    settings = load_settings(config)
+    staging, production = settings.environments["staging"], settings.environments["production"]
+    # Before the tag, the release's commit is its branch's: a staging deploy's record keeps it.
+    assert commit_of(staging, "v1.1.0") == branch
+    assert tag_release(staging, "v1.1.0") == "skipped"  # staging does not tag (tag_releases: production)
+    assert tag_release(production, "v1.1.0") == "created"
+    assert git(repo, "rev-parse", "v1.1.0^{commit}") == branch  # the branch's commit, not HEAD (main)
+    assert git(repo, "cat-file", "-t", "v1.1.0") == "tag"  # annotated
+    assert git(repo, "tag", "-n1", "v1.1.0").split(None, 1)[1] == "Release v1.1.0"
+    assert git(remote, "rev-parse", "v1.1.0^{commit}") == branch
+    assert tag_release(production, "v1.1.0") == "exists"
+    assert commit_of(production, "v1.1.0") == branch
+
+
+def test_staging_tick_deploys_the_newest_release_branch_it_has_not_had(tmp_path: Path) -> None:
+    repo, _ = make_repo(tmp_path)
+    config = with_repo(write_multi_config(tmp_path, {"development": "u_d", "staging": "u_s", "production": "u_p"},
+                                          redis_prefix="unused:"), repo, push=False)
+    settings = load_settings(config)
+    tuesday = datetime(2027, 3, 9, 10, tzinfo=ZoneInfo("UTC"))
+    tick = release_tick(settings, "staging", tuesday, check_lock=False)
+    assert tick.version is None and "no release/vX.Y.Z branch" in tick.skip and "there is none" in tick.skip
+    for version in ("v1.2.0", "v1.10.0", "v1.9.3"):
+        assert main(["release-branch", "--tag", version, "--config", str(config)]) == 0
+    git(repo, "branch", "release/v2.0.0-rc.1", "main")  # not a release version: never deployed by the calendar
+    tick = release_tick(settings, "staging", tuesday, check_lock=False)
+    assert (tick.version, tick.skip) == ("v1.10.0", None)  # 10 > 9 > 2: versions, not text
+    now = utc_timestamp()
+    record_release(settings.environments["staging"], ReleaseRecord(
+        environment="staging", operation="deploy", version="v1.10.0", previous_version=None,
+        status=ReleaseStatus.DEPLOYED, started_at=now, ended_at=now))
+    tick = release_tick(settings, "staging", tuesday, check_lock=False)
+    assert tick.version is None and "release/v1.10.0, is on staging already" in tick.skip
+
+
+def test_a_staging_deploy_records_its_release_branch_commit(tmp_path: Path, pg_database: str,
+                                                            dagster_home: Path) -> None:
+    repo, _ = make_repo(tmp_path)
+    stack = Stack(tmp_path, pg_database, extra=f'git_repo = "{repo}"')
+    try:
+        assert main(["release-branch", "--tag", "v1.1.0", "--config", str(stack.config)]) == 0
+        branch = git(repo, "rev-parse", "release/v1.1.0")
+        assert stack.ops("deploy", "--tag", "v1.1.0", "--skip-tests") == 0
+    finally:
+        stack.stop()
+    (record,) = find_releases(stack.env)
+    assert (record.version, record.status, record.commit) == ("v1.1.0", "deployed", branch)
+    assert git(repo, "tag") == ""  # staging does not tag; production does after its deploy
