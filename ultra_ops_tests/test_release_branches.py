@@ -42,8 +42,8 @@ def make_repo(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def with_repo(config: Path, repo: Path, push: bool = True) -> Path:
-    text = config.read_text().replace("[defaults]\n", f'[defaults]\ngit_repo = "{repo}"\ngit_push = {str(push).lower()}\n',
-                                      1)
+    settings = f'[defaults]\ngit_repo = "{repo}"\ngit_push = {str(push).lower()}\n'
+    text = config.read_text().replace("[defaults]\n", settings, 1)
     config.write_text(text)
     return config
 
