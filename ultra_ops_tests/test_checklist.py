@@ -180,3 +180,22 @@ def _bad_config(tmp_path: Path, stack: Stack, repo: Path) -> Path:
     bad = tmp_path / "bad.toml"
     bad.write_text(text)
     return bad
+
+
+def test_init_gives_the_service_what_the_checklist_tests(tmp_path: Path, pg_database: str, capsys) -> None:
+    from conftest import write_config
+
+    from ultra_ops.engine.envfile import read_env_file
+    from ultra_ops.engine.settings import load_settings
+
+    extra = ('checklist = { protected_url = "http://127.0.0.1:1/api/v1/me", '
+             'rate_limit_url = "http://127.0.0.1:1/api/v1/version", rate_limit_burst = 40 }')
+    config = write_config(tmp_path, pg_database, extra=extra)
+    assert main(["init", "--environment", "staging", "--config", str(config)]) == 0
+    env = load_settings(config).environment("staging")
+    values = read_env_file(env.env_file)
+    password = values["ULTRA_AUTH_PASSWORD"]
+    assert len(password) >= 24 and values["ULTRA_RATE_LIMIT"] == "20/1"  # the burst of 40 meets it
+    assert password not in capsys.readouterr().out
+    assert main(["init", "--environment", "staging", "--config", str(config)]) == 0
+    assert read_env_file(env.env_file)["ULTRA_AUTH_PASSWORD"] == password  # made once, then left alone

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from conftest import Stack, write_multi_config
 from dagster import DagsterInstance
 
@@ -131,3 +133,60 @@ def test_a_staging_deploy_records_its_release_branch_commit(tmp_path: Path, pg_d
     (record,) = find_releases(stack.env)
     assert (record.version, record.status, record.commit) == ("v1.1.0", "deployed", branch)
     assert git(repo, "tag") == ""  # staging does not tag; production does after its deploy
+
+
+def test_production_never_takes_a_version_staging_rolled_back(tmp_path: Path) -> None:
+    config = write_multi_config(tmp_path, {"staging": "u_s", "production": "u_p"}, redis_prefix="unused:")
+    settings = load_settings(config)
+    staging = settings.environments["staging"]
+    now = utc_timestamp()
+    for version, operation, previous in (("v1.0.0", "deploy", None), ("v1.1.0", "deploy", "v1.0.0"),
+                                         ("v1.0.0", "rollback", "v1.1.0")):
+        record_release(staging, ReleaseRecord(environment="staging", operation=operation, version=version,
+                                              previous_version=previous, status=ReleaseStatus.DEPLOYED
+                                              if operation == "deploy" else ReleaseStatus.ROLLED_BACK,
+                                              started_at=now, ended_at=now))
+    thursday = datetime(2026, 1, 8, 10, tzinfo=ZoneInfo("UTC"))  # the default anchor
+    tick = release_tick(settings, "production", thursday, check_lock=False)
+    assert tick.version == "v1.0.0"  # v1.1.0 was verified on staging, then rolled back there: not promoted
+
+
+def test_the_demo_calendar_branch_ticks_approval_tag_and_webhook(
+    tmp_path: Path, pg_databases: dict[str, str], redis_prefix: str, dagster_home: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from ultra_ops.demo_calendar import run_calendar_demo
+
+    config = write_multi_config(tmp_path, {e: pg_databases[e] for e in ("staging", "production")},
+                                redis_prefix=redis_prefix)
+    repo = tmp_path / "ultra-ai"
+    config.write_text(config.read_text().replace(
+        'timezone = "UTC"\n', 'timezone = "Europe/Berlin"\n[notifications]\nwebhook_url_env = "ULTRA_TEST_DEMO_HOOK"\n',
+        1))
+    with_repo(config, repo)
+    monkeypatch.setenv("ULTRA_OPS_CONFIG", str(config))  # the schedules read the config the CLI names
+    monkeypatch.delenv("ULTRA_TEST_DEMO_HOOK", raising=False)
+    for env in ("staging", "production"):
+        assert main(["init", "--environment", env, "--config", str(config)]) == 0
+    lines: list[str] = []
+    settings = load_settings(config)
+    try:
+        code = run_calendar_demo(settings, ["--config", str(config)], run=main, progress=lines.append,
+                                 out=lines.append)
+    finally:
+        for env in ("staging", "production"):
+            main(["stop", "--environment", env, "--config", str(config)])
+    assert code == 0, "\n".join(lines)
+    text = "\n".join(lines)
+    assert "production tick: skip: awaiting approval of v1.2.0" in text
+    branch = git(repo, "rev-parse", "release/v1.2.0")
+    origin = tmp_path / "ultra-ai-origin.git"
+    assert git(origin, "rev-parse", "v1.2.0^{commit}") == branch  # tagged in production, pushed
+    (record,) = find_releases(settings.environments["production"])
+    assert (record.version, record.commit, record.launched_by) == (
+        "v1.2.0", branch, "schedule:production_release_schedule")
+    (staged,) = find_releases(settings.environments["staging"])
+    assert (staged.version, staged.launched_by) == ("v1.2.0", "schedule:staging_release_schedule")
+    events = [line.split("]")[0].strip(" [") for line in lines if line.startswith("  [")]
+    assert events == ["deploy", "production_skipped", "deploy"]
+    assert "ULTRA_TEST_DEMO_HOOK" not in os.environ  # the demo's webhook variable is put back

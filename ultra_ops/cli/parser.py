@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("approve", parents=[common], help="approve a version for scheduled deploys")
     p.add_argument("--tag", required=True, help="the version approved, e.g. v1.2.3")
     p.add_argument("--by", required=True, metavar="NAME", help="who approves it")
+    p.add_argument("--at", metavar="TIME", help="when the approval starts to count, ISO time with zone (default now; "
+                   "at most calendar.approval.expires_hours ahead)")
     p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser("calendar", help="the coming release and backup ticks and what each would do")

@@ -36,14 +36,18 @@ class Tick:
         return f"{self.at:%a %Y-%m-%d %H:%M %Z}  {self.schedule:<28} {self.environment:<12} {what}"
 
 
-def _deployed(settings: Settings, environment: str) -> list[str]:
-    """Versions that reached `environment` by a successful, verified deploy, newest first."""
+def _deployed(settings: Settings, environment: str, *, still_good: bool = False) -> list[str]:
+    """Versions that reached `environment` by a successful, verified deploy, newest first; with
+    `still_good`, only those no rollback has taken out again since (what may be promoted)."""
     if environment not in settings.environments:
         return []
-    records = find_releases(settings.environments[environment], status=ReleaseStatus.DEPLOYED, operation="deploy")
     seen: list[str] = []
-    for record in records:
-        if record.version and record.version not in seen:
+    rolled_away: set[str] = set()
+    for record in find_releases(settings.environments[environment]):  # newest first
+        if still_good and record.operation == "rollback" and record.previous_version:
+            rolled_away.add(record.previous_version)  # a later rollback took this version out again
+        elif (record.operation == "deploy" and record.status == ReleaseStatus.DEPLOYED and record.version
+              and record.version not in rolled_away and record.version not in seen):
             seen.append(record.version)
     return seen
 
@@ -68,7 +72,7 @@ def release_candidate(settings: Settings, environment: str) -> tuple[str | None,
             return branches[0][0], ""
         newest = f"the newest, release/{branches[0][0]}, is on staging already" if branches else "there is none"
         return None, f"nothing new to release: no release/vX.Y.Z branch in {repo} that staging has not had ({newest})"
-    for version in _deployed(settings, source):
+    for version in _deployed(settings, source, still_good=True):
         if _RELEASE.fullmatch(version) and version not in already:
             return version, ""
     return None, f"nothing new to release: no release verified on {source} that {environment} has not had"

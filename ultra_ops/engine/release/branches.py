@@ -27,7 +27,7 @@ MAIN = "main"
 VERSION_KEY = "ULTRA_VERSION"  # the env files' version key, as deploys write it
 _GIT_TIMEOUT_S = 30.0
 _GIT_PUSH_TIMEOUT_S = 120.0
-_RELEASE = re.compile(r"v(\d+)\.(\d+)\.(\d+)")
+RELEASE_VERSION = re.compile(r"v(\d+)\.(\d+)\.(\d+)")
 # Who commits a release: the committer is ultra_ops; the author the person who launched it.
 _COMMITTER = {"GIT_COMMITTER_NAME": "ultra-ops", "GIT_COMMITTER_EMAIL": "ultra-ops@localhost"}
 
@@ -59,6 +59,15 @@ def _push_wanted(settings: Settings) -> bool:
     return any(env.git_push for env in settings.environments.values() if env.git_repo is not None)
 
 
+def has_origin(repo: Path) -> bool:
+    """Whether the repository has a remote `origin` to push releases to."""
+    try:
+        return run(["git", "-C", str(repo), "remote", "get-url", "origin"], timeout=_GIT_TIMEOUT_S,
+                   check=False).returncode == 0
+    except CommandFailed:
+        return False
+
+
 def _git(repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True,
          timeout: float = _GIT_TIMEOUT_S) -> str:
     done = run(["git", "-C", str(repo), *args], timeout=timeout, env=env, check=check)
@@ -70,7 +79,7 @@ def _resolve(repo: Path, ref: str) -> str | None:
 
 
 def version_key(version: str) -> tuple[int, int, int]:
-    match = _RELEASE.fullmatch(version)
+    match = RELEASE_VERSION.fullmatch(version)
     if match is None:
         raise InputError(f"{version!r} is not a release version vX.Y.Z")
     return int(match[1]), int(match[2]), int(match[3])
@@ -87,7 +96,7 @@ def release_branches(repo: Path) -> list[tuple[str, str]]:
     for line in listed.splitlines():
         name, _, commit = line.partition(" ")
         version = name.removeprefix(PREFIX)
-        if _RELEASE.fullmatch(version):
+        if RELEASE_VERSION.fullmatch(version):
             found.append((version, commit))
     return sorted(found, key=lambda vc: version_key(vc[0]), reverse=True)
 
@@ -150,7 +159,8 @@ def _updated_files(repo: Path, base: str, version: str) -> dict[str, tuple[str, 
 def create_release_branch(settings: Settings, version: str, *, author: str = "ultra-ops",
                           log: Log | None = None) -> ReleaseBranch:
     """Make `release/<version>` from main: one commit writing the version into package.json and the
-    tracked env files (none when nothing names a version), pushed to origin where git_push is set."""
+    tracked env files (none when nothing names a version), pushed to origin where git_push is set and
+    the repository has that remote."""
     log = log or NullLog()
     validate_tag(version)
     version_key(version)
@@ -187,7 +197,9 @@ def create_release_branch(settings: Settings, version: str, *, author: str = "ul
     log.info(f"{branch} created in {repo} at {commit[:12]} from {MAIN} {base[:12]}"
              + (f", version set in {', '.join(changed)}" if changed else ", no file names a version"))
     pushed = False
-    if _push_wanted(settings):
+    if _push_wanted(settings) and not has_origin(repo):
+        log.warning(f"git_push is set but {repo} has no remote origin: {branch} not pushed")
+    elif _push_wanted(settings):
         try:
             _git(repo, "push", "origin", f"refs/heads/{branch}:refs/heads/{branch}", timeout=_GIT_PUSH_TIMEOUT_S)
         except CommandFailed as exc:

@@ -25,7 +25,7 @@ from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import CommandFailed, OperationError
 from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.lazy import lazy_module
-from ultra_ops.engine.release.branches import MAIN
+from ultra_ops.engine.release.branches import MAIN, RELEASE_VERSION
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 from ultra_ops.engine.shell import run
@@ -210,6 +210,8 @@ def docs_item(env: Environment, version: str | None) -> ChecklistItem:
         return _not_checked(CODE, name, f"no git_repo folder for {env.name} ({env.git_repo or 'not configured'})")
     if not version:
         return _not_checked(CODE, name, "no version given (--tag)")
+    if not RELEASE_VERSION.fullmatch(version):
+        return _not_checked(CODE, name, f"{version} is not a release version vX.Y.Z (a development build)")
     if not env.checklist.docs:
         return _not_checked(CODE, name, "no docs configured ([checklist] docs)")
     ref = _release_ref(env, version)
@@ -277,7 +279,8 @@ def env_file_items(env: Environment) -> list[ChecklistItem]:
     missing = [k for k in wanted if not values.get(k)]
     missing_env = [n for n in env.secret_env_names() if not os.environ.get(n)]
     evidence = (f"missing in {path.name}: {', '.join(missing)}" if missing else
-                f"{path.name}: {len(wanted)} required set" + (f" ({', '.join(wanted)})" if wanted else ""))
+                f"{path.name}: {', '.join(wanted)} set" if wanted else
+                f"{path.name}: no key required besides ULTRA_VERSION (the deploy writes it)")
     evidence += (f"; not set in ultra_ops's environment: {', '.join(missing_env)}" if missing_env else
                  f"; {len(env.secret_env_names())} secret variables named by the config set")
     return [_item(CONFIG, "environment variables set", not missing and not missing_env, evidence)]

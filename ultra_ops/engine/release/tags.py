@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ultra_ops.engine.errors import CommandFailed, OperationError
-from ultra_ops.engine.release.branches import branch_commit
+from ultra_ops.engine.release.branches import branch_commit, has_origin
 from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Environment
 from ultra_ops.engine.shell import run
@@ -42,14 +42,17 @@ def tag_release(env: Environment, version: str, *, log: Log | None = None) -> st
         log.info(f"git tag {version} already exists in {repo}")
         return "exists"
     target = branch_commit(env.git_repo, version) or "HEAD"
+    push = env.git_push and has_origin(env.git_repo)
+    if env.git_push and not push:
+        log.warning(f"git_push is set but {repo} has no remote origin: tag {version} stays local")
     try:
         run(["git", "-C", repo, "tag", "-a", version, "-m", f"Release {version}", target], timeout=_GIT_TIMEOUT_S)
-        if env.git_push:
+        if push:
             run(["git", "-C", repo, "push", "origin", f"refs/tags/{version}"], timeout=_GIT_PUSH_TIMEOUT_S)
     except OperationError as exc:
         raise OperationError(f"tagging release {version} failed: {exc}") from None
     log.info(f"created git tag {version} in {repo} on {target if target == 'HEAD' else target[:12]}"
-             + (" and pushed it" if env.git_push else ""))
+             + (" and pushed it to origin" if push else ""))
     return "created"
 
 
