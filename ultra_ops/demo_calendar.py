@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -60,10 +61,18 @@ def _git(repo: Path, *args: str) -> str:
     return shell([*_GIT, "-C", str(repo), *args], timeout=60).stdout.strip()
 
 
+MARKER = "ultra-ops-demo-standin"  # in .git: this repository is the demo's own, which it may change
+
+
+def is_standin(repo: Path) -> bool:
+    return (repo / ".git" / MARKER).is_file()
+
+
 def ensure_repository(repo: Path) -> list[str]:
     """The stand-in Ultra AI repository the shipped config names: main with package.json, an env
-    template and a changelog, and a bare `origin` beside it that release tags are pushed to."""
-    if (repo / ".git").is_dir():
+    template and a changelog, and a bare `origin` beside it that release tags are pushed to. A
+    repository that exists already is left alone (the calendar part then runs only on the demo's)."""
+    if repo.exists():
         return []
     origin = repo.parent / f"{repo.name}-origin.git"
     repo.mkdir(parents=True, exist_ok=True)
@@ -76,6 +85,7 @@ def ensure_repository(repo: Path) -> list[str]:
     _git(repo, "add", "package.json", ".env.example", "CHANGELOG.md")
     _git(repo, "commit", "-q", "-m", "Ultra AI 1.1.0")
     _git(repo, "remote", "add", "origin", str(origin))
+    (repo / ".git" / MARKER).write_text("made by ultra-ops demo: release branches, tags and changelog commits\n")
     return [f"created the stand-in Ultra AI repository {repo} (main) with its remote {origin}"]
 
 
@@ -113,7 +123,7 @@ def _evaluate(name: str, when: datetime):  # noqa: ANN202 - dagster's ScheduleEx
         return schedule.evaluate_tick(context)
 
 
-def _launch_request(name: str, request) -> str:  # noqa: ANN001 - a dagster RunRequest
+def _launch_request(name: str, request) -> str | None:  # noqa: ANN001 - a dagster RunRequest
     """Launch a tick's RunRequest as the daemon would: its config and tags, marked as the schedule's."""
     from ultra_ops.defs.shared.launch import launch
     from ultra_ops.defs.shared.tags import PARTITION, SCHEDULE
@@ -121,7 +131,8 @@ def _launch_request(name: str, request) -> str:  # noqa: ANN001 - a dagster RunR
     tags = {**request.tags, PARTITION: str(request.partition_key), SCHEDULE: name}
     result = launch("deploy_job", dict(request.run_config), tags)
     if not result.success:
-        raise RuntimeError(f"{name}'s run {result.run_id} failed: {result.message}")
+        print(f"error: {name}'s run {result.run_id} failed: {result.message}", file=sys.stderr, flush=True)
+        return None
     return result.run_id
 
 
@@ -165,6 +176,10 @@ def _calendar(settings: Settings, repo: Path, config_args: list[str], hook: Webh
               run: Callable[[list[str]], int], progress: Callable[[str], None], out: Callable[[str], None]) -> int:
     for line in ensure_repository(repo):
         progress(line)
+    if not is_standin(repo):
+        out(f"git_repo {repo} is not the demo's stand-in repository: the calendar part would add release "
+            "branches, tags and a changelog commit to it, so it is skipped")
+        return 0
     version = next_version(settings, repo)
     plan_release(repo, version)
     now = datetime.now(UTC)
@@ -185,7 +200,10 @@ def _calendar(settings: Settings, repo: Path, config_args: list[str], hook: Webh
         return 1
     (request,) = tick.run_requests
     progress(f"   it asks for deploy_job {request.tags.get('ultra_ops/version')} on staging: launching it")
-    _notify_end(_launch_request("staging_release_schedule", request))
+    run_id = _launch_request("staging_release_schedule", request)
+    if run_id is None:
+        return 1
+    _notify_end(run_id)
 
     progress(f"== production_release_schedule's tick at {_local(settings, production_at)}, before any approval")
     tick = _evaluate("production_release_schedule", production_at)
@@ -207,6 +225,8 @@ def _calendar(settings: Settings, repo: Path, config_args: list[str], hook: Webh
     (request,) = tick.run_requests
     progress(f"   it asks for deploy_job {request.tags.get('ultra_ops/version')} on production: launching it")
     run_id = _launch_request("production_release_schedule", request)
+    if run_id is None:
+        return 1
     _notify_end(run_id)
 
     production = settings.environments["production"]

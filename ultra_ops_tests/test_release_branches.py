@@ -190,3 +190,16 @@ def test_the_demo_calendar_branch_ticks_approval_tag_and_webhook(
     events = [line.split("]")[0].strip(" [") for line in lines if line.startswith("  [")]
     assert events == ["deploy", "production_skipped", "deploy"]
     assert "ULTRA_TEST_DEMO_HOOK" not in os.environ  # the demo's webhook variable is put back
+
+
+def test_a_release_branch_that_cannot_be_pushed_is_not_left_behind(tmp_path: Path, dagster_home: Path,
+                                                                   capsys) -> None:
+    repo, remote = make_repo(tmp_path)
+    config = with_repo(write_multi_config(tmp_path, {"staging": "unused_s"}, redis_prefix="unused:"), repo)
+    remote.rename(tmp_path / "moved.git")  # origin is gone: the push fails
+    assert main(["release-branch", "--tag", "v1.1.0", "--config", str(config)]) == 1
+    assert "git exited" in capsys.readouterr().err
+    assert git(repo, "for-each-ref", "refs/heads/release/") == ""  # as it was: a retry can make it
+    (tmp_path / "moved.git").rename(remote)
+    assert main(["release-branch", "--tag", "v1.1.0", "--config", str(config)]) == 0
+    assert git(remote, "rev-parse", "refs/heads/release/v1.1.0") == git(repo, "rev-parse", "release/v1.1.0")

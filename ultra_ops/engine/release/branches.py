@@ -202,8 +202,10 @@ def create_release_branch(settings: Settings, version: str, *, author: str = "ul
     elif _push_wanted(settings):
         try:
             _git(repo, "push", "origin", f"refs/heads/{branch}:refs/heads/{branch}", timeout=_GIT_PUSH_TIMEOUT_S)
-        except CommandFailed as exc:
-            raise OperationError(f"{branch} was created in {repo} but pushing it to origin failed: {exc}") from None
+        except (CommandFailed, KeyboardInterrupt):
+            # Left as it was: the branch goes again (only if it still is ours), so a retry can make it.
+            _git(repo, "update-ref", "-d", f"refs/heads/{branch}", commit, check=False)
+            raise
         pushed = True
         log.info(f"{branch} pushed to origin")
     return ReleaseBranch(version, branch, commit, base, tuple(changed), pushed)

@@ -538,7 +538,10 @@ def env_file_git_item(env: Environment) -> ChecklistItem:
     files = _env_files(env)
     tracked, outside = [], []
     for path in files:
-        code, _ = _git(path.parent, "ls-files", "--error-unmatch", "--", path.name)
+        try:
+            code, _ = _git(path.parent, "ls-files", "--error-unmatch", "--", path.name)
+        except CommandFailed:  # no git on this machine: nothing can be tracked by it
+            return _not_checked(SECURITY, name, "git is not installed here")
         if code == 0:
             tracked.append(str(path))
         else:
