@@ -15,6 +15,7 @@ from conftest import Stack, free_port
 from test_release_branches import git, make_repo
 
 from ultra_ops.cli import main
+from ultra_ops.engine.release.checklist import on_main_item
 from ultra_ops.sample_service.llm_standin import make_server
 
 LLM_KEY = "sk-standin-9c1f7e2d4b"
@@ -97,7 +98,7 @@ def test_every_item_passes_on_a_good_setup_and_fails_on_a_bad_one(
         assert "12 passed" in evidence["automated tests pass"]
         assert "none open in" in evidence["no known critical bugs"]
         assert "CHANGELOG.md at release/v1.1.0 line 3: ## 1.1.0" in evidence["changelog or docs name the version"]
-        assert "plus 1 version commit" in evidence["release commit is on main"]
+        assert "plus release/v1.1.0's version commit" in evidence["release commit is on main"]
         llm_evidence = evidence["LLM provider keys valid, with quota"]
         assert "standin: key accepted, requests 99" in llm_evidence and "remaining" in llm_evidence
         assert "ULTRA_FEATURE_FLAGS=search" in evidence["feature flags set"]
@@ -111,6 +112,10 @@ def test_every_item_passes_on_a_good_setup_and_fails_on_a_bad_one(
         assert "anonymous 401" in auth and "login as admin 200" in auth and "with its token 200" in auth
         assert "limited after" in evidence["rate limiting enabled"]
         assert PASSWORD not in json.dumps(items) and LLM_KEY not in json.dumps(items)
+        # Once production tagged the release, the tag names the same commit: still main plus its version.
+        git(repo, "tag", "-a", "v1.1.0", "-m", "Release v1.1.0", "release/v1.1.0")
+        tagged = on_main_item(stack.env, "v1.1.0")
+        assert tagged.status == "pass" and tagged.evidence.startswith("v1.1.0 "), tagged
 
         bad = _bad_config(tmp_path, stack, repo)
         code, items = _checklist(bad, "--tag", "v1.2.0", capsys=capsys)
@@ -123,7 +128,7 @@ def test_every_item_passes_on_a_good_setup_and_fails_on_a_bad_one(
         bugs_evidence = evidence["no known critical bugs"]
         assert "1 open critical" in bugs_evidence and "data loss on restore" in bugs_evidence
         assert "no mention of v1.2.0" in evidence["changelog or docs name the version"]
-        assert "2 commits that are not on main" in evidence["release commit is on main"]
+        assert "2 commit(s) that are not on main" in evidence["release commit is on main"]
         assert "ULTRA_SECRET_SAUCE" in evidence["environment variables set"]
         assert "does not exist" in evidence["database migrations prepared"]
         assert "key rejected (401)" in evidence["LLM provider keys valid, with quota"]

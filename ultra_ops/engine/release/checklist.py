@@ -259,10 +259,11 @@ def on_main_item(env: Environment, version: str | None) -> ChecklistItem:
     # A release branch carries its version commit on top of main: what it adds must be only that.
     code, extra = _git(repo, "rev-list", "--count", f"{base.strip()}..{commit}")
     ahead = int(extra.strip() or 0)
-    if ref.startswith("refs/heads/release/") and ahead <= 1:
-        return _item(CODE, name, True, f"release/{version} {commit[:12]} is {MAIN} {base.strip()[:12]} plus "
-                     f"{ahead} version commit")
-    return _item(CODE, name, False, f"{commit[:12]} ({ref.split('/', 2)[2]}) has {ahead} commits that are not on "
+    on_branch = _git(repo, "merge-base", "--is-ancestor", commit, f"refs/heads/release/{version}")[0] == 0
+    if on_branch and ahead <= 1:
+        return _item(CODE, name, True, f"{ref.split('/', 2)[2]} {commit[:12]} is {MAIN} {base.strip()[:12]} plus "
+                     f"release/{version}'s version commit")
+    return _item(CODE, name, False, f"{commit[:12]} ({ref.split('/', 2)[2]}) has {ahead} commit(s) that are not on "
                  f"{MAIN} (forked at {base.strip()[:12]})")
 
 
