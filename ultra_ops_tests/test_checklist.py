@@ -16,6 +16,7 @@ from test_release_branches import git, make_repo
 
 from ultra_ops.cli import main
 from ultra_ops.engine.release.checklist import on_main_item
+from ultra_ops.engine.release.records import find_releases
 from ultra_ops.sample_service.llm_standin import make_server
 
 LLM_KEY = "sk-standin-9c1f7e2d4b"
@@ -87,6 +88,10 @@ def test_every_item_passes_on_a_good_setup_and_fails_on_a_bad_one(
         assert "[PASS] automated tests pass" in err and "12 passed" in err
         assert "passed in the pre-release checklist of this run: not run twice" in err
         assert "[WARN] authentication refuses anonymous, accepts a login: not checked" in err
+        # The release record keeps the release branch's commit (staging does not tag: no tag yet).
+        (record,) = find_releases(stack.env)
+        assert (record.version, record.commit) == ("v1.1.0", git(repo, "rev-parse", "release/v1.1.0"))
+        assert git(repo, "tag") == ""
 
         code, items = _checklist(stack.config, "--tag", "v1.1.0", capsys=capsys)
         assert code == 0, items
