@@ -158,7 +158,10 @@ def test_a_skipped_production_tick_is_told_to_the_webhook(tmp_path: Path, pg_dat
     text = config.read_text().replace('timezone = "UTC"\n', 'timezone = "Europe/Berlin"\n\n[notifications]\n'
                                       'webhook_url_env = "ULTRA_TEST_WEBHOOK"\ntimeout_s = 2\nretries = 2\n\n'
                                       '[calendar]\nproduction = { day = "thursday", time = "10:00", every_weeks = 2, '
-                                      'anchor = 2026-01-01 }\n', 1)
+                                      'anchor = 2026-01-01 }\n'
+                                      # A careless operator pasted the secret into a freeze's name.
+                                      f'freezes = [{{ name = "db move {password}", start = 2027-03-20, '
+                                      'end = 2027-03-30 }]\n', 1)
     # A production secret set in the environment: the body must not carry it, nor the webhook's own URL.
     text = text.replace(f'name = "{pg_databases["production"]}"',
                         f'name = "{pg_databases["production"]}"\npassword_env = "ULTRA_TEST_PROD_PASSWORD"')
@@ -183,3 +186,11 @@ def test_a_skipped_production_tick_is_told_to_the_webhook(tmp_path: Path, pg_dat
                                          repository_def=defs.get_repository_def())
         assert "off week" in production.evaluate_tick(context).skip_message
     assert webhook.bodies.empty()
+    # A skip whose reason carries the secret: the body masks it.
+    with DagsterInstance.ephemeral() as instance:
+        context = build_schedule_context(instance=instance, scheduled_execution_time=thursday + timedelta(days=14),
+                                         repository_def=defs.get_repository_def())
+        skipped = production.evaluate_tick(context).skip_message  # kept in Dagster's tick history
+    assert "db move ***" in skipped and password not in skipped
+    body = webhook.bodies.get(timeout=30)
+    assert "inside the freeze 'db move ***'" in body["text"] and password not in json.dumps(body)
