@@ -188,3 +188,18 @@ def test_a_release_branch_that_cannot_be_pushed_is_not_left_behind(tmp_path: Pat
     (tmp_path / "moved.git").rename(remote)
     assert main(["release-branch", "--tag", "v1.1.0", "--config", str(config)]) == 0
     assert git(remote, "rev-parse", "refs/heads/release/v1.1.0") == git(repo, "rev-parse", "release/v1.1.0")
+
+
+def test_a_release_tag_that_cannot_be_pushed_is_not_left_behind(tmp_path: Path) -> None:
+    from ultra_ops.engine.errors import OperationError
+
+    repo, remote = make_repo(tmp_path)
+    config = with_repo(write_multi_config(tmp_path, {"production": "unused_p"}, redis_prefix="unused:"), repo)
+    production = load_settings(config).environments["production"]
+    remote.rename(tmp_path / "moved.git")
+    with pytest.raises(OperationError, match="pushing release tag v1.0.0 to origin failed"):
+        tag_release(production, "v1.0.0")
+    assert git(repo, "tag") == ""  # a re-executed deploy_tag step creates and pushes it
+    (tmp_path / "moved.git").rename(remote)
+    assert tag_release(production, "v1.0.0") == "created"
+    assert git(remote, "rev-parse", "v1.0.0^{commit}") == git(repo, "rev-parse", "main")

@@ -47,10 +47,17 @@ def tag_release(env: Environment, version: str, *, log: Log | None = None) -> st
         log.warning(f"git_push is set but {repo} has no remote origin: tag {version} stays local")
     try:
         run(["git", "-C", repo, "tag", "-a", version, "-m", f"Release {version}", target], timeout=_GIT_TIMEOUT_S)
-        if push:
-            run(["git", "-C", repo, "push", "origin", f"refs/tags/{version}"], timeout=_GIT_PUSH_TIMEOUT_S)
     except OperationError as exc:
         raise OperationError(f"tagging release {version} failed: {exc}") from None
+    if push:
+        try:
+            run(["git", "-C", repo, "push", "origin", f"refs/tags/{version}"], timeout=_GIT_PUSH_TIMEOUT_S)
+        except (OperationError, KeyboardInterrupt) as exc:
+            # The tag goes again, so a re-executed step creates and pushes it rather than finding it.
+            run(["git", "-C", repo, "tag", "-d", version], timeout=_GIT_TIMEOUT_S, check=False)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise OperationError(f"pushing release tag {version} to origin failed: {exc}") from None
     log.info(f"created git tag {version} in {repo} on {target if target == 'HEAD' else target[:12]}"
              + (" and pushed it to origin" if push else ""))
     return "created"
