@@ -47,3 +47,11 @@ class DecisionConfig(Config):
     by: str = Field(description="Who decides (recorded with the decision)")
     reason: str | None = Field(default=None, description="Why (recorded with the decision)")
     request_id: str | None = Field(default=None, description="The waiting verification; empty: the only one")
+class ReleaseBranchConfig(Config):
+    tag: str = Field(description="The release's version, v + semantic version X.Y.Z, e.g. v1.2.3: "
+                     "release/<tag> is made from main")
+
+
+class ChecklistConfig(Config):
+    tag: str | None = Field(default=None, description="The version about to be deployed (checks that the "
+                            "changelog names it and its commit is on main); empty: the deployed one")

@@ -77,4 +77,23 @@ def verification_decision_job() -> None:
     ops.decide_verification()
 
 
-RELEASE_JOBS = [deploy_job, verify_job, rollback_job, stop_job, verification_decision_job, health_state_job]
+
+
+@job(executor_def=in_process_executor, logger_defs=LOGGERS,
+     tags={tags.DOMAIN: "release", tags.OPERATION: "release_branch"})
+def release_branch_job() -> None:
+    """Make release/vX.Y.Z from main in the Ultra AI repository, with the version written into
+    package.json and the tracked env files. The staging schedule deploys the newest such branch.
+    Not partitioned: a release is made once, for every environment."""
+    ops.create_release_branch()
+
+
+@environment_job("release", "checklist")
+def checklist_job() -> None:
+    """The release document's pre-release checklist for an environment, every item with its evidence;
+    fails when an item fails (deploy_job runs the same checklist as its blocking second step)."""
+    ops.checklist_items()
+
+
+RELEASE_JOBS = [deploy_job, verify_job, rollback_job, stop_job, release_branch_job, checklist_job,
+                verification_decision_job, health_state_job]
