@@ -136,3 +136,26 @@ def test_docker_stats_command_and_its_output() -> None:
     (result,) = parse_docker_stats(line, PerformanceSettings(cpu_percent=90, memory_mb=512))
     assert not result.ok and "CPU over 90%" in result.detail and "memory" not in result.detail.split(";")[1]
     assert result.metrics == {"cpu_percent": 95.5, "memory_mb": 300.0}
+
+
+def test_requests_are_paced_under_a_rate_limit() -> None:
+    import time
+
+    import httpx
+
+    arrivals: list[float] = []
+    lock = threading.Lock()
+
+    def route(headers: dict[str, str]) -> tuple[int, object, float]:
+        with lock:
+            arrivals.append(time.monotonic())
+        return 200, {}, 0.0
+
+    with HttpPeer({"/api": route}) as peer, httpx.Client() as client:
+        before = time.monotonic()
+        sample = measure(client, "GET", peer.url("/api"), 10, 4, 5.0, max_rate_per_s=20)
+    assert len(sample.latencies_ms) == 10
+    arrivals.sort()
+    # Request i starts no sooner than i / 20 s after measure began, so the i-th arrival to the server
+    # is no sooner either (a millisecond of slack for the clocks): no burst.
+    assert all(t - before >= i / 20 - 0.001 for i, t in enumerate(arrivals))

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from conftest import PG, REDIS_URL, free_port, write_config
 
+from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.release.migrate import apply_migrations
 from ultra_ops.engine.settings import Environment, load_settings
 from ultra_ops.engine.verify.runner import verify_environment
@@ -179,7 +180,8 @@ def test_prometheus_counters_are_read_by_name_and_labels() -> None:
 def test_the_shipped_verification_passes_on_a_deployed_release(tmp_path: Path, pg_database: str, redis_prefix: str,
                                                                dagster_home: Path, monkeypatch, capsys) -> None:
     """The shipped ultra_ops.toml's staging, moved to free ports, a test database and folders: its
-    smoke steps (with authentication on), performance verification and window, on a real deploy."""
+    smoke steps (authentication on, with the password `init` wrote), performance verification under
+    the rate limit, and window, on a real deploy."""
     from conftest import REPO
 
     from ultra_ops.cli import main
@@ -199,10 +201,10 @@ def test_the_shipped_verification_passes_on_a_deployed_release(tmp_path: Path, p
     text = re.sub(r"(p50_ms|p95_ms|max_ms) = \d+", r"\1 = 10000", text)
     config = tmp_path / "ultra_ops.toml"
     config.write_text(text)
-    monkeypatch.setenv("ULTRA_STAGING_AUTH_PASSWORD", PASSWORD)
     args = ["--environment", "staging", "--config", str(config)]
     try:
-        assert main(["init", *args]) == 0
+        assert main(["init", *args]) == 0  # writes a login password and a rate limit into the env file
+        password = read_env_file(load_settings(config).environment("staging").env_file)["ULTRA_AUTH_PASSWORD"]
         assert main(["deploy", "--tag", "v1.0.0", *args]) == 0
         capsys.readouterr()
         assert main(["verify", "--json", *args]) == 0
@@ -218,4 +220,6 @@ def test_the_shipped_verification_passes_on_a_deployed_release(tmp_path: Path, p
             "database connections", "llm completion stand-in", "llm stand-in"} <= set(results)
     assert all(results[n]["metrics"]["p95_ms"] > 0 for n in ("latency prompts", "latency version"))
     assert results["slowest statements"]["skipped"]  # this server does not preload pg_stat_statements
-    assert PASSWORD not in json.dumps(report)
+    assert results["smoke release: log in"]["detail"].startswith("200")  # authentication on: a real login
+    assert all(r["metrics"]["errors"] == 0 for r in report["results"] if r["kind"] == "latency")  # no 429
+    assert password not in json.dumps(report)

@@ -315,6 +315,11 @@ def llm_item(env: Environment, redact: Redactor) -> ChecklistItem:
     found, failed, low = [], [], []
     with _client(env) as client:
         for p in env.llm_providers:
+            if p.auth == "none":
+                # A keyless provider (the environment's own LLM stand-in, which the deploy starts
+                # later): no key to check and no quota to spend.
+                found.append(f"{p.name}: keyless (auth = none), nothing to check")
+                continue
             key = os.environ.get(p.api_key_env)
             if not key:
                 failed.append(f"{p.name}: {p.api_key_env} is not set")

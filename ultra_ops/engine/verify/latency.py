@@ -49,19 +49,24 @@ class LatencySample:
 
 
 def measure(client: httpx.Client, method: str, url: str, requests: int, concurrency: int,
-            timeout_s: float) -> LatencySample:
-    """Send `requests` requests, at most `concurrency` at a time, and time each one."""
+            timeout_s: float, max_rate_per_s: float | None = None) -> LatencySample:
+    """Send `requests` requests, at most `concurrency` at a time (and, with `max_rate_per_s`, the
+    i-th not before i / rate seconds: a rate-limited API answers 429 to a faster burst), and time each."""
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     lock = threading.Lock()
-    remaining = [requests]
+    sent = [0]
+    began = time.perf_counter()
 
     def worker() -> None:
         while True:
             with lock:
-                if remaining[0] <= 0:
+                if sent[0] >= requests:
                     return
-                remaining[0] -= 1
+                index = sent[0]
+                sent[0] += 1
+            if max_rate_per_s:
+                time.sleep(max(0.0, began + index / max_rate_per_s - time.perf_counter()))
             start = time.perf_counter()
             try:
                 response = client.request(method, url, timeout=timeout_s)
@@ -110,6 +115,6 @@ def latency_results(perf: PerformanceSettings, timeout_s: float, verify_tls: obj
     with httpx.Client(limits=limits, follow_redirects=False, verify=verify_tls) as client:
         for target in perf.endpoints:
             n = target.requests or perf.requests
-            sample = measure(client, target.method, target.url, n, perf.concurrency, timeout_s)
+            sample = measure(client, target.method, target.url, n, perf.concurrency, timeout_s, perf.max_rate_per_s)
             results.append(judge(target, sample, n))
     return results

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 
+from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import VerificationFailed
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
@@ -105,7 +106,9 @@ def verify_environment(env: Environment, *, redact: Redactor | None = None, log:
         tasks: list[Callable[[], list[CheckResult]]] = [
             functools.partial(lambda c: [_run_with_retries(c, v.retries, v.backoff_s, v.timeout_s, clean)], check)
             for check in checks_for(env, client)]
-        tasks += [functools.partial(run_sequence, seq, client, v.timeout_s, clean) for seq in v.smoke]
+        # {env:NAME} in a smoke step: ours first, then the env file (what the services get).
+        variables = {**read_env_file(env.env_file), **os.environ} if v.smoke else {}
+        tasks += [functools.partial(run_sequence, seq, client, v.timeout_s, clean, variables) for seq in v.smoke]
         with ThreadPoolExecutor(max_workers=min(len(tasks), MAX_WORKERS), thread_name_prefix="verify") as pool:
             # Checks start only once all are submitted: otherwise the first checks' CPU work holds
             # the GIL while the pool is still starting threads for the rest (bench/verify_bench.py).

@@ -126,6 +126,7 @@ class PerformanceSettings:
     slow_statement_ms: float = 500.0  # mean time of a statement since the deploy (a warning)
     connection_headroom: float = 0.2  # free share of max_connections at least
     llm_completion: bool = False  # spend one small completion per provider that names a completion_url
+    max_rate_per_s: float | None = None  # start at most this many requests a second (under the API's rate limit)
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,7 @@ def read_performance(r: _Reader | None, url_check: Any) -> PerformanceSettings |
         open_files=open_files if open_files is None or open_files > 0 else None,
         disk_free_mb=_budget(r, "disk_free_mb"), disk_free_percent=free_pct,
         slow_statement_ms=float(r.positive("slow_statement_ms", 500.0)), connection_headroom=headroom,
-        llm_completion=r.get("llm_completion", bool, False))
+        llm_completion=r.get("llm_completion", bool, False), max_rate_per_s=_budget(r, "max_rate_per_s"))
     r.finish()
     return settings
 

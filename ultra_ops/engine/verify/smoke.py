@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ultra_ops.engine.lazy import lazy_module
@@ -23,6 +23,7 @@ from ultra_ops.engine.verify.settings import PLACEHOLDER, SmokeSequence, SmokeSt
 httpx = lazy_module("httpx")
 
 _MISSING = object()
+_VARIABLES = "env:"  # where run_sequence keeps the variables {env:NAME} reads
 _EXCERPT = 80
 # name{label="value",...} value [timestamp]
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
@@ -92,7 +93,7 @@ def metric_value(text: str, selector: str) -> float | None:
 def _fill(text: str, captured: dict[str, Any]) -> str:
     def sub(m: re.Match[str]) -> str:
         if m.group(1):
-            value = os.environ.get(m.group(2))
+            value = captured.get(_VARIABLES, {}).get(m.group(2))
             if value is None:
                 raise _Skip(f"{m.group(2)} is not set")
             return value
@@ -192,10 +193,13 @@ def _to_capture(step: SmokeStep, response: httpx.Response) -> list[str]:
     return [v for v in values if isinstance(v, str)]
 
 
-def run_sequence(seq: SmokeSequence, client: httpx.Client, timeout_s: float,
-                 redact: Callable[[str], str]) -> list[CheckResult]:
-    """Every step of `seq` in order, one result each; never raises for a failure."""
-    captured: dict[str, Any] = {}
+def run_sequence(seq: SmokeSequence, client: httpx.Client, timeout_s: float, redact: Callable[[str], str],
+                 variables: Mapping[str, str] | None = None) -> list[CheckResult]:
+    """Every step of `seq` in order, one result each; never raises for a failure. `{env:NAME}` and
+    `only_if_env` read `variables` (ultra_ops's environment, then the environment's env file: the
+    variables its services get), os.environ without them."""
+    # Held under a key no placeholder can name, beside the captured values.
+    captured: dict[str, Any] = {_VARIABLES: dict(os.environ if variables is None else variables)}
     sensitive: list[str] = []  # captured strings (a token), also from an answer that failed its checks
     results: list[CheckResult] = []
     failed_at: str | None = None
@@ -212,7 +216,7 @@ def run_sequence(seq: SmokeSequence, client: httpx.Client, timeout_s: float,
         start = time.perf_counter()
         ok, skipped, detail, attempts = False, False, "", 1
         try:
-            if step.only_if_env and not os.environ.get(step.only_if_env):
+            if step.only_if_env and not captured[_VARIABLES].get(step.only_if_env):
                 raise _Skip(f"{step.only_if_env} is not set")
             url = seq.base_url + _fill(step.path, captured)
             kwargs: dict[str, Any] = {"headers": _headers(step, captured), "timeout": timeout}
