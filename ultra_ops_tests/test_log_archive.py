@@ -18,6 +18,7 @@ from dagster import AssetKey, DagsterInstance
 from ultra_ops.engine.errors import OperationError
 from ultra_ops.engine.maintenance import logs
 from ultra_ops.engine.maintenance.logs import archive_logs
+from ultra_ops.engine.maintenance.targz import CODECS
 from ultra_ops.engine.settings import load_settings
 
 
@@ -49,7 +50,8 @@ def env(tmp_path: Path):  # noqa: ANN201
     return load_settings(write_config(tmp_path, "unused")).environment("staging")
 
 
-def test_parallel_archive_extracts_with_tar_to_identical_files(env, tmp_path: Path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("codec", CODECS)
+def test_parallel_archive_extracts_with_tar_to_identical_files(env, tmp_path: Path, codec: str) -> None:  # noqa: ANN001
     rng = random.Random(3)
     env.log_dir.mkdir(parents=True)
     contents = {}
@@ -60,7 +62,7 @@ def test_parallel_archive_extracts_with_tar_to_identical_files(env, tmp_path: Pa
     other_day = env.log_dir / "backend.log.20261127"
     other_day.write_text("the next day\n")
 
-    report = archive_logs(env, date(2026, 11, 26))
+    report = archive_logs(env, date(2026, 11, 26), codec=codec)
     archive = Path(report.archive)
     assert archive == env.log_dir / "archive" / "logs_20261126.tar.gz"
     assert sorted(report.files) == sorted(contents) and report.bytes_in == sum(map(len, contents.values()))
@@ -75,8 +77,9 @@ def test_parallel_archive_extracts_with_tar_to_identical_files(env, tmp_path: Pa
     assert {p.name: p.read_bytes() for p in out.iterdir()} == contents
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("damage", ["flip a byte", "truncate", "append garbage"])
-def test_a_corrupted_archive_is_not_accepted_and_the_originals_stay(env, monkeypatch, damage: str) -> None:  # noqa: ANN001
+def test_a_corrupted_archive_is_not_accepted_and_the_originals_stay(env, monkeypatch, damage: str, codec: str) -> None:  # noqa: ANN001
     rng = random.Random(5)
     env.log_dir.mkdir(parents=True)
     contents = {}
@@ -86,8 +89,8 @@ def test_a_corrupted_archive_is_not_accepted_and_the_originals_stay(env, monkeyp
         contents[path] = path.read_bytes()
     real_write = logs.write_tar_gz
 
-    def write_then_damage(out, fill):  # noqa: ANN001, ANN202 - the disk goes bad after the write
-        written = real_write(out, fill)
+    def write_then_damage(out, fill, **kwargs):  # noqa: ANN001, ANN003, ANN202 - the disk goes bad after the write
+        written = real_write(out, fill, **kwargs)
         out.flush()
         fd = os.open(out.name, os.O_RDWR)
         try:
@@ -105,7 +108,7 @@ def test_a_corrupted_archive_is_not_accepted_and_the_originals_stay(env, monkeyp
 
     monkeypatch.setattr(logs, "write_tar_gz", write_then_damage)
     with pytest.raises(OperationError, match="logs_20261126.tar.gz does not read back"):
-        archive_logs(env, date(2026, 11, 26))
+        archive_logs(env, date(2026, 11, 26), codec=codec)
     assert {p: p.read_bytes() for p in contents} == contents
     assert not list((env.log_dir / "archive").iterdir())  # neither an archive nor its temp file
 

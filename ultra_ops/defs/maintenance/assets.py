@@ -1,6 +1,7 @@
 """Maintenance state as assets, partitioned by environment: each VACUUM ANALYZE of the database and
 each look at the Redis cache is a materialization, with numbers the UI plots over time."""
 
+import warnings
 from dataclasses import asdict
 from datetime import date
 
@@ -10,6 +11,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     BackfillPolicy,
+    BetaWarning,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -104,21 +106,29 @@ def cache_state(context: AssetExecutionContext, settings: OpsSettings) -> Materi
 _DISK_WARN = 0.90
 
 
-@asset(
-    name="log_archive",
-    partitions_def=environment_days,
-    # A range of days in one run, so `dagster asset materialize --partition-range` can backfill it too.
-    backfill_policy=BackfillPolicy.single_run(),
-    group_name="maintenance",
-    owners=["team:ops"],
-    kinds={"logs"},
-    check_specs=[AssetCheckSpec("log_disk_headroom", asset="log_archive",
-                                description=f"The log folder's disk is less than {_DISK_WARN:.0%} full.")],
-    description="Day D's logs of an environment: rotated, archived into logs/archive/logs_YYYYMMDD.tar.gz (readable "
-                "by tar -xzf), verified against the originals before they are removed; the log folder's disk "
-                "usage (the document's df -h). Backfill a range of days from the UI or with `dagster asset "
-                "materialize --partition-range 2026-11-20|staging...2026-11-26|staging` (one run for the range).",
-)
+with warnings.catch_warnings():
+    # `backfill_policy` is flagged beta on @asset (a warning at every load); the single-run policy is
+    # what `dagster asset materialize --partition-range` requires.
+    warnings.simplefilter("ignore", BetaWarning)
+    _log_archive_asset = asset(
+        name="log_archive",
+        partitions_def=environment_days,
+        # A range of days in one run, so `dagster asset materialize --partition-range` can backfill it too.
+        backfill_policy=BackfillPolicy.single_run(),
+        group_name="maintenance",
+        owners=["team:ops"],
+        kinds={"logs"},
+        check_specs=[AssetCheckSpec("log_disk_headroom", asset="log_archive",
+                                    description=f"The log folder's disk is less than {_DISK_WARN:.0%} full.")],
+        description="Day D's logs of an environment: rotated, archived into logs/archive/logs_YYYYMMDD.tar.gz "
+                    "(readable by tar -xzf), verified against the originals before they are removed; the log "
+                    "folder's disk usage (the document's df -h). Backfill a range of days from the UI or with "
+                    "`dagster asset materialize --partition-range 2026-11-20|staging...2026-11-26|staging` "
+                    "(one run for the range).",
+    )
+
+
+@_log_archive_asset
 def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> MaterializeResult:
     days_by_env: dict[str, list[date]] = {}
     for key in context.partition_keys:

@@ -93,7 +93,7 @@ def _verify(archive: Path, written: Written, expected: dict[str, Digest], name: 
     """Read the archive back: every gzip member inflates where it was written, and the tar holds exactly
     the expected files, each with its size and sha256."""
     try:
-        seen = read_tar_gz(archive, written.members)
+        seen = read_tar_gz(archive, written.members, codec_name=written.codec)
     except (CorruptArchive, OSError) as exc:
         raise OperationError(f"log archive {name} does not read back ({exc}); the logs stay") from None
     if seen != expected:
@@ -116,10 +116,11 @@ def _carry_and_add(old_archive: Path | None, files: list[Path]) -> FillFn:
     return fill
 
 
-def archive_logs(env: Environment, day: date, *, log: Log | None = None) -> ArchiveReport:
+def archive_logs(env: Environment, day: date, *, log: Log | None = None, codec: str | None = None) -> ArchiveReport:
     """Archive day D's rotated logs into `archive/logs_YYYYMMDD.tar.gz`, verified, then remove them.
 
-    Running it again for a day adds what was rotated since to the same archive.
+    Running it again for a day adds what was rotated since to the same archive. `codec` forces the
+    compressor ("libdeflate" or "zlib"); by default libdeflate when it is installed.
     """
     log = log or NullLog()
     folder = private_dir(env.log_dir / ARCHIVE_DIR)
@@ -136,7 +137,7 @@ def archive_logs(env: Environment, day: date, *, log: Log | None = None) -> Arch
     tmp = folder / f".{archive.name}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as out:
-            written = write_tar_gz(out, _carry_and_add(archive if archive.exists() else None, files))
+            written = write_tar_gz(out, _carry_and_add(archive if archive.exists() else None, files), codec_name=codec)
             out.flush()
             os.fsync(out.fileno())
         # What was read is what the originals hold: each file's sha256 was taken as it went into the tar.

