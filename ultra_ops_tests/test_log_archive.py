@@ -16,7 +16,7 @@ from conftest import REPO, write_config
 from dagster import AssetKey, DagsterInstance
 
 from ultra_ops.engine.errors import OperationError
-from ultra_ops.engine.maintenance import logs
+from ultra_ops.engine.maintenance import targz
 from ultra_ops.engine.maintenance.logs import archive_logs
 from ultra_ops.engine.maintenance.targz import CODECS
 from ultra_ops.engine.settings import load_settings
@@ -87,7 +87,7 @@ def test_a_corrupted_archive_is_not_accepted_and_the_originals_stay(env, monkeyp
         path = env.log_dir / f"{name}.log.20261126"
         path.write_bytes(_log_lines(rng, "2026-11-26", name, 5 << 20))
         contents[path] = path.read_bytes()
-    real_write = logs.write_tar_gz
+    real_write = targz.write_tar_gz
 
     def write_then_damage(out, fill, **kwargs):  # noqa: ANN001, ANN003, ANN202 - the disk goes bad after the write
         written = real_write(out, fill, **kwargs)
@@ -106,7 +106,7 @@ def test_a_corrupted_archive_is_not_accepted_and_the_originals_stay(env, monkeyp
             os.close(fd)
         return written
 
-    monkeypatch.setattr(logs, "write_tar_gz", write_then_damage)
+    monkeypatch.setattr(targz, "write_tar_gz", write_then_damage)
     with pytest.raises(OperationError, match="logs_20261126.tar.gz does not read back"):
         archive_logs(env, date(2026, 11, 26), codec=codec)
     assert {p: p.read_bytes() for p in contents} == contents

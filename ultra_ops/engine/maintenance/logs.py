@@ -12,26 +12,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import tarfile
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ultra_ops.engine.backups.checksums import fsync_dir
 from ultra_ops.engine.errors import OperationError
 from ultra_ops.engine.files import private_dir
-from ultra_ops.engine.maintenance.targz import (
-    AddFn,
-    CorruptArchive,
-    Digest,
-    FillFn,
-    Written,
-    add_files,
-    read_tar_gz,
-    write_tar_gz,
-)
 from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Environment
+
+if TYPE_CHECKING:  # tarfile and the archive writer load when a day is archived, not with the code location
+    import tarfile
+
+    from ultra_ops.engine.maintenance.targz import AddFn, Digest, FillFn, Written
 
 ARCHIVE_DIR = "archive"
 _CHUNK = 1 << 20
@@ -92,9 +87,11 @@ def _day_files(env: Environment, day: date) -> list[Path]:
 def _verify(archive: Path, written: Written, expected: dict[str, Digest], name: str) -> None:
     """Read the archive back: every gzip member inflates where it was written, and the tar holds exactly
     the expected files, each with its size and sha256."""
+    from ultra_ops.engine.maintenance import targz
+
     try:
-        seen = read_tar_gz(archive, written.members, codec_name=written.codec)
-    except (CorruptArchive, OSError) as exc:
+        seen = targz.read_tar_gz(archive, written.members, codec_name=written.codec)
+    except (targz.CorruptArchive, OSError) as exc:
         raise OperationError(f"log archive {name} does not read back ({exc}); the logs stay") from None
     if seen != expected:
         raise OperationError(f"log archive {name} does not match the logs it was written from")
@@ -105,13 +102,17 @@ def _carry_and_add(old_archive: Path | None, files: list[Path]) -> FillFn:
     names = {p.name for p in files}
 
     def fill(add: AddFn, tar: tarfile.TarFile) -> None:
+        import tarfile
+
+        from ultra_ops.engine.maintenance import targz
+
         if old_archive is not None:
             with tarfile.open(old_archive, "r:gz") as old:
                 for member in old:
                     src = old.extractfile(member)
                     if src is not None and member.name not in names:
                         add(member, src)
-        add_files(files)(add, tar)
+        targz.add_files(files)(add, tar)
 
     return fill
 
@@ -122,6 +123,8 @@ def archive_logs(env: Environment, day: date, *, log: Log | None = None, codec: 
     Running it again for a day adds what was rotated since to the same archive. `codec` forces the
     compressor ("libdeflate" or "zlib"); by default libdeflate when it is installed.
     """
+    from ultra_ops.engine.maintenance import targz
+
     log = log or NullLog()
     folder = private_dir(env.log_dir / ARCHIVE_DIR)
     files = _day_files(env, day)
@@ -137,7 +140,8 @@ def archive_logs(env: Environment, day: date, *, log: Log | None = None, codec: 
     tmp = folder / f".{archive.name}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as out:
-            written = write_tar_gz(out, _carry_and_add(archive if archive.exists() else None, files), codec_name=codec)
+            written = targz.write_tar_gz(out, _carry_and_add(archive if archive.exists() else None, files),
+                                         codec_name=codec)
             out.flush()
             os.fsync(out.fileno())
         # What was read is what the originals hold: each file's sha256 was taken as it went into the tar.
