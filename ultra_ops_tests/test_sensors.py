@@ -132,10 +132,14 @@ def test_backup_freshness_alerts_once_a_day(notified_stack: Stack, webhook: Webh
     data["created_at"] = (datetime.now(UTC) - timedelta(hours=30)).isoformat()
     manifest.write_text(json.dumps(data))
     result = freshness(context)
-    assert "staging: newest backup is 30.0 h old" in result.skip_message
+    # The alert, and a run of the asset's freshness check for the environment (red in the UI).
+    [request] = result.run_requests
+    assert [k.name for k in request.asset_check_keys] == ["backup_freshness"]
+    assert request.tags["ultra_ops/environment"] == "staging"
     body = webhook.bodies.get(timeout=30)
     assert body["event"] == "backup_stale" and "limit 26 h" in body["text"]
-    cursor = context.cursor
+    cursor = result.cursor
     assert json.loads(cursor)["staging"] == datetime.now(UTC).date().isoformat()
-    freshness(build_sensor_context(cursor=cursor))
+    again = freshness(build_sensor_context(cursor=cursor))
+    assert "staging: newest backup is 30.0 h old" in again.skip_message
     assert webhook.bodies.empty()  # told once today already

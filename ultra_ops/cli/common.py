@@ -72,8 +72,9 @@ def launched_by_user() -> str:
 
 def run_job(args: argparse.Namespace, settings: Settings, job: str, environment: str,
              run_config: dict[str, Any] | None = None, *, partition: str | None = None,
-             **tag_values: Any):  # noqa: ANN202
-    """Run `job` for one environment partition, tagged before it starts, as the UI would file it."""
+             partitioned: bool = True, **tag_values: Any):  # noqa: ANN202
+    """Run `job` for one environment partition, tagged before it starts, as the UI would file it.
+    `partitioned=False`: a job with no partitions (asset checks alone), told its environment by tag."""
     from dagster import DagsterInstance
 
     from ultra_ops.defs.shared.launch import ensure_dagster_home, launch
@@ -87,6 +88,8 @@ def run_job(args: argparse.Namespace, settings: Settings, job: str, environment:
     tags = launch_tags(environment, operation, launched_by=launched_by_user(), **tag_values)
     if partition:
         tags[PARTITION] = partition  # a job partitioned by more than the environment
+    if not partitioned:
+        del tags[PARTITION]
     config = {**(run_config or {}),
               "resources": {"locks": {"config": {"lock_wait_s": float(getattr(args, "lock_wait", 0) or 0)}}}}
     progress(f"starting {job} for {environment} (Dagster home {home})")

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_backups)
     b = bsub.add_parser("verify", parents=[common], help="check backups against their manifests (sha256)")
     b.add_argument("--backup", metavar="ID", help="one backup (default: all)")
+    b.add_argument("--restore-test", action="store_true",
+                   help="then run the backups asset's checks on it (default: the newest backup): pg_restore "
+                        "--list, a restore test into a scratch database, freshness")
     b.set_defaults(func=cmd_backups)
     b = bsub.add_parser("prune", parents=[common, locking], help="apply the retention policy")
     b.add_argument("--dry-run", action="store_true", help="show what would be removed, remove nothing")

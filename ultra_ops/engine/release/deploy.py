@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.retention import prune_backups
-from ultra_ops.engine.backups.store import BackupInfo
+from ultra_ops.engine.backups.store import DEPLOY_LABEL, BackupInfo
 from ultra_ops.engine.envfile import read_env_file, update_env_file
 from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError
 from ultra_ops.engine.inputs import validate_tag
@@ -148,7 +148,7 @@ def run_tests(env: Environment, req: DeployRequest, *, log: Log, redact: Redacto
 
 def backup(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> DeployRequest:
     previous = deployed_version(env)
-    info: BackupInfo = create_backup(env, version=previous, label=f"pre-deploy {req.tag}",
+    info: BackupInfo = create_backup(env, version=previous, label=f"{DEPLOY_LABEL} {req.tag}", kind="deploy",
                                      log=log, redact=redact)
     log.info(f"backup {info.id} taken of {env.name} at {previous or 'no version'}")
     running = last_release(env, status=ReleaseStatus.DEPLOYED, operation="deploy")
