@@ -139,7 +139,7 @@ def archive_logs(env: Environment, day: date, *, log: Log | None = None, codec: 
     stats = {p: p.stat() for p in files}
     tmp = folder / f".{archive.name}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "wb") as out:
+        with open(tmp, "wb", opener=lambda path, flags: os.open(path, flags, 0o600)) as out:  # private from birth
             written = targz.write_tar_gz(out, _carry_and_add(archive if archive.exists() else None, files),
                                          codec_name=codec)
             out.flush()
