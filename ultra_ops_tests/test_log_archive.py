@@ -19,6 +19,7 @@ from ultra_ops.engine.errors import OperationError
 from ultra_ops.engine.maintenance import targz
 from ultra_ops.engine.maintenance.logs import archive_logs
 from ultra_ops.engine.maintenance.targz import CODECS
+from ultra_ops.engine.owners import this_process
 from ultra_ops.engine.settings import load_settings
 
 
@@ -111,6 +112,27 @@ def test_a_corrupted_archive_is_not_accepted_and_the_originals_stay(env, monkeyp
         archive_logs(env, date(2026, 11, 26), codec=codec)
     assert {p: p.read_bytes() for p in contents} == contents
     assert not list((env.log_dir / "archive").iterdir())  # neither an archive nor its temp file
+
+
+def test_a_temp_archive_left_by_a_killed_writer_is_removed(env) -> None:  # noqa: ANN001
+    """kill -9 while writing leaves `.logs_D.tar.gz.tmp-PID-START` and every original; the next run
+    removes the temp file of the dead writer, and only that one."""
+    env.log_dir.mkdir(parents=True)
+    original = env.log_dir / "backend.log.20261126"
+    original.write_bytes(b"a line\n" * 1000)
+    folder = env.log_dir / "archive"
+    folder.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = folder / f".logs_20261125.tar.gz.tmp-{dead.pid}-1"
+    stale.write_bytes(b"half an archive")
+    me = this_process()
+    live = folder / f".logs_20261124.tar.gz.tmp-{me['pid']}-{me['start']}"  # a writer still at work
+    live.write_bytes(b"being written")
+
+    archive_logs(env, date(2026, 11, 26))
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name for p in folder.iterdir()) == [live.name, "logs_20261126.tar.gz"]
 
 
 def test_dagster_asset_materialize_partition_range(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from ultra_ops.engine.backups.checksums import fsync_dir
 from ultra_ops.engine.errors import OperationError
 from ultra_ops.engine.files import private_dir
+from ultra_ops.engine.owners import owner_alive, this_process
 from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Environment
 
@@ -137,7 +139,9 @@ def archive_logs(env: Environment, day: date, *, log: Log | None = None, codec: 
         return ArchiveReport(**base, archive=str(archive) if archive.exists() else None,
                              log_dir_bytes=_folder_bytes(env.log_dir))
     stats = {p: p.stat() for p in files}
-    tmp = folder / f".{archive.name}.tmp-{os.getpid()}"
+    _remove_stale_temps(folder, log)
+    me = this_process()
+    tmp = folder / f".{archive.name}.tmp-{me['pid']}-{me['start']}"
     try:
         with open(tmp, "wb", opener=lambda path, flags: os.open(path, flags, 0o600)) as out:  # private from birth
             written = targz.write_tar_gz(out, _carry_and_add(archive if archive.exists() else None, files),
@@ -170,6 +174,16 @@ def archive_logs(env: Environment, day: date, *, log: Log | None = None, codec: 
     log.info(f"archived {len(files)} log files of {day} into {archive.name} "
              f"({report.bytes_in / 1e6:.1f} MB -> {report.bytes_archived / 1e6:.1f} MB), verified; originals removed")
     return report
+
+
+def _remove_stale_temps(folder: Path, log: Log) -> None:
+    """Temp archives whose writer died (kill -9, a lost machine): the originals are still there."""
+    host = socket.gethostname()
+    for tmp in folder.glob(".logs_*.tar.gz.tmp-*"):
+        pid, _, start = tmp.name.rsplit(".tmp-", 1)[1].partition("-")
+        if owner_alive({"host": host, "pid": pid, "start": start or None}) is False:
+            tmp.unlink(missing_ok=True)
+            log.info(f"removed {tmp.name}, left by a writer that died; its logs were not removed")
 
 
 def _folder_bytes(folder: Path) -> int:
