@@ -7,12 +7,13 @@ import os
 import random
 import subprocess
 import sys
+import time
 import zlib
 from datetime import date, datetime
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_config
+from conftest import REPO, write_config, write_multi_config
 from dagster import AssetKey, DagsterInstance
 
 from ultra_ops.engine.errors import OperationError
@@ -203,3 +204,52 @@ def test_dagster_asset_materialize_partition_range(tmp_path: Path) -> None:
         events = instance.fetch_materializations(AssetKey("log_archive"), limit=10).records
     assert sorted(e.partition_key for e in events) == [f"2026-11-{d}|development" for d in (24, 25, 26)]
     assert len({e.run_id for e in events}) == 1  # one run for the range
+
+
+_LAUNCH_BACKFILL = """
+mutation Backfill($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def test_ui_backfill_of_three_days_in_two_environments(tmp_path: Path, dagster_home: Path) -> None:
+    """The UI's backfill (GraphQL launchPartitionBackfill, a real webserver and daemon): one run per
+    environment for its range of days, three verified archives each, only their originals removed."""
+    from webserver import Webserver
+
+    environments = ("development", "staging")
+    config = write_multi_config(tmp_path, {e: "unused" for e in environments}, redis_prefix="unused:")
+    settings = load_settings(config)
+    rng = random.Random(11)
+    days = ("20261124", "20261125", "20261126")
+    for environment in environments:
+        logs_dir = settings.environment(environment).log_dir
+        logs_dir.mkdir(parents=True)
+        for day in (*days, "20261127"):
+            (logs_dir / f"backend.log.{day}").write_bytes(_log_lines(rng, day, environment, 100_000))
+    keys = [f"2026-11-{d[-2:]}|{e}" for e in environments for d in days]
+    with (
+        Webserver(dagster_home, env={"ULTRA_OPS_CONFIG": str(config)}) as web,
+        DagsterInstance.from_config(str(dagster_home)) as instance,
+    ):
+        launched = web.query(
+            _LAUNCH_BACKFILL, backfillParams={"assetSelection": [{"path": ["log_archive"]}], "partitionNames": keys}
+        )["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        web.start_daemon()
+        deadline = time.monotonic() + 300
+        while (status := instance.get_backfill(launched["backfillId"]).status.value) in ("REQUESTED", "CANCELING"):
+            assert time.monotonic() < deadline, (dagster_home / "daemon.log").read_text()[-3000:]
+            time.sleep(1)
+        assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (dagster_home / "daemon.log").read_text()[-3000:]
+        events = instance.fetch_materializations(AssetKey("log_archive"), limit=20).records
+    assert sorted(e.partition_key for e in events) == sorted(keys)
+    assert len({e.run_id for e in events}) == 2  # one run per environment, each over its three days
+    for environment in environments:
+        logs_dir = settings.environment(environment).log_dir
+        assert sorted(p.name for p in (logs_dir / "archive").iterdir()) == [f"logs_{d}.tar.gz" for d in days]
+        assert sorted(p.name for p in logs_dir.glob("*.log.*")) == ["backend.log.20261127"]
