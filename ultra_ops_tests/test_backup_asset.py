@@ -191,13 +191,15 @@ def test_backups_asset_is_declared_with_its_checks_and_nightly_job() -> None:
     assert nightly.name == "nightly_backup_schedule" and nightly.job_name == "nightly_backup_job"
 
 
-def test_a_killed_restore_test_leaves_nothing_behind(tmp_path: Path, pg_database: str) -> None:
-    """The scratch database of a restore test whose process died is dropped by the next one."""
+@pytest.mark.parametrize("fmt", ["directory", "custom"])
+def test_a_killed_restore_test_leaves_nothing_behind(tmp_path: Path, pg_database: str, fmt: str) -> None:
+    """The scratch database of a restore test whose process died is dropped by the next one (which
+    restores either dump format)."""
     from ultra_ops.engine.backups.restore_test import restore_test
 
     stack = Stack(tmp_path, pg_database)
     _churn(pg_database)
-    info = create_backup(stack.env, compression=0)
+    info = create_backup(stack.env, compression=0, format=fmt)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True, timeout=60)
     scratch = f"{pg_database}__rtest_deadbeef"
