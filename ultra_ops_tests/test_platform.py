@@ -1,0 +1,144 @@
+"""The production platform run for real: the shipped dagster.yaml on PostgreSQL, with the
+ultra_ops gRPC code server, dagster-webserver and dagster-daemon as `./dev platform` starts them
+(only the run launcher swapped for one that needs no Docker engine). Runs are launched through
+GraphQL as the UI launches them and go through the queue: one run per environment at a time,
+environments side by side."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import PG, REPO
+from dagster import DagsterInstance, DagsterRunStatus
+from platform_stack import RunningPlatform, running_platform
+
+from ultra_ops.engine.settings import load_settings
+from ultra_ops.platform.instance import local_instance, production_instance
+
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def test_local_instance_differs_from_production_only_in_the_run_launcher() -> None:
+    production, local = production_instance(), local_instance()
+    assert production["run_launcher"]["class"] == "DockerRunLauncher"
+    assert local["run_launcher"]["class"] == "DefaultRunLauncher"
+    assert {k: v for k, v in local.items() if k != "run_launcher"} == {
+        k: v for k, v in production.items() if k != "run_launcher"
+    }
+
+
+def test_production_dagster_yaml_loads_on_postgres(
+    tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file the compose stack mounts, unchanged, on this machine's PostgreSQL."""
+    from dagster_docker import DockerRunLauncher
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
+
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    for name, value in (
+        ("DAGSTER_PG_HOST", PG["host"]),
+        ("DAGSTER_PG_USER", PG["user"]),
+        ("DAGSTER_PG_PASSWORD", ""),
+        ("DAGSTER_PG_DB", pg_database),
+    ):
+        monkeypatch.setenv(name, value)
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.run_launcher, DockerRunLauncher)
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        # Storage works: a run and its events written and read back through the production config.
+        from dagster import job, op
+
+        @op
+        def noop() -> None:
+            pass
+
+        @job
+        def probe() -> None:
+            noop()
+
+        result = probe.execute_in_process(instance=instance)
+        assert result.success
+        assert instance.get_run_by_id(result.run_id).status == DagsterRunStatus.SUCCESS
+        assert instance.all_logs(result.run_id)
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    with running_platform(tmp_path_factory.mktemp("platform"), test_seconds=8) as running:
+        # development runs a release, deployed from the shell: recorded on the platform's instance.
+        result = running.ops(
+            "deploy", "--environment", "development", "--tag", "v1.0.0", "--skip-tests", "--skip-build"
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield running
+
+
+def _wait_status(instance: DagsterInstance, run_id: str, wanted: set[str], timeout: float = 240) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = instance.get_run_by_id(run_id).status.value
+        if status in wanted:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} never reached {wanted}")
+
+
+@pytest.fixture
+def instance(platform: RunningPlatform, monkeypatch: pytest.MonkeyPatch) -> Iterator[DagsterInstance]:
+    for key, value in platform.platform.env().items():
+        if key.startswith("DAGSTER_"):
+            monkeypatch.setenv(key, value)
+    with DagsterInstance.from_config(str(platform.platform.home)) as instance:
+        yield instance
+
+
+def test_verify_launched_from_the_ui_succeeds(platform: RunningPlatform, instance: DagsterInstance) -> None:
+    ui = platform.ui
+    run_id = ui.launch_partition("verify_job", "development")
+    assert ui.wait(run_id) == "SUCCESS", platform.platform.tail("daemon") + platform.platform.tail("code-server")
+    run = instance.get_run_by_id(run_id)
+    assert run.tags["ultra_ops/environment"] == "development"
+    # The shell's deploy sits under its job beside the UI's runs: one instance, one history.
+    deploys = ui.job_runs("deploy_job")
+    assert any(
+        r["status"] == "SUCCESS" and {"key": "ultra_ops/environment", "value": "development"} in r["tags"]
+        for r in deploys
+    )
+
+
+def test_one_run_per_environment_through_the_queue(platform: RunningPlatform, instance: DagsterInstance) -> None:
+    ui = platform.ui
+
+    def form(tag: str) -> dict:
+        return {"ops": {"deploy_plan": {"config": {"tag": tag, "skip_build": True}}}}
+
+    staging_1 = ui.launch_partition("deploy_job", "staging", form("v1.0.0"))
+    staging_2 = ui.launch_partition("deploy_job", "staging", form("v1.0.1"))
+    development = ui.launch_partition("deploy_job", "development", form("v1.0.1"))
+    # While one staging deploy runs, the other waits in the queue.
+    _wait_status(instance, staging_1, {"STARTED", "SUCCESS", "FAILURE"})
+    statuses = {instance.get_run_by_id(r).status.value for r in (staging_1, staging_2)}
+    assert statuses != {"STARTED"}, "two staging deploys ran at once"
+    for run_id in (staging_1, staging_2, development):
+        assert _wait_status(instance, run_id, TERMINAL) == "SUCCESS", platform.platform.tail(
+            "daemon"
+        ) + platform.platform.tail("code-server")
+    spans = {r: instance.get_run_stats(r) for r in (staging_1, staging_2, development)}
+    first, second = sorted((spans[staging_1], spans[staging_2]), key=lambda s: s.start_time)
+    other = spans[development]
+    assert first.end_time <= second.start_time  # one staging run after the other
+    assert any(other.start_time < s.end_time and s.start_time < other.end_time for s in (first, second)), (
+        "environments did not run side by side"
+    )
+    settings = load_settings(platform.config)
+    # The queue ran them in submission order: staging ends on the second tag.
+    assert "ULTRA_VERSION=v1.0.1" in settings.environment("staging").env_file.read_text()
+    assert "ULTRA_VERSION=v1.0.1" in settings.environment("development").env_file.read_text()
+    production_limits = yaml.safe_load((REPO / "dagster.yaml").read_text())["run_coordinator"]["config"]
+    assert production_limits["tag_concurrency_limits"][0]["key"] == "ultra_ops/environment"
