@@ -26,6 +26,12 @@ ensure_system_packages() {
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose) >/dev/null 2>&1 \
       || say "could not install docker-compose; its tests will be skipped"
   fi
+  # Debian's chromium for the browser test (Playwright drives this binary; it downloads no browser).
+  if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing chromium"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || say "could not install chromium; the browser test will be skipped"
+  fi
 }
 
 ensure_venv() {

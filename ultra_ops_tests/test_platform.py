@@ -142,3 +142,34 @@ def test_one_run_per_environment_through_the_queue(platform: RunningPlatform, in
     assert "ULTRA_VERSION=v1.0.1" in settings.environment("development").env_file.read_text()
     production_limits = yaml.safe_load((REPO / "dagster.yaml").read_text())["run_coordinator"]["config"]
     assert production_limits["tag_concurrency_limits"][0]["key"] == "ultra_ops/environment"
+
+
+# Jobs whose form asks for what only the operator knows: who approves, which backup to pin.
+NEEDS_INPUT = {"approve_job", "pin_job"}
+
+_PARTITION_SETS = """
+query ($r: RepositorySelector!) { repositoryOrError(repositorySelector: $r) { ... on Repository {
+  partitionSets { name pipelineName partitionsOrError { ... on Partitions { results { name } } } } } } }"""
+_PARTITION_CONFIG = """
+query ($r: RepositorySelector!, $ps: String!, $p: String!) {
+  partitionSetOrError(repositorySelector: $r, partitionSetName: $ps) { ... on PartitionSet {
+    partition(partitionName: $p) { runConfigOrError { ... on PartitionRunConfig { yaml } } } } } }"""
+_VALID = """
+query ($s: PipelineSelector!, $c: RunConfigData!) {
+  isPipelineConfigValid(pipeline: $s, runConfigData: $c, mode: "default") {
+    __typename ... on RunConfigValidationInvalid { errors { message } } } }"""
+
+
+def test_launchpad_needs_no_yaml_once_an_environment_is_picked(platform: RunningPlatform) -> None:
+    """What the launchpad fills in for a picked partition is a valid run config as it stands."""
+    ui, repo = platform.ui, {"repositoryName": "__repository__", "repositoryLocationName": "ultra_ops"}
+    checked = set()
+    for ps in ui.query(_PARTITION_SETS, r=repo)["repositoryOrError"]["partitionSets"]:
+        partition = ps["partitionsOrError"]["results"][-1]["name"]
+        text = ui.query(_PARTITION_CONFIG, r=repo, ps=ps["name"], p=partition)
+        config = yaml.safe_load(text["partitionSetOrError"]["partition"]["runConfigOrError"]["yaml"]) or {}
+        result = ui.query(_VALID, s={**repo, "pipelineName": ps["pipelineName"]}, c=config)["isPipelineConfigValid"]
+        valid = result["__typename"] == "PipelineConfigValidationValid"
+        assert valid != (ps["pipelineName"] in NEEDS_INPUT), (ps["pipelineName"], result)
+        checked.add(ps["pipelineName"])
+    assert {"deploy_job", "verify_job", "rollback_job", "backup_job", "stop_job", "recover_job"} <= checked
