@@ -40,7 +40,7 @@ ensure_venv() {
     say "installing ultra_ops and its dependencies into .venv"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    "$VENV/bin/python" -m pip install -q -e "$ULTRA_ROOT[test]" 2>&1 | grep -v "is ignored" || true
+    "$VENV/bin/python" -m pip install -q -e "$ULTRA_ROOT[test,k8s]" 2>&1 | grep -v "is ignored" || true
     "$VENV/bin/python" -c "import ultra_ops, dagster, psycopg, redis, httpx, pytest" \
       || { say "installation failed"; exit 1; }
     rm -f "$VENV"/.installed-*
