@@ -86,6 +86,9 @@ def test_helm_values_match_the_instance() -> None:
         "maxConcurrentRuns": mine["max_concurrent_runs"],
         "tagConcurrencyLimits": mine["tag_concurrency_limits"],
     }
+    assert values["retention"]["enabled"]
+    assert values["retention"]["schedule"]["purgeAfterDays"] == instance["retention"]["schedule"]["purge_after_days"]
+    assert values["retention"]["sensor"]["purgeAfterDays"] == instance["retention"]["sensor"]["purge_after_days"]
     pg = values["postgresql"]
     assert pg["enabled"] is False
     assert pg["postgresqlScheme"] == instance["storage"]["postgres"]["postgres_db"]["scheme"]

@@ -51,6 +51,15 @@ def test_production_dagster_yaml_loads_on_postgres(
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert isinstance(instance.run_launcher, DockerRunLauncher)
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        from dagster._core.definitions.run_request import InstigatorType
+        from dagster._core.scheduler.instigation import TickStatus
+
+        retention = instance.get_tick_retention_settings(InstigatorType.SENSOR)  # ticks do not pile up
+        assert (retention[TickStatus.SKIPPED], retention[TickStatus.FAILURE], retention[TickStatus.SUCCESS]) == (
+            7,
+            30,
+            90,
+        )
         # Storage works: a run and its events written and read back through the production config.
         from dagster import job, op
 
@@ -173,3 +182,28 @@ def test_launchpad_needs_no_yaml_once_an_environment_is_picked(platform: Running
         assert valid != (ps["pipelineName"] in NEEDS_INPUT), (ps["pipelineName"], result)
         checked.add(ps["pipelineName"])
     assert {"deploy_job", "verify_job", "rollback_job", "backup_job", "stop_job", "recover_job"} <= checked
+
+
+def test_dagster_storage_backup_from_the_ui(platform: RunningPlatform, tmp_path: Path) -> None:
+    """platform_backup_job dumps the platform's own PostgreSQL: its runs table is in the dump."""
+    import subprocess
+
+    folder = tmp_path / "platform_backups"
+    config = {"ops": {"backup_dagster_storage": {"config": {"folder": str(folder), "keep": 3}}}}
+    run_id = platform.ui.client.submit_job_execution("platform_backup_job", run_config=config)
+    assert platform.ui.wait(run_id) == "SUCCESS", platform.platform.tail("code-server")
+    (dump,) = folder.glob("dagster-*.dump")
+    listing = subprocess.run(["pg_restore", "--list", str(dump)], capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0 and " runs " in listing.stdout and platform.platform.database in listing.stdout
+
+
+def test_status_reports_processes_heartbeats_and_queue(platform: RunningPlatform) -> None:
+    from ultra_ops.platform.stack import instance_health
+
+    report = platform.platform.status()
+    assert all(report[name] for name in ("code-server", "webserver", "daemon")) and report["location_loaded"]
+    health = instance_health(platform.platform)
+    # Every daemon of the instance beats, among them the queue's.
+    assert "QUEUED_RUN_COORDINATOR" in health["heartbeat_age_s"]
+    assert max(health["heartbeat_age_s"].values()) < 60
+    assert health["queued_runs"] == sum(health["queued_by_environment"].values())

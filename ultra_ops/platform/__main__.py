@@ -12,6 +12,8 @@ from ultra_ops.platform.instance import REPO
 from ultra_ops.platform.stack import Platform
 
 DEFAULT_HOME = REPO / "var" / "platform"  # var/ is git-ignored
+# Each daemon beats every few seconds; Dagster's UI calls a daemon unhealthy after 60 s of silence.
+STALE_HEARTBEAT_S = 60
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             report = platform.status()
             print(json.dumps(report, indent=2))
-            return 0 if all(report[name] for name in ("code-server", "webserver", "daemon")) else 3
+            ages = report.get("heartbeat_age_s") or {}
+            stale = not ages or max(ages.values()) > STALE_HEARTBEAT_S
+            running = all(report[name] for name in ("code-server", "webserver", "daemon"))
+            return 0 if running and report["location_loaded"] and not stale else 3
     except UltraOpsError as exc:
         print(f"ultra-ops platform: {exc}", file=sys.stderr)
         return 1

@@ -266,14 +266,22 @@ def instance_health(platform: Platform) -> dict[str, object]:
             heartbeats = {
                 kind: round(now - beat.timestamp, 1) for kind, beat in instance.get_daemon_heartbeats().items()
             }
-            queued = instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus.QUEUED]))
+            queued: dict[str, int] = {}
+            for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.QUEUED]), limit=1000):
+                env = run.tags.get("ultra_ops/environment", "(none)")
+                queued[env] = queued.get(env, 0) + 1
             in_progress = instance.get_runs_count(
                 RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])
             )
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return {"heartbeat_age_s": heartbeats, "queued_runs": queued, "runs_in_progress": in_progress}
+    return {
+        "heartbeat_age_s": heartbeats,
+        "queued_runs": sum(queued.values()),
+        "queued_by_environment": queued,
+        "runs_in_progress": in_progress,
+    }
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

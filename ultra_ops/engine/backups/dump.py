@@ -59,19 +59,24 @@ def checked_tool_version(tool: str, env: Environment, redact: Redactor) -> str:
     and an older pg_restore may not read what the server's pg_dump wrote. A server that cannot be
     reached is left for the tool itself to report, in its own words."""
     text = tool_version(tool)
-    found = re.search(r"\d+(?:\.\d+)?", text.split(")", 1)[-1])  # "pg_dump (PostgreSQL) 15.20 (Debian ...)"
     try:
         with psycopg.connect(**env.database.conninfo(env.database.maintenance_db)) as conn:
-            server = conn.info.server_version  # e.g. 150020
+            server = conn.info.server_version
     except psycopg.Error:
         return text
+    refuse_older_tool(tool, text, server, f"the PostgreSQL server of {env.name}", redact)
+    return text
+
+
+def refuse_older_tool(tool: str, version_text: str, server: int, where: str, redact: Redactor) -> None:
+    """BackupError naming both versions when `version_text` (`tool --version`) is of an older major
+    than `server` (libpq's server_version number, e.g. 150020)."""
+    found = re.search(r"\d+(?:\.\d+)?", version_text.split(")", 1)[-1])  # "pg_dump (PostgreSQL) 15.20 (Debian ...)"
     server_major, server_minor = server // 10000, server % 10000
     if found and int(found.group(0).split(".")[0]) < server_major:
-        client = found.group(0)
         raise BackupError(redact(
-            f"{tool} {client} is older than the PostgreSQL server of {env.name} ({server_major}.{server_minor}): "
-            f"{tool} must be of major version {server_major} or newer (install postgresql-client-{server_major})"))
-    return text
+            f"{tool} {found.group(0)} is older than {where} ({server_major}.{server_minor}): {tool} must be of "
+            f"major version {server_major} or newer (install postgresql-client-{server_major})"))
 
 
 class DumpFollower(threading.Thread):
