@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from conftest import PG, REDIS_URL, free_port, write_config
 
 from ultra_ops.engine.release.migrate import apply_migrations
 from ultra_ops.engine.settings import load_settings
+from ultra_ops.sample_service.llm_standin import make_server as llm_standin_server
+from ultra_ops.sample_service.ratelimit import RateLimit
 
 Start = Callable[..., tuple[subprocess.Popen[bytes], str]]
 
@@ -107,3 +110,91 @@ def test_prompts_error_without_table(start_service: Start, pg_database: str) -> 
     _, base = start_service(pg_database)  # not migrated
     r = httpx.get(base + "/api/v1/prompts")
     assert r.status_code == 500 and "prompts" in r.json()["error"]
+
+
+@pytest.fixture
+def llm_standin() -> Iterator[str]:
+    """The LLM stand-in on its own port, requiring a key."""
+    server = llm_standin_server(free_port(), api_key="sk-test-standin")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not on the metrics page")
+
+
+def test_login_protected_prompt_upload_and_metrics(
+    start_service: Start, pg_database: str, llm_standin: str, tmp_path: Path
+) -> None:
+    _, base = start_service(
+        pg_database, ULTRA_AUTH_PASSWORD="s3cret-pw", ULTRA_LLM_URL=llm_standin,
+        ULTRA_LLM_API_KEY="sk-test-standin", ULTRA_UPLOAD_DIR=str(tmp_path / "uploads"),
+        ULTRA_UPLOAD_MAX_BYTES="1000",
+    )
+    # The protected endpoint refuses a request without a token, or with a forged one.
+    r = httpx.get(base + "/api/v1/me")
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+    assert httpx.get(base + "/api/v1/me", headers={"Authorization": "Bearer abc.def"}).status_code == 401
+    assert httpx.post(base + "/api/v1/prompt", json={"prompt": "hi"}).status_code == 401
+
+    bad = httpx.post(base + "/api/v1/auth/login", json={"username": "admin", "password": "wrong"})
+    assert bad.status_code == 401 and "s3cret" not in bad.text
+    login = httpx.post(base + "/api/v1/auth/login", json={"username": "admin", "password": "s3cret-pw"})
+    assert login.status_code == 200, login.text
+    auth = {"Authorization": "Bearer " + login.json()["token"]}
+    assert httpx.get(base + "/api/v1/me", headers=auth).json() == {"user": "admin"}
+
+    before = httpx.get(base + "/metrics").text
+    r = httpx.post(base + "/api/v1/prompt", json={"prompt": "three little words"}, headers=auth)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["response"] == "stand-in answer: your prompt has 3 words"
+    assert body["usage"]["prompt_tokens"] == 3 and body["latency_ms"] >= 0
+    assert httpx.post(base + "/api/v1/prompt", json={"prompt": ""}, headers=auth).status_code == 400
+
+    r = httpx.post(base + "/api/v1/files", content=b"hello upload", headers={**auth, "X-Filename": "../x"})
+    assert r.status_code == 201, r.text
+    stored = tmp_path / "uploads" / r.json()["id"]
+    assert stored.read_bytes() == b"hello upload" and r.json()["size"] == 12
+    assert httpx.post(base + "/api/v1/files", content=b"x" * 1001, headers=auth).status_code == 413
+
+    after = httpx.get(base + "/metrics")
+    assert after.headers["Content-Type"].startswith("text/plain")
+    assert _metric(after.text, "ultra_prompts_total") == _metric(before, "ultra_prompts_total") + 1
+    assert _metric(after.text, "ultra_uploads_total") == 1
+    assert _metric(after.text, "ultra_llm_request_seconds_count") == 1
+    assert 'ultra_http_requests_total{path="/api/v1/me",status="401"} 2' in after.text
+
+
+def test_prompt_reports_a_failing_provider(start_service: Start, pg_database: str, llm_standin: str) -> None:
+    _, base = start_service(pg_database, ULTRA_LLM_URL=llm_standin, ULTRA_LLM_API_KEY="sk-wrong-key")
+    r = httpx.post(base + "/api/v1/prompt", json={"prompt": "hi"})  # auth off: open
+    assert r.status_code == 502 and r.json()["error"] == "LLM provider answered HTTP 401"
+    assert "sk-wrong-key" not in r.text
+    _, unconfigured = start_service(pg_database)
+    assert httpx.post(unconfigured + "/api/v1/prompt", json={"prompt": "hi"}).status_code == 503
+    assert httpx.post(unconfigured + "/api/v1/files", content=b"x").status_code == 404
+    assert httpx.post(unconfigured + "/api/v1/auth/login", json={}).status_code == 404
+
+
+def test_rate_limit_on_api_only(start_service: Start, pg_database: str) -> None:
+    _, base = start_service(pg_database, ULTRA_RATE_LIMIT="5/60")
+    statuses = [httpx.get(base + "/api/v1/version").status_code for _ in range(8)]
+    assert statuses == [200] * 5 + [429] * 3
+    limited = httpx.get(base + "/api/v1/version")
+    assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
+    # Health and metrics stay answerable, so monitoring never trips the limit.
+    assert all(httpx.get(base + "/health").status_code == 200 for _ in range(8))
+    assert _metric(httpx.get(base + "/metrics").text, "ultra_rate_limited_total") == 4
+
+
+def test_bad_rate_limit_is_named() -> None:
+    with pytest.raises(ValueError, match="ULTRA_RATE_LIMIT must look like 20/1"):
+        RateLimit.parse("twenty")
