@@ -4,7 +4,6 @@ test config (development and staging, each with its own database, Redis prefix, 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -17,6 +16,9 @@ import redis
 from conftest import PG, REDIS_URL, _create_database, _drop_databases, free_port, write_multi_config
 from webserver import UI
 
+from ultra_ops.cli import main
+from ultra_ops.engine.runtimes import get_runtime
+from ultra_ops.engine.settings import load_settings
 from ultra_ops.platform.stack import Platform
 
 ENVIRONMENTS = ("development", "staging")
@@ -62,28 +64,16 @@ def running_platform(tmp: Path, *, test_seconds: float = 0) -> Iterator[RunningP
             config.write_text(config.read_text().replace("[defaults]\n", "[defaults]\n" + slow, 1))
         platform.extra_env = {"ULTRA_OPS_CONFIG": str(config)}
         running = RunningPlatform(platform, config, UI(platform.port))
-        for env in ENVIRONMENTS:
-            result = running.ops("init", "--environment", env)
-            assert result.returncode == 0, result.stderr
+        for env in ENVIRONMENTS:  # not a Dagster run: in this process
+            assert main(["init", "--environment", env, "--config", str(config)]) == 0
         platform.start()
         yield running
     finally:
         platform.stop()
-        for env in ENVIRONMENTS:
-            if (tmp / env).exists():
-                subprocess.run(
-                    [
-                        str(Path(sys.executable).parent / "ultra-ops"),
-                        "stop",
-                        "--environment",
-                        env,
-                        "--config",
-                        str(tmp / "ultra_ops.toml"),
-                    ],
-                    env={**os.environ, **platform.env()},
-                    capture_output=True,
-                    timeout=120,
-                )
+        if (tmp / "ultra_ops.toml").exists():
+            settings = load_settings(tmp / "ultra_ops.toml")
+            for env in ENVIRONMENTS:
+                get_runtime(settings.environment(env)).down()
         _drop_databases(base)
         client = redis.Redis.from_url(REDIS_URL)
         keys = list(client.scan_iter(match=prefix + "*"))

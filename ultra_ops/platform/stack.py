@@ -229,17 +229,20 @@ class Platform:
         """SIGTERM each service's process group (runs in progress get it too: a deploy rolls back),
         SIGKILL what is left after `timeout_s`. Returns the services that were running."""
         stopped = []
-        for name in ("daemon", "webserver", "code-server"):  # nothing new is launched while the rest stop
-            pid = self.pid(name)
-            if pid:
-                stopped.append(name)
-                _signal_group(pid, signal.SIGTERM)
-                deadline = time.monotonic() + timeout_s
-                while self.pid(name) and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                if self.pid(name):
+        # The daemon first, so nothing new is launched while the rest stop; then the others together.
+        for names in (("daemon",), ("webserver", "code-server")):
+            pids = {name: self.pid(name) for name in names}
+            for name, pid in pids.items():
+                if pid:
+                    stopped.append(name)
+                    _signal_group(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while any(self.pid(n) for n in names) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for name, pid in pids.items():
+                if pid and self.pid(name):
                     _signal_group(pid, signal.SIGKILL)
-            self._pid_file(name).unlink(missing_ok=True)
+                self._pid_file(name).unlink(missing_ok=True)
         return stopped
 
     def status(self) -> dict[str, object]:
