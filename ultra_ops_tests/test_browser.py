@@ -59,6 +59,21 @@ def page(platform: RunningPlatform) -> Iterator[object]:
             browser.close()
 
 
+def _open_menu(box, item, timeout_s: float = 60) -> None:  # noqa: ANN001
+    """Click the picker until its menu shows `item`: the partitions load after the page, and a
+    click before they arrive opens nothing."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        box.click()
+        try:
+            playwright.expect(item).to_be_visible(timeout=3000)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            box.press("Escape")
+
+
 class Shots:
     def __init__(self, page: object) -> None:
         self.page = page
@@ -90,9 +105,8 @@ def test_launch_verify_from_the_launchpad_and_find_cli_runs(platform: RunningPla
         shots.take("launchpad")
 
         # The environment is a pick from the partitions, not YAML: the form has no required field.
-        partition.click()
         options = page.get_by_role("menuitem")
-        expect(options.filter(has_text="development")).to_be_visible()
+        _open_menu(partition, options.filter(has_text="development"))
         assert {o.strip() for o in options.all_inner_texts()} >= {"development", "staging"}
         options.filter(has_text="development").first.click()
         expect(page.get_by_text("ultra_ops/environment: development")).to_be_visible()
