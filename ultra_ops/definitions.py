@@ -2,6 +2,8 @@
 
 from dagster import Definitions
 
+from ultra_ops.defs.backups.assets import BACKUP_ASSETS
+from ultra_ops.defs.backups.checks import BACKUP_CHECKS
 from ultra_ops.defs.backups.jobs import BACKUP_JOBS
 from ultra_ops.defs.backups.schedules import backup_schedules
 from ultra_ops.defs.backups.sensors import backup_sensors
@@ -18,7 +20,8 @@ from ultra_ops.defs.shared.jobs import LOGGERS
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 
 defs = Definitions(
-    assets=[*RELEASE_ASSETS, *MAINTENANCE_ASSETS],
+    assets=[*BACKUP_ASSETS, *RELEASE_ASSETS, *MAINTENANCE_ASSETS],
+    asset_checks=BACKUP_CHECKS,
     jobs=[*RELEASE_JOBS, *BACKUP_JOBS, *CALENDAR_JOBS, *MAINTENANCE_JOBS, *PLATFORM_JOBS],
     schedules=[*calendar_schedules(), *backup_schedules(), *maintenance_schedules(), *platform_schedules()],
     sensors=[*release_sensors(), *backup_sensors()],

@@ -3,8 +3,9 @@
 Every step is an `ultra-ops` command, so every deploy, verify and rollback is a Dagster run
 recorded as a launch from the UI is: v1.0.0 to development, staging and production, each
 verified; then v1.1.0 to development and staging, and staging rolled back to its newest backup
-(the one its v1.1.0 deploy took, holding its v1.0.0 state) and verified again. With
-`--environment ENV`, the same kind of cycle on that one environment.
+(the one its v1.1.0 deploy took, holding its v1.0.0 state) and verified again. Then the release
+calendar (demo_calendar): a release branch made, deployed by the schedules' ticks, approved, tagged,
+with the webhook's notifications. With `--environment ENV`, a cycle on that one environment.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from ultra_ops.demo_calendar import ensure_repository, run_calendar_demo
 from ultra_ops.engine.errors import InputError
+from ultra_ops.engine.release.branches import release_repository
 from ultra_ops.engine.release.rollback import deployed_version
 from ultra_ops.engine.settings import Settings
 
@@ -68,11 +71,20 @@ def run_demo(settings: Settings, environment: str | None, config_args: list[str]
                              f"does not name {', '.join(missing)} (--environment ENV runs it on one)")
         names = list(PROMOTION)
         steps = promotion_steps(config_args)
+    repo = release_repository(settings) if environment is None else None
+    if repo is not None:
+        for line in ensure_repository(repo):
+            progress(line)
     for title, argv in steps:
         progress(f"== {title}: ultra-ops {' '.join(argv)}")
         code = run(argv)
         if code != 0:
             progress(f"demo stopped at '{title}' (exit {code})")
+            return code
+    if environment is None:
+        code = run_calendar_demo(settings, config_args, run=run, progress=progress, out=out)
+        if code != 0:
+            progress(f"demo stopped in the release calendar (exit {code})")
             return code
     out("")
     for name in names:

@@ -212,3 +212,26 @@ def test_maintenance_ticks_start_one_run_per_environment(
     sunday = _fire_times(schedules["weekly_vacuum_schedule"], datetime(2026, 3, 1, tzinfo=BERLIN),
                          datetime(2026, 4, 30, tzinfo=BERLIN))
     assert {m.weekday() for m in sunday} == {6} and {(m.hour, m.minute) for m in sunday} == {(4, 0)}
+
+
+def test_an_approval_counts_from_a_coming_tick_but_no_later_than_the_second(tmp_path: Path, capsys) -> None:
+    from ultra_ops.engine.calendar.approvals import production_ticks
+
+    config = write_multi_config(tmp_path, {"staging": "unused_s", "production": "unused_p"}, redis_prefix="p:")
+    settings = load_settings(config)
+    now = datetime(2026, 11, 27, 12, tzinfo=BERLIN)
+    first, second = production_ticks(settings, now, 2)
+    assert (first.date(), second.date()) == (date(2026, 12, 10), date(2026, 12, 24))  # anchor 2026-01-08 + 14 k
+    approve(settings, "production", "v1.0.0", "bob", now=now, valid_from=first - timedelta(hours=1))
+    assert valid_approval(settings, "production", "v1.0.0", now) is None  # not yet
+    assert valid_approval(settings, "production", "v1.0.0", first).approved_by == "bob"
+    assert valid_approval(settings, "production", "v1.0.0", first + timedelta(hours=72)) is None  # expired
+    for bad, why in ((second + timedelta(minutes=1), "second coming production tick"),
+                     (now - timedelta(hours=1), "second coming production tick"),
+                     (datetime(2026, 12, 3, 9), "needs a time zone")):
+        with pytest.raises(InputError, match=why):
+            approve(settings, "production", "v1.0.1", "bob", now=now, valid_from=bad)
+    assert valid_approval(settings, "production", "v1.0.1", first) is None  # nothing half written
+    assert main(["approve", "--environment", "production", "--tag", "v1.0.1", "--by", "bob", "--at", "soon",
+                 "--config", str(config)]) == 2
+    assert "is not an ISO time" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def test_rollback_to_named_backup(tmp_path: Path, pg_database: str, dagster_home
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
                     "--allow-empty", "-m", "release"], check=True)
-    stack = Stack(tmp_path, pg_database, extra=f'git_repo = "{repo}"')
+    stack = Stack(tmp_path, pg_database, extra=f'git_repo = "{repo}"\ntag_releases = true')
     try:
         _rollback_to_named_backup(stack, repo, dagster_home)
     finally:
@@ -119,7 +119,7 @@ def test_release_records_of_deploys_and_rollbacks(tmp_path: Path, pg_database: s
                                                   capsys) -> None:
     repo = tmp_path / "repo"
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    stack = Stack(tmp_path, pg_database, extra=f'git_repo = "{repo}"')
+    stack = Stack(tmp_path, pg_database, extra=f'git_repo = "{repo}"\ntag_releases = true')
     try:
         _release_records(stack, repo, dagster_home, capsys)
     finally:
@@ -188,19 +188,29 @@ def _release_records(stack: Stack, repo: Path, dagster_home: Path, capsys) -> No
 def test_failed_rollbacks_are_recorded_as_rollback_failed(
     tmp_path: Path, pg_database: str, dagster_home: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from peers import LlmServer
+    from peers import MODELS, HttpPeer
+
+    # The provider revokes the key while the second deploy runs: the pre-release checklist's look at
+    # it still passes, then every verification fails, a rollback's too.
+    grace = {"sk-test-revoked-key": 1}
+
+    def models(headers: dict[str, str]) -> tuple[int, object, float]:
+        key = headers.get("Authorization", "").removeprefix("Bearer ")
+        if key == "sk-test-good-key" or grace.get(key, 0) > 0:
+            grace[key] = grace.get(key, 0) - 1
+            return 200, MODELS, 0.0
+        return 401, {"error": f"bad key {key}"}, 0.0
 
     monkeypatch.setenv("ULTRA_TEST_LLM_KEY", "sk-test-good-key")
-    with LlmServer(expected_key="sk-test-good-key") as llm:
+    with HttpPeer({"/v1/models": models}) as llm:
         stack = Stack(tmp_path, pg_database, extra=f"""
         [[environments.staging.llm_providers]]
         name = "openai"
-        models_url = "{llm.url}"
+        models_url = "{llm.url('/v1/models')}"
         api_key_env = "ULTRA_TEST_LLM_KEY"
         """)
         try:
             assert stack.ops("deploy", "--tag", "v1.0.0") == 0
-            # The provider refuses the key from now on: every verification fails, a rollback's too.
             monkeypatch.setenv("ULTRA_TEST_LLM_KEY", "sk-test-revoked-key")
             assert stack.ops("deploy", "--tag", "v1.0.1") == 1
             assert "ALSO failed" in capsys.readouterr().err

@@ -132,10 +132,69 @@ def test_backup_freshness_alerts_once_a_day(notified_stack: Stack, webhook: Webh
     data["created_at"] = (datetime.now(UTC) - timedelta(hours=30)).isoformat()
     manifest.write_text(json.dumps(data))
     result = freshness(context)
-    assert "staging: newest backup is 30.0 h old" in result.skip_message
+    # The alert, and a run of the asset's freshness check for the environment (red in the UI).
+    [request] = result.run_requests
+    assert [k.name for k in request.asset_check_keys] == ["backup_freshness"]
+    assert request.tags["ultra_ops/environment"] == "staging"
     body = webhook.bodies.get(timeout=30)
     assert body["event"] == "backup_stale" and "limit 26 h" in body["text"]
-    cursor = context.cursor
+    cursor = result.cursor
     assert json.loads(cursor)["staging"] == datetime.now(UTC).date().isoformat()
-    freshness(build_sensor_context(cursor=cursor))
+    again = freshness(build_sensor_context(cursor=cursor))
+    assert "staging: newest backup is 30.0 h old" in again.skip_message
     assert webhook.bodies.empty()  # told once today already
+
+
+def test_a_skipped_production_tick_is_told_to_the_webhook(tmp_path: Path, pg_databases: dict[str, str],
+                                                         redis_prefix: str, webhook: Webhook,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from zoneinfo import ZoneInfo
+
+    from conftest import write_multi_config
+    from dagster import build_schedule_context
+
+    from ultra_ops.definitions import defs
+    from ultra_ops.defs.calendar.schedules import calendar_schedules
+
+    password = "pg-Pr0d-Secret-7f3a"
+    config = write_multi_config(tmp_path, {e: pg_databases[e] for e in ("staging", "production")},
+                                redis_prefix=redis_prefix)
+    text = config.read_text().replace('timezone = "UTC"\n', 'timezone = "Europe/Berlin"\n\n[notifications]\n'
+                                      'webhook_url_env = "ULTRA_TEST_WEBHOOK"\ntimeout_s = 2\nretries = 2\n\n'
+                                      '[calendar]\nproduction = { day = "thursday", time = "10:00", every_weeks = 2, '
+                                      'anchor = 2026-01-01 }\n'
+                                      # A careless operator pasted the secret into a freeze's name.
+                                      f'freezes = [{{ name = "db move {password}", start = 2027-03-20, '
+                                      'end = 2027-03-30 }]\n', 1)
+    # A production secret set in the environment: the body must not carry it, nor the webhook's own URL.
+    text = text.replace(f'name = "{pg_databases["production"]}"',
+                        f'name = "{pg_databases["production"]}"\npassword_env = "ULTRA_TEST_PROD_PASSWORD"')
+    config.write_text(text)
+    monkeypatch.setenv("ULTRA_TEST_PROD_PASSWORD", password)
+    monkeypatch.setenv("ULTRA_OPS_CONFIG", str(config))
+    production = {s.name: s for s in calendar_schedules()}["production_release_schedule"]
+    thursday = datetime(2027, 3, 11, 10, tzinfo=ZoneInfo("Europe/Berlin"))  # a release week
+    with DagsterInstance.ephemeral() as instance:
+        context = build_schedule_context(instance=instance, scheduled_execution_time=thursday,
+                                         repository_def=defs.get_repository_def())
+        result = production.evaluate_tick(context)
+    assert not result.run_requests and "nothing new to release" in result.skip_message
+    body = webhook.bodies.get(timeout=30)  # delivered on the retry after the fixture's first 500
+    assert body["event"] == "production_skipped" and body["environment"] == "production"
+    assert "release tick skipped: nothing new to release" in body["text"]
+    sent = json.dumps(body)
+    assert password not in sent and SECRET not in sent and webhook.url not in sent
+    # An off week is no skip worth telling: the cron only runs on Thursdays, every other one is off.
+    with DagsterInstance.ephemeral() as instance:
+        context = build_schedule_context(instance=instance, scheduled_execution_time=thursday + timedelta(days=7),
+                                         repository_def=defs.get_repository_def())
+        assert "off week" in production.evaluate_tick(context).skip_message
+    assert webhook.bodies.empty()
+    # A skip whose reason carries the secret: the body masks it.
+    with DagsterInstance.ephemeral() as instance:
+        context = build_schedule_context(instance=instance, scheduled_execution_time=thursday + timedelta(days=14),
+                                         repository_def=defs.get_repository_def())
+        skipped = production.evaluate_tick(context).skip_message  # kept in Dagster's tick history
+    assert "db move ***" in skipped and password not in skipped
+    body = webhook.bodies.get(timeout=30)
+    assert "inside the freeze 'db move ***'" in body["text"] and password not in json.dumps(body)

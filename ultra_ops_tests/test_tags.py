@@ -16,8 +16,8 @@ def test_commit_of_a_release_tag(tmp_path: Path) -> None:
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "one"], check=True)
-    env = load_settings(write_config(tmp_path, "uo_records_unused", extra=f'git_repo = "{repo}"')).environment(
-        "staging")
+    extra = f'git_repo = "{repo}"\ntag_releases = true'
+    env = load_settings(write_config(tmp_path, "uo_records_unused", extra=extra)).environment("staging")
     assert commit_of(env, "v1.0.0") is None  # not tagged yet
     assert tag_release(env, "v1.0.0") == "created"
     first = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()

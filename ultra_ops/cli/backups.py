@@ -25,10 +25,11 @@ def print_backups(rows: list[dict[str, Any]]) -> None:
     if not rows:
         out("no backups")
         return
-    out(f"{'BACKUP ID':<28} {'VERSION':<22} {'CREATED':<26} {'SIZE':>10}  LABEL")
+    out(f"{'BACKUP ID':<28} {'VERSION':<22} {'CREATED':<26} {'SIZE':>10}  {'KIND':<9}  LABEL")
     for b in rows:
         size = f"{b['size_bytes'] / 1e6:.1f} MB"
-        out(f"{b['id']:<28} {b.get('version') or '-':<22} {b['created_at']:<26} {size:>10}  {b.get('label', '')}")
+        out(f"{b['id']:<28} {b.get('version') or '-':<22} {b['created_at']:<26} {size:>10}  "
+            f"{b.get('kind', ''):<9}  {b.get('label', '')}")
 
 
 def cmd_backups(args: argparse.Namespace) -> int:
@@ -60,10 +61,22 @@ def cmd_backups(args: argparse.Namespace) -> int:
             verb = "keep  " if decision["keep"] else ("would remove" if args.dry_run else "removed")
             out(f"{verb} {decision['backup_id']}: {decision['why']}")
     elif args.backups_command == "verify":
+        if args.backup:
+            from ultra_ops.engine.backups.store import get_backup
+
+            get_backup(env, args.backup)  # an unknown id is bad input: refused before any run starts
         result = run_job(args, settings, "verify_backups_job", env.name,
                           ops_config("backups_verify", {"backup_id": args.backup}))
         for backup_id, outcome in (result.outputs.get("backups_verify", {}).get("results") or {}).items():
             out(f"{backup_id}: {outcome}")
+        if args.restore_test:
+            checked = run_job(args, settings, "backup_checks_job", env.name, partitioned=False,
+                              backup_id=args.backup)
+            for check in checked.checks:
+                state = "ok" if check["passed"] else ("WARNING" if check["severity"] == "WARN" else "FAILED")
+                out(f"{check['name']}: {state}: {check['description']}")
+            failed = [c for c in checked.checks if not c["passed"] and c["severity"] == "ERROR"]
+            return 0 if result.success and checked.success and not failed else 1
     else:
         result = run_job(args, settings, "backup_job", env.name)
     return 0 if result.success else 1

@@ -70,26 +70,35 @@ def launched_by_user() -> str:
         return f"uid:{os.getuid()}"
 
 
-def run_job(args: argparse.Namespace, settings: Settings, job: str, environment: str,
+def run_job(args: argparse.Namespace, settings: Settings, job: str, environment: str | None,
              run_config: dict[str, Any] | None = None, *, partition: str | None = None,
-             **tag_values: Any):  # noqa: ANN202
-    """Run `job` for one environment partition, tagged before it starts, as the UI would file it."""
+             partitioned: bool = True, **tag_values: Any):  # noqa: ANN202
+    """Run `job` for one environment partition (or, with None, a job of no environment), tagged
+    before it starts, as the UI would file it. `partitioned=False`: a job with no partitions (asset
+    checks alone), told its environment by tag."""
     from dagster import DagsterInstance
 
     from ultra_ops.defs.shared.launch import ensure_dagster_home, launch
-    from ultra_ops.defs.shared.tags import PARTITION, launch_tags
+    from ultra_ops.defs.shared.tags import LAUNCHED_BY, OPERATION, PARTITION, VERSION, launch_tags
     from ultra_ops.engine.envfile import read_env_file
 
-    # An env file the run could not read is bad input: refused here, before a run exists.
-    read_env_file(settings.environment(environment).env_file)
-    home = ensure_dagster_home(settings.path.parent / ".dagster_home")
     operation = job.removesuffix("_job")
-    tags = launch_tags(environment, operation, launched_by=launched_by_user(), **tag_values)
+    if environment is None:
+        tags = {OPERATION: operation, LAUNCHED_BY: launched_by_user()}
+        if tag_values.get("version"):
+            tags[VERSION] = tag_values["version"]
+    else:
+        # An env file the run could not read is bad input: refused here, before a run exists.
+        read_env_file(settings.environment(environment).env_file)
+        tags = launch_tags(environment, operation, launched_by=launched_by_user(), **tag_values)
+    home = ensure_dagster_home(settings.path.parent / ".dagster_home")
     if partition:
         tags[PARTITION] = partition  # a job partitioned by more than the environment
+    if not partitioned:
+        tags.pop(PARTITION, None)
     config = {**(run_config or {}),
               "resources": {"locks": {"config": {"lock_wait_s": float(getattr(args, "lock_wait", 0) or 0)}}}}
-    progress(f"starting {job} for {environment} (Dagster home {home})")
+    progress(f"starting {job}" + (f" for {environment}" if environment else "") + f" (Dagster home {home})")
     instance = DagsterInstance.get()
     end_startup()
     result = launch(job, config, tags, instance=instance)

@@ -12,9 +12,11 @@ from ultra_ops.cli.common import (
 )
 from ultra_ops.cli.maintenance import cmd_maintenance
 from ultra_ops.cli.release import (
+    cmd_checklist,
     cmd_demo,
     cmd_deploy,
     cmd_init,
+    cmd_release_branch,
     cmd_releases,
     cmd_rollback,
     cmd_status,
@@ -77,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("checklist", parents=[common], help="the pre-release checklist, each item with its evidence")
+    p.add_argument("--tag", help="the version about to be deployed (default: the deployed one)")
+    p.add_argument("--json", action="store_true", help="print the checklist as JSON")
+    p.set_defaults(func=cmd_checklist)
+
+    p = sub.add_parser("release-branch", help="make release/vX.Y.Z from main, with the version written in")
+    p.add_argument("--config", metavar="PATH", help=f"config file (default: ${CONFIG_ENV_VAR} or ./ultra_ops.toml)")
+    p.add_argument("--tag", required=True, help="the release's version, e.g. v1.2.3")
+    p.set_defaults(func=cmd_release_branch)
+
     p = sub.add_parser("rollback", parents=[common, locking], help="restore a backup, restart and verify")
     p.add_argument("--backup", metavar="ID", help="backup to restore (default: the newest, after confirmation)")
     p.add_argument("--yes", "-y", action="store_true", help="confirm without asking")
@@ -91,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_backups)
     b = bsub.add_parser("verify", parents=[common], help="check backups against their manifests (sha256)")
     b.add_argument("--backup", metavar="ID", help="one backup (default: all)")
+    b.add_argument("--restore-test", action="store_true",
+                   help="then run the backups asset's checks on it (default: the newest backup): pg_restore "
+                        "--list, a restore test into a scratch database, freshness")
     b.set_defaults(func=cmd_backups)
     b = bsub.add_parser("prune", parents=[common, locking], help="apply the retention policy")
     b.add_argument("--dry-run", action="store_true", help="show what would be removed, remove nothing")
@@ -130,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("approve", parents=[common], help="approve a version for scheduled deploys")
     p.add_argument("--tag", required=True, help="the version approved, e.g. v1.2.3")
     p.add_argument("--by", required=True, metavar="NAME", help="who approves it")
+    p.add_argument("--at", metavar="TIME", help="when the approval starts to count, ISO time with zone (default now; "
+                   "at most calendar.approval.expires_hours ahead)")
     p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser("calendar", help="the coming release and backup ticks and what each would do")

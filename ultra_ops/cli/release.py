@@ -151,3 +151,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     config = ["--config", str(settings.path)] if args.config else []
     return run_demo(settings, args.environment, config, run=main, progress=progress, out=out)
+
+
+def cmd_release_branch(args: argparse.Namespace) -> int:
+    """`release_branch_job`: release/vX.Y.Z from main, with its version written in."""
+    from ultra_ops.engine.inputs import validate_tag
+    from ultra_ops.engine.release.branches import branch_commit, release_repository, version_key
+
+    settings = settings_of(args)
+    # Bad input exits 2 before a run exists: the tag, a missing repository, a branch already made.
+    validate_tag(args.tag)
+    version_key(args.tag)
+    repo = release_repository(settings)
+    if repo is None:
+        raise InputError(f"no git_repo in {settings.path}: release branches need the Ultra AI repository")
+    existing = branch_commit(repo, args.tag)
+    if existing is not None:
+        raise InputError(f"release/{args.tag} already exists in {repo} (commit {existing[:12]})")
+    result = run_job(args, settings, "release_branch_job", None,
+                      ops_config("create_release_branch", {"tag": args.tag}), version=args.tag)
+    made = result.outputs.get("create_release_branch", {})
+    if result.success:
+        updated = ", ".join(made.get("updated") or []) or "no file names a version"
+        out(f"release/{args.tag} created at {str(made.get('commit', ''))[:12]} from main "
+            f"{str(made.get('base', ''))[:12]} ({updated})" + ("; pushed to origin" if made.get("pushed") else ""))
+    return 0 if result.success else 1
+
+
+def cmd_checklist(args: argparse.Namespace) -> int:
+    """`checklist_job`: every item of the pre-release checklist with its evidence."""
+    from ultra_ops.engine.inputs import validate_tag
+    from ultra_ops.engine.release.checklist import ChecklistReport
+    from ultra_ops.engine.release.rollback import deployed_version
+
+    settings = settings_of(args)
+    env = settings.environment(args.environment)
+    if args.tag:
+        validate_tag(args.tag)
+    result = run_job(args, settings, "checklist_job", env.name, ops_config("checklist_items", {"tag": args.tag}),
+                      version=args.tag or deployed_version(env))
+    reports = [o["checklist"] for o in result.asset_metadata if "checklist" in o]
+    if reports:
+        out(json.dumps(reports[-1], indent=2) if args.json else ChecklistReport.from_dict(reports[-1]).table())
+    return 0 if result.success else 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import stat
 
 from ultra_ops.engine.envfile import read_env_file, update_env_file
@@ -31,6 +32,17 @@ def init_environment(env: Environment) -> list[str]:
         if mode & 0o077:
             env.env_file.chmod(0o600)
             done.append(f"narrowed {env.env_file} from {mode:04o} to 0600")
+    # What the pre-release checklist tests on the running service: a login (a password made here,
+    # kept in the env file only) and a rate limit its burst of requests meets.
+    present = read_env_file(env.env_file)
+    wanted = {}
+    if env.checklist.protected_url and not present.get(env.checklist.auth_password_key):
+        wanted[env.checklist.auth_password_key] = secrets.token_urlsafe(24)
+    if env.checklist.rate_limit_url and not present.get("ULTRA_RATE_LIMIT"):
+        wanted["ULTRA_RATE_LIMIT"] = f"{max(1, env.checklist.rate_limit_burst // 2)}/1"
+    if wanted:
+        update_env_file(env.env_file, wanted)
+        done.append(f"set {', '.join(wanted)} in {env.env_file} for the checklist's login and rate limit checks")
     missing = [k for k in env.required_env_keys
                if k != "ULTRA_VERSION" and k not in read_env_file(env.env_file)]
     if missing:

@@ -15,11 +15,16 @@ _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def read_env_file(path: os.PathLike[str] | str) -> dict[str, str]:
     """Parse a dotenv file (KEY=VALUE lines, # comments, optional quotes). Missing file: {}."""
-    values: dict[str, str] = {}
     try:
         text = decode_env_file(Path(path), Path(path).read_bytes())
     except FileNotFoundError:
-        return values
+        return {}
+    return parse_env_text(text)
+
+
+def parse_env_text(text: str) -> dict[str, str]:
+    """The KEY=VALUE pairs of a dotenv text."""
+    values: dict[str, str] = {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
@@ -59,22 +64,28 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         raise
 
 
-def update_env_file(path: Path, values: dict[str, str]) -> None:
-    """Set keys in the env file, keeping every other line (comments, order) as it was."""
+def with_values(text: str, values: dict[str, str]) -> str:
+    """Env file text with keys set, every other line (comments, order) kept; new keys at the end."""
     for key, value in values.items():
         if not _KEY.fullmatch(key):
             raise InputError(f"env file key {key!r} is not a valid variable name")
         if "\n" in value or "\r" in value:
             raise InputError(f"env file value for {key} contains a line break")
-    lines = decode_env_file(path, path.read_bytes()).splitlines() if path.exists() else []
     pending = dict(values)
     out = []
-    for line in lines:
+    for line in text.splitlines():
         key = line.split("=", 1)[0].strip().removeprefix("export ").strip() if "=" in line else None
         if key in pending and not line.lstrip().startswith("#"):
             out.append(f"{key}={pending.pop(key)}")
         else:
             out.append(line)
     out += [f"{k}={v}" for k, v in pending.items()]
+    return "\n".join(out) + "\n"
+
+
+def update_env_file(path: Path, values: dict[str, str]) -> None:
+    """Set keys in the env file, keeping every other line (comments, order) as it was."""
+    text = decode_env_file(path, path.read_bytes()) if path.exists() else ""
+    new = with_values(text, values)
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    write_atomic(path, ("\n".join(out) + "\n").encode(), mode=mode)
+    write_atomic(path, new.encode(), mode=mode)

@@ -5,8 +5,19 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from dagster import SensorDefinition, SensorEvaluationContext, SkipReason, sensor
+from dagster import (
+    AssetCheckKey,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
+from ultra_ops.defs.backups.jobs import backup_checks_job
+from ultra_ops.defs.backups.records import BACKUPS
+from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.automations import loaded_settings, sensor_status
 from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.errors import UltraOpsError
@@ -18,18 +29,19 @@ from ultra_ops.engine.settings import load_settings
 def backup_sensors() -> list[SensorDefinition]:
     settings = loaded_settings()
 
-    @sensor(name="backup_freshness_sensor", minimum_interval_seconds=900,
+    @sensor(name="backup_freshness_sensor", minimum_interval_seconds=900, job=backup_checks_job,
             default_status=sensor_status(settings, "backup_freshness_sensor"),
             description="Alert when an environment's newest complete backup is older than its "
-                        "backup.max_age_hours (26 h by default); once a day per environment.")
-    def backup_freshness_sensor(context: SensorEvaluationContext) -> SkipReason:
+                        "backup.max_age_hours (26 h by default), and run the backups asset's freshness check "
+                        "for it, so the asset shows it red; once a day per environment.")
+    def backup_freshness_sensor(context: SensorEvaluationContext) -> SkipReason | SensorResult:
         try:
             current = load_settings()
         except UltraOpsError as exc:
             return SkipReason(f"config error: {exc}")
         now = datetime.now(UTC)
         alerted: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-        stale = []
+        stale, checks = [], []
         for env in current.environments.values():
             backups = list_backups(env)
             newest = datetime.fromisoformat(backups[0].created_at) if backups else None
@@ -44,6 +56,12 @@ def backup_sensors() -> list[SensorDefinition]:
                            {"newest": backups[0].id if backups else ""})
             send(current.notifications, body, redact=Redactor.for_environment(env), log=context.log)
             alerted[env.name] = now.date().isoformat()
+            checks.append(RunRequest(
+                run_key=f"backup_freshness:{env.name}:{now.date().isoformat()}",
+                asset_check_keys=[AssetCheckKey(BACKUPS, "backup_freshness")],
+                tags={**tags.environment_tags(env.name), tags.OPERATION: "check backups"}))
+        if checks:
+            return SensorResult(run_requests=checks, cursor=json.dumps(alerted))
         context.update_cursor(json.dumps(alerted))
         return SkipReason("stale: " + "; ".join(stale) if stale else "every environment has a fresh backup")
 

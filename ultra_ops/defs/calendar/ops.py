@@ -5,7 +5,7 @@ from dagster import OpExecutionContext, op
 from ultra_ops.defs.calendar.config import ApproveConfig
 from ultra_ops.defs.shared.resources import OpsSettings
 from ultra_ops.defs.shared.steps import environment_of, failures_as_dagster, load
-from ultra_ops.engine.calendar.approvals import approve
+from ultra_ops.engine.calendar.approvals import approve, parse_at
 
 
 @op
@@ -13,8 +13,9 @@ def approve_release(context: OpExecutionContext, config: ApproveConfig, settings
     """A person's approval of a version for the environment, until it expires."""
     loaded = load(settings)
     with failures_as_dagster():
-        approval = approve(loaded, environment_of(context), config.tag, config.by)
+        approval = approve(loaded, environment_of(context), config.tag, config.by, valid_from=parse_at(config.at))
     context.log.info(f"{approval.version} approved for {approval.environment} by {approval.approved_by} "
-                     f"until {approval.expires_at:%Y-%m-%d %H:%M} UTC")
+                     f"from {approval.approved_at.isoformat(timespec='minutes')} "
+                     f"until {approval.expires_at.isoformat(timespec='minutes')}")
     context.add_output_metadata({"version": approval.version, "approved_by": approval.approved_by,
                                  "expires_at": approval.expires_at.isoformat()})

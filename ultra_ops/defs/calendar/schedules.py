@@ -48,12 +48,12 @@ def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDe
             return SkipReason(f"{environment} is not in the config")
         tick = release_tick(current, environment, context.scheduled_execution_time)
         if tick.skip or tick.version is None:
+            # The reason is kept in the tick history: redacted like everything else Dagster records.
+            redact = Redactor.for_environment(current.environments[environment])
             if environment == "production" and tick.skip and not tick.skip.startswith("off week"):
-                env = current.environments[environment]
                 body = message("production_skipped", environment, f"release tick skipped: {tick.skip}")
-                send(current.notifications, body,
-                     redact=Redactor.for_environment(env), log=context.log)
-            return SkipReason(tick.skip or "nothing to deploy")
+                send(current.notifications, body, redact=redact, log=context.log)
+            return SkipReason(redact(tick.skip or "nothing to deploy"))
         return RunRequest(
             run_key=f"{name}:{tick.version}:{tick.at:%Y-%m-%d}",
             partition_key=environment,

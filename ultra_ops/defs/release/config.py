@@ -23,3 +23,13 @@ class DeployConfig(Config):
 
 class RollbackConfig(Config):
     backup_id: str | None = Field(default=None, description="Backup to restore; the newest when empty")
+
+
+class ReleaseBranchConfig(Config):
+    tag: str = Field(description="The release's version, v + semantic version X.Y.Z, e.g. v1.2.3: "
+                     "release/<tag> is made from main")
+
+
+class ChecklistConfig(Config):
+    tag: str | None = Field(default=None, description="The version about to be deployed (checks that the "
+                            "changelog names it and its commit is on main); empty: the deployed one")

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from dagster import in_process_executor, job
+
 from ultra_ops.defs.release import ops
-from ultra_ops.defs.shared.jobs import environment_job
+from ultra_ops.defs.shared import tags
+from ultra_ops.defs.shared.jobs import LOGGERS, environment_job
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.release.deploy import suggested_tag
 from ultra_ops.engine.settings import load_settings
@@ -63,4 +66,20 @@ def stop_job() -> None:
     ops.stop_services()
 
 
-RELEASE_JOBS = [deploy_job, verify_job, rollback_job, stop_job]
+@job(executor_def=in_process_executor, logger_defs=LOGGERS,
+     tags={tags.DOMAIN: "release", tags.OPERATION: "release_branch"})
+def release_branch_job() -> None:
+    """Make release/vX.Y.Z from main in the Ultra AI repository, with the version written into
+    package.json and the tracked env files. The staging schedule deploys the newest such branch.
+    Not partitioned: a release is made once, for every environment."""
+    ops.create_release_branch()
+
+
+@environment_job("release", "checklist")
+def checklist_job() -> None:
+    """The release document's pre-release checklist for an environment, every item with its evidence;
+    fails when an item fails (deploy_job runs the same checklist as its blocking second step)."""
+    ops.checklist_items()
+
+
+RELEASE_JOBS = [deploy_job, verify_job, rollback_job, stop_job, release_branch_job, checklist_job]

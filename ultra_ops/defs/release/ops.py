@@ -4,17 +4,20 @@ calls one engine step, and reports what it did as metadata."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from dagster import AssetKey, AssetObservation, MetadataValue, OpExecutionContext, op
 
-from ultra_ops.defs.release.config import DeployConfig, RollbackConfig
+from ultra_ops.defs.release.config import ChecklistConfig, DeployConfig, ReleaseBranchConfig, RollbackConfig
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.runs import run_origin
 from ultra_ops.defs.shared.steps import Step, environment_of, failures_as_dagster, load, partition_step, step
 from ultra_ops.engine.calendar.gates import check_deploy, check_emergency, local_today
+from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.release import deploy, rollback
-from ultra_ops.engine.release.checklist import require_checklist, run_checklist
+from ultra_ops.engine.release.branches import create_release_branch as make_release_branch
+from ultra_ops.engine.release.checklist import ChecklistReport, require_checklist, run_checklist
 from ultra_ops.engine.release.deploy import DeployRequest
 from ultra_ops.engine.release.records import ReleaseStatus
 from ultra_ops.engine.release.rollback import RollbackPlan, deployed_version
@@ -87,15 +90,28 @@ def deploy_plan(
     return req
 
 
+def report_checklist(context: OpExecutionContext, s: Step, report: ChecklistReport) -> None:
+    """The checklist's items with their evidence, as an observation of the environment's checklist."""
+    context.log_event(AssetObservation(asset_key=AssetKey(["checklist", s.env.name]), metadata={
+        "environment": s.env.name, "version": report.version or "", "ok": report.ok,
+        "failed": len(report.failures), "items": len(report.items),
+        "table": MetadataValue.md("```\n" + s.redact(report.table()) + "\n```"),
+        "checklist": MetadataValue.json(s.redact.value(report.to_dict()))}))
+    s.log.info(report.summary())
+
+
 @op
 def deploy_checklist(context: OpExecutionContext, req: DeployRequest, locks: EnvironmentLocks) -> DeployRequest:
     """The release document's pre-release checklist; blocks the deploy when an item fails."""
     with deploy_step(context, req, locks) as s:
-        items = run_checklist(s.env, redact=s.redact)
-        context.add_output_metadata({"items": MetadataValue.json([i.to_dict() for i in items])})
-        for item in items:
-            (s.log.info if item.ok else s.log.warning)(f"[{'x' if item.ok else ' '}] {item.name}: {item.detail}")
-        require_checklist(items)
+        report = run_checklist(s.env, version=req.tag, redact=s.redact, skip_tests=req.skip_tests, in_deploy=True,
+                               log=s.log)
+        report_checklist(context, s, report)
+        require_checklist(report)
+        tests = next((i for i in report.items if i.name == "automated tests pass"), None)
+        req = replace(req, tests_passed=tests is not None and tests.status == "pass")
+    context.add_output_metadata({"passed": sum(1 for i in report.items if i.status == "pass"),
+                                 "warned": sum(1 for i in report.items if i.status == "warn")})
     return req
 
 
@@ -261,3 +277,32 @@ def stop_services(context: OpExecutionContext, settings: OpsSettings, locks: Env
     with partition_step(context, settings, locks=locks, operation="stop") as s:
         get_runtime(s.env, log=s.log, redact=s.redact).down()
         s.log.info(f"{s.env.name} stopped")
+
+
+# release_branch_job, checklist_job --------------------------------------------------------------
+
+@op
+def create_release_branch(context: OpExecutionContext, config: ReleaseBranchConfig, settings: OpsSettings) -> None:
+    """release/<tag> from main, with the version written into the release (package.json, env files)."""
+    loaded = load(settings)
+    launched_by, _ = run_origin(context)
+    with failures_as_dagster():
+        made = make_release_branch(loaded, config.tag, author=launched_by.replace(":", "-"), log=context.log)
+    context.instance.add_run_tags(context.run_id, {tags.VERSION: made.version})
+    context.add_output_metadata({"branch": made.branch, "commit": made.commit, "base": made.base,
+                                 "updated": MetadataValue.json(list(made.updated)), "pushed": made.pushed})
+
+
+@op
+def checklist_items(context: OpExecutionContext, config: ChecklistConfig, settings: OpsSettings) -> None:
+    """Every item of the pre-release checklist with its evidence; the run fails when one fails. Takes
+    no lock: it changes nothing (its rate limit burst only costs the checker's own address)."""
+    with partition_step(context, settings) as s:
+        version = config.tag or deployed_version(s.env)
+        if config.tag:
+            validate_tag(config.tag)
+        if version:
+            context.instance.add_run_tags(context.run_id, {tags.VERSION: version})
+        report = run_checklist(s.env, version=version, redact=s.redact, log=s.log)
+        report_checklist(context, s, report)
+        require_checklist(report)

@@ -17,7 +17,7 @@ from dagster import (
     run_status_sensor,
 )
 
-from ultra_ops.defs.backups.jobs import backup_job
+from ultra_ops.defs.backups.jobs import backup_job, nightly_backup_job
 from ultra_ops.defs.release.jobs import deploy_job, rollback_job, verify_job
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.automations import loaded_settings, sensor_status
@@ -26,7 +26,8 @@ from ultra_ops.engine.notify.webhook import message, send
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, Settings, load_settings
 
-_EVENT = {"deploy_job": "deploy", "rollback_job": "rollback", "backup_job": "backup_failed"}
+_EVENT = {"deploy_job": "deploy", "rollback_job": "rollback", "backup_job": "backup_failed",
+          "nightly_backup_job": "backup_failed"}
 
 
 def _environment(run_tags: dict[str, str]) -> tuple[Settings, Environment] | None:
@@ -98,7 +99,8 @@ def release_sensors() -> list[SensorDefinition]:
         sent = _notify(context, event, f"{run.tags.get(tags.VERSION, 'a release')} {done}")
         return SkipReason("notified" if sent else "no webhook configured or not delivered")
 
-    @run_failure_sensor(name="release_failure_sensor", monitored_jobs=[deploy_job, rollback_job, backup_job],
+    @run_failure_sensor(name="release_failure_sensor", monitored_jobs=[deploy_job, rollback_job, backup_job,
+                                                                        nightly_backup_job],
                         default_status=sensor_status(settings, "release_failure_sensor"),
                         description="Tell the webhook of every failed deploy, rollback and backup.")
     def release_failure_sensor(context: RunFailureSensorContext) -> None:

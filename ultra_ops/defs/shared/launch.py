@@ -41,6 +41,7 @@ class LaunchResult:
     message: str  # the first failure's text, or "" on success
     asset_metadata: list[dict[str, Any]] = field(default_factory=list)  # of its observations and materializations
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # step key -> its output's metadata
+    checks: list[dict[str, Any]] = field(default_factory=list)  # asset check evaluations: name, passed, ...
 
 
 def ensure_dagster_home(default: Path) -> Path:
@@ -80,6 +81,7 @@ def _outcome(instance: DagsterInstance, run_id: str, success: bool) -> LaunchRes
     messages: list[str] = []
     observations: list[dict[str, Any]] = []
     outputs: dict[str, dict[str, Any]] = {}
+    checks: list[dict[str, Any]] = []
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
         if event is None:
@@ -94,13 +96,18 @@ def _outcome(instance: DagsterInstance, run_id: str, success: bool) -> LaunchRes
             observations.append(_metadata_values(event.event_specific_data.asset_observation.metadata))
         elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
             observations.append(_metadata_values(event.event_specific_data.materialization.metadata))
+        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            checks.append({"name": evaluation.check_name, "passed": evaluation.passed,
+                           "severity": evaluation.severity.value, "description": evaluation.description or "",
+                           "metadata": _metadata_values(evaluation.metadata)})
         elif event.event_type == DagsterEventType.STEP_OUTPUT and event.step_key:
             outputs[event.step_key] = _metadata_values(event.step_output_data.metadata or {})
         elif event.event_type == DagsterEventType.RUN_FAILURE and not messages and event.message:
             messages.append(event.message)
     if not success and not messages:
         messages.append(f"run {run_id} failed")
-    return LaunchResult(run_id, success, messages[0] if messages else "", observations, outputs)
+    return LaunchResult(run_id, success, messages[0] if messages else "", observations, outputs, checks)
 
 
 def _process_tag(owner: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from dagster import Failure, OpExecutionContext
 
+from ultra_ops.defs.backups.records import recording_backups
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.secrets import RedactingLog, Redactor
@@ -55,16 +56,24 @@ def step(
     *,
     locks: EnvironmentLocks | None = None,
     operation: str = "",
+    record_backups: bool = True,
 ) -> Iterator[Step]:
-    """Load the environment, hold its lock when given `locks`, redact the log, turn errors into Failures."""
+    """Load the environment, hold its lock when given `locks`, redact the log, turn errors into
+    Failures, and record every backup the step takes as a materialization of the backups asset
+    (unless the step is that asset's own, `record_backups=False`)."""
     with failures_as_dagster():
-        env = load_settings(config_path).environment(environment)
+        settings = load_settings(config_path)
+        env = settings.environment(environment)
     redact = Redactor.for_environment(env)
     with failures_as_dagster(redact):
         s = Step(env, RedactingLog(context.log, redact), redact)
         if locks is not None:
             locks.hold(env, operation=operation or context.job_name, run_id=context.run_id, log=s.log)
-        yield s
+        if not record_backups:
+            yield s
+            return
+        with recording_backups(context, settings.timezone, s.log):
+            yield s
 
 
 @contextmanager

@@ -14,16 +14,20 @@ from typing import Any
 
 from ultra_ops import __version__
 from ultra_ops.engine.backups.checksums import fsync_dir, hash_files, tree_size, walk_files
+from ultra_ops.engine.backups.counts import SnapshotCounts
 from ultra_ops.engine.backups.dump import DumpFollower, checked_tool_version, default_jobs, run_pg_tool
+from ultra_ops.engine.backups.events import announce
 from ultra_ops.engine.backups.store import (
     DUMP_DIR,
     DUMP_FILE,
     FILES_ARCHIVE,
+    KINDS,
     MANIFEST,
     MANIFEST_VERSION,
     TMP_PREFIX,
     BackupInfo,
     clean_stale_temps,
+    kind_of_label,
     load_backup,
     new_backup_id,
     owner_file,
@@ -51,7 +55,9 @@ def state_file_targets(env: Environment) -> dict[str, Path]:
     return {archive_name(env, p): p for p in env.state_files()}
 
 
-def _check_options(label: str, version: str | None, fmt: str, jobs: int, compression: int) -> None:
+def _check_options(label: str, version: str | None, fmt: str, jobs: int, compression: int, kind: str) -> None:
+    if kind not in KINDS:
+        raise InputError(f"backup kind {kind!r} is not one of {', '.join(KINDS)}")
     if fmt not in BACKUP_FORMATS:
         raise InputError(f"backup format {fmt!r} is not one of {', '.join(BACKUP_FORMATS)}")
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
@@ -101,15 +107,19 @@ def create_backup(
     format: str | None = None,
     jobs: int | None = None,
     compression: int | None = None,
+    kind: str | None = None,
 ) -> BackupInfo:
-    """Dump the database and archive the state files into a new backup; returns its info.
+    """Dump the database and archive the state files into a new backup; returns its info and tells
+    the listeners (events.announce). The manifest records the row count of every table in the
+    dump's own snapshot, for restore tests. `kind` (KINDS) defaults from the label.
     Raises InputError for bad options (nothing written) and BackupError when a step fails (the
     temp folder is removed, no backup appears)."""
     log = log or NullLog()
     fmt = format if format is not None else env.backup.format
     n_jobs = jobs if jobs is not None else default_jobs(env)
     level = compression if compression is not None else env.backup.compression
-    _check_options(label, version, fmt, n_jobs, level)
+    kind = kind or kind_of_label(label)
+    _check_options(label, version, fmt, n_jobs, level, kind)
     redact = redact or Redactor.for_environment(env)
 
     root = env.backups_path
@@ -138,15 +148,18 @@ def create_backup(
         log.info(f"backup {backup_id}: dumping database {env.database.name} ({fmt} format)")
         # pg_dump connects with PG* variables (libpq_env); the db name is one of them, not an arg.
         follower = DumpFollower(tmp / DUMP_DIR) if fmt == "directory" else None
-        if follower:
-            follower.start()
-        try:
-            run_pg_tool(args, env, app="backup", redact=redact, heartbeat=lambda elapsed: log.info(
-                f"backup {backup_id}: {tree_size(tmp) / 1e6:.0f} MB written after {elapsed:.0f}s"))
-        except BaseException:
+        with SnapshotCounts(env, redact) as snapshot:
             if follower:
-                follower.finish(complete=False)
-            raise
+                follower.start()
+            try:
+                run_pg_tool([*args, f"--snapshot={snapshot.snapshot}"], env, app="backup", redact=redact,
+                            heartbeat=lambda elapsed: log.info(
+                                f"backup {backup_id}: {tree_size(tmp) / 1e6:.0f} MB written after {elapsed:.0f}s"))
+                tables = snapshot.counts()
+            except BaseException:
+                if follower:
+                    follower.finish(complete=False)
+                raise
         # pg_dump fsyncs its own output; the followed files need no second read.
         followed = follower.finish(complete=True) if follower else {}
         dumped = time.perf_counter()
@@ -160,12 +173,15 @@ def create_backup(
             "environment": env.name,
             "version": version,
             "label": label,
+            "kind": kind,
             "created_at": created_at,
             "format": fmt,
             "database": {"name": env.database.name, "host": env.database.host, "port": env.database.port},
             "options": {"jobs": n_jobs if fmt == "directory" else 1, "compression": level},
             "tools": {"pg_dump": pg_dump_version, "ultra_ops": __version__},
             "state_files": members,
+            "tables": tables,
+            "duration_s": round(time.perf_counter() - started, 3),
             "files": files,
         }
         fd = os.open(tmp / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -186,6 +202,7 @@ def create_backup(
             raise BackupError(redact(f"backup {backup_id} failed: {exc}")) from None
         raise
     info = load_backup(env, final)
-    log.info(f"backup {backup_id}: {info.size_bytes / 1e6:.1f} MB in {time.perf_counter() - started:.1f}s "
-             f"(dump {dumped - started:.1f}s)")
+    log.info(f"backup {backup_id}: {info.size_bytes / 1e6:.1f} MB, {len(tables)} tables in "
+             f"{time.perf_counter() - started:.1f}s (dump {dumped - started:.1f}s)")
+    announce(info)
     return info

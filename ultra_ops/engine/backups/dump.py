@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +138,37 @@ class DumpFollower(threading.Thread):
             finally:
                 f.close()
         return done
+
+
+# `<dump id>; <table oid> <oid> TABLE DATA <schema> <table> <owner>`: a table whose data is in the
+# dump. Names are printed unquoted, so a name with a space is told apart only by what it should be.
+_TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (.*)$")
+
+
+def dump_source(info: Any) -> tuple[str, str]:
+    """(pg_restore format flag, path) of a backup's dump."""
+    from ultra_ops.engine.backups.store import DUMP_DIR, DUMP_FILE
+
+    if info.format == "directory":
+        return "-Fd", str(info.path / DUMP_DIR)
+    return "-Fc", str(info.path / DUMP_FILE)
+
+
+def dump_listing(env: Environment, info: Any, *, redact: Redactor) -> list[str]:
+    """The table of contents of a backup's dump, as `pg_restore --list` reads it (comments left
+    out). BackupError when pg_restore cannot read the dump."""
+    fmt, source = dump_source(info)
+    listing = run_pg_tool(["pg_restore", fmt, "--list", source], env, app="restore-list", redact=redact,
+                          timeout=600)
+    return [line for line in listing.splitlines() if line.strip() and not line.startswith(";")]
+
+
+def tables_without_data(listing: list[str], tables: Iterable[str]) -> list[str]:
+    """Of the "schema.table" names, those with no TABLE DATA entry in the listing."""
+    rests = [m.group(1) + " " for line in listing if (m := _TABLE_DATA.match(line))]
+    missing = []
+    for name in tables:
+        schema, _, table = name.partition(".")
+        if not any(rest.startswith(f"{schema} {table} ") for rest in rests):
+            missing.append(name)
+    return sorted(missing)

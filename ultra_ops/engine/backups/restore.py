@@ -24,6 +24,7 @@ from ultra_ops.engine.backups import swap
 from ultra_ops.engine.backups.checksums import fsync_dir, hash_file
 from ultra_ops.engine.backups.create import create_backup, state_file_targets
 from ultra_ops.engine.backups.dump import checked_tool_version, default_jobs, run_pg_tool
+from ultra_ops.engine.backups.restore_test import drop_dead_restore_tests
 from ultra_ops.engine.backups.store import (
     DUMP_DIR,
     DUMP_FILE,
@@ -220,7 +221,7 @@ def prepare_restore(
         version = read_env_file(env.env_file).get("ULTRA_VERSION") or None
         if version is not None and (len(version) > 64 or not version.isprintable()):
             version = None
-        safety = create_backup(env, version=version, label=f"{SAFETY_LABEL} {backup_id}",
+        safety = create_backup(env, version=version, label=f"{SAFETY_LABEL} {backup_id}", kind="safety",
                                log=log, redact=redact)
         safety_id = safety.id
         log.info(f"restore {backup_id}: safety backup {safety_id} taken")
@@ -339,6 +340,7 @@ def recover_environment(env: Environment, *, log: Log | None = None, redact: Red
         log.warning(redact(f"could not look for scratch databases of interrupted restores: {exc}"))
     done += [f"removed backup temp folder {n}, left by an interrupted backup" for n in clean_stale_temps(env, log)]
     done += _clean_file_temps(env, log)
+    done += drop_dead_restore_tests(env, log=log, redact=redact)
     for line in swap.remove_stale_journal_temps(env):
         log.info(line)
         done.append(line)

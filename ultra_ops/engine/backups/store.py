@@ -14,8 +14,9 @@ import secrets as _random
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from ultra_ops.engine.backups.checksums import hash_files, walk_files
 from ultra_ops.engine.errors import BackupError, InputError, IntegrityError
@@ -30,6 +31,10 @@ DUMP_DIR = "database"
 DUMP_FILE = "database.dump"
 TMP_PREFIX = ".tmp-"
 SAFETY_LABEL = "safety before restore of"  # the label of the backup a restore takes first
+DEPLOY_LABEL = "pre-deploy"  # the label of a deploy's backup, followed by the tag it deploys
+# How a backup was taken: by the nightly schedule, by a deploy before it changes anything, by a
+# rollback or restore before it replaces the current state, or by an operator.
+KINDS = ("scheduled", "deploy", "safety", "manual")
 OWNER_SUFFIX = ".owner"  # `.tmp-<id>.owner` beside a temp folder: who writes it, for stale-temp cleanup
 MANIFEST_VERSION = 1
 STALE_TEMP_AGE_S = 3600.0
@@ -46,6 +51,9 @@ class BackupInfo:
     size_bytes: int
     files: dict[str, dict]  # relative path -> {"size": int, "sha256": str}
     label: str
+    kind: str = "manual"  # one of KINDS
+    tables: dict[str, int] | None = None  # "schema.table" -> rows at backup time; None: not recorded
+    duration_s: float | None = None  # how long taking it took
 
     def to_dict(self) -> dict:
         return {
@@ -58,7 +66,19 @@ class BackupInfo:
             "size_bytes": self.size_bytes,
             "files": {k: dict(v) for k, v in self.files.items()},
             "label": self.label,
+            "kind": self.kind,
+            "tables": dict(self.tables) if self.tables is not None else None,
+            "duration_s": self.duration_s,
         }
+
+
+def kind_of_label(label: str) -> str:
+    """The kind of a backup whose manifest predates the `kind` field, from its label."""
+    if label.startswith(SAFETY_LABEL):
+        return "safety"
+    if label.startswith(DEPLOY_LABEL):
+        return "deploy"
+    return "manual"
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -69,19 +89,26 @@ def load_backup(env: Environment, folder: Path) -> BackupInfo:
     try:
         data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         files = {str(k): {"size": int(v["size"]), "sha256": str(v["sha256"])} for k, v in data["files"].items()}
+        label = str(data.get("label", ""))
+        tables = data.get("tables")
         info = BackupInfo(
             id=str(data["id"]), environment=str(data["environment"]),
             version=None if data.get("version") is None else str(data["version"]),
             created_at=str(data["created_at"]), path=folder, format=str(data["format"]),
-            size_bytes=sum(f["size"] for f in files.values()), files=files, label=str(data.get("label", "")),
+            size_bytes=sum(f["size"] for f in files.values()), files=files, label=label,
+            kind=str(data.get("kind") or kind_of_label(label)),
+            tables=None if tables is None else {str(k): int(v) for k, v in tables.items()},
+            duration_s=None if data.get("duration_s") is None else float(data["duration_s"]),
         )
     except FileNotFoundError:
         raise BackupError(f"backup {folder.name} has no {MANIFEST}") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BackupError(f"backup {folder.name}: unreadable {MANIFEST} ({type(exc).__name__})") from None
-    if info.id != folder.name or info.environment != env.name or info.format not in BACKUP_FORMATS:
+    if info.id != folder.name or info.environment != env.name or info.format not in BACKUP_FORMATS \
+            or info.kind not in KINDS:
         raise BackupError(f"backup {folder.name}: {MANIFEST} describes another backup "
-                          f"(id {info.id!r}, environment {info.environment!r}, format {info.format!r})")
+                          f"(id {info.id!r}, environment {info.environment!r}, format {info.format!r}, "
+                          f"kind {info.kind!r})")
     return info
 
 
@@ -102,6 +129,31 @@ def list_backups(env: Environment) -> list[BackupInfo]:
             continue
     found.sort(key=lambda b: (b.created_at, b.id), reverse=True)
     return found
+
+
+def backup_day(info: BackupInfo, timezone: str) -> date:
+    """The day a backup was taken on, in the config's time zone: its partition of the backups asset."""
+    return datetime.fromisoformat(info.created_at).astimezone(ZoneInfo(timezone)).date()
+
+
+def backups_of_day(env: Environment, day: date, timezone: str) -> list[BackupInfo]:
+    """Complete backups of the environment taken on `day` (config time zone), newest first."""
+    return [b for b in list_backups(env) if backup_day(b, timezone) == day]
+
+
+def backup_age_hours(info: BackupInfo, now: datetime | None = None) -> float:
+    return ((now or datetime.now(UTC)) - datetime.fromisoformat(info.created_at)).total_seconds() / 3600
+
+
+def newest_good_backup(env: Environment) -> tuple[BackupInfo | None, list[tuple[str, str]]]:
+    """The newest backup whose files match its manifest, and (id, reason) of the newer ones that do not."""
+    bad: list[tuple[str, str]] = []
+    for info in list_backups(env):
+        try:
+            return verify_backup(env, info.id), bad
+        except (IntegrityError, BackupError, InputError) as exc:
+            bad.append((info.id, str(exc)))
+    return None, bad
 
 
 def damaged_backups(env: Environment) -> list[tuple[str, str]]:

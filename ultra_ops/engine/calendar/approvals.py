@@ -13,6 +13,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.inputs import validate_tag
@@ -73,13 +74,54 @@ def check_approval(settings: Settings, environment: str, version: str, approved_
     return env
 
 
+def parse_at(text: str | None) -> datetime | None:
+    """An approval's --at: an ISO time with its zone, or None."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"--at {text[:40]!r} is not an ISO time (e.g. 2026-12-03T09:00+01:00)") from None
+
+
+def production_ticks(settings: Settings, after: datetime, count: int) -> list[datetime]:
+    """The next `count` production release moments after `after`, local and zone-aware."""
+    rule, zone = settings.calendar.production, ZoneInfo(settings.timezone)
+    local = after.astimezone(zone)
+    found: list[datetime] = []
+    day = local.date()
+    while len(found) < count:
+        moment = datetime.combine(day, rule.at, tzinfo=zone)
+        if rule.runs_on(day) and moment > local:
+            found.append(moment)
+        day += timedelta(days=1)
+    return found
+
+
+def check_valid_from(settings: Settings, valid_from: datetime | None, now: datetime) -> datetime:
+    """When an approval starts to count: now, or a coming moment (a person approving on Monday for
+    Thursday's tick, or the demo rehearsing the calendar), no later than the second coming production
+    tick, so an approval is always given for one of the next two releases."""
+    if valid_from is None:
+        return now
+    if valid_from.tzinfo is None:
+        raise InputError("--at needs a time zone (e.g. 2026-12-03T09:00+01:00)")
+    latest = production_ticks(settings, now, 2)[-1]
+    if not now - timedelta(minutes=5) <= valid_from <= latest:
+        raise InputError(f"--at must be from now to the second coming production tick ({latest.isoformat()}), "
+                         f"not {valid_from.isoformat()}")
+    return valid_from
+
+
 def approve(settings: Settings, environment: str, version: str, approved_by: str,
-            now: datetime | None = None) -> Approval:
-    """Record a person's approval of `version` for `environment`; InputError when it may not be."""
+            now: datetime | None = None, valid_from: datetime | None = None) -> Approval:
+    """Record a person's approval of `version` for `environment`, counting from `valid_from` (default
+    now) until it expires; InputError when it may not be given."""
     env = check_approval(settings, environment, version, approved_by)
     rules = settings.calendar.approval
     now = now or datetime.now(UTC)
-    approval = Approval(env.name, version, approved_by, now, now + timedelta(hours=rules.expires_hours))
+    start = check_valid_from(settings, valid_from, now)
+    approval = Approval(env.name, version, approved_by, start, start + timedelta(hours=rules.expires_hours))
     with _connect(env) as conn, conn:
         conn.execute("INSERT INTO approvals (version, approved_by, approved_at, expires_at) VALUES (?, ?, ?, ?)",
                      (version, approved_by, approval.approved_at.isoformat(), approval.expires_at.isoformat()))

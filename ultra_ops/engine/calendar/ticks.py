@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from ultra_ops.engine.calendar.approvals import valid_approval
 from ultra_ops.engine.locks import describe_holder, lock_holder
+from ultra_ops.engine.release.branches import release_branches
 from ultra_ops.engine.release.records import ReleaseStatus, find_releases
 from ultra_ops.engine.settings import Settings
 
@@ -35,14 +36,18 @@ class Tick:
         return f"{self.at:%a %Y-%m-%d %H:%M %Z}  {self.schedule:<28} {self.environment:<12} {what}"
 
 
-def _deployed(settings: Settings, environment: str) -> list[str]:
-    """Versions that reached `environment` by a successful, verified deploy, newest first."""
+def _deployed(settings: Settings, environment: str, *, still_good: bool = False) -> list[str]:
+    """Versions that reached `environment` by a successful, verified deploy, newest first; with
+    `still_good`, only those no rollback has taken out again since (what may be promoted)."""
     if environment not in settings.environments:
         return []
-    records = find_releases(settings.environments[environment], status=ReleaseStatus.DEPLOYED, operation="deploy")
     seen: list[str] = []
-    for record in records:
-        if record.version and record.version not in seen:
+    rolled_away: set[str] = set()
+    for record in find_releases(settings.environments[environment]):  # newest first
+        if still_good and record.operation == "rollback" and record.previous_version:
+            rolled_away.add(record.previous_version)  # a later rollback took this version out again
+        elif (record.operation == "deploy" and record.status == ReleaseStatus.DEPLOYED and record.version
+              and record.version not in rolled_away and record.version not in seen):
             seen.append(record.version)
     return seen
 
@@ -50,14 +55,24 @@ def _deployed(settings: Settings, environment: str) -> list[str]:
 def release_candidate(settings: Settings, environment: str) -> tuple[str | None, str]:
     """The version a release tick would deploy, or None and why there is none.
 
-    Staging takes the newest release development runs that staging has not had; production the
-    newest release verified on staging that production has not had.
+    Staging takes the newest `release/vX.Y.Z` branch of its git_repo that it has not had (without a
+    git_repo: the newest release development runs); production the newest release verified on
+    staging that production has not had.
     """
     source = _SOURCE.get(environment)
     if source is None:
         return None, f"{environment} has no release schedule"
     already = set(_deployed(settings, environment))
-    for version in _deployed(settings, source):
+    repo = settings.environments[environment].git_repo if environment in settings.environments else None
+    if environment == "staging" and repo is not None:
+        # The release document's release branches: what `ultra-ops release-branch` made from main.
+        # Only the newest: an older branch staging skipped is never deployed over a newer one.
+        branches = release_branches(repo)
+        if branches and branches[0][0] not in already:
+            return branches[0][0], ""
+        newest = f"the newest, release/{branches[0][0]}, is on staging already" if branches else "there is none"
+        return None, f"nothing new to release: no release/vX.Y.Z branch in {repo} that staging has not had ({newest})"
+    for version in _deployed(settings, source, still_good=True):
         if _RELEASE.fullmatch(version) and version not in already:
             return version, ""
     return None, f"nothing new to release: no release verified on {source} that {environment} has not had"

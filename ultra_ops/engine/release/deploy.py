@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.retention import prune_backups
-from ultra_ops.engine.backups.store import BackupInfo
+from ultra_ops.engine.backups.store import DEPLOY_LABEL, BackupInfo
 from ultra_ops.engine.envfile import read_env_file, update_env_file
 from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError
 from ultra_ops.engine.inputs import validate_tag
@@ -63,6 +63,7 @@ class DeployRequest:
     backup_id: str | None = None
     previous_version: str | None = None  # what ran before: set by the backup step
     emergency_reason: str | None = None  # an emergency fix: why it bypassed the calendar and the gate
+    tests_passed: bool = False  # the pre-release checklist ran the test command and it passed
 
     @property
     def compose_path(self) -> Path | None:
@@ -124,6 +125,16 @@ def plan_deploy(
                          started_at=started_at or utc_timestamp(), emergency_reason=emergency_reason)
 
 
+def run_test_command(env: Environment, version: str, redact: Redactor) -> str:
+    """Run the environment's test command; its last line of output, or CommandFailed (redacted)."""
+    # As the services see it: the basics, the variables this environment's config names and its
+    # env file, never another environment's.
+    done = run(env.test_command, cwd=env.config_file.parent, timeout=3600, redact=redact, environment=env,
+               env={**read_env_file(env.env_file), "ULTRA_VERSION": version, "ULTRA_ENVIRONMENT": env.name})
+    lines = (done.stdout or done.stderr or "").strip().splitlines()
+    return redact(lines[-1][:200]) if lines else ""
+
+
 def run_tests(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> str:
     if req.skip_tests:
         message = f"tests skipped for {req.tag} on {env.name} (--skip-tests)"
@@ -135,12 +146,12 @@ def run_tests(env: Environment, req: DeployRequest, *, log: Log, redact: Redacto
     if not env.test_command:
         log.info(f"no test command configured for {env.name}")
         return "none configured"
+    if req.tests_passed:
+        log.info(f"tests of {req.tag} passed in the pre-release checklist of this run: not run twice")
+        return "passed"
     log.info("running tests: " + " ".join(env.test_command))
     try:
-        # As the services see it: the basics, the variables this environment's config names and its
-        # env file, never another environment's.
-        run(env.test_command, cwd=env.config_file.parent, timeout=3600, redact=redact, environment=env,
-            env={**read_env_file(env.env_file), "ULTRA_VERSION": req.tag, "ULTRA_ENVIRONMENT": env.name})
+        run_test_command(env, req.tag, redact)
     except CommandFailed as exc:
         raise OperationError(f"tests failed, {req.tag} not deployed: {exc}") from None
     return "passed"
@@ -148,7 +159,7 @@ def run_tests(env: Environment, req: DeployRequest, *, log: Log, redact: Redacto
 
 def backup(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> DeployRequest:
     previous = deployed_version(env)
-    info: BackupInfo = create_backup(env, version=previous, label=f"pre-deploy {req.tag}",
+    info: BackupInfo = create_backup(env, version=previous, label=f"{DEPLOY_LABEL} {req.tag}", kind="deploy",
                                      log=log, redact=redact)
     log.info(f"backup {info.id} taken of {env.name} at {previous or 'no version'}")
     running = last_release(env, status=ReleaseStatus.DEPLOYED, operation="deploy")

@@ -14,6 +14,7 @@ from typing import Any
 from ultra_ops.engine.calendar.settings import CalendarSettings
 from ultra_ops.engine.inputs import validate_environment_name
 from ultra_ops.engine.notify.settings import NotificationSettings
+from ultra_ops.engine.release.checklist_settings import ChecklistSettings
 
 CONFIG_ENV_VAR = "ULTRA_OPS_CONFIG"
 DEFAULT_CONFIG_NAME = "ultra_ops.toml"
@@ -178,8 +179,10 @@ class Environment:
     min_free_disk_mb: int = 100
     git_repo: Path | None = None  # where release tags are created; None: no tagging
     git_push: bool = False
+    tag_releases: bool = False  # a successful deploy tags the release (production by default)
     shares_config: bool = False  # the config file names other environments too
     rollback_on_failed_verification: bool = False  # the failed verification sensor rolls back
+    checklist: ChecklistSettings = ChecklistSettings()  # what the pre-release checklist checks and against what
 
     @property
     def backups_path(self) -> Path:

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ultra_ops.engine.calendar.settings import read_calendar
 from ultra_ops.engine.errors import ConfigError
 from ultra_ops.engine.notify.settings import read_notifications
+from ultra_ops.engine.release.checklist_settings import read_checklist
 from ultra_ops.engine.settings.model import (
     BACKUP_FORMATS,
     CONFIG_ENV_VAR,
@@ -293,6 +295,11 @@ def _llm_providers(r: _Reader) -> tuple[LlmProvider, ...]:
     return tuple(providers)
 
 
+def _checklist(r: _Reader | None, base: Path):  # noqa: ANN202 - ChecklistSettings
+    settings = read_checklist(r, base)
+    return replace(settings, dependency_scan=_expand_command(settings.dependency_scan))
+
+
 def _environment(path: Path, name: str, table: dict[str, Any], defaults: dict[str, Any], *,
                  shares_config: bool = False) -> Environment:
     merged = {**defaults, **table}
@@ -338,8 +345,10 @@ def _environment(path: Path, name: str, table: dict[str, Any], defaults: dict[st
         min_free_disk_mb=r.positive("min_free_disk_mb", 100, integer=True),
         git_repo=_path(base, git_repo) if git_repo else None,
         git_push=r.get("git_push", bool, False),
+        tag_releases=r.get("tag_releases", bool, name == "production"),
         shares_config=shares_config,
         rollback_on_failed_verification=r.get("rollback_on_failed_verification", bool, False),
+        checklist=_checklist(r.sub("checklist"), base),
     )
     r.finish()
     return env

@@ -1,0 +1,250 @@
+"""The release calendar part of `ultra-ops demo`: a release made, taken to staging by the staging
+schedule's tick, refused for production until approved, approved, deployed to production by the
+production tick and tagged, with every notification received by a webhook on loopback.
+
+The schedules are the code location's own, evaluated with `build_schedule_context` at their next
+tick times (a coming Tuesday and Thursday), and the run each returns is launched as the daemon would
+launch it. The demo plays the calendar forward, so the approval is given for the production tick
+(`ultra-ops approve --at`: it counts from an hour before that tick) rather than from now, which
+would have expired by then.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from ultra_ops.engine.calendar.approvals import production_ticks
+from ultra_ops.engine.release.branches import RELEASE_VERSION, release_branches, release_repository, version_key
+from ultra_ops.engine.release.records import find_releases
+from ultra_ops.engine.settings import Settings
+from ultra_ops.engine.shell import run as shell
+
+APPROVER = "release-manager"
+_GIT = ["git", "-c", "user.name=Ultra AI developer", "-c", "user.email=dev@ultra-ai.example"]
+
+
+class Webhook:
+    """A Slack-style webhook on a free loopback port that keeps every JSON body it receives."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.bodies.append(json.loads(data or b"{}"))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/demo"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _git(repo: Path, *args: str) -> str:
+    return shell([*_GIT, "-C", str(repo), *args], timeout=60).stdout.strip()
+
+
+MARKER = "ultra-ops-demo-standin"  # in .git: this repository is the demo's own, which it may change
+
+
+def is_standin(repo: Path) -> bool:
+    return (repo / ".git" / MARKER).is_file()
+
+
+def ensure_repository(repo: Path) -> list[str]:
+    """The stand-in Ultra AI repository the shipped config names: main with package.json, an env
+    template and a changelog, and a bare `origin` beside it that release tags are pushed to. A
+    repository that exists already is left alone (the calendar part then runs only on the demo's)."""
+    if repo.exists():
+        return []
+    origin = repo.parent / f"{repo.name}-origin.git"
+    repo.mkdir(parents=True, exist_ok=True)
+    shell(["git", "init", "-q", "-b", "main", str(repo)], timeout=60)
+    shell(["git", "init", "-q", "--bare", str(origin)], timeout=60)
+    (repo / "package.json").write_text(json.dumps({"name": "ultra-ai", "version": "1.1.0", "private": True},
+                                                  indent=2) + "\n")
+    (repo / ".env.example").write_text("# copy to .env.<environment> and fill in the secrets\nULTRA_VERSION=v1.1.0\n")
+    (repo / "CHANGELOG.md").write_text("# Changelog\n\n## 1.1.0\n- prompt history\n\n## 1.0.0\n- first release\n")
+    _git(repo, "add", "package.json", ".env.example", "CHANGELOG.md")
+    _git(repo, "commit", "-q", "-m", "Ultra AI 1.1.0")
+    _git(repo, "remote", "add", "origin", str(origin))
+    (repo / ".git" / MARKER).write_text("made by ultra-ops demo: release branches, tags and changelog commits\n")
+    return [f"created the stand-in Ultra AI repository {repo} (main) with its remote {origin}"]
+
+
+def next_version(settings: Settings, repo: Path) -> str:
+    """One minor version above every release branch and every version any environment has had."""
+    seen = [v for v, _ in release_branches(repo)]
+    for env in settings.environments.values():
+        seen += [r.version for r in find_releases(env) if r.version and RELEASE_VERSION.fullmatch(r.version)]
+    major, minor, _ = max((version_key(v) for v in seen), default=(1, 1, 0))
+    return f"v{major}.{minor + 1}.0"
+
+
+def plan_release(repo: Path, version: str) -> None:
+    """Release planning on main: the changelog names the coming version (the checklist looks)."""
+    changelog = repo / "CHANGELOG.md"
+    text = changelog.read_text()
+    head, _, rest = text.partition("\n\n")
+    changelog.write_text(f"{head}\n\n## {version.removeprefix('v')}\n- faster prompts\n\n{rest}")
+    _git(repo, "commit", "-q", "-am", f"Changelog for {version}")
+
+
+def _local(settings: Settings, when: datetime) -> str:
+    return when.strftime("%a %Y-%m-%d %H:%M %Z")
+
+
+def _evaluate(name: str, when: datetime):  # noqa: ANN202 - dagster's ScheduleExecutionData
+    from dagster import DagsterInstance, build_schedule_context
+
+    from ultra_ops.definitions import defs
+
+    schedule = defs.get_repository_def().get_schedule_def(name)
+    with DagsterInstance.ephemeral() as scratch:
+        context = build_schedule_context(instance=scratch, scheduled_execution_time=when,
+                                         repository_def=defs.get_repository_def())
+        return schedule.evaluate_tick(context)
+
+
+def _launch_request(name: str, request) -> str | None:  # noqa: ANN001 - a dagster RunRequest
+    """Launch a tick's RunRequest as the daemon would: its config and tags, marked as the schedule's."""
+    from ultra_ops.defs.shared.launch import launch
+    from ultra_ops.defs.shared.tags import PARTITION, SCHEDULE
+
+    tags = {**request.tags, PARTITION: str(request.partition_key), SCHEDULE: name}
+    result = launch("deploy_job", dict(request.run_config), tags)
+    if not result.success:
+        print(f"error: {name}'s run {result.run_id} failed: {result.message}", file=sys.stderr, flush=True)
+        return None
+    return result.run_id
+
+
+def _notify_end(run_id: str) -> None:
+    """What the daemon's release_notification_sensor does when the run ends: tell the webhook."""
+    from dagster import DagsterEventType, DagsterInstance, build_run_status_sensor_context
+
+    from ultra_ops.defs.release.sensors import release_sensors
+
+    sensor = next(s for s in release_sensors() if s.name == "release_notification_sensor")
+    instance = DagsterInstance.get()
+    run = instance.get_run_by_id(run_id)
+    event = next(e.dagster_event for e in instance.all_logs(run_id)
+                 if e.dagster_event and e.dagster_event_type == DagsterEventType.RUN_SUCCESS)
+    sensor(build_run_status_sensor_context(sensor_name=sensor.name, dagster_instance=instance, dagster_run=run,
+                                           dagster_event=event))
+
+
+def run_calendar_demo(settings: Settings, config_args: list[str], *, run: Callable[[list[str]], int],
+                      progress: Callable[[str], None], out: Callable[[str], None]) -> int:
+    """The release calendar, end to end; its exit code (the first failing command's)."""
+    repo = release_repository(settings)
+    variable = settings.notifications.webhook_url_env
+    if repo is None or variable is None:
+        out("the config names no git_repo or no [notifications] webhook_url_env: calendar part skipped")
+        return 0
+    hook = Webhook()
+    previous = os.environ.get(variable)
+    os.environ[variable] = hook.url  # the code location's schedules and sensors read it from here
+    try:
+        return _calendar(settings, repo, config_args, hook, run=run, progress=progress, out=out)
+    finally:
+        hook.close()
+        if previous is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = previous
+
+
+def _calendar(settings: Settings, repo: Path, config_args: list[str], hook: Webhook, *,
+              run: Callable[[list[str]], int], progress: Callable[[str], None], out: Callable[[str], None]) -> int:
+    for line in ensure_repository(repo):
+        progress(line)
+    if not is_standin(repo):
+        out(f"git_repo {repo} is not the demo's stand-in repository: the calendar part would add release "
+            "branches, tags and a changelog commit to it, so it is skipped")
+        return 0
+    version = next_version(settings, repo)
+    plan_release(repo, version)
+    now = datetime.now(UTC)
+    staging_at = min(t.at for t in _upcoming(settings, now) if t.schedule == "staging_release_schedule")
+    production_at = production_ticks(settings, staging_at, 1)[0]
+
+    progress(f"== make release {version}: ultra-ops release-branch --tag {version}")
+    if (code := run(["release-branch", "--tag", version, *config_args])) != 0:
+        return code
+    progress("== the calendar now: ultra-ops calendar --weeks 3")
+    if (code := run(["calendar", "--weeks", "3", *config_args])) != 0:
+        return code
+
+    progress(f"== staging_release_schedule's tick at {_local(settings, staging_at)}")
+    tick = _evaluate("staging_release_schedule", staging_at)
+    if not tick.run_requests:
+        out(f"staging tick skipped: {tick.skip_message}")
+        return 1
+    (request,) = tick.run_requests
+    progress(f"   it asks for deploy_job {request.tags.get('ultra_ops/version')} on staging: launching it")
+    run_id = _launch_request("staging_release_schedule", request)
+    if run_id is None:
+        return 1
+    _notify_end(run_id)
+
+    progress(f"== production_release_schedule's tick at {_local(settings, production_at)}, before any approval")
+    tick = _evaluate("production_release_schedule", production_at)
+    out(f"production tick: {'skip: ' + tick.skip_message if tick.skip_message else 'it would deploy'}")
+    if tick.run_requests:
+        return 1
+
+    approve_at = production_at - timedelta(hours=1)
+    progress(f"== {APPROVER} approves {version} for that tick (counting from {_local(settings, approve_at)})")
+    if (code := run(["approve", "--environment", "production", "--tag", version, "--by", APPROVER,
+                     "--at", approve_at.isoformat(), *config_args])) != 0:
+        return code
+
+    progress(f"== production_release_schedule's tick at {_local(settings, production_at)}, approved")
+    tick = _evaluate("production_release_schedule", production_at)
+    if not tick.run_requests:
+        out(f"production tick skipped: {tick.skip_message}")
+        return 1
+    (request,) = tick.run_requests
+    progress(f"   it asks for deploy_job {request.tags.get('ultra_ops/version')} on production: launching it")
+    run_id = _launch_request("production_release_schedule", request)
+    if run_id is None:
+        return 1
+    _notify_end(run_id)
+
+    production = settings.environments["production"]
+    (record,) = find_releases(production, run_id=run_id)
+    out("")
+    out(f"production runs {record.version}, deployed by {record.launched_by}, commit {record.commit}")
+    out("git tag: " + _git(repo, "tag", "-n1", "-l", version))
+    origin = repo.parent / f"{repo.name}-origin.git"
+    if origin.is_dir():
+        out(f"{origin.name} has: " + " ".join(
+            line.split()[1] for line in _git(origin, "show-ref").splitlines() if version in line))
+    out(f"the webhook ({hook.url}) received {len(hook.bodies)} notifications:")
+    for body in hook.bodies:
+        out(f"  [{body.get('event')}] " + body.get("text", "").replace("\n", " | "))
+    return 0
+
+
+def _upcoming(settings: Settings, now: datetime):  # noqa: ANN202 - a list of ticks
+    from ultra_ops.engine.calendar.ticks import upcoming
+
+    return upcoming(settings, now, 2, "staging")

@@ -1,0 +1,100 @@
+"""The pre-release checklist's settings: `[environments.X.checklist]` (or `[defaults.checklist]`).
+
+    [environments.production.checklist]
+    docs = ["CHANGELOG.md"]                 # in git_repo, at the release's commit: must name the version
+    critical_bugs = "known_bugs.json"       # a JSON file or http(s) URL of open bugs; unset: "not checked"
+    feature_flags = ["ULTRA_FEATURE_FLAGS"] # env file keys that must be set
+    min_free_memory_mb = 256
+    metrics_url = "http://127.0.0.1:8002/metrics"
+    max_connections_used_pct = 80           # of the server's max_connections
+    max_database_mb = 10240                 # unset: the size is reported, not limited
+    dependency_scan = ["pip-audit", "-f", "json"]   # its JSON is read; unset: "not checked"
+    protected_url = "http://127.0.0.1:8002/api/v1/me"
+    login_url = "http://127.0.0.1:8002/api/v1/auth/login"
+    rate_limit_url = "http://127.0.0.1:8002/api/v1/version"
+    rate_limit_burst = 50
+
+Every key has a default; an item whose target is not configured says plainly that it was not checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ultra_ops.engine.settings.reader import _Reader
+
+
+@dataclass(frozen=True)
+class ChecklistSettings:
+    docs: tuple[str, ...] = ("CHANGELOG.md",)
+    critical_bugs: str | None = None  # an http(s) URL or an absolute path
+    feature_flags: tuple[str, ...] = ()
+    min_free_memory_mb: int = 256
+    metrics_url: str | None = None
+    max_connections_used_pct: float = 80.0
+    max_database_mb: float | None = None
+    dependency_scan: tuple[str, ...] = ()
+    scan_timeout_s: float = 600.0
+    protected_url: str | None = None
+    login_url: str | None = None
+    auth_user_key: str = "ULTRA_AUTH_USER"  # env file keys: the service reads the same ones
+    auth_password_key: str = "ULTRA_AUTH_PASSWORD"
+    rate_limit_url: str | None = None
+    rate_limit_burst: int = 50
+    min_llm_requests_remaining: int = 10
+    timeout_s: float = 5.0  # each HTTP request of the checklist
+
+
+def _http(r: _Reader, name: str) -> str | None:
+    value = r.get(name, str, None)
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise r.fail(name, f"expected an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def read_checklist(r: _Reader | None, base: Path) -> ChecklistSettings:
+    """The table, checked whole; paths relative to the config file's folder `base`."""
+    if r is None:
+        return ChecklistSettings()
+    d = ChecklistSettings()
+    bugs = r.get("critical_bugs", str, None)
+    if bugs is not None and not bugs.startswith(("http://", "https://")):
+        bugs = str((base / bugs).resolve())
+    pct = float(r.positive("max_connections_used_pct", d.max_connections_used_pct))
+    if not 0 < pct <= 100:
+        raise r.fail("max_connections_used_pct", f"expected more than 0 and at most 100, got {pct:g}")
+    size = r.get("max_database_mb", (int, float), None)
+    if size is not None and size <= 0:
+        raise r.fail("max_database_mb", "must be greater than 0")
+    burst = r.positive("rate_limit_burst", d.rate_limit_burst, integer=True)
+    if not 2 <= burst <= 10000:
+        raise r.fail("rate_limit_burst", f"expected 2 to 10000 requests, got {burst}")
+    timeout = float(r.positive("timeout_s", d.timeout_s))
+    scan_timeout = float(r.positive("scan_timeout_s", d.scan_timeout_s))
+    if timeout == 0 or scan_timeout == 0:
+        raise r.fail("timeout_s" if timeout == 0 else "scan_timeout_s", "must be greater than 0")
+    settings = ChecklistSettings(
+        docs=r.string_list("docs", d.docs),
+        critical_bugs=bugs,
+        feature_flags=r.string_list("feature_flags"),
+        min_free_memory_mb=r.positive("min_free_memory_mb", d.min_free_memory_mb, integer=True),
+        metrics_url=_http(r, "metrics_url"),
+        max_connections_used_pct=pct,
+        max_database_mb=float(size) if size is not None else None,
+        dependency_scan=r.string_list("dependency_scan"),
+        scan_timeout_s=scan_timeout,
+        protected_url=_http(r, "protected_url"),
+        login_url=_http(r, "login_url"),
+        auth_user_key=r.get("auth_user_key", str, d.auth_user_key),
+        auth_password_key=r.get("auth_password_key", str, d.auth_password_key),
+        rate_limit_url=_http(r, "rate_limit_url"),
+        rate_limit_burst=burst,
+        min_llm_requests_remaining=r.positive("min_llm_requests_remaining", d.min_llm_requests_remaining,
+                                              integer=True),
+        timeout_s=timeout,
+    )
+    r.finish()
+    return settings
