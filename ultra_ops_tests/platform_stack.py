@@ -43,7 +43,7 @@ class RunningPlatform:
 
 
 @contextmanager
-def running_platform(tmp: Path, *, test_seconds: float = 0) -> Iterator[RunningPlatform]:
+def running_platform(tmp: Path, *, test_seconds: float = 0, extra_config: str = "") -> Iterator[RunningPlatform]:
     base = f"uo_test_{uuid.uuid4().hex[:12]}"
     prefix = f"uo_test:{uuid.uuid4().hex[:12]}:"
     databases = {env: f"{base}_{env[:4]}" for env in ENVIRONMENTS}
@@ -62,6 +62,8 @@ def running_platform(tmp: Path, *, test_seconds: float = 0) -> Iterator[RunningP
             # A deploy's tests take this long: enough to see which runs overlap, also on a loaded machine.
             slow = f'test_command = ["{sys.executable}", "-c", "import time; time.sleep({test_seconds})"]\n'
             config.write_text(config.read_text().replace("[defaults]\n", "[defaults]\n" + slow, 1))
+        if extra_config:
+            config.write_text(config.read_text() + extra_config)
         platform.extra_env = {"ULTRA_OPS_CONFIG": str(config)}
         running = RunningPlatform(platform, config, UI(platform.port))
         for env in ENVIRONMENTS:  # not a Dagster run: in this process

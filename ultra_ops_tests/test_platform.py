@@ -1,13 +1,14 @@
 """The production platform run for real: the shipped dagster.yaml on PostgreSQL, with the
 ultra_ops gRPC code server, dagster-webserver and dagster-daemon as `./dev platform` starts them
 (only the run launcher swapped for one that needs no Docker engine). Runs are launched through
-GraphQL as the UI launches them and go through the queue: one run per environment at a time,
-environments side by side."""
+GraphQL as the UI launches them, and by the daemon's schedule ticks, and go through the queue: one
+run per environment at a time, environments side by side."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -77,9 +78,21 @@ def test_production_dagster_yaml_loads_on_postgres(
         assert instance.all_logs(result.run_id)
 
 
+# The hourly cache check ticks once during the module, at a minute far enough ahead for the
+# stack to start and the other tests to run first (the last test waits for it).
+TICK = (datetime.now(UTC) + timedelta(seconds=210)).replace(second=0, microsecond=0)
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
-    with running_platform(tmp_path_factory.mktemp("platform"), test_seconds=8) as running:
+    tick = f"""
+[calendar]
+hourly_cache_check = {{ minute = {TICK.minute} }}
+
+[calendar.automations]
+hourly_cache_check_schedule = "running"
+"""
+    with running_platform(tmp_path_factory.mktemp("platform"), test_seconds=8, extra_config=tick) as running:
         # development runs a release, deployed from the shell: recorded on the platform's instance.
         result = running.ops(
             "deploy", "--environment", "development", "--tag", "v1.0.0", "--skip-tests", "--skip-build"
@@ -207,3 +220,34 @@ def test_status_reports_processes_heartbeats_and_queue(platform: RunningPlatform
     assert "QUEUED_RUN_COORDINATOR" in health["heartbeat_age_s"]
     assert max(health["heartbeat_age_s"].values()) < 60
     assert health["queued_runs"] == sum(health["queued_by_environment"].values())
+
+
+def test_a_schedule_tick_queues_behind_a_ui_launch_for_its_environment(
+    platform: RunningPlatform, instance: DagsterInstance
+) -> None:
+    """The daemon's tick of hourly_cache_check_schedule submits one run per environment through the
+    same queue: the staging run waits for the staging deploy launched from the UI just before."""
+    from dagster import DagsterEventType, RunsFilter
+
+    lead = (TICK - datetime.now(UTC)).total_seconds()
+    if lead < 6:
+        pytest.skip(f"the module's earlier tests ran past the tick at {TICK:%H:%M} UTC")
+    while (TICK - datetime.now(UTC)).total_seconds() > 5:  # the deploy is under way when the tick comes
+        time.sleep(0.2)
+    form = {"ops": {"deploy_plan": {"config": {"tag": "v1.0.2", "skip_build": True}}}}
+    deploy = platform.ui.launch_partition("deploy_job", "staging", form)
+    by_tick = RunsFilter(tags={"dagster/schedule_name": "hourly_cache_check_schedule"})
+    deadline = time.monotonic() + 120
+    while len(ticked := instance.get_runs(filters=by_tick)) < 2:
+        assert time.monotonic() < deadline, "the schedule did not tick: " + platform.platform.tail("daemon")
+        time.sleep(0.5)
+    runs = {r.tags["ultra_ops/environment"]: r.run_id for r in ticked}
+    assert set(runs) == {"development", "staging"}
+    for run_id in (deploy, *runs.values()):
+        assert _wait_status(instance, run_id, TERMINAL) == "SUCCESS", platform.platform.tail("code-server")
+    for run_id in runs.values():  # through the queue, with the environment's tag from submission on
+        enqueued = instance.get_records_for_run(run_id, of_type=DagsterEventType.PIPELINE_ENQUEUED).records
+        assert enqueued
+    staging, mine = instance.get_run_stats(runs["staging"]), instance.get_run_stats(deploy)
+    # The tick came while the deploy ran (or waited to run, first in the queue): it ran after it.
+    assert staging.start_time >= mine.end_time
