@@ -1,6 +1,7 @@
 """Maintenance state as assets, partitioned by environment: each VACUUM ANALYZE of the database and
 each look at the Redis cache is a materialization, with numbers the UI plots over time."""
 
+import warnings
 from dataclasses import asdict
 from datetime import date
 
@@ -9,6 +10,8 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    BackfillPolicy,
+    BetaWarning,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -18,7 +21,7 @@ from ultra_ops.defs.shared.partitions import environment_days, environment_parti
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.steps import load, partition_step, step
 from ultra_ops.engine.maintenance.cache import cache_stats
-from ultra_ops.engine.maintenance.logs import archive_logs, rotate_logs
+from ultra_ops.engine.maintenance.logs import ArchiveReport, archive_logs, rotate_logs
 from ultra_ops.engine.maintenance.vacuum import vacuum_analyze
 from ultra_ops.engine.runtimes import get_runtime
 
@@ -103,33 +106,55 @@ def cache_state(context: AssetExecutionContext, settings: OpsSettings) -> Materi
 _DISK_WARN = 0.90
 
 
-@asset(
-    name="log_archive",
-    partitions_def=environment_days,
-    group_name="maintenance",
-    owners=["team:ops"],
-    kinds={"logs"},
-    check_specs=[AssetCheckSpec("log_disk_headroom", asset="log_archive",
-                                description=f"The log folder's disk is less than {_DISK_WARN:.0%} full.")],
-    description="Day D's logs of an environment: rotated, archived into logs/archive/logs_YYYYMMDD.tar.gz (readable "
-                "by tar -xzf), verified against the originals before they are removed; the log folder's disk "
-                "usage (the document's df -h). Backfill a range of days from the UI.",
-)
-def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> MaterializeResult:
-    keys = context.partition_key.keys_by_dimension
-    loaded = load(settings)
-    with step(context.op_execution_context, keys["environment"], str(loaded.path)) as s:
-        rotate_logs(s.env, log=s.log)
-        report = archive_logs(s.env, date.fromisoformat(keys["day"]), log=s.log)
-    return MaterializeResult(
-        metadata={"archive": report.archive or "", "files": len(report.files), "bytes_in": report.bytes_in,
-                  "bytes_archived": report.bytes_archived, "log_dir_bytes": report.log_dir_bytes,
-                  "disk_used_ratio": report.disk_used_ratio, "disk_free_bytes": report.disk_free_bytes,
-                  "archived_files": MetadataValue.json(report.files)},
-        check_results=[AssetCheckResult(check_name="log_disk_headroom", passed=report.disk_used_ratio < _DISK_WARN,
-                                        severity=AssetCheckSeverity.WARN,
-                                        metadata={"disk_used_ratio": report.disk_used_ratio})])
+with warnings.catch_warnings():
+    # `backfill_policy` is flagged beta on @asset (a warning at every load); the single-run policy is
+    # what `dagster asset materialize --partition-range` requires.
+    warnings.simplefilter("ignore", BetaWarning)
+    _log_archive_asset = asset(
+        name="log_archive",
+        partitions_def=environment_days,
+        # A range of days in one run, so `dagster asset materialize --partition-range` can backfill it too.
+        backfill_policy=BackfillPolicy.single_run(),
+        group_name="maintenance",
+        owners=["team:ops"],
+        kinds={"logs"},
+        check_specs=[AssetCheckSpec("log_disk_headroom", asset="log_archive",
+                                    description=f"The log folder's disk is less than {_DISK_WARN:.0%} full.")],
+        description="Day D's logs of an environment: rotated, archived into logs/archive/logs_YYYYMMDD.tar.gz "
+                    "(readable by tar -xzf), verified against the originals before they are removed; the log "
+                    "folder's disk usage (the document's df -h). Backfill a range of days from the UI or with "
+                    "`dagster asset materialize --partition-range 2026-11-20|staging...2026-11-26|staging` "
+                    "(one run for the range).",
+    )
 
+
+@_log_archive_asset
+def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> MaterializeResult:
+    days_by_env: dict[str, list[date]] = {}
+    for key in context.partition_keys:
+        dims = environment_days.get_partition_key_from_str(key).keys_by_dimension
+        days_by_env.setdefault(dims["environment"], []).append(date.fromisoformat(dims["day"]))
+    loaded = load(settings)
+    reports: list[ArchiveReport] = []
+    for environment, days in sorted(days_by_env.items()):
+        with step(context.op_execution_context, environment, str(loaded.path)) as s:
+            rotate_logs(s.env, log=s.log)
+            reports.extend(archive_logs(s.env, day, log=s.log) for day in sorted(days))
+    last = reports[-1]
+    metadata = {"archive": last.archive or "", "files": sum(len(r.files) for r in reports),
+                "bytes_in": sum(r.bytes_in for r in reports), "bytes_archived": sum(r.bytes_archived for r in reports),
+                "log_dir_bytes": last.log_dir_bytes, "disk_used_ratio": last.disk_used_ratio,
+                "disk_free_bytes": last.disk_free_bytes,
+                "archived_files": MetadataValue.json([f for r in reports for f in r.files])}
+    if len(reports) > 1:  # a range in one run: every partition gets these, so say what each day did
+        metadata["archives"] = MetadataValue.json(
+            [{"environment": r.environment, "day": r.day, "archive": r.archive, "files": r.files,
+              "bytes_in": r.bytes_in, "bytes_archived": r.bytes_archived} for r in reports])
+    return MaterializeResult(
+        metadata=metadata,
+        check_results=[AssetCheckResult(check_name="log_disk_headroom", passed=last.disk_used_ratio < _DISK_WARN,
+                                        severity=AssetCheckSeverity.WARN,
+                                        metadata={"disk_used_ratio": last.disk_used_ratio})])
 
 
 @asset(

@@ -8,7 +8,6 @@ from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.jobs import environment_job
 from ultra_ops.defs.shared.partitions import (
     environment_config,
-    environment_day_config,
     environment_days,
     environment_partitions,
 )
@@ -30,9 +29,11 @@ cache_stats_job = _asset_job("cache_stats_job", cache_state, "cache stats",
                              "Read an environment's Redis INFO into the cache_state asset, with its checks.")
 
 
+# No per-partition config (so no environment tags from the launchpad): Dagster refuses a
+# PartitionedConfig on a job whose asset backfills a range in one run. The schedule and the CLI tag
+# their runs with the environment themselves.
 log_archive_job = define_asset_job(
     "log_archive_job", selection=[log_archive], partitions_def=environment_days,
-    config=environment_day_config(environment_days),
     executor_def=in_process_executor, tags={tags.DOMAIN: "maintenance", tags.OPERATION: "archive logs"},
     description="Rotate and archive one day of an environment's logs (the log_archive asset).")
 

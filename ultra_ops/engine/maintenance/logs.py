@@ -10,20 +10,25 @@ originals: a crash at any point loses no log line.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import tarfile
+import socket
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO
+from typing import TYPE_CHECKING
 
-from ultra_ops.engine.backups.checksums import fsync_dir, hash_file
+from ultra_ops.engine.backups.checksums import fsync_dir
 from ultra_ops.engine.errors import OperationError
 from ultra_ops.engine.files import private_dir
+from ultra_ops.engine.owners import owner_alive, this_process
 from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Environment
+
+if TYPE_CHECKING:  # tarfile and the archive writer load when a day is archived, not with the code location
+    import tarfile
+
+    from ultra_ops.engine.maintenance.targz import AddFn, Digest, FillFn, Written
 
 ARCHIVE_DIR = "archive"
 _CHUNK = 1 << 20
@@ -81,31 +86,47 @@ def _day_files(env: Environment, day: date) -> list[Path]:
     return sorted(p for p in env.log_dir.glob(f"*.log.{day:%Y%m%d}") if p.is_file())
 
 
-def _verify(archive: Path, expected: dict[str, tuple[int, str]]) -> None:
-    """Read the archive back: exactly the expected members, each with its size and sha256."""
-    seen: dict[str, tuple[int, str]] = {}
+def _verify(archive: Path, written: Written, expected: dict[str, Digest], name: str) -> None:
+    """Read the archive back: every gzip member inflates where it was written, and the tar holds exactly
+    the expected files, each with its size and sha256."""
+    from ultra_ops.engine.maintenance import targz
+
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
-                src = tar.extractfile(member)
-                if src is None:
-                    continue
-                digest, size = hashlib.sha256(), 0
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-                seen[member.name] = (size, digest.hexdigest())
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise OperationError(f"log archive {archive.name} does not read back ({type(exc).__name__})") from None
+        seen = targz.read_tar_gz(archive, written.members, codec_name=written.codec)
+    except (targz.CorruptArchive, OSError) as exc:
+        raise OperationError(f"log archive {name} does not read back ({exc}); the logs stay") from None
     if seen != expected:
-        raise OperationError(f"log archive {archive.name} does not match the logs it was written from")
+        raise OperationError(f"log archive {name} does not match the logs it was written from")
 
 
-def archive_logs(env: Environment, day: date, *, log: Log | None = None) -> ArchiveReport:
+def _carry_and_add(old_archive: Path | None, files: list[Path]) -> FillFn:
+    """The members of the day's earlier archive that are not written again, then the files."""
+    names = {p.name for p in files}
+
+    def fill(add: AddFn, tar: tarfile.TarFile) -> None:
+        import tarfile
+
+        from ultra_ops.engine.maintenance import targz
+
+        if old_archive is not None:
+            with tarfile.open(old_archive, "r:gz") as old:
+                for member in old:
+                    src = old.extractfile(member)
+                    if src is not None and member.name not in names:
+                        add(member, src)
+        targz.add_files(files)(add, tar)
+
+    return fill
+
+
+def archive_logs(env: Environment, day: date, *, log: Log | None = None, codec: str | None = None) -> ArchiveReport:
     """Archive day D's rotated logs into `archive/logs_YYYYMMDD.tar.gz`, verified, then remove them.
 
-    Running it again for a day adds what was rotated since to the same archive.
+    Running it again for a day adds what was rotated since to the same archive. `codec` forces the
+    compressor ("libdeflate" or "zlib"); by default libdeflate when it is installed.
     """
+    from ultra_ops.engine.maintenance import targz
+
     log = log or NullLog()
     folder = private_dir(env.log_dir / ARCHIVE_DIR)
     files = _day_files(env, day)
@@ -117,34 +138,35 @@ def archive_logs(env: Environment, day: date, *, log: Log | None = None) -> Arch
         log.info(f"no rotated logs of {day} to archive" + (f"; {archive.name} exists" if archive.exists() else ""))
         return ArchiveReport(**base, archive=str(archive) if archive.exists() else None,
                              log_dir_bytes=_folder_bytes(env.log_dir))
-    expected = {p.name: hash_file(p) for p in files}
-    tmp = folder / f".{archive.name}.tmp-{os.getpid()}"
+    stats = {p: p.stat() for p in files}
+    _remove_stale_temps(folder, log)
+    me = this_process()
+    tmp = folder / f".{archive.name}.tmp-{me['pid']}-{me['start']}"
     try:
-        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
-            carried: dict[str, tuple[int, str]] = {}
-            if archive.exists():  # earlier parts of the same day stay in its archive
-                with tarfile.open(archive, "r:gz") as old:
-                    for member in old:
-                        src = old.extractfile(member)
-                        if src is None or member.name in expected:
-                            continue
-                        reader = _HashingReader(src)
-                        tar.addfile(member, reader)
-                        carried[member.name] = (member.size, reader.hexdigest())
-            for path in files:
-                tar.add(path, arcname=path.name)
-        expected.update(carried)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        _verify(tmp, expected)
+        with open(tmp, "wb", opener=lambda path, flags: os.open(path, flags, 0o600)) as out:  # private from birth
+            written = targz.write_tar_gz(out, _carry_and_add(archive if archive.exists() else None, files),
+                                         codec_name=codec)
+            out.flush()
+            os.fsync(out.fileno())
+        # What was read is what the originals hold: each file's sha256 was taken as it went into the tar.
+        expected = written.files
+        _verify(tmp, written, expected, archive.name)
         os.chmod(tmp, 0o600)
         os.rename(tmp, archive)
         fsync_dir(folder)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    removed = []
     for path in files:
+        st = path.stat()
+        if (st.st_size, st.st_mtime_ns) != (stats[path].st_size, stats[path].st_mtime_ns):
+            # Written to while it was archived: the archived part is safe, the rest stays for the next run.
+            log.warning(f"{path.name} changed while it was archived; kept")
+            continue
         path.unlink()
+        removed.append(path)
+    files = removed
     fsync_dir(env.log_dir)
     report = ArchiveReport(**base, archive=str(archive), files=[p.name for p in files],
                            bytes_in=sum(expected[p.name][0] for p in files), bytes_archived=archive.stat().st_size,
@@ -154,19 +176,14 @@ def archive_logs(env: Environment, day: date, *, log: Log | None = None) -> Arch
     return report
 
 
-class _HashingReader:
-    """A file object that hashes what is read through it."""
-
-    def __init__(self, src: IO[bytes]) -> None:
-        self.src, self.digest = src, hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.src.read(size)
-        self.digest.update(data)
-        return data
-
-    def hexdigest(self) -> str:
-        return self.digest.hexdigest()
+def _remove_stale_temps(folder: Path, log: Log) -> None:
+    """Temp archives whose writer died (kill -9, a lost machine): the originals are still there."""
+    host = socket.gethostname()
+    for tmp in folder.glob(".logs_*.tar.gz.tmp-*"):
+        pid, _, start = tmp.name.rsplit(".tmp-", 1)[1].partition("-")
+        if owner_alive({"host": host, "pid": pid, "start": start or None}) is False:
+            tmp.unlink(missing_ok=True)
+            log.info(f"removed {tmp.name}, left by a writer that died; its logs were not removed")
 
 
 def _folder_bytes(folder: Path) -> int:
