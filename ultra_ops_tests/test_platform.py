@@ -78,21 +78,23 @@ def test_production_dagster_yaml_loads_on_postgres(
         assert instance.all_logs(result.run_id)
 
 
-# The hourly cache check ticks once during the module, at a minute far enough ahead for the
-# stack to start and the other tests to run first (the last test waits for it).
-TICK = (datetime.now(UTC) + timedelta(seconds=210)).replace(second=0, microsecond=0)
+@pytest.fixture(scope="module")
+def tick() -> datetime:
+    """When the hourly cache check ticks, once during the module: a minute far enough ahead for the
+    stack to start and the other tests to run first (the last test waits for it)."""
+    return (datetime.now(UTC) + timedelta(seconds=200)).replace(second=0, microsecond=0)
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
-    tick = f"""
+def platform(tmp_path_factory: pytest.TempPathFactory, tick: datetime) -> Iterator[RunningPlatform]:
+    schedule = f"""
 [calendar]
-hourly_cache_check = {{ minute = {TICK.minute} }}
+hourly_cache_check = {{ minute = {tick.minute} }}
 
 [calendar.automations]
 hourly_cache_check_schedule = "running"
 """
-    with running_platform(tmp_path_factory.mktemp("platform"), test_seconds=8, extra_config=tick) as running:
+    with running_platform(tmp_path_factory.mktemp("platform"), test_seconds=8, extra_config=schedule) as running:
         # development runs a release, deployed from the shell: recorded on the platform's instance.
         result = running.ops(
             "deploy", "--environment", "development", "--tag", "v1.0.0", "--skip-tests", "--skip-build"
@@ -223,16 +225,15 @@ def test_status_reports_processes_heartbeats_and_queue(platform: RunningPlatform
 
 
 def test_a_schedule_tick_queues_behind_a_ui_launch_for_its_environment(
-    platform: RunningPlatform, instance: DagsterInstance
+    platform: RunningPlatform, instance: DagsterInstance, tick: datetime
 ) -> None:
     """The daemon's tick of hourly_cache_check_schedule submits one run per environment through the
     same queue: the staging run waits for the staging deploy launched from the UI just before."""
     from dagster import DagsterEventType, RunsFilter
 
-    lead = (TICK - datetime.now(UTC)).total_seconds()
-    if lead < 6:
-        pytest.skip(f"the module's earlier tests ran past the tick at {TICK:%H:%M} UTC")
-    while (TICK - datetime.now(UTC)).total_seconds() > 5:  # the deploy is under way when the tick comes
+    if (tick - datetime.now(UTC)).total_seconds() < 6:
+        pytest.skip(f"the module's earlier tests ran past the tick at {tick:%H:%M} UTC")
+    while (tick - datetime.now(UTC)).total_seconds() > 5:  # the deploy is under way when the tick comes
         time.sleep(0.2)
     form = {"ops": {"deploy_plan": {"config": {"tag": "v1.0.2", "skip_build": True}}}}
     deploy = platform.ui.launch_partition("deploy_job", "staging", form)
