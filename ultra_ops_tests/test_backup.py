@@ -21,6 +21,7 @@ from conftest import PG, write_config
 from ultra_ops.engine.backups.checksums import hash_file
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.restore import restore_backup
+from ultra_ops.engine.backups.restore_test import restore_test
 from ultra_ops.engine.backups.store import get_backup, list_backups, verify_backup
 from ultra_ops.engine.errors import BackupError, InputError, IntegrityError
 from ultra_ops.engine.settings import Environment, load_settings
@@ -492,3 +493,11 @@ def test_older_pg_dump_or_pg_restore_is_refused_at_once(tmp_path: Path, pg_datab
     message = str(refused.value)
     assert f"pg_restore {major - 1}.9" in message and f"({major}." in message
     assert _rows(env) == before  # the database was not touched
+
+    # The restore test refuses it too, before its scratch database exists.
+    with pytest.raises(BackupError, match=f"pg_restore {major - 1}.9"):
+        restore_test(env, good)
+    with _connect(env) as conn:
+        scratch = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                               (env.database.name + "%rtest%",)).fetchall()
+    assert scratch == []
