@@ -26,6 +26,12 @@ ensure_system_packages() {
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose) >/dev/null 2>&1 \
       || say "could not install docker-compose; its tests will be skipped"
   fi
+  # Debian's chromium for the browser test (Playwright drives this binary; it downloads no browser).
+  if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing chromium"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || say "could not install chromium; the browser test will be skipped"
+  fi
 }
 
 ensure_venv() {
@@ -34,7 +40,7 @@ ensure_venv() {
     say "installing ultra_ops and its dependencies into .venv"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    "$VENV/bin/python" -m pip install -q -e "$ULTRA_ROOT[test]" 2>&1 | grep -v "is ignored" || true
+    "$VENV/bin/python" -m pip install -q -e "$ULTRA_ROOT[test,k8s]" 2>&1 | grep -v "is ignored" || true
     "$VENV/bin/python" -c "import ultra_ops, dagster, psycopg, redis, httpx, pytest" \
       || { say "installation failed"; exit 1; }
     rm -f "$VENV"/.installed-*

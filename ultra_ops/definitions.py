@@ -11,6 +11,8 @@ from ultra_ops.defs.calendar.jobs import CALENDAR_JOBS
 from ultra_ops.defs.calendar.schedules import calendar_schedules
 from ultra_ops.defs.maintenance.jobs import MAINTENANCE_ASSETS, MAINTENANCE_JOBS
 from ultra_ops.defs.maintenance.schedules import maintenance_schedules
+from ultra_ops.defs.platform.jobs import PLATFORM_JOBS
+from ultra_ops.defs.platform.schedules import platform_schedules
 from ultra_ops.defs.release.assets import RELEASE_ASSETS
 from ultra_ops.defs.release.jobs import RELEASE_JOBS
 from ultra_ops.defs.release.sensors import release_sensors
@@ -20,8 +22,8 @@ from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 defs = Definitions(
     assets=[*BACKUP_ASSETS, *RELEASE_ASSETS, *MAINTENANCE_ASSETS],
     asset_checks=BACKUP_CHECKS,
-    jobs=[*RELEASE_JOBS, *BACKUP_JOBS, *CALENDAR_JOBS, *MAINTENANCE_JOBS],
-    schedules=[*calendar_schedules(), *backup_schedules(), *maintenance_schedules()],
+    jobs=[*RELEASE_JOBS, *BACKUP_JOBS, *CALENDAR_JOBS, *MAINTENANCE_JOBS, *PLATFORM_JOBS],
+    schedules=[*calendar_schedules(), *backup_schedules(), *maintenance_schedules(), *platform_schedules()],
     sensors=[*release_sensors(), *backup_sensors()],
     resources={"settings": OpsSettings(), "locks": EnvironmentLocks()},
     loggers=LOGGERS,  # asset jobs take their loggers from here; the op jobs name the same ones

@@ -29,6 +29,16 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 SAMPLE_MIGRATIONS = REPO / "ultra_ops" / "sample_service" / "migrations"
 
 
+# Files whose tests take minutes in all start first: ./dev test hands whole files to its workers
+# (--dist loadfile), and one of these started last would run alone at the end of the suite.
+SLOW_FILES_FIRST = ("test_release.py", "test_swap.py", "test_platform.py", "test_run_locks.py", "test_browser.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,6 +21,7 @@ from conftest import PG, write_config
 from ultra_ops.engine.backups.checksums import hash_file
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.restore import restore_backup
+from ultra_ops.engine.backups.restore_test import restore_test
 from ultra_ops.engine.backups.store import get_backup, list_backups, verify_backup
 from ultra_ops.engine.errors import BackupError, InputError, IntegrityError
 from ultra_ops.engine.settings import Environment, load_settings
@@ -450,3 +451,53 @@ def test_backup_commands_pin_prune_and_verify(tmp_path: Path, pg_database: str, 
     dump.write_bytes(dump.read_bytes()[:-1] + bytes([dump.read_bytes()[-1] ^ 1]))
     assert main(["backups", "verify", *argv]) == 1
     assert "checksum mismatch in database/" in capsys.readouterr().err
+
+
+def _older_tool(folder: Path, tool: str, major: int) -> None:
+    """A `tool` first on PATH that reports an older PostgreSQL major and would fail any real work."""
+    folder.mkdir(exist_ok=True)
+    script = folder / tool
+    script.write_text(f"#!/bin/sh\nif [ \"$1\" = --version ]; then echo '{tool} (PostgreSQL) {major}.9'; exit 0; fi\n"
+                      "echo 'must not run' >&2; exit 99\n")
+    script.chmod(0o755)
+
+
+def _server_major(env: Environment) -> int:
+    with _connect(env) as conn:
+        return conn.info.server_version // 10000
+
+
+def test_older_pg_dump_or_pg_restore_is_refused_at_once(tmp_path: Path, pg_database: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _env(tmp_path, pg_database)
+    _seed(env)
+    good = create_backup(env)
+    major = _server_major(env)
+    wrappers = tmp_path / "old_bin"
+    monkeypatch.setenv("PATH", f"{wrappers}:{os.environ['PATH']}")
+
+    _older_tool(wrappers, "pg_dump", major - 2)
+    with pytest.raises(BackupError) as refused:
+        create_backup(env)
+    message = str(refused.value)
+    assert f"pg_dump {major - 2}.9" in message and f"({major}." in message and "older than" in message
+    assert [b.id for b in list_backups(env)] == [good.id]  # nothing half written
+    assert not any(p.name.startswith(".") for p in env.backups_path.iterdir())
+
+    (wrappers / "pg_dump").unlink()
+    _older_tool(wrappers, "pg_restore", major - 1)
+    _change_everything(env)
+    before = _rows(env)
+    with pytest.raises(BackupError) as refused:
+        restore_backup(env, good.id, safety_backup=False)
+    message = str(refused.value)
+    assert f"pg_restore {major - 1}.9" in message and f"({major}." in message
+    assert _rows(env) == before  # the database was not touched
+
+    # The restore test refuses it too, before its scratch database exists.
+    with pytest.raises(BackupError, match=f"pg_restore {major - 1}.9"):
+        restore_test(env, good)
+    with _connect(env) as conn:
+        scratch = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                               (env.database.name + "%rtest%",)).fetchall()
+    assert scratch == []

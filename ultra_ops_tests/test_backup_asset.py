@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -178,13 +179,16 @@ def test_restore_test_backfill_over_days(tmp_path: Path, pg_database: str, dagst
 def test_backups_asset_is_declared_with_its_checks_and_nightly_job() -> None:
     from ultra_ops.definitions import defs
     from ultra_ops.defs.backups.schedules import backup_schedules
-    from ultra_ops.defs.shared.partitions import environment_days
+    from ultra_ops.defs.shared.partitions import environment_days_to_date
 
     graph = defs.get_repository_def().asset_graph
     for key in ("backups", "backup_restore_test"):
         node = graph.get(AssetKey(key))
         assert node.group_name == "backups" and node.owners == ["team:ops"] and node.description
-        assert node.partitions_def == environment_days
+        assert node.partitions_def == environment_days_to_date
+    # Today is a partition: `dagster asset materialize --select backups --partition TODAY|ENV` takes a backup now.
+    today = datetime.now(ZoneInfo(environment_days_to_date.partitions_defs[0].partitions_def.timezone)).date()
+    assert f"{today:%Y-%m-%d}|development" in environment_days_to_date.get_partition_keys()
     assert {k.name for k in graph.get_check_keys_for_assets([AssetKey("backups")])} == {
         "backup_checksums", "backup_dump_readable", "backup_restore_test", "backup_freshness"}
     [nightly] = backup_schedules()

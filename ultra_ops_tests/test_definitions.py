@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import yaml
 from conftest import REPO
 
 
@@ -83,3 +84,29 @@ def test_platform_compose_file_resolves(tmp_path) -> None:
     for service in ("dagster-postgres", "ultra-ops-code", "dagster-webserver", "dagster-daemon"):
         assert f"  {service}:" in proc.stdout
     assert "code-server" in proc.stdout and "DockerRunLauncher" not in proc.stdout
+    _docker_api_is_proxied(yaml.safe_load(proc.stdout))
+
+
+def _docker_api_is_proxied(compose: dict) -> None:
+    """Only the socket proxies mount the Docker socket (read-only); the daemon reaches the launcher's
+    proxy, the webserver no Docker API at all, and the run containers the deploy proxy."""
+    services = compose["services"]
+    for name, service in services.items():
+        mounts = [v if isinstance(v, str) else f"{v['source']}:{v['target']}" for v in service.get("volumes", [])]
+        socket = [m for m in mounts if "docker.sock" in m]
+        if name.startswith("docker-api-"):
+            assert socket == ["/var/run/docker.sock:/var/run/docker.sock:ro"], (name, socket)
+            env = {k: str(v) for k, v in service["environment"].items()}
+            assert env["EXEC"] == "0" and env["SWARM"] == "0" and env["SYSTEM"] == "0", name
+            (network,) = service["networks"]
+            assert compose["networks"][network]["internal"] is True
+        else:
+            assert not socket, (name, socket)
+    assert services["dagster-daemon"]["environment"]["DOCKER_HOST"] == "tcp://docker-api-launcher:2375"
+    assert "docker_launcher" in services["dagster-daemon"]["networks"]
+    web = services["dagster-webserver"]
+    assert "DOCKER_HOST" not in web["environment"] and set(web["networks"]) == {"ultra_ops_platform"}
+    launcher = yaml.safe_load((REPO / "dagster.yaml").read_text())["run_launcher"]["config"]
+    assert "DOCKER_HOST=tcp://docker-api-deploy:2375" in launcher["env_vars"]
+    assert compose["networks"]["docker_deploy"]["name"] in launcher["networks"]
+    assert not any("docker.sock" in v for v in launcher["container_kwargs"]["volumes"])

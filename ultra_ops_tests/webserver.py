@@ -17,46 +17,12 @@ from ultra_ops.defs.shared.launch import local_instance_yaml
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
-class Webserver:
-    def __init__(self, dagster_home: Path, env: dict[str, str] | None = None, *, instance_yaml: str | None = None
-                 ) -> None:
-        self.home = dagster_home
-        # The instance the CLI writes, plus a run coordinator: by default runs start at once,
-        # without a daemon to dequeue them.
-        (dagster_home / "dagster.yaml").write_text(local_instance_yaml(dagster_home) + (instance_yaml or (
-            "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n")))
-        self.port = free_port()
-        self.env = {**os.environ, "DAGSTER_HOME": str(dagster_home), **(env or {})}
-        self.proc: subprocess.Popen | None = None
-        self.daemon: subprocess.Popen | None = None
+class UI:
+    """GraphQL calls as the UI makes them, against a webserver already serving on `port`."""
 
-    def start_daemon(self) -> None:
-        """dagster-daemon on the same instance: it dequeues queued runs and launches them."""
-        exe = Path(sys.executable).parent / "dagster-daemon"
-        self.daemon_log = open(self.home / "daemon.log", "wb")
-        self.daemon = subprocess.Popen([str(exe), "run", "-w", str(REPO / "workspace.yaml")], cwd=REPO,
-                                       env=self.env, stdout=self.daemon_log, stderr=subprocess.STDOUT)
-
-    def __enter__(self) -> Webserver:
-        exe = Path(sys.executable).parent / "dagster-webserver"
-        self.log = open(self.home / "webserver.log", "wb")
-        self.proc = subprocess.Popen(
-            [str(exe), "-h", "127.0.0.1", "-p", str(self.port), "-w", str(REPO / "workspace.yaml")],
-            cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("dagster-webserver exited: " + (self.home / "webserver.log").read_text()[-2000:])
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("dagster-webserver did not answer within 90 s")
-        self.client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
-        return self
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.client = DagsterGraphQLClient("127.0.0.1", port_number=port)
 
     def query(self, text: str, **variables: object) -> dict:
         response = httpx.post(f"http://127.0.0.1:{self.port}/graphql", json={"query": text, "variables": variables},
@@ -99,6 +65,50 @@ class Webserver:
                 return status
             time.sleep(1)
         raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
+
+
+class Webserver(UI):
+    """A dagster-webserver of the test's own on a SQLite instance, loading the code in-process."""
+
+    def __init__(self, dagster_home: Path, env: dict[str, str] | None = None, *, instance_yaml: str | None = None
+                 ) -> None:
+        self.home = dagster_home
+        # The instance the CLI writes, plus a run coordinator: by default runs start at once,
+        # without a daemon to dequeue them.
+        (dagster_home / "dagster.yaml").write_text(local_instance_yaml(dagster_home) + (instance_yaml or (
+            "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n")))
+        self.port = free_port()
+        self.env = {**os.environ, "DAGSTER_HOME": str(dagster_home), **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.daemon: subprocess.Popen | None = None
+
+    def start_daemon(self) -> None:
+        """dagster-daemon on the same instance: it dequeues queued runs and launches them."""
+        exe = Path(sys.executable).parent / "dagster-daemon"
+        self.daemon_log = open(self.home / "daemon.log", "wb")
+        self.daemon = subprocess.Popen([str(exe), "run", "-w", str(REPO / "workspace.yaml")], cwd=REPO,
+                                       env=self.env, stdout=self.daemon_log, stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> Webserver:
+        exe = Path(sys.executable).parent / "dagster-webserver"
+        self.log = open(self.home / "webserver.log", "wb")
+        self.proc = subprocess.Popen(
+            [str(exe), "-h", "127.0.0.1", "-p", str(self.port), "-w", str(REPO / "workspace.yaml")],
+            cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("dagster-webserver exited: " + (self.home / "webserver.log").read_text()[-2000:])
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("dagster-webserver did not answer within 90 s")
+        self.client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         for proc in (self.daemon, self.proc):

@@ -27,7 +27,7 @@ from dagster import (
 from ultra_ops.defs.backups.checks import restore_test_metadata
 from ultra_ops.defs.backups.records import BACKUPS, backup_metadata
 from ultra_ops.defs.shared import tags
-from ultra_ops.defs.shared.partitions import environment_days
+from ultra_ops.defs.shared.partitions import environment_days_to_date
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.steps import load, step
 from ultra_ops.engine.backups.create import create_backup
@@ -40,7 +40,7 @@ from ultra_ops.engine.release.rollback import deployed_version
 
 @asset(
     key=BACKUPS,
-    partitions_def=environment_days,
+    partitions_def=environment_days_to_date,
     group_name="backups",
     owners=["team:ops"],
     kinds={"postgres"},
@@ -75,7 +75,7 @@ with warnings.catch_warnings():
     @asset(
         name="backup_restore_test",
         deps=[BACKUPS],
-        partitions_def=environment_days,
+        partitions_def=environment_days_to_date,
         backfill_policy=BackfillPolicy.single_run(),
         output_required=False,
         group_name="backups",
@@ -90,7 +90,7 @@ with warnings.catch_warnings():
         loaded = load(settings)
         failures, skipped, tested = [], [], 0
         for key in context.partition_keys:
-            keys = environment_days.get_partition_key_from_str(key).keys_by_dimension
+            keys = environment_days_to_date.get_partition_key_from_str(key).keys_by_dimension
             with step(context.op_execution_context, keys["environment"], str(loaded.path)) as s:
                 kept = backups_of_day(s.env, date.fromisoformat(keys["day"]), loaded.timezone)
                 if not kept:

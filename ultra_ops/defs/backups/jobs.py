@@ -6,7 +6,7 @@ from ultra_ops.defs.backups import ops
 from ultra_ops.defs.backups.assets import backup_restore_test, backups
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.jobs import environment_job
-from ultra_ops.defs.shared.partitions import environment_day_config, environment_days
+from ultra_ops.defs.shared.partitions import environment_day_config, environment_days_to_date
 
 
 @environment_job("backups", "backup")
@@ -18,7 +18,7 @@ def backup_job() -> None:
 
 nightly_backup_job = define_asset_job(
     "nightly_backup_job", selection=AssetSelection.assets(backups),  # with its checks
-    config=environment_day_config(environment_days),
+    config=environment_day_config(environment_days_to_date),
     executor_def=in_process_executor,  # the backup step's lock is held by the run's process
     tags={tags.DOMAIN: "backups", tags.OPERATION: "backup"},
     description="Materialize today's backups partition of an environment (a scheduled backup), then check it: "

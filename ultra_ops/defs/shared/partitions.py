@@ -36,14 +36,16 @@ def environment_config(
     )
 
 
-def day_partitions(timezone: str) -> DailyPartitionsDefinition:
-    """Days in the config's time zone, from the first day ultra_ops could have run."""
-    return DailyPartitionsDefinition(start_date="2026-01-01", timezone=timezone)
+def day_partitions(timezone: str, end_offset: int = 0) -> DailyPartitionsDefinition:
+    """Days in the config's time zone, from the first day ultra_ops could have run; with end_offset=1
+    today is a partition from its first minute, not only once it has ended."""
+    return DailyPartitionsDefinition(start_date="2026-01-01", timezone=timezone, end_offset=end_offset)
 
 
-def environment_day_partitions(timezone: str) -> MultiPartitionsDefinition:
+def environment_day_partitions(timezone: str, end_offset: int = 0) -> MultiPartitionsDefinition:
     """(day, environment): keys look like `2026-11-26|staging`."""
-    return MultiPartitionsDefinition({"day": day_partitions(timezone), "environment": environment_partitions})
+    return MultiPartitionsDefinition(
+        {"day": day_partitions(timezone, end_offset), "environment": environment_partitions})
 
 
 def environment_day_config(partitions: MultiPartitionsDefinition) -> PartitionedConfig:
@@ -63,4 +65,7 @@ def _timezone() -> str:
 
 
 # Days in the config's time zone as the code location loads it (UTC without a readable config).
+# A day's logs and metrics are complete once it has ended, so those assets take past days only.
 environment_days = environment_day_partitions(_timezone())
+# A backup is taken now and belongs to today: the backups assets have today's partition too.
+environment_days_to_date = environment_day_partitions(_timezone(), end_offset=1)

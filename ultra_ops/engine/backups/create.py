@@ -15,7 +15,7 @@ from typing import Any
 from ultra_ops import __version__
 from ultra_ops.engine.backups.checksums import fsync_dir, hash_files, tree_size, walk_files
 from ultra_ops.engine.backups.counts import SnapshotCounts
-from ultra_ops.engine.backups.dump import DumpFollower, default_jobs, run_pg_tool, tool_version
+from ultra_ops.engine.backups.dump import DumpFollower, checked_tool_version, default_jobs, run_pg_tool
 from ultra_ops.engine.backups.events import announce
 from ultra_ops.engine.backups.store import (
     DUMP_DIR,
@@ -128,6 +128,7 @@ def create_backup(
     except OSError as exc:
         raise BackupError(redact(f"cannot create {root}: {exc.strerror}")) from None
     clean_stale_temps(env, log)
+    pg_dump_version = checked_tool_version("pg_dump", env, redact)
     backup_id = new_backup_id()
     while (root / backup_id).exists() or (root / (TMP_PREFIX + backup_id)).exists():
         backup_id = new_backup_id()
@@ -138,7 +139,6 @@ def create_backup(
     try:
         tmp.mkdir(mode=0o700)
         write_owner_file(tmp)
-        pg_dump_version = tool_version("pg_dump")
         if fmt == "directory":
             # -j: one worker per core, tables dumped in parallel; -Z1: gzip is the bottleneck,
             # level 1 is ~3x faster than the default 6 for a few % more bytes.

@@ -13,8 +13,11 @@ from typing import Any
 from ultra_ops.engine import shell
 from ultra_ops.engine.backups.checksums import READ_CHUNK
 from ultra_ops.engine.errors import BackupError, CommandFailed
+from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment
+
+psycopg = lazy_module("psycopg")
 
 
 def default_jobs(env: Environment) -> int:
@@ -48,6 +51,32 @@ def tool_version(tool: str) -> str:
         return shell.run([tool, "--version"], timeout=30).stdout.strip()
     except CommandFailed:
         raise BackupError(f"{tool} is not installed or does not run") from None
+
+
+def checked_tool_version(tool: str, env: Environment, redact: Redactor) -> str:
+    """`tool --version`, refused at once when the tool is older than the environment's server:
+    pg_dump refuses a newer server only after it connected (a deploy's backup would fail midway),
+    and an older pg_restore may not read what the server's pg_dump wrote. A server that cannot be
+    reached is left for the tool itself to report, in its own words."""
+    text = tool_version(tool)
+    try:
+        with psycopg.connect(**env.database.conninfo(env.database.maintenance_db)) as conn:
+            server = conn.info.server_version
+    except psycopg.Error:
+        return text
+    refuse_older_tool(tool, text, server, f"the PostgreSQL server of {env.name}", redact)
+    return text
+
+
+def refuse_older_tool(tool: str, version_text: str, server: int, where: str, redact: Redactor) -> None:
+    """BackupError naming both versions when `version_text` (`tool --version`) is of an older major
+    than `server` (libpq's server_version number, e.g. 150020)."""
+    found = re.search(r"\d+(?:\.\d+)?", version_text.split(")", 1)[-1])  # "pg_dump (PostgreSQL) 15.20 (Debian ...)"
+    server_major, server_minor = server // 10000, server % 10000
+    if found and int(found.group(0).split(".")[0]) < server_major:
+        raise BackupError(redact(
+            f"{tool} {found.group(0)} is older than {where} ({server_major}.{server_minor}): {tool} must be of "
+            f"major version {server_major} or newer (install postgresql-client-{server_major})"))
 
 
 class DumpFollower(threading.Thread):

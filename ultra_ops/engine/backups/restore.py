@@ -23,7 +23,7 @@ from typing import Any
 from ultra_ops.engine.backups import swap
 from ultra_ops.engine.backups.checksums import fsync_dir, hash_file
 from ultra_ops.engine.backups.create import create_backup, state_file_targets
-from ultra_ops.engine.backups.dump import default_jobs, run_pg_tool
+from ultra_ops.engine.backups.dump import checked_tool_version, default_jobs, run_pg_tool
 from ultra_ops.engine.backups.restore_test import drop_dead_restore_tests
 from ultra_ops.engine.backups.store import (
     DUMP_DIR,
@@ -208,6 +208,7 @@ def prepare_restore(
     log = log or NullLog()
     redact = redact or Redactor.for_environment(env)
     started = time.perf_counter()
+    checked_tool_version("pg_restore", env, redact)  # before anything is read or written
     if verified is not None and verified.id == backup_id and verified.environment == env.name:
         info = verified
     else:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ultra_ops.engine.backups import swap
 from ultra_ops.engine.backups.counts import count_rows
-from ultra_ops.engine.backups.dump import default_jobs, dump_source, run_pg_tool
+from ultra_ops.engine.backups.dump import checked_tool_version, default_jobs, dump_source, run_pg_tool
 from ultra_ops.engine.backups.store import BackupInfo
 from ultra_ops.engine.errors import BackupError
 from ultra_ops.engine.files import private_dir
@@ -118,6 +118,7 @@ def restore_test(env: Environment, info: BackupInfo, *, log: Log | None = None,
     log = log or NullLog()
     redact = redact or Redactor.for_environment(env)
     started = time.perf_counter()
+    checked_tool_version("pg_restore", env, redact)  # an older pg_restore fails before a scratch database exists
     drop_dead_restore_tests(env, log=log, redact=redact)
     scratch = swap.scratch_name(env.database.name, SCRATCH_KIND, _random.token_hex(4))
     private_dir(_owners(env))

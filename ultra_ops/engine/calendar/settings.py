@@ -30,7 +30,8 @@ DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sun
 AUTOMATIONS = ("staging_release_schedule", "production_release_schedule", "nightly_backup_schedule",
                "weekly_vacuum_schedule", "hourly_cache_check_schedule", "daily_log_archive_schedule",
                "verify_after_deploy_sensor", "failed_verification_sensor", "release_notification_sensor",
-               "release_failure_sensor", "backup_freshness_sensor", "health_monitor_sensor")
+               "release_failure_sensor", "backup_freshness_sensor", "weekly_run_purge_schedule",
+               "nightly_platform_backup_schedule", "health_monitor_sensor")
 _DEFAULT_ANCHOR = date(2026, 1, 8)  # a Thursday
 
 

@@ -1,0 +1,1 @@
+"""The platform domain: Dagster's own upkeep (old runs purged, its PostgreSQL backed up)."""
