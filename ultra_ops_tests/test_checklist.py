@@ -94,7 +94,7 @@ def test_every_item_passes_on_a_good_setup_and_fails_on_a_bad_one(
         assert git(repo, "tag") == ""
 
         code, items = _checklist(stack.config, "--tag", "v1.1.0", capsys=capsys)
-        assert code == 0, items
+        assert code == 0, {name: item for name, item in items.items() if item["status"] != "pass"}
         statuses = {name: item["status"] for name, item in items.items()}
         assert statuses.pop("code reviewed and approved") == "warn"  # nobody can know: it says so
         assert set(statuses.values()) == {"pass"}, items

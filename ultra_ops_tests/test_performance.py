@@ -25,10 +25,10 @@ from ultra_ops.engine.verify.usage import CpuWindow, disk_results, docker_stats_
 DELAYS_S = [0.05] * 30 + [0.25] * 8 + [0.6] * 2
 TRUE = {"p50_ms": 50.0, "p95_ms": 250.0, "max_ms": 600.0}
 # A measured latency is the server's delay plus what loopback HTTP adds (never less): the
-# tolerance is 0 to +150 ms (1 ms below for clock granularity), wide for a busy shared 2-core
-# machine and still narrower than the gaps between the three levels, so a percentile taken at the
-# wrong rank cannot pass.
-TOLERANCE_MS = 150.0
+# tolerance is 0 ms (1 ms below, for clock granularity) up to just under the next level (p50 below
+# 250 ms, p95 below 600 ms, max within 400 ms), wide for a busy shared 2-core machine under the
+# whole suite and still narrow enough that a percentile taken at the wrong rank cannot pass.
+UPPER_MS = {"p50_ms": 249.0, "p95_ms": 599.0, "max_ms": 1000.0}
 
 
 def distribution_route():  # noqa: ANN201
@@ -75,7 +75,7 @@ def test_percentiles_of_a_known_distribution_within_tolerance() -> None:
         sample = measure(client, "GET", peer.url("/work"), len(DELAYS_S), 4, 5.0)
     assert sample.errors == {} and len(sample.latencies_ms) == len(DELAYS_S)
     for name, measured in (("p50_ms", sample.p50), ("p95_ms", sample.p95), ("max_ms", sample.max)):
-        assert TRUE[name] - 1 <= measured <= TRUE[name] + TOLERANCE_MS, (name, measured)
+        assert TRUE[name] - 1 <= measured <= UPPER_MS[name], (name, measured)
 
 
 def test_budget_breach_fails_and_names_the_percentile(tmp_path: Path, pg_database: str) -> None:
