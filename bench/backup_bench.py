@@ -33,17 +33,22 @@ from psycopg import sql
 
 SOURCE_DB = "uo_bench_backup"
 TARGET_BYTES = 1_100_000_000  # a little over 1 GB so the figures are not dominated by fixed costs
-PG = {"host": os.environ.get("PGHOST", "127.0.0.1"), "port": int(os.environ.get("PGPORT", "5432")),
-      "user": os.environ.get("PGUSER", "postgres")}
+PG = {
+    "host": os.environ.get("PGHOST", "127.0.0.1"),
+    "port": int(os.environ.get("PGPORT", "5432")),
+    "user": os.environ.get("PGUSER", "postgres"),
+}
 CORES = os.cpu_count() or 1
 PY = sys.executable
 
 # Words for prose-like text: compresses roughly like chat messages do (3-4x with gzip), not like
 # one repeated string (100x) or random bytes (1x).
-WORDS = ("the model answer user prompt token context window request response latency deploy release "
-         "version cache vector search embedding document chunk score rank filter query result error "
-         "retry timeout stream chat assistant system tool call function json schema field value key "
-         "index table column row batch queue worker job task status pending done failed running").split()
+WORDS = (
+    "the model answer user prompt token context window request response latency deploy release "
+    "version cache vector search embedding document chunk score rank filter query result error "
+    "retry timeout stream chat assistant system tool call function json schema field value key "
+    "index table column row batch queue worker job task status pending done failed running"
+).split()
 
 GENERATE = [
     "DROP TABLE IF EXISTS users, conversations, messages, events",
@@ -53,8 +58,7 @@ GENERATE = [
     "tokens int, created_at timestamptz)",
     "CREATE TABLE messages (id bigint PRIMARY KEY, conversation_id bigint, role text, content text, "
     "tokens int, created_at timestamptz)",
-    "CREATE TABLE events (id bigint PRIMARY KEY, kind text, user_id bigint, payload jsonb, "
-    "created_at timestamptz)",
+    "CREATE TABLE events (id bigint PRIMARY KEY, kind text, user_id bigint, payload jsonb, created_at timestamptz)",
     # Random words are drawn per row from a temp array; md5 adds incompressible identifiers.
     """INSERT INTO users SELECT i, 'user' || i || '@' || (ARRAY['example.com','mail.org','corp.io'])[1 + i % 3],
          initcap(md5(i::text)), (ARRAY['free','pro','team','enterprise'])[1 + (random()*3)::int],
@@ -89,8 +93,7 @@ def admin(dbname: str = "postgres") -> psycopg.Connection:
 
 def db_size(name: str) -> int | None:
     with admin() as conn:
-        row = conn.execute("SELECT pg_database_size(datname) FROM pg_database WHERE datname = %s",
-                           (name,)).fetchone()
+        row = conn.execute("SELECT pg_database_size(datname) FROM pg_database WHERE datname = %s", (name,)).fetchone()
     return row[0] if row else None
 
 
@@ -144,21 +147,23 @@ def write_bench_config(work: Path, dbname: str, fmt: str) -> Path:
     env_file.write_text("ULTRA_VERSION=v1.0.0\nAPI_TOKEN=bench-token-value\n")
     env_file.chmod(0o600)
     path = work / f"ultra_ops_{fmt}.toml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         [environments.staging]
         runtime = "process"
         root = "{root}"
-        backup_dir = "{work / 'backups'}"
+        backup_dir = "{work / "backups"}"
         [environments.staging.database]
-        host = "{PG['host']}"
-        port = {PG['port']}
+        host = "{PG["host"]}"
+        port = {PG["port"]}
         name = "{dbname}"
-        user = "{PG['user']}"
+        user = "{PG["user"]}"
         [environments.staging.backup]
         format = "{fmt}"
         [environments.staging.processes.backend]
         command = ["true"]
-    """))
+    """)
+    )
     return path
 
 
@@ -236,14 +241,16 @@ def main() -> None:
 
             floor = work / f"floor_{run}"
             times.setdefault("D pg_dump -Fd -j -Z0", []).append(
-                timed(["pg_dump", "-Fd", "-j", str(CORES), "-Z0", "-f", str(floor)], libpq(SOURCE_DB)))
+                timed(["pg_dump", "-Fd", "-j", str(CORES), "-Z0", "-f", str(floor)], libpq(SOURCE_DB))
+            )
             sizes["D pg_dump -Fd -j -Z0"] = dir_size(floor)
             shutil.rmtree(floor)
 
             # Where the default's time goes: the same pg_dump without ultra-ops, and ultra-ops at -Z0.
             raw = work / f"raw_{run}"
             times.setdefault("E pg_dump -Fd -j -Z1 (C without ultra-ops)", []).append(
-                timed(["pg_dump", "-Fd", "-j", str(CORES), "-Z1", "-f", str(raw)], libpq(SOURCE_DB)))
+                timed(["pg_dump", "-Fd", "-j", str(CORES), "-Z1", "-f", str(raw)], libpq(SOURCE_DB))
+            )
             shutil.rmtree(raw)
             r = ultra(cfg_default, "backup", "0")
             times.setdefault("F ultra-ops directory -Z0", []).append(r["wall"])
@@ -267,7 +274,8 @@ def main() -> None:
                 with admin() as conn:
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(plain_restore_db)))
                 times.setdefault("R2 pg_restore -j1 of -Fc", []).append(
-                    timed(["pg_restore", "-d", plain_restore_db, str(fc)], libpq(plain_restore_db)))
+                    timed(["pg_restore", "-d", plain_restore_db, str(fc)], libpq(plain_restore_db))
+                )
             # Once with the safety backup, to show what it costs on top.
             r = ultra(cfg_restore, "restore", last_default.name, "1")
             times.setdefault("R1s ultra-ops restore (with safety backup)", []).append(r["wall"])
@@ -276,19 +284,21 @@ def main() -> None:
         drop_db(restore_db)
         drop_db(plain_restore_db)
         with admin() as conn:
-            for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                        ("uo_bench_restore_target__%",)).fetchall():
+            for (name,) in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", ("uo_bench_restore_target__%",)
+            ).fetchall():
                 drop_db(name)
         shutil.rmtree(work, ignore_errors=True)
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\nsource database {SOURCE_DB}: {size / 1e9:.2f} GB on disk, {CORES} cores, "
-          f"{args.repeat} runs each, median reported (all runs in brackets)")
+    print(
+        f"\nsource database {SOURCE_DB}: {size / 1e9:.2f} GB on disk, {CORES} cores, "
+        f"{args.repeat} runs each, median reported (all runs in brackets)"
+    )
     for k, v in times.items():
         extra = f"  output {sizes[k] / 1e6:.0f} MB" if k in sizes else ""
         print(f"  {k:45s} {med[k]:7.1f}s  [{', '.join(f'{x:.1f}' for x in v)}]{extra}")
-    print("peak RSS of the ultra-ops process (MB): "
-          + ", ".join(f"{k} {max(v):.0f}" for k, v in rss.items()))
+    print("peak RSS of the ultra-ops process (MB): " + ", ".join(f"{k} {max(v):.0f}" for k, v in rss.items()))
 
     def ratio(name: str, a: str, b: str, target: float) -> None:
         if a in med and b in med:
@@ -300,8 +310,12 @@ def main() -> None:
     ratio("custom vs pg_dump -Fc", "B ultra-ops custom", "A pg_dump -Fc", 1.05)
     ratio("default vs pg_dump -Fc", "C ultra-ops default", "A pg_dump -Fc", 0.40)
     ratio("default vs floor (-Fd -j -Z0)", "C ultra-ops default", "D pg_dump -Fd -j -Z0", 1.15)
-    ratio("ultra-ops overhead: C vs raw pg_dump C", "C ultra-ops default", "E pg_dump -Fd -j -Z1 (C without ultra-ops)",
-          1.15)
+    ratio(
+        "ultra-ops overhead: C vs raw pg_dump C",
+        "C ultra-ops default",
+        "E pg_dump -Fd -j -Z1 (C without ultra-ops)",
+        1.15,
+    )
     ratio("directory -Z0 vs floor", "F ultra-ops directory -Z0", "D pg_dump -Fd -j -Z0", 1.15)
     ratio("restore vs pg_restore -j1", "R1 ultra-ops restore (no safety)", "R2 pg_restore -j1 of -Fc", 0.80)
 

@@ -57,19 +57,19 @@ def _config(folder: Path, database: str, port: int) -> Path:
 
         [environments.{ENVIRONMENT}]
         runtime = "process"
-        root = "{folder / 'root'}"
-        backup_dir = "{folder / 'backups'}"
-        log_dir = "{folder / 'logs'}"
-        state_dir = "{folder / 'state'}"
-        migrations = "{REPO / 'ultra_ops' / 'sample_service' / 'migrations'}"
+        root = "{folder / "root"}"
+        backup_dir = "{folder / "backups"}"
+        log_dir = "{folder / "logs"}"
+        state_dir = "{folder / "state"}"
+        migrations = "{REPO / "ultra_ops" / "sample_service" / "migrations"}"
         health_timeout_s = 20
         required_env_keys = ["ULTRA_VERSION"]
 
         [environments.{ENVIRONMENT}.database]
-        host = "{PG['host']}"
-        port = {PG['port']}
+        host = "{PG["host"]}"
+        port = {PG["port"]}
         name = "{database}"
-        user = "{PG['user']}"
+        user = "{PG["user"]}"
         probe_queries = ["SELECT 1"]
 
         [environments.{ENVIRONMENT}.redis]
@@ -107,8 +107,10 @@ def _timed(argv: list[str], env: dict[str, str], what: str) -> float:
 
 
 def _spread(values: list[float]) -> str:
-    return (f"min {min(values) * 1000:5.0f}  median {statistics.median(values) * 1000:5.0f}  "
-            f"max {max(values) * 1000:5.0f} ms")
+    return (
+        f"min {min(values) * 1000:5.0f}  median {statistics.median(values) * 1000:5.0f}  "
+        f"max {max(values) * 1000:5.0f} ms"
+    )
 
 
 def main() -> None:

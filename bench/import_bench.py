@@ -41,8 +41,9 @@ def main() -> None:
     base = results["python -c pass"]
     ratio = results["import ultra_ops.definitions"] / results["import dagster"]
     net = (results["import ultra_ops.definitions"] - base) / (results["import dagster"] - base)
-    print(f"ratio ultra_ops.definitions / dagster: {ratio:.2f} (target <= 1.6); "
-          f"without interpreter start-up: {net:.2f}")
+    print(
+        f"ratio ultra_ops.definitions / dagster: {ratio:.2f} (target <= 1.6); without interpreter start-up: {net:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,9 +40,11 @@ from ultra_ops.engine.settings import load_settings  # noqa: E402
 SOURCE_DB = "uo_bench_restore_test"
 TARGET_BYTES = 450_000_000
 
-WORDS = ("the model answer user prompt token context window request response latency deploy release version "
-         "cache vector search embedding document chunk score rank filter query result error retry timeout "
-         "stream chat assistant system tool call function json schema field value key index table").split()
+WORDS = (
+    "the model answer user prompt token context window request response latency deploy release version "
+    "cache vector search embedding document chunk score rank filter query result error retry timeout "
+    "stream chat assistant system tool call function json schema field value key index table"
+).split()
 _W = "(ARRAY[" + ",".join(f"'{w}'" for w in WORDS) + "])"
 _PHRASE = " || ' ' || ".join([f"{_W}[1 + (random()*{len(WORDS) - 1})::int]"] * 8)
 
@@ -108,31 +110,39 @@ def main() -> None:
     size = generate(args.regenerate)
     work = Path(tempfile.mkdtemp(prefix="uo_bench_rt_", dir=os.environ.get("BENCH_DIR", "/tmp")))
     config = work / "ultra_ops.toml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         [environments.staging]
         runtime = "process"
-        root = "{work / 'root'}"
-        backup_dir = "{work / 'backups'}"
-        log_dir = "{work / 'logs'}"
-        state_dir = "{work / 'state'}"
+        root = "{work / "root"}"
+        backup_dir = "{work / "backups"}"
+        log_dir = "{work / "logs"}"
+        state_dir = "{work / "state"}"
 
         [environments.staging.database]
-        host = "{PG['host']}"
-        port = {PG['port']}
+        host = "{PG["host"]}"
+        port = {PG["port"]}
         name = "{SOURCE_DB}"
-        user = "{PG['user']}"
+        user = "{PG["user"]}"
 
         [environments.staging.processes.backend]
         command = ["true"]
-    """))
+    """)
+    )
     (work / "root").mkdir()
     env = load_settings(config).environment("staging")
     info = create_backup(env)
     fmt, source = dump_source(info)
-    print(f"backup {info.id}: {info.size_bytes / 1e6:.0f} MB, {len(info.tables or {})} tables, "
-          f"{sum((info.tables or {}).values())} rows")
-    times: dict[str, list[float]] = {"T restore test": [], "T of which pg_restore": [], "B bare pg_restore -j": [],
-                                     "B1 bare pg_restore": []}
+    print(
+        f"backup {info.id}: {info.size_bytes / 1e6:.0f} MB, {len(info.tables or {})} tables, "
+        f"{sum((info.tables or {}).values())} rows"
+    )
+    times: dict[str, list[float]] = {
+        "T restore test": [],
+        "T of which pg_restore": [],
+        "B bare pg_restore -j": [],
+        "B1 bare pg_restore": [],
+    }
     try:
         for _ in range(args.repeat):
             checkpoint()
@@ -150,10 +160,14 @@ def main() -> None:
         print(f"{name:<24} median {statistics.median(values):6.2f} s  runs {', '.join(f'{v:.2f}' for v in values)}")
     pairs = [t / b for t, b in zip(times["T restore test"], times["B bare pg_restore -j"], strict=True)]
     single = [t / b for t, b in zip(times["T restore test"], times["B1 bare pg_restore"], strict=True)]
-    print(f"\nrestore test / bare pg_restore -j{CORES}: {statistics.median(pairs):.2f} "
-          f"(pairs {', '.join(f'{p:.2f}' for p in pairs)}); target <= 1.15")
-    print(f"restore test / bare one-job pg_restore: {statistics.median(single):.2f} "
-          f"(pairs {', '.join(f'{p:.2f}' for p in single)})")
+    print(
+        f"\nrestore test / bare pg_restore -j{CORES}: {statistics.median(pairs):.2f} "
+        f"(pairs {', '.join(f'{p:.2f}' for p in pairs)}); target <= 1.15"
+    )
+    print(
+        f"restore test / bare one-job pg_restore: {statistics.median(single):.2f} "
+        f"(pairs {', '.join(f'{p:.2f}' for p in single)})"
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,11 @@ from ultra_ops.engine.release.rollback import rollback  # noqa: E402
 from ultra_ops.engine.runtimes import get_runtime  # noqa: E402
 from ultra_ops.engine.settings import load_settings  # noqa: E402
 
-PG = {"host": os.environ.get("PGHOST", "127.0.0.1"), "port": int(os.environ.get("PGPORT", "5432")),
-      "user": os.environ.get("PGUSER", "postgres")}
+PG = {
+    "host": os.environ.get("PGHOST", "127.0.0.1"),
+    "port": int(os.environ.get("PGPORT", "5432")),
+    "user": os.environ.get("PGUSER", "postgres"),
+}
 ROW_BYTES = 250  # bigint + ~200 bytes of text + tuple overhead, as stored
 
 POLLER = r"""
@@ -108,19 +111,19 @@ def write_config(work: Path, dbname: str, port: int) -> Path:
 
         [environments.staging]
         runtime = "process"
-        root = "{work / 'root'}"
-        backup_dir = "{work / 'backups'}"
-        log_dir = "{work / 'logs'}"
-        state_dir = "{work / 'state'}"
-        migrations = "{REPO / 'ultra_ops' / 'sample_service' / 'migrations'}"
+        root = "{work / "root"}"
+        backup_dir = "{work / "backups"}"
+        log_dir = "{work / "logs"}"
+        state_dir = "{work / "state"}"
+        migrations = "{REPO / "ultra_ops" / "sample_service" / "migrations"}"
         health_timeout_s = 60
         required_env_keys = ["ULTRA_VERSION"]
 
         [environments.staging.database]
-        host = "{PG['host']}"
-        port = {PG['port']}
+        host = "{PG["host"]}"
+        port = {PG["port"]}
         name = "{dbname}"
-        user = "{PG['user']}"
+        user = "{PG["user"]}"
 
         [environments.staging.redis]
         url = "redis://127.0.0.1:6379/0"
@@ -142,9 +145,11 @@ def generate(env, size_mb: int) -> float:  # noqa: ANN001
         conn.execute("CREATE TABLE bulk (id bigint PRIMARY KEY, body text NOT NULL)")
         step = 500_000
         for lo in range(1, rows + 1, step):
-            conn.execute("INSERT INTO bulk SELECT i, repeat(md5(i::text), 3) || md5(random()::text) || "
-                         "repeat(md5((i * 7)::text), 2) FROM generate_series(%s, %s) i",
-                         (lo, min(rows, lo + step - 1)))
+            conn.execute(
+                "INSERT INTO bulk SELECT i, repeat(md5(i::text), 3) || md5(random()::text) || "
+                "repeat(md5((i * 7)::text), 2) FROM generate_series(%s, %s) i",
+                (lo, min(rows, lo + step - 1)),
+            )
         conn.execute("VACUUM ANALYZE bulk")
         conn.execute("CHECKPOINT")
         return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 1e6
@@ -152,8 +157,9 @@ def generate(env, size_mb: int) -> float:  # noqa: ANN001
 
 class Poller:
     def __init__(self, url: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", POLLER, url], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", POLLER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
 
     def stop(self) -> dict:
         out, _ = self.proc.communicate("", timeout=30)
@@ -230,8 +236,11 @@ def main() -> int:
                 polled = poller.stop()
                 polled["total_s"] = total
                 results[order].append(polled)
-                print(f"{order:>3} order: longest unavailability {polled['max_gap_s']:.2f}s, rollback "
-                      f"{total:.1f}s, {polled['failures']} of {polled['requests']} requests failed", flush=True)
+                print(
+                    f"{order:>3} order: longest unavailability {polled['max_gap_s']:.2f}s, rollback "
+                    f"{total:.1f}s, {polled['failures']} of {polled['requests']} requests failed",
+                    flush=True,
+                )
                 drop_safety_backups(env)
         print()
         print("| size | order | longest unavailability | rollback time | service start |")
@@ -239,8 +248,10 @@ def main() -> int:
         for order in (o for o, _ in chosen):
             gaps = [r["max_gap_s"] for r in results[order]]
             totals = [r["total_s"] for r in results[order]]
-            print(f"| {size:.0f} MB | {order} | {statistics.median(gaps):.2f} s {[round(g, 2) for g in gaps]} | "
-                  f"{statistics.median(totals):.1f} s | {min(starts):.2f} s |")
+            print(
+                f"| {size:.0f} MB | {order} | {statistics.median(gaps):.2f} s {[round(g, 2) for g in gaps]} | "
+                f"{statistics.median(totals):.1f} s | {min(starts):.2f} s |"
+            )
     finally:
         try:
             get_runtime(env).down()

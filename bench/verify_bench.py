@@ -83,14 +83,15 @@ def _wait_listening(port: int, timeout_s: float = 10.0) -> None:
 
 def _config(folder: Path, port: int, with_redis: bool) -> Path:
     endpoints = "".join(
-        f'[[environments.staging.verify.endpoints]]\nname = "e{i:02d}"\n'
-        f'url = "http://127.0.0.1:{port}/e{i:02d}"\n\n' for i in range(ENDPOINTS))
+        f'[[environments.staging.verify.endpoints]]\nname = "e{i:02d}"\nurl = "http://127.0.0.1:{port}/e{i:02d}"\n\n'
+        for i in range(ENDPOINTS)
+    )
     redis_table = '[environments.staging.redis]\nurl = "redis://127.0.0.1:6379/0"\n' if with_redis else ""
     text = f"""
 [environments.staging]
 runtime = "process"
 root = "{folder}"
-state_dir = "{folder / 'state'}"
+state_dir = "{folder / "state"}"
 
 [environments.staging.database]
 host = "127.0.0.1"
@@ -114,8 +115,7 @@ retries = 0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--in-process", action="store_true", help="serve from a thread of this process")
     parser.add_argument("--no-redis", action="store_true")
@@ -162,16 +162,24 @@ def main() -> None:
             server.wait()
 
     checks = len(report.results)
-    print(f"server: {'thread in this process' if args.in_process else 'separate process'}; "
-          f"{ENDPOINTS} endpoints x {DELAY_S * 1000:.0f} ms; checks per verify: {checks} "
-          f"({ENDPOINTS} endpoints + database{'' if args.no_redis else ' + redis'})")
-    print(f"verify_environment  median of {args.runs}: total {statistics.median(totals):.0f} ms, "
-          f"total/slowest {statistics.median(ratios):.3f}  "
-          f"(best {min(totals):.0f} ms, {min(ratios):.3f}; worst {max(totals):.0f} ms, {max(ratios):.3f})")
-    print(f"verify_environment  median overhead over the {DELAY_S * 1000:.0f} ms service time: "
-          f"{statistics.median(totals) - DELAY_S * 1000:.0f} ms")
-    print(f"serial httpx loop   median of {args.runs}: total {statistics.median(serial_totals):.0f} ms, "
-          f"total/slowest {statistics.median(serial_ratios):.2f}")
+    print(
+        f"server: {'thread in this process' if args.in_process else 'separate process'}; "
+        f"{ENDPOINTS} endpoints x {DELAY_S * 1000:.0f} ms; checks per verify: {checks} "
+        f"({ENDPOINTS} endpoints + database{'' if args.no_redis else ' + redis'})"
+    )
+    print(
+        f"verify_environment  median of {args.runs}: total {statistics.median(totals):.0f} ms, "
+        f"total/slowest {statistics.median(ratios):.3f}  "
+        f"(best {min(totals):.0f} ms, {min(ratios):.3f}; worst {max(totals):.0f} ms, {max(ratios):.3f})"
+    )
+    print(
+        f"verify_environment  median overhead over the {DELAY_S * 1000:.0f} ms service time: "
+        f"{statistics.median(totals) - DELAY_S * 1000:.0f} ms"
+    )
+    print(
+        f"serial httpx loop   median of {args.runs}: total {statistics.median(serial_totals):.0f} ms, "
+        f"total/slowest {statistics.median(serial_ratios):.2f}"
+    )
     print(f"target total/slowest <= 1.25: {'met' if statistics.median(ratios) <= 1.25 else 'NOT met'}")
 
 

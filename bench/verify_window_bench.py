@@ -66,21 +66,24 @@ def free_port() -> int:
 
 def config_text(tmp: Path, port: int, llm: int) -> str:
     shipped = (REPO / "ultra_ops.toml").read_text()
-    smoke = shipped[shipped.index("[environments.staging.verify.smoke.release]"):
-                    shipped.index("# Performance verification", shipped.index("[environments.staging.verify.smoke"))]
+    smoke = shipped[
+        shipped.index("[environments.staging.verify.smoke.release]") : shipped.index(
+            "# Performance verification", shipped.index("[environments.staging.verify.smoke")
+        )
+    ]
     smoke = smoke.replace("8001", str(port))
     return f"""
 timezone = "UTC"
 [environments.staging]
 runtime = "process"
 root = "{tmp}"
-state_dir = "{tmp / 'state'}"
-log_dir = "{tmp / 'logs'}"
-backup_dir = "{tmp / 'backups'}"
-migrations = "{REPO / 'ultra_ops/sample_service/migrations'}"
+state_dir = "{tmp / "state"}"
+log_dir = "{tmp / "logs"}"
+backup_dir = "{tmp / "backups"}"
+migrations = "{REPO / "ultra_ops/sample_service/migrations"}"
 [environments.staging.database]
 name = "{DB}"
-user = "{PG['user']}"
+user = "{PG["user"]}"
 probe_queries = ["SELECT 1", "SELECT count(*) FROM prompts"]
 [environments.staging.redis]
 url = "redis://127.0.0.1:6379/0"
@@ -121,8 +124,13 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 
 
 def load(url: str, seconds: float) -> list[float]:
-    proc = subprocess.run([sys.executable, "-c", LOAD, url, str(seconds), "20"], capture_output=True, text=True,
-                          timeout=seconds + 60, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD, url, str(seconds), "20"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    )
     return json.loads(proc.stdout)
 
 
@@ -144,15 +152,34 @@ def main() -> int:
         env = load_settings(config).environment("staging")
         apply_migrations(env)
         base = f"http://127.0.0.1:{port}"
-        service_env = {**os.environ, "PORT": str(port), "PGHOST": "127.0.0.1", "PGPORT": "5432",
-                       "PGUSER": PG["user"], "PGDATABASE": DB, "REDIS_URL": "redis://127.0.0.1:6379/0",
-                       "ULTRA_REDIS_PREFIX": "uo_bench_window:", "ULTRA_LLM_URL": f"http://127.0.0.1:{llm}/v1",
-                       "ULTRA_UPLOAD_DIR": str(tmp / "uploads")}
+        service_env = {
+            **os.environ,
+            "PORT": str(port),
+            "PGHOST": "127.0.0.1",
+            "PGPORT": "5432",
+            "PGUSER": PG["user"],
+            "PGDATABASE": DB,
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "ULTRA_REDIS_PREFIX": "uo_bench_window:",
+            "ULTRA_LLM_URL": f"http://127.0.0.1:{llm}/v1",
+            "ULTRA_UPLOAD_DIR": str(tmp / "uploads"),
+        }
         try:
-            procs.append(subprocess.Popen([sys.executable, "-m", "ultra_ops.sample_service.llm_standin", "--port",
-                                           str(llm)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            procs.append(subprocess.Popen([sys.executable, "-m", "ultra_ops.sample_service"], env=service_env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "ultra_ops.sample_service.llm_standin", "--port", str(llm)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "ultra_ops.sample_service"],
+                    env=service_env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
             deadline = time.monotonic() + 30
             while True:
                 try:
@@ -183,8 +210,10 @@ def main() -> int:
                 httpx_cpu = time.process_time() - c0
             per_sample = statistics.median(cpu)
             print(f"requests sent to the service per sample: {n} (+2 to the LLM stand-in)")
-            print(f"ultra_ops CPU per sample: {per_sample * 1000:.0f} ms (wall {statistics.median(wall) * 1000:.0f} ms)"
-                  f"; all: {', '.join(f'{c * 1000:.0f}' for c in cpu)} ms")
+            print(
+                f"ultra_ops CPU per sample: {per_sample * 1000:.0f} ms (wall {statistics.median(wall) * 1000:.0f} ms)"
+                f"; all: {', '.join(f'{c * 1000:.0f}' for c in cpu)} ms"
+            )
             print(f"plain httpx loop, {n} requests: {httpx_cpu * 1000:.0f} ms CPU")
             print(f"RATIO cpu per sample / httpx for the same requests: {per_sample / httpx_cpu:.2f}")
 
@@ -207,8 +236,9 @@ def main() -> int:
                     while not stop.is_set():
                         start = time.monotonic()
                         chunks = [paths[i::5] for i in range(5)]
-                        workers = [threading.Thread(target=lambda c=c: [client.get(base + p) for p in c])
-                                   for c in chunks]
+                        workers = [
+                            threading.Thread(target=lambda c=c: [client.get(base + p) for p in c]) for c in chunks
+                        ]
                         for w in workers:
                             w.start()
                         for w in workers:
@@ -226,8 +256,10 @@ def main() -> int:
             (p50a, p95a), (p50w, p95w), (p50r, p95r) = percentiles(alone), figures["window"], figures["replay"]
             print(f"service latency alone: p50 {p50a:.1f} ms, p95 {p95a:.1f} ms ({len(alone)} requests)")
             print(f"with a window sample every {args.interval:g} s: p50 {p50w:.1f} ms, p95 {p95w:.1f} ms")
-            print(f"with the same requests from plain httpx every {args.interval:g} s: p50 {p50r:.1f} ms, "
-                  f"p95 {p95r:.1f} ms")
+            print(
+                f"with the same requests from plain httpx every {args.interval:g} s: p50 {p50r:.1f} ms, "
+                f"p95 {p95r:.1f} ms"
+            )
             print(f"RATIO p50 with/without: {p50w / p50a:.2f}; p95 with/without: {p95w / p95a:.2f}")
             print(f"RATIO p50 window/plain replay: {p50w / p50r:.2f}; p95 window/plain replay: {p95w / p95r:.2f}")
         finally:

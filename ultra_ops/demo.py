@@ -33,13 +33,19 @@ def promotion_steps(config_args: list[str]) -> list[Step]:
 
     steps: list[Step] = [(f"prepare {env}", ["init", *on(env)]) for env in PROMOTION]
     for env in PROMOTION:
-        steps += [(f"deploy {FIRST} to {env}", ["deploy", *on(env), "--tag", FIRST, "--skip-build"]),
-                  (f"verify {env}", ["verify", *on(env)])]
-    steps += [(f"deploy {NEXT} to {env}", ["deploy", *on(env), "--tag", NEXT, "--skip-build"])
-              for env in ("development", "staging")]
-    steps += [("list staging's backups", ["backups", "list", *on("staging")]),
-              (f"roll staging back to its newest backup ({FIRST})", ["rollback", *on("staging"), "--yes"]),
-              ("verify staging", ["verify", *on("staging")])]
+        steps += [
+            (f"deploy {FIRST} to {env}", ["deploy", *on(env), "--tag", FIRST, "--skip-build"]),
+            (f"verify {env}", ["verify", *on(env)]),
+        ]
+    steps += [
+        (f"deploy {NEXT} to {env}", ["deploy", *on(env), "--tag", NEXT, "--skip-build"])
+        for env in ("development", "staging")
+    ]
+    steps += [
+        ("list staging's backups", ["backups", "list", *on("staging")]),
+        (f"roll staging back to its newest backup ({FIRST})", ["rollback", *on("staging"), "--yes"]),
+        ("verify staging", ["verify", *on("staging")]),
+    ]
     return steps
 
 
@@ -57,9 +63,15 @@ def single_steps(env: str, config_args: list[str]) -> list[Step]:
     ]
 
 
-def run_demo(settings: Settings, environment: str | None, config_args: list[str], *,
-             run: Callable[[list[str]], int], progress: Callable[[str], None],
-             out: Callable[[str], None]) -> int:
+def run_demo(
+    settings: Settings,
+    environment: str | None,
+    config_args: list[str],
+    *,
+    run: Callable[[list[str]], int],
+    progress: Callable[[str], None],
+    out: Callable[[str], None],
+) -> int:
     """Run the steps with `run` (the CLI's main); stop at the first that fails, with its exit code."""
     if environment is not None:
         names = [settings.environment(environment).name]
@@ -67,8 +79,10 @@ def run_demo(settings: Settings, environment: str | None, config_args: list[str]
     else:
         missing = [env for env in PROMOTION if env not in settings.environments]
         if missing:
-            raise InputError(f"the demo takes a release through {', '.join(PROMOTION)}, but {settings.path} "
-                             f"does not name {', '.join(missing)} (--environment ENV runs it on one)")
+            raise InputError(
+                f"the demo takes a release through {', '.join(PROMOTION)}, but {settings.path} "
+                f"does not name {', '.join(missing)} (--environment ENV runs it on one)"
+            )
         names = list(PROMOTION)
         steps = promotion_steps(config_args)
     repo = release_repository(settings) if environment is None else None

@@ -78,8 +78,9 @@ def ensure_repository(repo: Path) -> list[str]:
     repo.mkdir(parents=True, exist_ok=True)
     shell(["git", "init", "-q", "-b", "main", str(repo)], timeout=60)
     shell(["git", "init", "-q", "--bare", str(origin)], timeout=60)
-    (repo / "package.json").write_text(json.dumps({"name": "ultra-ai", "version": "1.1.0", "private": True},
-                                                  indent=2) + "\n")
+    (repo / "package.json").write_text(
+        json.dumps({"name": "ultra-ai", "version": "1.1.0", "private": True}, indent=2) + "\n"
+    )
     (repo / ".env.example").write_text("# copy to .env.<environment> and fill in the secrets\nULTRA_VERSION=v1.1.0\n")
     (repo / "CHANGELOG.md").write_text("# Changelog\n\n## 1.1.0\n- prompt history\n\n## 1.0.0\n- first release\n")
     _git(repo, "add", "package.json", ".env.example", "CHANGELOG.md")
@@ -118,8 +119,9 @@ def _evaluate(name: str, when: datetime):  # noqa: ANN202 - dagster's ScheduleEx
 
     schedule = defs.get_repository_def().get_schedule_def(name)
     with DagsterInstance.ephemeral() as scratch:
-        context = build_schedule_context(instance=scratch, scheduled_execution_time=when,
-                                         repository_def=defs.get_repository_def())
+        context = build_schedule_context(
+            instance=scratch, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+        )
         return schedule.evaluate_tick(context)
 
 
@@ -145,14 +147,26 @@ def _notify_end(run_id: str) -> None:
     sensor = next(s for s in release_sensors() if s.name == "release_notification_sensor")
     instance = DagsterInstance.get()
     run = instance.get_run_by_id(run_id)
-    event = next(e.dagster_event for e in instance.all_logs(run_id)
-                 if e.dagster_event and e.dagster_event_type == DagsterEventType.RUN_SUCCESS)
-    sensor(build_run_status_sensor_context(sensor_name=sensor.name, dagster_instance=instance, dagster_run=run,
-                                           dagster_event=event))
+    event = next(
+        e.dagster_event
+        for e in instance.all_logs(run_id)
+        if e.dagster_event and e.dagster_event_type == DagsterEventType.RUN_SUCCESS
+    )
+    sensor(
+        build_run_status_sensor_context(
+            sensor_name=sensor.name, dagster_instance=instance, dagster_run=run, dagster_event=event
+        )
+    )
 
 
-def run_calendar_demo(settings: Settings, config_args: list[str], *, run: Callable[[list[str]], int],
-                      progress: Callable[[str], None], out: Callable[[str], None]) -> int:
+def run_calendar_demo(
+    settings: Settings,
+    config_args: list[str],
+    *,
+    run: Callable[[list[str]], int],
+    progress: Callable[[str], None],
+    out: Callable[[str], None],
+) -> int:
     """The release calendar, end to end; its exit code (the first failing command's)."""
     repo = release_repository(settings)
     variable = settings.notifications.webhook_url_env
@@ -172,13 +186,23 @@ def run_calendar_demo(settings: Settings, config_args: list[str], *, run: Callab
             os.environ[variable] = previous
 
 
-def _calendar(settings: Settings, repo: Path, config_args: list[str], hook: Webhook, *,
-              run: Callable[[list[str]], int], progress: Callable[[str], None], out: Callable[[str], None]) -> int:
+def _calendar(
+    settings: Settings,
+    repo: Path,
+    config_args: list[str],
+    hook: Webhook,
+    *,
+    run: Callable[[list[str]], int],
+    progress: Callable[[str], None],
+    out: Callable[[str], None],
+) -> int:
     for line in ensure_repository(repo):
         progress(line)
     if not is_standin(repo):
-        out(f"git_repo {repo} is not the demo's stand-in repository: the calendar part would add release "
-            "branches, tags and a changelog commit to it, so it is skipped")
+        out(
+            f"git_repo {repo} is not the demo's stand-in repository: the calendar part would add release "
+            "branches, tags and a changelog commit to it, so it is skipped"
+        )
         return 0
     version = next_version(settings, repo)
     plan_release(repo, version)
@@ -213,8 +237,22 @@ def _calendar(settings: Settings, repo: Path, config_args: list[str], hook: Webh
 
     approve_at = production_at - timedelta(hours=1)
     progress(f"== {APPROVER} approves {version} for that tick (counting from {_local(settings, approve_at)})")
-    if (code := run(["approve", "--environment", "production", "--tag", version, "--by", APPROVER,
-                     "--at", approve_at.isoformat(), *config_args])) != 0:
+    if (
+        code := run(
+            [
+                "approve",
+                "--environment",
+                "production",
+                "--tag",
+                version,
+                "--by",
+                APPROVER,
+                "--at",
+                approve_at.isoformat(),
+                *config_args,
+            ]
+        )
+    ) != 0:
         return code
 
     progress(f"== production_release_schedule's tick at {_local(settings, production_at)}, approved")
@@ -236,8 +274,10 @@ def _calendar(settings: Settings, repo: Path, config_args: list[str], hook: Webh
     out("git tag: " + _git(repo, "tag", "-n1", "-l", version))
     origin = repo.parent / f"{repo.name}-origin.git"
     if origin.is_dir():
-        out(f"{origin.name} has: " + " ".join(
-            line.split()[1] for line in _git(origin, "show-ref").splitlines() if version in line))
+        out(
+            f"{origin.name} has: "
+            + " ".join(line.split()[1] for line in _git(origin, "show-ref").splitlines() if version in line)
+        )
     out(f"the webhook ({hook.url}) received {len(hook.bodies)} notifications:")
     for body in hook.bodies:
         out(f"  [{body.get('event')}] " + body.get("text", "").replace("\n", " | "))

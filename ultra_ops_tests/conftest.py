@@ -126,10 +126,10 @@ def write_config(
 
         [environments.{environment}]
         runtime = "process"
-        root = "{tmp_path / 'root'}"
-        backup_dir = "{tmp_path / 'backups'}"
-        log_dir = "{tmp_path / 'logs'}"
-        state_dir = "{tmp_path / 'state'}"
+        root = "{tmp_path / "root"}"
+        backup_dir = "{tmp_path / "backups"}"
+        log_dir = "{tmp_path / "logs"}"
+        state_dir = "{tmp_path / "state"}"
         migrations = "{migrations}"
         health_timeout_s = 20
         required_env_keys = ["ULTRA_VERSION"]
@@ -139,7 +139,7 @@ def write_config(
         host = "127.0.0.1"
         port = 5432
         name = "{database}"
-        user = "{PG['user']}"
+        user = "{PG["user"]}"
         probe_queries = ["SELECT 1"]
 
         [environments.{environment}.redis]
@@ -179,30 +179,32 @@ def write_multi_config(
     `redis_prefix<environment>:`), root, log, state and backup folders."""
     ports = ports or {env: free_port() for env in databases}
     migrations = migrations or SAMPLE_MIGRATIONS
-    sections = [f"""
+    sections = [
+        f"""
         timezone = "UTC"
 
         [defaults]
-        backup_dir = "{tmp_path / 'backups'}"
+        backup_dir = "{tmp_path / "backups"}"
         migrations = "{migrations}"
         health_timeout_s = 20
         required_env_keys = ["ULTRA_VERSION"]
-    """]
+    """
+    ]
     for index, (env, database) in enumerate(databases.items()):
         port, folder = ports[env], tmp_path / env
         api = f"http://127.0.0.1:{port}/api/v1"
         sections.append(f"""
         [environments.{env}]
         runtime = "process"
-        root = "{folder / 'root'}"
-        log_dir = "{folder / 'logs'}"
-        state_dir = "{folder / 'state'}"
+        root = "{folder / "root"}"
+        log_dir = "{folder / "logs"}"
+        state_dir = "{folder / "state"}"
 
         [environments.{env}.database]
         host = "127.0.0.1"
         port = 5432
         name = "{database}"
-        user = "{PG['user']}"
+        user = "{PG["user"]}"
         probe_queries = ["SELECT 1", "SELECT count(*) FROM prompts"]
 
         [environments.{env}.redis]
@@ -242,8 +244,9 @@ class Stack:
         shutil.copytree(SAMPLE_MIGRATIONS, self.migrations)
         api = f"http://127.0.0.1:{self.port}/api/v1/prompts"
         verify_extra = f'endpoints = [{{ name = "prompts", url = "{api}", expect_status = 200 }}]\n' + verify_extra
-        self.config = write_config(tmp_path, database, port=self.port, migrations=self.migrations,
-                                   extra=extra, verify_extra=verify_extra)
+        self.config = write_config(
+            tmp_path, database, port=self.port, migrations=self.migrations, extra=extra, verify_extra=verify_extra
+        )
         self.env = load_settings(self.config).environment("staging")
         self.env.env_file.write_text("ULTRA_FEATURE_FLAGS=search\nULTRA_VERSION=\n")
         self.env.env_file.chmod(0o600)

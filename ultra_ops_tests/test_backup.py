@@ -43,8 +43,10 @@ def _connect(env: Environment) -> psycopg.Connection:
 def _seed(env: Environment, rows: int = 100) -> None:
     with _connect(env) as conn:
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, data jsonb)")
-        conn.execute("INSERT INTO items SELECT i, 'item ' || i, jsonb_build_object('n', i) "
-                     "FROM generate_series(1, %s) i", (rows,))
+        conn.execute(
+            "INSERT INTO items SELECT i, 'item ' || i, jsonb_build_object('n', i) FROM generate_series(1, %s) i",
+            (rows,),
+        )
 
 
 def _rows(env: Environment) -> list[tuple]:
@@ -54,8 +56,10 @@ def _rows(env: Environment) -> list[tuple]:
 
 def _tables(env: Environment) -> list[str]:
     with _connect(env) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").fetchall()]
+        return [
+            r[0]
+            for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").fetchall()
+        ]
 
 
 def _change_everything(env: Environment) -> None:
@@ -107,8 +111,9 @@ def test_backup_then_restore_brings_back_exact_state(tmp_path: Path, pg_database
     assert "added_later" in _tables(env)
     assert env.env_file.read_bytes() == b"ULTRA_VERSION=v1.1.0\nAPI_TOKEN=other-token\n"
     with psycopg.connect(**PG, dbname="postgres") as conn:
-        leftovers = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                 (pg_database + "\\_\\_%",)).fetchall()
+        leftovers = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (pg_database + "\\_\\_%",)
+        ).fetchall()
     assert leftovers == []
 
 
@@ -118,8 +123,9 @@ def test_flipped_byte_is_refused_and_nothing_changes(tmp_path: Path, pg_database
     info = create_backup(env)
     _change_everything(env)
     rows, env_bytes = _rows(env), env.env_file.read_bytes()
-    dump = max((p for p in (info.path / "database").iterdir() if p.name.endswith(".dat.gz")),
-               key=lambda p: p.stat().st_size)
+    dump = max(
+        (p for p in (info.path / "database").iterdir() if p.name.endswith(".dat.gz")), key=lambda p: p.stat().st_size
+    )
     data = bytearray(dump.read_bytes())
     data[len(data) // 2] ^= 0x01
     dump.write_bytes(bytes(data))
@@ -178,8 +184,9 @@ def test_backup_killed_half_way_is_never_listed(tmp_path: Path, pg_database: str
     env = _env(tmp_path, pg_database)
     with _connect(env) as conn:
         # Random text compresses badly at -Z9: pg_dump runs for a few seconds.
-        conn.execute("CREATE TABLE big AS SELECT i, md5(i::text) || md5(random()::text) AS t "
-                     "FROM generate_series(1, 600000) i")
+        conn.execute(
+            "CREATE TABLE big AS SELECT i, md5(i::text) || md5(random()::text) AS t FROM generate_series(1, 600000) i"
+        )
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(env.config_file)])
     try:
         deadline = time.monotonic() + 20
@@ -198,8 +205,10 @@ def test_backup_killed_half_way_is_never_listed(tmp_path: Path, pg_database: str
     # pg_dump dies with its parent instead of writing on into a folder nobody owns.
     deadline = time.monotonic() + 5
     with psycopg.connect(**PG, dbname="postgres", autocommit=True) as conn:
-        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND "
-                           "application_name = 'ultra_ops-backup'", (pg_database,)).fetchone()[0]:
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'ultra_ops-backup'",
+            (pg_database,),
+        ).fetchone()[0]:
             assert time.monotonic() < deadline, "pg_dump outlived the killed backup"
             time.sleep(0.05)
     assert list_backups(env) == []
@@ -232,8 +241,7 @@ def test_stale_temp_of_dead_pid_is_cleaned_and_live_one_kept(tmp_path: Path, pg_
 
 
 @pytest.mark.parametrize("bad", ["../x", "a;rm -rf /", "", "x" * 200, ".hidden", "a/b", None])
-def test_invalid_backup_ids_raise_input_error_and_write_nothing(
-        tmp_path: Path, pg_database: str, bad: str) -> None:
+def test_invalid_backup_ids_raise_input_error_and_write_nothing(tmp_path: Path, pg_database: str, bad: str) -> None:
     env = _env(tmp_path, pg_database)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     for call in (get_backup, verify_backup, restore_backup):
@@ -262,8 +270,9 @@ def test_secret_never_appears_in_errors(tmp_path: Path, pg_database: str, monkey
     path = write_config(tmp_path, pg_database)
     # The database name carries the secret too, so the server's own error message would leak it
     # (the row counts' snapshot is opened first, then pg_dump runs in it).
-    text = path.read_text().replace(f'name = "{pg_database}"',
-                                    f'name = "{secret}"\npassword_env = "UO_TEST_DB_PASSWORD"')
+    text = path.read_text().replace(
+        f'name = "{pg_database}"', f'name = "{secret}"\npassword_env = "UO_TEST_DB_PASSWORD"'
+    )
     path.write_text(text)
     env = load_settings(path).environment("staging")
     assert env.database.libpq_env()["PGPASSWORD"] == secret
@@ -294,8 +303,9 @@ def test_restore_failure_before_swap_leaves_database_untouched(tmp_path: Path, p
     assert _rows(env) == rows and "added_later" in _tables(env)
     assert env.env_file.read_bytes() != ENV_BYTES  # files untouched too
     with psycopg.connect(**PG, dbname="postgres") as conn:
-        leftovers = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                 (pg_database + "\\_\\_%",)).fetchall()
+        leftovers = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (pg_database + "\\_\\_%",)
+        ).fetchall()
     assert leftovers == []
 
 
@@ -322,19 +332,30 @@ def test_state_file_outside_root_and_compose_file(tmp_path: Path, pg_database: s
     assert env.config_file.read_bytes() == config_before
 
 
-def test_long_pg_tool_runs_report_progress_and_fail_redacted(tmp_path: Path, pg_database: str,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_long_pg_tool_runs_report_progress_and_fail_redacted(
+    tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ultra_ops.engine.backups.dump import run_pg_tool
     from ultra_ops.engine.secrets import Redactor
 
     env = load_settings(write_config(tmp_path, pg_database)).environment("staging")
     beats: list[float] = []
-    run_pg_tool([sys.executable, "-c", "import time; time.sleep(0.5)"], env, app="test", redact=Redactor(),
-                heartbeat=beats.append, every_s=0.1)
+    run_pg_tool(
+        [sys.executable, "-c", "import time; time.sleep(0.5)"],
+        env,
+        app="test",
+        redact=Redactor(),
+        heartbeat=beats.append,
+        every_s=0.1,
+    )
     assert len(beats) >= 3 and beats == sorted(beats)
     with pytest.raises(BackupError) as info:
-        run_pg_tool([sys.executable, "-c", "import sys; sys.exit('bad password s3cr3t-value')"], env,
-                    app="test", redact=Redactor(["s3cr3t-value"]))
+        run_pg_tool(
+            [sys.executable, "-c", "import sys; sys.exit('bad password s3cr3t-value')"],
+            env,
+            app="test",
+            redact=Redactor(["s3cr3t-value"]),
+        )
     assert "exited 1" in str(info.value) and "s3cr3t-value" not in str(info.value)
 
 
@@ -383,9 +404,19 @@ def _fake_backup(env: Environment, created: datetime, label: str = "nightly") ->
     backup_id = created.strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(2).hex()
     folder = env.backups_path / backup_id
     folder.mkdir(parents=True)
-    (folder / "manifest.json").write_text(json.dumps({
-        "id": backup_id, "environment": env.name, "version": None, "created_at": created.isoformat(),
-        "format": "custom", "label": label, "files": {}}))
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "id": backup_id,
+                "environment": env.name,
+                "version": None,
+                "created_at": created.isoformat(),
+                "format": "custom",
+                "label": label,
+                "files": {},
+            }
+        )
+    )
     return backup_id
 
 
@@ -395,8 +426,9 @@ def test_retention_policy_over_a_simulated_year(tmp_path: Path) -> None:
     from ultra_ops.engine.backups.retention import pin, prune_backups
 
     config = write_config(tmp_path, "unused_db", extra="")
-    text = config.read_text().replace('format = "directory"', 'format = "directory"\n'
-                                      "retention = { daily = 7, weekly = 4, monthly = 6 }")
+    text = config.read_text().replace(
+        'format = "directory"', 'format = "directory"\nretention = { daily = 7, weekly = 4, monthly = 6 }'
+    )
     config.write_text(text)
     env = load_settings(config).environment("staging")
     first = datetime(2026, 1, 1, 1, 30, tzinfo=UTC)
@@ -457,8 +489,10 @@ def _older_tool(folder: Path, tool: str, major: int) -> None:
     """A `tool` first on PATH that reports an older PostgreSQL major and would fail any real work."""
     folder.mkdir(exist_ok=True)
     script = folder / tool
-    script.write_text(f"#!/bin/sh\nif [ \"$1\" = --version ]; then echo '{tool} (PostgreSQL) {major}.9'; exit 0; fi\n"
-                      "echo 'must not run' >&2; exit 99\n")
+    script.write_text(
+        f"#!/bin/sh\nif [ \"$1\" = --version ]; then echo '{tool} (PostgreSQL) {major}.9'; exit 0; fi\n"
+        "echo 'must not run' >&2; exit 99\n"
+    )
     script.chmod(0o755)
 
 
@@ -467,8 +501,9 @@ def _server_major(env: Environment) -> int:
         return conn.info.server_version // 10000
 
 
-def test_older_pg_dump_or_pg_restore_is_refused_at_once(tmp_path: Path, pg_database: str,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_older_pg_dump_or_pg_restore_is_refused_at_once(
+    tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = _env(tmp_path, pg_database)
     _seed(env)
     good = create_backup(env)
@@ -498,6 +533,7 @@ def test_older_pg_dump_or_pg_restore_is_refused_at_once(tmp_path: Path, pg_datab
     with pytest.raises(BackupError, match=f"pg_restore {major - 1}.9"):
         restore_test(env, good)
     with _connect(env) as conn:
-        scratch = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                               (env.database.name + "%rtest%",)).fetchall()
+        scratch = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (env.database.name + "%rtest%",)
+        ).fetchall()
     assert scratch == []

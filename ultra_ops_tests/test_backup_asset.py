@@ -46,8 +46,25 @@ def _without_table(env: Environment, info: BackupInfo, table: str) -> None:
     lacks a table that was there (and counted) when it was taken."""
     dump = info.path / "database"
     shutil.rmtree(dump)
-    subprocess.run(["pg_dump", "-Fd", "-f", str(dump), "-T", table, "-h", PG["host"], "-p", str(PG["port"]),
-                    "-U", PG["user"], env.database.name], check=True, timeout=120)
+    subprocess.run(
+        [
+            "pg_dump",
+            "-Fd",
+            "-f",
+            str(dump),
+            "-T",
+            table,
+            "-h",
+            PG["host"],
+            "-p",
+            str(PG["port"]),
+            "-U",
+            PG["user"],
+            env.database.name,
+        ],
+        check=True,
+        timeout=120,
+    )
     manifest = json.loads((info.path / "manifest.json").read_text())
     files = {rel: v for rel, v in manifest["files"].items() if not rel.startswith("database/")}
     files.update(hash_files(info.path, [rel for rel in walk_files(info.path) if rel.startswith("database/")]))
@@ -61,8 +78,9 @@ def _edit_manifest(info: BackupInfo, **changes: object) -> None:
     (info.path / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_every_kind_of_backup_is_a_materialization_of_its_day(stack: Stack, dagster_home: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_kind_of_backup_is_a_materialization_of_its_day(
+    stack: Stack, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ULTRA_OPS_CONFIG", str(stack.config))
     assert stack.ops("deploy", "--tag", "v1.0.0") == 0  # kind deploy
     assert stack.ops("backups", "create") == 0  # kind manual
@@ -77,17 +95,26 @@ def test_every_kind_of_backup_is_a_materialization_of_its_day(stack: Stack, dags
 
     now = datetime.now(UTC)
     with DagsterInstance.get() as instance:
-        context = build_schedule_context(instance=instance, scheduled_execution_time=now,
-                                         repository_def=defs.get_repository_def())
+        context = build_schedule_context(
+            instance=instance, scheduled_execution_time=now, repository_def=defs.get_repository_def()
+        )
         [request] = backup_schedules()[0].evaluate_tick(context).run_requests
-        result = launch("nightly_backup_job", {}, {**request.tags, PARTITION: str(request.partition_key),
-                                                    SCHEDULE: "nightly_backup_schedule"}, instance=instance)
+        result = launch(
+            "nightly_backup_job",
+            {},
+            {**request.tags, PARTITION: str(request.partition_key), SCHEDULE: "nightly_backup_schedule"},
+            instance=instance,
+        )
         yesterday = f"{now - timedelta(days=1):%Y-%m-%d}|staging"
         past = launch("nightly_backup_job", {}, {**request.tags, PARTITION: yesterday}, instance=instance)
     assert not past.success and f"materialize today's partition ({now:%Y-%m-%d}|staging)" in past.message
     assert result.success, result.message
     assert {c["name"]: c["passed"] for c in result.checks} == {
-        "backup_checksums": True, "backup_dump_readable": True, "backup_restore_test": True, "backup_freshness": True}
+        "backup_checksums": True,
+        "backup_dump_readable": True,
+        "backup_restore_test": True,
+        "backup_freshness": True,
+    }
 
     today = f"{now:%Y-%m-%d}|staging"
     found = {_meta(m)["backup_id"]: m for m in _materializations(dagster_home, "backups")}
@@ -107,8 +134,9 @@ def test_every_kind_of_backup_is_a_materialization_of_its_day(stack: Stack, dags
     assert by_kind["scheduled"]["row_counts"]["public.prompts"] > 0
 
 
-def test_every_check_goes_red_on_a_backup_built_to_fail_it(tmp_path: Path, pg_database: str, dagster_home: Path,
-                                                           capsys) -> None:
+def test_every_check_goes_red_on_a_backup_built_to_fail_it(
+    tmp_path: Path, pg_database: str, dagster_home: Path, capsys
+) -> None:
     stack = Stack(tmp_path, pg_database)
     _churn(pg_database)
     good = create_backup(stack.env, compression=0)
@@ -165,9 +193,23 @@ def test_restore_test_backfill_over_days(tmp_path: Path, pg_database: str, dagst
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "ULTRA_OPS_CONFIG": str(stack.config)}
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "ultra_ops.definitions",
-         "--select", "backup_restore_test", "--partition-range", f"{days[0]}|staging...{days[2]}|staging"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "ultra_ops.definitions",
+            "--select",
+            "backup_restore_test",
+            "--partition-range",
+            f"{days[0]}|staging...{days[2]}|staging",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0  # the first day's backup lacks a table
     assert f"{days[0]}|staging: backup " in proc.stdout + proc.stderr
     assert "missing tables: public.churn" in proc.stdout + proc.stderr
@@ -190,7 +232,11 @@ def test_backups_asset_is_declared_with_its_checks_and_nightly_job() -> None:
     today = datetime.now(ZoneInfo(environment_days_to_date.partitions_defs[0].partitions_def.timezone)).date()
     assert f"{today:%Y-%m-%d}|development" in environment_days_to_date.get_partition_keys()
     assert {k.name for k in graph.get_check_keys_for_assets([AssetKey("backups")])} == {
-        "backup_checksums", "backup_dump_readable", "backup_restore_test", "backup_freshness"}
+        "backup_checksums",
+        "backup_dump_readable",
+        "backup_restore_test",
+        "backup_freshness",
+    }
     [nightly] = backup_schedules()
     assert nightly.name == "nightly_backup_schedule" and nightly.job_name == "nightly_backup_job"
 
@@ -204,15 +250,17 @@ def test_a_killed_restore_test_leaves_nothing_behind(tmp_path: Path, pg_database
     stack = Stack(tmp_path, pg_database)
     _churn(pg_database)
     info = create_backup(stack.env, compression=0, format=fmt)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True, timeout=60)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True, timeout=60
+    )
     scratch = f"{pg_database}__rtest_deadbeef"
     with psycopg.connect(**PG, dbname="postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{scratch}"')
     records = stack.env.state_dir / "restore-tests"
     records.mkdir(parents=True)
-    (records / f"{scratch}.json").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout),
-                                                         "start": "1"}))
+    (records / f"{scratch}.json").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "start": "1"})
+    )
     report = restore_test(stack.env, info)
     assert report.passed and report.restored == {"public.churn": 500}
     with psycopg.connect(**PG, dbname="postgres") as conn:

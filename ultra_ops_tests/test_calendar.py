@@ -42,9 +42,20 @@ def _config(tmp_path: Path, databases: dict[str, str], redis_prefix: str) -> Pat
 
 def _deployed(env, version: str, by: str = "alice") -> None:
     now = utc_timestamp()
-    record_release(env, ReleaseRecord(environment=env.name, operation="deploy", version=version,
-                                      previous_version=None, status=ReleaseStatus.DEPLOYED, started_at=now,
-                                      ended_at=now, run_id=f"run-{env.name}-{version}", launched_by=by))
+    record_release(
+        env,
+        ReleaseRecord(
+            environment=env.name,
+            operation="deploy",
+            version=version,
+            previous_version=None,
+            status=ReleaseStatus.DEPLOYED,
+            started_at=now,
+            ended_at=now,
+            run_id=f"run-{env.name}-{version}",
+            launched_by=by,
+        ),
+    )
 
 
 def _fire_times(schedule, start: datetime, end: datetime) -> list[datetime]:
@@ -56,8 +67,9 @@ def _fire_times(schedule, start: datetime, end: datetime) -> list[datetime]:
     return out
 
 
-def test_ticks_from_2026_to_2028(tmp_path: Path, pg_databases: dict[str, str], redis_prefix: str,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ticks_from_2026_to_2028(
+    tmp_path: Path, pg_databases: dict[str, str], redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every day of 2026-2028: staging on Tuesdays, production every second Thursday from the anchor
     (across the 53-week 2026 and every daylight-saving change), all at 10:00 Berlin time."""
     config = _config(tmp_path, pg_databases, redis_prefix)
@@ -74,8 +86,11 @@ def test_ticks_from_2026_to_2028(tmp_path: Path, pg_databases: dict[str, str], r
     assert [m.date() for m in staging] == [d for d in every_tuesday if d.weekday() == 1]
 
     thursdays = _fire_times(schedules["production_release_schedule"], start, end)
-    releasing = [m for m in thursdays
-                 if not (release_tick(settings, "production", m, check_lock=False).skip or "").startswith("off week")]
+    releasing = [
+        m
+        for m in thursdays
+        if not (release_tick(settings, "production", m, check_lock=False).skip or "").startswith("off week")
+    ]
     assert {(m.hour, m.minute) for m in releasing} == {(10, 0)}
     fortnights = [date(2026, 1, 1) + timedelta(days=14 * k) for k in range(80)]
     assert [m.date() for m in releasing] == [d for d in fortnights if d <= end.date()]
@@ -102,8 +117,9 @@ def test_ticks_deploy_what_is_verified_below_and_skip_saying_why(
 
     def evaluate(name: str, when: datetime):
         with DagsterInstance.ephemeral() as instance:
-            context = build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                             repository_def=defs.get_repository_def())
+            context = build_schedule_context(
+                instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+            )
             result = schedules[name].evaluate_tick(context)
         return result.run_requests or [], result.skip_message
 
@@ -139,8 +155,11 @@ def test_ticks_deploy_what_is_verified_below_and_skip_saying_why(
     _, skipped = evaluate("production_release_schedule", datetime(2027, 5, 20, 10, tzinfo=BERLIN))
     assert "2027-05-20 is a holiday" in skipped
 
-    ticks = [t for t in upcoming(settings, datetime(2026, 12, 14, tzinfo=BERLIN), 4, "production")
-             if t.schedule == "production_release_schedule"]
+    ticks = [
+        t
+        for t in upcoming(settings, datetime(2026, 12, 14, tzinfo=BERLIN), 4, "production")
+        if t.schedule == "production_release_schedule"
+    ]
     assert [t.at.date() for t in ticks] == [date(2026, 12, 17), date(2026, 12, 31)]
     assert ticks[0].action == "deploy v1.4.0" and ticks[0].skip.startswith("awaiting approval")
     assert "year-end freeze" in ticks[1].skip
@@ -202,15 +221,20 @@ def test_maintenance_ticks_start_one_run_per_environment(
     schedules = {s.name: s for s in maintenance_schedules()}
     after_midnight = datetime(2026, 11, 27, 0, 30, tzinfo=BERLIN)
     with DagsterInstance.ephemeral() as instance:
-        context = build_schedule_context(instance=instance, scheduled_execution_time=after_midnight,
-                                         repository_def=defs.get_repository_def())
+        context = build_schedule_context(
+            instance=instance, scheduled_execution_time=after_midnight, repository_def=defs.get_repository_def()
+        )
         requests = schedules["daily_log_archive_schedule"].evaluate_tick(context).run_requests
     assert sorted(str(r.partition_key) for r in requests) == [
-        "2026-11-26|development", "2026-11-26|production", "2026-11-26|staging"]
+        "2026-11-26|development",
+        "2026-11-26|production",
+        "2026-11-26|staging",
+    ]
     assert {r.run_key for r in requests} == {f"daily_log_archive_schedule:{e}:2026-11-26" for e in pg_databases}
     assert {r.tags["ultra_ops/environment"] for r in requests} == set(pg_databases)
-    sunday = _fire_times(schedules["weekly_vacuum_schedule"], datetime(2026, 3, 1, tzinfo=BERLIN),
-                         datetime(2026, 4, 30, tzinfo=BERLIN))
+    sunday = _fire_times(
+        schedules["weekly_vacuum_schedule"], datetime(2026, 3, 1, tzinfo=BERLIN), datetime(2026, 4, 30, tzinfo=BERLIN)
+    )
     assert {m.weekday() for m in sunday} == {6} and {(m.hour, m.minute) for m in sunday} == {(4, 0)}
 
 
@@ -226,12 +250,30 @@ def test_an_approval_counts_from_a_coming_tick_but_no_later_than_the_second(tmp_
     assert valid_approval(settings, "production", "v1.0.0", now) is None  # not yet
     assert valid_approval(settings, "production", "v1.0.0", first).approved_by == "bob"
     assert valid_approval(settings, "production", "v1.0.0", first + timedelta(hours=72)) is None  # expired
-    for bad, why in ((second + timedelta(minutes=1), "second coming production tick"),
-                     (now - timedelta(hours=1), "second coming production tick"),
-                     (datetime(2026, 12, 3, 9), "needs a time zone")):
+    for bad, why in (
+        (second + timedelta(minutes=1), "second coming production tick"),
+        (now - timedelta(hours=1), "second coming production tick"),
+        (datetime(2026, 12, 3, 9), "needs a time zone"),
+    ):
         with pytest.raises(InputError, match=why):
             approve(settings, "production", "v1.0.1", "bob", now=now, valid_from=bad)
     assert valid_approval(settings, "production", "v1.0.1", first) is None  # nothing half written
-    assert main(["approve", "--environment", "production", "--tag", "v1.0.1", "--by", "bob", "--at", "soon",
-                 "--config", str(config)]) == 2
+    assert (
+        main(
+            [
+                "approve",
+                "--environment",
+                "production",
+                "--tag",
+                "v1.0.1",
+                "--by",
+                "bob",
+                "--at",
+                "soon",
+                "--config",
+                str(config),
+            ]
+        )
+        == 2
+    )
     assert "is not an ISO time" in capsys.readouterr().err

@@ -48,9 +48,10 @@ def _checklist(config: Path, *extra: str, capsys) -> tuple[int, dict[str, dict]]
     capsys.readouterr()
     code = main(["checklist", "--environment", "staging", "--config", str(config), "--json", *extra])
     out = capsys.readouterr().out
-    report = json.loads(out[out.index("{"):out.rindex("}") + 1])
-    assert [i["section"] for i in report["items"]] == sorted((i["section"] for i in report["items"]),
-                                                             key=CRITICAL.index)
+    report = json.loads(out[out.index("{") : out.rindex("}") + 1])
+    assert [i["section"] for i in report["items"]] == sorted(
+        (i["section"] for i in report["items"]), key=CRITICAL.index
+    )
     return code, {i["name"]: i for i in report["items"]}
 
 
@@ -59,28 +60,47 @@ def test_every_item_passes_on_a_good_setup_and_fails_on_a_bad_one(
 ) -> None:
     repo, _ = make_repo(tmp_path)
     bugs = tmp_path / "bugs.json"
-    bugs.write_text(json.dumps({"issues": [
-        {"title": "login page typo", "severity": "low", "state": "open"},
-        {"title": "crash on empty prompt", "labels": [{"name": "critical"}], "state": "closed"}]}))
+    bugs.write_text(
+        json.dumps(
+            {
+                "issues": [
+                    {"title": "login page typo", "severity": "low", "state": "open"},
+                    {"title": "crash on empty prompt", "labels": [{"name": "critical"}], "state": "closed"},
+                ]
+            }
+        )
+    )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    good_scan = _scan(tmp_path, "scan_good", {"dependencies": [
-        {"name": "httpx", "version": "0.28.1", "vulns": []},
-        {"name": "left-pad", "version": "1.3.0", "vulns": [{"id": "GHSA-low-1", "severity": "low"}]}]})
-    checklist = (f'checklist = {{ critical_bugs = "{bugs}", feature_flags = ["ULTRA_FEATURE_FLAGS"], '
-                 f'metrics_url = "{base}/metrics", protected_url = "{base}/api/v1/me", '
-                 f'login_url = "{base}/api/v1/auth/login", rate_limit_url = "{base}/api/v1/version", '
-                 f'rate_limit_burst = 40, dependency_scan = {good_scan}, timeout_s = 5 }}')
-    extra = (f'git_repo = "{repo}"\ntest_command = ["{sys.executable}", "-c", "print(\'12 passed\')"]\n'
-             f'llm_providers = [{{ name = "standin", models_url = "{llm}", api_key_env = "ULTRA_TEST_LLM_KEY" }}]\n'
-             + checklist)
+    good_scan = _scan(
+        tmp_path,
+        "scan_good",
+        {
+            "dependencies": [
+                {"name": "httpx", "version": "0.28.1", "vulns": []},
+                {"name": "left-pad", "version": "1.3.0", "vulns": [{"id": "GHSA-low-1", "severity": "low"}]},
+            ]
+        },
+    )
+    checklist = (
+        f'checklist = {{ critical_bugs = "{bugs}", feature_flags = ["ULTRA_FEATURE_FLAGS"], '
+        f'metrics_url = "{base}/metrics", protected_url = "{base}/api/v1/me", '
+        f'login_url = "{base}/api/v1/auth/login", rate_limit_url = "{base}/api/v1/version", '
+        f"rate_limit_burst = 40, dependency_scan = {good_scan}, timeout_s = 5 }}"
+    )
+    extra = (
+        f'git_repo = "{repo}"\ntest_command = ["{sys.executable}", "-c", "print(\'12 passed\')"]\n'
+        f'llm_providers = [{{ name = "standin", models_url = "{llm}", api_key_env = "ULTRA_TEST_LLM_KEY" }}]\n'
+        + checklist
+    )
     stack = Stack(tmp_path, pg_database, extra=extra)
     # Stack picked its own port: the checklist's URLs follow it.
     stack.config.write_text(stack.config.read_text().replace(base, f"http://127.0.0.1:{stack.port}"))
     # 10 per 10 s: the checklist's sequential burst meets the limit even on a machine so busy that
     # a request takes most of a second.
-    stack.env.env_file.write_text(f"ULTRA_FEATURE_FLAGS=search\nULTRA_VERSION=\nULTRA_AUTH_PASSWORD={PASSWORD}\n"
-                                  "ULTRA_RATE_LIMIT=10/10\n")
+    stack.env.env_file.write_text(
+        f"ULTRA_FEATURE_FLAGS=search\nULTRA_VERSION=\nULTRA_AUTH_PASSWORD={PASSWORD}\nULTRA_RATE_LIMIT=10/10\n"
+    )
     try:
         assert main(["release-branch", "--tag", "v1.1.0", "--config", str(stack.config)]) == 0
         # The deploy runs the same checklist as its blocking second step; nothing runs yet, so the
@@ -165,8 +185,15 @@ def _bad_config(tmp_path: Path, stack: Stack, repo: Path) -> Path:
     git(repo, "checkout", "-q", "main")
     bugs = tmp_path / "bugs_bad.json"
     bugs.write_text(json.dumps([{"title": "data loss on restore", "severity": "critical"}]))
-    scan = _scan(tmp_path, "scan_bad", {"dependencies": [
-        {"name": "jinja2", "version": "2.0", "vulns": [{"id": "PYSEC-2026-1", "fix_versions": ["3.1.5"]}]}]})
+    scan = _scan(
+        tmp_path,
+        "scan_bad",
+        {
+            "dependencies": [
+                {"name": "jinja2", "version": "2.0", "vulns": [{"id": "PYSEC-2026-1", "fix_versions": ["3.1.5"]}]}
+            ]
+        },
+    )
     base = f"http://127.0.0.1:{stack.port}"
     # The env file readable by others, and tracked in a git repository around the environment's root.
     stack.env.env_file.chmod(0o644)
@@ -175,19 +202,26 @@ def _bad_config(tmp_path: Path, stack: Stack, repo: Path) -> Path:
     text = stack.config.read_text()
     start = text.index("checklist = {")
     end = text.index("\n", start)
-    text = text[:start] + (
-        f'checklist = {{ critical_bugs = "{bugs}", feature_flags = ["ULTRA_FEATURE_FLAGS", "ULTRA_FEATURE_BETA"], '
-        f'metrics_url = "{base}/no-metrics-here", protected_url = "{base}/health", '
-        f'login_url = "{base}/api/v1/auth/login", rate_limit_url = "{base}/metrics", rate_limit_burst = 30, '
-        f'dependency_scan = {scan}, min_free_memory_mb = 100000000, max_connections_used_pct = 0.001, '
-        'max_database_mb = 1 }\nmin_free_disk_mb = 1000000000\n') + text[end + 1:]
-    text = text.replace('required_env_keys = ["ULTRA_VERSION"]',
-                        'required_env_keys = ["ULTRA_VERSION", "ULTRA_SECRET_SAUCE"]')
-    text = text.replace('"print(\'12 passed\')"', '"import sys; print(\'2 failed\'); sys.exit(3)"')
+    text = (
+        text[:start]
+        + (
+            f'checklist = {{ critical_bugs = "{bugs}", feature_flags = ["ULTRA_FEATURE_FLAGS", "ULTRA_FEATURE_BETA"], '
+            f'metrics_url = "{base}/no-metrics-here", protected_url = "{base}/health", '
+            f'login_url = "{base}/api/v1/auth/login", rate_limit_url = "{base}/metrics", rate_limit_burst = 30, '
+            f"dependency_scan = {scan}, min_free_memory_mb = 100000000, max_connections_used_pct = 0.001, "
+            "max_database_mb = 1 }\nmin_free_disk_mb = 1000000000\n"
+        )
+        + text[end + 1 :]
+    )
+    text = text.replace(
+        'required_env_keys = ["ULTRA_VERSION"]', 'required_env_keys = ["ULTRA_VERSION", "ULTRA_SECRET_SAUCE"]'
+    )
+    text = text.replace("\"print('12 passed')\"", "\"import sys; print('2 failed'); sys.exit(3)\"")
     text = text.replace("ULTRA_TEST_LLM_KEY", "ULTRA_TEST_LLM_WRONG_KEY")
     text = text.replace(f'migrations = "{stack.migrations}"', f'migrations = "{tmp_path / "no-migrations"}"')
-    text = text.replace(f'health_urls = ["{base}/health?detail=true"]',
-                        f'health_urls = ["http://127.0.0.1:{free_port()}/health"]')
+    text = text.replace(
+        f'health_urls = ["{base}/health?detail=true"]', f'health_urls = ["http://127.0.0.1:{free_port()}/health"]'
+    )
     text = text.replace("[environments.staging.backup]\n", "[environments.staging.backup]\nmax_age_hours = 0.0001\n")
     bad = tmp_path / "bad.toml"
     bad.write_text(text)
@@ -200,8 +234,10 @@ def test_init_gives_the_service_what_the_checklist_tests(tmp_path: Path, pg_data
     from ultra_ops.engine.envfile import read_env_file
     from ultra_ops.engine.settings import load_settings
 
-    extra = ('checklist = { protected_url = "http://127.0.0.1:1/api/v1/me", '
-             'rate_limit_url = "http://127.0.0.1:1/api/v1/version", rate_limit_burst = 40 }')
+    extra = (
+        'checklist = { protected_url = "http://127.0.0.1:1/api/v1/me", '
+        'rate_limit_url = "http://127.0.0.1:1/api/v1/version", rate_limit_burst = 40 }'
+    )
     config = write_config(tmp_path, pg_database, extra=extra)
     assert main(["init", "--environment", "staging", "--config", str(config)]) == 0
     env = load_settings(config).environment("staging")

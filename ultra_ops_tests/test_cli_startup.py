@@ -34,7 +34,9 @@ def test_end_startup_leaves_a_collector_it_did_not_pause_alone() -> None:
 
 
 def test_console_script_pauses_the_collector_until_the_run() -> None:
-    code = ("import gc, sys; from ultra_ops import cli; from ultra_ops.cli import common; "
-            "cli.main = lambda: print(gc.isenabled(), common._gc_paused_for_startup) or 0; cli.run()")
+    code = (
+        "import gc, sys; from ultra_ops import cli; from ultra_ops.cli import common; "
+        "cli.main = lambda: print(gc.isenabled(), common._gc_paused_for_startup) or 0; cli.run()"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == "False True\n"

@@ -30,8 +30,14 @@ def test_jobs_and_typed_launch_forms() -> None:
 def test_import_touches_no_service() -> None:
     # Point every service at closed ports: the import must still succeed, quickly.
     env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": "1", "ULTRA_OPS_CONFIG": "/nonexistent.toml"}
-    proc = subprocess.run([sys.executable, "-c", "import ultra_ops.definitions"], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import ultra_ops.definitions"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -39,8 +45,14 @@ def test_dagster_definitions_validate(tmp_path) -> None:
     exe = os.path.join(os.path.dirname(sys.executable), "dagster")
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    proc = subprocess.run([exe, "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [exe, "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Validation successful for code location ultra_ops" in proc.stderr + proc.stdout
 
@@ -58,11 +70,17 @@ def test_production_instance_config_is_valid(tmp_path, monkeypatch) -> None:
         monkeypatch.setenv(name, "x")
     config, _ = dagster_instance_config(str(tmp_path))
     for key in ("run_coordinator", "run_launcher", "storage"):
-        section = config[key] if key != "storage" else {
-            "module": "dagster_postgres", "class": "DagsterPostgresStorage", "config": config["storage"]["postgres"]}
+        section = (
+            config[key]
+            if key != "storage"
+            else {
+                "module": "dagster_postgres",
+                "class": "DagsterPostgresStorage",
+                "config": config["storage"]["postgres"],
+            }
+        )
         # Dagster maps the documented dagster.core.* module paths to dagster._core.* when it loads them.
-        klass = class_from_code_pointer(section["module"].replace("dagster.core.", "dagster._core."),
-                                        section["class"])
+        klass = class_from_code_pointer(section["module"].replace("dagster.core.", "dagster._core."), section["class"])
         result = process_config(klass.config_type(), section["config"])
         assert result.success, (key, [e.message for e in result.errors])
     limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
@@ -78,8 +96,14 @@ def test_platform_compose_file_resolves(tmp_path) -> None:
     if _shutil.which("docker-compose") is None:
         pytest.skip("Debian's docker-compose is not installed (.ci/run installs it)")
     env = {**os.environ, "DAGSTER_PG_PASSWORD": "not-a-real-password"}
-    proc = subprocess.run(["docker-compose", "-f", "docker-compose.yml", "config"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["docker-compose", "-f", "docker-compose.yml", "config"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     for service in ("dagster-postgres", "ultra-ops-code", "dagster-webserver", "dagster-daemon"):
         assert f"  {service}:" in proc.stdout

@@ -41,14 +41,14 @@ interval_s = 30
 
 [environments.staging]
 runtime = "process"
-root = "{tmp_path / 'root'}"
-state_dir = "{tmp_path / 'state'}"
-log_dir = "{tmp_path / 'logs'}"
-backup_dir = "{tmp_path / 'backups'}"
+root = "{tmp_path / "root"}"
+state_dir = "{tmp_path / "state"}"
+log_dir = "{tmp_path / "logs"}"
+backup_dir = "{tmp_path / "backups"}"
 
 [environments.staging.database]
 name = "{pg_database}"
-user = "{PG['user']}"
+user = "{PG["user"]}"
 
 [environments.staging.redis]
 url = "{REDIS_URL}"
@@ -59,7 +59,7 @@ command = ["true"]
 [environments.staging.verify]
 timeout_s = 3
 retries = 0
-health_urls = ["{peer.url('/health?detail=true')}"]
+health_urls = ["{peer.url("/health?detail=true")}"]
 """)
     monkeypatch.setenv("ULTRA_OPS_CONFIG", str(config))
     yield switch, config, dagster_home
@@ -70,7 +70,8 @@ def _check(instance: DagsterInstance, name: str):
     from dagster import AssetCheckKey
 
     record = instance.event_log_storage.get_asset_check_execution_history(
-        AssetCheckKey(AssetKey("health_state"), name), limit=1)[0]
+        AssetCheckKey(AssetKey("health_state"), name), limit=1
+    )[0]
     return record.event.dagster_event.event_specific_data
 
 
@@ -83,6 +84,7 @@ def test_sensor_requests_a_run_only_when_health_changed(monitored) -> None:
     sensor = next(s for s in release_sensors() if s.name == "health_monitor_sensor")
     assert sensor.minimum_interval_seconds == 30
     with DagsterInstance.from_config(str(home)) as instance:
+
         def tick(cursor: str | None):
             context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
             result = sensor.evaluate_tick(context)
@@ -116,15 +118,15 @@ def test_health_state_check_is_red_on_an_unhealthy_state(monitored, capsys) -> N
     switch, config, home = monitored
     # The health monitor's job, as its run request would start it, against the real instance.
     with DagsterInstance.from_config(str(home)) as instance:
-        result = defs.resolve_job_def("health_state_job").execute_in_process(
-            instance=instance, partition_key="staging")
+        result = defs.resolve_job_def("health_state_job").execute_in_process(instance=instance, partition_key="staging")
         assert result.success
         evaluation = _check(instance, "healthy")
         assert evaluation.passed is True
 
         switch.body, switch.status = DEGRADED, 503
         result = defs.resolve_job_def("health_state_job").execute_in_process(
-            instance=instance, partition_key="staging", raise_on_error=False)
+            instance=instance, partition_key="staging", raise_on_error=False
+        )
         # The state is recorded, then its blocking checks fail the run: red in the run list too.
         assert not result.success
         evaluation = _check(instance, "healthy")

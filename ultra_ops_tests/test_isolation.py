@@ -56,7 +56,8 @@ def silent() -> Iterator[SilentServer]:
 
 
 def test_backup_against_a_silent_database_fails_within_the_connect_timeout(
-        tmp_path: Path, pg_database: str, dagster_home: Path, silent: SilentServer, capsys) -> None:
+    tmp_path: Path, pg_database: str, dagster_home: Path, silent: SilentServer, capsys
+) -> None:
     stack = Stack(tmp_path, pg_database)
     text = stack.config.read_text().replace("port = 5432", f"port = {silent.port}\nconnect_timeout_s = 2")
     stack.config.write_text(text)
@@ -73,8 +74,10 @@ def test_backup_against_a_silent_database_fails_within_the_connect_timeout(
 
 def test_every_command_has_a_timeout_that_kills_its_whole_group(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
-    script = (f"import os, subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', "
-              f"'import time; time.sleep(60)']); open({str(pids)!r}, 'w').write(str(child.pid)); time.sleep(60)")
+    script = (
+        f"import os, subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', "
+        f"'import time; time.sleep(60)']); open({str(pids)!r}, 'w').write(str(child.pid)); time.sleep(60)"
+    )
     started = time.monotonic()
     with pytest.raises(CommandFailed, match="did not finish within 1s"):
         shell.run([sys.executable, "-c", script], timeout=1)
@@ -94,17 +97,20 @@ def _state(pid: int) -> str:
 
 
 def test_children_get_the_basics_and_their_own_environment_only(
-        tmp_path: Path, pg_database: str, dagster_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, pg_database: str, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ULTRA_PROD_DB_PASSWORD", "prod-pass-NeverInStaging")
     monkeypatch.setenv("ULTRA_TEST_PROD_LLM_KEY", "sk-prod-NeverInStaging")
     monkeypatch.setenv("ULTRA_TEST_STAGING_DB_PASSWORD", "staging-own-pass")
     monkeypatch.setenv("LC_ALL", "C.UTF-8")
     seen = tmp_path / "test_command_env.json"
     dump = f"import json, os; open({str(seen)!r}, 'w').write(json.dumps(dict(os.environ)))"
-    stack = Stack(tmp_path, pg_database, extra=f"test_command = [{json.dumps(sys.executable)}, \"-c\", "
-                                               f"{json.dumps(dump)}]")
+    stack = Stack(
+        tmp_path, pg_database, extra=f'test_command = [{json.dumps(sys.executable)}, "-c", {json.dumps(dump)}]'
+    )
     text = stack.config.read_text().replace(
-        f'name = "{pg_database}"', f'name = "{pg_database}"\npassword_env = "ULTRA_TEST_STAGING_DB_PASSWORD"')
+        f'name = "{pg_database}"', f'name = "{pg_database}"\npassword_env = "ULTRA_TEST_STAGING_DB_PASSWORD"'
+    )
     stack.config.write_text(text)
     stack.env.env_file.write_text("ULTRA_VERSION=\nULTRA_FEATURE_FLAGS=search\n")
     try:
@@ -134,7 +140,8 @@ def test_child_env_allowlist(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_rollback_against_a_silent_database_fails_within_the_connect_timeout(
-        tmp_path: Path, pg_database: str, dagster_home: Path, silent: SilentServer, capsys) -> None:
+    tmp_path: Path, pg_database: str, dagster_home: Path, silent: SilentServer, capsys
+) -> None:
     stack = Stack(tmp_path, pg_database)
     assert stack.ops("backups", "create") == 0
     [backup] = list_backups(stack.env)

@@ -62,8 +62,9 @@ def test_cache_stats_and_a_pattern_clear(tmp_path: Path, pg_database: str, dagst
     client = redis_lib.Redis.from_url(f"redis://127.0.0.1:6379/{db}")
     client.flushdb()
     stack = Stack(tmp_path, pg_database)
-    stack.config.write_text(stack.config.read_text().replace('url = "redis://127.0.0.1:6379/0"',
-                                                             f'url = "redis://127.0.0.1:6379/{db}"'))
+    stack.config.write_text(
+        stack.config.read_text().replace('url = "redis://127.0.0.1:6379/0"', f'url = "redis://127.0.0.1:6379/{db}"')
+    )
     try:
         client.mset({f"ultra:cache:{i}": "x" for i in range(1200)} | {f"ultra:session:{i}": "y" for i in range(30)})
         assert stack.ops("maintenance", "cache-clear") == 2  # neither a pattern nor --flush-all
@@ -77,11 +78,16 @@ def test_cache_stats_and_a_pattern_clear(tmp_path: Path, pg_database: str, dagst
         with DagsterInstance.from_config(str(dagster_home)) as instance:
             event = instance.get_latest_materialization_event(AssetKey("cache_state"))
             assert event.asset_materialization.partition == "staging"
-            checks = {e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data.passed
-                      for e in instance.all_logs(event.run_id)
-                      if e.dagster_event and e.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION}
-        assert checks == {"cache_memory_headroom": True, "cache_no_evictions": stats["evicted_keys"] == 0,
-                          "cache_hit_ratio": checks["cache_hit_ratio"]}
+            checks = {
+                e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data.passed
+                for e in instance.all_logs(event.run_id)
+                if e.dagster_event and e.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+            }
+        assert checks == {
+            "cache_memory_headroom": True,
+            "cache_no_evictions": stats["evicted_keys"] == 0,
+            "cache_hit_ratio": checks["cache_hit_ratio"],
+        }
         assert stack.ops("maintenance", "cache-clear", "--flush-all") == 0
         assert client.dbsize() == 0
     finally:
@@ -119,8 +125,7 @@ def test_log_archive_backfill_of_three_days(stack: Stack, dagster_home: Path, tm
     out = tmp_path / "extracted"
     out.mkdir()
     for day in days:  # the release document's manual step reads them
-        subprocess.run(["tar", "-xzf", str(archive_dir / f"logs_{day}.tar.gz"), "-C", str(out)], check=True,
-                       timeout=60)
+        subprocess.run(["tar", "-xzf", str(archive_dir / f"logs_{day}.tar.gz"), "-C", str(out)], check=True, timeout=60)
     for name, data in contents.items():
         extracted = (out / name).read_bytes()
         assert extracted == (data + b"late lines of the 26th\n" if name == "backend.log.20261126" else data)

@@ -33,8 +33,9 @@ def test_applies_in_order_and_is_idempotent(tmp_path: Path, pg_database: str) ->
     folder.mkdir()
     # Written out of order: the name decides, 0002 depends on 0001.
     (folder / "0002_items.sql").write_text("CREATE TABLE items (id int REFERENCES things(id));")
-    (folder / "0001_things.sql").write_text("CREATE TABLE things (id int PRIMARY KEY);\n"
-                                            "INSERT INTO things VALUES (1), (2);")
+    (folder / "0001_things.sql").write_text(
+        "CREATE TABLE things (id int PRIMARY KEY);\nINSERT INTO things VALUES (1), (2);"
+    )
     env = _env(tmp_path, pg_database, folder)
 
     assert pending_migrations(env) == ["0001_things.sql", "0002_items.sql"]

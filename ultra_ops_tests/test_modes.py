@@ -25,7 +25,8 @@ def loose_umask() -> Iterator[None]:
 
 
 def test_init_creates_private_folders_and_narrows_wide_ones(
-        tmp_path: Path, pg_database: str, loose_umask: None, capsys) -> None:
+    tmp_path: Path, pg_database: str, loose_umask: None, capsys
+) -> None:
     stack = Stack(tmp_path, pg_database)
     env = stack.env
     env.env_file.unlink(missing_ok=True)
@@ -43,7 +44,8 @@ def test_init_creates_private_folders_and_narrows_wide_ones(
 
 
 def test_deploy_writes_private_files_and_folders(
-        tmp_path: Path, pg_database: str, dagster_home: Path, loose_umask: None) -> None:
+    tmp_path: Path, pg_database: str, dagster_home: Path, loose_umask: None
+) -> None:
     stack = Stack(tmp_path, pg_database)
     env = stack.env
     try:

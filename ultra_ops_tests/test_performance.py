@@ -49,13 +49,13 @@ def perf_env(tmp_path: Path, database: str, performance: str) -> Environment:
 timezone = "UTC"
 [environments.staging]
 runtime = "process"
-root = "{tmp_path / 'root'}"
-state_dir = "{tmp_path / 'state'}"
-log_dir = "{tmp_path / 'logs'}"
-backup_dir = "{tmp_path / 'backups'}"
+root = "{tmp_path / "root"}"
+state_dir = "{tmp_path / "state"}"
+log_dir = "{tmp_path / "logs"}"
+backup_dir = "{tmp_path / "backups"}"
 [environments.staging.database]
 name = "{database}"
-user = "{PG['user']}"
+user = "{PG["user"]}"
 [environments.staging.processes.backend]
 command = ["true"]
 [environments.staging.verify]
@@ -80,14 +80,18 @@ def test_percentiles_of_a_known_distribution_within_tolerance() -> None:
 
 def test_budget_breach_fails_and_names_the_percentile(tmp_path: Path, pg_database: str) -> None:
     with HttpPeer({"/work": distribution_route(), "/broken": lambda h: (500, {}, 0.0)}) as peer:
-        env = perf_env(tmp_path, pg_database, f"""
+        env = perf_env(
+            tmp_path,
+            pg_database,
+            f"""
 requests = {len(DELAYS_S)}
 concurrency = 4
 endpoints = [
-  {{ name = "work", url = "{peer.url('/work')}", p50_ms = 1000, p95_ms = 200, max_ms = 5000 }},
-  {{ name = "broken", url = "{peer.url('/broken')}", requests = 5 }},
+  {{ name = "work", url = "{peer.url("/work")}", p50_ms = 1000, p95_ms = 200, max_ms = 5000 }},
+  {{ name = "broken", url = "{peer.url("/broken")}", requests = 5 }},
 ]
-""")
+""",
+        )
         report = verify_environment(env)
     work = next(r for r in report.results if r.name == "latency work")
     assert not work.ok and "p95" in work.detail and "over budget 200 ms" in work.detail
@@ -129,9 +133,17 @@ def test_database_headroom_and_statements_say_what_they_could_read(tmp_path: Pat
 
 def test_docker_stats_command_and_its_output() -> None:
     env = load_settings(Path(__file__).resolve().parents[1] / "deploy" / "ultra_ops.compose.toml").environment(
-        "production")
-    assert docker_stats_args(env, ["abc", "def"]) == ["docker", "stats", "--no-stream", "--format",
-                                                      "{{json .}}", "abc", "def"]
+        "production"
+    )
+    assert docker_stats_args(env, ["abc", "def"]) == [
+        "docker",
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{json .}}",
+        "abc",
+        "def",
+    ]
     line = json.dumps({"Name": "ultra-production-backend-1", "CPUPerc": "95.5%", "MemUsage": "300MiB / 2GiB"})
     (result,) = parse_docker_stats(line, PerformanceSettings(cpu_percent=90, memory_mb=512))
     assert not result.ok and "CPU over 90%" in result.detail and "memory" not in result.detail.split(";")[1]

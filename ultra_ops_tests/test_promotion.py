@@ -25,8 +25,7 @@ from ultra_ops.engine.settings import Environment, Settings, load_settings
 
 
 @pytest.fixture
-def three(tmp_path: Path, pg_databases: dict[str, str], redis_prefix: str, dagster_home: Path
-          ) -> Iterator[Settings]:
+def three(tmp_path: Path, pg_databases: dict[str, str], redis_prefix: str, dagster_home: Path) -> Iterator[Settings]:
     settings = load_settings(write_multi_config(tmp_path, pg_databases, redis_prefix=redis_prefix))
     yield settings
     for env in settings.environments.values():
@@ -59,8 +58,9 @@ def _insert(env: Environment, title: str) -> None:
         conn.execute("INSERT INTO prompts (title) VALUES (%s)", (title,))
 
 
-def test_release_goes_from_development_through_staging_to_production(three: Settings, redis_prefix: str,
-                                                                     dagster_home: Path) -> None:
+def test_release_goes_from_development_through_staging_to_production(
+    three: Settings, redis_prefix: str, dagster_home: Path
+) -> None:
     """v1.0.0 through all three, each on its own database and Redis; then v1.1.0 on staging,
     rolled back, while development and production keep running untouched."""
     envs = [three.environment(name) for name in ENVIRONMENTS]
@@ -86,15 +86,17 @@ def test_release_goes_from_development_through_staging_to_production(three: Sett
         assert env.redis is not None
         client = redis.Redis.from_url(env.redis.url)
         assert sorted(client.scan_iter(match=redis_prefix + "*")) == [
-            f"{redis_prefix}{env.name}:prompts:count".encode()]
-
+            f"{redis_prefix}{env.name}:prompts:count".encode()
+        ]
 
     # A rollback of staging restores staging's state only.
     dev, staging, prod = envs
     assert _ops(three, "deploy", "--environment", staging.name, "--tag", "v1.1.0") == 0
     assert _get(staging, "/api/v1/version")["version"] == "v1.1.0"
-    others = {env.name: (env.env_file.read_bytes(), [b.id for b in list_backups(env)], _get(env, "/health"))
-              for env in (dev, prod)}
+    others = {
+        env.name: (env.env_file.read_bytes(), [b.id for b in list_backups(env)], _get(env, "/health"))
+        for env in (dev, prod)
+    }
     # The config names all three environments: a rollback of one must not rewrite it.
     edited = three.path.read_text() + "\n# edited after v1.1.0\n"
     three.path.write_text(edited)
@@ -105,8 +107,7 @@ def test_release_goes_from_development_through_staging_to_production(three: Sett
     assert b"ULTRA_VERSION=v1.0.0" in staging.env_file.read_bytes()
     assert three.path.read_text() == edited
     for env in (dev, prod):
-        assert (env.env_file.read_bytes(), [b.id for b in list_backups(env)], _get(env, "/health")) \
-            == others[env.name]
+        assert (env.env_file.read_bytes(), [b.id for b in list_backups(env)], _get(env, "/health")) == others[env.name]
         assert [r.status for r in find_releases(env)] == ["deployed"]
 
     # The records say what happened at each step, each tied to its Dagster run.
@@ -122,11 +123,23 @@ def test_release_goes_from_development_through_staging_to_production(three: Sett
             assert record.started_at <= record.ended_at
     rollback, deploy, first = find_releases(staging)
     assert (first.operation, first.version, first.previous_version, first.status) == (
-        "deploy", "v1.0.0", None, "deployed")
+        "deploy",
+        "v1.0.0",
+        None,
+        "deployed",
+    )
     assert (deploy.operation, deploy.version, deploy.previous_version, deploy.status) == (
-        "deploy", "v1.1.0", "v1.0.0", "deployed")
+        "deploy",
+        "v1.1.0",
+        "v1.0.0",
+        "deployed",
+    )
     assert (rollback.operation, rollback.version, rollback.previous_version, rollback.status) == (
-        "rollback", "v1.0.0", "v1.1.0", "rolled_back")
+        "rollback",
+        "v1.0.0",
+        "v1.1.0",
+        "rolled_back",
+    )
     assert rollback.backup_id == deploy.backup_id  # the backup v1.1.0's deploy took
     assert first.ended_at <= deploy.started_at and deploy.ended_at <= rollback.started_at
 
@@ -138,6 +151,11 @@ def test_demo_needs_the_three_environments(tmp_path: Path, dagster_home: Path, c
     assert not any(dagster_home.iterdir())  # no run was started
     steps = [argv for _, argv in promotion_steps([])]
     deploys = [(argv[2], argv[4]) for argv in steps if argv[0] == "deploy"]
-    assert deploys == [("development", "v1.0.0"), ("staging", "v1.0.0"), ("production", "v1.0.0"),
-                       ("development", "v1.1.0"), ("staging", "v1.1.0")]
+    assert deploys == [
+        ("development", "v1.0.0"),
+        ("staging", "v1.0.0"),
+        ("production", "v1.0.0"),
+        ("development", "v1.1.0"),
+        ("staging", "v1.1.0"),
+    ]
     assert steps[-2:] == [["rollback", "--environment", "staging", "--yes"], ["verify", "--environment", "staging"]]

@@ -32,10 +32,24 @@ def env(tmp_path: Path) -> Environment:
     return load_settings(write_config(tmp_path, "uo_records_unused")).environment("staging")
 
 
-def _record(env: Environment, operation: str, version: str | None, previous: str | None,
-            status: ReleaseStatus | str, **extra: object) -> ReleaseRecord:
-    fields = {"environment": env.name, "operation": operation, "version": version, "previous_version": previous,
-              "status": status, "started_at": utc_timestamp(), "ended_at": utc_timestamp(), **extra}
+def _record(
+    env: Environment,
+    operation: str,
+    version: str | None,
+    previous: str | None,
+    status: ReleaseStatus | str,
+    **extra: object,
+) -> ReleaseRecord:
+    fields = {
+        "environment": env.name,
+        "operation": operation,
+        "version": version,
+        "previous_version": previous,
+        "status": status,
+        "started_at": utc_timestamp(),
+        "ended_at": utc_timestamp(),
+        **extra,
+    }
     return ReleaseRecord(**fields)  # type: ignore[arg-type]
 
 
@@ -43,14 +57,41 @@ def test_records_round_trip_and_queries(env: Environment) -> None:
     assert find_releases(env) == [] and last_release(env) is None
     assert not releases_path(env).exists()  # a query creates nothing
 
-    first = _record(env, "deploy", "v1.0.0", None, "deployed", commit="a" * 40, backup_id="b1", run_id="r1",
-                    launched_by="alice")
-    failed = _record(env, "deploy", "v1.1.0", "v1.0.0", ReleaseStatus.FAILED, run_id="r2", launched_by="ui",
-                     reason="pre-release checklist failed: .env.staging is wider than 0600")
-    rolled = _record(env, "deploy", "v1.1.0", "v1.0.0", ReleaseStatus.ROLLED_BACK, backup_id="b2", run_id="r3",
-                     launched_by="schedule:staging_release_schedule", reason="verification failed")
-    manual = _record(env, "rollback", "v1.0.0", "v1.0.0", ReleaseStatus.ROLLBACK_FAILED, backup_id="b1",
-                     run_id="r4", launched_by="bob", reason="restore failed")
+    first = _record(
+        env, "deploy", "v1.0.0", None, "deployed", commit="a" * 40, backup_id="b1", run_id="r1", launched_by="alice"
+    )
+    failed = _record(
+        env,
+        "deploy",
+        "v1.1.0",
+        "v1.0.0",
+        ReleaseStatus.FAILED,
+        run_id="r2",
+        launched_by="ui",
+        reason="pre-release checklist failed: .env.staging is wider than 0600",
+    )
+    rolled = _record(
+        env,
+        "deploy",
+        "v1.1.0",
+        "v1.0.0",
+        ReleaseStatus.ROLLED_BACK,
+        backup_id="b2",
+        run_id="r3",
+        launched_by="schedule:staging_release_schedule",
+        reason="verification failed",
+    )
+    manual = _record(
+        env,
+        "rollback",
+        "v1.0.0",
+        "v1.0.0",
+        ReleaseStatus.ROLLBACK_FAILED,
+        backup_id="b1",
+        run_id="r4",
+        launched_by="bob",
+        reason="restore failed",
+    )
     for record in (first, failed, rolled, manual):
         record_release(env, record)
 
@@ -81,8 +122,20 @@ def test_a_record_is_typed(env: Environment) -> None:
     with pytest.raises(InputError, match="release operation 'restore'"):
         _record(env, "restore", "v1.0.0", None, "deployed")
     with pytest.raises(TypeError):
-        ReleaseRecord(env.name, "deploy", "v1.0.0", None, "deployed", None, None, None, None,  # type: ignore[misc]
-                      utc_timestamp(), utc_timestamp(), None)
+        ReleaseRecord(
+            env.name,
+            "deploy",
+            "v1.0.0",
+            None,
+            "deployed",
+            None,
+            None,
+            None,
+            None,  # type: ignore[misc]
+            utc_timestamp(),
+            utc_timestamp(),
+            None,
+        )
     assert find_releases(env) == []
 
 
@@ -114,20 +167,25 @@ while True:
     assert len(records) >= 30
     numbers = [int(r.version.rsplit(".", 1)[1]) for r in records if r.version]
     assert numbers == list(range(len(records), 0, -1))  # no gap, no torn or half-written record
-    assert all(r.reason == "x" * 4000 and r.run_id == f"run-{n}" and r.previous_version == f"v1.0.{n - 1}"
-               for r, n in zip(records, numbers, strict=True))
+    assert all(
+        r.reason == "x" * 4000 and r.run_id == f"run-{n}" and r.previous_version == f"v1.0.{n - 1}"
+        for r, n in zip(records, numbers, strict=True)
+    )
     with sqlite3.connect(releases_path(env)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     record_release(env, _record(env, "rollback", "v1.0.1", None, "rolled_back"))  # still writable
     assert last_release(env).operation == "rollback"
 
 
-@pytest.mark.parametrize(("tags", "who"), [
-    ({"ultra_ops/launched_by": "alice", "dagster/schedule_name": "staging_release_schedule"}, "alice"),
-    ({"dagster/schedule_name": "staging_release_schedule"}, "schedule:staging_release_schedule"),
-    ({"dagster/sensor_name": "rollback_after_failed_deploy"}, "sensor:rollback_after_failed_deploy"),
-    ({"ultra_ops/environment": "staging"}, "ui"),
-    ({}, "ui"),
-])
+@pytest.mark.parametrize(
+    ("tags", "who"),
+    [
+        ({"ultra_ops/launched_by": "alice", "dagster/schedule_name": "staging_release_schedule"}, "alice"),
+        ({"dagster/schedule_name": "staging_release_schedule"}, "schedule:staging_release_schedule"),
+        ({"dagster/sensor_name": "rollback_after_failed_deploy"}, "sensor:rollback_after_failed_deploy"),
+        ({"ultra_ops/environment": "staging"}, "ui"),
+        ({}, "ui"),
+    ],
+)
 def test_who_launched_a_run_comes_from_its_tags(tags: dict[str, str], who: str) -> None:
     assert launched_by(tags) == who

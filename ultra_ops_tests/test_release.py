@@ -72,14 +72,29 @@ def test_deploy_verify_then_failed_release_rolls_back_exactly(stack: Stack, dags
 
 def _json_tail(capsys) -> str:
     out = capsys.readouterr().out
-    return out[out.index("{"):out.rindex("}") + 1]
+    return out[out.index("{") : out.rindex("}") + 1]
 
 
 def test_rollback_to_named_backup(tmp_path: Path, pg_database: str, dagster_home: Path, capsys) -> None:
     repo = tmp_path / "repo"
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
-                    "--allow-empty", "-m", "release"], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(repo),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "release",
+        ],
+        check=True,
+    )
     stack = Stack(tmp_path, pg_database, extra=f'git_repo = "{repo}"\ntag_releases = true')
     try:
         _rollback_to_named_backup(stack, repo, dagster_home)
@@ -111,12 +126,15 @@ def _rollback_to_named_backup(stack: Stack, repo: Path, dagster_home: Path) -> N
 
 
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
-def test_release_records_of_deploys_and_rollbacks(tmp_path: Path, pg_database: str, dagster_home: Path,
-                                                  capsys) -> None:
+def test_release_records_of_deploys_and_rollbacks(tmp_path: Path, pg_database: str, dagster_home: Path, capsys) -> None:
     repo = tmp_path / "repo"
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     stack = Stack(tmp_path, pg_database, extra=f'git_repo = "{repo}"\ntag_releases = true')
@@ -159,8 +177,12 @@ def _release_records(stack: Stack, repo: Path, dagster_home: Path, capsys) -> No
         runs = {r.run_id: r for r in instance.get_runs()}
         starts = {run_id: instance.get_run_record_by_id(run_id).start_time for run_id in runs}
     assert len(runs) == 4
-    for record, job in ((first, "deploy_job"), (second, "deploy_job"), (failed, "deploy_job"),
-                        (rollback, "rollback_job")):
+    for record, job in (
+        (first, "deploy_job"),
+        (second, "deploy_job"),
+        (failed, "deploy_job"),
+        (rollback, "rollback_job"),
+    ):
         run = runs[record.run_id]
         assert run.job_name == job and run.tags["ultra_ops/launched_by"] == getpass.getuser()
         assert record.launched_by == getpass.getuser() and record.environment == "staging"
@@ -178,8 +200,11 @@ def _release_records(stack: Stack, repo: Path, dagster_home: Path, capsys) -> No
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:5] == ["STARTED", "OPERATION", "VERSION", "PREVIOUS", "STATUS"]
     assert [line.split()[1:5] for line in table[1:]] == [
-        ["rollback", "v1.0.0", "v1.0.1", "rolled_back"], ["deploy", "v1.1.0", "v1.0.1", "rolled_back"],
-        ["deploy", "v1.0.1", "v1.0.0", "deployed"], ["deploy", "v1.0.0", "-", "deployed"]]
+        ["rollback", "v1.0.0", "v1.0.1", "rolled_back"],
+        ["deploy", "v1.1.0", "v1.0.1", "rolled_back"],
+        ["deploy", "v1.0.1", "v1.0.0", "deployed"],
+        ["deploy", "v1.0.0", "-", "deployed"],
+    ]
     assert rollback.run_id[:8] in table[1] and getpass.getuser() in table[1]
     assert stack.ops("status") == 0
     assert f"last release rollback v1.0.0 rolled_back at {rollback.ended_at}" in capsys.readouterr().out
@@ -203,12 +228,16 @@ def test_failed_rollbacks_are_recorded_as_rollback_failed(
 
     monkeypatch.setenv("ULTRA_TEST_LLM_KEY", "sk-test-good-key")
     with HttpPeer({"/v1/models": models}) as llm:
-        stack = Stack(tmp_path, pg_database, extra=f"""
+        stack = Stack(
+            tmp_path,
+            pg_database,
+            extra=f"""
         [[environments.staging.llm_providers]]
         name = "openai"
-        models_url = "{llm.url('/v1/models')}"
+        models_url = "{llm.url("/v1/models")}"
         api_key_env = "ULTRA_TEST_LLM_KEY"
-        """)
+        """,
+        )
         try:
             assert stack.ops("deploy", "--tag", "v1.0.0") == 0
             monkeypatch.setenv("ULTRA_TEST_LLM_KEY", "sk-test-revoked-key")
@@ -279,7 +308,11 @@ def test_failed_checklist_blocks_the_deploy(stack: Stack, dagster_home: Path, ca
     (record,) = find_releases(stack.env)
     (run,) = _runs(dagster_home)
     assert (record.operation, record.version, record.previous_version, record.status) == (
-        "deploy", "v1.0.0", None, ReleaseStatus.FAILED)
+        "deploy",
+        "v1.0.0",
+        None,
+        ReleaseStatus.FAILED,
+    )
     assert "pre-release checklist failed" in record.reason and "wider than 0600" in record.reason
     assert record.run_id == run.run_id and record.backup_id is None
     assert record.started_at <= record.ended_at
@@ -300,8 +333,9 @@ def test_concurrent_deploy_is_refused_naming_the_running_one(
     tmp_path: Path, pg_database: str, dagster_home: Path, capsys
 ) -> None:
     """A deploy started from another process holds the lock for its whole run (its tests take 4 s)."""
-    stack = Stack(tmp_path, pg_database,
-                  extra=f'test_command = ["{sys.executable}", "-c", "import time; time.sleep(4)"]')
+    stack = Stack(
+        tmp_path, pg_database, extra=f'test_command = ["{sys.executable}", "-c", "import time; time.sleep(4)"]'
+    )
     try:
         _concurrent_deploy(stack, capsys)
     finally:
@@ -310,8 +344,22 @@ def test_concurrent_deploy_is_refused_naming_the_running_one(
 
 def _concurrent_deploy(stack: Stack, capsys) -> None:
     first = subprocess.Popen(
-        [sys.executable, "-m", "ultra_ops.cli", "deploy", "--environment", "staging", "--tag", "v1.0.0",
-         "--config", str(stack.config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "ultra_ops.cli",
+            "deploy",
+            "--environment",
+            "staging",
+            "--tag",
+            "v1.0.0",
+            "--config",
+            str(stack.config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     holders = []
     deadline = time.monotonic() + 60
     while first.poll() is None and time.monotonic() < deadline and not holders:
@@ -335,23 +383,26 @@ def _concurrent_deploy(stack: Stack, capsys) -> None:
     assert stack.get("/health").json()["version"] == "v1.0.0"
 
 
-@pytest.mark.parametrize("argv", [
-    ["deploy", "--tag", "1.2.3"],
-    ["deploy", "--tag", "v1.2"],
-    ["deploy", "--tag", ""],
-    ["deploy", "--tag", "v1.2.3;rm -rf /"],
-    ["deploy", "--tag", "v1.2.3\n"],
-    ["deploy", "--tag", "v1.0.0", "--registry", "reg.example.com\n"],
-    ["deploy", "--tag", "v1.2.3" + "9" * 300],
-    ["deploy", "--tag", "v1.0.0", "--registry", "reg.example.com/$(id)"],
-    ["deploy", "--tag", "v1.0.0", "--compose", "/nonexistent/compose.yml"],
-    ["rollback", "--backup", "../x"],
-    ["rollback", "--backup", "a;rm -rf /"],
-    ["rollback", "--backup", ""],
-    ["rollback", "--backup", "20260101T000000Z-ab12\n"],
-    ["rollback", "--backup", "b" * 300],
-    ["rollback", "--backup", "20990101T000000Z-dead"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["deploy", "--tag", "1.2.3"],
+        ["deploy", "--tag", "v1.2"],
+        ["deploy", "--tag", ""],
+        ["deploy", "--tag", "v1.2.3;rm -rf /"],
+        ["deploy", "--tag", "v1.2.3\n"],
+        ["deploy", "--tag", "v1.0.0", "--registry", "reg.example.com\n"],
+        ["deploy", "--tag", "v1.2.3" + "9" * 300],
+        ["deploy", "--tag", "v1.0.0", "--registry", "reg.example.com/$(id)"],
+        ["deploy", "--tag", "v1.0.0", "--compose", "/nonexistent/compose.yml"],
+        ["rollback", "--backup", "../x"],
+        ["rollback", "--backup", "a;rm -rf /"],
+        ["rollback", "--backup", ""],
+        ["rollback", "--backup", "20260101T000000Z-ab12\n"],
+        ["rollback", "--backup", "b" * 300],
+        ["rollback", "--backup", "20990101T000000Z-dead"],
+    ],
+)
 def test_bad_input_exits_2_and_writes_nothing(stack: Stack, dagster_home: Path, argv, capsys) -> None:
     assert stack.ops(*argv) == 2
     err = capsys.readouterr().err
@@ -391,14 +442,19 @@ def test_secrets_never_reach_logs_metadata_or_output(
     monkeypatch.setenv("ULTRA_TEST_DB_PASSWORD", db_secret + "\r")
     with LlmServer(expected_key=secret_key) as llm:
         # password_env is named after the [database] table is written, so append it to that table.
-        s = Stack(tmp_path, pg_database, extra=f"""
+        s = Stack(
+            tmp_path,
+            pg_database,
+            extra=f"""
         [[environments.staging.llm_providers]]
         name = "openai"
         models_url = "{llm.url}"
         api_key_env = "ULTRA_TEST_LLM_KEY"
-        """)
+        """,
+        )
         text = s.config.read_text().replace(
-            f'name = "{pg_database}"', f'name = "{pg_database}"\npassword_env = "ULTRA_TEST_DB_PASSWORD"')
+            f'name = "{pg_database}"', f'name = "{pg_database}"\npassword_env = "ULTRA_TEST_DB_PASSWORD"'
+        )
         s.config.write_text(text)
         s.env.env_file.write_bytes(f"ULTRA_VERSION=\r\nAPP_SECRET_TOKEN={db_secret}\r\n".encode())
         try:
@@ -433,8 +489,7 @@ def test_jobs_launched_through_graphql_like_the_ui(stack: Stack, dagster_home: P
     with Webserver(dagster_home, env={"ULTRA_OPS_CONFIG": str(stack.config)}) as web:
         # The launchpad picks the environment as a partition; its tags are on the run from the start.
         assert web.partition_tags("deploy_job", "staging")["ultra_ops/environment"] == "staging"
-        run_id = web.launch_partition("deploy_job", "staging",
-                                      {"ops": {"deploy_plan": {"config": {"tag": "v1.0.0"}}}})
+        run_id = web.launch_partition("deploy_job", "staging", {"ops": {"deploy_plan": {"config": {"tag": "v1.0.0"}}}})
         assert web.wait(run_id) == "SUCCESS"
         assert stack.get("/health").json()["version"] == "v1.0.0"
         record = last_release(stack.env)
@@ -446,16 +501,20 @@ def test_jobs_launched_through_graphql_like_the_ui(stack: Stack, dagster_home: P
             assert run.tags["ultra_ops/environment"] == "staging"
             assert run.tags["ultra_ops/version"] == "v1.0.0"  # added by the op: the deployed version
         # A bad tag typed into the launch form fails the run at its first step, saying why.
-        run_id = web.launch_partition("deploy_job", "staging",
-                                      {"ops": {"deploy_plan": {"config": {"tag": "latest"}}}})
+        run_id = web.launch_partition("deploy_job", "staging", {"ops": {"deploy_plan": {"config": {"tag": "latest"}}}})
         assert web.wait(run_id) == "FAILURE"
         # So does an empty one outside development.
         empty = web.launch_partition("deploy_job", "staging", {"ops": {"deploy_plan": {"config": {"tag": ""}}}})
         assert web.wait(empty) == "FAILURE"
         with DagsterInstance.from_config(str(dagster_home)) as instance:
-            messages = [" ".join(e.dagster_event.step_failure_data.user_failure_data.description
-                                 for e in instance.all_logs(r)
-                                 if e.dagster_event and e.dagster_event.is_step_failure) for r in (run_id, empty)]
+            messages = [
+                " ".join(
+                    e.dagster_event.step_failure_data.user_failure_data.description
+                    for e in instance.all_logs(r)
+                    if e.dagster_event and e.dagster_event.is_step_failure
+                )
+                for r in (run_id, empty)
+            ]
         assert "release tag 'latest' is not v + a semantic version" in messages[0]
         assert "a release tag is required for staging deploys" in messages[1]
         assert stack.get("/health").json()["version"] == "v1.0.0"
@@ -498,16 +557,31 @@ def test_failed_verify_still_prints_its_json(stack: Stack, capsys) -> None:
     assert any(not r["ok"] for r in report["results"])
 
 
-def test_a_killed_cli_run_is_marked_failed_by_the_next_one(tmp_path: Path, pg_database: str,
-                                                          dagster_home: Path) -> None:
+def test_a_killed_cli_run_is_marked_failed_by_the_next_one(
+    tmp_path: Path, pg_database: str, dagster_home: Path
+) -> None:
     import os
     import signal
 
-    stack = Stack(tmp_path, pg_database,
-                  extra=f'test_command = ["{sys.executable}", "-c", "import time; time.sleep(60)"]')
+    stack = Stack(
+        tmp_path, pg_database, extra=f'test_command = ["{sys.executable}", "-c", "import time; time.sleep(60)"]'
+    )
     deploy = subprocess.Popen(
-        [sys.executable, "-m", "ultra_ops.cli", "deploy", "--environment", "staging", "--tag", "v1.0.0",
-         "--config", str(stack.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "ultra_ops.cli",
+            "deploy",
+            "--environment",
+            "staging",
+            "--tag",
+            "v1.0.0",
+            "--config",
+            str(stack.config),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (lock_holder(stack.env) or {}).get("run_id"):

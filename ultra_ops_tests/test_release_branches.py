@@ -19,13 +19,23 @@ from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, find_
 from ultra_ops.engine.release.tags import commit_of, tag_release
 from ultra_ops.engine.settings import load_settings
 
-PACKAGE = {"name": "ultra-ai", "version": "1.0.0", "private": True,
-           "dependencies": {"left-pad": "1.3.0"}, "engines": {"node": ">=20"}}
+PACKAGE = {
+    "name": "ultra-ai",
+    "version": "1.0.0",
+    "private": True,
+    "dependencies": {"left-pad": "1.3.0"},
+    "engines": {"node": ">=20"},
+}
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                          capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
 
 
 def make_repo(tmp_path: Path) -> tuple[Path, Path]:
@@ -54,8 +64,9 @@ def test_release_branch_from_main_with_its_version_then_tagged_in_production(
     tmp_path: Path, dagster_home: Path, capsys
 ) -> None:
     repo, remote = make_repo(tmp_path)
-    config = with_repo(write_multi_config(tmp_path, {"staging": "unused_s", "production": "unused_p"},
-                                          redis_prefix="unused:"), repo)
+    config = with_repo(
+        write_multi_config(tmp_path, {"staging": "unused_s", "production": "unused_p"}, redis_prefix="unused:"), repo
+    )
     main_before = git(repo, "rev-parse", "main")
     (repo / "notes.txt").write_text("work in progress, not committed\n")  # the operator's working tree
 
@@ -101,8 +112,13 @@ def test_release_branch_from_main_with_its_version_then_tagged_in_production(
 
 def test_staging_tick_deploys_the_newest_release_branch_it_has_not_had(tmp_path: Path) -> None:
     repo, _ = make_repo(tmp_path)
-    config = with_repo(write_multi_config(tmp_path, {"development": "u_d", "staging": "u_s", "production": "u_p"},
-                                          redis_prefix="unused:"), repo, push=False)
+    config = with_repo(
+        write_multi_config(
+            tmp_path, {"development": "u_d", "staging": "u_s", "production": "u_p"}, redis_prefix="unused:"
+        ),
+        repo,
+        push=False,
+    )
     settings = load_settings(config)
     tuesday = datetime(2027, 3, 9, 10, tzinfo=ZoneInfo("UTC"))
     tick = release_tick(settings, "staging", tuesday, check_lock=False)
@@ -113,9 +129,18 @@ def test_staging_tick_deploys_the_newest_release_branch_it_has_not_had(tmp_path:
     tick = release_tick(settings, "staging", tuesday, check_lock=False)
     assert (tick.version, tick.skip) == ("v1.10.0", None)  # 10 > 9 > 2: versions, not text
     now = utc_timestamp()
-    record_release(settings.environments["staging"], ReleaseRecord(
-        environment="staging", operation="deploy", version="v1.10.0", previous_version=None,
-        status=ReleaseStatus.DEPLOYED, started_at=now, ended_at=now))
+    record_release(
+        settings.environments["staging"],
+        ReleaseRecord(
+            environment="staging",
+            operation="deploy",
+            version="v1.10.0",
+            previous_version=None,
+            status=ReleaseStatus.DEPLOYED,
+            started_at=now,
+            ended_at=now,
+        ),
+    )
     tick = release_tick(settings, "staging", tuesday, check_lock=False)
     assert tick.version is None and "release/v1.10.0, is on staging already" in tick.skip
 
@@ -125,29 +150,49 @@ def test_production_never_takes_a_version_staging_rolled_back(tmp_path: Path) ->
     settings = load_settings(config)
     staging = settings.environments["staging"]
     now = utc_timestamp()
-    for version, operation, previous in (("v1.0.0", "deploy", None), ("v1.1.0", "deploy", "v1.0.0"),
-                                         ("v1.0.0", "rollback", "v1.1.0")):
-        record_release(staging, ReleaseRecord(environment="staging", operation=operation, version=version,
-                                              previous_version=previous, status=ReleaseStatus.DEPLOYED
-                                              if operation == "deploy" else ReleaseStatus.ROLLED_BACK,
-                                              started_at=now, ended_at=now))
+    for version, operation, previous in (
+        ("v1.0.0", "deploy", None),
+        ("v1.1.0", "deploy", "v1.0.0"),
+        ("v1.0.0", "rollback", "v1.1.0"),
+    ):
+        record_release(
+            staging,
+            ReleaseRecord(
+                environment="staging",
+                operation=operation,
+                version=version,
+                previous_version=previous,
+                status=ReleaseStatus.DEPLOYED if operation == "deploy" else ReleaseStatus.ROLLED_BACK,
+                started_at=now,
+                ended_at=now,
+            ),
+        )
     thursday = datetime(2026, 1, 8, 10, tzinfo=ZoneInfo("UTC"))  # the default anchor
     tick = release_tick(settings, "production", thursday, check_lock=False)
     assert tick.version == "v1.0.0"  # v1.1.0 was verified on staging, then rolled back there: not promoted
 
 
 def test_the_demo_calendar_branch_ticks_approval_tag_and_webhook(
-    tmp_path: Path, pg_databases: dict[str, str], redis_prefix: str, dagster_home: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys
+    tmp_path: Path,
+    pg_databases: dict[str, str],
+    redis_prefix: str,
+    dagster_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
 ) -> None:
     from ultra_ops.demo_calendar import run_calendar_demo
 
-    config = write_multi_config(tmp_path, {e: pg_databases[e] for e in ("staging", "production")},
-                                redis_prefix=redis_prefix)
+    config = write_multi_config(
+        tmp_path, {e: pg_databases[e] for e in ("staging", "production")}, redis_prefix=redis_prefix
+    )
     repo = tmp_path / "ultra-ai"
-    config.write_text(config.read_text().replace(
-        'timezone = "UTC"\n', 'timezone = "Europe/Berlin"\n[notifications]\nwebhook_url_env = "ULTRA_TEST_DEMO_HOOK"\n',
-        1))
+    config.write_text(
+        config.read_text().replace(
+            'timezone = "UTC"\n',
+            'timezone = "Europe/Berlin"\n[notifications]\nwebhook_url_env = "ULTRA_TEST_DEMO_HOOK"\n',
+            1,
+        )
+    )
     with_repo(config, repo)
     monkeypatch.setenv("ULTRA_OPS_CONFIG", str(config))  # the schedules read the config the CLI names
     monkeypatch.delenv("ULTRA_TEST_DEMO_HOOK", raising=False)
@@ -156,8 +201,7 @@ def test_the_demo_calendar_branch_ticks_approval_tag_and_webhook(
     lines: list[str] = []
     settings = load_settings(config)
     try:
-        code = run_calendar_demo(settings, ["--config", str(config)], run=main, progress=lines.append,
-                                 out=lines.append)
+        code = run_calendar_demo(settings, ["--config", str(config)], run=main, progress=lines.append, out=lines.append)
     finally:
         for env in ("staging", "production"):
             main(["stop", "--environment", env, "--config", str(config)])
@@ -169,7 +213,10 @@ def test_the_demo_calendar_branch_ticks_approval_tag_and_webhook(
     assert git(origin, "rev-parse", "v1.2.0^{commit}") == branch  # tagged in production, pushed
     (record,) = find_releases(settings.environments["production"])
     assert (record.version, record.commit, record.launched_by) == (
-        "v1.2.0", branch, "schedule:production_release_schedule")
+        "v1.2.0",
+        branch,
+        "schedule:production_release_schedule",
+    )
     (staged,) = find_releases(settings.environments["staging"])
     assert (staged.version, staged.launched_by) == ("v1.2.0", "schedule:staging_release_schedule")
     events = [line.split("]")[0].strip(" [") for line in lines if line.startswith("  [")]
@@ -177,8 +224,7 @@ def test_the_demo_calendar_branch_ticks_approval_tag_and_webhook(
     assert "ULTRA_TEST_DEMO_HOOK" not in os.environ  # the demo's webhook variable is put back
 
 
-def test_a_release_branch_that_cannot_be_pushed_is_not_left_behind(tmp_path: Path, dagster_home: Path,
-                                                                   capsys) -> None:
+def test_a_release_branch_that_cannot_be_pushed_is_not_left_behind(tmp_path: Path, dagster_home: Path, capsys) -> None:
     repo, remote = make_repo(tmp_path)
     config = with_repo(write_multi_config(tmp_path, {"staging": "unused_s"}, redis_prefix="unused:"), repo)
     remote.rename(tmp_path / "moved.git")  # origin is gone: the push fails

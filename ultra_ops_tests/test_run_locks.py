@@ -60,8 +60,11 @@ def _wait_for_holder(stack: Stack, run_id: str | None = None, timeout: float = 1
 
 
 def _steps(instance: DagsterInstance, run_id: str, kind: DagsterEventType) -> list[str]:
-    return [e.dagster_event.step_key for e in instance.all_logs(run_id)
-            if e.dagster_event and e.dagster_event.event_type == kind]
+    return [
+        e.dagster_event.step_key
+        for e in instance.all_logs(run_id)
+        if e.dagster_event and e.dagster_event.event_type == kind
+    ]
 
 
 def test_reexecution_from_a_failed_step_holds_the_lock(stack: Stack, dagster_home: Path, capsys) -> None:
@@ -96,20 +99,40 @@ def test_reexecution_from_a_failed_step_holds_the_lock(stack: Stack, dagster_hom
     assert "only_in_v110" in stack.tables()  # the re-executed step applied it again
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         assert _steps(instance, rerun, DagsterEventType.STEP_START) == [
-            "deploy_up", "deploy_verify", "deploy_tag", "deploy_record"]
+            "deploy_up",
+            "deploy_verify",
+            "deploy_tag",
+            "deploy_record",
+        ]
         (refused,) = [r for r in instance.get_runs() if r.tags.get("ultra_ops/version") == "v1.2.0"]
         assert refused.status.value == "FAILURE"  # refused at its first step, before it changed anything
         assert _steps(instance, refused.run_id, DagsterEventType.STEP_FAILURE) == ["deploy_plan"]
     assert lock_holder(stack.env) is None
 
 
-def test_backup_during_a_deploy_waits_or_is_refused(tmp_path: Path, pg_database: str, dagster_home: Path,
-                                                   capsys) -> None:
-    stack = Stack(tmp_path, pg_database,
-                  extra=f'test_command = ["{sys.executable}", "-c", "import time; time.sleep(3)"]')
+def test_backup_during_a_deploy_waits_or_is_refused(
+    tmp_path: Path, pg_database: str, dagster_home: Path, capsys
+) -> None:
+    stack = Stack(
+        tmp_path, pg_database, extra=f'test_command = ["{sys.executable}", "-c", "import time; time.sleep(3)"]'
+    )
     deploy = subprocess.Popen(
-        [sys.executable, "-m", "ultra_ops.cli", "deploy", "--environment", "staging", "--tag", "v1.0.0",
-         "--config", str(stack.config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "ultra_ops.cli",
+            "deploy",
+            "--environment",
+            "staging",
+            "--tag",
+            "v1.0.0",
+            "--config",
+            str(stack.config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         holder = _wait_for_holder(stack)
         assert stack.ops("status") == 0
@@ -128,8 +151,11 @@ def test_backup_during_a_deploy_waits_or_is_refused(tmp_path: Path, pg_database:
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         # The lock is released when the run's resources close, after its last step and just before
         # Dagster records the run's end: the last step's end is when the environment was free again.
-        last_step_end = max(e.timestamp for e in instance.all_logs(holder["run_id"])
-                            if e.dagster_event and e.dagster_event_type == DagsterEventType.STEP_SUCCESS)
+        last_step_end = max(
+            e.timestamp
+            for e in instance.all_logs(holder["run_id"])
+            if e.dagster_event and e.dagster_event_type == DagsterEventType.STEP_SUCCESS
+        )
     manual = [b for b in list_backups(stack.env) if b.label == "manual"]
     assert len(manual) == 1
     # Never alongside: the manual backup began after the deploy's last step had ended.
@@ -156,8 +182,9 @@ def test_a_wait_for_the_lock_ends_when_it_is_released_or_times_out(tmp_path: Pat
         with pytest.raises(LockHeldError, match="holding-run.*after waiting 0.3 s"):
             EnvironmentLock(env, operation="backup").acquire(wait_s=0.3)
         got: list[EnvironmentLock] = []
-        waiter = threading.Thread(target=lambda: got.append(
-            EnvironmentLock(env, operation="backup", run_id="waiting-run").acquire(wait_s=60)))
+        waiter = threading.Thread(
+            target=lambda: got.append(EnvironmentLock(env, operation="backup", run_id="waiting-run").acquire(wait_s=60))
+        )
         waiter.start()
         holder.stdin.write("\n")
         holder.stdin.flush()
@@ -181,8 +208,22 @@ def test_an_interrupted_deploy_puts_the_environment_back(stack: Stack, signo: in
     (stack.migrations / "0002_v110.sql").write_text("CREATE TABLE only_in_v110 (id int);\n")
     (marks / "slow-v1.1.0").write_text("30")
     deploy = subprocess.Popen(
-        [sys.executable, "-m", "ultra_ops.cli", "deploy", "--environment", "staging", "--tag", "v1.1.0",
-         "--config", str(stack.config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "ultra_ops.cli",
+            "deploy",
+            "--environment",
+            "staging",
+            "--tag",
+            "v1.1.0",
+            "--config",
+            str(stack.config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while b"ULTRA_VERSION=v1.1.0" not in stack.env.env_file.read_bytes():  # deploy_up has begun

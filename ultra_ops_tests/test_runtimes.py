@@ -30,8 +30,6 @@ from ultra_ops.engine.settings import Environment, ProcessSpec, load_settings
 COMPOSE_FILE = REPO / "deploy" / "ultra-ai.compose.yml"
 
 
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -98,10 +96,15 @@ def test_up_replace_down(staging: Environment, stop_after: list[ProcessRuntime])
 
 
 def test_process_env_contract(tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write_config(tmp_path, pg_database, extra='[environments.staging.processes.backend.env]\n'
-                        'FEATURE_FLAG = "on"\nULTRA_VERSION = "overridden-by-ultra-ops"')
-    text = path.read_text().replace('url = "redis://', 'username = "app"\npassword_env = "UO_TEST_REDIS_PW"\n'
-                                    'url = "redis://')
+    path = write_config(
+        tmp_path,
+        pg_database,
+        extra="[environments.staging.processes.backend.env]\n"
+        'FEATURE_FLAG = "on"\nULTRA_VERSION = "overridden-by-ultra-ops"',
+    )
+    text = path.read_text().replace(
+        'url = "redis://', 'username = "app"\npassword_env = "UO_TEST_REDIS_PW"\nurl = "redis://'
+    )
     path.write_text(text)
     monkeypatch.setenv("UO_TEST_REDIS_PW", "redis-pass-123")
     env = load_settings(path).environment("staging")
@@ -122,12 +125,14 @@ def _one_process(env: Environment, **spec: object) -> Environment:
 
 
 def test_exiting_process_fails_fast_with_redacted_output(
-        staging: Environment, stop_after: list[ProcessRuntime]) -> None:
+    staging: Environment, stop_after: list[ProcessRuntime]
+) -> None:
     staging.env_file.write_text("API_KEY=sk-very-secret-value\n")
     port = free_port()
     code = "import os; print('boom: cannot start with', os.environ['API_KEY']); raise SystemExit(3)"
-    env = _one_process(staging, command=(sys.executable, "-c", code), port=port,
-                       health_url=f"http://127.0.0.1:{port}/health")
+    env = _one_process(
+        staging, command=(sys.executable, "-c", code), port=port, health_url=f"http://127.0.0.1:{port}/health"
+    )
     runtime = _runtime(env, stop_after)
     env.log_dir.mkdir(parents=True, exist_ok=True)
     (env.log_dir / "worker.out").write_text("stale line from an earlier run\n")
@@ -143,8 +148,13 @@ def test_exiting_process_fails_fast_with_redacted_output(
 
 def test_unhealthy_process_times_out(staging: Environment, stop_after: list[ProcessRuntime]) -> None:
     port = free_port()  # nothing listens here: the process just sleeps
-    env = _one_process(staging, command=(sys.executable, "-c", "import time; time.sleep(30)"), port=port,
-                       health_url=f"http://127.0.0.1:{port}/health", stop_timeout_s=2.0)
+    env = _one_process(
+        staging,
+        command=(sys.executable, "-c", "import time; time.sleep(30)"),
+        port=port,
+        health_url=f"http://127.0.0.1:{port}/health",
+        stop_timeout_s=2.0,
+    )
     runtime = _runtime(env, stop_after)
     runtime.up("v1")
     with pytest.raises(RuntimeFailure, match="worker not healthy after 0.5s"):
@@ -152,8 +162,9 @@ def test_unhealthy_process_times_out(staging: Environment, stop_after: list[Proc
 
 
 def test_sigterm_ignored_is_killed(staging: Environment, stop_after: list[ProcessRuntime]) -> None:
-    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            "print('ready', flush=True); time.sleep(60)")
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    )
     env = _one_process(staging, command=(sys.executable, "-c", code), stop_timeout_s=1.0)
     runtime = _runtime(env, stop_after)
     runtime.up("v1")
@@ -220,20 +231,22 @@ def _compose_env(tmp_path: Path, command: list[str], *, health: str = "") -> Env
     root.mkdir(exist_ok=True)
     (root / ".env.staging").write_text("POSTGRES_PASSWORD=pg-secret-value\nREDIS_PASSWORD=redis-secret-value\n")
     path = tmp_path / "ultra_ops.toml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         [environments.staging]
         runtime = "compose"
         root = "{root}"
         compose_file = "{COMPOSE_FILE}"
         compose_command = {json.dumps(command)}
-        state_dir = "{tmp_path / 'state'}"
+        state_dir = "{tmp_path / "state"}"
 
         [environments.staging.database]
         name = "ultra"
 
         [environments.staging.verify]
         health_urls = [{health}]
-    """))
+    """)
+    )
     return load_settings(path).environment("staging")
 
 
@@ -241,8 +254,16 @@ def test_compose_command_builders(tmp_path: Path) -> None:
     env = _compose_env(tmp_path, ["docker", "compose"])
     rt = get_runtime(env)
     assert isinstance(rt, ComposeRuntime)
-    base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", "ultra-staging",
-            "--env-file", str(tmp_path / "root" / ".env.staging")]
+    base = [
+        "docker",
+        "compose",
+        "-f",
+        str(COMPOSE_FILE),
+        "-p",
+        "ultra-staging",
+        "--env-file",
+        str(tmp_path / "root" / ".env.staging"),
+    ]
     assert rt.compose_base() == base
     assert rt.build_args("v1.2.3") == [*base, "build"]
     assert rt.push_args() == [*base, "push"]
@@ -253,12 +274,16 @@ def test_compose_command_builders(tmp_path: Path) -> None:
     assert rt.logs_args(20) == [*base, "logs", "--no-color", "--tail=20"]
     assert rt.config_args() == [*base, "config"]
     assert rt.command_env("v1.2.3", "registry.example.com") == {
-        "ULTRA_IMAGE_TAG": "v1.2.3", "ULTRA_REGISTRY": "registry.example.com/", "ULTRA_ENVIRONMENT": "staging"}
+        "ULTRA_IMAGE_TAG": "v1.2.3",
+        "ULTRA_REGISTRY": "registry.example.com/",
+        "ULTRA_ENVIRONMENT": "staging",
+    }
     assert rt.command_env("v1.2.3")["ULTRA_REGISTRY"] == ""
     assert registry_prefix("https://registry.example.com:5000/") == "registry.example.com:5000/"
 
-    legacy = ComposeRuntime(dataclasses.replace(env, compose_command=("docker-compose",)),
-                            compose_file=tmp_path / "other.yml")
+    legacy = ComposeRuntime(
+        dataclasses.replace(env, compose_command=("docker-compose",)), compose_file=tmp_path / "other.yml"
+    )
     assert legacy.up_args()[:3] == ["docker-compose", "-f", str(tmp_path / "other.yml")]
 
 
@@ -268,12 +293,14 @@ def test_compose_push_runs_build_then_push_with_registry(tmp_path: Path, monkeyp
     monkeypatch.setenv("ULTRA_PROD_DB_PASSWORD", "production-db-password")
     record = tmp_path / "calls.jsonl"
     fake = tmp_path / "fake_compose.py"
-    fake.write_text(textwrap.dedent(f"""
+    fake.write_text(
+        textwrap.dedent(f"""
         import json, os, sys
         with open({str(record)!r}, "a") as f:
             f.write(json.dumps({{"argv": sys.argv[1:], "tag": os.environ.get("ULTRA_IMAGE_TAG"),
                                 "registry": os.environ.get("ULTRA_REGISTRY"), "env": dict(os.environ)}}) + "\\n")
-    """))
+    """)
+    )
     rt = get_runtime(_compose_env(tmp_path, [sys.executable, str(fake)]))
     rt.push("v1.2.3", "registry.example.com")
     rt.up("v1.2.3")
@@ -302,10 +329,13 @@ def test_compose_file_resolves_image_from_tag_and_registry(tmp_path: Path) -> No
     assert "ULTRA_ENVIRONMENT: staging" in resolved
     # And exactly what the brief's operator would type, without the runtime in between.
     env_file = tmp_path / "root" / ".env.staging"
-    out = subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config"],
-                         env={**os.environ, "ULTRA_IMAGE_TAG": "v1.2.3",
-                              "ULTRA_REGISTRY": "registry.example.com/"},
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config"],
+        env={**os.environ, "ULTRA_IMAGE_TAG": "v1.2.3", "ULTRA_REGISTRY": "registry.example.com/"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "image: registry.example.com/ultra-ai/backend:v1.2.3" in out
     assert "redis-server --appendonly yes --requirepass" in out and "redis-secret-value\n" in out
 
@@ -313,10 +343,10 @@ def test_compose_file_resolves_image_from_tag_and_registry(tmp_path: Path) -> No
 # Published ports per environment, as deploy/ultra_ops.compose.toml's comment suggests.
 _EXAMPLE_ENV_FILES = {
     "staging": "POSTGRES_PASSWORD=pg-staging-secret\nREDIS_PASSWORD=redis-staging-secret\n"
-               "ULTRA_BACKEND_PORT=8001\nULTRA_POSTGRES_PORT=5433\nULTRA_REDIS_PORT=6380\n"
-               "POSTGRES_USER=ultra\nPOSTGRES_DB=ultra_staging\n",
+    "ULTRA_BACKEND_PORT=8001\nULTRA_POSTGRES_PORT=5433\nULTRA_REDIS_PORT=6380\n"
+    "POSTGRES_USER=ultra\nPOSTGRES_DB=ultra_staging\n",
     "production": "POSTGRES_PASSWORD=pg-production-secret\nREDIS_PASSWORD=redis-production-secret\n"
-                  "POSTGRES_USER=ultra\nPOSTGRES_DB=ultra_prod\n",
+    "POSTGRES_USER=ultra\nPOSTGRES_DB=ultra_prod\n",
 }
 
 
@@ -338,8 +368,16 @@ def test_compose_example_config_commands_pass_docker_compose_config(tmp_path: Pa
         env.env_file.write_text(_EXAMPLE_ENV_FILES[env.name])
         # The example names `docker compose` (the plugin); this machine has the standalone CLI.
         rt = ComposeRuntime(dataclasses.replace(env, compose_command=("docker-compose",)))
-        assert rt.config_args() == ["docker-compose", "-f", str(env.compose_file), "-p", f"ultra-{env.name}",
-                                    "--env-file", str(env.env_file), "config"]
+        assert rt.config_args() == [
+            "docker-compose",
+            "-f",
+            str(env.compose_file),
+            "-p",
+            f"ultra-{env.name}",
+            "--env-file",
+            str(env.env_file),
+            "config",
+        ]
         resolved = rt.config("v1.2.3")
         assert "image: ultra-ai/backend:v1.2.3" in resolved
         assert f"ULTRA_ENVIRONMENT: {env.name}" in resolved

@@ -31,11 +31,25 @@ def start_service(tmp_path: Path) -> Iterator[Start]:
 
     def start(database: str, **overrides: str) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
-        env = {**os.environ, "PORT": str(port), "ULTRA_VERSION": "v1.0.0", "ULTRA_ENVIRONMENT": "staging",
-               "ULTRA_LOG_DIR": str(tmp_path / "logs"), "PGHOST": PG["host"], "PGPORT": str(PG["port"]),
-               "PGUSER": PG["user"], "PGDATABASE": database, "REDIS_URL": REDIS_URL, **overrides}
-        proc = subprocess.Popen([sys.executable, "-m", "ultra_ops.sample_service"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env = {
+            **os.environ,
+            "PORT": str(port),
+            "ULTRA_VERSION": "v1.0.0",
+            "ULTRA_ENVIRONMENT": "staging",
+            "ULTRA_LOG_DIR": str(tmp_path / "logs"),
+            "PGHOST": PG["host"],
+            "PGPORT": str(PG["port"]),
+            "PGUSER": PG["user"],
+            "PGDATABASE": database,
+            "REDIS_URL": REDIS_URL,
+            **overrides,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ultra_ops.sample_service"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         procs.append(proc)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 15
@@ -134,8 +148,11 @@ def test_login_protected_prompt_upload_and_metrics(
     start_service: Start, pg_database: str, llm_standin: str, tmp_path: Path
 ) -> None:
     _, base = start_service(
-        pg_database, ULTRA_AUTH_PASSWORD="s3cret-pw", ULTRA_LLM_URL=llm_standin,
-        ULTRA_LLM_API_KEY="sk-test-standin", ULTRA_UPLOAD_DIR=str(tmp_path / "uploads"),
+        pg_database,
+        ULTRA_AUTH_PASSWORD="s3cret-pw",
+        ULTRA_LLM_URL=llm_standin,
+        ULTRA_LLM_API_KEY="sk-test-standin",
+        ULTRA_UPLOAD_DIR=str(tmp_path / "uploads"),
         ULTRA_UPLOAD_MAX_BYTES="1000",
     )
     # The protected endpoint refuses a request without a token, or with a forged one.

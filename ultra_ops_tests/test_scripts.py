@@ -17,8 +17,9 @@ SCRIPTS = REPO / "scripts"
 
 
 def _run(script: str, *args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCRIPTS / script), *args], env=env, capture_output=True, text=True, timeout=300,
-                          input=stdin)
+    return subprocess.run(
+        [str(SCRIPTS / script), *args], env=env, capture_output=True, text=True, timeout=300, input=stdin
+    )
 
 
 def test_deploy_verify_rollback_scripts(tmp_path: Path, pg_database: str) -> None:

@@ -62,12 +62,18 @@ def webhook(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def notified_stack(tmp_path: Path, pg_database: str, dagster_home: Path, webhook: Webhook,
-                   monkeypatch: pytest.MonkeyPatch):
+def notified_stack(
+    tmp_path: Path, pg_database: str, dagster_home: Path, webhook: Webhook, monkeypatch: pytest.MonkeyPatch
+):
     stack = Stack(tmp_path, pg_database, extra="rollback_on_failed_verification = true")
     text = stack.config.read_text()
-    stack.config.write_text(text.replace('timezone = "UTC"\n', 'timezone = "UTC"\n\n[notifications]\n'
-                                         'webhook_url_env = "ULTRA_TEST_WEBHOOK"\ntimeout_s = 2\nretries = 2\n', 1))
+    stack.config.write_text(
+        text.replace(
+            'timezone = "UTC"\n',
+            'timezone = "UTC"\n\n[notifications]\nwebhook_url_env = "ULTRA_TEST_WEBHOOK"\ntimeout_s = 2\nretries = 2\n',
+            1,
+        )
+    )
     monkeypatch.setenv("ULTRA_OPS_CONFIG", str(stack.config))
     yield stack
     stack.stop()
@@ -81,8 +87,9 @@ def _status_event(instance: DagsterInstance, run_id: str, kind: DagsterEventType
     return next(e.dagster_event for e in instance.all_logs(run_id) if e.dagster_event and e.dagster_event_type == kind)
 
 
-def test_deploy_then_failed_verification_drive_the_sensors(notified_stack: Stack, dagster_home: Path,
-                                                           webhook: Webhook) -> None:
+def test_deploy_then_failed_verification_drive_the_sensors(
+    notified_stack: Stack, dagster_home: Path, webhook: Webhook
+) -> None:
     from ultra_ops.defs.release.sensors import release_sensors
 
     sensors = {s.name: s for s in release_sensors()}
@@ -91,15 +98,21 @@ def test_deploy_then_failed_verification_drive_the_sensors(notified_stack: Stack
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         deploy = _last_run(instance, "deploy_job")
         context = build_run_status_sensor_context(
-            sensor_name="verify_after_deploy_sensor", dagster_instance=instance, dagster_run=deploy,
-            dagster_event=_status_event(instance, deploy.run_id, DagsterEventType.RUN_SUCCESS))
+            sensor_name="verify_after_deploy_sensor",
+            dagster_instance=instance,
+            dagster_run=deploy,
+            dagster_event=_status_event(instance, deploy.run_id, DagsterEventType.RUN_SUCCESS),
+        )
         request = sensors["verify_after_deploy_sensor"](context)
         assert request.run_key == deploy.run_id and request.partition_key == "staging"
         assert request.tags["ultra_ops/version"] == "v1.0.0"
 
         context = build_run_status_sensor_context(
-            sensor_name="release_notification_sensor", dagster_instance=instance, dagster_run=deploy,
-            dagster_event=_status_event(instance, deploy.run_id, DagsterEventType.RUN_SUCCESS))
+            sensor_name="release_notification_sensor",
+            dagster_instance=instance,
+            dagster_run=deploy,
+            dagster_event=_status_event(instance, deploy.run_id, DagsterEventType.RUN_SUCCESS),
+        )
         sensors["release_notification_sensor"](context)
     body = webhook.bodies.get(timeout=30)  # delivered on the retry after a 500
     assert body["event"] == "deploy" and body["environment"] == "staging"
@@ -110,8 +123,11 @@ def test_deploy_then_failed_verification_drive_the_sensors(notified_stack: Stack
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         failed = _last_run(instance, "verify_job")
         context = build_run_status_sensor_context(
-            sensor_name="failed_verification_sensor", dagster_instance=instance, dagster_run=failed,
-            dagster_event=_status_event(instance, failed.run_id, DagsterEventType.RUN_FAILURE))
+            sensor_name="failed_verification_sensor",
+            dagster_instance=instance,
+            dagster_run=failed,
+            dagster_event=_status_event(instance, failed.run_id, DagsterEventType.RUN_FAILURE),
+        )
         request = sensors["failed_verification_sensor"](context)
     assert request.run_key == failed.run_id and request.partition_key == "staging"
     assert request.tags["ultra_ops/operation"] == "rollback"
@@ -145,9 +161,9 @@ def test_backup_freshness_alerts_once_a_day(notified_stack: Stack, webhook: Webh
     assert webhook.bodies.empty()  # told once today already
 
 
-def test_a_skipped_production_tick_is_told_to_the_webhook(tmp_path: Path, pg_databases: dict[str, str],
-                                                         redis_prefix: str, webhook: Webhook,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_skipped_production_tick_is_told_to_the_webhook(
+    tmp_path: Path, pg_databases: dict[str, str], redis_prefix: str, webhook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from zoneinfo import ZoneInfo
 
     from conftest import write_multi_config
@@ -157,26 +173,34 @@ def test_a_skipped_production_tick_is_told_to_the_webhook(tmp_path: Path, pg_dat
     from ultra_ops.defs.calendar.schedules import calendar_schedules
 
     password = "pg-Pr0d-Secret-7f3a"
-    config = write_multi_config(tmp_path, {e: pg_databases[e] for e in ("staging", "production")},
-                                redis_prefix=redis_prefix)
-    text = config.read_text().replace('timezone = "UTC"\n', 'timezone = "Europe/Berlin"\n\n[notifications]\n'
-                                      'webhook_url_env = "ULTRA_TEST_WEBHOOK"\ntimeout_s = 2\nretries = 2\n\n'
-                                      '[calendar]\nproduction = { day = "thursday", time = "10:00", every_weeks = 2, '
-                                      'anchor = 2026-01-01 }\n'
-                                      # A careless operator pasted the secret into a freeze's name.
-                                      f'freezes = [{{ name = "db move {password}", start = 2027-03-20, '
-                                      'end = 2027-03-30 }]\n', 1)
+    config = write_multi_config(
+        tmp_path, {e: pg_databases[e] for e in ("staging", "production")}, redis_prefix=redis_prefix
+    )
+    text = config.read_text().replace(
+        'timezone = "UTC"\n',
+        'timezone = "Europe/Berlin"\n\n[notifications]\n'
+        'webhook_url_env = "ULTRA_TEST_WEBHOOK"\ntimeout_s = 2\nretries = 2\n\n'
+        '[calendar]\nproduction = { day = "thursday", time = "10:00", every_weeks = 2, '
+        "anchor = 2026-01-01 }\n"
+        # A careless operator pasted the secret into a freeze's name.
+        f'freezes = [{{ name = "db move {password}", start = 2027-03-20, '
+        "end = 2027-03-30 }]\n",
+        1,
+    )
     # A production secret set in the environment: the body must not carry it, nor the webhook's own URL.
-    text = text.replace(f'name = "{pg_databases["production"]}"',
-                        f'name = "{pg_databases["production"]}"\npassword_env = "ULTRA_TEST_PROD_PASSWORD"')
+    text = text.replace(
+        f'name = "{pg_databases["production"]}"',
+        f'name = "{pg_databases["production"]}"\npassword_env = "ULTRA_TEST_PROD_PASSWORD"',
+    )
     config.write_text(text)
     monkeypatch.setenv("ULTRA_TEST_PROD_PASSWORD", password)
     monkeypatch.setenv("ULTRA_OPS_CONFIG", str(config))
     production = {s.name: s for s in calendar_schedules()}["production_release_schedule"]
     thursday = datetime(2027, 3, 11, 10, tzinfo=ZoneInfo("Europe/Berlin"))  # a release week
     with DagsterInstance.ephemeral() as instance:
-        context = build_schedule_context(instance=instance, scheduled_execution_time=thursday,
-                                         repository_def=defs.get_repository_def())
+        context = build_schedule_context(
+            instance=instance, scheduled_execution_time=thursday, repository_def=defs.get_repository_def()
+        )
         result = production.evaluate_tick(context)
     assert not result.run_requests and "nothing new to release" in result.skip_message
     body = webhook.bodies.get(timeout=30)  # delivered on the retry after the fixture's first 500
@@ -186,14 +210,20 @@ def test_a_skipped_production_tick_is_told_to_the_webhook(tmp_path: Path, pg_dat
     assert password not in sent and SECRET not in sent and webhook.url not in sent
     # An off week is no skip worth telling: the cron only runs on Thursdays, every other one is off.
     with DagsterInstance.ephemeral() as instance:
-        context = build_schedule_context(instance=instance, scheduled_execution_time=thursday + timedelta(days=7),
-                                         repository_def=defs.get_repository_def())
+        context = build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=thursday + timedelta(days=7),
+            repository_def=defs.get_repository_def(),
+        )
         assert "off week" in production.evaluate_tick(context).skip_message
     assert webhook.bodies.empty()
     # A skip whose reason carries the secret: the body masks it.
     with DagsterInstance.ephemeral() as instance:
-        context = build_schedule_context(instance=instance, scheduled_execution_time=thursday + timedelta(days=14),
-                                         repository_def=defs.get_repository_def())
+        context = build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=thursday + timedelta(days=14),
+            repository_def=defs.get_repository_def(),
+        )
         skipped = production.evaluate_tick(context).skip_message  # kept in Dagster's tick history
     assert "db move ***" in skipped and password not in skipped
     body = webhook.bodies.get(timeout=30)

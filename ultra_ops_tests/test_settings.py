@@ -39,8 +39,9 @@ def test_shipped_config_runs_the_three_environments_apart_on_this_machine() -> N
     # Production checks at least as strictly as staging, staging as development.
     for stricter, looser in ((prod, staging), (staging, dev)):
         assert stricter.database.latency_budget_ms <= looser.database.latency_budget_ms
-        assert max(e.latency_budget_ms for e in stricter.verify.endpoints) \
-            <= min(e.latency_budget_ms for e in looser.verify.endpoints)
+        assert max(e.latency_budget_ms for e in stricter.verify.endpoints) <= min(
+            e.latency_budget_ms for e in looser.verify.endpoints
+        )
     assert prod.min_free_disk_mb >= 1024
 
 
@@ -61,15 +62,19 @@ def test_compose_example_runs_staging_and_production_apart() -> None:
 def test_environments_sharing_a_file_or_folder_are_refused(tmp_path: Path) -> None:
     path = write_multi_config(tmp_path, {"staging": "db_a", "production": "db_b"}, redis_prefix="x:")
     text = path.read_text()
-    shared = text.replace(f'log_dir = "{tmp_path / "production" / "logs"}"',
-                          f'log_dir = "{tmp_path / "staging" / "logs" / "production"}"')
+    shared = text.replace(
+        f'log_dir = "{tmp_path / "production" / "logs"}"', f'log_dir = "{tmp_path / "staging" / "logs" / "production"}"'
+    )
     path.write_text(shared)
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert info.value.key == "environments.production.log_dir"
     assert "is inside staging's log_dir" in info.value.reason
-    path.write_text(text.replace(f'state_dir = "{tmp_path / "production" / "state"}"',
-                                 f'state_dir = "{tmp_path / "staging" / "state"}"'))
+    path.write_text(
+        text.replace(
+            f'state_dir = "{tmp_path / "production" / "state"}"', f'state_dir = "{tmp_path / "staging" / "state"}"'
+        )
+    )
     with pytest.raises(ConfigError, match="environments.production.state_dir: .* is staging's state_dir"):
         load_settings(path)
 
@@ -91,27 +96,56 @@ def test_config_selected_by_environment_variable(tmp_path: Path, monkeypatch: py
     assert settings.path == path.resolve() and list(settings.environments) == ["staging"]
 
 
-@pytest.mark.parametrize("edit, key, reason", [
-    (lambda t: t.replace('runtime = "process"', 'runtime = "kubernetes"'), "environments.staging.runtime",
-     "expected one of process, compose"),
-    (lambda t: t.replace("port = 5432", 'port = "5432"'), "environments.staging.database.port", "expected an integer"),
-    (lambda t: t.replace("port = 5432", "port = 99999"), "environments.staging.database.port", "not a TCP port"),
-    (lambda t: t.replace("timeout_s = 3", "timeout_s = -1"), "environments.staging.verify.timeout_s", "negative"),
-    (lambda t: t.replace("timeout_s = 3", "timeout_s = 0"), "environments.staging.verify.timeout_s",
-     "greater than 0"),
-    (lambda t: t.replace('format = "directory"', 'format = "zip"'), "environments.staging.backup.format",
-     "expected one of directory, custom"),
-    (lambda t: t.replace("probe_queries", "probe_querys"), "environments.staging.database.probe_querys",
-     "unknown key"),
-    (lambda t: t.replace('user = "', 'password_env = "hunter2 secret"\nuser = "'),
-     "environments.staging.database.password_env", "must name an environment variable"),
-    (lambda t: t.replace("[environments.staging]", "[environments.qa]").replace("environments.staging.",
-                                                                                 "environments.qa."),
-     "environments.qa", "unknown environment"),
-    (lambda t: t.replace('url = "redis://127.0.0.1:6379/0"', 'url = "redis://:pw@127.0.0.1:6379/0"'),
-     "environments.staging.redis.url", "must not carry credentials"),
-    (lambda t: t + "\n[oops\n", "", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "edit, key, reason",
+    [
+        (
+            lambda t: t.replace('runtime = "process"', 'runtime = "kubernetes"'),
+            "environments.staging.runtime",
+            "expected one of process, compose",
+        ),
+        (
+            lambda t: t.replace("port = 5432", 'port = "5432"'),
+            "environments.staging.database.port",
+            "expected an integer",
+        ),
+        (lambda t: t.replace("port = 5432", "port = 99999"), "environments.staging.database.port", "not a TCP port"),
+        (lambda t: t.replace("timeout_s = 3", "timeout_s = -1"), "environments.staging.verify.timeout_s", "negative"),
+        (
+            lambda t: t.replace("timeout_s = 3", "timeout_s = 0"),
+            "environments.staging.verify.timeout_s",
+            "greater than 0",
+        ),
+        (
+            lambda t: t.replace('format = "directory"', 'format = "zip"'),
+            "environments.staging.backup.format",
+            "expected one of directory, custom",
+        ),
+        (
+            lambda t: t.replace("probe_queries", "probe_querys"),
+            "environments.staging.database.probe_querys",
+            "unknown key",
+        ),
+        (
+            lambda t: t.replace('user = "', 'password_env = "hunter2 secret"\nuser = "'),
+            "environments.staging.database.password_env",
+            "must name an environment variable",
+        ),
+        (
+            lambda t: t.replace("[environments.staging]", "[environments.qa]").replace(
+                "environments.staging.", "environments.qa."
+            ),
+            "environments.qa",
+            "unknown environment",
+        ),
+        (
+            lambda t: t.replace('url = "redis://127.0.0.1:6379/0"', 'url = "redis://:pw@127.0.0.1:6379/0"'),
+            "environments.staging.redis.url",
+            "must not carry credentials",
+        ),
+        (lambda t: t + "\n[oops\n", "", "not valid TOML"),
+    ],
+)
 def test_bad_config_names_file_key_and_reason(tmp_path: Path, edit, key: str, reason: str) -> None:
     path = write_config(tmp_path, "some_db")
     path.write_text(edit(path.read_text()))
@@ -145,14 +179,17 @@ def test_default_config_is_the_repository_one_outside_it(tmp_path: Path, monkeyp
     assert load_settings().path == (REPO / "ultra_ops.toml").resolve()
 
 
-@pytest.mark.parametrize("old, new, key", [
-    ("timeout_s = 3", "timeout_s = inf", "environments.staging.verify.timeout_s"),
-    ("timeout_s = 3", "timeout_s = nan", "environments.staging.verify.timeout_s"),
-    ("backoff_s = 0.1", "backoff_s = +inf", "environments.staging.verify.backoff_s"),
-    ("health_timeout_s = 20", "health_timeout_s = nan", "environments.staging.health_timeout_s"),
-    ("health_timeout_s = 20", "health_timeout_s = 20\nlock_wait_s = inf", "environments.staging.lock_wait_s"),
-    ('user = "', 'latency_budget_ms = nan\nuser = "', "environments.staging.database.latency_budget_ms"),
-])
+@pytest.mark.parametrize(
+    "old, new, key",
+    [
+        ("timeout_s = 3", "timeout_s = inf", "environments.staging.verify.timeout_s"),
+        ("timeout_s = 3", "timeout_s = nan", "environments.staging.verify.timeout_s"),
+        ("backoff_s = 0.1", "backoff_s = +inf", "environments.staging.verify.backoff_s"),
+        ("health_timeout_s = 20", "health_timeout_s = nan", "environments.staging.health_timeout_s"),
+        ("health_timeout_s = 20", "health_timeout_s = 20\nlock_wait_s = inf", "environments.staging.lock_wait_s"),
+        ('user = "', 'latency_budget_ms = nan\nuser = "', "environments.staging.database.latency_budget_ms"),
+    ],
+)
 def test_non_finite_numbers_exit_2_naming_the_key(tmp_path: Path, monkeypatch, capsys, old, new, key) -> None:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     path = write_config(tmp_path, "some_db")
@@ -173,12 +210,20 @@ def test_process_env_names_must_be_variable_names(tmp_path: Path) -> None:
         load_settings(path)
 
 
-@pytest.mark.parametrize("edit, key", [
-    (lambda t: t.replace("processes.backend]", 'processes."../x"]'), 'environments.staging.processes.../x'),
-    (lambda t: t.replace("processes.backend]", 'processes."backend\\n"]'), "environments.staging.processes.backend\n"),
-    (lambda t: t.replace('runtime = "process"', 'runtime = "process"\ncompose_project = "Ultra Staging"'),
-     "environments.staging.compose_project"),
-])
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda t: t.replace("processes.backend]", 'processes."../x"]'), "environments.staging.processes.../x"),
+        (
+            lambda t: t.replace("processes.backend]", 'processes."backend\\n"]'),
+            "environments.staging.processes.backend\n",
+        ),
+        (
+            lambda t: t.replace('runtime = "process"', 'runtime = "process"\ncompose_project = "Ultra Staging"'),
+            "environments.staging.compose_project",
+        ),
+    ],
+)
 def test_names_that_become_paths_or_arguments_are_checked_whole(tmp_path: Path, edit, key: str) -> None:
     path = write_config(tmp_path, "some_db")
     path.write_text(edit(path.read_text()))

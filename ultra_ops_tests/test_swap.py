@@ -29,8 +29,12 @@ def _admin() -> psycopg.Connection:
 
 def _scratch_databases(database: str) -> list[str]:
     with _admin() as conn:
-        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                           (database.replace("_", "\\_") + "\\_\\_%",)).fetchall()]
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (database.replace("_", "\\_") + "\\_\\_%",)
+            ).fetchall()
+        ]
 
 
 def _accepts_connections(database: str) -> bool:
@@ -45,8 +49,10 @@ def _prepare(stack: Stack, big_rows: int = 0) -> tuple[str, list[tuple], list[tu
     assert stack.ops("deploy", "--tag", "v1.0.0", "--skip-tests") == 0
     if big_rows:
         with psycopg.connect(**PG, dbname=stack.database, autocommit=True) as conn:
-            conn.execute("CREATE TABLE big AS SELECT i, md5(i::text) || md5(random()::text) AS t "
-                         "FROM generate_series(1, %s) i", (big_rows,))
+            conn.execute(
+                "CREATE TABLE big AS SELECT i, md5(i::text) || md5(random()::text) AS t FROM generate_series(1, %s) i",
+                (big_rows,),
+            )
             conn.execute("CREATE INDEX ON big (t)")
     assert stack.ops("backups", "create") == 0
     backup = list_backups(stack.env)[0]
@@ -62,9 +68,15 @@ def _prepare(stack: Stack, big_rows: int = 0) -> tuple[str, list[tuple], list[tu
 
 def _cli(stack: Stack, *argv: str, extra_env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
     env = {**os.environ, **(extra_env or {})}
-    return subprocess.Popen([sys.executable, "-m", "ultra_ops.cli", *argv, "--environment", "staging",
-                             "--config", str(stack.config)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ultra_ops.cli", *argv, "--environment", "staging", "--config", str(stack.config)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def _consistent_side(stack: Stack, rows_backup, rows_after, env_backup, env_after) -> str:
@@ -114,10 +126,10 @@ def test_rollback_killed_at_each_swap_phase_then_recover(stack: Stack, phase: st
     assert "nothing to recover" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("phase", "next_operation"), [("rename_new", "deploy"), ("files", "rollback"),
-                                                        ("restoring", "backup")])
-def test_next_operation_recovers_a_killed_rollback_first(stack: Stack, phase: str, next_operation: str,
-                                                         capsys) -> None:
+@pytest.mark.parametrize(
+    ("phase", "next_operation"), [("rename_new", "deploy"), ("files", "rollback"), ("restoring", "backup")]
+)
+def test_next_operation_recovers_a_killed_rollback_first(stack: Stack, phase: str, next_operation: str, capsys) -> None:
     backup_id, *states = _prepare(stack)
     proc = _cli(stack, "rollback", "--backup", backup_id, "--yes", extra_env={CRASH_ENV: phase})
     proc.communicate(timeout=180)
@@ -206,8 +218,10 @@ def test_interrupt_during_the_scratch_restore_leaves_everything_as_it_was(stack:
     try:
         deadline = time.monotonic() + 120
         with _admin() as conn:
-            while not conn.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = 'ultra_ops-restore' "
-                                   "AND datname LIKE %s", (stack.database + "\\_\\_restore\\_%",)).fetchone():
+            while not conn.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'ultra_ops-restore' AND datname LIKE %s",
+                (stack.database + "\\_\\_restore\\_%",),
+            ).fetchone():
                 assert proc.poll() is None, proc.communicate()
                 assert time.monotonic() < deadline, "pg_restore never started"
                 time.sleep(0.02)
@@ -254,7 +268,7 @@ def test_services_that_do_not_start_again_are_reported_stopped(tmp_path, pg_data
     path = write_config(tmp_path, pg_database)
     text = path.read_text()
     start = text.index("command = [")
-    path.write_text(text[:start] + 'command = ["false"]' + text[text.index("\n", start):])
+    path.write_text(text[:start] + 'command = ["false"]' + text[text.index("\n", start) :])
     env = load_settings(path).environment("staging")
     env.env_file.write_text("ULTRA_VERSION=v1.0.0\n")
     env.env_file.chmod(0o600)

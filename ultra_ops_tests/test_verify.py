@@ -37,10 +37,20 @@ def http_server() -> Iterator[Callable[[dict[str, Route]], _Server]]:
 HEALTHY = {"status": "ok", "checks": {"postgres": {"status": "ok"}, "redis": {"status": "ok"}}}
 
 
-def make_env(tmp_path: Path, database: str, *, health_urls: tuple[str, ...] = (), verify: str = "",
-             extra: str = "", redis_table: str | None = f'url = "{REDIS_URL}"', timeout_s: float = 2,
-             retries: int = 1, backoff_s: float = 0.05, db_extra: str = "",
-             probe_queries: tuple[str, ...] = ("SELECT 1", "SELECT count(*) FROM pg_class")) -> Environment:
+def make_env(
+    tmp_path: Path,
+    database: str,
+    *,
+    health_urls: tuple[str, ...] = (),
+    verify: str = "",
+    extra: str = "",
+    redis_table: str | None = f'url = "{REDIS_URL}"',
+    timeout_s: float = 2,
+    retries: int = 1,
+    backoff_s: float = 0.05,
+    db_extra: str = "",
+    probe_queries: tuple[str, ...] = ("SELECT 1", "SELECT count(*) FROM pg_class"),
+) -> Environment:
     """Write a config whose staging environment checks exactly what the test names, and load it."""
     redis_section = f"[environments.staging.redis]\n{redis_table}\n" if redis_table is not None else ""
     text = f"""
@@ -48,15 +58,15 @@ timezone = "UTC"
 
 [environments.staging]
 runtime = "process"
-root = "{tmp_path / 'root'}"
-state_dir = "{tmp_path / 'state'}"
+root = "{tmp_path / "root"}"
+state_dir = "{tmp_path / "state"}"
 {extra}
 
 [environments.staging.database]
 host = "127.0.0.1"
 port = 5432
 name = "{database}"
-user = "{PG['user']}"
+user = "{PG["user"]}"
 probe_queries = {json.dumps(list(probe_queries))}
 {db_extra}
 
@@ -78,11 +88,12 @@ health_urls = {json.dumps(list(health_urls))}
     return load_settings(path).environment("staging")
 
 
-def endpoint(name: str, url: str, *, status: int = 200, budget: float | None = None,
-             method: str = "GET") -> str:
+def endpoint(name: str, url: str, *, status: int = 200, budget: float | None = None, method: str = "GET") -> str:
     budget_line = f"latency_budget_ms = {budget}\n" if budget is not None else ""
-    return (f'[[environments.staging.verify.endpoints]]\nname = "{name}"\nurl = "{url}"\n'
-            f'method = "{method}"\nexpect_status = {status}\n{budget_line}\n')
+    return (
+        f'[[environments.staging.verify.endpoints]]\nname = "{name}"\nurl = "{url}"\n'
+        f'method = "{method}"\nexpect_status = {status}\n{budget_line}\n'
+    )
 
 
 def by_name(report: VerifyReport) -> dict[str, CheckResult]:
@@ -105,17 +116,27 @@ def everything_said(report: VerifyReport, log: ListLog) -> str:
 
 
 def test_all_ok(tmp_path: Path, pg_database: str, http_server) -> None:
-    srv = http_server({"/health": fixed(200, HEALTHY), "/api/prompts": fixed(200, {"items": []}),
-                       "/api/jobs": fixed(201, {})})
-    env = make_env(tmp_path, pg_database, health_urls=(srv.url("/health?detail=true"),),
-                   verify=endpoint("prompts", srv.url("/api/prompts"), budget=1000)
-                   + endpoint("jobs", srv.url("/api/jobs"), status=201, method="POST"))
+    srv = http_server(
+        {"/health": fixed(200, HEALTHY), "/api/prompts": fixed(200, {"items": []}), "/api/jobs": fixed(201, {})}
+    )
+    env = make_env(
+        tmp_path,
+        pg_database,
+        health_urls=(srv.url("/health?detail=true"),),
+        verify=endpoint("prompts", srv.url("/api/prompts"), budget=1000)
+        + endpoint("jobs", srv.url("/api/jobs"), status=201, method="POST"),
+    )
     log = ListLog()
     report = verify_environment(env, log=log)
     assert report.ok, report.table()
     names = [r.name for r in report.results]
-    assert names == [f"health {srv.url('/health?detail=true')}", "database", "redis",
-                     "endpoint prompts", "endpoint jobs"]
+    assert names == [
+        f"health {srv.url('/health?detail=true')}",
+        "database",
+        "redis",
+        "endpoint prompts",
+        "endpoint jobs",
+    ]
     assert all(r.attempts == 1 for r in report.results)
     assert by_name(report)["endpoint prompts"].detail.startswith("200 in ")
     assert by_name(report)["endpoint jobs"].detail.startswith("201 in ")
@@ -129,17 +150,25 @@ def test_all_ok(tmp_path: Path, pg_database: str, http_server) -> None:
     assert table[0].split() == ["CHECK", "KIND", "STATUS", "LATENCY", "ATTEMPTS", "DETAIL"]
     # Columns line up: every row has its KIND where the header has it.
     kind_col = table[0].index("KIND")
-    assert all(line[kind_col:].split()[0] in {"health", "database", "redis", "endpoint"}
-               for line in table[1:6])
+    assert all(line[kind_col:].split()[0] in {"health", "database", "redis", "endpoint"} for line in table[1:6])
 
 
 def test_failures_are_results(tmp_path: Path, pg_database: str, http_server) -> None:
     degraded = {"status": "degraded", "checks": {"postgres": {"status": "ok"}, "redis": {"status": "down"}}}
-    srv = http_server({"/health": fixed(200, degraded), "/h2": fixed(503, "busy"),
-                       "/api/prompts": fixed(500, {"error": "boom"}), "/slow": fixed(200, {}, 0.3)})
-    env = make_env(tmp_path, pg_database, health_urls=(srv.url("/health"), srv.url("/h2")),
-                   verify=endpoint("prompts", srv.url("/api/prompts"))
-                   + endpoint("slow", srv.url("/slow"), budget=100))
+    srv = http_server(
+        {
+            "/health": fixed(200, degraded),
+            "/h2": fixed(503, "busy"),
+            "/api/prompts": fixed(500, {"error": "boom"}),
+            "/slow": fixed(200, {}, 0.3),
+        }
+    )
+    env = make_env(
+        tmp_path,
+        pg_database,
+        health_urls=(srv.url("/health"), srv.url("/h2")),
+        verify=endpoint("prompts", srv.url("/api/prompts")) + endpoint("slow", srv.url("/slow"), budget=100),
+    )
     log = ListLog()
     report = verify_environment(env, log=log)
     assert not report.ok
@@ -154,7 +183,11 @@ def test_failures_are_results(tmp_path: Path, pg_database: str, http_server) -> 
     assert r[f"health {srv.url('/h2')}"].detail == "expected 200, got 503"
     assert r["database"].ok and r["redis"].ok
     assert {f.name for f in report.failures} == {
-        "endpoint prompts", "endpoint slow", f"health {srv.url('/health')}", f"health {srv.url('/h2')}"}
+        "endpoint prompts",
+        "endpoint slow",
+        f"health {srv.url('/health')}",
+        f"health {srv.url('/h2')}",
+    }
     assert report.summary().startswith("4 of 6 checks failed: ")
     assert "endpoint prompts (expected 200, got 500)" in report.summary()
     assert sum(level == "warning" for level, _ in log.lines) == 4
@@ -163,8 +196,9 @@ def test_failures_are_results(tmp_path: Path, pg_database: str, http_server) -> 
 
 def test_hanging_endpoint_times_out_and_is_retried(tmp_path: Path, pg_database: str, http_server) -> None:
     srv = http_server({"/hang": fixed(200, {}, 10.0)})
-    env = make_env(tmp_path, pg_database, timeout_s=0.4, retries=2, backoff_s=0.05,
-                   verify=endpoint("hang", srv.url("/hang")))
+    env = make_env(
+        tmp_path, pg_database, timeout_s=0.4, retries=2, backoff_s=0.05, verify=endpoint("hang", srv.url("/hang"))
+    )
     start = time.perf_counter()
     report = verify_environment(env)
     elapsed = time.perf_counter() - start
@@ -178,8 +212,7 @@ def test_hanging_endpoint_times_out_and_is_retried(tmp_path: Path, pg_database: 
 
 
 def test_nothing_listening_fails_fast(tmp_path: Path, pg_database: str) -> None:
-    env = make_env(tmp_path, pg_database, retries=0,
-                   verify=endpoint("gone", f"http://127.0.0.1:{free_port()}/x"))
+    env = make_env(tmp_path, pg_database, retries=0, verify=endpoint("gone", f"http://127.0.0.1:{free_port()}/x"))
     gone = by_name(verify_environment(env))["endpoint gone"]
     assert not gone.ok and gone.detail.startswith("cannot connect") and gone.attempts == 1
 
@@ -193,8 +226,11 @@ def _llm_routes(key: str) -> dict[str, Route]:
             return 400, {"error": "anthropic-version header is required"}, 0
         return (200, MODELS, 0) if headers.get("x-api-key") == key else (403, {"error": "forbidden"}, 0)
 
-    return {"/v1/models": openai, "/anthropic/v1/models": anthropic, "/empty/v1/models":
-            lambda h: (200, {"data": []}, 0)}
+    return {
+        "/v1/models": openai,
+        "/anthropic/v1/models": anthropic,
+        "/empty/v1/models": lambda h: (200, {"data": []}, 0),
+    }
 
 
 def _providers(srv: _Server) -> str:
@@ -207,8 +243,10 @@ def _providers(srv: _Server) -> str:
         ("anthropic-wrong", "/anthropic/v1/models", "UO_TEST_WRONG_KEY", "x-api-key"),
         ("empty", "/empty/v1/models", "UO_TEST_OPENAI_KEY", "bearer"),
     ]:
-        text += (f'[[environments.staging.llm_providers]]\nname = "{name}"\nmodels_url = "{srv.url(path)}"\n'
-                 f'api_key_env = "{var}"\nauth = "{auth}"\n\n')
+        text += (
+            f'[[environments.staging.llm_providers]]\nname = "{name}"\nmodels_url = "{srv.url(path)}"\n'
+            f'api_key_env = "{var}"\nauth = "{auth}"\n\n'
+        )
     return text
 
 
@@ -237,16 +275,21 @@ def test_llm_providers(tmp_path: Path, pg_database: str, http_server, monkeypatc
 
 
 def test_secrets_masked_even_with_a_caller_redactor_that_misses_them(
-        tmp_path: Path, pg_database: str, http_server, monkeypatch) -> None:
+    tmp_path: Path, pg_database: str, http_server, monkeypatch
+) -> None:
     key = f"sk-{uuid.uuid4().hex}"
     monkeypatch.setenv("UO_TEST_OPENAI_KEY", key)
     # The server answers 500 with the key in its body, and a health URL carries it in its query,
     # so it is part of that check's name.
     srv = http_server({"/v1/models": fixed(500, {"echo": key}), "/api": fixed(418, "")})
-    env = make_env(tmp_path, pg_database, redis_table=None, health_urls=(srv.url(f"/api?token={key}"),),
-                   verify=endpoint("leaky", srv.url(f"/api?token={key}"))
-                   + '[[environments.staging.llm_providers]]\nname = "p"\n'
-                   f'models_url = "{srv.url("/v1/models")}"\napi_key_env = "UO_TEST_OPENAI_KEY"\n')
+    env = make_env(
+        tmp_path,
+        pg_database,
+        redis_table=None,
+        health_urls=(srv.url(f"/api?token={key}"),),
+        verify=endpoint("leaky", srv.url(f"/api?token={key}")) + '[[environments.staging.llm_providers]]\nname = "p"\n'
+        f'models_url = "{srv.url("/v1/models")}"\napi_key_env = "UO_TEST_OPENAI_KEY"\n',
+    )
     log = ListLog()
     report = verify_environment(env, redact=Redactor(), log=log)
     said = everything_said(report, log)
@@ -264,8 +307,14 @@ def test_database_missing_fails(tmp_path: Path, pg_database: str) -> None:
 
 
 def test_database_latency_budget(tmp_path: Path, pg_database: str) -> None:
-    env = make_env(tmp_path, pg_database, redis_table=None, retries=0,
-                   probe_queries=("SELECT pg_sleep(0.2)",), db_extra="latency_budget_ms = 50")
+    env = make_env(
+        tmp_path,
+        pg_database,
+        redis_table=None,
+        retries=0,
+        probe_queries=("SELECT pg_sleep(0.2)",),
+        db_extra="latency_budget_ms = 50",
+    )
     db = by_name(verify_environment(env))["database"]
     assert not db.ok and db.detail.startswith("latency ") and db.detail.endswith("over budget 50 ms")
 
@@ -306,16 +355,16 @@ def test_redis_acl_user(tmp_path: Path, pg_database: str, redis_user, monkeypatc
 
 
 def test_redis_unreachable(tmp_path: Path, pg_database: str) -> None:
-    env = make_env(tmp_path, pg_database, retries=0,
-                   redis_table=f'url = "redis://127.0.0.1:{free_port()}/0"')
+    env = make_env(tmp_path, pg_database, retries=0, redis_table=f'url = "redis://127.0.0.1:{free_port()}/0"')
     r = by_name(verify_environment(env))["redis"]
     assert not r.ok and r.attempts == 1 and r.detail
 
 
 def test_checks_run_concurrently(tmp_path: Path, pg_database: str, http_server) -> None:
     srv = http_server({f"/e{i}": fixed(200, {}, 0.3) for i in range(10)})
-    env = make_env(tmp_path, pg_database, redis_table=None,
-                   verify="".join(endpoint(f"e{i}", srv.url(f"/e{i}")) for i in range(10)))
+    env = make_env(
+        tmp_path, pg_database, redis_table=None, verify="".join(endpoint(f"e{i}", srv.url(f"/e{i}")) for i in range(10))
+    )
     start = time.perf_counter()
     report = verify_environment(env)
     elapsed = time.perf_counter() - start
@@ -333,13 +382,16 @@ def test_logs_go_to_a_standard_logger(tmp_path: Path, pg_database: str, caplog) 
 
 
 def test_health_body_variants(tmp_path: Path, pg_database: str, http_server) -> None:
-    srv = http_server({
-        "/plain": fixed(200, "OK"),
-        "/spring": fixed(200, {"status": "UP", "components": {"db": {"status": "UP"}, "cache": False}}),
-        "/flat": fixed(200, {"status": "ok", "checks": {"postgres": "ok", "llm": "timeout"}}),
-    })
-    env = make_env(tmp_path, pg_database, redis_table=None,
-                   health_urls=(srv.url("/plain"), srv.url("/spring"), srv.url("/flat")))
+    srv = http_server(
+        {
+            "/plain": fixed(200, "OK"),
+            "/spring": fixed(200, {"status": "UP", "components": {"db": {"status": "UP"}, "cache": False}}),
+            "/flat": fixed(200, {"status": "ok", "checks": {"postgres": "ok", "llm": "timeout"}}),
+        }
+    )
+    env = make_env(
+        tmp_path, pg_database, redis_table=None, health_urls=(srv.url("/plain"), srv.url("/spring"), srv.url("/flat"))
+    )
     r = by_name(verify_environment(env))
     assert r[f"health {srv.url('/plain')}"].ok
     assert r[f"health {srv.url('/spring')}"].detail == "not ok: cache (False)"
@@ -349,9 +401,13 @@ def test_health_body_variants(tmp_path: Path, pg_database: str, http_server) -> 
 def test_report_round_trips_through_its_dict() -> None:
     report = VerifyReport(
         environment="staging",
-        results=(CheckResult("database", "database", True, 12.34, 1, "connect and 1 query in 12 ms"),
-                 CheckResult("endpoint chat", "endpoint", False, 1500.06, 3, "expected 200, got 503")),
-        started_at="2024-05-01T12:00:00.000Z", duration_ms=1520.44)
+        results=(
+            CheckResult("database", "database", True, 12.34, 1, "connect and 1 query in 12 ms"),
+            CheckResult("endpoint chat", "endpoint", False, 1500.06, 3, "expected 200, got 503"),
+        ),
+        started_at="2024-05-01T12:00:00.000Z",
+        duration_ms=1520.44,
+    )
     rebuilt = VerifyReport.from_dict(json.loads(report.to_json()))
     assert rebuilt.to_dict() == report.to_dict()
     assert rebuilt.table() == report.table()

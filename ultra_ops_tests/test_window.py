@@ -37,7 +37,7 @@ WINDOW = "[environments.staging.verify.window]\nsamples = 3\ninterval_s = 8\nfai
 def _with_window(stack: Stack, table: str) -> None:
     text = stack.config.read_text()
     if "[environments.staging.verify.window]" in text:
-        text = text[:text.index("[environments.staging.verify.window]")]
+        text = text[: text.index("[environments.staging.verify.window]")]
     stack.config.write_text(text + "\n" + table)
     stack.env = load_settings(stack.config).environment("staging")
 
@@ -45,17 +45,18 @@ def _with_window(stack: Stack, table: str) -> None:
 def _last_check(home: Path, name: str):
     with DagsterInstance.from_config(str(home)) as instance:
         record = instance.event_log_storage.get_asset_check_execution_history(
-            AssetCheckKey(AssetKey("health_state"), name), limit=1)[0]
+            AssetCheckKey(AssetKey("health_state"), name), limit=1
+        )[0]
         return record.event.dagster_event.event_specific_data
 
 
-def test_a_release_that_degrades_passes_one_pass_but_fails_the_window(stack: Stack, dagster_home: Path,
-                                                                      capsys) -> None:
+def test_a_release_that_degrades_passes_one_pass_but_fails_the_window(stack: Stack, dagster_home: Path, capsys) -> None:
     assert stack.ops("deploy", "--tag", "v1.0.0") == 0
     _with_window(stack, WINDOW)
     # v1.1.0 goes bad 15 s after it starts (the env file names the version: v1.0.0, rolled back to, does not).
-    update_env_file(stack.env.env_file, {"ULTRA_DEGRADE_AFTER_S": str(DEGRADE_AFTER_S),
-                                         "ULTRA_DEGRADE_VERSION": "v1.1.0"})
+    update_env_file(
+        stack.env.env_file, {"ULTRA_DEGRADE_AFTER_S": str(DEGRADE_AFTER_S), "ULTRA_DEGRADE_VERSION": "v1.1.0"}
+    )
 
     assert stack.ops("deploy", "--tag", "v1.1.0") == 1
     err = capsys.readouterr().err
@@ -93,9 +94,23 @@ def flaky_endpoint():
 def _deploy_until_it_asks(stack: Stack, tag: str) -> tuple[subprocess.Popen, object]:
     """Start a deploy in its own process and wait for the event: its request for a decision."""
     deploy = subprocess.Popen(
-        [sys.executable, "-m", "ultra_ops.cli", "deploy", "--environment", "staging", "--tag", tag,
-         "--config", str(stack.config)], env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        [
+            sys.executable,
+            "-m",
+            "ultra_ops.cli",
+            "deploy",
+            "--environment",
+            "staging",
+            "--tag",
+            tag,
+            "--config",
+            str(stack.config),
+        ],
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not pending(stack.env):
         if deploy.poll() is not None or time.monotonic() > deadline:
@@ -115,22 +130,42 @@ def _finish(deploy: subprocess.Popen) -> str:
             deploy.communicate()
 
 
-def test_an_inconclusive_window_waits_for_a_person_and_records_who(tmp_path: Path, pg_database: str,
-                                                                   dagster_home: Path, flaky_endpoint,
-                                                                   capsys) -> None:
+def test_an_inconclusive_window_waits_for_a_person_and_records_who(
+    tmp_path: Path, pg_database: str, dagster_home: Path, flaky_endpoint, capsys
+) -> None:
     stack = Stack(tmp_path, pg_database)
     try:
         assert stack.ops("deploy", "--tag", "v1.0.0") == 0
         text = stack.config.read_text().replace(
-            'endpoints = [{', f'endpoints = [{{ name = "flaky", url = "{flaky_endpoint.url("/flaky")}" }}, {{', 1)
+            "endpoints = [{", f'endpoints = [{{ name = "flaky", url = "{flaky_endpoint.url("/flaky")}" }}, {{', 1
+        )
         stack.config.write_text(text)
-        _with_window(stack, "[environments.staging.verify.window]\nsamples = 3\ninterval_s = 1\nfailure_limit = 1\n"
-                            'on_inconclusive = "wait"\ndecision_wait_s = 300\n')
+        _with_window(
+            stack,
+            "[environments.staging.verify.window]\nsamples = 3\ninterval_s = 1\nfailure_limit = 1\n"
+            'on_inconclusive = "wait"\ndecision_wait_s = 300\n',
+        )
         deploy, request = _deploy_until_it_asks(stack, "v1.1.0")
         assert request.version == "v1.1.0" and "window inconclusive: 1 of 3 samples failed" in request.summary
         assert deploy.poll() is None  # still waiting, holding its lock
-        assert main(["verify", "--environment", "staging", "--config", str(stack.config), "--decide", "approve",
-                     "--by", "alice", "--reason", "warm-up blip"]) == 0
+        assert (
+            main(
+                [
+                    "verify",
+                    "--environment",
+                    "staging",
+                    "--config",
+                    str(stack.config),
+                    "--decide",
+                    "approve",
+                    "--by",
+                    "alice",
+                    "--reason",
+                    "warm-up blip",
+                ]
+            )
+            == 0
+        )
         assert "approve decided by alice" in capsys.readouterr().out
         err = _finish(deploy)
         assert deploy.returncode == 0, err
@@ -139,8 +174,22 @@ def test_an_inconclusive_window_waits_for_a_person_and_records_who(tmp_path: Pat
         assert not pending(stack.env)
         with pytest.raises(InputError, match="no verification of staging is waiting"):
             decide(stack.env, "rollback", by="bob")
-        assert main(["verify", "--environment", "staging", "--config", str(stack.config), "--decide", "rollback",
-                     "--by", "bob"]) == 2  # nothing to decide: bad input, no run
+        assert (
+            main(
+                [
+                    "verify",
+                    "--environment",
+                    "staging",
+                    "--config",
+                    str(stack.config),
+                    "--decide",
+                    "rollback",
+                    "--by",
+                    "bob",
+                ]
+            )
+            == 2
+        )  # nothing to decide: bad input, no run
         window = _last_check(dagster_home, "verification_window")
         assert window.passed is True and window.metadata["outcome"].value == INCONCLUSIVE
         assert window.metadata["decided_by"].value == "alice"
@@ -168,8 +217,9 @@ def test_an_inconclusive_window_waits_for_a_person_and_records_who(tmp_path: Pat
         stack.stop()
 
 
-def test_nobody_deciding_rolls_back_after_the_wait(tmp_path: Path, pg_database: str, flaky_endpoint,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nobody_deciding_rolls_back_after_the_wait(
+    tmp_path: Path, pg_database: str, flaky_endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "root").mkdir()
     hook = HttpPeer({"/hooks/T0-secret": lambda headers: (200, {}, 0.0)})
     monkeypatch.setenv("UO_TEST_DECISION_HOOK", hook.url("/hooks/T0-secret"))
@@ -180,8 +230,8 @@ timezone = "UTC"
 webhook_url_env = "UO_TEST_DECISION_HOOK"
 [environments.production]
 runtime = "process"
-root = "{tmp_path / 'root'}"
-state_dir = "{tmp_path / 'state'}"
+root = "{tmp_path / "root"}"
+state_dir = "{tmp_path / "state"}"
 [environments.production.database]
 name = "{pg_database}"
 user = "postgres"
@@ -190,7 +240,7 @@ command = ["true"]
 [environments.production.verify]
 timeout_s = 3
 retries = 0
-endpoints = [{{ name = "flaky", url = "{flaky_endpoint.url('/flaky')}" }}]
+endpoints = [{{ name = "flaky", url = "{flaky_endpoint.url("/flaky")}" }}]
 [environments.production.verify.window]
 samples = 4
 failure_limit = 2
@@ -215,4 +265,3 @@ decision_wait_s = 0.5
     assert get(env, "deploy-killed").decided_by == ABANDONED_DECIDER
     # Every sample passing is a pass, with nothing to decide.
     assert verify_window(env, redact=Redactor(), log=NullLog()).outcome == PASSED
-

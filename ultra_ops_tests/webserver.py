@@ -25,8 +25,9 @@ class UI:
         self.client = DagsterGraphQLClient("127.0.0.1", port_number=port)
 
     def query(self, text: str, **variables: object) -> dict:
-        response = httpx.post(f"http://127.0.0.1:{self.port}/graphql", json={"query": text, "variables": variables},
-                              timeout=60)
+        response = httpx.post(
+            f"http://127.0.0.1:{self.port}/graphql", json={"query": text, "variables": variables}, timeout=60
+        )
         response.raise_for_status()
         body = response.json()
         assert "errors" not in body, body["errors"]
@@ -34,22 +35,29 @@ class UI:
 
     def job_runs(self, job: str) -> list[dict]:
         """The runs the UI shows on the job's Runs tab (the job as the ultra_ops code location has it)."""
-        data = self.query(_JOB_RUNS, selector={"pipelineName": job, "repositoryName": "__repository__",
-                                               "repositoryLocationName": "ultra_ops"})
+        data = self.query(
+            _JOB_RUNS,
+            selector={"pipelineName": job, "repositoryName": "__repository__", "repositoryLocationName": "ultra_ops"},
+        )
         return data["pipelineOrError"]["runs"]
 
     def partition_tags(self, job: str, partition: str) -> dict[str, str]:
         """The tags the launchpad puts on a run of `job` for `partition`."""
-        data = self.query(_PARTITION_TAGS, repositorySelector={"repositoryName": "__repository__",
-                                                               "repositoryLocationName": "ultra_ops"},
-                          partitionSetName=f"{job}_partition_set", partition=partition)
+        data = self.query(
+            _PARTITION_TAGS,
+            repositorySelector={"repositoryName": "__repository__", "repositoryLocationName": "ultra_ops"},
+            partitionSetName=f"{job}_partition_set",
+            partition=partition,
+        )
         return {t["key"]: t["value"] for t in data["partitionSetOrError"]["partition"]["tagsOrError"]["results"]}
 
-    def launch_partition(self, job: str, partition: str, run_config: dict | None = None,
-                         tags: dict[str, str] | None = None) -> str:
+    def launch_partition(
+        self, job: str, partition: str, run_config: dict | None = None, tags: dict[str, str] | None = None
+    ) -> str:
         """Launch as the launchpad does once a partition is picked: with the partition's tags."""
         return self.client.submit_job_execution(
-            job, run_config=run_config or {}, tags={**self.partition_tags(job, partition), **(tags or {})})
+            job, run_config=run_config or {}, tags={**self.partition_tags(job, partition), **(tags or {})}
+        )
 
     def reexecute(self, run_id: str, strategy: str = "FROM_FAILURE") -> str:
         data = self.query(_REEXECUTE, params={"parentRunId": run_id, "strategy": strategy})
@@ -70,13 +78,19 @@ class UI:
 class Webserver(UI):
     """A dagster-webserver of the test's own on a SQLite instance, loading the code in-process."""
 
-    def __init__(self, dagster_home: Path, env: dict[str, str] | None = None, *, instance_yaml: str | None = None
-                 ) -> None:
+    def __init__(
+        self, dagster_home: Path, env: dict[str, str] | None = None, *, instance_yaml: str | None = None
+    ) -> None:
         self.home = dagster_home
         # The instance the CLI writes, plus a run coordinator: by default runs start at once,
         # without a daemon to dequeue them.
-        (dagster_home / "dagster.yaml").write_text(local_instance_yaml(dagster_home) + (instance_yaml or (
-            "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n")))
+        (dagster_home / "dagster.yaml").write_text(
+            local_instance_yaml(dagster_home)
+            + (
+                instance_yaml
+                or ("run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n")
+            )
+        )
         self.port = free_port()
         self.env = {**os.environ, "DAGSTER_HOME": str(dagster_home), **(env or {})}
         self.proc: subprocess.Popen | None = None
@@ -86,15 +100,24 @@ class Webserver(UI):
         """dagster-daemon on the same instance: it dequeues queued runs and launches them."""
         exe = Path(sys.executable).parent / "dagster-daemon"
         self.daemon_log = open(self.home / "daemon.log", "wb")
-        self.daemon = subprocess.Popen([str(exe), "run", "-w", str(REPO / "workspace.yaml")], cwd=REPO,
-                                       env=self.env, stdout=self.daemon_log, stderr=subprocess.STDOUT)
+        self.daemon = subprocess.Popen(
+            [str(exe), "run", "-w", str(REPO / "workspace.yaml")],
+            cwd=REPO,
+            env=self.env,
+            stdout=self.daemon_log,
+            stderr=subprocess.STDOUT,
+        )
 
     def __enter__(self) -> Webserver:
         exe = Path(sys.executable).parent / "dagster-webserver"
         self.log = open(self.home / "webserver.log", "wb")
         self.proc = subprocess.Popen(
             [str(exe), "-h", "127.0.0.1", "-p", str(self.port), "-w", str(REPO / "workspace.yaml")],
-            cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+            cwd=REPO,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -28,8 +28,10 @@ def print_backups(rows: list[dict[str, Any]]) -> None:
     out(f"{'BACKUP ID':<28} {'VERSION':<22} {'CREATED':<26} {'SIZE':>10}  {'KIND':<9}  LABEL")
     for b in rows:
         size = f"{b['size_bytes'] / 1e6:.1f} MB"
-        out(f"{b['id']:<28} {b.get('version') or '-':<22} {b['created_at']:<26} {size:>10}  "
-            f"{b.get('kind', ''):<9}  {b.get('label', '')}")
+        out(
+            f"{b['id']:<28} {b.get('version') or '-':<22} {b['created_at']:<26} {size:>10}  "
+            f"{b.get('kind', ''):<9}  {b.get('label', '')}"
+        )
 
 
 def cmd_backups(args: argparse.Namespace) -> int:
@@ -39,8 +41,9 @@ def cmd_backups(args: argparse.Namespace) -> int:
         from ultra_ops.engine.backups.store import damaged_backups
 
         rows = [{**row, "status": "complete"} for row in backup_rows(env)]
-        damaged = [{"id": backup_id, "status": "damaged", "reason": reason}
-                   for backup_id, reason in damaged_backups(env)]
+        damaged = [
+            {"id": backup_id, "status": "damaged", "reason": reason} for backup_id, reason in damaged_backups(env)
+        ]
         if args.json:
             out(json.dumps(rows + damaged, indent=2))
         else:
@@ -55,8 +58,7 @@ def cmd_backups(args: argparse.Namespace) -> int:
         config = {"backup_id": args.backup, "pinned": args.backups_command == "pin"}
         result = run_job(args, settings, "pin_job", env.name, ops_config("backups_pin", config))
     elif args.backups_command == "prune":
-        result = run_job(args, settings, "prune_job", env.name,
-                          ops_config("backups_prune", {"dry_run": args.dry_run}))
+        result = run_job(args, settings, "prune_job", env.name, ops_config("backups_prune", {"dry_run": args.dry_run}))
         for decision in result.outputs.get("backups_prune", {}).get("decisions") or []:
             verb = "keep  " if decision["keep"] else ("would remove" if args.dry_run else "removed")
             out(f"{verb} {decision['backup_id']}: {decision['why']}")
@@ -65,13 +67,13 @@ def cmd_backups(args: argparse.Namespace) -> int:
             from ultra_ops.engine.backups.store import get_backup
 
             get_backup(env, args.backup)  # an unknown id is bad input: refused before any run starts
-        result = run_job(args, settings, "verify_backups_job", env.name,
-                          ops_config("backups_verify", {"backup_id": args.backup}))
+        result = run_job(
+            args, settings, "verify_backups_job", env.name, ops_config("backups_verify", {"backup_id": args.backup})
+        )
         for backup_id, outcome in (result.outputs.get("backups_verify", {}).get("results") or {}).items():
             out(f"{backup_id}: {outcome}")
         if args.restore_test:
-            checked = run_job(args, settings, "backup_checks_job", env.name, partitioned=False,
-                              backup_id=args.backup)
+            checked = run_job(args, settings, "backup_checks_job", env.name, partitioned=False, backup_id=args.backup)
             for check in checked.checks:
                 state = "ok" if check["passed"] else ("WARNING" if check["severity"] == "WARN" else "FAILED")
                 out(f"{check['name']}: {state}: {check['description']}")

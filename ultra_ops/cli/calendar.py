@@ -20,9 +20,14 @@ def cmd_approve(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     env = check_approval(settings, args.environment, args.tag, args.by)
     check_valid_from(settings, parse_at(args.at), datetime.now(UTC))
-    result = run_job(args, settings, "approve_job", env.name,
-                      ops_config("approve_release", {"tag": args.tag, "by": args.by, "at": args.at}),
-                      version=args.tag)
+    result = run_job(
+        args,
+        settings,
+        "approve_job",
+        env.name,
+        ops_config("approve_release", {"tag": args.tag, "by": args.by, "at": args.at}),
+        version=args.tag,
+    )
     if result.success:
         out(f"{args.tag} approved for {env.name} by {args.by}")
     return 0 if result.success else 1

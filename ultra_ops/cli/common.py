@@ -70,9 +70,17 @@ def launched_by_user() -> str:
         return f"uid:{os.getuid()}"
 
 
-def run_job(args: argparse.Namespace, settings: Settings, job: str, environment: str | None,
-             run_config: dict[str, Any] | None = None, *, partition: str | None = None,
-             partitioned: bool = True, **tag_values: Any):  # noqa: ANN202
+def run_job(
+    args: argparse.Namespace,
+    settings: Settings,
+    job: str,
+    environment: str | None,
+    run_config: dict[str, Any] | None = None,
+    *,
+    partition: str | None = None,
+    partitioned: bool = True,
+    **tag_values: Any,
+):  # noqa: ANN202
     """Run `job` for one environment partition (or, with None, a job of no environment), tagged
     before it starts, as the UI would file it. `partitioned=False`: a job with no partitions (asset
     checks alone), told its environment by tag."""
@@ -96,8 +104,10 @@ def run_job(args: argparse.Namespace, settings: Settings, job: str, environment:
         tags[PARTITION] = partition  # a job partitioned by more than the environment
     if not partitioned:
         tags.pop(PARTITION, None)
-    config = {**(run_config or {}),
-              "resources": {"locks": {"config": {"lock_wait_s": float(getattr(args, "lock_wait", 0) or 0)}}}}
+    config = {
+        **(run_config or {}),
+        "resources": {"locks": {"config": {"lock_wait_s": float(getattr(args, "lock_wait", 0) or 0)}}},
+    }
     progress(f"starting {job}" + (f" for {environment}" if environment else "") + f" (Dagster home {home})")
     instance = DagsterInstance.get()
     end_startup()

@@ -28,8 +28,10 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
             for svc in meta.get("status") or []:
                 memory = f"{svc['memory_bytes'] / 1e6:.1f} MB" if svc.get("memory_bytes") is not None else "-"
                 cpu = f"{svc['cpu_seconds']:.2f} s" if svc.get("cpu_seconds") is not None else "-"
-                out(f"{svc['name']:<16} {svc['state'] or ('up' if svc['running'] else 'down'):<10} "
-                     f"cpu {cpu:<10} mem {memory:<10} {svc['detail']}")
+                out(
+                    f"{svc['name']:<16} {svc['state'] or ('up' if svc['running'] else 'down'):<10} "
+                    f"cpu {cpu:<10} mem {memory:<10} {svc['detail']}"
+                )
     elif args.maintenance_command == "archive-logs":
         day = args.day or (datetime.now(ZoneInfo(settings.timezone)).date() - timedelta(days=1)).isoformat()
         result = run_job(args, settings, "log_archive_job", env.name, partition=f"{day}|{env.name}")

@@ -55,13 +55,20 @@ def _weeks(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ultra-ops", description="Ultra AI release operations, run as Dagster jobs.")
     common = Parser(add_help=False)
-    common.add_argument("--config", metavar="PATH",
-                        help=f"config file (default: ${CONFIG_ENV_VAR} or ./ultra_ops.toml)")
-    common.add_argument("--environment", "-e", required=True, metavar="ENV",
-                        help="one of " + ", ".join(ENVIRONMENT_NAMES))
+    common.add_argument(
+        "--config", metavar="PATH", help=f"config file (default: ${CONFIG_ENV_VAR} or ./ultra_ops.toml)"
+    )
+    common.add_argument(
+        "--environment", "-e", required=True, metavar="ENV", help="one of " + ", ".join(ENVIRONMENT_NAMES)
+    )
     locking = Parser(add_help=False)
-    locking.add_argument("--lock-wait", type=_seconds, default=0.0, metavar="SECONDS",
-                         help="wait up to SECONDS for another operation's lock (default: refuse at once)")
+    locking.add_argument(
+        "--lock-wait",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for another operation's lock (default: refuse at once)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("deploy", parents=[common, locking], help="deploy a release (backup, migrate, up, verify, tag)")
@@ -70,17 +77,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-build", action="store_true", help="skip building images")
     p.add_argument("--compose", metavar="FILE", help="a custom Docker Compose file")
     p.add_argument("--registry", metavar="URL", help="push images to this registry")
-    p.add_argument("--emergency", action="store_true",
-                   help="an emergency fix: past freezes and the promotion gate, never past tests or verification")
+    p.add_argument(
+        "--emergency",
+        action="store_true",
+        help="an emergency fix: past freezes and the promotion gate, never past tests or verification",
+    )
     p.add_argument("--reason", metavar="TEXT", help="why the emergency fix cannot wait (required with --emergency)")
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("verify", parents=[common], help="verify an environment, or decide on a waiting one")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--window", action="store_true",
-                   help="verify over the environment's verification window ([verify.window]) instead of once")
-    p.add_argument("--decide", choices=("approve", "rollback"),
-                   help="decide on a deploy whose verification window was inconclusive")
+    p.add_argument(
+        "--window",
+        action="store_true",
+        help="verify over the environment's verification window ([verify.window]) instead of once",
+    )
+    p.add_argument(
+        "--decide",
+        choices=("approve", "rollback"),
+        help="decide on a deploy whose verification window was inconclusive",
+    )
     p.add_argument("--by", metavar="NAME", help="who decides (recorded; with --decide)")
     p.add_argument("--reason", metavar="TEXT", help="why (recorded; with --decide)")
     p.add_argument("--request", metavar="ID", help="the waiting verification (default: the only one)")
@@ -110,9 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_backups)
     b = bsub.add_parser("verify", parents=[common], help="check backups against their manifests (sha256)")
     b.add_argument("--backup", metavar="ID", help="one backup (default: all)")
-    b.add_argument("--restore-test", action="store_true",
-                   help="then run the backups asset's checks on it (default: the newest backup): pg_restore "
-                        "--list, a restore test into a scratch database, freshness")
+    b.add_argument(
+        "--restore-test",
+        action="store_true",
+        help="then run the backups asset's checks on it (default: the newest backup): pg_restore "
+        "--list, a restore test into a scratch database, freshness",
+    )
     b.set_defaults(func=cmd_backups)
     b = bsub.add_parser("prune", parents=[common, locking], help="apply the retention policy")
     b.add_argument("--dry-run", action="store_true", help="show what would be removed, remove nothing")
@@ -122,8 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("--backup", metavar="ID", required=True, help="the backup")
         b.set_defaults(func=cmd_backups)
 
-    p = sub.add_parser("recover", parents=[common, locking],
-                       help="finish or undo what a crashed run left (database swap, scratch databases, temp folders)")
+    p = sub.add_parser(
+        "recover",
+        parents=[common, locking],
+        help="finish or undo what a crashed run left (database swap, scratch databases, temp folders)",
+    )
     p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("init", parents=[common], help="create the env file and database of an environment")
@@ -145,15 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_maintenance)
     m = msub.add_parser("cache-clear", parents=[common, locking], help="remove cache keys: --pattern or --flush-all")
     m.add_argument("--pattern", metavar="GLOB", help="remove the keys matching this Redis glob (SCAN + UNLINK)")
-    m.add_argument("--flush-all", action="store_true",
-                   help="remove every key of the environment's Redis database (FLUSHDB)")
+    m.add_argument(
+        "--flush-all", action="store_true", help="remove every key of the environment's Redis database (FLUSHDB)"
+    )
     m.set_defaults(func=cmd_maintenance)
 
     p = sub.add_parser("approve", parents=[common], help="approve a version for scheduled deploys")
     p.add_argument("--tag", required=True, help="the version approved, e.g. v1.2.3")
     p.add_argument("--by", required=True, metavar="NAME", help="who approves it")
-    p.add_argument("--at", metavar="TIME", help="when the approval starts to count, ISO time with zone (default now; "
-                   "at most calendar.approval.expires_hours ahead)")
+    p.add_argument(
+        "--at",
+        metavar="TIME",
+        help="when the approval starts to count, ISO time with zone (default now; "
+        "at most calendar.approval.expires_hours ahead)",
+    )
     p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser("calendar", help="the coming release and backup ticks and what each would do")

@@ -28,17 +28,36 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     env = settings.environment(args.environment)
     # Every input is checked here too, so bad input exits 2 before a run exists.
     emergency = check_emergency(args.emergency, args.reason)
-    req = plan_deploy(settings, env.name, resolve_tag(env, args.tag), skip_tests=args.skip_tests,
-                      skip_build=args.skip_build, compose_file=args.compose, registry=args.registry,
-                      emergency_reason=emergency)
+    req = plan_deploy(
+        settings,
+        env.name,
+        resolve_tag(env, args.tag),
+        skip_tests=args.skip_tests,
+        skip_build=args.skip_build,
+        compose_file=args.compose,
+        registry=args.registry,
+        emergency_reason=emergency,
+    )
     if req.skip_tests and env.name == "production":
         progress("warning: --skip-tests on production is not recommended")
-    config = {"tag": req.tag, "skip_tests": req.skip_tests, "skip_build": req.skip_build,
-              "compose_file": req.compose_file, "registry": req.registry, "emergency": bool(emergency),
-              "reason": emergency}
-    result = run_job(args, settings, "deploy_job", env.name, ops_config("deploy_plan", config),
-                      version=req.tag,
-                      flags={SKIP_TESTS: req.skip_tests, SKIP_BUILD: req.skip_build, EMERGENCY: bool(emergency)})
+    config = {
+        "tag": req.tag,
+        "skip_tests": req.skip_tests,
+        "skip_build": req.skip_build,
+        "compose_file": req.compose_file,
+        "registry": req.registry,
+        "emergency": bool(emergency),
+        "reason": emergency,
+    }
+    result = run_job(
+        args,
+        settings,
+        "deploy_job",
+        env.name,
+        ops_config("deploy_plan", config),
+        version=req.tag,
+        flags={SKIP_TESTS: req.skip_tests, SKIP_BUILD: req.skip_build, EMERGENCY: bool(emergency)},
+    )
     if result.success:
         out(f"deployed {req.tag} to {env.name}")
     return 0 if result.success else 1
@@ -82,9 +101,16 @@ def _decide(args: argparse.Namespace, settings: Settings, env: Environment) -> i
             raise InputError(f"{record.id} was decided already: {record.decision} by {record.decided_by}")
     elif not pending(env):
         raise InputError(f"no verification of {env.name} is waiting for a decision")
-    config = ops_config("decide_verification", {
-        "environment": env.name, "decision": args.decide, "by": args.by, "reason": args.reason,
-        "request_id": args.request})
+    config = ops_config(
+        "decide_verification",
+        {
+            "environment": env.name,
+            "decision": args.decide,
+            "by": args.by,
+            "reason": args.reason,
+            "request_id": args.request,
+        },
+    )
     # A job of no environment: no environment tag, so the queue never holds it behind the deploy.
     result = run_job(args, settings, "verification_decision_job", None, config)
     decision = result.outputs.get("decide_verification", {}).get("decision")
@@ -108,8 +134,15 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         if answer not in ("y", "yes"):
             out("rollback cancelled")
             return 1
-    result = run_job(args, settings, "rollback_job", env.name, ops_config("rollback_plan", {"backup_id": info.id}),
-                      version=info.version, backup_id=info.id)
+    result = run_job(
+        args,
+        settings,
+        "rollback_job",
+        env.name,
+        ops_config("rollback_plan", {"backup_id": info.id}),
+        version=info.version,
+        backup_id=info.id,
+    )
     if result.success:
         out(f"rolled back {env.name} to backup {info.id}")
     return 0 if result.success else 1
@@ -141,8 +174,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     out(f"version      {deployed_version(env) or '-'}")
     out(f"lock         {describe_holder(holder) if holder is not None else 'free'}")
     if last is not None:
-        out(f"last release {last.operation} {last.version or '-'} {last.status} at {last.ended_at} "
-             f"(run {last.run_id or '-'}, by {last.launched_by or '-'})")
+        out(
+            f"last release {last.operation} {last.version or '-'} {last.status} at {last.ended_at} "
+            f"(run {last.run_id or '-'}, by {last.launched_by or '-'})"
+        )
     for st in statuses:
         out(f"service      {st.name:<16} {'running' if st.running else 'stopped':<8} {st.detail}")
     return 0
@@ -161,12 +196,16 @@ def cmd_releases(args: argparse.Namespace) -> int:
     if not records:
         out("no releases")
         return 0
-    out(f"{'STARTED':<29} {'OPERATION':<9} {'VERSION':<22} {'PREVIOUS':<22} {'STATUS':<15} {'RUN':<8} "
-         f"{'LAUNCHED BY':<16} REASON")
+    out(
+        f"{'STARTED':<29} {'OPERATION':<9} {'VERSION':<22} {'PREVIOUS':<22} {'STATUS':<15} {'RUN':<8} "
+        f"{'LAUNCHED BY':<16} REASON"
+    )
     for r in records:
         reason = " ".join((r.reason or "").split())  # one line per record
-        out(f"{r.started_at:<29} {r.operation:<9} {r.version or '-':<22} {r.previous_version or '-':<22} "
-             f"{r.status:<15} {(r.run_id or '-')[:8]:<8} {r.launched_by or '-':<16} {reason}")
+        out(
+            f"{r.started_at:<29} {r.operation:<9} {r.version or '-':<22} {r.previous_version or '-':<22} "
+            f"{r.status:<15} {(r.run_id or '-')[:8]:<8} {r.launched_by or '-':<16} {reason}"
+        )
     return 0
 
 
@@ -205,13 +244,21 @@ def cmd_release_branch(args: argparse.Namespace) -> int:
     existing = branch_commit(repo, args.tag)
     if existing is not None:
         raise InputError(f"release/{args.tag} already exists in {repo} (commit {existing[:12]})")
-    result = run_job(args, settings, "release_branch_job", None,
-                      ops_config("create_release_branch", {"tag": args.tag}), version=args.tag)
+    result = run_job(
+        args,
+        settings,
+        "release_branch_job",
+        None,
+        ops_config("create_release_branch", {"tag": args.tag}),
+        version=args.tag,
+    )
     made = result.outputs.get("create_release_branch", {})
     if result.success:
         updated = ", ".join(made.get("updated") or []) or "no file names a version"
-        out(f"release/{args.tag} created at {str(made.get('commit', ''))[:12]} from main "
-            f"{str(made.get('base', ''))[:12]} ({updated})" + ("; pushed to origin" if made.get("pushed") else ""))
+        out(
+            f"release/{args.tag} created at {str(made.get('commit', ''))[:12]} from main "
+            f"{str(made.get('base', ''))[:12]} ({updated})" + ("; pushed to origin" if made.get("pushed") else "")
+        )
     return 0 if result.success else 1
 
 
@@ -225,8 +272,14 @@ def cmd_checklist(args: argparse.Namespace) -> int:
     env = settings.environment(args.environment)
     if args.tag:
         validate_tag(args.tag)
-    result = run_job(args, settings, "checklist_job", env.name, ops_config("checklist_items", {"tag": args.tag}),
-                      version=args.tag or deployed_version(env))
+    result = run_job(
+        args,
+        settings,
+        "checklist_job",
+        env.name,
+        ops_config("checklist_items", {"tag": args.tag}),
+        version=args.tag or deployed_version(env),
+    )
     reports = [o["checklist"] for o in result.asset_metadata if "checklist" in o]
     if reports:
         out(json.dumps(reports[-1], indent=2) if args.json else ChecklistReport.from_dict(reports[-1]).table())

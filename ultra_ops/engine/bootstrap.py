@@ -43,20 +43,21 @@ def init_environment(env: Environment) -> list[str]:
     if wanted:
         update_env_file(env.env_file, wanted)
         done.append(f"set {', '.join(wanted)} in {env.env_file} for the checklist's login and rate limit checks")
-    missing = [k for k in env.required_env_keys
-               if k != "ULTRA_VERSION" and k not in read_env_file(env.env_file)]
+    missing = [k for k in env.required_env_keys if k != "ULTRA_VERSION" and k not in read_env_file(env.env_file)]
     if missing:
         done.append(f"{env.env_file} still needs: {', '.join(missing)}")
     db = env.database
     try:
-        with psycopg.connect(**db.conninfo(db.maintenance_db, statement_timeout_s=300, lock_timeout_s=30),
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            **db.conninfo(db.maintenance_db, statement_timeout_s=300, lock_timeout_s=30), autocommit=True
+        ) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,)).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
                 done.append(f"created database {db.name} on {db.host}:{db.port}")
     except psycopg.Error as exc:
-        raise OperationError(f"cannot prepare database {db.name} on {db.host}:{db.port}: "
-                             f"{str(exc).strip().splitlines()[0]}") from None
+        raise OperationError(
+            f"cannot prepare database {db.name} on {db.host}:{db.port}: {str(exc).strip().splitlines()[0]}"
+        ) from None
     done.append(f"environment {env.name} is ready")
     return done

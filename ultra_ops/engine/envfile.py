@@ -44,8 +44,9 @@ def decode_env_file(path: Path, data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise InputError(f"env file {path}: line {line} is not UTF-8 text "
-                         f"(byte 0x{data[exc.start]:02x}); save it as UTF-8") from None
+        raise InputError(
+            f"env file {path}: line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as UTF-8"
+        ) from None
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:

@@ -33,9 +33,7 @@ def validate_tag(tag: str | None) -> str:
     if len(tag) > MAX_TAG_LENGTH:
         raise InputError(f"release tag {_shown(tag)} is longer than {MAX_TAG_LENGTH} characters")
     if not _TAG.fullmatch(tag):
-        raise InputError(
-            f"release tag {_shown(tag)} is not v + a semantic version (e.g. v1.2.3, v2.0.0-rc.1)"
-        )
+        raise InputError(f"release tag {_shown(tag)} is not v + a semantic version (e.g. v1.2.3, v2.0.0-rc.1)")
     return tag
 
 
@@ -57,7 +55,5 @@ def validate_backup_id(backup_id: str | None) -> str:
     if len(backup_id) > 100:
         raise InputError(f"backup id {_shown(backup_id)} is longer than 100 characters")
     if ".." in backup_id or not _BACKUP_ID.fullmatch(backup_id):
-        raise InputError(
-            f"backup id {_shown(backup_id)} is not valid: letters, digits, '.', '_' and '-' only"
-        )
+        raise InputError(f"backup id {_shown(backup_id)} is not valid: letters, digits, '.', '_' and '-' only")
     return backup_id

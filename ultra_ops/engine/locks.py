@@ -140,8 +140,10 @@ class EnvironmentLock:
                         f"refusing to start {self.holder['operation']}{waited}"
                     ) from None
                 if log is not None and not told:
-                    log.info(f"environment {self.env.name} is locked by {describe_holder(holder)}; "
-                             f"waiting up to {wait_s:g} s")
+                    log.info(
+                        f"environment {self.env.name} is locked by {describe_holder(holder)}; "
+                        f"waiting up to {wait_s:g} s"
+                    )
                     told = True
                 # flock has no timeout; a short poll keeps the wait bounded without a helper thread.
                 time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))

@@ -29,14 +29,43 @@ if TYPE_CHECKING:
     from ultra_ops.engine.settings import Environment
 
 # What any program needs to run as the operator would run it; none of it is a secret of an environment.
-BASIC_ENV = frozenset({
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "TZ", "TMPDIR",
-    "VIRTUAL_ENV", "PYTHONPATH", "SSH_AUTH_SOCK", "GIT_SSH", "GIT_SSH_COMMAND", "EMAIL",
-    "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_CONFIG_GLOBAL",
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY",
-    "XDG_RUNTIME_DIR",
-})
+BASIC_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "TERM",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "VIRTUAL_ENV",
+        "PYTHONPATH",
+        "SSH_AUTH_SOCK",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "EMAIL",
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+        "GIT_CONFIG_GLOBAL",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "DOCKER_HOST",
+        "DOCKER_CONTEXT",
+        "DOCKER_CONFIG",
+        "DOCKER_CERT_PATH",
+        "DOCKER_TLS_VERIFY",
+        "XDG_RUNTIME_DIR",
+    }
+)
 BASIC_ENV_PREFIXES = ("LC_",)
 
 # Runs `argv[1:]` in our process group (the group the runner created) and kills that group when
@@ -54,8 +83,9 @@ sys.exit(code if code >= 0 else 128 - code)
 """
 
 
-def child_env(environment: Environment | None = None, extra: Mapping[str, str] | None = None, *,
-              names: Iterable[str] = ()) -> dict[str, str]:
+def child_env(
+    environment: Environment | None = None, extra: Mapping[str, str] | None = None, *, names: Iterable[str] = ()
+) -> dict[str, str]:
     """The environment of a child process: the basics from ours, the variables `environment`'s config
     names (its password and key variables) and `names`, then `extra`, which wins."""
     wanted = set(BASIC_ENV) | set(names)
@@ -108,10 +138,19 @@ def run(
     message: str | None = None
     try:
         proc = subprocess.Popen(
-            argv, env=child_env(environment, env), cwd=cwd, close_fds=True,
+            argv,
+            env=child_env(environment, env),
+            cwd=cwd,
+            close_fds=True,
             stdin=watch_r if watch_r is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0, umask=0o077,
-            text=True, encoding="utf-8", errors="replace")
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            process_group=0,
+            umask=0o077,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
     except FileNotFoundError:
         raise error(f"{name} is not installed or not on PATH") from None
     except OSError as exc:

@@ -84,8 +84,10 @@ class ServiceConfig:
             llm_model=e.get("ULTRA_LLM_MODEL") or "stand-in-small",
             upload_dir=Path(e["ULTRA_UPLOAD_DIR"]) if e.get("ULTRA_UPLOAD_DIR") else None,
             upload_max_bytes=int(e.get("ULTRA_UPLOAD_MAX_BYTES") or 1_048_576),
-            degrade_after_s=float(e["ULTRA_DEGRADE_AFTER_S"]) if e.get("ULTRA_DEGRADE_AFTER_S") and e.get(
-                "ULTRA_DEGRADE_VERSION", e.get("ULTRA_VERSION", "dev")) == e.get("ULTRA_VERSION", "dev") else None,
+            degrade_after_s=float(e["ULTRA_DEGRADE_AFTER_S"])
+            if e.get("ULTRA_DEGRADE_AFTER_S")
+            and e.get("ULTRA_DEGRADE_VERSION", e.get("ULTRA_VERSION", "dev")) == e.get("ULTRA_VERSION", "dev")
+            else None,
         )
 
 
@@ -111,9 +113,12 @@ class Backend:
         if not self.config.redis_url:
             raise RuntimeError("REDIS_URL is not set")
         return redis.Redis.from_url(
-            self.config.redis_url, username=self.config.redis_username,
-            password=self.config.redis_password, socket_timeout=_TIMEOUT_S,
-            socket_connect_timeout=_TIMEOUT_S)
+            self.config.redis_url,
+            username=self.config.redis_username,
+            password=self.config.redis_password,
+            socket_timeout=_TIMEOUT_S,
+            socket_connect_timeout=_TIMEOUT_S,
+        )
 
     def check_postgres(self) -> dict[str, Any]:
         start = time.perf_counter()
@@ -143,8 +148,12 @@ class Backend:
         if self.degraded():
             checks["release"] = {"status": "error", "error": f"degraded {self.config.degrade_after_s:g}s after start"}
         ok = all(c["status"] == "ok" for c in checks.values())
-        body = {"status": "ok" if ok else "degraded", "version": self.config.version,
-                "environment": self.config.environment, "checks": checks}
+        body = {
+            "status": "ok" if ok else "degraded",
+            "version": self.config.version,
+            "environment": self.config.environment,
+            "checks": checks,
+        }
         return (200 if ok else 503), body
 
     def prompts(self) -> tuple[int, dict[str, Any]]:
@@ -163,8 +172,7 @@ class Backend:
         except Exception as exc:
             # The cache is an optimisation: the answer is still right without it.
             log.warning("caching the prompt count failed: %s", _short(exc))
-        return 200, {"version": self.config.version,
-                     "prompts": [{"id": r[0], "title": r[1]} for r in rows]}
+        return 200, {"version": self.config.version, "prompts": [{"id": r[0], "title": r[1]} for r in rows]}
 
     def version(self) -> tuple[int, dict[str, Any]]:
         return 200, {"version": self.config.version, "environment": self.config.environment}
@@ -190,15 +198,18 @@ class Backend:
         if not self.config.llm_url:
             return 503, {"error": "no LLM provider configured (ULTRA_LLM_URL)"}
         try:
-            answer = llm.complete(self.config.llm_url, self.config.llm_api_key, self.config.llm_model,
-                                  text, max_tokens)
+            answer = llm.complete(self.config.llm_url, self.config.llm_api_key, self.config.llm_model, text, max_tokens)
         except llm.LLMError as exc:
             log.warning("prompt failed: %s", exc)
             return 502, {"error": str(exc)}
         self.metrics.llm_request(answer.seconds)
         self.metrics.count("prompts")
-        return 200, {"response": answer.text, "model": answer.model, "usage": answer.usage,
-                     "latency_ms": round(answer.seconds * 1000, 2)}
+        return 200, {
+            "response": answer.text,
+            "model": answer.model,
+            "usage": answer.usage,
+            "latency_ms": round(answer.seconds * 1000, 2),
+        }
 
     def upload(self, data: bytes, filename: str | None) -> tuple[int, dict[str, Any]]:
         folder = self.config.upload_dir
@@ -273,8 +284,9 @@ class Handler(BaseHTTPRequestHandler):
         status, answer = self._route(method, path, parse_qs(url.query), body, user)
         self._send(path, status, answer, headers)
 
-    def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
-               user: str | None) -> tuple[int, dict[str, Any]]:
+    def _route(
+        self, method: str, path: str, query: dict[str, list[str]], body: bytes, user: str | None
+    ) -> tuple[int, dict[str, Any]]:
         b = self.backend
         if method == "GET":
             if path == "/health":
@@ -299,8 +311,7 @@ class Handler(BaseHTTPRequestHandler):
             return b.login(data) if path == "/api/v1/auth/login" else b.prompt(data)
         return 404, {"error": f"not found: {method} {path}"}
 
-    def _send(self, path: str, status: int, body: dict[str, Any] | str,
-              headers: dict[str, str] | None = None) -> None:
+    def _send(self, path: str, status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None) -> None:
         self.backend.metrics.request(path, status)
         payload = (body if isinstance(body, str) else json.dumps(body)).encode()
         headers = {"Content-Type": "application/json", **(headers or {})}
@@ -335,8 +346,9 @@ def _setup_logging(config: ServiceConfig) -> None:
         config.log_dir.mkdir(parents=True, exist_ok=True)
         # Watched: when log archiving moves backend.log away, the next line starts a new file.
         handlers = [logging.handlers.WatchedFileHandler(config.log_dir / LOG_NAME, encoding="utf-8")]
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s backend: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, handlers=handlers, force=True, format="%(asctime)s %(levelname)s backend: %(message)s"
+    )
 
 
 def main() -> int:
@@ -350,8 +362,13 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("starting Ultra AI sample backend version=%s environment=%s port=%d pid=%d",
-             config.version, config.environment, config.port, os.getpid())
+    log.info(
+        "starting Ultra AI sample backend version=%s environment=%s port=%d pid=%d",
+        config.version,
+        config.environment,
+        config.port,
+        os.getpid(),
+    )
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

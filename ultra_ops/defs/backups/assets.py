@@ -45,24 +45,30 @@ from ultra_ops.engine.release.rollback import deployed_version
     owners=["team:ops"],
     kinds={"postgres"},
     description="Backups of an environment (database dump, state files, manifest with checksums and the row count "
-                "of every table), one partition per day and environment. Every backup is a materialization, "
-                "whoever took it: kind scheduled (this asset, nightly), deploy (before a deploy changes anything), "
-                "safety (before a rollback or restore replaces the current state) or manual (ultra-ops backups "
-                "create). Materializing takes a backup now: only today's partition.",
+    "of every table), one partition per day and environment. Every backup is a materialization, "
+    "whoever took it: kind scheduled (this asset, nightly), deploy (before a deploy changes anything), "
+    "safety (before a rollback or restore replaces the current state) or manual (ultra-ops backups "
+    "create). Materializing takes a backup now: only today's partition.",
 )
 def backups(context: AssetExecutionContext, settings: OpsSettings, locks: EnvironmentLocks) -> MaterializeResult:
     keys = context.partition_key.keys_by_dimension
     loaded = load(settings)
     run_tags = context.run.tags
     kind = "scheduled" if run_tags.get(tags.SCHEDULE) or run_tags.get(tags.SENSOR) else "manual"
-    with step(context.op_execution_context, keys["environment"], str(loaded.path), locks=locks, operation="backup",
-              record_backups=False) as s:
+    with step(
+        context.op_execution_context,
+        keys["environment"],
+        str(loaded.path),
+        locks=locks,
+        operation="backup",
+        record_backups=False,
+    ) as s:
         today = local_today(loaded).isoformat()
         if keys["day"] != today:
-            raise InputError(f"a backup is taken now: materialize today's partition ({today}|{s.env.name}), "
-                             f"not {keys['day']}")
-        info = create_backup(s.env, version=deployed_version(s.env), label=kind, kind=kind, log=s.log,
-                             redact=s.redact)
+            raise InputError(
+                f"a backup is taken now: materialize today's partition ({today}|{s.env.name}), not {keys['day']}"
+            )
+        info = create_backup(s.env, version=deployed_version(s.env), label=kind, kind=kind, log=s.log, redact=s.redact)
         s.log.info(f"{kind} backup {info.id} of {s.env.name} written ({info.size_bytes / 1e6:.1f} MB)")
     return MaterializeResult(metadata=backup_metadata(info))
 
@@ -82,9 +88,9 @@ with warnings.catch_warnings():
         owners=["team:ops"],
         kinds={"postgres"},
         description="The restore test of the newest backup of a day: restored into a scratch database of its own "
-                    "(dropped after, also on failure), every table's row count compared with the count recorded at "
-                    "backup time. A range of days runs in one run; days whose backups retention removed are skipped; "
-                    "a day that fails is not materialized and fails the run, naming the tables.",
+        "(dropped after, also on failure), every table's row count compared with the count recorded at "
+        "backup time. A range of days runs in one run; days whose backups retention removed are skipped; "
+        "a day that fails is not materialized and fails the run, naming the tables.",
     )
     def backup_restore_test(context: AssetExecutionContext, settings: OpsSettings):  # noqa: ANN201 - a generator
         loaded = load(settings)
@@ -106,13 +112,19 @@ with warnings.catch_warnings():
             if not report.passed:
                 failures.append(f"{key}: {report.summary()}")
                 continue
-            context.log_event(AssetMaterialization(asset_key="backup_restore_test", partition=key,
-                                                   metadata=restore_test_metadata(report)))
+            context.log_event(
+                AssetMaterialization(
+                    asset_key="backup_restore_test", partition=key, metadata=restore_test_metadata(report)
+                )
+            )
         if failures or not tested:
-            raise Failure(description="; ".join(failures) if failures else
-                          "no backup is kept for any day of " + ", ".join(skipped),
-                          metadata={"failed": len(failures), "skipped": MetadataValue.json(skipped)},
-                          allow_retries=False)
+            raise Failure(
+                description="; ".join(failures)
+                if failures
+                else "no backup is kept for any day of " + ", ".join(skipped),
+                metadata={"failed": len(failures), "skipped": MetadataValue.json(skipped)},
+                allow_retries=False,
+            )
         if False:  # a generator that yields no output: the materializations are the events above
             yield Output(None)
 

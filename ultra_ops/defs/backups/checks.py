@@ -55,9 +55,12 @@ def _targets(context: AssetCheckExecutionContext) -> list[Target]:
     return [Target(environment, backup_id=context.run.tags.get(tags.BACKUP_ID))] if environment else []
 
 
-def _evaluate(context: AssetCheckExecutionContext, settings: OpsSettings,
-              outcome_of: Callable[[Step, Target, str], Outcome],
-              severity_of: Callable[[dict[str, Any]], AssetCheckSeverity] | None = None) -> AssetCheckResult:
+def _evaluate(
+    context: AssetCheckExecutionContext,
+    settings: OpsSettings,
+    outcome_of: Callable[[Step, Target, str], Outcome],
+    severity_of: Callable[[dict[str, Any]], AssetCheckSeverity] | None = None,
+) -> AssetCheckResult:
     """Run `outcome_of(step, target, timezone)` for each target environment; one result for them all."""
     loaded = load(settings)
     targets = _targets(context) or [Target(name) for name in loaded.environments]
@@ -72,8 +75,14 @@ def _evaluate(context: AssetCheckExecutionContext, settings: OpsSettings,
     if len(outcomes) == 1:
         metadata = {"environment": next(iter(outcomes)), **next(iter(outcomes.values()))[2]}
     else:
-        metadata = {"environments": MetadataValue.json({env: {"passed": ok, "detail": text, **{
-            k: getattr(v, "value", v) for k, v in meta.items()}} for env, (ok, text, meta) in outcomes.items()})}
+        metadata = {
+            "environments": MetadataValue.json(
+                {
+                    env: {"passed": ok, "detail": text, **{k: getattr(v, "value", v) for k, v in meta.items()}}
+                    for env, (ok, text, meta) in outcomes.items()
+                }
+            )
+        }
     description = "; ".join(text for ok, text, _ in outcomes.values() if not ok or len(outcomes) == 1)
     severity = severity_of(metadata) if severity_of and not passed else AssetCheckSeverity.ERROR
     return AssetCheckResult(passed=passed, description=description[:2000], metadata=metadata, severity=severity)
@@ -98,26 +107,39 @@ def _newest_backup(check: Callable[[Step, BackupInfo], Outcome]) -> Callable[[St
     return outcome
 
 
-@asset_check(asset=BACKUPS, name="backup_checksums",
-             description="Every file of the backup is there, with the size and sha256 its manifest records.")
+@asset_check(
+    asset=BACKUPS,
+    name="backup_checksums",
+    description="Every file of the backup is there, with the size and sha256 its manifest records.",
+)
 def backup_checksums(context: AssetCheckExecutionContext, settings: OpsSettings) -> AssetCheckResult:
     def checked(s: Step, info: BackupInfo) -> Outcome:
         verify_backup(s.env, info.id)
-        return True, f"{s.env.name}: backup {info.id}: {len(info.files)} files match the manifest", {
-            "backup_id": info.id, "files": len(info.files), "size_bytes": info.size_bytes}
+        return (
+            True,
+            f"{s.env.name}: backup {info.id}: {len(info.files)} files match the manifest",
+            {"backup_id": info.id, "files": len(info.files), "size_bytes": info.size_bytes},
+        )
 
     return _evaluate(context, settings, _newest_backup(checked))
 
 
-@asset_check(asset=BACKUPS, name="backup_dump_readable",
-             description="pg_restore --list reads the dump, and its table of contents has the data of every table "
-                         "counted at backup time.")
+@asset_check(
+    asset=BACKUPS,
+    name="backup_dump_readable",
+    description="pg_restore --list reads the dump, and its table of contents has the data of every table "
+    "counted at backup time.",
+)
 def backup_dump_readable(context: AssetCheckExecutionContext, settings: OpsSettings) -> AssetCheckResult:
     def checked(s: Step, info: BackupInfo) -> Outcome:
         listing = dump_listing(s.env, info, redact=s.redact)
         missing = tables_without_data(listing, info.tables or {})
-        meta = {"backup_id": info.id, "toc_entries": len(listing), "tables_recorded": len(info.tables or {}),
-                "tables_without_data": MetadataValue.json(missing)}
+        meta = {
+            "backup_id": info.id,
+            "toc_entries": len(listing),
+            "tables_recorded": len(info.tables or {}),
+            "tables_without_data": MetadataValue.json(missing),
+        }
         if missing:
             return False, f"{s.env.name}: backup {info.id}: the dump has no data for " + ", ".join(missing), meta
         return True, f"{s.env.name}: backup {info.id}: pg_restore reads {len(listing)} entries", meta
@@ -132,33 +154,48 @@ def restore_test_metadata(report: RestoreTestReport) -> dict[str, Any]:
         "tables": len(report.restored),
         "rows": sum(report.restored.values()),
         "missing_tables": MetadataValue.json(report.missing),
-        "mismatched": MetadataValue.json({t: {"at_backup": e, "restored": r}
-                                          for t, (e, r) in report.mismatched.items()}),
+        "mismatched": MetadataValue.json(
+            {t: {"at_backup": e, "restored": r} for t, (e, r) in report.mismatched.items()}
+        ),
         "row_counts": MetadataValue.json(report.restored),
         "duration_s": report.duration_s,
         "restore_s": report.restore_s,
     }
 
 
-@asset_check(asset=BACKUPS, name="backup_restore_test",
-             description="The backup restores into a scratch database of its own (dropped after, also on failure), "
-                         "and every table has the row count recorded at backup time. Backfill a range of days with "
-                         "the backup_restore_test asset.")
+@asset_check(
+    asset=BACKUPS,
+    name="backup_restore_test",
+    description="The backup restores into a scratch database of its own (dropped after, also on failure), "
+    "and every table has the row count recorded at backup time. Backfill a range of days with "
+    "the backup_restore_test asset.",
+)
 def backup_restore_test_check(context: AssetCheckExecutionContext, settings: OpsSettings) -> AssetCheckResult:
     def checked(s: Step, info: BackupInfo) -> Outcome:
         report = restore_test(s.env, info, log=s.log, redact=s.redact)
-        return report.passed, f"{s.env.name}: {report.summary()}", {
-            **restore_test_metadata(report), "counts_recorded": report.expected is not None}
+        return (
+            report.passed,
+            f"{s.env.name}: {report.summary()}",
+            {**restore_test_metadata(report), "counts_recorded": report.expected is not None},
+        )
 
     # A backup from before row counts were recorded restores, but cannot be compared: a warning.
-    return _evaluate(context, settings, _newest_backup(checked),
-                     severity_of=lambda meta: AssetCheckSeverity.WARN if meta.get("counts_recorded") is False
-                     else AssetCheckSeverity.ERROR)
+    return _evaluate(
+        context,
+        settings,
+        _newest_backup(checked),
+        severity_of=lambda meta: (
+            AssetCheckSeverity.WARN if meta.get("counts_recorded") is False else AssetCheckSeverity.ERROR
+        ),
+    )
 
 
-@asset_check(asset=BACKUPS, name="backup_freshness",
-             description="The environment's newest good backup (its checksums verify) is younger than its "
-                         "[environments.X.backup] max_age_hours (26 h by default).")
+@asset_check(
+    asset=BACKUPS,
+    name="backup_freshness",
+    description="The environment's newest good backup (its checksums verify) is younger than its "
+    "[environments.X.backup] max_age_hours (26 h by default).",
+)
 def backup_freshness(context: AssetCheckExecutionContext, settings: OpsSettings) -> AssetCheckResult:
     def checked(s: Step, _target: Target, _timezone: str) -> Outcome:
         environment = s.env.name
@@ -170,8 +207,14 @@ def backup_freshness(context: AssetCheckExecutionContext, settings: OpsSettings)
         age = round(backup_age_hours(good), 2)
         meta.update({"newest_good_backup_id": good.id, "age_hours": age})
         fresh = age <= limit
-        return fresh, (f"{environment}: newest good backup {good.id} is {age:.1f} h old "
-                       f"({'within' if fresh else 'past'} the {limit:g} h limit)"), meta
+        return (
+            fresh,
+            (
+                f"{environment}: newest good backup {good.id} is {age:.1f} h old "
+                f"({'within' if fresh else 'past'} the {limit:g} h limit)"
+            ),
+            meta,
+        )
 
     return _evaluate(context, settings, checked)
 

@@ -17,26 +17,33 @@ def backup_job() -> None:
 
 
 nightly_backup_job = define_asset_job(
-    "nightly_backup_job", selection=AssetSelection.assets(backups),  # with its checks
+    "nightly_backup_job",
+    selection=AssetSelection.assets(backups),  # with its checks
     config=environment_day_config(environment_days_to_date),
     executor_def=in_process_executor,  # the backup step's lock is held by the run's process
     tags={tags.DOMAIN: "backups", tags.OPERATION: "backup"},
     description="Materialize today's backups partition of an environment (a scheduled backup), then check it: "
-                "checksums, pg_restore --list, the restore test, freshness.")
+    "checksums, pg_restore --list, the restore test, freshness.",
+)
 
 backup_checks_job = define_asset_job(
-    "backup_checks_job", selection=AssetSelection.checks_for_assets(backups), executor_def=in_process_executor,
+    "backup_checks_job",
+    selection=AssetSelection.checks_for_assets(backups),
+    executor_def=in_process_executor,
     tags={tags.DOMAIN: "backups", tags.OPERATION: "check backups"},
     description="The backups asset's checks on the newest backup of the run's environment (tag "
-                "ultra_ops/environment), or of every environment: checksums, pg_restore --list, restore test, "
-                "freshness.")
+    "ultra_ops/environment), or of every environment: checksums, pg_restore --list, restore test, "
+    "freshness.",
+)
 
 backup_restore_test_job = define_asset_job(
     # No partitioned config (tags per partition): Dagster refuses one where a run covers several partitions.
-    "backup_restore_test_job", selection=[backup_restore_test],
+    "backup_restore_test_job",
+    selection=[backup_restore_test],
     executor_def=in_process_executor,
     tags={tags.DOMAIN: "backups", tags.OPERATION: "restore test"},
-    description="Restore-test the newest backup of a day and environment; backfill it over a range of days.")
+    description="Restore-test the newest backup of a day and environment; backfill it over a range of days.",
+)
 
 
 @environment_job("backups", "recover")
@@ -64,5 +71,13 @@ def verify_backups_job() -> None:
     ops.backups_verify()
 
 
-BACKUP_JOBS = [backup_job, recover_job, prune_job, pin_job, verify_backups_job, nightly_backup_job, backup_checks_job,
-               backup_restore_test_job]
+BACKUP_JOBS = [
+    backup_job,
+    recover_job,
+    prune_job,
+    pin_job,
+    verify_backups_job,
+    nightly_backup_job,
+    backup_checks_job,
+    backup_restore_test_job,
+]

@@ -19,8 +19,9 @@ def backup_create(context: OpExecutionContext, settings: OpsSettings, locks: Env
     with partition_step(context, settings, locks=locks, operation="backup") as s:
         info = create_backup(s.env, version=deployed_version(s.env), label="manual", log=s.log, redact=s.redact)
         s.log.info(f"backup {info.id} of {s.env.name} written ({info.size_bytes / 1e6:.1f} MB)")
-    context.add_output_metadata({"backup_id": info.id, "size_bytes": info.size_bytes,
-                                 "backup": MetadataValue.json(info.to_dict())})
+    context.add_output_metadata(
+        {"backup_id": info.id, "size_bytes": info.size_bytes, "backup": MetadataValue.json(info.to_dict())}
+    )
 
 
 @op
@@ -35,28 +36,38 @@ def recover_environment(context: OpExecutionContext, settings: OpsSettings, lock
 
 
 @op
-def backups_prune(context: OpExecutionContext, config: PruneConfig, settings: OpsSettings,
-                  locks: EnvironmentLocks) -> None:
+def backups_prune(
+    context: OpExecutionContext, config: PruneConfig, settings: OpsSettings, locks: EnvironmentLocks
+) -> None:
     """Apply the retention policy under the lock (or only show what it would remove, with dry_run)."""
     with partition_step(context, settings, locks=locks, operation="prune backups") as s:
         running = last_release(s.env, status=ReleaseStatus.DEPLOYED, operation="deploy")
-        decisions = prune_backups(s.env, protected={running.backup_id} if running and running.backup_id else set(),
-                                  dry_run=config.dry_run, log=s.log)
+        decisions = prune_backups(
+            s.env,
+            protected={running.backup_id} if running and running.backup_id else set(),
+            dry_run=config.dry_run,
+            log=s.log,
+        )
     removed = [d for d in decisions if not d.keep]
-    context.add_output_metadata({"dry_run": config.dry_run, "kept": len(decisions) - len(removed),
-                                 "removed": len(removed),
-                                 "decisions": MetadataValue.json([d.__dict__ for d in decisions])})
+    context.add_output_metadata(
+        {
+            "dry_run": config.dry_run,
+            "kept": len(decisions) - len(removed),
+            "removed": len(removed),
+            "decisions": MetadataValue.json([d.__dict__ for d in decisions]),
+        }
+    )
 
 
 @op
-def backups_pin(context: OpExecutionContext, config: PinConfig, settings: OpsSettings,
-                locks: EnvironmentLocks) -> None:
+def backups_pin(context: OpExecutionContext, config: PinConfig, settings: OpsSettings, locks: EnvironmentLocks) -> None:
     """Pin a backup so retention keeps it forever, or unpin it."""
     with partition_step(context, settings, locks=locks, operation="pin backup") as s:
         pins = pin(s.env, config.backup_id, keep_forever=config.pinned)
         s.log.info(f"backup {config.backup_id} {'pinned' if config.pinned else 'unpinned'}")
-    context.add_output_metadata({"backup_id": config.backup_id, "pinned": config.pinned,
-                                 "pins": MetadataValue.json(sorted(pins))})
+    context.add_output_metadata(
+        {"backup_id": config.backup_id, "pinned": config.pinned, "pins": MetadataValue.json(sorted(pins))}
+    )
 
 
 @op
@@ -72,8 +83,9 @@ def backups_verify(context: OpExecutionContext, config: VerifyBackupsConfig, set
             except IntegrityError as exc:
                 results[backup_id] = str(exc)
         bad = {k: v for k, v in results.items() if v != "ok"}
-        context.add_output_metadata({"checked": len(results), "damaged": len(bad),
-                                     "results": MetadataValue.json(results)})
+        context.add_output_metadata(
+            {"checked": len(results), "damaged": len(bad), "results": MetadataValue.json(results)}
+        )
         if bad:
             raise IntegrityError("; ".join(bad.values()))
         s.log.info(f"{len(results)} backups of {s.env.name} verified")

@@ -51,8 +51,12 @@ def backup_metadata(info: BackupInfo) -> dict[str, Any]:
 
 
 def backup_materialization(info: BackupInfo, timezone: str) -> AssetMaterialization:
-    return AssetMaterialization(asset_key=BACKUPS, partition=backup_partition(info, timezone),
-                                description=f"{info.kind} backup {info.id}", metadata=backup_metadata(info))
+    return AssetMaterialization(
+        asset_key=BACKUPS,
+        partition=backup_partition(info, timezone),
+        description=f"{info.kind} backup {info.id}",
+        metadata=backup_metadata(info),
+    )
 
 
 @contextmanager

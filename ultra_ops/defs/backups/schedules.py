@@ -10,8 +10,15 @@ from ultra_ops.engine.calendar.settings import CalendarSettings
 def backup_schedules() -> list[ScheduleDefinition]:
     settings = loaded_settings()
     at = (settings.calendar if settings else CalendarSettings()).nightly_backup
-    return [per_environment_schedule(
-        settings, "nightly_backup_schedule", nightly_backup_job, f"{at.minute} {at.hour} * * *",
-        f"Back up every environment nightly at {at:%H:%M} (today's partition of the backups asset, then its "
-        "checks and restore test); a backup waits for a deploy's lock.", "backup",
-        partition=lambda env, when: MultiPartitionKey({"day": f"{when:%Y-%m-%d}", "environment": env}))]
+    return [
+        per_environment_schedule(
+            settings,
+            "nightly_backup_schedule",
+            nightly_backup_job,
+            f"{at.minute} {at.hour} * * *",
+            f"Back up every environment nightly at {at:%H:%M} (today's partition of the backups asset, then its "
+            "checks and restore test); a backup waits for a deploy's lock.",
+            "backup",
+            partition=lambda env, when: MultiPartitionKey({"day": f"{when:%Y-%m-%d}", "environment": env}),
+        )
+    ]

@@ -29,11 +29,15 @@ from ultra_ops.engine.settings import load_settings
 def backup_sensors() -> list[SensorDefinition]:
     settings = loaded_settings()
 
-    @sensor(name="backup_freshness_sensor", minimum_interval_seconds=900, job=backup_checks_job,
-            default_status=sensor_status(settings, "backup_freshness_sensor"),
-            description="Alert when an environment's newest complete backup is older than its "
-                        "backup.max_age_hours (26 h by default), and run the backups asset's freshness check "
-                        "for it, so the asset shows it red; once a day per environment.")
+    @sensor(
+        name="backup_freshness_sensor",
+        minimum_interval_seconds=900,
+        job=backup_checks_job,
+        default_status=sensor_status(settings, "backup_freshness_sensor"),
+        description="Alert when an environment's newest complete backup is older than its "
+        "backup.max_age_hours (26 h by default), and run the backups asset's freshness check "
+        "for it, so the asset shows it red; once a day per environment.",
+    )
     def backup_freshness_sensor(context: SensorEvaluationContext) -> SkipReason | SensorResult:
         try:
             current = load_settings()
@@ -52,14 +56,21 @@ def backup_sensors() -> list[SensorDefinition]:
             stale.append(f"{env.name}: {what}")
             if alerted.get(env.name) == now.date().isoformat():
                 continue  # told once today already
-            body = message("backup_stale", env.name, f"{what} (limit {env.backup.max_age_hours:g} h)",
-                           {"newest": backups[0].id if backups else ""})
+            body = message(
+                "backup_stale",
+                env.name,
+                f"{what} (limit {env.backup.max_age_hours:g} h)",
+                {"newest": backups[0].id if backups else ""},
+            )
             send(current.notifications, body, redact=Redactor.for_environment(env), log=context.log)
             alerted[env.name] = now.date().isoformat()
-            checks.append(RunRequest(
-                run_key=f"backup_freshness:{env.name}:{now.date().isoformat()}",
-                asset_check_keys=[AssetCheckKey(BACKUPS, "backup_freshness")],
-                tags={**tags.environment_tags(env.name), tags.OPERATION: "check backups"}))
+            checks.append(
+                RunRequest(
+                    run_key=f"backup_freshness:{env.name}:{now.date().isoformat()}",
+                    asset_check_keys=[AssetCheckKey(BACKUPS, "backup_freshness")],
+                    tags={**tags.environment_tags(env.name), tags.OPERATION: "check backups"},
+                )
+            )
         if checks:
             return SensorResult(run_requests=checks, cursor=json.dumps(alerted))
         context.update_cursor(json.dumps(alerted))

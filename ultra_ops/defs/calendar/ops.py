@@ -14,8 +14,15 @@ def approve_release(context: OpExecutionContext, config: ApproveConfig, settings
     loaded = load(settings)
     with failures_as_dagster():
         approval = approve(loaded, environment_of(context), config.tag, config.by, valid_from=parse_at(config.at))
-    context.log.info(f"{approval.version} approved for {approval.environment} by {approval.approved_by} "
-                     f"from {approval.approved_at.isoformat(timespec='minutes')} "
-                     f"until {approval.expires_at.isoformat(timespec='minutes')}")
-    context.add_output_metadata({"version": approval.version, "approved_by": approval.approved_by,
-                                 "expires_at": approval.expires_at.isoformat()})
+    context.log.info(
+        f"{approval.version} approved for {approval.environment} by {approval.approved_by} "
+        f"from {approval.approved_at.isoformat(timespec='minutes')} "
+        f"until {approval.expires_at.isoformat(timespec='minutes')}"
+    )
+    context.add_output_metadata(
+        {
+            "version": approval.version,
+            "approved_by": approval.approved_by,
+            "expires_at": approval.expires_at.isoformat(),
+        }
+    )

@@ -34,11 +34,15 @@ def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDe
     name = f"{environment}_release_schedule"
     every = "every week" if rule.every_weeks == 1 else f"every {rule.every_weeks} weeks from {rule.anchor}"
 
-    @schedule(name=name, job=deploy_job, cron_schedule=rule.cron(),
-              execution_timezone=settings.timezone if settings else "UTC",
-              default_status=schedule_status(settings, name),
-              description=f"Deploy the newest release verified one environment below to {environment}, "
-                          f"{every} at {rule.at:%H:%M}; skips in freezes and on holidays.")
+    @schedule(
+        name=name,
+        job=deploy_job,
+        cron_schedule=rule.cron(),
+        execution_timezone=settings.timezone if settings else "UTC",
+        default_status=schedule_status(settings, name),
+        description=f"Deploy the newest release verified one environment below to {environment}, "
+        f"{every} at {rule.at:%H:%M}; skips in freezes and on holidays.",
+    )
     def release(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
         try:
             current = load_settings()

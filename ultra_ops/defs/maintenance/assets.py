@@ -33,40 +33,54 @@ from ultra_ops.engine.runtimes import get_runtime
     owners=["team:ops"],
     kinds={"postgres"},
     description="VACUUM ANALYZE of the environment's database (never VACUUM FULL): dead tuples, dead ratio, "
-                "last autovacuum and analyze per table before and after, database size and duration. Runs "
-                "under the environment's lock, so never during a deploy's migration or a restore.",
+    "last autovacuum and analyze per table before and after, database size and duration. Runs "
+    "under the environment's lock, so never during a deploy's migration or a restore.",
 )
-def database_maintenance(context: AssetExecutionContext, settings: OpsSettings,
-                         locks: EnvironmentLocks) -> MaterializeResult:
+def database_maintenance(
+    context: AssetExecutionContext, settings: OpsSettings, locks: EnvironmentLocks
+) -> MaterializeResult:
     with partition_step(context.op_execution_context, settings, locks=locks, operation="vacuum") as s:
         report = vacuum_analyze(s.env, log=s.log, redact=s.redact)
     worst = max((t.dead_ratio for t in report.before), default=0.0)
     table = "\n".join(
-        [" | ".join(["table", "dead before", "dead after", "dead ratio before", "last autovacuum", "last analyze"]),
-         " | ".join(["---"] * 6)]
-        + [f"{b.table} | {b.dead} | {a.dead} | {b.dead_ratio:.2%} | {b.last_autovacuum or '-'} | "
-           f"{a.last_analyze or '-'}" for b, a in zip(report.before, report.after, strict=False)])
-    return MaterializeResult(metadata={
-        "environment": report.environment,
-        "tables": len(report.before),
-        "dead_tuples_before": report.dead_before,
-        "dead_tuples_after": report.dead_after,
-        "worst_dead_ratio_before": worst,
-        "database_size_bytes": report.size_after,
-        "size_change_bytes": report.size_after - report.size_before,
-        "duration_s": report.duration_s,
-        "per_table": MetadataValue.md(table),
-        "report": MetadataValue.json(report.to_dict()),
-    })
+        [
+            " | ".join(["table", "dead before", "dead after", "dead ratio before", "last autovacuum", "last analyze"]),
+            " | ".join(["---"] * 6),
+        ]
+        + [
+            f"{b.table} | {b.dead} | {a.dead} | {b.dead_ratio:.2%} | {b.last_autovacuum or '-'} | "
+            f"{a.last_analyze or '-'}"
+            for b, a in zip(report.before, report.after, strict=False)
+        ]
+    )
+    return MaterializeResult(
+        metadata={
+            "environment": report.environment,
+            "tables": len(report.before),
+            "dead_tuples_before": report.dead_before,
+            "dead_tuples_after": report.dead_after,
+            "worst_dead_ratio_before": worst,
+            "database_size_bytes": report.size_after,
+            "size_change_bytes": report.size_after - report.size_before,
+            "duration_s": report.duration_s,
+            "per_table": MetadataValue.md(table),
+            "report": MetadataValue.json(report.to_dict()),
+        }
+    )
 
 
 _CACHE_CHECKS = [
-    AssetCheckSpec("cache_memory_headroom", asset="cache_state",
-                   description="Used memory stays under 90% of maxmemory (where a limit is set)."),
-    AssetCheckSpec("cache_no_evictions", asset="cache_state",
-                   description="Redis evicted no keys: it has not run out of memory."),
-    AssetCheckSpec("cache_hit_ratio", asset="cache_state",
-                   description="At least half of the lookups hit, once there were 100."),
+    AssetCheckSpec(
+        "cache_memory_headroom",
+        asset="cache_state",
+        description="Used memory stays under 90% of maxmemory (where a limit is set).",
+    ),
+    AssetCheckSpec(
+        "cache_no_evictions", asset="cache_state", description="Redis evicted no keys: it has not run out of memory."
+    ),
+    AssetCheckSpec(
+        "cache_hit_ratio", asset="cache_state", description="At least half of the lookups hit, once there were 100."
+    ),
 ]
 
 
@@ -78,7 +92,7 @@ _CACHE_CHECKS = [
     kinds={"redis"},
     check_specs=_CACHE_CHECKS,
     description="The environment's Redis from INFO, hourly: used memory (and its human form), peak, maxmemory, "
-                "fragmentation, evicted and expired keys, hit ratio, keys per database.",
+    "fragmentation, evicted and expired keys, hit ratio, keys per database.",
 )
 def cache_state(context: AssetExecutionContext, settings: OpsSettings) -> MaterializeResult:
     with partition_step(context.op_execution_context, settings) as s:
@@ -86,21 +100,40 @@ def cache_state(context: AssetExecutionContext, settings: OpsSettings) -> Materi
     used_of_max, hit_ratio = stats.memory_used_of_max, stats.hit_ratio
     lookups = stats.hits + stats.misses
     checks = [
-        AssetCheckResult(check_name="cache_memory_headroom", passed=used_of_max is None or used_of_max < 0.9,
-                         severity=AssetCheckSeverity.WARN, metadata={"used_of_max": used_of_max or 0.0}),
-        AssetCheckResult(check_name="cache_no_evictions", passed=stats.evicted_keys == 0,
-                         severity=AssetCheckSeverity.WARN, metadata={"evicted_keys": stats.evicted_keys}),
-        AssetCheckResult(check_name="cache_hit_ratio", passed=lookups < 100 or (hit_ratio or 0) >= 0.5,
-                         severity=AssetCheckSeverity.WARN, metadata={"hit_ratio": hit_ratio or 0.0,
-                                                                     "lookups": lookups}),
+        AssetCheckResult(
+            check_name="cache_memory_headroom",
+            passed=used_of_max is None or used_of_max < 0.9,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"used_of_max": used_of_max or 0.0},
+        ),
+        AssetCheckResult(
+            check_name="cache_no_evictions",
+            passed=stats.evicted_keys == 0,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"evicted_keys": stats.evicted_keys},
+        ),
+        AssetCheckResult(
+            check_name="cache_hit_ratio",
+            passed=lookups < 100 or (hit_ratio or 0) >= 0.5,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"hit_ratio": hit_ratio or 0.0, "lookups": lookups},
+        ),
     ]
     return MaterializeResult(
-        metadata={"used_memory_bytes": stats.used_memory, "used_memory_human": stats.used_memory_human,
-                  "used_memory_peak_bytes": stats.used_memory_peak, "maxmemory_bytes": stats.maxmemory,
-                  "fragmentation_ratio": stats.fragmentation_ratio, "evicted_keys": stats.evicted_keys,
-                  "expired_keys": stats.expired_keys, "hit_ratio": hit_ratio if hit_ratio is not None else 0.0,
-                  "keys": sum(stats.keys_per_db.values()), "stats": MetadataValue.json(stats.to_dict())},
-        check_results=checks)
+        metadata={
+            "used_memory_bytes": stats.used_memory,
+            "used_memory_human": stats.used_memory_human,
+            "used_memory_peak_bytes": stats.used_memory_peak,
+            "maxmemory_bytes": stats.maxmemory,
+            "fragmentation_ratio": stats.fragmentation_ratio,
+            "evicted_keys": stats.evicted_keys,
+            "expired_keys": stats.expired_keys,
+            "hit_ratio": hit_ratio if hit_ratio is not None else 0.0,
+            "keys": sum(stats.keys_per_db.values()),
+            "stats": MetadataValue.json(stats.to_dict()),
+        },
+        check_results=checks,
+    )
 
 
 _DISK_WARN = 0.90
@@ -118,13 +151,18 @@ with warnings.catch_warnings():
         group_name="maintenance",
         owners=["team:ops"],
         kinds={"logs"},
-        check_specs=[AssetCheckSpec("log_disk_headroom", asset="log_archive",
-                                    description=f"The log folder's disk is less than {_DISK_WARN:.0%} full.")],
+        check_specs=[
+            AssetCheckSpec(
+                "log_disk_headroom",
+                asset="log_archive",
+                description=f"The log folder's disk is less than {_DISK_WARN:.0%} full.",
+            )
+        ],
         description="Day D's logs of an environment: rotated, archived into logs/archive/logs_YYYYMMDD.tar.gz "
-                    "(readable by tar -xzf), verified against the originals before they are removed; the log "
-                    "folder's disk usage (the document's df -h). Backfill a range of days from the UI or with "
-                    "`dagster asset materialize --partition-range 2026-11-20|staging...2026-11-26|staging` "
-                    "(one run for the range).",
+        "(readable by tar -xzf), verified against the originals before they are removed; the log "
+        "folder's disk usage (the document's df -h). Backfill a range of days from the UI or with "
+        "`dagster asset materialize --partition-range 2026-11-20|staging...2026-11-26|staging` "
+        "(one run for the range).",
     )
 
 
@@ -141,20 +179,41 @@ def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> Materi
             rotate_logs(s.env, log=s.log)
             reports.extend(archive_logs(s.env, day, log=s.log) for day in sorted(days))
     last = reports[-1]
-    metadata = {"archive": last.archive or "", "files": sum(len(r.files) for r in reports),
-                "bytes_in": sum(r.bytes_in for r in reports), "bytes_archived": sum(r.bytes_archived for r in reports),
-                "log_dir_bytes": last.log_dir_bytes, "disk_used_ratio": last.disk_used_ratio,
-                "disk_free_bytes": last.disk_free_bytes,
-                "archived_files": MetadataValue.json([f for r in reports for f in r.files])}
+    metadata = {
+        "archive": last.archive or "",
+        "files": sum(len(r.files) for r in reports),
+        "bytes_in": sum(r.bytes_in for r in reports),
+        "bytes_archived": sum(r.bytes_archived for r in reports),
+        "log_dir_bytes": last.log_dir_bytes,
+        "disk_used_ratio": last.disk_used_ratio,
+        "disk_free_bytes": last.disk_free_bytes,
+        "archived_files": MetadataValue.json([f for r in reports for f in r.files]),
+    }
     if len(reports) > 1:  # a range in one run: every partition gets these, so say what each day did
         metadata["archives"] = MetadataValue.json(
-            [{"environment": r.environment, "day": r.day, "archive": r.archive, "files": r.files,
-              "bytes_in": r.bytes_in, "bytes_archived": r.bytes_archived} for r in reports])
+            [
+                {
+                    "environment": r.environment,
+                    "day": r.day,
+                    "archive": r.archive,
+                    "files": r.files,
+                    "bytes_in": r.bytes_in,
+                    "bytes_archived": r.bytes_archived,
+                }
+                for r in reports
+            ]
+        )
     return MaterializeResult(
         metadata=metadata,
-        check_results=[AssetCheckResult(check_name="log_disk_headroom", passed=last.disk_used_ratio < _DISK_WARN,
-                                        severity=AssetCheckSeverity.WARN,
-                                        metadata={"disk_used_ratio": last.disk_used_ratio})])
+        check_results=[
+            AssetCheckResult(
+                check_name="log_disk_headroom",
+                passed=last.disk_used_ratio < _DISK_WARN,
+                severity=AssetCheckSeverity.WARN,
+                metadata={"disk_used_ratio": last.disk_used_ratio},
+            )
+        ],
+    )
 
 
 @asset(
@@ -163,14 +222,18 @@ def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> Materi
     group_name="maintenance",
     owners=["team:ops"],
     description="The runtime's view of each service of the environment (the document's `docker-compose ps` and "
-                "`docker stats`): state, and CPU time and memory where the runtime gives them.",
+    "`docker stats`): state, and CPU time and memory where the runtime gives them.",
 )
 def service_status(context: AssetExecutionContext, settings: OpsSettings) -> MaterializeResult:
     with partition_step(context.op_execution_context, settings) as s:
         services = get_runtime(s.env, log=s.log, redact=s.redact).status()
     rows = [asdict(service) for service in services]
-    return MaterializeResult(metadata={
-        "services": len(services), "running": sum(1 for svc in services if svc.running),
-        "memory_bytes": sum(svc.memory_bytes or 0 for svc in services),
-        "cpu_seconds": round(sum(svc.cpu_seconds or 0 for svc in services), 2),
-        "status": MetadataValue.json(rows)})
+    return MaterializeResult(
+        metadata={
+            "services": len(services),
+            "running": sum(1 for svc in services if svc.running),
+            "memory_bytes": sum(svc.memory_bytes or 0 for svc in services),
+            "cpu_seconds": round(sum(svc.cpu_seconds or 0 for svc in services), 2),
+            "status": MetadataValue.json(rows),
+        }
+    )

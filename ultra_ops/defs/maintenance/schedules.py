@@ -19,16 +19,32 @@ def maintenance_schedules() -> list[ScheduleDefinition]:
     vacuum = calendar.weekly_vacuum
     return [
         per_environment_schedule(
-            settings, "weekly_vacuum_schedule", vacuum_job, vacuum.cron(),
+            settings,
+            "weekly_vacuum_schedule",
+            vacuum_job,
+            vacuum.cron(),
             f"VACUUM ANALYZE every environment's database weekly at {vacuum.at:%H:%M} "
-            "(the database_maintenance asset; never VACUUM FULL).", "vacuum"),
+            "(the database_maintenance asset; never VACUUM FULL).",
+            "vacuum",
+        ),
         per_environment_schedule(
-            settings, "hourly_cache_check_schedule", cache_stats_job, f"{calendar.cache_check_minute} * * * *",
+            settings,
+            "hourly_cache_check_schedule",
+            cache_stats_job,
+            f"{calendar.cache_check_minute} * * * *",
             "Read every environment's Redis INFO into the cache_state asset, hourly, with its checks.",
-            "cache stats", period=lambda when: f"{when:%Y-%m-%dT%H}", wanted=lambda env: env.redis is not None),
+            "cache stats",
+            period=lambda when: f"{when:%Y-%m-%dT%H}",
+            wanted=lambda env: env.redis is not None,
+        ),
         per_environment_schedule(
-            settings, "daily_log_archive_schedule", log_archive_job, "30 0 * * *",
+            settings,
+            "daily_log_archive_schedule",
+            log_archive_job,
+            "30 0 * * *",
             "Rotate every environment's logs after midnight and archive the day before, verified.",
-            "archive logs", period=_yesterday,
-            partition=lambda env, when: MultiPartitionKey({"day": _yesterday(when), "environment": env})),
+            "archive logs",
+            period=_yesterday,
+            partition=lambda env, when: MultiPartitionKey({"day": _yesterday(when), "environment": env}),
+        ),
     ]

@@ -17,8 +17,8 @@ from ultra_ops.engine.release.metrics import delivery_metrics as compute_deliver
     group_name="release",
     owners=["team:ops"],
     description="Deployment frequency, lead time (release commit to deployed), change failure rate and "
-                "failed-deployment recovery time of an environment over the 30 days ending with the partition's "
-                "day, from ultra_ops's own release records.",
+    "failed-deployment recovery time of an environment over the 30 days ending with the partition's "
+    "day, from ultra_ops's own release records.",
 )
 def delivery_metrics(context: AssetExecutionContext, settings: OpsSettings) -> MaterializeResult:
     keys = context.partition_key.keys_by_dimension
@@ -26,8 +26,13 @@ def delivery_metrics(context: AssetExecutionContext, settings: OpsSettings) -> M
     with step(context.op_execution_context, keys["environment"], str(loaded.path)) as s:
         metrics = compute_delivery_metrics(s.env, date.fromisoformat(keys["day"]))
     numbers = {k: v for k, v in metrics.to_dict().items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    return MaterializeResult(metadata={**numbers, "table": MetadataValue.md(metrics.table()),
-                                       "metrics": MetadataValue.json(metrics.to_dict())})
+    return MaterializeResult(
+        metadata={
+            **numbers,
+            "table": MetadataValue.md(metrics.table()),
+            "metrics": MetadataValue.json(metrics.to_dict()),
+        }
+    )
 
 
 RELEASE_ASSETS = [delivery_metrics, health_state]

@@ -17,13 +17,17 @@ class DeployConfig(Config):
     tag: str | None = Field(
         default=None,
         description="Release tag: v + semantic version, e.g. v1.2.3. Required outside development; "
-        "empty on development deploys v0.0.0-dev.<timestamp>. Checked when the run starts.")
+        "empty on development deploys v0.0.0-dev.<timestamp>. Checked when the run starts.",
+    )
     skip_tests: bool = Field(default=False, description="Skip the test command (not recommended for production)")
     skip_build: bool = Field(default=False, description="Skip building images")
     compose_file: str | None = Field(default=None, description="A custom Docker Compose file")
     registry: str | None = Field(default=None, description="Push images to this registry")
-    emergency: bool = Field(default=False, description="An emergency fix: bypasses freezes, holidays and the "
-                            "promotion gate (never the tests, the checklist or the verification)")
+    emergency: bool = Field(
+        default=False,
+        description="An emergency fix: bypasses freezes, holidays and the "
+        "promotion gate (never the tests, the checklist or the verification)",
+    )
     reason: str | None = Field(default=None, description="Why the emergency fix cannot wait (required with emergency)")
 
 
@@ -32,8 +36,11 @@ class RollbackConfig(Config):
 
 
 class VerifyConfig(Config):
-    window: bool = Field(default=False, description="Verify over the environment's verification window "
-                         "([verify.window]: samples, interval, failure limit) instead of one pass")
+    window: bool = Field(
+        default=False,
+        description="Verify over the environment's verification window "
+        "([verify.window]: samples, interval, failure limit) instead of one pass",
+    )
 
 
 class Decision(enum.Enum):
@@ -47,11 +54,17 @@ class DecisionConfig(Config):
     by: str = Field(description="Who decides (recorded with the decision)")
     reason: str | None = Field(default=None, description="Why (recorded with the decision)")
     request_id: str | None = Field(default=None, description="The waiting verification; empty: the only one")
+
+
 class ReleaseBranchConfig(Config):
-    tag: str = Field(description="The release's version, v + semantic version X.Y.Z, e.g. v1.2.3: "
-                     "release/<tag> is made from main")
+    tag: str = Field(
+        description="The release's version, v + semantic version X.Y.Z, e.g. v1.2.3: release/<tag> is made from main"
+    )
 
 
 class ChecklistConfig(Config):
-    tag: str | None = Field(default=None, description="The version about to be deployed (checks that the "
-                            "changelog names it and its commit is on main); empty: the deployed one")
+    tag: str | None = Field(
+        default=None,
+        description="The version about to be deployed (checks that the "
+        "changelog names it and its commit is on main); empty: the deployed one",
+    )

@@ -2,7 +2,6 @@
 samples, the health monitor's runs) is a materialization of its environment's partition, with each
 check's status and latency as numbers the UI plots, and asset checks per kind of check."""
 
-
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -45,19 +44,31 @@ CHECK_OF_KIND = {
     "latency": ("latency_percentiles", "p50, p95 and max of each critical endpoint are within budget."),
     "resources": ("service_resources", "CPU, memory and open files of each service are within limits."),
     "disk": ("disk_headroom", "The data, log and backup folders' disks have their free space."),
-    "database_performance": ("database_performance",
-                             "Connection headroom; statements slower than the limit since the deploy (a warning)."),
+    "database_performance": (
+        "database_performance",
+        "Connection headroom; statements slower than the limit since the deploy (a warning).",
+    ),
     "llm_latency": ("llm_latency", "One small completion per provider answers within budget."),
 }
 HEALTHY = "healthy"
 WINDOW = "verification_window"
 HEALTH_CHECKS = [
-    AssetCheckSpec(HEALTHY, asset=HEALTH_STATE, blocking=True,
-                   description="Red when the environment's last health state is not healthy."),
-    AssetCheckSpec(WINDOW, asset=HEALTH_STATE, blocking=True,
-                   description="The last verification window passed (or a person approved it)."),
-    *(AssetCheckSpec(name, asset=HEALTH_STATE, blocking=True, description=text)
-      for name, text in CHECK_OF_KIND.values()),
+    AssetCheckSpec(
+        HEALTHY,
+        asset=HEALTH_STATE,
+        blocking=True,
+        description="Red when the environment's last health state is not healthy.",
+    ),
+    AssetCheckSpec(
+        WINDOW,
+        asset=HEALTH_STATE,
+        blocking=True,
+        description="The last verification window passed (or a person approved it).",
+    ),
+    *(
+        AssetCheckSpec(name, asset=HEALTH_STATE, blocking=True, description=text)
+        for name, text in CHECK_OF_KIND.values()
+    ),
 ]
 
 
@@ -86,8 +97,14 @@ def health_metadata(report: VerifyReport, step: Step, source: str) -> dict[str, 
 
 def check_results(report: VerifyReport) -> list[AssetCheckResult]:
     """One result per kind present in the report, and `healthy`."""
-    out = [AssetCheckResult(check_name=HEALTHY, passed=report.ok, severity=AssetCheckSeverity.ERROR,
-                            metadata={"failed": len(report.failures), "summary": report.summary()})]
+    out = [
+        AssetCheckResult(
+            check_name=HEALTHY,
+            passed=report.ok,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"failed": len(report.failures), "summary": report.summary()},
+        )
+    ]
     for kind, (name, _text) in CHECK_OF_KIND.items():
         results = [r for r in report.results if r.kind == kind]
         if not results:
@@ -99,22 +116,38 @@ def check_results(report: VerifyReport) -> list[AssetCheckResult]:
             metadata[r.name] = f"{r.status}: {r.detail}"[:200]
             for key, value in r.metrics.items():
                 metadata[f"{r.name} {key}"] = round(value, 3)
-        out.append(AssetCheckResult(
-            check_name=name, passed=not failed,
-            severity=AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN, metadata=metadata))
+        out.append(
+            AssetCheckResult(
+                check_name=name,
+                passed=not failed,
+                severity=AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN,
+                metadata=metadata,
+            )
+        )
     return out
 
 
 def _evaluations(results: Iterable[AssetCheckResult], partition: str) -> list[AssetCheckEvaluation]:
-    return [AssetCheckEvaluation(asset_key=HEALTH_STATE, check_name=r.check_name, passed=r.passed,
-                                 severity=r.severity, metadata=r.metadata, partition=partition)
-            for r in results]
+    return [
+        AssetCheckEvaluation(
+            asset_key=HEALTH_STATE,
+            check_name=r.check_name,
+            passed=r.passed,
+            severity=r.severity,
+            metadata=r.metadata,
+            partition=partition,
+        )
+        for r in results
+    ]
 
 
 def record_health(context: OpExecutionContext, step: Step, report: VerifyReport, source: str) -> None:
     """A verification run by an op (verify, deploy, rollback) as the partition's materialization."""
-    context.log_event(AssetMaterialization(asset_key=HEALTH_STATE, partition=step.env.name,
-                                           metadata=health_metadata(report, step, source)))
+    context.log_event(
+        AssetMaterialization(
+            asset_key=HEALTH_STATE, partition=step.env.name, metadata=health_metadata(report, step, source)
+        )
+    )
     for evaluation in _evaluations(check_results(report), step.env.name):
         context.log_event(evaluation)
     step.log.info(report.summary())
@@ -124,12 +157,21 @@ def record_window(context: OpExecutionContext, step: Step, window: WindowReport)
     """A verification window's outcome: the `verification_window` check and an observation with the
     whole window (what `ultra-ops verify --window` prints)."""
     decision = window.decision or {}
-    metadata = {"outcome": window.outcome, "samples": len(window.samples), "failed_samples": window.failed_samples,
-                "failure_limit": window.failure_limit, "decided_by": decision.get("decided_by") or "",
-                "window": MetadataValue.json(step.redact.value(window.to_dict()))}
+    metadata = {
+        "outcome": window.outcome,
+        "samples": len(window.samples),
+        "failed_samples": window.failed_samples,
+        "failure_limit": window.failure_limit,
+        "decided_by": decision.get("decided_by") or "",
+        "window": MetadataValue.json(step.redact.value(window.to_dict())),
+    }
     context.log_event(AssetObservation(asset_key=HEALTH_STATE, partition=step.env.name, metadata=metadata))
-    evaluation = AssetCheckResult(check_name=WINDOW, passed=window.ok, severity=AssetCheckSeverity.ERROR,
-                                  metadata={k: v for k, v in metadata.items() if k != "window"})
+    evaluation = AssetCheckResult(
+        check_name=WINDOW,
+        passed=window.ok,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={k: v for k, v in metadata.items() if k != "window"},
+    )
     for e in _evaluations([evaluation], step.env.name):
         context.log_event(e)
     (step.log.info if window.ok else step.log.warning)(step.redact(window.summary()))
@@ -139,28 +181,37 @@ def record_window(context: OpExecutionContext, step: Step, window: WindowReport)
 # kinds of check the environment configures and measures, and leaves the others' last result alone.
 @multi_asset(
     name="health_state",
-    specs=[AssetSpec(
-        HEALTH_STATE, group_name="health", owners=["team:ops"],
-        description="The environment's health: each verification's per-check status and latency (health URLs, "
-                    "database, Redis, LLM providers, API endpoints, smoke tests, and performance where a deploy or "
-                    "verify measures it). Recorded by every verify run and deploy verification, and by the health "
-                    "monitor sensor when /health?detail=true changes.")],
+    specs=[
+        AssetSpec(
+            HEALTH_STATE,
+            group_name="health",
+            owners=["team:ops"],
+            description="The environment's health: each verification's per-check status and latency (health URLs, "
+            "database, Redis, LLM providers, API endpoints, smoke tests, and performance where a deploy or "
+            "verify measures it). Recorded by every verify run and deploy verification, and by the health "
+            "monitor sensor when /health?detail=true changes.",
+        )
+    ],
     partitions_def=environment_partitions,
     check_specs=HEALTH_CHECKS,
     can_subset=True,
 )
 def health_state(context: AssetExecutionContext, settings: OpsSettings) -> Iterator[MaterializeResult]:
-    """A verification without the performance load: the health monitor starts this on every change.
-    """
+    """A verification without the performance load: the health monitor starts this on every change."""
     with partition_step(context.op_execution_context, settings) as s:
         report = verify_environment(s.env, redact=s.redact, log=s.log, performance=False)
         s.log.info(report.summary())
-        result = MaterializeResult(asset_key=HEALTH_STATE, metadata=health_metadata(report, s, "monitor"),
-                                   check_results=check_results(report))
+        result = MaterializeResult(
+            asset_key=HEALTH_STATE, metadata=health_metadata(report, s, "monitor"), check_results=check_results(report)
+        )
     yield result
 
 
 health_state_job = define_asset_job(
-    "health_state_job", selection=[health_state], config=environment_config(), executor_def=in_process_executor,
+    "health_state_job",
+    selection=[health_state],
+    config=environment_config(),
+    executor_def=in_process_executor,
     tags={tags.DOMAIN: "release", tags.OPERATION: "health"},
-    description="Record an environment's health state now (the health_state asset, with its checks).")
+    description="Record an environment's health state now (the health_state asset, with its checks).",
+)

@@ -70,17 +70,17 @@ def stop_job() -> None:
 
 # Not partitioned by environment, so it carries no `ultra_ops/environment` tag: the queue's one run
 # per environment must not hold the decision behind the very deploy that waits for it.
-@job(executor_def=in_process_executor, logger_defs=LOGGERS,
-     tags={tags.DOMAIN: "release", tags.OPERATION: "decide"})
+@job(executor_def=in_process_executor, logger_defs=LOGGERS, tags={tags.DOMAIN: "release", tags.OPERATION: "decide"})
 def verification_decision_job() -> None:
     """Approve or roll back a release whose verification window was inconclusive (who decides is recorded)."""
     ops.decide_verification()
 
 
-
-
-@job(executor_def=in_process_executor, logger_defs=LOGGERS,
-     tags={tags.DOMAIN: "release", tags.OPERATION: "release_branch"})
+@job(
+    executor_def=in_process_executor,
+    logger_defs=LOGGERS,
+    tags={tags.DOMAIN: "release", tags.OPERATION: "release_branch"},
+)
 def release_branch_job() -> None:
     """Make release/vX.Y.Z from main in the Ultra AI repository, with the version written into
     package.json and the tracked env files. The staging schedule deploys the newest such branch.
@@ -95,5 +95,13 @@ def checklist_job() -> None:
     ops.checklist_items()
 
 
-RELEASE_JOBS = [deploy_job, verify_job, rollback_job, stop_job, release_branch_job, checklist_job,
-                verification_decision_job, health_state_job]
+RELEASE_JOBS = [
+    deploy_job,
+    verify_job,
+    rollback_job,
+    stop_job,
+    release_branch_job,
+    checklist_job,
+    verification_decision_job,
+    health_state_job,
+]

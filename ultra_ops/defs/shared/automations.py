@@ -67,16 +67,28 @@ def per_environment_schedule(
     """A schedule that starts `job` once per configured environment each tick, in the config's time
     zone, with one run key per environment and period so a tick never runs twice."""
 
-    @schedule(name=name, job=job, cron_schedule=cron, execution_timezone=settings.timezone if settings else "UTC",
-              default_status=schedule_status(settings, name), description=description)
+    @schedule(
+        name=name,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone=settings.timezone if settings else "UTC",
+        default_status=schedule_status(settings, name),
+        description=description,
+    )
     def evaluate(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
         try:
             current = load_settings()
         except UltraOpsError as exc:
             return SkipReason(f"config error: {exc}")
         when = context.scheduled_execution_time
-        return [RunRequest(run_key=f"{name}:{env.name}:{period(when)}", partition_key=partition(env.name, when),
-                           tags=tags.launch_tags(env.name, operation))
-                for env in current.environments.values() if wanted(env)]
+        return [
+            RunRequest(
+                run_key=f"{name}:{env.name}:{period(when)}",
+                partition_key=partition(env.name, when),
+                tags=tags.launch_tags(env.name, operation),
+            )
+            for env in current.environments.values()
+            if wanted(env)
+        ]
 
     return evaluate

@@ -98,9 +98,15 @@ def _outcome(instance: DagsterInstance, run_id: str, success: bool) -> LaunchRes
             observations.append(_metadata_values(event.event_specific_data.materialization.metadata))
         elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
-            checks.append({"name": evaluation.check_name, "passed": evaluation.passed,
-                           "severity": evaluation.severity.value, "description": evaluation.description or "",
-                           "metadata": _metadata_values(evaluation.metadata)})
+            checks.append(
+                {
+                    "name": evaluation.check_name,
+                    "passed": evaluation.passed,
+                    "severity": evaluation.severity.value,
+                    "description": evaluation.description or "",
+                    "metadata": _metadata_values(evaluation.metadata),
+                }
+            )
         elif event.event_type == DagsterEventType.STEP_OUTPUT and event.step_key:
             outputs[event.step_key] = _metadata_values(event.step_output_data.metadata or {})
         elif event.event_type == DagsterEventType.RUN_FAILURE and not messages and event.message:
@@ -125,14 +131,16 @@ def fail_dead_runs(instance: DagsterInstance) -> list[str]:
         host, _, rest = value.partition(":")
         pid, _, start = rest.partition(":")
         if owner_alive({"host": host, "pid": pid, "start": start or None}) is False:
-            instance.report_run_failed(run, message=f"the process running this run (pid {pid} on {host}) "
-                                                    "ended without finishing it (killed?)")
+            instance.report_run_failed(
+                run, message=f"the process running this run (pid {pid} on {host}) ended without finishing it (killed?)"
+            )
             failed.append(run.run_id)
     return failed
 
 
-def launch(job_name: str, run_config: dict[str, Any], tags: dict[str, str],
-           instance: DagsterInstance | None = None) -> LaunchResult:
+def launch(
+    job_name: str, run_config: dict[str, Any], tags: dict[str, str], instance: DagsterInstance | None = None
+) -> LaunchResult:
     """Create the run as the code location's, execute it here, and return how it ended."""
     instance = instance or DagsterInstance.get()
     fail_dead_runs(instance)
@@ -144,16 +152,20 @@ def launch(job_name: str, run_config: dict[str, Any], tags: dict[str, str],
     # The origins a webserver loading workspace.yaml gives the job, built without loading the
     # location's snapshot (a test checks they equal the loaded location's).
     remote_origin = RemoteJobOrigin(RemoteRepositoryOrigin(origin, _REPOSITORY), job_name)
-    recon_job = ReconstructableRepository.for_module(MODULE, "defs", working_directory=workdir) \
-        .get_reconstructable_job(job_name)
+    recon_job = ReconstructableRepository.for_module(MODULE, "defs", working_directory=workdir).get_reconstructable_job(
+        job_name
+    )
     job_def = recon_job.get_definition()
     if PARTITION in tags and job_def.partitioned_config is not None:
         # What the UI adds for a partition: its tags, per dimension for a multi-partition.
         tags = {**job_def.partitioned_config.get_tags_for_partition_key(tags[PARTITION]), **tags}
     config = {**run_config, "loggers": {"progress": {}}}
     run = instance.create_run_for_job(
-        job_def=job_def, run_config=config, tags={**job_def.run_tags, **tags, PROCESS: _process_tag(this_process())},
-        remote_job_origin=remote_origin, job_code_origin=recon_job.get_python_origin(),
+        job_def=job_def,
+        run_config=config,
+        tags={**job_def.run_tags, **tags, PROCESS: _process_tag(this_process())},
+        remote_job_origin=remote_origin,
+        job_code_origin=recon_job.get_python_origin(),
     )
     result = execute_run(recon_job, run, instance)
     return _outcome(instance, run.run_id, result.success)

@@ -45,16 +45,19 @@ def day_partitions(timezone: str, end_offset: int = 0) -> DailyPartitionsDefinit
 def environment_day_partitions(timezone: str, end_offset: int = 0) -> MultiPartitionsDefinition:
     """(day, environment): keys look like `2026-11-26|staging`."""
     return MultiPartitionsDefinition(
-        {"day": day_partitions(timezone, end_offset), "environment": environment_partitions})
+        {"day": day_partitions(timezone, end_offset), "environment": environment_partitions}
+    )
 
 
 def environment_day_config(partitions: MultiPartitionsDefinition) -> PartitionedConfig:
     """Per (day, environment) partition: the environment's tags on every run."""
+
     def tags_for(key: str) -> Mapping[str, str]:
         return environment_tags(partitions.get_partition_key_from_str(key).keys_by_dimension["environment"])
 
-    return PartitionedConfig(partitions_def=partitions, run_config_for_partition_key_fn=lambda _key: {},
-                             tags_for_partition_key_fn=tags_for)
+    return PartitionedConfig(
+        partitions_def=partitions, run_config_for_partition_key_fn=lambda _key: {}, tags_for_partition_key_fn=tags_for
+    )
 
 
 def _timezone() -> str:

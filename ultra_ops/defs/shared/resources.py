@@ -34,7 +34,8 @@ class EnvironmentLocks(ConfigurableResource):
     lock_wait_s: float = Field(
         default=-1.0,
         description="Seconds to wait for another operation's lock before refusing; negative: the "
-        "environment's lock_wait_s from the config file (0 refuses at once)")
+        "environment's lock_wait_s from the config file (0 refuses at once)",
+    )
 
     _held: dict[str, EnvironmentLock] = PrivateAttr(default_factory=dict)
     _recovered: dict[str, list[str]] = PrivateAttr(default_factory=dict)

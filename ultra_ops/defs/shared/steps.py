@@ -31,15 +31,17 @@ def failures_as_dagster(redact: Redactor | None = None) -> Iterator[None]:
         yield
     except UltraOpsError as exc:
         text = redact(str(exc)) if redact else str(exc)
-        raise Failure(description=text, metadata={"error": type(exc).__name__},
-                      allow_retries=False) from None
+        raise Failure(description=text, metadata={"error": type(exc).__name__}, allow_retries=False) from None
 
 
 def environment_of(context: OpExecutionContext) -> str:
     """The environment a run touches: its partition, chosen in the launchpad or by the launcher."""
     if not context.has_partition_key:
-        raise Failure(description=f"{context.job_name} runs for one environment: choose its partition "
-                      f"({', '.join(ENVIRONMENT_NAMES)})", allow_retries=False)
+        raise Failure(
+            description=f"{context.job_name} runs for one environment: choose its partition "
+            f"({', '.join(ENVIRONMENT_NAMES)})",
+            allow_retries=False,
+        )
     return context.partition_key
 
 

@@ -31,9 +31,15 @@ def environment_tags(environment: str) -> dict[str, str]:
     return {ENVIRONMENT: environment}
 
 
-def launch_tags(environment: str, operation: str, *, version: str | None = None,
-                backup_id: str | None = None, launched_by: str | None = None,
-                flags: Mapping[str, bool] | None = None) -> dict[str, str]:
+def launch_tags(
+    environment: str,
+    operation: str,
+    *,
+    version: str | None = None,
+    backup_id: str | None = None,
+    launched_by: str | None = None,
+    flags: Mapping[str, bool] | None = None,
+) -> dict[str, str]:
     """The tags a launcher (CLI, schedule, sensor) puts on a run before it is submitted."""
     tags = {PARTITION: environment, **environment_tags(environment), OPERATION: operation}
     if version:

@@ -38,8 +38,9 @@ def count_rows(conn: Any) -> dict[str, int]:
     """{"schema.table": rows} of every table the connection's database holds."""
     counts = {}
     for schema, table in conn.execute(_TABLES).fetchall():
-        query = psycopg.sql.SQL("SELECT count(*) FROM {}.{}").format(psycopg.sql.Identifier(schema),
-                                                                    psycopg.sql.Identifier(table))
+        query = psycopg.sql.SQL("SELECT count(*) FROM {}.{}").format(
+            psycopg.sql.Identifier(schema), psycopg.sql.Identifier(table)
+        )
         counts[table_name(schema, table)] = int(conn.execute(query).fetchone()[0])
     return counts
 
@@ -60,8 +61,9 @@ class SnapshotCounts:
     def __enter__(self) -> SnapshotCounts:
         db = self.env.database
         try:
-            self._conn = psycopg.connect(**db.conninfo(statement_timeout_s=self.env.backup.timeout_s),
-                                         application_name="ultra_ops-backup-counts")
+            self._conn = psycopg.connect(
+                **db.conninfo(statement_timeout_s=self.env.backup.timeout_s), application_name="ultra_ops-backup-counts"
+            )
             self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             self.snapshot = str(self._conn.execute("SELECT pg_export_snapshot()").fetchone()[0])
         except psycopg.Error as exc:
@@ -82,8 +84,9 @@ class SnapshotCounts:
         assert self._thread is not None
         self._thread.join()
         if self._error is not None:
-            raise BackupError(self.redact(f"counting the rows of {self.env.database.name} failed: "
-                                          f"{self._error}")) from None
+            raise BackupError(
+                self.redact(f"counting the rows of {self.env.database.name} failed: {self._error}")
+            ) from None
         return dict(self._counts or {})
 
     def _close(self) -> None:

@@ -152,9 +152,15 @@ def create_backup(
             if follower:
                 follower.start()
             try:
-                run_pg_tool([*args, f"--snapshot={snapshot.snapshot}"], env, app="backup", redact=redact,
-                            heartbeat=lambda elapsed: log.info(
-                                f"backup {backup_id}: {tree_size(tmp) / 1e6:.0f} MB written after {elapsed:.0f}s"))
+                run_pg_tool(
+                    [*args, f"--snapshot={snapshot.snapshot}"],
+                    env,
+                    app="backup",
+                    redact=redact,
+                    heartbeat=lambda elapsed: log.info(
+                        f"backup {backup_id}: {tree_size(tmp) / 1e6:.0f} MB written after {elapsed:.0f}s"
+                    ),
+                )
                 tables = snapshot.counts()
             except BaseException:
                 if follower:
@@ -202,7 +208,9 @@ def create_backup(
             raise BackupError(redact(f"backup {backup_id} failed: {exc}")) from None
         raise
     info = load_backup(env, final)
-    log.info(f"backup {backup_id}: {info.size_bytes / 1e6:.1f} MB, {len(tables)} tables in "
-             f"{time.perf_counter() - started:.1f}s (dump {dumped - started:.1f}s)")
+    log.info(
+        f"backup {backup_id}: {info.size_bytes / 1e6:.1f} MB, {len(tables)} tables in "
+        f"{time.perf_counter() - started:.1f}s (dump {dumped - started:.1f}s)"
+    )
     announce(info)
     return info

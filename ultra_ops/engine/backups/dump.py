@@ -29,20 +29,40 @@ def pg_env(env: Environment, app: str, extra: dict[str, str] | None = None) -> d
     secret travels only here, never in argv, and a connect timeout, so a server that accepts and
     never answers fails the tool within it. No statement_timeout: both tools set their own to 0 (a
     restore's index builds may rightly take long); the run as a whole has `backup.timeout_s`."""
-    return {**env.database.libpq_env(), "PGAPPNAME": f"ultra_ops-{app}",
-            "PGCONNECT_TIMEOUT": str(env.database.libpq_connect_timeout()), **(extra or {})}
+    return {
+        **env.database.libpq_env(),
+        "PGAPPNAME": f"ultra_ops-{app}",
+        "PGCONNECT_TIMEOUT": str(env.database.libpq_connect_timeout()),
+        **(extra or {}),
+    }
 
 
-def run_pg_tool(args: Sequence[str], env: Environment, *, app: str, redact: Redactor,
-                extra_env: dict[str, str] | None = None, error: type[Exception] = BackupError,
-                heartbeat: Callable[[float], None] | None = None, every_s: float = 15.0,
-                timeout: float | None = None) -> str:
+def run_pg_tool(
+    args: Sequence[str],
+    env: Environment,
+    *,
+    app: str,
+    redact: Redactor,
+    extra_env: dict[str, str] | None = None,
+    error: type[Exception] = BackupError,
+    heartbeat: Callable[[float], None] | None = None,
+    every_s: float = 15.0,
+    timeout: float | None = None,
+) -> str:
     """Run pg_dump/pg_restore with stdout/stderr captured (both are small: data goes to files).
     `heartbeat(elapsed_s)` is called every `every_s` while it runs, so long dumps show progress.
     The tool dies with us, even when we are killed: it must not write on into a folder that the
     next backup is about to clean up."""
-    proc = shell.run(args, env=pg_env(env, app, extra_env), timeout=timeout or env.backup.timeout_s,
-                     redact=redact, error=error, die_with_parent=True, heartbeat=heartbeat, every_s=every_s)
+    proc = shell.run(
+        args,
+        env=pg_env(env, app, extra_env),
+        timeout=timeout or env.backup.timeout_s,
+        redact=redact,
+        error=error,
+        die_with_parent=True,
+        heartbeat=heartbeat,
+        every_s=every_s,
+    )
     return proc.stdout
 
 
@@ -74,9 +94,12 @@ def refuse_older_tool(tool: str, version_text: str, server: int, where: str, red
     found = re.search(r"\d+(?:\.\d+)?", version_text.split(")", 1)[-1])  # "pg_dump (PostgreSQL) 15.20 (Debian ...)"
     server_major, server_minor = server // 10000, server % 10000
     if found and int(found.group(0).split(".")[0]) < server_major:
-        raise BackupError(redact(
-            f"{tool} {found.group(0)} is older than {where} ({server_major}.{server_minor}): {tool} must be of "
-            f"major version {server_major} or newer (install postgresql-client-{server_major})"))
+        raise BackupError(
+            redact(
+                f"{tool} {found.group(0)} is older than {where} ({server_major}.{server_minor}): {tool} must be of "
+                f"major version {server_major} or newer (install postgresql-client-{server_major})"
+            )
+        )
 
 
 class DumpFollower(threading.Thread):
@@ -158,8 +181,7 @@ def dump_listing(env: Environment, info: Any, *, redact: Redactor) -> list[str]:
     """The table of contents of a backup's dump, as `pg_restore --list` reads it (comments left
     out). BackupError when pg_restore cannot read the dump."""
     fmt, source = dump_source(info)
-    listing = run_pg_tool(["pg_restore", fmt, "--list", source], env, app="restore-list", redact=redact,
-                          timeout=600)
+    listing = run_pg_tool(["pg_restore", fmt, "--list", source], env, app="restore-list", redact=redact, timeout=600)
     return [line for line in listing.splitlines() if line.strip() and not line.startswith(";")]
 
 

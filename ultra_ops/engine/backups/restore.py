@@ -119,8 +119,12 @@ def _create_scratch(conn: psycopg.Connection, scratch: str, current: dict[str, A
     query = psycopg.sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(psycopg.sql.Identifier(scratch))
     if current:
         query = psycopg.sql.SQL("{} OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
-            query, psycopg.sql.Identifier(current["owner"]), psycopg.sql.Literal(current["encoding"]),
-            psycopg.sql.Literal(current["collate"]), psycopg.sql.Literal(current["ctype"]))
+            query,
+            psycopg.sql.Identifier(current["owner"]),
+            psycopg.sql.Literal(current["encoding"]),
+            psycopg.sql.Literal(current["collate"]),
+            psycopg.sql.Literal(current["ctype"]),
+        )
     conn.execute(query)
 
 
@@ -134,18 +138,20 @@ def _restore_files_of(env: Environment, backup_id: str, log: Log) -> list[str]:
 
 
 def _recover(env: Environment, journal: swap.SwapJournal, log: Log, redact: Redactor) -> str:
-    return swap.recover_swap(env, journal, restore_files=lambda backup_id: _restore_files_of(env, backup_id, log),
-                             log=log, redact=redact)
+    return swap.recover_swap(
+        env, journal, restore_files=lambda backup_id: _restore_files_of(env, backup_id, log), log=log, redact=redact
+    )
 
 
-def _after_failure(env: Environment, journal: swap.SwapJournal, exc: BaseException, log: Log,
-                   redact: Redactor) -> str:
+def _after_failure(env: Environment, journal: swap.SwapJournal, exc: BaseException, log: Log, redact: Redactor) -> str:
     """Errors and interrupts take one path: recover at once, as the next operation would."""
     try:
         return _recover(env, journal, log, redact)
     except Exception as rexc:  # noqa: BLE001 - the journal stays: the next operation recovers
-        return (f"recovery failed too ({redact(str(rexc))}); the swap journal is kept: run "
-                f"`ultra-ops recover --environment {env.name}`")
+        return (
+            f"recovery failed too ({redact(str(rexc))}); the swap journal is kept: run "
+            f"`ultra-ops recover --environment {env.name}`"
+        )
 
 
 def _restore_into_scratch(env: Environment, info: BackupInfo, log: Log, redact: Redactor) -> swap.SwapJournal:
@@ -153,8 +159,10 @@ def _restore_into_scratch(env: Environment, info: BackupInfo, log: Log, redact: 
     name = env.database.name
     if swap.read_journal(env) is not None:
         # Only outside the environment's lock (taking it recovers first): never write over the record.
-        raise BackupError(f"restore {info.id}: {env.name} has an interrupted database swap; run "
-                          f"`ultra-ops recover --environment {env.name}` first")
+        raise BackupError(
+            f"restore {info.id}: {env.name} has an interrupted database swap; run "
+            f"`ultra-ops recover --environment {env.name}` first"
+        )
     try:
         with swap.admin(env) as conn:
             current = swap.current_settings(conn, name)
@@ -181,8 +189,14 @@ def _restore_into_scratch(env: Environment, info: BackupInfo, log: Log, redact: 
         log.info(f"restore {info.id}: pg_restore into scratch database {scratch}")
         options = f"{os.environ.get('PGOPTIONS', '')} {_RESTORE_PGOPTIONS}".strip()
         t0 = time.perf_counter()
-        run_pg_tool(args, env, app="restore", redact=redact, extra_env={"PGOPTIONS": options},
-                    heartbeat=lambda elapsed: log.info(f"restore {info.id}: pg_restore running for {elapsed:.0f}s"))
+        run_pg_tool(
+            args,
+            env,
+            app="restore",
+            redact=redact,
+            extra_env={"PGOPTIONS": options},
+            heartbeat=lambda elapsed: log.info(f"restore {info.id}: pg_restore running for {elapsed:.0f}s"),
+        )
         log.info(f"restore {info.id}: pg_restore took {time.perf_counter() - t0:.1f}s")
         return swap.enter(env, journal, "prepared")
     except BaseException:
@@ -214,24 +228,26 @@ def prepare_restore(
     else:
         info = verify_backup(env, backup_id)
     _plan_files(env, info, log)  # a tampered archive is refused before anything is written
-    log.info(f"restore {backup_id}: checksums verified ({len(info.files)} files, "
-             f"{time.perf_counter() - started:.1f}s)")
+    log.info(f"restore {backup_id}: checksums verified ({len(info.files)} files, {time.perf_counter() - started:.1f}s)")
     safety_id = None
     if safety_backup:
         version = read_env_file(env.env_file).get("ULTRA_VERSION") or None
         if version is not None and (len(version) > 64 or not version.isprintable()):
             version = None
-        safety = create_backup(env, version=version, label=f"{SAFETY_LABEL} {backup_id}", kind="safety",
-                               log=log, redact=redact)
+        safety = create_backup(
+            env, version=version, label=f"{SAFETY_LABEL} {backup_id}", kind="safety", log=log, redact=redact
+        )
         safety_id = safety.id
         log.info(f"restore {backup_id}: safety backup {safety_id} taken")
     journal = _restore_into_scratch(env, info, log, redact)
-    return PreparedRestore(backup_id=backup_id, database=journal.database, scratch=journal.scratch,
-                           safety_backup_id=safety_id)
+    return PreparedRestore(
+        backup_id=backup_id, database=journal.database, scratch=journal.scratch, safety_backup_id=safety_id
+    )
 
 
-def discard_restore(env: Environment, prepared: PreparedRestore, *, log: Log | None = None,
-                    redact: Redactor | None = None) -> None:
+def discard_restore(
+    env: Environment, prepared: PreparedRestore, *, log: Log | None = None, redact: Redactor | None = None
+) -> None:
     """Drop a prepared restore that will not be swapped in (its rollback failed before the swap)."""
     log = log or NullLog()
     journal = swap.read_journal(env)
@@ -239,8 +255,14 @@ def discard_restore(env: Environment, prepared: PreparedRestore, *, log: Log | N
         _recover(env, journal, log, redact or Redactor.for_environment(env))
 
 
-def complete_restore(env: Environment, prepared: PreparedRestore, *, log: Log | None = None,
-                     redact: Redactor | None = None, drop_old: bool = True) -> list[str]:
+def complete_restore(
+    env: Environment,
+    prepared: PreparedRestore,
+    *,
+    log: Log | None = None,
+    redact: Redactor | None = None,
+    drop_old: bool = True,
+) -> list[str]:
     """Swap the prepared scratch database in and write the backup's state files; returns the files
     written. The part of a restore that needs the services stopped. Any failure or interrupt is
     recovered at once (before the final rename: the old database back as it was; after it: forward),
@@ -254,8 +276,10 @@ def complete_restore(env: Environment, prepared: PreparedRestore, *, log: Log | 
     plan = _plan_files(env, info, log)
     journal = swap.read_journal(env)
     if journal is None or journal.scratch != prepared.scratch or journal.phase != "prepared":
-        raise BackupError(f"restore {bid}: the prepared scratch database {prepared.scratch} is gone "
-                          f"(recovered after an interrupted run?); nothing was swapped")
+        raise BackupError(
+            f"restore {bid}: the prepared scratch database {prepared.scratch} is gone "
+            f"(recovered after an interrupted run?); nothing was swapped"
+        )
     name, scratch, old = journal.database, journal.scratch, journal.old
     log.info(f"restore {bid}: swapping {scratch} in as {name}")
     t0 = time.perf_counter()
@@ -290,8 +314,9 @@ def complete_restore(env: Environment, prepared: PreparedRestore, *, log: Log | 
     return restored
 
 
-def finish_restore(env: Environment, prepared: PreparedRestore, *, log: Log | None = None,
-                   redact: Redactor | None = None) -> None:
+def finish_restore(
+    env: Environment, prepared: PreparedRestore, *, log: Log | None = None, redact: Redactor | None = None
+) -> None:
     """Drop the database a completed swap replaced and close its journal. A failure is only logged:
     the next operation on the environment drops it."""
     log = log or NullLog()
@@ -304,12 +329,12 @@ def finish_restore(env: Environment, prepared: PreparedRestore, *, log: Log | No
             t0 = time.perf_counter()
             with swap.admin(env, app=journal.app) as conn:
                 swap.drop(conn, journal.old)
-            log.info(f"restore {prepared.backup_id}: dropped the replaced database in "
-                     f"{time.perf_counter() - t0:.1f}s")
+            log.info(f"restore {prepared.backup_id}: dropped the replaced database in {time.perf_counter() - t0:.1f}s")
         swap.remove_journal(env)
     except psycopg.Error as exc:
-        log.warning(redact(f"restore {prepared.backup_id}: could not drop {journal.old}: {exc}; "
-                           f"the next operation drops it"))
+        log.warning(
+            redact(f"restore {prepared.backup_id}: could not drop {journal.old}: {exc}; the next operation drops it")
+        )
 
 
 def _clean_file_temps(env: Environment, log: Log) -> list[str]:
@@ -363,8 +388,7 @@ def restore_backup(
     touched); BackupError: a step failed (the message says what state things are in)."""
     log = log or NullLog()
     redact = redact or Redactor.for_environment(env)
-    prepared = prepare_restore(env, backup_id, log=log, redact=redact, safety_backup=safety_backup,
-                               verified=verified)
+    prepared = prepare_restore(env, backup_id, log=log, redact=redact, safety_backup=safety_backup, verified=verified)
     try:
         restored = complete_restore(env, prepared, log=log, redact=redact)
     except BackupError as exc:
@@ -372,4 +396,3 @@ def restore_backup(
         raise BackupError(f"{exc}{where}") from None
     log.info(f"restore {backup_id}: done ({len(restored)} state files)")
     return {"backup_id": backup_id, "safety_backup_id": prepared.safety_backup_id, "files_restored": restored}
-

@@ -55,35 +55,48 @@ class RestoreTestReport:
 
     def summary(self) -> str:
         if self.expected is None:
-            return (f"backup {self.backup_id} restored ({len(self.restored)} tables), but it records no row "
-                    "counts to compare with (taken before they were recorded)")
+            return (
+                f"backup {self.backup_id} restored ({len(self.restored)} tables), but it records no row "
+                "counts to compare with (taken before they were recorded)"
+            )
         if self.passed:
-            return (f"backup {self.backup_id} restored: {len(self.restored)} tables, "
-                    f"{sum(self.restored.values())} rows, every count as at backup time")
+            return (
+                f"backup {self.backup_id} restored: {len(self.restored)} tables, "
+                f"{sum(self.restored.values())} rows, every count as at backup time"
+            )
         parts = []
         if self.missing:
             parts.append("missing tables: " + ", ".join(self.missing))
         if self.mismatched:
-            parts.append("row counts differ: " + ", ".join(
-                f"{t} ({e} at backup time, {r} restored)" for t, (e, r) in sorted(self.mismatched.items())))
+            parts.append(
+                "row counts differ: "
+                + ", ".join(f"{t} ({e} at backup time, {r} restored)" for t, (e, r) in sorted(self.mismatched.items()))
+            )
         if self.unexpected:
             parts.append("tables not counted at backup time: " + ", ".join(self.unexpected))
         return f"backup {self.backup_id} failed its restore test: " + "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backup_id": self.backup_id, "environment": self.environment, "scratch": self.scratch,
-                "passed": self.passed, "expected": self.expected, "restored": self.restored,
-                "missing": self.missing, "unexpected": self.unexpected,
-                "mismatched": {t: list(v) for t, v in self.mismatched.items()},
-                "duration_s": self.duration_s, "restore_s": self.restore_s}
+        return {
+            "backup_id": self.backup_id,
+            "environment": self.environment,
+            "scratch": self.scratch,
+            "passed": self.passed,
+            "expected": self.expected,
+            "restored": self.restored,
+            "missing": self.missing,
+            "unexpected": self.unexpected,
+            "mismatched": {t: list(v) for t, v in self.mismatched.items()},
+            "duration_s": self.duration_s,
+            "restore_s": self.restore_s,
+        }
 
 
 def _owners(env: Environment) -> Path:
     return env.state_dir / "restore-tests"
 
 
-def drop_dead_restore_tests(env: Environment, *, log: Log | None = None,
-                            redact: Redactor | None = None) -> list[str]:
+def drop_dead_restore_tests(env: Environment, *, log: Log | None = None, redact: Redactor | None = None) -> list[str]:
     """Drop the scratch databases of restore tests whose process died; one line per database."""
     log = log or NullLog()
     redact = redact or Redactor.for_environment(env)
@@ -111,8 +124,14 @@ def drop_dead_restore_tests(env: Environment, *, log: Log | None = None,
     return done
 
 
-def restore_test(env: Environment, info: BackupInfo, *, log: Log | None = None,
-                 redact: Redactor | None = None, jobs: int | None = None) -> RestoreTestReport:
+def restore_test(
+    env: Environment,
+    info: BackupInfo,
+    *,
+    log: Log | None = None,
+    redact: Redactor | None = None,
+    jobs: int | None = None,
+) -> RestoreTestReport:
     """Restore `info` into a scratch database, compare row counts, drop the scratch database.
     BackupError when the dump does not restore; a report (passed or not) otherwise."""
     log = log or NullLog()
@@ -131,8 +150,9 @@ def restore_test(env: Environment, info: BackupInfo, *, log: Log | None = None,
         try:
             with swap.admin(env, app=_APP) as conn:
                 # template0: exactly the dump's objects, nothing template1 carries.
-                conn.execute(psycopg.sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
-                    psycopg.sql.Identifier(scratch)))
+                conn.execute(
+                    psycopg.sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(psycopg.sql.Identifier(scratch))
+                )
                 created = True
         except psycopg.Error as exc:
             raise BackupError(redact(f"restore test of {info.id}: cannot create {scratch}: {exc}")) from None
@@ -141,14 +161,21 @@ def restore_test(env: Environment, info: BackupInfo, *, log: Log | None = None,
         log.info(f"restore test of {info.id}: pg_restore into {scratch}")
         options = f"{os.environ.get('PGOPTIONS', '')} {_PGOPTIONS}".strip()
         t0 = time.perf_counter()
-        run_pg_tool(["pg_restore", fmt, "-j", str(jobs or default_jobs(env)), "--exit-on-error", "-d", target,
-                     source], env, app="restore-test", redact=redact, extra_env={"PGOPTIONS": options},
-                    heartbeat=lambda elapsed: log.info(f"restore test of {info.id}: pg_restore running for "
-                                                       f"{elapsed:.0f}s"))
+        run_pg_tool(
+            ["pg_restore", fmt, "-j", str(jobs or default_jobs(env)), "--exit-on-error", "-d", target, source],
+            env,
+            app="restore-test",
+            redact=redact,
+            extra_env={"PGOPTIONS": options},
+            heartbeat=lambda elapsed: log.info(f"restore test of {info.id}: pg_restore running for {elapsed:.0f}s"),
+        )
         restore_s = time.perf_counter() - t0
         try:
-            with psycopg.connect(**env.database.conninfo(scratch, statement_timeout_s=env.backup.timeout_s),
-                                 autocommit=True, application_name=_APP) as conn:
+            with psycopg.connect(
+                **env.database.conninfo(scratch, statement_timeout_s=env.backup.timeout_s),
+                autocommit=True,
+                application_name=_APP,
+            ) as conn:
                 restored = count_rows(conn)
         except psycopg.Error as exc:
             raise BackupError(redact(f"restore test of {info.id}: counting rows in {scratch} failed: {exc}")) from None
@@ -164,11 +191,22 @@ def restore_test(env: Environment, info: BackupInfo, *, log: Log | None = None,
             record.unlink(missing_ok=True)
     expected = info.tables
     report = RestoreTestReport(
-        backup_id=info.id, environment=env.name, scratch=scratch, expected=expected, restored=restored,
-        duration_s=round(time.perf_counter() - started, 3), restore_s=round(restore_s, 3),
+        backup_id=info.id,
+        environment=env.name,
+        scratch=scratch,
+        expected=expected,
+        restored=restored,
+        duration_s=round(time.perf_counter() - started, 3),
+        restore_s=round(restore_s, 3),
         missing=sorted(set(expected or {}) - set(restored)) if expected is not None else [],
         unexpected=sorted(set(restored) - set(expected)) if expected is not None else [],
-        mismatched={t: (expected[t], restored[t]) for t in sorted(set(expected or {}) & set(restored))
-                    if expected[t] != restored[t]} if expected is not None else {})
+        mismatched={
+            t: (expected[t], restored[t])
+            for t in sorted(set(expected or {}) & set(restored))
+            if expected[t] != restored[t]
+        }
+        if expected is not None
+        else {},
+    )
     log.info(report.summary())
     return report

@@ -59,8 +59,9 @@ def pin(env: Environment, backup_id: str, *, keep_forever: bool = True) -> set[s
     return pins
 
 
-def plan_retention(env: Environment, backups: list[BackupInfo], *, protected: set[str] | None = None,
-                   keep: int | None = None) -> list[Decision]:
+def plan_retention(
+    env: Environment, backups: list[BackupInfo], *, protected: set[str] | None = None, keep: int | None = None
+) -> list[Decision]:
     """What retention would do with `backups` (newest first), and why, for every backup."""
     pins, protected = pinned(env), protected or set()
     policy = env.backup.retention
@@ -76,9 +77,11 @@ def plan_retention(env: Environment, backups: list[BackupInfo], *, protected: se
         if b.id in protected:
             reasons.setdefault(b.id, "the running release was deployed over it")
     if policy is not None:
-        for tier, count, period in (("daily", policy.daily, lambda b: b.created_at[:10]),
-                                    ("weekly", policy.weekly, _iso_week), ("monthly", policy.monthly,
-                                                                           lambda b: b.created_at[:7])):
+        for tier, count, period in (
+            ("daily", policy.daily, lambda b: b.created_at[:10]),
+            ("weekly", policy.weekly, _iso_week),
+            ("monthly", policy.monthly, lambda b: b.created_at[:7]),
+        ):
             seen: list[str] = []
             for b in purposeful:
                 key = period(b)
@@ -97,10 +100,15 @@ def plan_retention(env: Environment, backups: list[BackupInfo], *, protected: se
             reasons[b.id] = "pinned"
         elif keep <= 0 or i < keep:
             reasons[b.id] = f"one of the newest {keep} safety backups" if keep > 0 else "keep = 0 keeps everything"
-    return [Decision(b.id, b.id in reasons,
-                     reasons.get(b.id) or ("an older safety backup" if b.label.startswith(SAFETY_LABEL)
-                                           else "outside the retention policy"))
-            for b in backups]
+    return [
+        Decision(
+            b.id,
+            b.id in reasons,
+            reasons.get(b.id)
+            or ("an older safety backup" if b.label.startswith(SAFETY_LABEL) else "outside the retention policy"),
+        )
+        for b in backups
+    ]
 
 
 def _iso_week(b: BackupInfo) -> str:
@@ -108,8 +116,14 @@ def _iso_week(b: BackupInfo) -> str:
     return f"{year}-W{week:02d}"
 
 
-def prune_backups(env: Environment, *, keep: int | None = None, protected: set[str] | None = None,
-                  dry_run: bool = False, log: Log | None = None) -> list[Decision]:
+def prune_backups(
+    env: Environment,
+    *,
+    keep: int | None = None,
+    protected: set[str] | None = None,
+    dry_run: bool = False,
+    log: Log | None = None,
+) -> list[Decision]:
     """Remove what the retention policy does not keep; returns every decision (dry_run: removes
     nothing). Call it under the environment's lock, so no running restore loses the backup it
     reads. A backup is renamed to a hidden name first: a crash mid-delete never leaves a half

@@ -92,10 +92,15 @@ def load_backup(env: Environment, folder: Path) -> BackupInfo:
         label = str(data.get("label", ""))
         tables = data.get("tables")
         info = BackupInfo(
-            id=str(data["id"]), environment=str(data["environment"]),
+            id=str(data["id"]),
+            environment=str(data["environment"]),
             version=None if data.get("version") is None else str(data["version"]),
-            created_at=str(data["created_at"]), path=folder, format=str(data["format"]),
-            size_bytes=sum(f["size"] for f in files.values()), files=files, label=label,
+            created_at=str(data["created_at"]),
+            path=folder,
+            format=str(data["format"]),
+            size_bytes=sum(f["size"] for f in files.values()),
+            files=files,
+            label=label,
             kind=str(data.get("kind") or kind_of_label(label)),
             tables=None if tables is None else {str(k): int(v) for k, v in tables.items()},
             duration_s=None if data.get("duration_s") is None else float(data["duration_s"]),
@@ -104,11 +109,17 @@ def load_backup(env: Environment, folder: Path) -> BackupInfo:
         raise BackupError(f"backup {folder.name} has no {MANIFEST}") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BackupError(f"backup {folder.name}: unreadable {MANIFEST} ({type(exc).__name__})") from None
-    if info.id != folder.name or info.environment != env.name or info.format not in BACKUP_FORMATS \
-            or info.kind not in KINDS:
-        raise BackupError(f"backup {folder.name}: {MANIFEST} describes another backup "
-                          f"(id {info.id!r}, environment {info.environment!r}, format {info.format!r}, "
-                          f"kind {info.kind!r})")
+    if (
+        info.id != folder.name
+        or info.environment != env.name
+        or info.format not in BACKUP_FORMATS
+        or info.kind not in KINDS
+    ):
+        raise BackupError(
+            f"backup {folder.name}: {MANIFEST} describes another backup "
+            f"(id {info.id!r}, environment {info.environment!r}, format {info.format!r}, "
+            f"kind {info.kind!r})"
+        )
     return info
 
 
@@ -181,8 +192,10 @@ def get_backup(env: Environment, backup_id: str) -> BackupInfo:
     validate_backup_id(backup_id)
     folder = env.backups_path / backup_id
     if not (folder / MANIFEST).is_file() or folder.is_symlink():
-        raise InputError(f"unknown backup id {backup_id!r} for environment {env.name} "
-                         f"(see the list of backups in {env.backups_path})")
+        raise InputError(
+            f"unknown backup id {backup_id!r} for environment {env.name} "
+            f"(see the list of backups in {env.backups_path})"
+        )
     return load_backup(env, folder)
 
 
@@ -199,8 +212,9 @@ def verify_backup(env: Environment, backup_id: str) -> BackupInfo:
             raise IntegrityError(f"backup {backup_id}: {rel} is not in the manifest")
         size = (info.path / rel).stat().st_size
         if size != info.files[rel]["size"]:
-            raise IntegrityError(f"backup {backup_id}: {rel} has {size} bytes, the manifest says "
-                                 f"{info.files[rel]['size']}")
+            raise IntegrityError(
+                f"backup {backup_id}: {rel} has {size} bytes, the manifest says {info.files[rel]['size']}"
+            )
     actual = hash_files(info.path, expected)
     for rel in sorted(expected):
         if actual[rel]["sha256"] != info.files[rel]["sha256"] or actual[rel]["size"] != info.files[rel]["size"]:
@@ -242,8 +256,11 @@ def clean_stale_temps(env: Environment, log: Log) -> list[str]:
     if not root.is_dir():
         return removed
     for entry in os.scandir(root):
-        if entry.name.startswith(TMP_PREFIX) and entry.name.endswith(OWNER_SUFFIX) \
-                and not Path(entry.path[: -len(OWNER_SUFFIX)]).exists():
+        if (
+            entry.name.startswith(TMP_PREFIX)
+            and entry.name.endswith(OWNER_SUFFIX)
+            and not Path(entry.path[: -len(OWNER_SUFFIX)]).exists()
+        ):
             Path(entry.path).unlink(missing_ok=True)  # its backup was renamed into place or removed
             continue
         if not entry.name.startswith(TMP_PREFIX) or not entry.is_dir(follow_symlinks=False):

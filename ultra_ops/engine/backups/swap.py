@@ -86,14 +86,22 @@ def scratch_name(base: str, kind: str, suffix: str) -> str:
 
 def new_journal(env: Environment, backup_id: str, had_current: bool) -> SwapJournal:
     suffix = _random.token_hex(4)
-    return SwapJournal(environment=env.name, database=env.database.name,
-                       scratch=scratch_name(env.database.name, "restore", suffix),
-                       old=scratch_name(env.database.name, "old", suffix), backup_id=backup_id,
-                       had_current=had_current, phase="restoring", pid=os.getpid(), host=socket.gethostname(),
-                       started_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    return SwapJournal(
+        environment=env.name,
+        database=env.database.name,
+        scratch=scratch_name(env.database.name, "restore", suffix),
+        old=scratch_name(env.database.name, "old", suffix),
+        backup_id=backup_id,
+        had_current=had_current,
+        phase="restoring",
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
 
 
 # The journal file --------------------------------------------------------------------------------
+
 
 def journal_path(env: Environment) -> Path:
     return env.state_dir / JOURNAL
@@ -107,8 +115,10 @@ def read_journal(env: Environment) -> SwapJournal | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BackupError(f"unreadable swap journal {path} ({type(exc).__name__}): see which of "
-                          f"{env.database.name}, {env.database.name}__old_* and __restore_* holds the data") from None
+        raise BackupError(
+            f"unreadable swap journal {path} ({type(exc).__name__}): see which of "
+            f"{env.database.name}, {env.database.name}__old_* and __restore_* holds the data"
+        ) from None
 
 
 def write_journal(env: Environment, journal: SwapJournal) -> None:
@@ -157,11 +167,13 @@ def crash_point(name: str) -> None:
 
 # Sessions and statements -------------------------------------------------------------------------
 
+
 def admin(env: Environment, app: str = APP) -> psycopg.Connection:
     """A maintenance-database session whose statements give up instead of waiting on locks."""
     options = f"-c lock_timeout={int(LOCK_TIMEOUT_S * 1000)} -c statement_timeout={int(STATEMENT_TIMEOUT_S * 1000)}"
-    return psycopg.connect(**env.database.conninfo(env.database.maintenance_db), autocommit=True,
-                           application_name=app, options=options)
+    return psycopg.connect(
+        **env.database.conninfo(env.database.maintenance_db), autocommit=True, application_name=app, options=options
+    )
 
 
 def exists(conn: psycopg.Connection, name: str) -> bool:
@@ -174,8 +186,11 @@ def allows_connections(conn: psycopg.Connection, name: str) -> bool:
 
 
 def set_connections(conn: psycopg.Connection, name: str, allow: bool) -> None:
-    conn.execute(psycopg.sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
-        psycopg.sql.Identifier(name), psycopg.sql.SQL("true" if allow else "false")))
+    conn.execute(
+        psycopg.sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+            psycopg.sql.Identifier(name), psycopg.sql.SQL("true" if allow else "false")
+        )
+    )
 
 
 def drop(conn: psycopg.Connection, name: str) -> None:
@@ -186,8 +201,9 @@ def drop(conn: psycopg.Connection, name: str) -> None:
 
 
 def terminate(conn: psycopg.Connection, name: str) -> None:
-    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                 "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)
+    )
 
 
 def rename(conn: psycopg.Connection, old: str, new: str, *, terminate_first: bool) -> None:
@@ -211,8 +227,11 @@ def _stop_orphans(conn: psycopg.Connection, app: str, wait_s: float = 10.0) -> N
     otherwise go through later), and wait until they are gone."""
     deadline = time.monotonic() + wait_s
     while True:
-        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE application_name = %s AND pid <> pg_backend_pid()", (app,)).fetchall()
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (app,),
+        ).fetchall()
         if not rows:
             return
         if time.monotonic() > deadline:
@@ -221,6 +240,7 @@ def _stop_orphans(conn: psycopg.Connection, app: str, wait_s: float = 10.0) -> N
 
 
 # Recovery ----------------------------------------------------------------------------------------
+
 
 def recover_swap(
     env: Environment,
@@ -243,9 +263,11 @@ def recover_swap(
                     drop(conn, old)
                 if not allows_connections(conn, name):
                     set_connections(conn, name, True)
-                text = (f"finished the swap of backup {journal.backup_id} (interrupted at {journal.phase}): "
-                        f"{name} holds the restored data, state files restored from the backup"
-                        + (f", dropped {old}" if journal.had_current else ""))
+                text = (
+                    f"finished the swap of backup {journal.backup_id} (interrupted at {journal.phase}): "
+                    f"{name} holds the restored data, state files restored from the backup"
+                    + (f", dropped {old}" if journal.had_current else "")
+                )
             else:
                 if not exists(conn, name) and exists(conn, old):
                     rename(conn, old, name, terminate_first=False)
@@ -253,11 +275,17 @@ def recover_swap(
                     set_connections(conn, name, True)
                 drop(conn, scratch)
                 kept = f"{name} kept as it was" if journal.had_current else f"{name} left absent, as it was"
-                text = (f"undid the swap of backup {journal.backup_id} (interrupted at {journal.phase}): "
-                        f"{kept}, dropped {scratch}")
+                text = (
+                    f"undid the swap of backup {journal.backup_id} (interrupted at {journal.phase}): "
+                    f"{kept}, dropped {scratch}"
+                )
     except psycopg.Error as exc:
-        raise BackupError(redact(f"could not recover the interrupted swap of backup {journal.backup_id} "
-                                 f"(phase {journal.phase}; data in {name}, {old} or {scratch}): {exc}")) from None
+        raise BackupError(
+            redact(
+                f"could not recover the interrupted swap of backup {journal.backup_id} "
+                f"(phase {journal.phase}; data in {name}, {old} or {scratch}): {exc}"
+            )
+        ) from None
     remove_journal(env)
     log.info(text)
     return text
@@ -274,8 +302,10 @@ def drop_leftovers(env: Environment, *, log: Log, redact: Redactor) -> list[str]
     with admin(env, app=f"{APP}-recover") as conn:
         rows = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
         kinds = {kind: scratch_name(name, kind, "x" * 8)[:-8] for kind in ("restore", "old")}
-        found = {kind: [d for d in rows if d.startswith(prefix) and _SUFFIX.match(d[len(prefix):])]
-                 for kind, prefix in kinds.items()}
+        found = {
+            kind: [d for d in rows if d.startswith(prefix) and _SUFFIX.match(d[len(prefix) :])]
+            for kind, prefix in kinds.items()
+        }
         if name not in rows and len(found["old"]) == 1:
             # No journal says so, but the only copy of the data is there: put it back, never drop it.
             rename(conn, found["old"][0], name, terminate_first=False)
@@ -290,8 +320,12 @@ def drop_leftovers(env: Environment, *, log: Log, redact: Redactor) -> list[str]
                 drop(conn, db)
                 done.append(f"dropped {db}, left by an interrupted restore")
         elif found["old"]:
-            log.warning(redact(f"{name} does not exist and several {kinds['old']}* databases do: "
-                               f"not touched, see which one holds the data"))
+            log.warning(
+                redact(
+                    f"{name} does not exist and several {kinds['old']}* databases do: "
+                    f"not touched, see which one holds the data"
+                )
+            )
         for db in found["restore"]:
             drop(conn, db)
             done.append(f"dropped {db}, left by an interrupted restore")
@@ -303,7 +337,9 @@ def drop_leftovers(env: Environment, *, log: Log, redact: Redactor) -> list[str]
 def current_settings(conn: psycopg.Connection, name: str) -> dict[str, Any] | None:
     row = conn.execute(
         "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype "
-        "FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        "FROM pg_database WHERE datname = %s",
+        (name,),
+    ).fetchone()
     if row is None:
         return None
     return {"owner": row[0], "encoding": row[1], "collate": row[2], "ctype": row[3]}

@@ -57,8 +57,9 @@ def release_author(settings: Settings, version: str) -> str | None:
     """Who took `version` to staging: the person the config may bar from approving it."""
     if "staging" not in settings.environments:
         return None
-    records = find_releases(settings.environments["staging"], version=version, status=ReleaseStatus.DEPLOYED,
-                            operation="deploy")
+    records = find_releases(
+        settings.environments["staging"], version=version, status=ReleaseStatus.DEPLOYED, operation="deploy"
+    )
     return records[-1].launched_by if records else None
 
 
@@ -69,8 +70,10 @@ def check_approval(settings: Settings, environment: str, version: str, approved_
     if not _NAME.fullmatch(approved_by or ""):
         raise InputError("--by must name the person approving (letters, digits, space, . _ @ + -; at most 80)")
     if not settings.calendar.approval.author_may_approve and release_author(settings, version) == approved_by:
-        raise InputError(f"{approved_by} took {version} to staging and may not approve it too (config: "
-                         "calendar.approval.author_may_approve)")
+        raise InputError(
+            f"{approved_by} took {version} to staging and may not approve it too (config: "
+            "calendar.approval.author_may_approve)"
+        )
     return env
 
 
@@ -108,13 +111,21 @@ def check_valid_from(settings: Settings, valid_from: datetime | None, now: datet
         raise InputError("--at needs a time zone (e.g. 2026-12-03T09:00+01:00)")
     latest = production_ticks(settings, now, 2)[-1]
     if not now - timedelta(minutes=5) <= valid_from <= latest:
-        raise InputError(f"--at must be from now to the second coming production tick ({latest.isoformat()}), "
-                         f"not {valid_from.isoformat()}")
+        raise InputError(
+            f"--at must be from now to the second coming production tick ({latest.isoformat()}), "
+            f"not {valid_from.isoformat()}"
+        )
     return valid_from
 
 
-def approve(settings: Settings, environment: str, version: str, approved_by: str,
-            now: datetime | None = None, valid_from: datetime | None = None) -> Approval:
+def approve(
+    settings: Settings,
+    environment: str,
+    version: str,
+    approved_by: str,
+    now: datetime | None = None,
+    valid_from: datetime | None = None,
+) -> Approval:
     """Record a person's approval of `version` for `environment`, counting from `valid_from` (default
     now) until it expires; InputError when it may not be given."""
     env = check_approval(settings, environment, version, approved_by)
@@ -123,8 +134,10 @@ def approve(settings: Settings, environment: str, version: str, approved_by: str
     start = check_valid_from(settings, valid_from, now)
     approval = Approval(env.name, version, approved_by, start, start + timedelta(hours=rules.expires_hours))
     with _connect(env) as conn, conn:
-        conn.execute("INSERT INTO approvals (version, approved_by, approved_at, expires_at) VALUES (?, ?, ?, ?)",
-                     (version, approved_by, approval.approved_at.isoformat(), approval.expires_at.isoformat()))
+        conn.execute(
+            "INSERT INTO approvals (version, approved_by, approved_at, expires_at) VALUES (?, ?, ?, ?)",
+            (version, approved_by, approval.approved_at.isoformat(), approval.expires_at.isoformat()),
+        )
     return approval
 
 
@@ -134,8 +147,9 @@ def valid_approval(settings: Settings, environment: str, version: str, now: date
     if env is None or not _path(env).exists():
         return None
     with _connect(env) as conn:
-        rows = conn.execute("SELECT approved_by, approved_at, expires_at FROM approvals WHERE version = ? "
-                            "ORDER BY id DESC", (version,)).fetchall()
+        rows = conn.execute(
+            "SELECT approved_by, approved_at, expires_at FROM approvals WHERE version = ? ORDER BY id DESC", (version,)
+        ).fetchall()
     for by, at, expires in rows:
         approval = Approval(environment, version, by, datetime.fromisoformat(at), datetime.fromisoformat(expires))
         if approval.approved_at <= now < approval.expires_at:

@@ -39,8 +39,9 @@ def check_emergency(emergency: bool, reason: str | None) -> str | None:
     return reason
 
 
-def check_deploy(settings: Settings, environment: str, version: str, today: date, *,
-                 emergency_reason: str | None = None) -> None:
+def check_deploy(
+    settings: Settings, environment: str, version: str, today: date, *, emergency_reason: str | None = None
+) -> None:
     """Refuse a deploy the calendar does not allow: production without a verified staging deploy
     of the same version, and any staging or production deploy inside a freeze or on a holiday."""
     if emergency_reason:
@@ -48,11 +49,20 @@ def check_deploy(settings: Settings, environment: str, version: str, today: date
     if environment in _GATED:
         blocked = settings.calendar.blocked(today)
         if blocked:
-            raise DeployRefused(f"{environment} deploys are refused {today}: {blocked} "
-                                "(an emergency fix can pass with --emergency --reason)")
+            raise DeployRefused(
+                f"{environment} deploys are refused {today}: {blocked} "
+                "(an emergency fix can pass with --emergency --reason)"
+            )
     if environment == "production" and "staging" in settings.environments:
-        verified = find_releases(settings.environments["staging"], version=version,
-                                 status=ReleaseStatus.DEPLOYED, operation="deploy", limit=1)
+        verified = find_releases(
+            settings.environments["staging"],
+            version=version,
+            status=ReleaseStatus.DEPLOYED,
+            operation="deploy",
+            limit=1,
+        )
         if not verified:
-            raise DeployRefused(f"{version} has no successful, verified deploy on staging: deploy it there "
-                                "first (or pass --emergency --reason for a fix that cannot wait)")
+            raise DeployRefused(
+                f"{version} has no successful, verified deploy on staging: deploy it there "
+                "first (or pass --emergency --reason for a fix that cannot wait)"
+            )

@@ -27,11 +27,22 @@ if TYPE_CHECKING:
     from ultra_ops.engine.settings.reader import _Reader
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-AUTOMATIONS = ("staging_release_schedule", "production_release_schedule", "nightly_backup_schedule",
-               "weekly_vacuum_schedule", "hourly_cache_check_schedule", "daily_log_archive_schedule",
-               "verify_after_deploy_sensor", "failed_verification_sensor", "release_notification_sensor",
-               "release_failure_sensor", "backup_freshness_sensor", "weekly_run_purge_schedule",
-               "nightly_platform_backup_schedule", "health_monitor_sensor")
+AUTOMATIONS = (
+    "staging_release_schedule",
+    "production_release_schedule",
+    "nightly_backup_schedule",
+    "weekly_vacuum_schedule",
+    "hourly_cache_check_schedule",
+    "daily_log_archive_schedule",
+    "verify_after_deploy_sensor",
+    "failed_verification_sensor",
+    "release_notification_sensor",
+    "release_failure_sensor",
+    "backup_freshness_sensor",
+    "weekly_run_purge_schedule",
+    "nightly_platform_backup_schedule",
+    "health_monitor_sensor",
+)
 _DEFAULT_ANCHOR = date(2026, 1, 8)  # a Thursday
 
 
@@ -157,8 +168,10 @@ def read_calendar(r: _Reader | None) -> CalendarSettings:
         nightly = _time(backup, "time", backup.get("time", str, nightly.strftime("%H:%M")))
         # Local times between 02:00 and 03:00 happen twice or never on daylight-saving days.
         if time(2, 0) <= nightly < time(3, 0):
-            raise backup.fail("time", f"{nightly:%H:%M} is inside 02:00-03:00, which daylight saving skips "
-                                      "or repeats; choose another time")
+            raise backup.fail(
+                "time",
+                f"{nightly:%H:%M} is inside 02:00-03:00, which daylight saving skips or repeats; choose another time",
+            )
         backup.finish()
     vacuum = _weekly(r.sub("weekly_vacuum"), defaults.weekly_vacuum)
     if time(2, 0) <= vacuum.at < time(3, 0):
@@ -209,5 +222,6 @@ def read_calendar(r: _Reader | None) -> CalendarSettings:
         approval = ApprovalSettings(a.get("required", bool, True), hours, a.get("author_may_approve", bool, False))
         a.finish()
     r.finish()
-    return CalendarSettings(staging, production, nightly, vacuum, minute, tuple(freezes), holidays, running,
-                            approval, interval)
+    return CalendarSettings(
+        staging, production, nightly, vacuum, minute, tuple(freezes), holidays, running, approval, interval
+    )

@@ -46,8 +46,13 @@ def _deployed(settings: Settings, environment: str, *, still_good: bool = False)
     for record in find_releases(settings.environments[environment]):  # newest first
         if still_good and record.operation == "rollback" and record.previous_version:
             rolled_away.add(record.previous_version)  # a later rollback took this version out again
-        elif (record.operation == "deploy" and record.status == ReleaseStatus.DEPLOYED and record.version
-              and record.version not in rolled_away and record.version not in seen):
+        elif (
+            record.operation == "deploy"
+            and record.status == ReleaseStatus.DEPLOYED
+            and record.version
+            and record.version not in rolled_away
+            and record.version not in seen
+        ):
             seen.append(record.version)
     return seen
 
@@ -85,24 +90,36 @@ def release_tick(settings: Settings, environment: str, at: datetime, *, check_lo
     if rule is None:
         return Tick(name, environment, at, "", f"{environment} has no release schedule")
     if not rule.runs_on(at.date()):
-        return Tick(name, environment, at, "", f"off week: {environment} releases every {rule.every_weeks} weeks "
-                                               f"from {rule.anchor}")
+        return Tick(
+            name,
+            environment,
+            at,
+            "",
+            f"off week: {environment} releases every {rule.every_weeks} weeks from {rule.anchor}",
+        )
     blocked = settings.calendar.blocked(at.date())
     if blocked:
         return Tick(name, environment, at, "", blocked)
     version, why = release_candidate(settings, environment)
     if version is None:
         return Tick(name, environment, at, "", why)
-    if environment == "production" and settings.calendar.approval.required \
-            and valid_approval(settings, environment, version, at) is None:
-        return Tick(name, environment, at, f"deploy {version}",
-                    f"awaiting approval of {version} (ultra-ops approve --environment production --tag {version} "
-                    "--by NAME)", version)
+    if (
+        environment == "production"
+        and settings.calendar.approval.required
+        and valid_approval(settings, environment, version, at) is None
+    ):
+        return Tick(
+            name,
+            environment,
+            at,
+            f"deploy {version}",
+            f"awaiting approval of {version} (ultra-ops approve --environment production --tag {version} --by NAME)",
+            version,
+        )
     if check_lock and environment in settings.environments:
         holder = lock_holder(settings.environments[environment])
         if holder is not None:
-            return Tick(name, environment, at, f"deploy {version}", f"lock held by {describe_holder(holder)}",
-                        version)
+            return Tick(name, environment, at, f"deploy {version}", f"lock held by {describe_holder(holder)}", version)
     return Tick(name, environment, at, f"deploy {version}", version=version)
 
 
@@ -138,11 +155,15 @@ def upcoming(settings: Settings, start: datetime, weeks: int, environment: str |
     for env in settings.environments:
         if environment not in (None, env):
             continue
-        ticks += [Tick("nightly_backup_schedule", env, m, "backup")
-                  for m in _moments(start, end, None, nightly.hour, nightly.minute)]
+        ticks += [
+            Tick("nightly_backup_schedule", env, m, "backup")
+            for m in _moments(start, end, None, nightly.hour, nightly.minute)
+        ]
     vacuum = settings.calendar.weekly_vacuum
     for env in settings.environments:
         if environment in (None, env):
-            ticks += [Tick("weekly_vacuum_schedule", env, m, "VACUUM ANALYZE")
-                      for m in _moments(start, end, vacuum.weekday, vacuum.at.hour, vacuum.at.minute)]
+            ticks += [
+                Tick("weekly_vacuum_schedule", env, m, "VACUUM ANALYZE")
+                for m in _moments(start, end, vacuum.weekday, vacuum.at.hour, vacuum.at.minute)
+            ]
     return sorted(ticks, key=lambda t: (t.at, t.schedule, t.environment))

@@ -56,8 +56,13 @@ def _client(env: Environment) -> redis.Redis:
         raise InputError(f"environment {env.name} has no [redis] in the config")
     settings = env.redis
     password = os.environ.get(settings.password_env) if settings.password_env else None
-    return redis.Redis.from_url(settings.url, username=settings.username, password=password,
-                                socket_timeout=_TIMEOUT_S, socket_connect_timeout=_TIMEOUT_S)
+    return redis.Redis.from_url(
+        settings.url,
+        username=settings.username,
+        password=password,
+        socket_timeout=_TIMEOUT_S,
+        socket_connect_timeout=_TIMEOUT_S,
+    )
 
 
 def cache_stats(env: Environment, *, redact: Redactor | None = None) -> CacheStats:
@@ -67,18 +72,32 @@ def cache_stats(env: Environment, *, redact: Redactor | None = None) -> CacheSta
             info = client.info()
     except redis.RedisError as exc:
         raise OperationError(redact(f"Redis of {env.name}: {type(exc).__name__}: {exc}")) from None
-    keys = {name: int(value["keys"]) for name, value in info.items()
-            if name.startswith("db") and isinstance(value, dict)}
+    keys = {
+        name: int(value["keys"]) for name, value in info.items() if name.startswith("db") and isinstance(value, dict)
+    }
     return CacheStats(
-        environment=env.name, used_memory=int(info["used_memory"]),
-        used_memory_human=str(info["used_memory_human"]), used_memory_peak=int(info["used_memory_peak"]),
-        maxmemory=int(info.get("maxmemory", 0)), fragmentation_ratio=float(info.get("mem_fragmentation_ratio", 0)),
-        evicted_keys=int(info.get("evicted_keys", 0)), expired_keys=int(info.get("expired_keys", 0)),
-        hits=int(info.get("keyspace_hits", 0)), misses=int(info.get("keyspace_misses", 0)), keys_per_db=keys)
+        environment=env.name,
+        used_memory=int(info["used_memory"]),
+        used_memory_human=str(info["used_memory_human"]),
+        used_memory_peak=int(info["used_memory_peak"]),
+        maxmemory=int(info.get("maxmemory", 0)),
+        fragmentation_ratio=float(info.get("mem_fragmentation_ratio", 0)),
+        evicted_keys=int(info.get("evicted_keys", 0)),
+        expired_keys=int(info.get("expired_keys", 0)),
+        hits=int(info.get("keyspace_hits", 0)),
+        misses=int(info.get("keyspace_misses", 0)),
+        keys_per_db=keys,
+    )
 
 
-def clear_cache(env: Environment, *, pattern: str | None = None, flush_all: bool = False,
-                log: Log | None = None, redact: Redactor | None = None) -> dict[str, Any]:
+def clear_cache(
+    env: Environment,
+    *,
+    pattern: str | None = None,
+    flush_all: bool = False,
+    log: Log | None = None,
+    redact: Redactor | None = None,
+) -> dict[str, Any]:
     """Remove the keys matching `pattern` (SCAN + UNLINK) from the environment's Redis database,
     or all of that database's keys with `flush_all`; returns how many were removed and how."""
     log = log or NullLog()

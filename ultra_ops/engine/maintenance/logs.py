@@ -132,20 +132,26 @@ def archive_logs(env: Environment, day: date, *, log: Log | None = None, codec: 
     files = _day_files(env, day)
     archive = folder / f"logs_{day:%Y%m%d}.tar.gz"
     usage = shutil.disk_usage(env.log_dir)
-    base = {"environment": env.name, "day": day.isoformat(), "disk_free_bytes": usage.free,
-            "disk_total_bytes": usage.total}
+    base = {
+        "environment": env.name,
+        "day": day.isoformat(),
+        "disk_free_bytes": usage.free,
+        "disk_total_bytes": usage.total,
+    }
     if not files:
         log.info(f"no rotated logs of {day} to archive" + (f"; {archive.name} exists" if archive.exists() else ""))
-        return ArchiveReport(**base, archive=str(archive) if archive.exists() else None,
-                             log_dir_bytes=_folder_bytes(env.log_dir))
+        return ArchiveReport(
+            **base, archive=str(archive) if archive.exists() else None, log_dir_bytes=_folder_bytes(env.log_dir)
+        )
     stats = {p: p.stat() for p in files}
     _remove_stale_temps(folder, log)
     me = this_process()
     tmp = folder / f".{archive.name}.tmp-{me['pid']}-{me['start']}"
     try:
         with open(tmp, "wb", opener=lambda path, flags: os.open(path, flags, 0o600)) as out:  # private from birth
-            written = targz.write_tar_gz(out, _carry_and_add(archive if archive.exists() else None, files),
-                                         codec_name=codec)
+            written = targz.write_tar_gz(
+                out, _carry_and_add(archive if archive.exists() else None, files), codec_name=codec
+            )
             out.flush()
             os.fsync(out.fileno())
         # What was read is what the originals hold: each file's sha256 was taken as it went into the tar.
@@ -168,11 +174,18 @@ def archive_logs(env: Environment, day: date, *, log: Log | None = None, codec: 
         removed.append(path)
     files = removed
     fsync_dir(env.log_dir)
-    report = ArchiveReport(**base, archive=str(archive), files=[p.name for p in files],
-                           bytes_in=sum(expected[p.name][0] for p in files), bytes_archived=archive.stat().st_size,
-                           log_dir_bytes=_folder_bytes(env.log_dir))
-    log.info(f"archived {len(files)} log files of {day} into {archive.name} "
-             f"({report.bytes_in / 1e6:.1f} MB -> {report.bytes_archived / 1e6:.1f} MB), verified; originals removed")
+    report = ArchiveReport(
+        **base,
+        archive=str(archive),
+        files=[p.name for p in files],
+        bytes_in=sum(expected[p.name][0] for p in files),
+        bytes_archived=archive.stat().st_size,
+        log_dir_bytes=_folder_bytes(env.log_dir),
+    )
+    log.info(
+        f"archived {len(files)} log files of {day} into {archive.name} "
+        f"({report.bytes_in / 1e6:.1f} MB -> {report.bytes_archived / 1e6:.1f} MB), verified; originals removed"
+    )
     return report
 
 

@@ -74,8 +74,10 @@ def _iso(value: Any) -> str | None:
 
 
 def table_stats(conn: psycopg.Connection) -> list[TableStats]:
-    return [TableStats(f"{schema}.{name}", int(live), int(dead), _iso(v), _iso(av), _iso(a), _iso(aa))
-            for schema, name, live, dead, v, av, a, aa in conn.execute(_STATS).fetchall()]
+    return [
+        TableStats(f"{schema}.{name}", int(live), int(dead), _iso(v), _iso(av), _iso(a), _iso(aa))
+        for schema, name, live, dead, v, av, a, aa in conn.execute(_STATS).fetchall()
+    ]
 
 
 def _size(conn: psycopg.Connection) -> int:
@@ -88,11 +90,14 @@ def vacuum_analyze(env: Environment, *, log: Log | None = None, redact: Redactor
     redact = redact or Redactor.for_environment(env)
     db = env.database
     try:
-        with psycopg.connect(**db.conninfo(statement_timeout_s=_STATEMENT_TIMEOUT_S, lock_timeout_s=_LOCK_TIMEOUT_S),
-                             autocommit=True) as conn:  # VACUUM cannot run inside a transaction
+        with psycopg.connect(
+            **db.conninfo(statement_timeout_s=_STATEMENT_TIMEOUT_S, lock_timeout_s=_LOCK_TIMEOUT_S), autocommit=True
+        ) as conn:  # VACUUM cannot run inside a transaction
             before, size_before = table_stats(conn), _size(conn)
-            log.info(f"VACUUM ANALYZE {db.name}: {len(before)} tables, "
-                     f"{sum(t.dead for t in before)} dead tuples, {size_before / 1e6:.1f} MB")
+            log.info(
+                f"VACUUM ANALYZE {db.name}: {len(before)} tables, "
+                f"{sum(t.dead for t in before)} dead tuples, {size_before / 1e6:.1f} MB"
+            )
             start = time.monotonic()
             conn.execute(psycopg.sql.SQL("VACUUM (ANALYZE)"))
             duration = time.monotonic() - start
@@ -103,6 +108,7 @@ def vacuum_analyze(env: Environment, *, log: Log | None = None, redact: Redactor
     except psycopg.Error as exc:
         raise OperationError(redact(f"VACUUM ANALYZE of {db.name} failed: {exc}".strip())) from None
     report = VacuumReport(env.name, db.name, round(duration, 3), size_before, size_after, before, after)
-    log.info(f"VACUUM ANALYZE {db.name} done in {duration:.1f} s: dead tuples {report.dead_before} -> "
-             f"{report.dead_after}")
+    log.info(
+        f"VACUUM ANALYZE {db.name} done in {duration:.1f} s: dead tuples {report.dead_before} -> {report.dead_after}"
+    )
     return report

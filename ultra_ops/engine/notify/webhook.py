@@ -14,11 +14,24 @@ from ultra_ops.engine.secrets import Log, NullLog, Redactor
 
 httpx = lazy_module("httpx")
 
-EVENTS = ("deploy", "rollback", "verification_failed", "production_skipped", "backup_failed", "backup_stale",
-          "decision_needed")
-_ICONS = {"deploy": ":rocket:", "rollback": ":rewind:", "verification_failed": ":rotating_light:",
-          "decision_needed": ":raising_hand:",
-          "production_skipped": ":calendar:", "backup_failed": ":floppy_disk:", "backup_stale": ":hourglass:"}
+EVENTS = (
+    "deploy",
+    "rollback",
+    "verification_failed",
+    "production_skipped",
+    "backup_failed",
+    "backup_stale",
+    "decision_needed",
+)
+_ICONS = {
+    "deploy": ":rocket:",
+    "rollback": ":rewind:",
+    "verification_failed": ":rotating_light:",
+    "decision_needed": ":raising_hand:",
+    "production_skipped": ":calendar:",
+    "backup_failed": ":floppy_disk:",
+    "backup_stale": ":hourglass:",
+}
 
 
 def message(event: str, environment: str, text: str, fields: dict[str, str] | None = None) -> dict:
@@ -49,6 +62,7 @@ def send(settings: NotificationSettings, body: dict, *, redact: Redactor, log: L
             last = type(exc).__name__
         if attempt < settings.retries:
             time.sleep(min(0.5 * 2**attempt, 5.0))
-    log.warning(hide_url(redact(f"notification {body.get('event')} for {body.get('environment')} "
-                                f"not delivered: {last}")))
+    log.warning(
+        hide_url(redact(f"notification {body.get('event')} for {body.get('environment')} not delivered: {last}"))
+    )
     return False

@@ -50,8 +50,10 @@ def release_repository(settings: Settings) -> Path | None:
     ConfigError-like InputError when they name different ones (which would be the release?)."""
     repos = {env.git_repo for env in settings.environments.values() if env.git_repo is not None}
     if len(repos) > 1:
-        raise InputError(f"the environments of {settings.path} name different git_repo folders "
-                         f"({', '.join(sorted(map(str, repos)))}): release branches need one repository")
+        raise InputError(
+            f"the environments of {settings.path} name different git_repo folders "
+            f"({', '.join(sorted(map(str, repos)))}): release branches need one repository"
+        )
     return repos.pop() if repos else None
 
 
@@ -62,14 +64,17 @@ def _push_wanted(settings: Settings) -> bool:
 def has_origin(repo: Path) -> bool:
     """Whether the repository has a remote `origin` to push releases to."""
     try:
-        return run(["git", "-C", str(repo), "remote", "get-url", "origin"], timeout=_GIT_TIMEOUT_S,
-                   check=False).returncode == 0
+        return (
+            run(["git", "-C", str(repo), "remote", "get-url", "origin"], timeout=_GIT_TIMEOUT_S, check=False).returncode
+            == 0
+        )
     except CommandFailed:
         return False
 
 
-def _git(repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True,
-         timeout: float = _GIT_TIMEOUT_S) -> str:
+def _git(
+    repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = _GIT_TIMEOUT_S
+) -> str:
     done = run(["git", "-C", str(repo), *args], timeout=timeout, env=env, check=check)
     return done.stdout.strip() if done.returncode == 0 else ""
 
@@ -88,8 +93,9 @@ def version_key(version: str) -> tuple[int, int, int]:
 def release_branches(repo: Path) -> list[tuple[str, str]]:
     """(version, commit) of every `release/vX.Y.Z` branch, newest version first; [] without git."""
     try:
-        listed = _git(repo, "for-each-ref", "--format=%(refname:strip=2) %(objectname)", f"refs/heads/{PREFIX}",
-                      check=False)
+        listed = _git(
+            repo, "for-each-ref", "--format=%(refname:strip=2) %(objectname)", f"refs/heads/{PREFIX}", check=False
+        )
     except CommandFailed:
         return []
     found = []
@@ -156,8 +162,9 @@ def _updated_files(repo: Path, base: str, version: str) -> dict[str, tuple[str, 
     return changed
 
 
-def create_release_branch(settings: Settings, version: str, *, author: str = "ultra-ops",
-                          log: Log | None = None) -> ReleaseBranch:
+def create_release_branch(
+    settings: Settings, version: str, *, author: str = "ultra-ops", log: Log | None = None
+) -> ReleaseBranch:
     """Make `release/<version>` from main: one commit writing the version into package.json and the
     tracked env files (none when nothing names a version), pushed to origin where git_push is set and
     the repository has that remote."""
@@ -187,15 +194,25 @@ def create_release_branch(settings: Settings, version: str, *, author: str = "ul
                 _git(repo, "update-index", "--cacheinfo", f"{mode},{blob},{path}", env=index)
             tree = _git(repo, "write-tree", env=index)
         who = {**_COMMITTER, "GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": f"{author}@ultra-ops"}
-        commit = _git(repo, "commit-tree", tree, "-p", base, "-m",
-                      f"Release {version}\n\nVersion {version} in {', '.join(changed)}.", env=who)
+        commit = _git(
+            repo,
+            "commit-tree",
+            tree,
+            "-p",
+            base,
+            "-m",
+            f"Release {version}\n\nVersion {version} in {', '.join(changed)}.",
+            env=who,
+        )
     # The empty old value: update-ref refuses when the branch appeared meanwhile.
     try:
         _git(repo, "update-ref", "-m", f"ultra-ops: release {version}", f"refs/heads/{branch}", commit, "")
     except CommandFailed as exc:
         raise OperationError(f"creating {branch} failed: {exc}") from None
-    log.info(f"{branch} created in {repo} at {commit[:12]} from {MAIN} {base[:12]}"
-             + (f", version set in {', '.join(changed)}" if changed else ", no file names a version"))
+    log.info(
+        f"{branch} created in {repo} at {commit[:12]} from {MAIN} {base[:12]}"
+        + (f", version set in {', '.join(changed)}" if changed else ", no file names a version")
+    )
     pushed = False
     if _push_wanted(settings) and not has_origin(repo):
         log.warning(f"git_push is set but {repo} has no remote origin: {branch} not pushed")

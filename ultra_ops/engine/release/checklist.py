@@ -81,8 +81,10 @@ class ChecklistReport:
 
     def summary(self) -> str:
         counts = {s: sum(1 for i in self.items if i.status == s) for s in Status}
-        return (f"pre-release checklist of {self.environment} ({self.version or 'no version given'}): "
-                f"{counts[Status.PASS]} pass, {counts[Status.WARN]} warn, {counts[Status.FAIL]} fail")
+        return (
+            f"pre-release checklist of {self.environment} ({self.version or 'no version given'}): "
+            f"{counts[Status.PASS]} pass, {counts[Status.WARN]} warn, {counts[Status.FAIL]} fail"
+        )
 
     def table(self) -> str:
         lines = []
@@ -94,8 +96,12 @@ class ChecklistReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"environment": self.environment, "version": self.version, "ok": self.ok,
-                "items": [i.to_dict() for i in self.items]}
+        return {
+            "environment": self.environment,
+            "version": self.version,
+            "ok": self.ok,
+            "items": [i.to_dict() for i in self.items],
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> ChecklistReport:
@@ -134,6 +140,7 @@ def _git(repo: Path, *args: str) -> tuple[int, str]:
 
 # Code quality -----------------------------------------------------------------------------------
 
+
 def tests_item(env: Environment, version: str | None, redact: Redactor, *, skip: bool) -> ChecklistItem:
     from ultra_ops.engine.release.deploy import run_test_command
 
@@ -150,9 +157,12 @@ def tests_item(env: Environment, version: str | None, redact: Redactor, *, skip:
 
 
 def review_item() -> ChecklistItem:
-    return _not_checked(CODE, "code reviewed and approved",
-                        "reviews happen in pull requests, which ultra_ops cannot see; release branches are "
-                        "made from main, where only reviewed pull requests merge")
+    return _not_checked(
+        CODE,
+        "code reviewed and approved",
+        "reviews happen in pull requests, which ultra_ops cannot see; release branches are "
+        "made from main, where only reviewed pull requests merge",
+    )
 
 
 def _open_critical(data: Any) -> list[str]:
@@ -160,7 +170,7 @@ def _open_critical(data: Any) -> list[str]:
     `title`, `severity` or `labels`, and `state` (open when absent)."""
     issues = data.get("issues", data.get("bugs")) if isinstance(data, dict) else data
     if not isinstance(issues, list):
-        raise ValueError("expected a list of issues (or {\"issues\": [...]})")
+        raise ValueError('expected a list of issues (or {"issues": [...]})')
     found = []
     for issue in issues:
         if not isinstance(issue, dict):
@@ -176,8 +186,12 @@ def critical_bugs_item(env: Environment, redact: Redactor) -> ChecklistItem:
     name = "no known critical bugs"
     source = env.checklist.critical_bugs
     if source is None:
-        return _not_checked(CODE, name, "no critical_bugs source configured ([environments."
-                            f"{env.name}.checklist] critical_bugs = a JSON file or URL of open bugs)")
+        return _not_checked(
+            CODE,
+            name,
+            "no critical_bugs source configured ([environments."
+            f"{env.name}.checklist] critical_bugs = a JSON file or URL of open bugs)",
+        )
     try:
         if source.startswith(("http://", "https://")):
             with _client(env) as client:
@@ -247,8 +261,12 @@ def on_main_item(env: Environment, version: str | None) -> ChecklistItem:
     repo = env.git_repo
     ref = _release_ref(env, version)
     if ref is None:
-        return _not_checked(CODE, name, f"no tag {version} and no branch release/{version} in {repo} (make one "
-                            f"with ultra-ops release-branch --tag {version})")
+        return _not_checked(
+            CODE,
+            name,
+            f"no tag {version} and no branch release/{version} in {repo} (make one "
+            f"with ultra-ops release-branch --tag {version})",
+        )
     code, commit = _git(repo, "rev-parse", f"{ref}^{{commit}}")
     commit = commit.strip()
     if _git(repo, "merge-base", "--is-ancestor", commit, MAIN)[0] == 0:
@@ -261,30 +279,54 @@ def on_main_item(env: Environment, version: str | None) -> ChecklistItem:
     ahead = int(extra.strip() or 0)
     on_branch = _git(repo, "merge-base", "--is-ancestor", commit, f"refs/heads/release/{version}")[0] == 0
     if on_branch and ahead <= 1:
-        return _item(CODE, name, True, f"{ref.split('/', 2)[2]} {commit[:12]} is {MAIN} {base.strip()[:12]} plus "
-                     f"release/{version}'s version commit")
-    return _item(CODE, name, False, f"{commit[:12]} ({ref.split('/', 2)[2]}) has {ahead} commit(s) that are not on "
-                 f"{MAIN} (forked at {base.strip()[:12]})")
+        return _item(
+            CODE,
+            name,
+            True,
+            f"{ref.split('/', 2)[2]} {commit[:12]} is {MAIN} {base.strip()[:12]} plus "
+            f"release/{version}'s version commit",
+        )
+    return _item(
+        CODE,
+        name,
+        False,
+        f"{commit[:12]} ({ref.split('/', 2)[2]}) has {ahead} commit(s) that are not on "
+        f"{MAIN} (forked at {base.strip()[:12]})",
+    )
 
 
 # Configuration ----------------------------------------------------------------------------------
 
+
 def env_file_items(env: Environment) -> list[ChecklistItem]:
     path = env.env_file
     if not path.exists():
-        return [_item(CONFIG, "environment variables set", False,
-                      f"{path} does not exist (ultra-ops init --environment {env.name} creates it)")]
+        return [
+            _item(
+                CONFIG,
+                "environment variables set",
+                False,
+                f"{path} does not exist (ultra-ops init --environment {env.name} creates it)",
+            )
+        ]
     values = read_env_file(path)
     # ULTRA_VERSION is written by the deploy itself, so a first deploy must not need it.
     wanted = [k for k in env.required_env_keys if k != "ULTRA_VERSION"]
     missing = [k for k in wanted if not values.get(k)]
     # Not the optional ones: a password that switches authentication on, a smoke step's guarded secret.
     missing_env = [n for n in env.required_secret_env_names() if not os.environ.get(n)]
-    evidence = (f"missing in {path.name}: {', '.join(missing)}" if missing else
-                f"{path.name}: {', '.join(wanted)} set" if wanted else
-                f"{path.name}: no key required besides ULTRA_VERSION (the deploy writes it)")
-    evidence += (f"; not set in ultra_ops's environment: {', '.join(missing_env)}" if missing_env else
-                 f"; {len(env.required_secret_env_names())} secret variables named by the config set")
+    evidence = (
+        f"missing in {path.name}: {', '.join(missing)}"
+        if missing
+        else f"{path.name}: {', '.join(wanted)} set"
+        if wanted
+        else f"{path.name}: no key required besides ULTRA_VERSION (the deploy writes it)"
+    )
+    evidence += (
+        f"; not set in ultra_ops's environment: {', '.join(missing_env)}"
+        if missing_env
+        else f"; {len(env.required_secret_env_names())} secret variables named by the config set"
+    )
     return [_item(CONFIG, "environment variables set", not missing and not missing_env, evidence)]
 
 
@@ -302,8 +344,11 @@ def migrations_item(env: Environment, redact: Redactor) -> ChecklistItem:
 
 
 def _quota(headers: Any) -> dict[str, str]:
-    return {k.lower().removeprefix("x-ratelimit-remaining-"): v for k, v in headers.items()
-            if k.lower().startswith("x-ratelimit-remaining-")}
+    return {
+        k.lower().removeprefix("x-ratelimit-remaining-"): v
+        for k, v in headers.items()
+        if k.lower().startswith("x-ratelimit-remaining-")
+    }
 
 
 def llm_item(env: Environment, redact: Redactor) -> ChecklistItem:
@@ -324,16 +369,22 @@ def llm_item(env: Environment, redact: Redactor) -> ChecklistItem:
             if not key:
                 failed.append(f"{p.name}: {p.api_key_env} is not set")
                 continue
-            headers = ({"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION} if p.auth == "x-api-key"
-                       else {"Authorization": f"Bearer {key}"})
+            headers = (
+                {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
+                if p.auth == "x-api-key"
+                else {"Authorization": f"Bearer {key}"}
+            )
             try:
                 response = client.get(p.models_url, headers=headers)
             except httpx.HTTPError as exc:
                 failed.append(f"{p.name}: {type(exc).__name__}")
                 continue
             if response.status_code != 200:
-                failed.append(f"{p.name}: key rejected ({response.status_code})" if response.status_code in (401, 403)
-                              else f"{p.name}: answered {response.status_code}")
+                failed.append(
+                    f"{p.name}: key rejected ({response.status_code})"
+                    if response.status_code in (401, 403)
+                    else f"{p.name}: answered {response.status_code}"
+                )
                 continue
             quota = _quota(response.headers)
             if not quota:
@@ -368,11 +419,16 @@ def feature_flags_item(env: Environment) -> ChecklistItem:
 
 # Infrastructure ---------------------------------------------------------------------------------
 
+
 def disk_item(env: Environment) -> ChecklistItem:
     private_dir(env.backup_dir)
     free_mb = shutil.disk_usage(env.backup_dir).free // (1024 * 1024)
-    return _item(INFRA, "disk space", free_mb >= env.min_free_disk_mb,
-                 f"{free_mb} MB free at {env.backup_dir} (minimum {env.min_free_disk_mb} MB)")
+    return _item(
+        INFRA,
+        "disk space",
+        free_mb >= env.min_free_disk_mb,
+        f"{free_mb} MB free at {env.backup_dir} (minimum {env.min_free_disk_mb} MB)",
+    )
 
 
 def memory_item(env: Environment) -> ChecklistItem:
@@ -399,8 +455,14 @@ def backup_item(env: Environment, *, in_deploy: bool) -> ChecklistItem:
     limit = env.backup.max_age_hours
     # A deploy takes its own backup two steps later: a stale one then warns instead of blocking.
     if not backups:
-        return _item(INFRA, name, False, f"no backup of {env.name} ({current} is deployed)"
-                     + ("; deploy_backup takes one next" if in_deploy else ""), warn=in_deploy)
+        return _item(
+            INFRA,
+            name,
+            False,
+            f"no backup of {env.name} ({current} is deployed)"
+            + ("; deploy_backup takes one next" if in_deploy else ""),
+            warn=in_deploy,
+        )
     newest = backups[0]
     age_h = (datetime.now(UTC) - datetime.fromisoformat(newest.created_at)).total_seconds() / 3600
     evidence = f"newest {newest.id} ({newest.version or 'no version'}) is {age_h:.1f} h old (limit {limit:g} h)"
@@ -411,8 +473,12 @@ def backup_item(env: Environment, *, in_deploy: bool) -> ChecklistItem:
 
 def _stopped(env: Environment, section: str, name: str, running: bool | None) -> ChecklistItem | None:
     if running is False:
-        return _not_checked(section, name, f"{env.name}'s services are not running (a first deploy, or stopped): "
-                            "the verification after the deploy checks them")
+        return _not_checked(
+            section,
+            name,
+            f"{env.name}'s services are not running (a first deploy, or stopped): "
+            "the verification after the deploy checks them",
+        )
     return None
 
 
@@ -484,6 +550,7 @@ def database_item(env: Environment, redact: Redactor) -> ChecklistItem:
 
 # Security ---------------------------------------------------------------------------------------
 
+
 def _vulnerabilities(data: Any) -> list[tuple[str, str]]:
     """(what, severity) of each vulnerability in pip-audit's JSON ({"dependencies": [{name, version,
     vulns: [{id, severity?}]}]}) or npm audit's ({"vulnerabilities": {name: {severity}}})."""
@@ -491,8 +558,12 @@ def _vulnerabilities(data: Any) -> list[tuple[str, str]]:
     if isinstance(data, dict) and isinstance(data.get("dependencies"), list):
         for dep in data["dependencies"]:
             for vuln in dep.get("vulns") or []:
-                found.append((f"{dep.get('name')} {dep.get('version')} {vuln.get('id')}",
-                               str(vuln.get("severity") or "unrated").lower()))
+                found.append(
+                    (
+                        f"{dep.get('name')} {dep.get('version')} {vuln.get('id')}",
+                        str(vuln.get("severity") or "unrated").lower(),
+                    )
+                )
         return found
     if isinstance(data, dict) and isinstance(data.get("vulnerabilities"), dict):
         return [(name, str(v.get("severity") or "unrated").lower()) for name, v in data["vulnerabilities"].items()]
@@ -503,8 +574,7 @@ def dependency_scan_item(env: Environment, redact: Redactor) -> ChecklistItem:
     name = "dependency scan finds no critical vulnerability"
     command = env.checklist.dependency_scan
     if not command:
-        return _not_checked(SECURITY, name, "no dependency_scan command configured (e.g. [\"pip-audit\", \"-f\", "
-                            "\"json\"])")
+        return _not_checked(SECURITY, name, 'no dependency_scan command configured (e.g. ["pip-audit", "-f", "json"])')
     cwd = env.git_repo if env.git_repo is not None else env.config_file.parent
     try:
         # Scanners exit non-zero when they find something: the JSON says what.
@@ -515,15 +585,24 @@ def dependency_scan_item(env: Environment, redact: Redactor) -> ChecklistItem:
         found = _vulnerabilities(json.loads(done.stdout))
     except ValueError as exc:
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-2:])
-        return _item(SECURITY, name, False, redact(f"{command[0]} exited {done.returncode}; its output is not "
-                                                   f"scan JSON ({exc}): {tail[:200]}"))
+        return _item(
+            SECURITY,
+            name,
+            False,
+            redact(f"{command[0]} exited {done.returncode}; its output is not scan JSON ({exc}): {tail[:200]}"),
+        )
     # pip-audit rates nothing: a known vulnerability without a rating counts as critical.
     critical = [what for what, severity in found if severity in (*_SEVERE, "unrated")]
     others = [f"{what} ({severity})" for what, severity in found if severity not in (*_SEVERE, "unrated")]
     if critical:
         return _item(SECURITY, name, False, f"{len(critical)} critical or unrated: " + "; ".join(critical[:5]))
-    return _item(SECURITY, name, True, f"{' '.join(command[:3])}: no critical vulnerability"
-                 + (f"; {len(others)} lower: " + "; ".join(others[:5]) if others else ""))
+    return _item(
+        SECURITY,
+        name,
+        True,
+        f"{' '.join(command[:3])}: no critical vulnerability"
+        + (f"; {len(others)} lower: " + "; ".join(others[:5]) if others else ""),
+    )
 
 
 def _env_files(env: Environment) -> list[Path]:
@@ -559,8 +638,9 @@ def env_file_git_item(env: Environment) -> ChecklistItem:
         else:
             outside.append(path.name)
     if tracked:
-        return _item(SECURITY, name, False, f"tracked by git: {', '.join(tracked)} (git rm --cached it and add it "
-                     "to .gitignore)")
+        return _item(
+            SECURITY, name, False, f"tracked by git: {', '.join(tracked)} (git rm --cached it and add it to .gitignore)"
+        )
     return _item(SECURITY, name, True, f"{', '.join(outside) or 'no env file'}: not in any git index")
 
 
@@ -596,8 +676,12 @@ def auth_item(env: Environment, running: bool | None, redact: Redactor) -> Check
         with _client(env) as client:
             anonymous = client.get(url)
             if anonymous.status_code not in (401, 403):
-                return _item(SECURITY, name, False, redact(f"GET {url} without credentials answered "
-                                                           f"{anonymous.status_code}, not 401 or 403"))
+                return _item(
+                    SECURITY,
+                    name,
+                    False,
+                    redact(f"GET {url} without credentials answered {anonymous.status_code}, not 401 or 403"),
+                )
             token, how = _bearer(env, client)
             if token is None:
                 return _item(SECURITY, name, False, redact(f"anonymous {anonymous.status_code}; {how}"))
@@ -639,8 +723,16 @@ def rate_limit_item(env: Environment, running: bool | None, redact: Redactor) ->
 
 # The whole list ---------------------------------------------------------------------------------
 
-def run_checklist(env: Environment, *, version: str | None = None, redact: Redactor | None = None,
-                  skip_tests: bool = False, in_deploy: bool = False, log: Log | None = None) -> ChecklistReport:
+
+def run_checklist(
+    env: Environment,
+    *,
+    version: str | None = None,
+    redact: Redactor | None = None,
+    skip_tests: bool = False,
+    in_deploy: bool = False,
+    log: Log | None = None,
+) -> ChecklistReport:
     """Every item, in the document's order. An item that raises is a failure with its error as
     evidence, so one broken check never hides the others."""
     redact = redact or Redactor.for_environment(env)
@@ -683,5 +775,6 @@ def run_checklist(env: Environment, *, version: str | None = None, redact: Redac
 
 def require_checklist(report: ChecklistReport) -> None:
     if report.failures:
-        raise OperationError("pre-release checklist failed: "
-                             + "; ".join(f"{i.name}: {i.evidence}" for i in report.failures))
+        raise OperationError(
+            "pre-release checklist failed: " + "; ".join(f"{i.name}: {i.evidence}" for i in report.failures)
+        )

@@ -92,8 +92,7 @@ def read_checklist(r: _Reader | None, base: Path) -> ChecklistSettings:
         auth_password_key=r.get("auth_password_key", str, d.auth_password_key),
         rate_limit_url=_http(r, "rate_limit_url"),
         rate_limit_burst=burst,
-        min_llm_requests_remaining=r.positive("min_llm_requests_remaining", d.min_llm_requests_remaining,
-                                              integer=True),
+        min_llm_requests_remaining=r.positive("min_llm_requests_remaining", d.min_llm_requests_remaining, integer=True),
         timeout_s=timeout,
     )
     r.finish()

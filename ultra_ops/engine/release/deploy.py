@@ -120,18 +120,33 @@ def plan_deploy(
         registry = registry.rstrip("/")
         if not _REGISTRY.fullmatch(registry):
             raise InputError(f"registry {registry[:80]!r} is not a registry address (host[:port][/path])")
-    return DeployRequest(environment=env.name, tag=tag, config_path=str(settings.path),
-                         skip_tests=skip_tests, skip_build=skip_build, compose_file=compose_file,
-                         registry=registry, run_id=run_id, launched_by=launched_by,
-                         started_at=started_at or utc_timestamp(), emergency_reason=emergency_reason)
+    return DeployRequest(
+        environment=env.name,
+        tag=tag,
+        config_path=str(settings.path),
+        skip_tests=skip_tests,
+        skip_build=skip_build,
+        compose_file=compose_file,
+        registry=registry,
+        run_id=run_id,
+        launched_by=launched_by,
+        started_at=started_at or utc_timestamp(),
+        emergency_reason=emergency_reason,
+    )
 
 
 def run_test_command(env: Environment, version: str, redact: Redactor) -> str:
     """Run the environment's test command; its last line of output, or CommandFailed (redacted)."""
     # As the services see it: the basics, the variables this environment's config names and its
     # env file, never another environment's.
-    done = run(env.test_command, cwd=env.config_file.parent, timeout=3600, redact=redact, environment=env,
-               env={**read_env_file(env.env_file), "ULTRA_VERSION": version, "ULTRA_ENVIRONMENT": env.name})
+    done = run(
+        env.test_command,
+        cwd=env.config_file.parent,
+        timeout=3600,
+        redact=redact,
+        environment=env,
+        env={**read_env_file(env.env_file), "ULTRA_VERSION": version, "ULTRA_ENVIRONMENT": env.name},
+    )
     lines = (done.stdout or done.stderr or "").strip().splitlines()
     return redact(lines[-1][:200]) if lines else ""
 
@@ -160,8 +175,9 @@ def run_tests(env: Environment, req: DeployRequest, *, log: Log, redact: Redacto
 
 def backup(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> DeployRequest:
     previous = deployed_version(env)
-    info: BackupInfo = create_backup(env, version=previous, label=f"{DEPLOY_LABEL} {req.tag}", kind="deploy",
-                                     log=log, redact=redact)
+    info: BackupInfo = create_backup(
+        env, version=previous, label=f"{DEPLOY_LABEL} {req.tag}", kind="deploy", log=log, redact=redact
+    )
     log.info(f"backup {info.id} taken of {env.name} at {previous or 'no version'}")
     running = last_release(env, status=ReleaseStatus.DEPLOYED, operation="deploy")
     # The deploy holds the environment's lock: no restore is reading a backup retention removes.
@@ -185,15 +201,25 @@ def push(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) ->
     return "pushed"
 
 
-def deploy_record(env: Environment, req: DeployRequest, status: ReleaseStatus,
-                  reason: str | None = None) -> ReleaseRecord:
+def deploy_record(
+    env: Environment, req: DeployRequest, status: ReleaseStatus, reason: str | None = None
+) -> ReleaseRecord:
     """The record of this deploy: the tag it deployed (or tried to) over the version that ran before."""
     previous = req.previous_version if req.backup_id is not None else deployed_version(env)
-    return ReleaseRecord(environment=env.name, operation="deploy", version=req.tag, previous_version=previous,
-                         status=status, commit=commit_of(env, req.tag), backup_id=req.backup_id,
-                         run_id=req.run_id, launched_by=req.launched_by,
-                         started_at=req.started_at or utc_timestamp(), ended_at=utc_timestamp(),
-                         reason=_with_emergency(req, reason))
+    return ReleaseRecord(
+        environment=env.name,
+        operation="deploy",
+        version=req.tag,
+        previous_version=previous,
+        status=status,
+        commit=commit_of(env, req.tag),
+        backup_id=req.backup_id,
+        run_id=req.run_id,
+        launched_by=req.launched_by,
+        started_at=req.started_at or utc_timestamp(),
+        ended_at=utc_timestamp(),
+        reason=_with_emergency(req, reason),
+    )
 
 
 def _with_emergency(req: DeployRequest, reason: str | None) -> str | None:
@@ -209,8 +235,9 @@ def _outcome(exc: BaseException) -> ReleaseStatus:
 
 
 @contextmanager
-def failure_recorded(env: Environment, req: DeployRequest, *, redact: Redactor, log: Log | None = None
-                     ) -> Iterator[None]:
+def failure_recorded(
+    env: Environment, req: DeployRequest, *, redact: Redactor, log: Log | None = None
+) -> Iterator[None]:
     """Around every deploy step after the plan: a failure leaves one record, `failed` (nothing was
     rolled back), or `rolled_back` / `rollback_failed` after an automatic rollback, with the reason."""
     with recording_failure(env, lambda exc: deploy_record(env, req, _outcome(exc), redact(str(exc))), log=log):
@@ -236,12 +263,14 @@ def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redac
             with _uninterrupted():
                 result = rollback(env, req.backup_id, compose_file=req.compose_path, log=log, redact=redact)
         except UltraOpsError as rb_exc:
-            error: UltraOpsError = OperationError(f"{reason}; automatic rollback to backup {req.backup_id} "
-                                                  f"ALSO failed: {redact(str(rb_exc))}")
+            error: UltraOpsError = OperationError(
+                f"{reason}; automatic rollback to backup {req.backup_id} ALSO failed: {redact(str(rb_exc))}"
+            )
             error.release_status = ReleaseStatus.ROLLBACK_FAILED  # type: ignore[attr-defined]
             raise error from None
-        message = (f"{reason}; rolled back to backup {req.backup_id} "
-                   f"({result.version or 'no version'}), which verified ok")
+        message = (
+            f"{reason}; rolled back to backup {req.backup_id} ({result.version or 'no version'}), which verified ok"
+        )
         # Keep the error's kind (VerificationFailed stays VerificationFailed) where it takes a message.
         try:
             error = OperationError(message) if interrupted else type(exc)(message)
@@ -302,10 +331,17 @@ def verify(
     with rollback_on_failure(env, req, log=log, redact=redact):
         # Statement times are judged from here on: "since the deploy".
         save_baseline(env)
-        return verify_window_or_fail(env, f"verification of {req.tag} on {env.name} failed", log=log,
-                                     redact=redact, request_id=f"deploy-{req.run_id or req.tag}",
-                                     version=req.tag, run_id=req.run_id, on_sample=on_report,
-                                     on_window=on_window)
+        return verify_window_or_fail(
+            env,
+            f"verification of {req.tag} on {env.name} failed",
+            log=log,
+            redact=redact,
+            request_id=f"deploy-{req.run_id or req.tag}",
+            version=req.tag,
+            run_id=req.run_id,
+            on_sample=on_report,
+            on_window=on_window,
+        )
 
 
 def tag(env: Environment, req: DeployRequest, *, log: Log) -> str:

@@ -42,11 +42,15 @@ class DeliveryMetrics:
         def show(value: float | None, unit: str = "") -> str:
             return "-" if value is None else f"{value:g}{unit}"
 
-        rows = [("deployment frequency", f"{self.deploys_per_week:g} per week ({self.deployed} deploys)"),
-                ("lead time (median)", show(self.lead_time_hours_median, " h")),
-                ("change failure rate", show(None if self.change_failure_rate is None
-                                             else round(self.change_failure_rate * 100, 1), " %")),
-                ("recovery time (median)", show(self.recovery_hours_median, " h"))]
+        rows = [
+            ("deployment frequency", f"{self.deploys_per_week:g} per week ({self.deployed} deploys)"),
+            ("lead time (median)", show(self.lead_time_hours_median, " h")),
+            (
+                "change failure rate",
+                show(None if self.change_failure_rate is None else round(self.change_failure_rate * 100, 1), " %"),
+            ),
+            ("recovery time (median)", show(self.recovery_hours_median, " h")),
+        ]
         return "\n".join(["metric | value", "--- | ---", *(f"{k} | {v}" for k, v in rows)])
 
 
@@ -59,8 +63,11 @@ def delivery_metrics(env: Environment, day: date, window_days: int = 30) -> Deli
     end = datetime.combine(day + timedelta(days=1), time(0), UTC)
     start = end - timedelta(days=window_days)
     records = sorted(find_releases(env), key=lambda r: r.started_at)
-    deploys = [r for r in records if r.operation == "deploy" and start <= _at(r.ended_at) < end
-               and r.status in (ReleaseStatus.DEPLOYED, *_BROKE)]
+    deploys = [
+        r
+        for r in records
+        if r.operation == "deploy" and start <= _at(r.ended_at) < end and r.status in (ReleaseStatus.DEPLOYED, *_BROKE)
+    ]
     deployed = [r for r in deploys if r.status == ReleaseStatus.DEPLOYED]
     broke = [r for r in deploys if r.status in _BROKE]
     leads = []
@@ -77,8 +84,12 @@ def delivery_metrics(env: Environment, day: date, window_days: int = 30) -> Deli
         if fixed is not None:
             recoveries.append((_at(fixed.ended_at) - _at(failure.started_at)).total_seconds() / 3600)
     return DeliveryMetrics(
-        environment=env.name, day=day.isoformat(), window_days=window_days, deploys=len(deploys),
-        deployed=len(deployed), failed_changes=len(broke),
+        environment=env.name,
+        day=day.isoformat(),
+        window_days=window_days,
+        deploys=len(deploys),
+        deployed=len(deployed),
+        failed_changes=len(broke),
         deploys_per_week=round(len(deployed) / (window_days / 7), 3),
         change_failure_rate=round(len(broke) / len(deploys), 4) if deploys else None,
         lead_time_hours_median=round(median(leads), 3) if leads else None,
@@ -90,7 +101,8 @@ def _next_recovery(records: list[ReleaseRecord], failure: ReleaseRecord) -> Rele
     for record in records:
         if record.started_at <= failure.started_at:
             continue
-        if record.status == ReleaseStatus.DEPLOYED or (record.operation == "rollback"
-                                                        and record.status == ReleaseStatus.ROLLED_BACK):
+        if record.status == ReleaseStatus.DEPLOYED or (
+            record.operation == "rollback" and record.status == ReleaseStatus.ROLLED_BACK
+        ):
             return record
     return None

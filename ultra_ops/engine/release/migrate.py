@@ -47,18 +47,20 @@ def migration_files(env: Environment) -> list[Path]:
             continue
         if not MIGRATION_NAME.fullmatch(path.name):
             raise OperationError(
-                f"migration file {path} does not match NNNN_name.sql (four digits, '_', a name, '.sql')")
+                f"migration file {path} does not match NNNN_name.sql (four digits, '_', a name, '.sql')"
+            )
         files.append(path)
     return files
 
 
 def _connect(env: Environment, redact: Callable[[str], str]) -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(**env.database.conninfo(statement_timeout_s=MIGRATION_TIMEOUT_S,
-                                                       lock_timeout_s=MIGRATION_LOCK_TIMEOUT_S), autocommit=True)
+        return psycopg.connect(
+            **env.database.conninfo(statement_timeout_s=MIGRATION_TIMEOUT_S, lock_timeout_s=MIGRATION_LOCK_TIMEOUT_S),
+            autocommit=True,
+        )
     except psycopg.Error as exc:
-        raise OperationError(
-            redact(f"cannot connect to database {env.database.name}: {_pg_message(exc)}")) from None
+        raise OperationError(redact(f"cannot connect to database {env.database.name}: {_pg_message(exc)}")) from None
 
 
 def _pg_message(exc: BaseException) -> str:
@@ -83,9 +85,7 @@ def pending_migrations(env: Environment, *, redact: Redactor | None = None) -> l
     return [f.name for f in files if f.name not in done]
 
 
-def apply_migrations(
-    env: Environment, *, log: Log | None = None, redact: Redactor | None = None
-) -> list[str]:
+def apply_migrations(env: Environment, *, log: Log | None = None, redact: Redactor | None = None) -> list[str]:
     """Apply the pending migration files in name order; return the names applied.
 
     Raises OperationError naming the file and PostgreSQL's error if one fails; that file's
@@ -117,8 +117,9 @@ def apply_migrations(
                     conn.execute(text)
                     conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (path.name,))
             except psycopg.Error as exc:
-                raise OperationError(redactor(
-                    f"migration {path.name} failed and was rolled back: {_pg_message(exc)}")) from None
+                raise OperationError(
+                    redactor(f"migration {path.name} failed and was rolled back: {_pg_message(exc)}")
+                ) from None
             applied.append(path.name)
     if applied:
         log.info(f"applied {len(applied)} migration(s): {', '.join(applied)}")

@@ -24,8 +24,20 @@ from ultra_ops.engine.settings import Environment
 
 OPERATIONS = ("deploy", "rollback")
 _SCHEMA_VERSION = 1
-_COLUMNS = ("environment", "operation", "version", "previous_version", "status", "git_commit", "backup_id",
-            "run_id", "launched_by", "started_at", "ended_at", "reason")
+_COLUMNS = (
+    "environment",
+    "operation",
+    "version",
+    "previous_version",
+    "status",
+    "git_commit",
+    "backup_id",
+    "run_id",
+    "launched_by",
+    "started_at",
+    "ended_at",
+    "reason",
+)
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS releases (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -98,8 +110,9 @@ class ReleaseRecord:
         try:
             object.__setattr__(self, "status", ReleaseStatus(self.status))
         except ValueError:
-            raise InputError(f"release status {self.status!r} is not one of "
-                             + ", ".join(s.value for s in ReleaseStatus)) from None
+            raise InputError(
+                f"release status {self.status!r} is not one of " + ", ".join(s.value for s in ReleaseStatus)
+            ) from None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -138,8 +151,10 @@ def record_release(env: Environment, record: ReleaseRecord) -> ReleaseRecord:
     with _connect(path) as conn:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(f"INSERT INTO releases ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                         [row[c] for c in _COLUMNS])
+            conn.execute(
+                f"INSERT INTO releases ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                [row[c] for c in _COLUMNS],
+            )
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -161,8 +176,12 @@ def find_releases(
     if not path.exists():
         return []
     where, params = ["environment = ?"], [env.name]
-    for column, value in (("version", version), ("operation", operation), ("run_id", run_id),
-                          ("status", ReleaseStatus(status).value if status is not None else None)):
+    for column, value in (
+        ("version", version),
+        ("operation", operation),
+        ("run_id", run_id),
+        ("status", ReleaseStatus(status).value if status is not None else None),
+    ):
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
@@ -194,8 +213,9 @@ def last_release(
 
 
 @contextmanager
-def recording_failure(env: Environment, describe: Callable[[Exception], ReleaseRecord], *,
-                      log: Log | None = None) -> Iterator[None]:
+def recording_failure(
+    env: Environment, describe: Callable[[Exception], ReleaseRecord], *, log: Log | None = None
+) -> Iterator[None]:
     """Record the failure of the operation inside the block, then re-raise it unchanged.
     `describe` builds the record from the error. A record that cannot be written is logged, so the
     operation's own error is still the one raised."""

@@ -66,7 +66,6 @@ class RollbackPlan:
         return Path(self.compose_file) if self.compose_file else None
 
 
-
 @dataclass(frozen=True)
 class RollbackResult:
     backup_id: str
@@ -75,9 +74,12 @@ class RollbackResult:
     report: VerifyReport | None
 
     def to_dict(self) -> dict:
-        return {"backup_id": self.backup_id, "version": self.version,
-                "safety_backup_id": self.safety_backup_id,
-                "verification": self.report.to_dict() if self.report else None}
+        return {
+            "backup_id": self.backup_id,
+            "version": self.version,
+            "safety_backup_id": self.safety_backup_id,
+            "verification": self.report.to_dict() if self.report else None,
+        }
 
 
 def choose_backup(env: Environment, backup_id: str | None = None) -> BackupInfo:
@@ -101,6 +103,7 @@ def deployed_version(env: Environment) -> str | None:
 
 # The steps, in order -----------------------------------------------------------------------------
 
+
 def plan_rollback(
     env: Environment,
     backup_id: str | None = None,
@@ -113,9 +116,16 @@ def plan_rollback(
 ) -> RollbackPlan:
     """Choose the backup (the named one, else the newest). Reads only the backup list."""
     info = choose_backup(env, backup_id)
-    return RollbackPlan(environment=env.name, backup_id=info.id, version=info.version, config_path=config_path,
-                        compose_file=compose_file, run_id=run_id, launched_by=launched_by,
-                        started_at=started_at or utc_timestamp())
+    return RollbackPlan(
+        environment=env.name,
+        backup_id=info.id,
+        version=info.version,
+        config_path=config_path,
+        compose_file=compose_file,
+        run_id=run_id,
+        launched_by=launched_by,
+        started_at=started_at or utc_timestamp(),
+    )
 
 
 def check_backup(env: Environment, plan: RollbackPlan, *, log: Log | None = None) -> RollbackPlan:
@@ -134,8 +144,9 @@ def prepare_state(env: Environment, plan: RollbackPlan, *, log: Log, redact: Red
     try:
         prepared = prepare_restore(env, plan.backup_id, log=log, redact=redact, verified=plan.verified)
     except UltraOpsError as exc:
-        raise _with(exc, f"{exc}; nothing was stopped: {env.name} still runs "
-                         f"{deployed_version(env) or 'its current release'}") from None
+        raise _with(
+            exc, f"{exc}; nothing was stopped: {env.name} still runs {deployed_version(env) or 'its current release'}"
+        ) from None
     log.info(f"backup {plan.backup_id} restored into {prepared.scratch}; {env.name} still serves")
     return replace(plan, prepared=prepared, safety_backup_id=prepared.safety_backup_id)
 
@@ -174,11 +185,20 @@ def start_services(env: Environment, plan: RollbackPlan, *, log: Log, redact: Re
         runtime.up(plan.version or "latest")
         runtime.wait_healthy(env.health_timeout_s)
     except UltraOpsError as exc:
-        back = (f"; `ultra-ops rollback --environment {env.name} --backup {plan.safety_backup_id}` puts back "
-                f"the state before this rollback") if plan.safety_backup_id else ""
-        raise _with(exc, f"{exc}; {env.name} is STOPPED: backup {plan.backup_id} is in place but its services "
-                         f"did not start; fix the cause and run `ultra-ops deploy --environment {env.name} "
-                         f"--tag {plan.version or 'VERSION'}`{back}") from None
+        back = (
+            (
+                f"; `ultra-ops rollback --environment {env.name} --backup {plan.safety_backup_id}` puts back "
+                f"the state before this rollback"
+            )
+            if plan.safety_backup_id
+            else ""
+        )
+        raise _with(
+            exc,
+            f"{exc}; {env.name} is STOPPED: backup {plan.backup_id} is in place but its services "
+            f"did not start; fix the cause and run `ultra-ops deploy --environment {env.name} "
+            f"--tag {plan.version or 'VERSION'}`{back}",
+        ) from None
     if plan.prepared is not None:
         finish_restore(env, plan.prepared, log=log, redact=redact)
 
@@ -211,8 +231,10 @@ def _restart(env: Environment, plan: RollbackPlan, log: Log, redact: Redactor) -
         runtime.up(version or "latest")
         runtime.wait_healthy(env.health_timeout_s)
     except (UltraOpsError, OSError) as exc:
-        return (f"; {env.name} is STOPPED: its services did not start again ({redact(str(exc))}); fix the cause "
-                f"and run `ultra-ops deploy --environment {env.name} --tag {version or 'VERSION'}`")
+        return (
+            f"; {env.name} is STOPPED: its services did not start again ({redact(str(exc))}); fix the cause "
+            f"and run `ultra-ops deploy --environment {env.name} --tag {version or 'VERSION'}`"
+        )
     log.info(f"{env.name} restarted at {version or 'no version'}")
     return f"; {env.name} restarted at {version or 'no version'}"
 
@@ -226,19 +248,34 @@ def verify_rollback(
     on_report: Callable[[VerifyReport], None] | None = None,
 ) -> VerifyReport:
     """Verify the restored environment; VerificationFailed with the summary when a check fails."""
-    return verify_or_fail(env, f"rolled back {env.name} to backup {plan.backup_id} but verification failed",
-                          log=log, redact=redact, on_report=on_report)
+    return verify_or_fail(
+        env,
+        f"rolled back {env.name} to backup {plan.backup_id} but verification failed",
+        log=log,
+        redact=redact,
+        on_report=on_report,
+    )
 
 
-def rollback_record(env: Environment, plan: RollbackPlan, status: ReleaseStatus,
-                    reason: str | None = None) -> ReleaseRecord:
+def rollback_record(
+    env: Environment, plan: RollbackPlan, status: ReleaseStatus, reason: str | None = None
+) -> ReleaseRecord:
     """The record of this rollback: the version it restored (or meant to) over the one that ran before."""
     previous = plan.previous_version if plan.verified is not None else deployed_version(env)
-    return ReleaseRecord(environment=env.name, operation="rollback", version=plan.version,
-                         previous_version=previous, status=status,
-                         commit=commit_of(env, plan.version), backup_id=plan.backup_id, run_id=plan.run_id,
-                         launched_by=plan.launched_by, started_at=plan.started_at, ended_at=utc_timestamp(),
-                         reason=reason)
+    return ReleaseRecord(
+        environment=env.name,
+        operation="rollback",
+        version=plan.version,
+        previous_version=previous,
+        status=status,
+        commit=commit_of(env, plan.version),
+        backup_id=plan.backup_id,
+        run_id=plan.run_id,
+        launched_by=plan.launched_by,
+        started_at=plan.started_at,
+        ended_at=utc_timestamp(),
+        reason=reason,
+    )
 
 
 def record_rollback(env: Environment, plan: RollbackPlan) -> ReleaseRecord:
@@ -247,8 +284,14 @@ def record_rollback(env: Environment, plan: RollbackPlan) -> ReleaseRecord:
 
 
 @contextmanager
-def failure_recorded(env: Environment, plan: RollbackPlan, *, redact: Redactor, log: Log | None = None,
-                     status: ReleaseStatus = ReleaseStatus.ROLLBACK_FAILED) -> Iterator[None]:
+def failure_recorded(
+    env: Environment,
+    plan: RollbackPlan,
+    *,
+    redact: Redactor,
+    log: Log | None = None,
+    status: ReleaseStatus = ReleaseStatus.ROLLBACK_FAILED,
+) -> Iterator[None]:
     """Around a manual rollback's step: a failure is recorded with the error as reason, then raised.
     `status`: failed for the steps before anything stops, rollback_failed (default) from stop on."""
     with recording_failure(env, lambda exc: rollback_record(env, plan, status, redact(str(exc))), log=log):
@@ -256,6 +299,7 @@ def failure_recorded(env: Environment, plan: RollbackPlan, *, redact: Redactor, 
 
 
 # The steps in a row: a deploy's automatic rollback -----------------------------------------------
+
 
 def rollback(
     env: Environment,

@@ -58,8 +58,10 @@ def tag_release(env: Environment, version: str, *, log: Log | None = None) -> st
             if isinstance(exc, KeyboardInterrupt):
                 raise
             raise OperationError(f"pushing release tag {version} to origin failed: {exc}") from None
-    log.info(f"created git tag {version} in {repo} on {target if target == 'HEAD' else target[:12]}"
-             + (" and pushed it to origin" if push else ""))
+    log.info(
+        f"created git tag {version} in {repo} on {target if target == 'HEAD' else target[:12]}"
+        + (" and pushed it to origin" if push else "")
+    )
     return "created"
 
 
@@ -79,8 +81,9 @@ def commit_time(env: Environment, commit: str | None) -> datetime | None:
     if env.git_repo is None or not commit or not all(c in "0123456789abcdef" for c in commit):
         return None
     try:
-        shown = run(["git", "-C", str(env.git_repo), "show", "-s", "--format=%cI", commit], timeout=_GIT_TIMEOUT_S,
-                    check=False)
+        shown = run(
+            ["git", "-C", str(env.git_repo), "show", "-s", "--format=%cI", commit], timeout=_GIT_TIMEOUT_S, check=False
+        )
     except CommandFailed:
         return None
     try:

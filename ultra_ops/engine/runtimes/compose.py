@@ -68,8 +68,15 @@ class ComposeRuntime:
     # -- command builders: pure, no I/O ------------------------------------------------------
 
     def compose_base(self) -> list[str]:
-        return [*self.env.compose_command, "-f", str(self.compose_file), "-p", self.project,
-                "--env-file", str(self.env.env_file)]
+        return [
+            *self.env.compose_command,
+            "-f",
+            str(self.compose_file),
+            "-p",
+            self.project,
+            "--env-file",
+            str(self.env.env_file),
+        ]
 
     def command_env(self, version: str | None = None, registry: str | None = None) -> dict[str, str]:
         """The variables every compose command runs with; they override the caller's own."""
@@ -113,16 +120,27 @@ class ComposeRuntime:
 
     # -- execution ---------------------------------------------------------------------------
 
-    def _run(self, args: list[str], *, version: str | None = None, registry: str | None = None,
-             timeout: float = _SHORT_TIMEOUT_S) -> str:
+    def _run(
+        self,
+        args: list[str],
+        *,
+        version: str | None = None,
+        registry: str | None = None,
+        timeout: float = _SHORT_TIMEOUT_S,
+    ) -> str:
         if not self.env.env_file.is_file():
             raise RuntimeFailure(f"environment {self.env.name}: env file {self.env.env_file} not found")
         try:
             # Compose's interpolation prefers the process environment over --env-file: it gets the
             # basics and the variables this environment's config names, nothing else of ours.
-            proc = shell.run(args, env=self.command_env(version or self._version, registry or self.registry),
-                             environment=self.env, cwd=self.compose_file.parent, timeout=timeout,
-                             redact=self.redact)
+            proc = shell.run(
+                args,
+                env=self.command_env(version or self._version, registry or self.registry),
+                environment=self.env,
+                cwd=self.compose_file.parent,
+                timeout=timeout,
+                redact=self.redact,
+            )
         except CommandFailed as exc:
             subcommand = args[len(self.compose_base())]
             message = f"compose {subcommand} ({self.project}) failed: {exc}"
@@ -158,8 +176,7 @@ class ComposeRuntime:
     def status(self) -> list[ServiceStatus]:
         services = self._run(self.services_args()).split()
         running = set(self._run(self.running_services_args()).split())
-        return [ServiceStatus(s, s in running, "running" if s in running else "not running")
-                for s in services]
+        return [ServiceStatus(s, s in running, "running" if s in running else "not running") for s in services]
 
     def container_ids(self) -> list[str]:
         """The project's running containers (for `docker stats`)."""
@@ -187,8 +204,9 @@ class ComposeRuntime:
                 if not down:
                     return
                 if time.monotonic() >= deadline:
-                    raise RuntimeFailure(f"services {', '.join(down)} of {self.project} not running "
-                                         f"after {timeout_s:g}s")
+                    raise RuntimeFailure(
+                        f"services {', '.join(down)} of {self.project} not running after {timeout_s:g}s"
+                    )
                 time.sleep(_POLL_S)
         pending = list(urls)
         last: dict[str, str] = {}
@@ -208,7 +226,10 @@ class ComposeRuntime:
                 if not pending:
                     return
                 if time.monotonic() >= deadline:
-                    raise RuntimeFailure(self.redact(
-                        f"{self.project} not healthy after {timeout_s:g}s: {pending[0]}: "
-                        f"{last.get(pending[0], 'no answer')}"))
+                    raise RuntimeFailure(
+                        self.redact(
+                            f"{self.project} not healthy after {timeout_s:g}s: {pending[0]}: "
+                            f"{last.get(pending[0], 'no answer')}"
+                        )
+                    )
                 time.sleep(_POLL_S)

@@ -52,7 +52,7 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return fields[0], int(fields[19])
 
 
@@ -89,7 +89,7 @@ def _group_members(pgid: int) -> list[int]:
             text = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2:].split()
+        fields = text[text.rindex(")") + 2 :].split()
         if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
             members.append(int(entry.name))
     return members
@@ -230,8 +230,8 @@ class ProcessRuntime:
                 if spec.port is not None and _port_open(spec.port):
                     # Another program answering on the port would pass the health check for us.
                     raise RuntimeFailure(
-                        f"process {spec.name}: port {spec.port} is already in use by a process "
-                        f"ultra_ops did not start")
+                        f"process {spec.name}: port {spec.port} is already in use by a process ultra_ops did not start"
+                    )
                 self._start(spec, version)
                 started.append(spec)
         except BaseException:
@@ -251,18 +251,32 @@ class ProcessRuntime:
             offset = out.tell()
             try:
                 proc = subprocess.Popen(
-                    list(spec.command), env=self.process_env(spec, version), cwd=cwd,
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True, close_fds=True, umask=0o077)
+                    list(spec.command),
+                    env=self.process_env(spec, version),
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                    umask=0o077,
+                )
             except OSError as exc:
-                raise RuntimeFailure(
-                    f"process {spec.name}: cannot start {spec.command[0]!r}: {exc.strerror}") from None
+                raise RuntimeFailure(f"process {spec.name}: cannot start {spec.command[0]!r}: {exc.strerror}") from None
         with _children_lock:
             _children[proc.pid] = proc
         stat = _proc_stat(proc.pid)
-        self._write_pid(spec, {
-            "pid": proc.pid, "start_time": stat[1] if stat else None, "version": version,
-            "port": spec.port, "started_at": time.time(), "output_offset": offset})
+        self._write_pid(
+            spec,
+            {
+                "pid": proc.pid,
+                "start_time": stat[1] if stat else None,
+                "version": version,
+                "port": spec.port,
+                "started_at": time.time(),
+                "output_offset": offset,
+            },
+        )
         self.log.info(f"started {spec.name} {version} (pid {proc.pid})")
 
     def down(self) -> None:
@@ -282,8 +296,7 @@ class ProcessRuntime:
         while time.monotonic() < deadline and _alive(pid, start_time):
             time.sleep(_POLL_S)
         if _alive(pid, start_time):
-            self.log.warning(
-                f"{spec.name} (pid {pid}) ignored SIGTERM for {spec.stop_timeout_s:g}s: killing it")
+            self.log.warning(f"{spec.name} (pid {pid}) ignored SIGTERM for {spec.stop_timeout_s:g}s: killing it")
             self._signal_group(pid, signal.SIGKILL)
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline and _alive(pid, start_time):
@@ -348,16 +361,16 @@ class ProcessRuntime:
         pending = list(self.env.processes)
         last_error: dict[str, str] = {}
         # Read now: once a process has died, its pid file no longer counts as its own.
-        offsets = {spec.name: int((self._read_pid(spec) or {}).get("output_offset") or 0)
-                   for spec in pending}
+        offsets = {spec.name: int((self._read_pid(spec) or {}).get("output_offset") or 0) for spec in pending}
         with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as client:
             while True:
                 for spec in list(pending):
                     if self._running_pid(spec) is None:
                         lines = _tail(self.output_file(spec), _OUTPUT_LINES, offsets.get(spec.name, 0))
                         output = "\n".join(lines) if lines else "(no output)"
-                        raise RuntimeFailure(self.redact(
-                            f"process {spec.name} exited before it became healthy; last output:\n{output}"))
+                        raise RuntimeFailure(
+                            self.redact(f"process {spec.name} exited before it became healthy; last output:\n{output}")
+                        )
                     if spec.health_url is None:
                         pending.remove(spec)
                         continue
@@ -375,9 +388,12 @@ class ProcessRuntime:
                     return
                 if time.monotonic() >= deadline:
                     spec = pending[0]
-                    raise RuntimeFailure(self.redact(
-                        f"process {spec.name} not healthy after {timeout_s:g}s at {spec.health_url}: "
-                        f"{last_error.get(spec.name, 'no answer')}"))
+                    raise RuntimeFailure(
+                        self.redact(
+                            f"process {spec.name} not healthy after {timeout_s:g}s at {spec.health_url}: "
+                            f"{last_error.get(spec.name, 'no answer')}"
+                        )
+                    )
                 time.sleep(_POLL_S * 2)
 
 

@@ -58,8 +58,13 @@ class DatabaseSettings:
     def password(self) -> str | None:
         return os.environ.get(self.password_env) if self.password_env else None
 
-    def conninfo(self, dbname: str | None = None, *, statement_timeout_s: float | None = None,
-                 lock_timeout_s: float | None = None) -> dict[str, Any]:
+    def conninfo(
+        self,
+        dbname: str | None = None,
+        *,
+        statement_timeout_s: float | None = None,
+        lock_timeout_s: float | None = None,
+    ) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect; the password only comes from the environment.
         Always a connect timeout; statement and lock timeouts (server side) when given."""
         info: dict[str, Any] = {
@@ -211,10 +216,12 @@ class Environment:
         """The secret variables that must be set: not those a service only gets where they are
         (authentication off without its password) nor those of smoke steps skipped without them."""
         optional = {name for spec in self.processes for name in spec.secret_env.values()}
-        optional |= {name for seq in self.verify.smoke for step in seq.steps if step.only_if_env
-                     for name in step.env_names()}
-        needed = {name for seq in self.verify.smoke for step in seq.steps if not step.only_if_env
-                  for name in step.env_names()}
+        optional |= {
+            name for seq in self.verify.smoke for step in seq.steps if step.only_if_env for name in step.env_names()
+        }
+        needed = {
+            name for seq in self.verify.smoke for step in seq.steps if not step.only_if_env for name in step.env_names()
+        }
         return [n for n in self.secret_env_names() if n not in optional or n in needed]
 
     def state_files(self) -> list[Path]:
@@ -231,8 +238,12 @@ class Environment:
 
     def owned_paths(self) -> dict[str, Path]:
         """Config key -> the file or folder that belongs to this environment alone."""
-        paths = {"env_file": self.env_file, "log_dir": self.log_dir, "state_dir": self.state_dir,
-                 "backup_dir": self.backups_path}
+        paths = {
+            "env_file": self.env_file,
+            "log_dir": self.log_dir,
+            "state_dir": self.state_dir,
+            "backup_dir": self.backups_path,
+        }
         if self.compose_file is not None:
             paths["compose_file"] = self.compose_file
         return paths

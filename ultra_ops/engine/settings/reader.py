@@ -65,9 +65,7 @@ class _Reader:
     def fail(self, name: str, reason: str) -> ConfigError:
         return ConfigError(self.path, self.key(name), reason)
 
-    def get(
-        self, name: str, kind: type | tuple[type, ...], default: Any = ..., *, required: bool = False
-    ) -> Any:
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ..., *, required: bool = False) -> Any:
         self.used.add(name)
         if name not in self.table:
             if required or default is ...:
@@ -116,14 +114,21 @@ def _above_zero(r: _Reader, name: str, default: float) -> float:
 def _compose_project(r: _Reader, environment: str) -> str:
     value = r.get("compose_project", str, f"ultra-{environment}")
     if not _COMPOSE_PROJECT.fullmatch(value):
-        raise r.fail("compose_project", f"{value!r} is not a compose project name (lowercase letters, digits, "
-                                        "'_' and '-')")
+        raise r.fail(
+            "compose_project", f"{value!r} is not a compose project name (lowercase letters, digits, '_' and '-')"
+        )
     return value
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a table"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
@@ -182,8 +187,9 @@ def _redis(r: _Reader) -> RedisSettings:
         raise r.fail("url", f"expected a redis:// URL, got {url!r}")
     if "@" in url:
         raise r.fail("url", "must not carry credentials: name them with username and password_env")
-    settings = RedisSettings(url=url, username=r.get("username", str, None),
-                             password_env=_env_var_name(r, "password_env"))
+    settings = RedisSettings(
+        url=url, username=r.get("username", str, None), password_env=_env_var_name(r, "password_env")
+    )
     r.finish()
     return settings
 
@@ -200,10 +206,15 @@ def _verify(r: _Reader | None) -> VerifySettings:
         if not 100 <= status <= 599:
             raise e.fail("expect_status", f"{status} is not an HTTP status")
         budget = e.get("latency_budget_ms", (int, float), None)
-        endpoints.append(EndpointCheck(
-            name=e.get("name", str, required=True), url=_url(e, "url"),
-            method=e.get("method", str, "GET").upper(), expect_status=status,
-            latency_budget_ms=float(budget) if budget is not None else None))
+        endpoints.append(
+            EndpointCheck(
+                name=e.get("name", str, required=True),
+                url=_url(e, "url"),
+                method=e.get("method", str, "GET").upper(),
+                expect_status=status,
+                latency_budget_ms=float(budget) if budget is not None else None,
+            )
+        )
         e.finish()
     health = r.string_list("health_urls")
     for i, url in enumerate(health):
@@ -211,10 +222,15 @@ def _verify(r: _Reader | None) -> VerifySettings:
             raise r.fail(f"health_urls[{i}]", f"expected an http:// or https:// URL, got {url!r}")
     timeout_s = _above_zero(r, "timeout_s", 5.0)
     settings = VerifySettings(
-        timeout_s=timeout_s, retries=r.positive("retries", 2, integer=True),
-        backoff_s=float(r.positive("backoff_s", 0.5)), health_urls=health, endpoints=tuple(endpoints),
-        smoke=read_smoke(r.sub("smoke"), _url), performance=read_performance(r.sub("performance"), _url),
-        window=read_window(r.sub("window")))
+        timeout_s=timeout_s,
+        retries=r.positive("retries", 2, integer=True),
+        backoff_s=float(r.positive("backoff_s", 0.5)),
+        health_urls=health,
+        endpoints=tuple(endpoints),
+        smoke=read_smoke(r.sub("smoke"), _url),
+        performance=read_performance(r.sub("performance"), _url),
+        window=read_window(r.sub("window")),
+    )
     r.finish()
     return settings
 
@@ -222,8 +238,9 @@ def _verify(r: _Reader | None) -> VerifySettings:
 def _retention(r: _Reader | None) -> RetentionPolicy | None:
     if r is None:
         return None
-    tiers = {name: r.positive(name, default, integer=True) for name, default in (("daily", 7), ("weekly", 4),
-                                                                               ("monthly", 6))}
+    tiers = {
+        name: r.positive(name, default, integer=True) for name, default in (("daily", 7), ("weekly", 4), ("monthly", 6))
+    }
     for name, count in tiers.items():
         if count > 1000:
             raise r.fail(name, f"at most 1000, got {count}")
@@ -243,10 +260,15 @@ def _backup(r: _Reader | None) -> BackupSettings:
     max_age = float(r.positive("max_age_hours", 26.0))
     if not 0 < max_age < 24 * 366:
         raise r.fail("max_age_hours", f"expected more than 0 and less than a year, got {max_age:g}")
-    settings = BackupSettings(format=fmt, jobs=r.positive("jobs", 0, integer=True),
-                              compression=compression, keep=r.positive("keep", 20, integer=True),
-                              max_age_hours=max_age, timeout_s=_above_zero(r, "timeout_s", 6 * 3600.0),
-                              retention=_retention(r.sub("retention")))
+    settings = BackupSettings(
+        format=fmt,
+        jobs=r.positive("jobs", 0, integer=True),
+        compression=compression,
+        keep=r.positive("keep", 20, integer=True),
+        max_age_hours=max_age,
+        timeout_s=_above_zero(r, "timeout_s", 6 * 3600.0),
+        retention=_retention(r.sub("retention")),
+    )
     r.finish()
     return settings
 
@@ -279,10 +301,17 @@ def _processes(r: _Reader | None) -> tuple[ProcessSpec, ...]:
                 raise p.fail(f"secret_env.{k}", "is not a valid environment variable name")
             if not isinstance(v, str) or not _ENV_VAR_NAME.fullmatch(v):
                 raise p.fail(f"secret_env.{k}", "must name the environment variable that holds the value")
-        specs.append(ProcessSpec(name=name, command=_expand_command(command), port=port,
-                                 health_url=_url(p, "health_url", required=False),
-                                 env=dict(env), stop_timeout_s=float(p.positive("stop_timeout_s", 10.0)),
-                                 secret_env=dict(secret_env)))
+        specs.append(
+            ProcessSpec(
+                name=name,
+                command=_expand_command(command),
+                port=port,
+                health_url=_url(p, "health_url", required=False),
+                env=dict(env),
+                stop_timeout_s=float(p.positive("stop_timeout_s", 10.0)),
+                secret_env=dict(secret_env),
+            )
+        )
         p.finish()
     return tuple(specs)
 
@@ -302,11 +331,17 @@ def _llm_providers(r: _Reader) -> tuple[LlmProvider, ...]:
         budget = p.get("completion_budget_ms", (int, float), None)
         if budget is not None and budget <= 0:
             raise p.fail("completion_budget_ms", "must be greater than 0")
-        providers.append(LlmProvider(name=p.get("name", str, required=True),
-                                     models_url=_url(p, "models_url"), api_key_env=key_env, auth=auth,
-                                     completion_url=_url(p, "completion_url", required=False),
-                                     model=p.get("model", str, None),
-                                     completion_budget_ms=float(budget) if budget is not None else None))
+        providers.append(
+            LlmProvider(
+                name=p.get("name", str, required=True),
+                models_url=_url(p, "models_url"),
+                api_key_env=key_env,
+                auth=auth,
+                completion_url=_url(p, "completion_url", required=False),
+                model=p.get("model", str, None),
+                completion_budget_ms=float(budget) if budget is not None else None,
+            )
+        )
         p.finish()
     return tuple(providers)
 
@@ -316,8 +351,9 @@ def _checklist(r: _Reader | None, base: Path):  # noqa: ANN202 - ChecklistSettin
     return replace(settings, dependency_scan=_expand_command(settings.dependency_scan))
 
 
-def _environment(path: Path, name: str, table: dict[str, Any], defaults: dict[str, Any], *,
-                 shares_config: bool = False) -> Environment:
+def _environment(
+    path: Path, name: str, table: dict[str, Any], defaults: dict[str, Any], *, shares_config: bool = False
+) -> Environment:
     merged = {**defaults, **table}
     r = _Reader(path, merged, f"environments.{name}")
     base = path.parent
@@ -383,9 +419,11 @@ def _check_isolation(path: Path, envs: dict[str, Environment]) -> None:
             for other, other_key, q in seen:
                 if _overlap(p, q):
                     how = "is" if p == q else ("is inside" if q in p.parents else "contains")
-                    raise ConfigError(path, f"environments.{env.name}.{key}",
-                                      f"{p} {how} {other}'s {other_key} ({q}); environments must not "
-                                      "share files or folders")
+                    raise ConfigError(
+                        path,
+                        f"environments.{env.name}.{key}",
+                        f"{p} {how} {other}'s {other_key} ({q}); environments must not share files or folders",
+                    )
         seen += [(env.name, key, p) for key, p in env.owned_paths().items()]
 
 
@@ -421,11 +459,11 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     envs: dict[str, Environment] = {}
     for name, table in environments.items():
         if name not in ENVIRONMENT_NAMES:
-            raise ConfigError(p, f"environments.{name}",
-                              f"unknown environment; expected one of {', '.join(ENVIRONMENT_NAMES)}")
+            raise ConfigError(
+                p, f"environments.{name}", f"unknown environment; expected one of {', '.join(ENVIRONMENT_NAMES)}"
+            )
         if not isinstance(table, dict):
             raise ConfigError(p, f"environments.{name}", "expected a table")
         envs[name] = _environment(p, name, table, defaults, shares_config=len(environments) > 1)
     _check_isolation(p, envs)
-    return Settings(path=p, timezone=timezone, environments=envs, calendar=calendar,
-                    notifications=notifications)
+    return Settings(path=p, timezone=timezone, environments=envs, calendar=calendar, notifications=notifications)

@@ -66,8 +66,12 @@ def describe_error(exc: BaseException, timeout_s: float) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _timed_request(client: httpx.Client, method: str, url: str, headers: dict[str, str] | None = None,
-                   ) -> tuple[httpx.Response, float]:
+def _timed_request(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    headers: dict[str, str] | None = None,
+) -> tuple[httpx.Response, float]:
     start = time.perf_counter()
     response = client.request(method, url, headers=headers)
     return response, time.perf_counter() - start
@@ -196,9 +200,14 @@ def _redis(env: Environment, timeout_s: float) -> Callable[[], str]:
                 raise CheckFailed(f"{settings.password_env} is not set", final=True)
         start = time.perf_counter()
         # redis-py retries on its own by default; ours are the only retries, so attempts stay countable.
-        client = redis.Redis.from_url(settings.url, username=settings.username, password=password,
-                                      socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                      retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
+        client = redis.Redis.from_url(
+            settings.url,
+            username=settings.username,
+            password=password,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+        )
         try:
             try:
                 pong = client.ping()

@@ -87,11 +87,16 @@ def ask(env: Environment, request_id: str, *, version: str | None, run_id: str |
     lets one deploy wait at a time): it is closed, so nobody answers a question nobody asks."""
     with _db(env) as conn:
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("UPDATE decisions SET decision = 'rollback', decided_by = ?, decided_at = ?, "
-                     "reason = 'its deploy stopped waiting' WHERE decision IS NULL AND id != ?",
-                     (ABANDONED_DECIDER, utc_timestamp(), request_id))
-        conn.execute("INSERT OR IGNORE INTO decisions (id, environment, version, run_id, asked_at, summary) "
-                     "VALUES (?, ?, ?, ?, ?, ?)", (request_id, env.name, version, run_id, utc_timestamp(), summary))
+        conn.execute(
+            "UPDATE decisions SET decision = 'rollback', decided_by = ?, decided_at = ?, "
+            "reason = 'its deploy stopped waiting' WHERE decision IS NULL AND id != ?",
+            (ABANDONED_DECIDER, utc_timestamp(), request_id),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO decisions (id, environment, version, run_id, asked_at, summary) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (request_id, env.name, version, run_id, utc_timestamp(), summary),
+        )
         conn.execute("COMMIT")
     return get(env, request_id)
 
@@ -111,8 +116,15 @@ def pending(env: Environment) -> list[DecisionRecord]:
     return [_record(r) for r in rows]
 
 
-def decide(env: Environment, decision: str, *, by: str, launched_by: str | None = None,
-           reason: str | None = None, request_id: str | None = None) -> DecisionRecord:
+def decide(
+    env: Environment,
+    decision: str,
+    *,
+    by: str,
+    launched_by: str | None = None,
+    reason: str | None = None,
+    request_id: str | None = None,
+) -> DecisionRecord:
     """Answer a request: the one named, or the environment's only open one. InputError when there is
     nothing to decide, several to choose from, or it was decided already (and by whom)."""
     if decision not in DECISIONS:
@@ -124,23 +136,28 @@ def decide(env: Environment, decision: str, *, by: str, launched_by: str | None 
         if not open_:
             raise InputError(f"no verification of {env.name} is waiting for a decision")
         if len(open_) > 1:
-            raise InputError(f"{len(open_)} verifications of {env.name} wait for a decision; name one: "
-                             + ", ".join(r.id for r in open_))
+            raise InputError(
+                f"{len(open_)} verifications of {env.name} wait for a decision; name one: "
+                + ", ".join(r.id for r in open_)
+            )
         request_id = open_[0].id
     with _db(env) as conn:
         changed = conn.execute(
             "UPDATE decisions SET decision = ?, decided_by = ?, decided_at = ?, launched_by = ?, reason = ? "
             "WHERE id = ? AND decision IS NULL",
-            (decision, by, utc_timestamp(), launched_by, reason, request_id)).rowcount
+            (decision, by, utc_timestamp(), launched_by, reason, request_id),
+        ).rowcount
     record = get(env, request_id)
     if not changed:
-        raise InputError(f"{request_id} was decided already: {record.decision} by {record.decided_by} "
-                         f"at {record.decided_at}")
+        raise InputError(
+            f"{request_id} was decided already: {record.decision} by {record.decided_by} at {record.decided_at}"
+        )
     return record
 
 
-def wait_for_decision(env: Environment, request_id: str, max_wait_s: float, *, log: Log,
-                      poll_s: float = 1.0, remind_s: float = 300.0) -> DecisionRecord:
+def wait_for_decision(
+    env: Environment, request_id: str, max_wait_s: float, *, log: Log, poll_s: float = 1.0, remind_s: float = 300.0
+) -> DecisionRecord:
     """Poll the request until someone decides; after `max_wait_s` decide `rollback` as `timeout`."""
     with abandoned_on_interrupt(env, request_id):
         return _wait(env, request_id, max_wait_s, log=log, poll_s=poll_s, remind_s=remind_s)
@@ -154,13 +171,19 @@ def abandoned_on_interrupt(env: Environment, request_id: str) -> Iterator[None]:
         yield
     except BaseException:
         with contextlib.suppress(Exception):
-            decide(env, "rollback", by=ABANDONED_DECIDER, request_id=request_id,
-                   reason="the deploy was interrupted while it waited")
+            decide(
+                env,
+                "rollback",
+                by=ABANDONED_DECIDER,
+                request_id=request_id,
+                reason="the deploy was interrupted while it waited",
+            )
         raise
 
 
-def _wait(env: Environment, request_id: str, max_wait_s: float, *, log: Log, poll_s: float,
-          remind_s: float) -> DecisionRecord:
+def _wait(
+    env: Environment, request_id: str, max_wait_s: float, *, log: Log, poll_s: float, remind_s: float
+) -> DecisionRecord:
     deadline = time.monotonic() + max_wait_s
     next_reminder = time.monotonic() + remind_s
     while True:
@@ -170,8 +193,13 @@ def _wait(env: Environment, request_id: str, max_wait_s: float, *, log: Log, pol
         now = time.monotonic()
         if now >= deadline:
             try:
-                return decide(env, "rollback", by=TIMEOUT_DECIDER, request_id=request_id,
-                              reason=f"nobody decided within {max_wait_s:g}s")
+                return decide(
+                    env,
+                    "rollback",
+                    by=TIMEOUT_DECIDER,
+                    request_id=request_id,
+                    reason=f"nobody decided within {max_wait_s:g}s",
+                )
             except InputError:
                 continue  # a person decided in the same moment: theirs stands
         if now >= next_reminder:

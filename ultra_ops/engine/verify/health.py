@@ -58,6 +58,7 @@ def poll_health(env: Environment, timeout_s: float) -> HealthPoll:
                 for key in ("checks", "components"):
                     for name, value in (body.get(key) or {}).items() if isinstance(body.get(key), dict) else ():
                         shown = value.get("status") if isinstance(value, dict) else value
-                        states[f"{url} {name}"] = "ok" if not any(b.startswith(f"{name} (") for b in bad) \
-                            else str(shown)
+                        states[f"{url} {name}"] = (
+                            "ok" if not any(b.startswith(f"{name} (") for b in bad) else str(shown)
+                        )
     return HealthPoll(env.name, states)

@@ -48,8 +48,15 @@ class LatencySample:
         return max(self.latencies_ms, default=0.0)
 
 
-def measure(client: httpx.Client, method: str, url: str, requests: int, concurrency: int,
-            timeout_s: float, max_rate_per_s: float | None = None) -> LatencySample:
+def measure(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    requests: int,
+    concurrency: int,
+    timeout_s: float,
+    max_rate_per_s: float | None = None,
+) -> LatencySample:
     """Send `requests` requests, at most `concurrency` at a time (and, with `max_rate_per_s`, the
     i-th not before i / rate seconds: a rate-limited API answers 429 to a faster burst), and time each."""
     latencies: list[float] = []
@@ -81,8 +88,9 @@ def measure(client: httpx.Client, method: str, url: str, requests: int, concurre
                 with lock:
                     errors[describe_error(exc, timeout_s)] += 1
 
-    threads = [threading.Thread(target=worker, name=f"latency-{i}", daemon=True)
-               for i in range(min(concurrency, requests))]
+    threads = [
+        threading.Thread(target=worker, name=f"latency-{i}", daemon=True) for i in range(min(concurrency, requests))
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -92,20 +100,27 @@ def measure(client: httpx.Client, method: str, url: str, requests: int, concurre
 
 def judge(target: LatencyTarget, sample: LatencySample, requests: int) -> CheckResult:
     """The target's result: failed when a request failed or a percentile is over its budget."""
-    metrics = {"p50_ms": sample.p50, "p95_ms": sample.p95, "max_ms": sample.max,
-               "requests": float(requests), "errors": float(sum(sample.errors.values()))}
+    metrics = {
+        "p50_ms": sample.p50,
+        "p95_ms": sample.p95,
+        "max_ms": sample.max,
+        "requests": float(requests),
+        "errors": float(sum(sample.errors.values())),
+    }
     figures = f"p50 {sample.p50:.0f} ms, p95 {sample.p95:.0f} ms, max {sample.max:.0f} ms over {requests}"
     problems = []
     if sample.errors:
         worst = max(sample.errors.items(), key=lambda kv: kv[1])
         problems.append(f"{sum(sample.errors.values())} of {requests} requests failed ({worst[0]})")
-    for label, value, budget in (("p50", sample.p50, target.p50_ms), ("p95", sample.p95, target.p95_ms),
-                                 ("max", sample.max, target.max_ms)):
+    for label, value, budget in (
+        ("p50", sample.p50, target.p50_ms),
+        ("p95", sample.p95, target.p95_ms),
+        ("max", sample.max, target.max_ms),
+    ):
         if budget is not None and sample.latencies_ms and value > budget:
             problems.append(f"{label} {value:.0f} ms over budget {budget:.0f} ms")
     detail = figures + ("; " + "; ".join(problems) if problems else "")
-    return CheckResult(f"latency {target.name}", "latency", not problems, sample.p95, requests, detail,
-                       metrics=metrics)
+    return CheckResult(f"latency {target.name}", "latency", not problems, sample.p95, requests, detail, metrics=metrics)
 
 
 def latency_results(perf: PerformanceSettings, timeout_s: float, verify_tls: object) -> list[CheckResult]:

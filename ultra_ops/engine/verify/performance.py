@@ -27,8 +27,11 @@ def _completion(client: httpx.Client, provider: LlmProvider, timeout_s: float) -
     start = time.perf_counter()
     try:
         headers = llm_headers(provider)
-        body = {"model": provider.model or "default", "max_tokens": 1,
-                "messages": [{"role": "user", "content": "ping"}]}
+        body = {
+            "model": provider.model or "default",
+            "max_tokens": 1,
+            "messages": [{"role": "user", "content": "ping"}],
+        }
         response = client.post(provider.completion_url or "", json=body, headers=headers, timeout=timeout_s)
         elapsed = (time.perf_counter() - start) * 1000
         if response.status_code != 200:
@@ -36,16 +39,18 @@ def _completion(client: httpx.Client, provider: LlmProvider, timeout_s: float) -
     except CheckFailed as exc:
         return CheckResult(name, "llm_latency", False, (time.perf_counter() - start) * 1000, 1, exc.detail)
     except expected_errors() as exc:
-        return CheckResult(name, "llm_latency", False, (time.perf_counter() - start) * 1000, 1,
-                           describe_error(exc, timeout_s))
+        return CheckResult(
+            name, "llm_latency", False, (time.perf_counter() - start) * 1000, 1, describe_error(exc, timeout_s)
+        )
     budget = provider.completion_budget_ms
     over = budget is not None and elapsed > budget
     detail = f"one completion in {elapsed:.0f} ms" + (f", over budget {budget:.0f} ms" if over else "")
     return CheckResult(name, "llm_latency", not over, elapsed, 1, detail, metrics={"latency_ms": elapsed})
 
 
-def performance_results(env: Environment, verify_tls: object, redact: Redactor,
-                        clean: Callable[[str], str]) -> list[CheckResult]:
+def performance_results(
+    env: Environment, verify_tls: object, redact: Redactor, clean: Callable[[str], str]
+) -> list[CheckResult]:
     perf = env.verify.performance
     if perf is None:
         return []
@@ -65,5 +70,7 @@ def performance_results(env: Environment, verify_tls: object, redact: Redactor,
     if perf.llm_completion:
         with httpx.Client(follow_redirects=False, verify=verify_tls) as client:
             results += [_completion(client, p, timeout_s) for p in env.llm_providers if p.completion_url]
-    return [CheckResult(r.name, r.kind, r.ok, r.latency_ms, r.attempts, clean(r.detail), r.blocking, r.skipped,
-                        r.metrics) for r in results]
+    return [
+        CheckResult(r.name, r.kind, r.ok, r.latency_ms, r.attempts, clean(r.detail), r.blocking, r.skipped, r.metrics)
+        for r in results
+    ]

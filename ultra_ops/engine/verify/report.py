@@ -8,8 +8,19 @@ from typing import Any
 
 # The kinds of result, in report order: the automated checks, then the smoke tests, then
 # performance verification.
-KINDS = ("health", "database", "redis", "llm", "endpoint", "smoke", "latency", "resources", "disk",
-         "database_performance", "llm_latency")
+KINDS = (
+    "health",
+    "database",
+    "redis",
+    "llm",
+    "endpoint",
+    "smoke",
+    "latency",
+    "resources",
+    "disk",
+    "database_performance",
+    "llm_latency",
+)
 
 
 @dataclass(frozen=True)
@@ -40,11 +51,17 @@ class CheckResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckResult:
-        return cls(name=str(data["name"]), kind=str(data["kind"]), ok=bool(data["ok"]),
-                   latency_ms=float(data["latency_ms"]), attempts=int(data["attempts"]),
-                   detail=str(data["detail"]), blocking=bool(data.get("blocking", True)),
-                   skipped=bool(data.get("skipped", False)),
-                   metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()})
+        return cls(
+            name=str(data["name"]),
+            kind=str(data["kind"]),
+            ok=bool(data["ok"]),
+            latency_ms=float(data["latency_ms"]),
+            attempts=int(data["attempts"]),
+            detail=str(data["detail"]),
+            blocking=bool(data.get("blocking", True)),
+            skipped=bool(data.get("skipped", False)),
+            metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -82,9 +99,12 @@ class VerifyReport:
     def from_dict(cls, data: dict[str, Any]) -> VerifyReport:
         """The report that to_dict() described. "ok" and "summary" are ignored: both follow from
         the results. Times come back rounded to 0.1 ms, as to_dict() wrote them."""
-        return cls(environment=str(data["environment"]),
-                   results=tuple(CheckResult.from_dict(r) for r in data["results"]),
-                   started_at=str(data["started_at"]), duration_ms=float(data["duration_ms"]))
+        return cls(
+            environment=str(data["environment"]),
+            results=tuple(CheckResult.from_dict(r) for r in data["results"]),
+            started_at=str(data["started_at"]),
+            duration_ms=float(data["duration_ms"]),
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -103,10 +123,10 @@ class VerifyReport:
     def table(self) -> str:
         header = ("CHECK", "KIND", "STATUS", "LATENCY", "ATTEMPTS", "DETAIL")
         rows = [header] + [
-            (r.name, r.kind, r.status, f"{r.latency_ms:.0f} ms", str(r.attempts), r.detail)
-            for r in self.results
+            (r.name, r.kind, r.status, f"{r.latency_ms:.0f} ms", str(r.attempts), r.detail) for r in self.results
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
-                 for row in rows]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows
+        ]
         return "\n".join([*lines, "", self.summary()])

@@ -33,8 +33,9 @@ MAX_WORKERS = 64
 MAX_DETAIL = 200  # a detail is a reason for a table cell, not a log dump
 
 
-def _run_with_retries(check: Check, retries: int, backoff_s: float, timeout_s: float,
-                      redact: Callable[[str], str]) -> CheckResult:
+def _run_with_retries(
+    check: Check, retries: int, backoff_s: float, timeout_s: float, redact: Callable[[str], str]
+) -> CheckResult:
     attempts, latency, ok, detail = 0, 0.0, False, ""
     for attempt in range(retries + 1):
         if attempt:
@@ -54,9 +55,10 @@ def _run_with_retries(check: Check, retries: int, backoff_s: float, timeout_s: f
     # Redact before shortening: a secret cut in half would no longer match the redactor.
     detail = redact(detail)
     if len(detail) > MAX_DETAIL:
-        detail = detail[:MAX_DETAIL - 3] + "..."
-    return CheckResult(name=redact(check.name), kind=check.kind, ok=ok, latency_ms=latency,
-                       attempts=attempts, detail=detail)
+        detail = detail[: MAX_DETAIL - 3] + "..."
+    return CheckResult(
+        name=redact(check.name), kind=check.kind, ok=ok, latency_ms=latency, attempts=attempts, detail=detail
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,8 +83,9 @@ def _redactor(env: Environment, redact: Redactor | None) -> Callable[[str], str]
     return lambda text: own(redact(text))
 
 
-def verify_environment(env: Environment, *, redact: Redactor | None = None, log: Log | None = None,
-                       performance: bool = True) -> VerifyReport:
+def verify_environment(
+    env: Environment, *, redact: Redactor | None = None, log: Log | None = None, performance: bool = True
+) -> VerifyReport:
     """Run every configured check of `env` and return the report; never raises for a failure.
 
     The automated checks and the smoke sequences run at once; performance verification (unless
@@ -93,8 +96,12 @@ def verify_environment(env: Environment, *, redact: Redactor | None = None, log:
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     start = time.perf_counter()
     timeout = httpx.Timeout(v.timeout_s)
-    urls = [*v.health_urls, *(ep.url for ep in v.endpoints), *(p.models_url for p in env.llm_providers),
-            *(seq.base_url for seq in v.smoke)]
+    urls = [
+        *v.health_urls,
+        *(ep.url for ep in v.endpoints),
+        *(p.models_url for p in env.llm_providers),
+        *(seq.base_url for seq in v.smoke),
+    ]
     if v.performance is not None:
         urls += [t.url for t in v.performance.endpoints]
     tls = _tls_for(urls)
@@ -105,7 +112,8 @@ def verify_environment(env: Environment, *, redact: Redactor | None = None, log:
     with httpx.Client(timeout=timeout, limits=limits, follow_redirects=False, verify=tls) as client:
         tasks: list[Callable[[], list[CheckResult]]] = [
             functools.partial(lambda c: [_run_with_retries(c, v.retries, v.backoff_s, v.timeout_s, clean)], check)
-            for check in checks_for(env, client)]
+            for check in checks_for(env, client)
+        ]
         # {env:NAME} in a smoke step: ours first, then the env file (what the services get).
         variables = {**read_env_file(env.env_file), **os.environ} if v.smoke else {}
         tasks += [functools.partial(run_sequence, seq, client, v.timeout_s, clean, variables) for seq in v.smoke]
@@ -143,8 +151,14 @@ def _log_result(env: Environment, result: CheckResult, log: Log, clean: Callable
     (log.info if result.ok else log.warning)(clean(line))
 
 
-def verify_or_fail(env: Environment, failure: str, *, log: Log, redact: Redactor,
-                   on_report: Callable[[VerifyReport], None] | None = None) -> VerifyReport:
+def verify_or_fail(
+    env: Environment,
+    failure: str,
+    *,
+    log: Log,
+    redact: Redactor,
+    on_report: Callable[[VerifyReport], None] | None = None,
+) -> VerifyReport:
     """verify_environment, the report handed to `on_report` first (recorded whatever the outcome),
     then VerificationFailed("<failure>: <summary>") when a check failed."""
     report = verify_environment(env, redact=redact, log=log)

@@ -183,12 +183,21 @@ def _step(r: _Reader, captured: set[str]) -> SmokeStep:
     if only_if is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", only_if):
         raise r.fail("only_if_env", "must name an environment variable")
     step = SmokeStep(
-        name=r.get("name", str, required=True), method=method, path=path, headers=dict(headers),
-        json=r.get("json", (dict, list, str, int, float, bool), None), body=r.get("body", str, None),
-        expect_status=status, expect_json=_dotted_table(r, "expect_json"),
-        expect_fields=_dotted_table(r, "expect_fields", values=FIELD_TYPES), capture=_names(r, "capture"),
-        capture_metrics=_names(r, "capture_metrics"), expect_metric_increase=_names(r, "expect_metric_increase"),
-        max_latency_ms=float(latency) if latency is not None else None, only_if_env=only_if)
+        name=r.get("name", str, required=True),
+        method=method,
+        path=path,
+        headers=dict(headers),
+        json=r.get("json", (dict, list, str, int, float, bool), None),
+        body=r.get("body", str, None),
+        expect_status=status,
+        expect_json=_dotted_table(r, "expect_json"),
+        expect_fields=_dotted_table(r, "expect_fields", values=FIELD_TYPES),
+        capture=_names(r, "capture"),
+        capture_metrics=_names(r, "capture_metrics"),
+        expect_metric_increase=_names(r, "expect_metric_increase"),
+        max_latency_ms=float(latency) if latency is not None else None,
+        only_if_env=only_if,
+    )
     unknown = step.captured_names() - captured
     if unknown:
         raise r.fail("name", f"uses {{{sorted(unknown)[0]}}}, which no earlier step captures")
@@ -254,8 +263,17 @@ def read_performance(r: _Reader | None, url_check: Any) -> PerformanceSettings |
         method = e.get("method", str, "GET").upper()
         if method not in _METHODS:
             raise e.fail("method", f"expected one of {', '.join(_METHODS)}, got {method!r}")
-        targets.append(LatencyTarget(e.get("name", str, required=True), url_check(e, "url"), method, n,
-                                     _budget(e, "p50_ms"), _budget(e, "p95_ms"), _budget(e, "max_ms")))
+        targets.append(
+            LatencyTarget(
+                e.get("name", str, required=True),
+                url_check(e, "url"),
+                method,
+                n,
+                _budget(e, "p50_ms"),
+                _budget(e, "p95_ms"),
+                _budget(e, "max_ms"),
+            )
+        )
         e.finish()
     headroom = float(r.positive("connection_headroom", 0.2))
     if headroom >= 1:
@@ -265,12 +283,19 @@ def read_performance(r: _Reader | None, url_check: Any) -> PerformanceSettings |
         raise r.fail("disk_free_percent", "expected a percentage below 100")
     open_files = r.get("open_files", int, None)
     settings = PerformanceSettings(
-        requests=requests, concurrency=concurrency, endpoints=tuple(targets),
-        cpu_percent=_budget(r, "cpu_percent"), memory_mb=_budget(r, "memory_mb"),
+        requests=requests,
+        concurrency=concurrency,
+        endpoints=tuple(targets),
+        cpu_percent=_budget(r, "cpu_percent"),
+        memory_mb=_budget(r, "memory_mb"),
         open_files=open_files if open_files is None or open_files > 0 else None,
-        disk_free_mb=_budget(r, "disk_free_mb"), disk_free_percent=free_pct,
-        slow_statement_ms=float(r.positive("slow_statement_ms", 500.0)), connection_headroom=headroom,
-        llm_completion=r.get("llm_completion", bool, False), max_rate_per_s=_budget(r, "max_rate_per_s"))
+        disk_free_mb=_budget(r, "disk_free_mb"),
+        disk_free_percent=free_pct,
+        slow_statement_ms=float(r.positive("slow_statement_ms", 500.0)),
+        connection_headroom=headroom,
+        llm_completion=r.get("llm_completion", bool, False),
+        max_rate_per_s=_budget(r, "max_rate_per_s"),
+    )
     r.finish()
     return settings
 

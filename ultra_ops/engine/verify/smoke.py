@@ -131,8 +131,9 @@ def _excerpt(response: httpx.Response, clean: Callable[[str], str]) -> str:
     return text[:_EXCERPT] + ("..." if len(text) > _EXCERPT else "")
 
 
-def _check(step: SmokeStep, response: httpx.Response, elapsed_ms: float, captured: dict[str, Any],
-           clean: Callable[[str], str]) -> str:
+def _check(
+    step: SmokeStep, response: httpx.Response, elapsed_ms: float, captured: dict[str, Any], clean: Callable[[str], str]
+) -> str:
     def _shown(value: Any) -> str:
         text = clean(repr(value))
         return text[:40] + "..." if len(text) > 40 else text
@@ -193,8 +194,13 @@ def _to_capture(step: SmokeStep, response: httpx.Response) -> list[str]:
     return [v for v in values if isinstance(v, str)]
 
 
-def run_sequence(seq: SmokeSequence, client: httpx.Client, timeout_s: float, redact: Callable[[str], str],
-                 variables: Mapping[str, str] | None = None) -> list[CheckResult]:
+def run_sequence(
+    seq: SmokeSequence,
+    client: httpx.Client,
+    timeout_s: float,
+    redact: Callable[[str], str],
+    variables: Mapping[str, str] | None = None,
+) -> list[CheckResult]:
     """Every step of `seq` in order, one result each; never raises for a failure. `{env:NAME}` and
     `only_if_env` read `variables` (ultra_ops's environment, then the environment's env file: the
     variables its services get), os.environ without them."""
@@ -238,6 +244,16 @@ def run_sequence(seq: SmokeSequence, client: httpx.Client, timeout_s: float, red
         latency = (time.perf_counter() - start) * 1000 if attempts else 0.0
         if not ok:
             failed_at = step.name
-        results.append(CheckResult(name, "smoke", ok, latency, attempts, clean(detail), skipped=skipped,
-                                   metrics={} if skipped else {"latency_ms": latency}))
+        results.append(
+            CheckResult(
+                name,
+                "smoke",
+                ok,
+                latency,
+                attempts,
+                clean(detail),
+                skipped=skipped,
+                metrics={} if skipped else {"latency_ms": latency},
+            )
+        )
     return results

@@ -40,7 +40,8 @@ def _installed(conn: Any) -> bool:
 def _statements(conn: Any) -> dict[str, tuple[int, float, str]]:
     rows = conn.execute(
         "SELECT queryid::text, calls, total_exec_time, left(query, 120) FROM pg_stat_statements "
-        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
+        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ).fetchall()
     return {r[0]: (int(r[1]), float(r[2]), r[3]) for r in rows if r[0] is not None}
 
 
@@ -74,7 +75,8 @@ def database_results(env: Environment, perf: PerformanceSettings, timeout_s: flo
         with _connect(env, timeout_s) as conn:
             used, limit, reserved = conn.execute(
                 "SELECT (SELECT count(*) FROM pg_stat_activity), current_setting('max_connections')::int, "
-                "current_setting('superuser_reserved_connections')::int").fetchone()
+                "current_setting('superuser_reserved_connections')::int"
+            ).fetchone()
             installed = _installed(conn)
             unreadable = None
             try:
@@ -88,19 +90,42 @@ def database_results(env: Environment, perf: PerformanceSettings, timeout_s: flo
     usable = max(limit - reserved, 1)
     free = (usable - used) / usable
     connections = CheckResult(
-        "database connections", "database_performance", free >= perf.connection_headroom, 0.0, 1,
+        "database connections",
+        "database_performance",
+        free >= perf.connection_headroom,
+        0.0,
+        1,
         f"{used} of {usable} connections in use ({free:.0%} free, at least {perf.connection_headroom:.0%})",
-        metrics={"connections_used": float(used), "connections_free_share": free})
+        metrics={"connections_used": float(used), "connections_free_share": free},
+    )
     if not installed:
-        return [connections, CheckResult(
-            "slowest statements", "database_performance", True, 0.0, 0,
-            f"pg_stat_statements is not installed in {env.database.name}: statement times not checked",
-            blocking=False, skipped=True)]
+        return [
+            connections,
+            CheckResult(
+                "slowest statements",
+                "database_performance",
+                True,
+                0.0,
+                0,
+                f"pg_stat_statements is not installed in {env.database.name}: statement times not checked",
+                blocking=False,
+                skipped=True,
+            ),
+        ]
     if unreadable is not None:
-        return [connections, CheckResult(
-            "slowest statements", "database_performance", True, 0.0, 0,
-            f"pg_stat_statements cannot be read in {env.database.name} ({unreadable}): statement times not checked",
-            blocking=False, skipped=True)]
+        return [
+            connections,
+            CheckResult(
+                "slowest statements",
+                "database_performance",
+                True,
+                0.0,
+                0,
+                f"pg_stat_statements cannot be read in {env.database.name} ({unreadable}): statement times not checked",
+                blocking=False,
+                skipped=True,
+            ),
+        ]
     base = _baseline(env)
     since = "since the deploy" if base is not None else "since pg_stat_statements was last reset"
     deltas = []
@@ -112,11 +137,18 @@ def database_results(env: Environment, perf: PerformanceSettings, timeout_s: flo
     deltas.sort(reverse=True)
     slow = [d for d in deltas if d[0] > perf.slow_statement_ms]
     top = "; ".join(f"{mean:.1f} ms x{calls}: {' '.join(q.split())[:60]}" for mean, calls, q in deltas[:_TOP])
-    detail = (f"{len(slow)} statements over {perf.slow_statement_ms:g} ms mean {since}"
-              + (f"; slowest: {top}" if top else "; no statements ran"))
+    detail = f"{len(slow)} statements over {perf.slow_statement_ms:g} ms mean {since}" + (
+        f"; slowest: {top}" if top else "; no statements ran"
+    )
     # Slow statements are a warning: a person reads which ones, they do not stop a deploy alone.
-    statements = CheckResult("slowest statements", "database_performance", not slow, 0.0, 1, detail,
-                             blocking=False,
-                             metrics={"slowest_mean_ms": deltas[0][0] if deltas else 0.0,
-                                      "slow_statements": float(len(slow))})
+    statements = CheckResult(
+        "slowest statements",
+        "database_performance",
+        not slow,
+        0.0,
+        1,
+        detail,
+        blocking=False,
+        metrics={"slowest_mean_ms": deltas[0][0] if deltas else 0.0, "slow_statements": float(len(slow))},
+    )
     return [connections, statements]

@@ -55,19 +55,25 @@ class CpuWindow:
         for name, pid in self.pids.items():
             before, now = self.first.get(name), read_proc(pid)
             if before is None or now is None:
-                results.append(CheckResult(f"resources {name}", "resources", False, 0.0, 1,
-                                           f"pid {pid} is gone"))
+                results.append(CheckResult(f"resources {name}", "resources", False, 0.0, 1, f"pid {pid} is gone"))
                 continue
             cpu = (now.cpu_seconds - before.cpu_seconds) / wall * 100
             results.append(_judge(name, cpu, now.memory_bytes / _MB, now.open_files, perf, f"pid {pid}"))
         return results
 
 
-def _judge(name: str, cpu: float | None, memory_mb: float | None, open_files: int | None,
-           perf: PerformanceSettings, where: str) -> CheckResult:
-    metrics = {k: v for k, v in (("cpu_percent", cpu), ("memory_mb", memory_mb),
-                                 ("open_files", float(open_files) if open_files is not None else None))
-               if v is not None}
+def _judge(
+    name: str, cpu: float | None, memory_mb: float | None, open_files: int | None, perf: PerformanceSettings, where: str
+) -> CheckResult:
+    metrics = {
+        k: v
+        for k, v in (
+            ("cpu_percent", cpu),
+            ("memory_mb", memory_mb),
+            ("open_files", float(open_files) if open_files is not None else None),
+        )
+        if v is not None
+    }
     parts = [where]
     if cpu is not None:
         parts.append(f"CPU {cpu:.1f}%")
@@ -91,8 +97,7 @@ def docker_stats_args(env: Environment, containers: list[str]) -> list[str]:
 
 
 _SIZE = re.compile(r"([\d.]+)\s*([KMGT]?i?B)", re.I)
-_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 1024, "mib": _MB, "gib": 1024 ** 3,
-          "tib": 1024 ** 4}
+_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 1024, "mib": _MB, "gib": 1024**3, "tib": 1024**4}
 
 
 def parse_docker_stats(output: str, perf: PerformanceSettings) -> list[CheckResult]:
@@ -138,7 +143,17 @@ def disk_results(env: Environment, perf: PerformanceSettings) -> list[CheckResul
         if free_pct < perf.disk_free_percent:
             problems.append(f"under {perf.disk_free_percent:g}%")
         detail = f"{free_mb:.0f} MB ({free_pct:.1f}%) free at {folder}" + (
-            "; " + ", ".join(problems) if problems else "")
-        results.append(CheckResult(f"disk {label}", "disk", not problems, 0.0, 1, detail,
-                                   metrics={"free_mb": free_mb, "free_percent": free_pct}))
+            "; " + ", ".join(problems) if problems else ""
+        )
+        results.append(
+            CheckResult(
+                f"disk {label}",
+                "disk",
+                not problems,
+                0.0,
+                1,
+                detail,
+                metrics={"free_mb": free_mb, "free_percent": free_pct},
+            )
+        )
     return results

@@ -53,8 +53,10 @@ class WindowReport:
         return self.samples[-1]
 
     def summary(self) -> str:
-        text = (f"window {self.outcome}: {self.failed_samples} of {len(self.samples)} samples failed "
-                f"(limit {self.failure_limit}, {self.planned} planned {self.interval_s:g}s apart)")
+        text = (
+            f"window {self.outcome}: {self.failed_samples} of {len(self.samples)} samples failed "
+            f"(limit {self.failure_limit}, {self.planned} planned {self.interval_s:g}s apart)"
+        )
         failing = next((s for s in reversed(self.samples) if not s.ok), None)
         if failing is not None:
             text += f"; last failure: {failing.summary()}"
@@ -63,17 +65,30 @@ class WindowReport:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"environment": self.environment, "outcome": self.outcome, "ok": self.ok,
-                "summary": self.summary(), "planned": self.planned, "interval_s": self.interval_s,
-                "failure_limit": self.failure_limit, "failed_samples": self.failed_samples,
-                "decision": self.decision, "samples": [s.to_dict() for s in self.samples]}
+        return {
+            "environment": self.environment,
+            "outcome": self.outcome,
+            "ok": self.ok,
+            "summary": self.summary(),
+            "planned": self.planned,
+            "interval_s": self.interval_s,
+            "failure_limit": self.failure_limit,
+            "failed_samples": self.failed_samples,
+            "decision": self.decision,
+            "samples": [s.to_dict() for s in self.samples],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WindowReport:
-        return cls(environment=str(data["environment"]), outcome=str(data["outcome"]),
-                   samples=tuple(VerifyReport.from_dict(s) for s in data["samples"]),
-                   planned=int(data["planned"]), interval_s=float(data["interval_s"]),
-                   failure_limit=int(data["failure_limit"]), decision=data.get("decision"))
+        return cls(
+            environment=str(data["environment"]),
+            outcome=str(data["outcome"]),
+            samples=tuple(VerifyReport.from_dict(s) for s in data["samples"]),
+            planned=int(data["planned"]),
+            interval_s=float(data["interval_s"]),
+            failure_limit=int(data["failure_limit"]),
+            decision=data.get("decision"),
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -85,9 +100,14 @@ class WindowReport:
         return "\n".join([*lines, "", "last sample:", self.last.table(), "", self.summary()])
 
 
-def verify_window(env: Environment, *, redact: Redactor, log: Log,
-                  on_sample: Callable[[VerifyReport], None] | None = None,
-                  samples: int | None = None) -> WindowReport:
+def verify_window(
+    env: Environment,
+    *,
+    redact: Redactor,
+    log: Log,
+    on_sample: Callable[[VerifyReport], None] | None = None,
+    samples: int | None = None,
+) -> WindowReport:
     """Take the window's samples (`samples` overrides the config's count) and judge them."""
     w = env.verify.window
     planned = samples or w.samples
@@ -99,8 +119,10 @@ def verify_window(env: Environment, *, redact: Redactor, log: Log,
             time.sleep(max(0.0, start + i * w.interval_s - time.monotonic()))
         report = verify_environment(env, redact=redact, log=log)
         taken.append(report)
-        log.info(f"verification window of {env.name}: sample {i + 1} of {planned} "
-                 f"{'passed' if report.ok else 'FAILED'}: {report.summary()}")
+        log.info(
+            f"verification window of {env.name}: sample {i + 1} of {planned} "
+            f"{'passed' if report.ok else 'FAILED'}: {report.summary()}"
+        )
         if on_sample is not None:
             on_sample(report)
         if sum(1 for s in taken if not s.ok) > w.failure_limit:
@@ -110,15 +132,16 @@ def verify_window(env: Environment, *, redact: Redactor, log: Log,
     return WindowReport(env.name, outcome, tuple(taken), planned, w.interval_s, w.failure_limit)
 
 
-def settle(env: Environment, window: WindowReport, *, request_id: str, version: str | None,
-           run_id: str | None, log: Log) -> WindowReport:
+def settle(
+    env: Environment, window: WindowReport, *, request_id: str, version: str | None, run_id: str | None, log: Log
+) -> WindowReport:
     """An inconclusive window as the environment's on_inconclusive says: wait for a person's decision
     (recorded with who made it), or fail, or pass. Other windows come back as they are."""
     if window.outcome != INCONCLUSIVE:
         return window
     how = env.verify.window.on_inconclusive
     if how == "pass":
-        log.warning(f"{window.summary()}: passed as on_inconclusive = \"pass\" says")
+        log.warning(f'{window.summary()}: passed as on_inconclusive = "pass" says')
         return window
     if how == "fail":
         return replace(window, decision={"decision": "rollback", "decided_by": "config (on_inconclusive)"})
@@ -127,9 +150,11 @@ def settle(env: Environment, window: WindowReport, *, request_id: str, version: 
     with abandoned_on_interrupt(env, request_id):
         record = ask(env, request_id, version=version, run_id=run_id, summary=window.summary())
         _tell(env, window, record.id, version, log)
-        log.warning(f"{window.summary()}. Waiting up to {wait_s:g}s for a decision: "
-                    f"ultra-ops verify --environment {env.name} --decide approve|rollback --by NAME "
-                    f"(or verification_decision_job in the UI); then it rolls back. Request {record.id}.")
+        log.warning(
+            f"{window.summary()}. Waiting up to {wait_s:g}s for a decision: "
+            f"ultra-ops verify --environment {env.name} --decide approve|rollback --by NAME "
+            f"(or verification_decision_job in the UI); then it rolls back. Request {record.id}."
+        )
         record = wait_for_decision(env, request_id, wait_s, log=log)
     log.info(f"{record.decision} decided by {record.decided_by} (launched by {record.launched_by or '-'})")
     return replace(window, decision=record.to_dict())
@@ -145,17 +170,35 @@ def _tell(env: Environment, window: WindowReport, request_id: str, version: str 
         notifications = load_settings(env.config_file).notifications
     except UltraOpsError:
         return
-    text = (f"verification of {version or 'the release'} is inconclusive and waits for a decision: "
-            f"ultra-ops verify --environment {env.name} --decide approve|rollback --by NAME")
-    body = message("decision_needed", env.name, text, {"request": request_id, "summary": window.summary(),
-                                                       "rolls back after": f"{env.verify.window.decision_wait_s:g}s"})
+    text = (
+        f"verification of {version or 'the release'} is inconclusive and waits for a decision: "
+        f"ultra-ops verify --environment {env.name} --decide approve|rollback --by NAME"
+    )
+    body = message(
+        "decision_needed",
+        env.name,
+        text,
+        {
+            "request": request_id,
+            "summary": window.summary(),
+            "rolls back after": f"{env.verify.window.decision_wait_s:g}s",
+        },
+    )
     send(notifications, body, redact=Redactor.for_environment(env), log=log)
 
 
-def verify_window_or_fail(env: Environment, failure: str, *, log: Log, redact: Redactor, request_id: str,
-                          version: str | None = None, run_id: str | None = None,
-                          on_sample: Callable[[VerifyReport], None] | None = None,
-                          on_window: Callable[[WindowReport], None] | None = None) -> WindowReport:
+def verify_window_or_fail(
+    env: Environment,
+    failure: str,
+    *,
+    log: Log,
+    redact: Redactor,
+    request_id: str,
+    version: str | None = None,
+    run_id: str | None = None,
+    on_sample: Callable[[VerifyReport], None] | None = None,
+    on_window: Callable[[WindowReport], None] | None = None,
+) -> WindowReport:
     """The window, settled, handed to `on_window`; VerificationFailed("<failure>: <summary>") unless it
     passed or a person approved it."""
     window = verify_window(env, redact=redact, log=log, on_sample=on_sample)
