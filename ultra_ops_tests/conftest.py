@@ -107,6 +107,29 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+def checks_config(tmp_path: Path, database: str, sections: str, *, environment: str = "staging") -> Path:
+    """A config whose one environment has its folders, a database and a backend process that does
+    nothing: for tests of the checks themselves against servers the test starts. `sections` adds
+    tables (verify, redis, notifications, calendar ...)."""
+    (tmp_path / "root").mkdir(exist_ok=True)
+    config = tmp_path / "ultra_ops.toml"
+    config.write_text(f"""
+timezone = "UTC"
+[environments.{environment}]
+runtime = "process"
+root = "{tmp_path / "root"}"
+state_dir = "{tmp_path / "state"}"
+log_dir = "{tmp_path / "logs"}"
+backup_dir = "{tmp_path / "backups"}"
+[environments.{environment}.database]
+name = "{database}"
+user = "{PG["user"]}"
+[environments.{environment}.processes.backend]
+command = ["true"]
+{sections}""")
+    return config
+
+
 def write_config(
     tmp_path: Path,
     database: str,

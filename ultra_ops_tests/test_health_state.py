@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import PG, REDIS_URL
+from conftest import REDIS_URL, checks_config
 from dagster import AssetKey, DagsterInstance, build_sensor_context
 from peers import HttpPeer
 
@@ -32,35 +32,20 @@ class Switch:
 def monitored(tmp_path: Path, pg_database: str, dagster_home: Path, monkeypatch: pytest.MonkeyPatch):
     switch = Switch()
     peer = HttpPeer({"/health": switch.route})
-    config = tmp_path / "ultra_ops.toml"
-    (tmp_path / "root").mkdir()
-    config.write_text(f"""
-timezone = "UTC"
+    config = checks_config(
+        tmp_path,
+        pg_database,
+        f"""
 [calendar.health_monitor]
 interval_s = 30
-
-[environments.staging]
-runtime = "process"
-root = "{tmp_path / "root"}"
-state_dir = "{tmp_path / "state"}"
-log_dir = "{tmp_path / "logs"}"
-backup_dir = "{tmp_path / "backups"}"
-
-[environments.staging.database]
-name = "{pg_database}"
-user = "{PG["user"]}"
-
 [environments.staging.redis]
 url = "{REDIS_URL}"
-
-[environments.staging.processes.backend]
-command = ["true"]
-
 [environments.staging.verify]
 timeout_s = 3
 retries = 0
 health_urls = ["{peer.url("/health?detail=true")}"]
-""")
+""",
+    )
     monkeypatch.setenv("ULTRA_OPS_CONFIG", str(config))
     yield switch, config, dagster_home
     peer.close()

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import psycopg
-from conftest import PG
+from conftest import PG, checks_config
 from peers import HttpPeer
 
 from ultra_ops.engine.settings import Environment, load_settings
@@ -43,28 +43,14 @@ def distribution_route():  # noqa: ANN201
 
 
 def perf_env(tmp_path: Path, database: str, performance: str) -> Environment:
-    (tmp_path / "root").mkdir(exist_ok=True)
-    config = tmp_path / "ultra_ops.toml"
-    config.write_text(f"""
-timezone = "UTC"
-[environments.staging]
-runtime = "process"
-root = "{tmp_path / "root"}"
-state_dir = "{tmp_path / "state"}"
-log_dir = "{tmp_path / "logs"}"
-backup_dir = "{tmp_path / "backups"}"
-[environments.staging.database]
-name = "{database}"
-user = "{PG["user"]}"
-[environments.staging.processes.backend]
-command = ["true"]
+    sections = f"""
 [environments.staging.verify]
 timeout_s = 5
 retries = 0
 [environments.staging.verify.performance]
 {performance}
-""")
-    return load_settings(config).environment("staging")
+"""
+    return load_settings(checks_config(tmp_path, database, sections)).environment("staging")
 
 
 def test_percentiles_of_a_known_distribution_within_tolerance() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PG, REDIS_URL, free_port, write_config
+from conftest import PG, REDIS_URL, checks_config, free_port, write_config
 
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.release.migrate import apply_migrations
@@ -124,25 +124,17 @@ def smoke_config(tmp_path: Path, database: str, base: str, **overrides: str) -> 
         + "".join(f"{k} = {v}\n" for k, v in fields.items())
         for name, fields in steps.items()
     )
-    (tmp_path / "root").mkdir(exist_ok=True)
-    config = tmp_path / "ultra_ops.toml"
-    config.write_text(f"""
-timezone = "UTC"
-[environments.staging]
-runtime = "process"
-root = "{tmp_path / "root"}"
-state_dir = "{tmp_path / "state"}"
-[environments.staging.database]
-name = "{database}"
-user = "{PG["user"]}"
-[environments.staging.processes.backend]
-command = ["true"]
+    config = checks_config(
+        tmp_path,
+        database,
+        f"""
 [environments.staging.verify]
 timeout_s = 5
 retries = 0
 [environments.staging.verify.smoke.release]
 base_url = "{base}"
-{text}""")
+{text}""",
+    )
     return load_settings(config).environment("staging")
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Stack
+from conftest import Stack, checks_config
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
 from peers import HttpPeer
 
@@ -220,23 +220,14 @@ def test_an_inconclusive_window_waits_for_a_person_and_records_who(
 def test_nobody_deciding_rolls_back_after_the_wait(
     tmp_path: Path, pg_database: str, flaky_endpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "root").mkdir()
     hook = HttpPeer({"/hooks/T0-secret": lambda headers: (200, {}, 0.0)})
     monkeypatch.setenv("UO_TEST_DECISION_HOOK", hook.url("/hooks/T0-secret"))
-    config = tmp_path / "ultra_ops.toml"
-    config.write_text(f"""
-timezone = "UTC"
+    config = checks_config(
+        tmp_path,
+        pg_database,
+        f"""
 [notifications]
 webhook_url_env = "UO_TEST_DECISION_HOOK"
-[environments.production]
-runtime = "process"
-root = "{tmp_path / "root"}"
-state_dir = "{tmp_path / "state"}"
-[environments.production.database]
-name = "{pg_database}"
-user = "postgres"
-[environments.production.processes.backend]
-command = ["true"]
 [environments.production.verify]
 timeout_s = 3
 retries = 0
@@ -245,7 +236,9 @@ endpoints = [{{ name = "flaky", url = "{flaky_endpoint.url("/flaky")}" }}]
 samples = 4
 failure_limit = 2
 decision_wait_s = 0.5
-""")
+""",
+        environment="production",
+    )
     env = load_settings(config).environment("production")
     window = verify_window(env, redact=Redactor(), log=NullLog())
     assert window.outcome == INCONCLUSIVE and window.failed_samples == 2 and len(window.samples) == 4
