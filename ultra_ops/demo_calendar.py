@@ -159,6 +159,23 @@ def _notify_end(run_id: str) -> None:
     )
 
 
+def _deploy_from_tick(
+    name: str, when: datetime, environment: str, progress: Callable[[str], None], out: Callable[[str], None]
+) -> str | None:
+    """Evaluate schedule `name` at `when` and launch the deploy it asks for, as the daemon would,
+    then tell the webhook as the notification sensor would: the deploy's run id, or None."""
+    tick = _evaluate(name, when)
+    if not tick.run_requests:
+        out(f"{environment} tick skipped: {tick.skip_message}")
+        return None
+    (request,) = tick.run_requests
+    progress(f"   it asks for deploy_job {request.tags.get('ultra_ops/version')} on {environment}: launching it")
+    run_id = _launch_request(name, request)
+    if run_id is not None:
+        _notify_end(run_id)
+    return run_id
+
+
 def run_calendar_demo(
     settings: Settings,
     config_args: list[str],
@@ -218,16 +235,8 @@ def _calendar(
         return code
 
     progress(f"== staging_release_schedule's tick at {_local(settings, staging_at)}")
-    tick = _evaluate("staging_release_schedule", staging_at)
-    if not tick.run_requests:
-        out(f"staging tick skipped: {tick.skip_message}")
+    if _deploy_from_tick("staging_release_schedule", staging_at, "staging", progress, out) is None:
         return 1
-    (request,) = tick.run_requests
-    progress(f"   it asks for deploy_job {request.tags.get('ultra_ops/version')} on staging: launching it")
-    run_id = _launch_request("staging_release_schedule", request)
-    if run_id is None:
-        return 1
-    _notify_end(run_id)
 
     progress(f"== production_release_schedule's tick at {_local(settings, production_at)}, before any approval")
     tick = _evaluate("production_release_schedule", production_at)
@@ -256,16 +265,9 @@ def _calendar(
         return code
 
     progress(f"== production_release_schedule's tick at {_local(settings, production_at)}, approved")
-    tick = _evaluate("production_release_schedule", production_at)
-    if not tick.run_requests:
-        out(f"production tick skipped: {tick.skip_message}")
-        return 1
-    (request,) = tick.run_requests
-    progress(f"   it asks for deploy_job {request.tags.get('ultra_ops/version')} on production: launching it")
-    run_id = _launch_request("production_release_schedule", request)
+    run_id = _deploy_from_tick("production_release_schedule", production_at, "production", progress, out)
     if run_id is None:
         return 1
-    _notify_end(run_id)
 
     production = settings.environments["production"]
     (record,) = find_releases(production, run_id=run_id)
