@@ -15,9 +15,9 @@ from conftest import PG, checks_config
 from peers import HttpPeer
 
 from ultra_ops.engine.settings import Environment, load_settings
+from ultra_ops.engine.settings.verify import PerformanceSettings
 from ultra_ops.engine.verify.latency import measure, percentile
 from ultra_ops.engine.verify.runner import verify_environment
-from ultra_ops.engine.verify.settings import PerformanceSettings
 from ultra_ops.engine.verify.usage import CpuWindow, disk_results, docker_stats_args, parse_docker_stats
 
 # The server's delays: 30 requests at 50 ms, 8 at 250 ms, 2 at 600 ms, whatever the order they

@@ -4,7 +4,7 @@ from dagster import MultiPartitionKey, ScheduleDefinition
 
 from ultra_ops.defs.backups.jobs import nightly_backup_job
 from ultra_ops.defs.shared.automations import loaded_settings, per_environment_schedule
-from ultra_ops.engine.calendar.settings import CalendarSettings
+from ultra_ops.engine.settings.calendar import CalendarSettings
 
 
 def backup_schedules() -> list[ScheduleDefinition]:

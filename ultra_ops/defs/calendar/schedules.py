@@ -19,12 +19,12 @@ from dagster import (
 from ultra_ops.defs.release.jobs import deploy_job
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.automations import loaded_settings, schedule_status
-from ultra_ops.engine.calendar.settings import CalendarSettings
 from ultra_ops.engine.calendar.ticks import release_tick
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.notify.webhook import message, send
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Settings, load_settings
+from ultra_ops.engine.settings.calendar import CalendarSettings
 
 
 def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDefinition:

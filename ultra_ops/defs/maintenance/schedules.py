@@ -6,7 +6,7 @@ from dagster import MultiPartitionKey, ScheduleDefinition
 
 from ultra_ops.defs.maintenance.jobs import cache_stats_job, log_archive_job, vacuum_job
 from ultra_ops.defs.shared.automations import loaded_settings, per_environment_schedule
-from ultra_ops.engine.calendar.settings import CalendarSettings
+from ultra_ops.engine.settings.calendar import CalendarSettings
 
 
 def _yesterday(when: datetime) -> str:

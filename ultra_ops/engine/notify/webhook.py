@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 from ultra_ops.engine.lazy import lazy_module
-from ultra_ops.engine.notify.settings import NotificationSettings
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
+from ultra_ops.engine.settings.notifications import NotificationSettings
 
 httpx = lazy_module("httpx")
 

@@ -14,9 +14,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ultra_ops.engine.lazy import lazy_module
+from ultra_ops.engine.settings.verify import LatencyTarget, PerformanceSettings
 from ultra_ops.engine.verify.checks import describe_error, expected_errors
 from ultra_ops.engine.verify.report import CheckResult
-from ultra_ops.engine.verify.settings import LatencyTarget, PerformanceSettings
 
 httpx = lazy_module("httpx")
 

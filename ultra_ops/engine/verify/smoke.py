@@ -16,9 +16,9 @@ from typing import Any
 
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Redactor
+from ultra_ops.engine.settings.smoke import PLACEHOLDER, SmokeSequence, SmokeStep
 from ultra_ops.engine.verify.checks import describe_error, expected_errors
 from ultra_ops.engine.verify.report import CheckResult
-from ultra_ops.engine.verify.settings import PLACEHOLDER, SmokeSequence, SmokeStep
 
 httpx = lazy_module("httpx")
 

@@ -17,9 +17,9 @@ from typing import Any
 from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.settings import Environment
+from ultra_ops.engine.settings.verify import PerformanceSettings
 from ultra_ops.engine.verify.checks import describe_error
 from ultra_ops.engine.verify.report import CheckResult
-from ultra_ops.engine.verify.settings import PerformanceSettings
 
 psycopg = lazy_module("psycopg")
 

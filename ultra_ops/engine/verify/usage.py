@@ -16,8 +16,8 @@ from pathlib import Path
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment
+from ultra_ops.engine.settings.verify import PerformanceSettings
 from ultra_ops.engine.verify.report import CheckResult
-from ultra_ops.engine.verify.settings import PerformanceSettings
 
 _MB = 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""The pre-release checklist's settings: `[environments.X.checklist]` (or `[defaults.checklist]`).
+"""The pre-release checklist: `[environments.X.checklist]` (or `[defaults.checklist]`).
 
     [environments.production.checklist]
     docs = ["CHANGELOG.md"]                 # in git_repo, at the release's commit: must name the version
@@ -21,10 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ultra_ops.engine.settings.reader import _Reader
+from ultra_ops.engine.settings.table import TableReader, expand_command
 
 
 @dataclass(frozen=True)
@@ -48,14 +46,7 @@ class ChecklistSettings:
     timeout_s: float = 5.0  # each HTTP request of the checklist
 
 
-def _http(r: _Reader, name: str) -> str | None:
-    value = r.get(name, str, None)
-    if value is not None and not value.startswith(("http://", "https://")):
-        raise r.fail(name, f"expected an http:// or https:// URL, got {value!r}")
-    return value
-
-
-def read_checklist(r: _Reader | None, base: Path) -> ChecklistSettings:
+def read_checklist(r: TableReader | None, base: Path) -> ChecklistSettings:
     """The table, checked whole; paths relative to the config file's folder `base`."""
     if r is None:
         return ChecklistSettings()
@@ -66,9 +57,7 @@ def read_checklist(r: _Reader | None, base: Path) -> ChecklistSettings:
     pct = float(r.positive("max_connections_used_pct", d.max_connections_used_pct))
     if not 0 < pct <= 100:
         raise r.fail("max_connections_used_pct", f"expected more than 0 and at most 100, got {pct:g}")
-    size = r.get("max_database_mb", (int, float), None)
-    if size is not None and size <= 0:
-        raise r.fail("max_database_mb", "must be greater than 0")
+    size = r.budget("max_database_mb")
     burst = r.positive("rate_limit_burst", d.rate_limit_burst, integer=True)
     if not 2 <= burst <= 10000:
         raise r.fail("rate_limit_burst", f"expected 2 to 10000 requests, got {burst}")
@@ -81,16 +70,16 @@ def read_checklist(r: _Reader | None, base: Path) -> ChecklistSettings:
         critical_bugs=bugs,
         feature_flags=r.string_list("feature_flags"),
         min_free_memory_mb=r.positive("min_free_memory_mb", d.min_free_memory_mb, integer=True),
-        metrics_url=_http(r, "metrics_url"),
+        metrics_url=r.url("metrics_url", required=False),
         max_connections_used_pct=pct,
-        max_database_mb=float(size) if size is not None else None,
-        dependency_scan=r.string_list("dependency_scan"),
+        max_database_mb=size,
+        dependency_scan=expand_command(r.string_list("dependency_scan")),
         scan_timeout_s=scan_timeout,
-        protected_url=_http(r, "protected_url"),
-        login_url=_http(r, "login_url"),
+        protected_url=r.url("protected_url", required=False),
+        login_url=r.url("login_url", required=False),
         auth_user_key=r.get("auth_user_key", str, d.auth_user_key),
         auth_password_key=r.get("auth_password_key", str, d.auth_password_key),
-        rate_limit_url=_http(r, "rate_limit_url"),
+        rate_limit_url=r.url("rate_limit_url", required=False),
         rate_limit_burst=burst,
         min_llm_requests_remaining=r.positive("min_llm_requests_remaining", d.min_llm_requests_remaining, integer=True),
         timeout_s=timeout,

@@ -12,10 +12,8 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ultra_ops.engine.settings.reader import _Reader
+from ultra_ops.engine.settings.table import TableReader
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,7 @@ class NotificationSettings:
         return os.environ.get(self.webhook_url_env) or None if self.webhook_url_env else None
 
 
-def read_notifications(r: _Reader | None) -> NotificationSettings:
+def read_notifications(r: TableReader | None) -> NotificationSettings:
     if r is None:
         return NotificationSettings()
     name = r.get("webhook_url_env", str, None)

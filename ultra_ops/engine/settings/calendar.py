@@ -1,4 +1,4 @@
-"""The release calendar's settings: the `[calendar]` table of the config file.
+"""The release calendar: the `[calendar]` table of the config file.
 
     [calendar]
     staging = { day = "tuesday", time = "10:00" }                 # every week
@@ -21,10 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ultra_ops.engine.settings.reader import _Reader
+from ultra_ops.engine.settings.table import TableReader
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 AUTOMATIONS = (
@@ -111,7 +110,7 @@ class CalendarSettings:
         return None
 
 
-def _date(r: _Reader, name: str, value: Any) -> date:
+def _date(r: TableReader, name: str, value: Any) -> date:
     # TOML has date literals (2026-12-24) and strings ("2026-12-24"); accept both, nothing else.
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
@@ -123,7 +122,7 @@ def _date(r: _Reader, name: str, value: Any) -> date:
     raise r.fail(name, f"expected a date YYYY-MM-DD, got {value!r}")
 
 
-def _time(r: _Reader, name: str, value: Any) -> time:
+def _time(r: TableReader, name: str, value: Any) -> time:
     if isinstance(value, str):
         try:
             return time.fromisoformat(value)
@@ -132,7 +131,7 @@ def _time(r: _Reader, name: str, value: Any) -> time:
     raise r.fail(name, f"expected a local time HH:MM, got {value!r}")
 
 
-def _weekly(r: _Reader | None, default: Weekly) -> Weekly:
+def _weekly(r: TableReader | None, default: Weekly) -> Weekly:
     if r is None:
         return default
     day = r.get("day", str, DAYS[default.weekday])
@@ -155,7 +154,7 @@ def _weekly(r: _Reader | None, default: Weekly) -> Weekly:
     return Weekly(weekday, at, every, anchor)
 
 
-def read_calendar(r: _Reader | None) -> CalendarSettings:
+def read_calendar(r: TableReader | None) -> CalendarSettings:
     """The `[calendar]` table, checked whole; defaults where it is silent."""
     if r is None:
         return CalendarSettings()
@@ -191,10 +190,7 @@ def read_calendar(r: _Reader | None) -> CalendarSettings:
             raise monitor.fail("interval_s", f"expected 30 to 86400 seconds, got {interval}")
         monitor.finish()
     freezes = []
-    for i, item in enumerate(r.get("freezes", list, [])):
-        if not isinstance(item, dict):
-            raise r.fail(f"freezes[{i}]", "expected a table with name, start and end")
-        f = type(r)(r.path, item, r.key(f"freezes[{i}]"))
+    for i, f in enumerate(r.tables("freezes", "expected a table with name, start and end")):
         start = _date(f, "start", f.get("start", (str, date), required=True))
         end = _date(f, "end", f.get("end", (str, date), required=True))
         if end < start:

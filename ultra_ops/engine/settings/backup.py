@@ -1,0 +1,74 @@
+"""Backups: `[environments.X.backup]`, how pg_dump writes them, how long they run and which are kept.
+
+[environments.production.backup]
+format = "directory"                 # or "custom": one file
+jobs = 0                             # parallel dump and restore jobs; 0: one per core
+keep = 30                            # the newest 30, unless a retention policy is given:
+retention = { daily = 7, weekly = 4, monthly = 6 }   # the newest of each of those days, weeks, months
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ultra_ops.engine.settings.table import TableReader
+
+BACKUP_FORMATS = ("directory", "custom")
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Keep the newest backup of each of the last `daily` days, `weekly` weeks, `monthly` months."""
+
+    daily: int = 7
+    weekly: int = 4
+    monthly: int = 6
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    format: str = "directory"
+    jobs: int = 0  # 0: one per core
+    compression: int = 1  # fast: pg_dump spends its time compressing, not reading
+    keep: int = 20
+    max_age_hours: float = 26.0  # the backup freshness sensor alerts past this age
+    timeout_s: float = 6 * 3600.0  # the longest a pg_dump or pg_restore may run
+    retention: RetentionPolicy | None = None  # None: the newest `keep`
+
+
+def _retention(r: TableReader | None) -> RetentionPolicy | None:
+    if r is None:
+        return None
+    tiers = {
+        name: r.positive(name, default, integer=True) for name, default in (("daily", 7), ("weekly", 4), ("monthly", 6))
+    }
+    for name, count in tiers.items():
+        if count > 1000:
+            raise r.fail(name, f"at most 1000, got {count}")
+    r.finish()
+    return RetentionPolicy(**tiers)
+
+
+def read_backup(r: TableReader | None) -> BackupSettings:
+    if r is None:
+        return BackupSettings()
+    fmt = r.get("format", str, "directory")
+    if fmt not in BACKUP_FORMATS:
+        raise r.fail("format", f"expected one of {', '.join(BACKUP_FORMATS)}, got {fmt!r}")
+    compression = r.get("compression", int, 1)
+    if not 0 <= compression <= 9:
+        raise r.fail("compression", "expected 0 (none) to 9")
+    max_age = float(r.positive("max_age_hours", 26.0))
+    if not 0 < max_age < 24 * 366:
+        raise r.fail("max_age_hours", f"expected more than 0 and less than a year, got {max_age:g}")
+    settings = BackupSettings(
+        format=fmt,
+        jobs=r.positive("jobs", 0, integer=True),
+        compression=compression,
+        keep=r.positive("keep", 20, integer=True),
+        max_age_hours=max_age,
+        timeout_s=r.above_zero("timeout_s", 6 * 3600.0),
+        retention=_retention(r.sub("retention")),
+    )
+    r.finish()
+    return settings
