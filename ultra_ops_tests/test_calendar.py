@@ -16,8 +16,9 @@ from dagster._utils.schedules import cron_string_iterator
 from ultra_ops.cli import main
 from ultra_ops.engine.calendar.approvals import approve, valid_approval
 from ultra_ops.engine.calendar.ticks import release_tick, upcoming
+from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.errors import InputError
-from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, find_releases, record_release, utc_timestamp
+from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, find_releases, record_release
 from ultra_ops.engine.settings import load_settings
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO, write_config
 
 from ultra_ops.defs.shared.tags import launched_by
+from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.release.records import (
     ReleaseRecord,
@@ -21,7 +22,6 @@ from ultra_ops.engine.release.records import (
     last_release,
     record_release,
     releases_path,
-    utc_timestamp,
 )
 from ultra_ops.engine.settings import Environment, load_settings
 
@@ -143,7 +143,8 @@ def test_a_writer_killed_mid_stream_leaves_only_whole_records(env: Environment) 
     code = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
-from ultra_ops.engine.release.records import ReleaseRecord, record_release, utc_timestamp
+from ultra_ops.engine.clock import utc_timestamp
+from ultra_ops.engine.release.records import ReleaseRecord, record_release
 from ultra_ops.engine.settings import load_settings
 env = load_settings({str(env.config_file)!r}).environment("staging")
 n = 0

@@ -18,8 +18,9 @@ from dagster import DagsterInstance, RunsFilter
 
 from ultra_ops.cli import main
 from ultra_ops.engine.backups.store import list_backups
+from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
-from ultra_ops.engine.release.records import ReleaseStatus, find_releases, last_release, utc_timestamp
+from ultra_ops.engine.release.records import ReleaseStatus, find_releases, last_release
 from ultra_ops.engine.release.rollback import choose_backup
 
 # v1.1.0 ships a migration that renames the table the API reads: the service starts and answers

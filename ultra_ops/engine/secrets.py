@@ -11,12 +11,12 @@ import os
 import re
 import urllib.parse
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Protocol
 
 from ultra_ops.engine.envfile import read_env_file
-from ultra_ops.engine.settings import Environment
 
-__all__ = ["MASK", "Log", "NullLog", "Redactor", "RedactingLog", "read_env_file"]
+__all__ = ["MASK", "Log", "NullLog", "Redactor", "RedactingLog", "SecretHolder"]
 
 MASK = "***"
 _SECRET_KEY = re.compile(r"(PASSWORD|SECRET|TOKEN|API_KEY|APIKEY|PRIVATE|CREDENTIAL|_KEY$)", re.I)
@@ -41,6 +41,16 @@ def secret_forms(secret: str) -> set[str]:
     return forms
 
 
+class SecretHolder(Protocol):
+    """What names an environment's secrets (an Environment of the settings): the variables that hold
+    them, and the env file whose secret-looking keys are secrets too."""
+
+    @property
+    def env_file(self) -> Path: ...
+
+    def secret_env_names(self) -> list[str]: ...
+
+
 class Redactor:
     """Replaces every known secret value, in each form it takes in messages, in text with ***."""
 
@@ -52,7 +62,7 @@ class Redactor:
         self._secrets = sorted((f for f in forms if len(f) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
 
     @classmethod
-    def for_environment(cls, env: Environment) -> Redactor:
+    def for_environment(cls, env: SecretHolder) -> Redactor:
         values = [os.environ.get(name, "") for name in env.secret_env_names()]
         values += [v for k, v in read_env_file(env.env_file).items() if _SECRET_KEY.search(k)]
         return cls(values)

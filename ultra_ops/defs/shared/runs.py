@@ -3,7 +3,7 @@
 from dagster import OpExecutionContext
 
 from ultra_ops.defs.shared.tags import launched_by
-from ultra_ops.engine.release.records import utc_timestamp
+from ultra_ops.engine.clock import utc_timestamp
 
 
 def run_origin(context: OpExecutionContext) -> tuple[str, str]:

@@ -35,9 +35,10 @@ from ultra_ops.engine.backups.store import (
     get_backup,
     verify_backup,
 )
+from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import BackupError, IntegrityError
 from ultra_ops.engine.lazy import lazy_module
-from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
+from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 
 psycopg = lazy_module("psycopg")

@@ -21,6 +21,7 @@ from pathlib import Path
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.retention import prune_backups
 from ultra_ops.engine.backups.store import DEPLOY_LABEL, BackupInfo
+from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.envfile import read_env_file, update_env_file
 from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError
 from ultra_ops.engine.inputs import validate_tag
@@ -31,7 +32,6 @@ from ultra_ops.engine.release.records import (
     last_release,
     record_release,
     recording_failure,
-    utc_timestamp,
 )
 from ultra_ops.engine.release.rollback import deployed_version, rollback
 from ultra_ops.engine.release.tags import commit_of, tag_release

@@ -14,7 +14,6 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from ultra_ops.engine.errors import InputError
@@ -73,17 +72,6 @@ class ReleaseStatus(enum.StrEnum):
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
-
-
-def utc_timestamp(when: datetime | float | None = None) -> str:
-    """ISO-8601 UTC with milliseconds, the one format of started_at and ended_at (so they sort as text)."""
-    if when is None:
-        moment = datetime.now(UTC)
-    elif isinstance(when, datetime):
-        moment = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
-    else:
-        moment = datetime.fromtimestamp(when, UTC)
-    return moment.isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True, kw_only=True)

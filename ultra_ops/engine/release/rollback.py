@@ -27,6 +27,7 @@ from ultra_ops.engine.backups.restore import (
     prepare_restore,
 )
 from ultra_ops.engine.backups.store import SAFETY_LABEL, BackupInfo, get_backup, list_backups, verify_backup
+from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import InputError, OperationError, UltraOpsError
 from ultra_ops.engine.release.records import (
@@ -34,7 +35,6 @@ from ultra_ops.engine.release.records import (
     ReleaseStatus,
     record_release,
     recording_failure,
-    utc_timestamp,
 )
 from ultra_ops.engine.release.tags import commit_of
 from ultra_ops.engine.runtimes import get_runtime

@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import RuntimeFailure
 from ultra_ops.engine.files import open_private_append, private_dir
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.runtimes import ServiceStatus
-from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
+from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment, ProcessSpec
 from ultra_ops.engine.shell import child_env
 

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 
+from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.files import private_dir
-from ultra_ops.engine.release.records import utc_timestamp
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment
 
