@@ -154,6 +154,17 @@ def _weekly(r: TableReader | None, default: Weekly) -> Weekly:
     return Weekly(weekday, at, every, anchor)
 
 
+def _whole_number(r: TableReader | None, name: str, default: int, low: int, high: int, unit: str = "") -> int:
+    """The one key of a small table such as `{ minute = 15 }`, from `low` to `high`."""
+    if r is None:
+        return default
+    value = r.get(name, int, default)
+    if not low <= value <= high:
+        raise r.fail(name, f"expected {low} to {high}{unit}, got {value}")
+    r.finish()
+    return value
+
+
 def read_calendar(r: TableReader | None) -> CalendarSettings:
     """The `[calendar]` table, checked whole; defaults where it is silent."""
     if r is None:
@@ -175,20 +186,10 @@ def read_calendar(r: TableReader | None) -> CalendarSettings:
     vacuum = _weekly(r.sub("weekly_vacuum"), defaults.weekly_vacuum)
     if time(2, 0) <= vacuum.at < time(3, 0):
         raise r.fail("weekly_vacuum", "its time is inside 02:00-03:00, which daylight saving skips or repeats")
-    cache = r.sub("hourly_cache_check")
-    minute = defaults.cache_check_minute
-    if cache is not None:
-        minute = cache.get("minute", int, minute)
-        if not 0 <= minute <= 59:
-            raise cache.fail("minute", f"expected 0 to 59, got {minute}")
-        cache.finish()
-    monitor = r.sub("health_monitor")
-    interval = defaults.health_monitor_interval_s
-    if monitor is not None:
-        interval = monitor.get("interval_s", int, interval)
-        if not 30 <= interval <= 86400:
-            raise monitor.fail("interval_s", f"expected 30 to 86400 seconds, got {interval}")
-        monitor.finish()
+    minute = _whole_number(r.sub("hourly_cache_check"), "minute", defaults.cache_check_minute, 0, 59)
+    interval = _whole_number(
+        r.sub("health_monitor"), "interval_s", defaults.health_monitor_interval_s, 30, 86400, " seconds"
+    )
     freezes = []
     for i, f in enumerate(r.tables("freezes", "expected a table with name, start and end")):
         start = _date(f, "start", f.get("start", (str, date), required=True))
