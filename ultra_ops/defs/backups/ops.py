@@ -8,9 +8,9 @@ from ultra_ops.defs.shared.steps import partition_step
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.retention import pin, prune_backups
 from ultra_ops.engine.backups.store import list_backups, verify_backup
+from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import IntegrityError
 from ultra_ops.engine.release.records import ReleaseStatus, last_release
-from ultra_ops.engine.release.rollback import deployed_version
 
 
 @op

@@ -16,10 +16,11 @@ from ultra_ops.engine.inputs import validate_environment_name
 from ultra_ops.engine.notify.settings import NotificationSettings
 from ultra_ops.engine.release.checklist_settings import ChecklistSettings
 from ultra_ops.engine.verify.settings import PerformanceSettings, SmokeSequence, WindowSettings
+from ultra_ops.engine.versions import PROMOTION
 
 CONFIG_ENV_VAR = "ULTRA_OPS_CONFIG"
 DEFAULT_CONFIG_NAME = "ultra_ops.toml"
-ENVIRONMENT_NAMES = ("development", "staging", "production")
+ENVIRONMENT_NAMES = PROMOTION  # a config names these environments, and no other
 RUNTIMES = ("process", "compose")
 BACKUP_FORMATS = ("directory", "custom")
 
