@@ -45,7 +45,7 @@ from ultra_ops.engine.shell import run
 from ultra_ops.engine.verify.report import VerifyReport
 from ultra_ops.engine.verify.statements import save_baseline
 from ultra_ops.engine.verify.window import WindowReport, verify_window_or_fail
-from ultra_ops.engine.versions import DEVELOPMENT, VERSION_KEY, development_version, environment_below
+from ultra_ops.engine.versions import DEVELOPMENT, PRODUCTION, VERSION_KEY, development_version, environment_below
 
 # host[:port][/path]: what `docker push` accepts as a registry prefix, and nothing a shell would read.
 _REGISTRY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::\d{1,5})?(?:/[A-Za-z0-9._-]+){0,8}$")
@@ -157,7 +157,7 @@ def run_test_command(env: Environment, version: str, redact: Redactor) -> str:
 def run_tests(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> str:
     if req.skip_tests:
         message = f"tests skipped for {req.tag} on {env.name} (--skip-tests)"
-        if env.name == "production":
+        if env.name == PRODUCTION:
             log.warning(message + ": not recommended for production")
         else:
             log.info(message)
