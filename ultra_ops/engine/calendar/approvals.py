@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.inputs import validate_tag
-from ultra_ops.engine.release.records import ReleaseStatus, find_releases
+from ultra_ops.engine.release.records import verified_deploys
 from ultra_ops.engine.settings import Environment, Settings
 from ultra_ops.engine.versions import STAGING
 
@@ -58,9 +58,7 @@ def release_author(settings: Settings, version: str) -> str | None:
     """Who took `version` to staging: the person the config may bar from approving it."""
     if STAGING not in settings.environments:
         return None
-    records = find_releases(
-        settings.environments[STAGING], version=version, status=ReleaseStatus.DEPLOYED, operation="deploy"
-    )
+    records = verified_deploys(settings.environments[STAGING], version=version)
     return records[-1].launched_by if records else None
 
 

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from ultra_ops.engine.errors import InputError, OperationError
-from ultra_ops.engine.release.records import ReleaseStatus, find_releases
+from ultra_ops.engine.release.records import verified_deploys
 from ultra_ops.engine.settings import Settings
 from ultra_ops.engine.versions import PRODUCTION, PROMOTED, environment_below
 
@@ -54,14 +54,7 @@ def check_deploy(
             )
     below = environment_below(environment)
     if environment == PRODUCTION and below in settings.environments:
-        verified = find_releases(
-            settings.environments[below],
-            version=version,
-            status=ReleaseStatus.DEPLOYED,
-            operation="deploy",
-            limit=1,
-        )
-        if not verified:
+        if not verified_deploys(settings.environments[below], version=version, limit=1):
             raise DeployRefused(
                 f"{version} has no successful, verified deploy on {below}: deploy it there "
                 "first (or pass --emergency --reason for a fix that cannot wait)"

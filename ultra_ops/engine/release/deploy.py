@@ -30,7 +30,7 @@ from ultra_ops.engine.release.migrate import apply_migrations
 from ultra_ops.engine.release.records import (
     ReleaseRecord,
     ReleaseStatus,
-    last_release,
+    kept_for_rollback,
     operation_record,
     record_release,
     recording_failure,
@@ -182,9 +182,8 @@ def backup(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) 
         env, version=previous, label=f"{DEPLOY_LABEL} {req.tag}", kind="deploy", log=log, redact=redact
     )
     log.info(f"backup {info.id} taken of {env.name} at {previous or 'no version'}")
-    running = last_release(env, status=ReleaseStatus.DEPLOYED, operation="deploy")
     # The deploy holds the environment's lock: no restore is reading a backup retention removes.
-    prune_backups(env, protected={running.backup_id} if running and running.backup_id else set(), log=log)
+    prune_backups(env, protected=kept_for_rollback(env), log=log)
     return replace(req, backup_id=info.id, previous_version=previous)
 
 

@@ -215,6 +215,19 @@ def last_release(
     return found[0] if found else None
 
 
+def verified_deploys(env: Environment, *, version: str | None = None, limit: int | None = None) -> list[ReleaseRecord]:
+    """The environment's deploys that went through and verified (of `version` only, when given),
+    newest first: what the promotion gate, approvals and retention ask of the history."""
+    return find_releases(env, version=version, status=ReleaseStatus.DEPLOYED, operation="deploy", limit=limit)
+
+
+def kept_for_rollback(env: Environment) -> set[str]:
+    """The backup the newest verified deploy took: rolling back the release it put in place goes back
+    to it, so retention never removes it. Empty before the first deploy."""
+    newest = verified_deploys(env, limit=1)
+    return {newest[0].backup_id} if newest and newest[0].backup_id else set()
+
+
 # Building the record of a deploy or rollback -----------------------------------------------------
 
 
