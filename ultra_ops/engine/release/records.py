@@ -3,7 +3,9 @@
 One SQLite database per environment, `<state_dir>/releases.sqlite3` (WAL mode), one table
 indexed by (environment, version) and by status. A record is one row written in one
 transaction: a process killed at any moment leaves either the whole record or none of it.
-Every operation that held the environment's lock leaves exactly one record.
+Every operation that held the environment's lock leaves exactly one record: deploy and rollback
+build it with one `operation_record`, and record a failure with one `recording_failure`, so the
+two operations' records cannot drift apart.
 """
 
 from __future__ import annotations
