@@ -14,12 +14,12 @@ import os
 from collections.abc import Callable
 
 from ultra_ops.demo_calendar import ensure_repository, run_calendar_demo
+from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.release.branches import release_repository
-from ultra_ops.engine.release.rollback import deployed_version
 from ultra_ops.engine.settings import Settings
+from ultra_ops.engine.versions import DEVELOPMENT, PROMOTION, STAGING
 
-PROMOTION = ("development", "staging", "production")
 FIRST, NEXT = "v1.0.0", "v1.1.0"
 
 Step = tuple[str, list[str]]
@@ -39,12 +39,12 @@ def promotion_steps(config_args: list[str]) -> list[Step]:
         ]
     steps += [
         (f"deploy {NEXT} to {env}", ["deploy", *on(env), "--tag", NEXT, "--skip-build"])
-        for env in ("development", "staging")
+        for env in (DEVELOPMENT, STAGING)
     ]
     steps += [
-        ("list staging's backups", ["backups", "list", *on("staging")]),
-        (f"roll staging back to its newest backup ({FIRST})", ["rollback", *on("staging"), "--yes"]),
-        ("verify staging", ["verify", *on("staging")]),
+        (f"list {STAGING}'s backups", ["backups", "list", *on(STAGING)]),
+        (f"roll {STAGING} back to its newest backup ({FIRST})", ["rollback", *on(STAGING), "--yes"]),
+        (f"verify {STAGING}", ["verify", *on(STAGING)]),
     ]
     return steps
 

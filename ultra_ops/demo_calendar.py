@@ -21,10 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from ultra_ops.engine.calendar.approvals import production_ticks
-from ultra_ops.engine.release.branches import RELEASE_VERSION, release_branches, release_repository, version_key
+from ultra_ops.engine.release.branches import release_branches, release_repository
 from ultra_ops.engine.release.records import find_releases
 from ultra_ops.engine.settings import Settings
 from ultra_ops.engine.shell import run as shell
+from ultra_ops.engine.versions import VERSION_KEY, is_release, release_key
 
 APPROVER = "release-manager"
 _GIT = ["git", "-c", "user.name=Ultra AI developer", "-c", "user.email=dev@ultra-ai.example"]
@@ -81,7 +82,7 @@ def ensure_repository(repo: Path) -> list[str]:
     (repo / "package.json").write_text(
         json.dumps({"name": "ultra-ai", "version": "1.1.0", "private": True}, indent=2) + "\n"
     )
-    (repo / ".env.example").write_text("# copy to .env.<environment> and fill in the secrets\nULTRA_VERSION=v1.1.0\n")
+    (repo / ".env.example").write_text(f"# copy to .env.<environment> and fill in the secrets\n{VERSION_KEY}=v1.1.0\n")
     (repo / "CHANGELOG.md").write_text("# Changelog\n\n## 1.1.0\n- prompt history\n\n## 1.0.0\n- first release\n")
     _git(repo, "add", "package.json", ".env.example", "CHANGELOG.md")
     _git(repo, "commit", "-q", "-m", "Ultra AI 1.1.0")
@@ -94,8 +95,8 @@ def next_version(settings: Settings, repo: Path) -> str:
     """One minor version above every release branch and every version any environment has had."""
     seen = [v for v, _ in release_branches(repo)]
     for env in settings.environments.values():
-        seen += [r.version for r in find_releases(env) if r.version and RELEASE_VERSION.fullmatch(r.version)]
-    major, minor, _ = max((version_key(v) for v in seen), default=(1, 1, 0))
+        seen += [r.version for r in find_releases(env) if r.version and is_release(r.version)]
+    major, minor, _ = max((release_key(v) for v in seen), default=(1, 1, 0))
     return f"v{major}.{minor + 1}.0"
 
 

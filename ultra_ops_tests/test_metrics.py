@@ -12,9 +12,9 @@ from dagster import AssetKey, DagsterInstance, MultiPartitionKey, materialize
 
 from ultra_ops.defs.release.assets import delivery_metrics
 from ultra_ops.defs.shared.resources import OpsSettings
+from ultra_ops.engine.release.git_tags import commit_of
 from ultra_ops.engine.release.metrics import delivery_metrics as compute
 from ultra_ops.engine.release.records import ReleaseRecord, record_release
-from ultra_ops.engine.release.tags import commit_of
 from ultra_ops.engine.settings import load_settings
 
 

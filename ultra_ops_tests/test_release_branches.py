@@ -16,8 +16,8 @@ from dagster import DagsterInstance
 from ultra_ops.cli import main
 from ultra_ops.engine.calendar.ticks import release_tick
 from ultra_ops.engine.clock import utc_timestamp
+from ultra_ops.engine.release.git_tags import commit_of, tag_release
 from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, find_releases, record_release
-from ultra_ops.engine.release.tags import commit_of, tag_release
 from ultra_ops.engine.settings import load_settings
 
 PACKAGE = {

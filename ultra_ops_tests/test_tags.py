@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import write_config
 
-from ultra_ops.engine.release.tags import commit_of, tag_release
+from ultra_ops.engine.release.git_tags import commit_of, tag_release
 from ultra_ops.engine.settings import load_settings
 
 

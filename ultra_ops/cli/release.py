@@ -64,7 +64,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ultra_ops.engine.release.rollback import deployed_version
+    from ultra_ops.engine.deployed import deployed_version
     from ultra_ops.engine.verify.report import VerifyReport
     from ultra_ops.engine.verify.window import PASSED, WindowReport
 
@@ -160,9 +160,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """What runs where: services, deployed version, lock holder, last release record."""
+    from ultra_ops.engine.deployed import deployed_version
     from ultra_ops.engine.locks import describe_holder, lock_holder
     from ultra_ops.engine.release.records import last_release
-    from ultra_ops.engine.release.rollback import deployed_version
     from ultra_ops.engine.runtimes import get_runtime
 
     settings = settings_of(args)
@@ -232,12 +232,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_release_branch(args: argparse.Namespace) -> int:
     """`release_branch_job`: release/vX.Y.Z from main, with its version written in."""
     from ultra_ops.engine.inputs import validate_tag
-    from ultra_ops.engine.release.branches import branch_commit, release_repository, version_key
+    from ultra_ops.engine.release.branches import branch_commit, release_repository
+    from ultra_ops.engine.versions import release_key
 
     settings = settings_of(args)
     # Bad input exits 2 before a run exists: the tag, a missing repository, a branch already made.
     validate_tag(args.tag)
-    version_key(args.tag)
+    release_key(args.tag)
     repo = release_repository(settings)
     if repo is None:
         raise InputError(f"no git_repo in {settings.path}: release branches need the Ultra AI repository")
@@ -264,9 +265,9 @@ def cmd_release_branch(args: argparse.Namespace) -> int:
 
 def cmd_checklist(args: argparse.Namespace) -> int:
     """`checklist_job`: every item of the pre-release checklist with its evidence."""
+    from ultra_ops.engine.deployed import deployed_version
     from ultra_ops.engine.inputs import validate_tag
     from ultra_ops.engine.release.checklist import ChecklistReport
-    from ultra_ops.engine.release.rollback import deployed_version
 
     settings = settings_of(args)
     env = settings.environment(args.environment)

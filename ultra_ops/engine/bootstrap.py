@@ -9,6 +9,7 @@ from ultra_ops.engine.envfile import read_env_file, update_env_file
 from ultra_ops.engine.errors import OperationError
 from ultra_ops.engine.files import PRIVATE_DIR_MODE, narrow, private_dir
 from ultra_ops.engine.settings import Environment
+from ultra_ops.engine.versions import VERSION_KEY
 
 
 def init_environment(env: Environment) -> list[str]:
@@ -43,7 +44,7 @@ def init_environment(env: Environment) -> list[str]:
     if wanted:
         update_env_file(env.env_file, wanted)
         done.append(f"set {', '.join(wanted)} in {env.env_file} for the checklist's login and rate limit checks")
-    missing = [k for k in env.required_env_keys if k != "ULTRA_VERSION" and k not in read_env_file(env.env_file)]
+    missing = [k for k in env.required_env_keys if k != VERSION_KEY and k not in read_env_file(env.env_file)]
     if missing:
         done.append(f"{env.env_file} still needs: {', '.join(missing)}")
     db = env.database

@@ -8,17 +8,11 @@ from __future__ import annotations
 import re
 
 from ultra_ops.engine.errors import InputError
+from ultra_ops.engine.versions import MAX_VERSION_LENGTH, VERSION_TAG
 
-# Semantic version 2.0.0 with the release document's leading "v".
-_TAG = re.compile(
-    r"^v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
-)
 _ENVIRONMENT = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 # Backup ids become directory names: one path component, no dots at the start, bounded length.
 _BACKUP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-MAX_TAG_LENGTH = 64
 
 
 def _shown(value: str, limit: int = 40) -> str:
@@ -30,9 +24,9 @@ def validate_tag(tag: str | None) -> str:
     """Return the tag if it is `v` + a semantic version, else raise InputError."""
     if tag is None or tag == "":
         raise InputError("release tag is empty: expected v + semantic version, e.g. v1.2.3")
-    if len(tag) > MAX_TAG_LENGTH:
-        raise InputError(f"release tag {_shown(tag)} is longer than {MAX_TAG_LENGTH} characters")
-    if not _TAG.fullmatch(tag):
+    if len(tag) > MAX_VERSION_LENGTH:
+        raise InputError(f"release tag {_shown(tag)} is longer than {MAX_VERSION_LENGTH} characters")
+    if not VERSION_TAG.fullmatch(tag):
         raise InputError(f"release tag {_shown(tag)} is not v + a semantic version (e.g. v1.2.3, v2.0.0-rc.1)")
     return tag
 

@@ -34,8 +34,8 @@ from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.restore_test import restore_test
 from ultra_ops.engine.backups.store import backups_of_day
 from ultra_ops.engine.calendar.gates import local_today
+from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import InputError, UltraOpsError
-from ultra_ops.engine.release.rollback import deployed_version
 
 
 @asset(

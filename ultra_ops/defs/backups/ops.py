@@ -8,9 +8,9 @@ from ultra_ops.defs.shared.steps import partition_step
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.retention import pin, prune_backups
 from ultra_ops.engine.backups.store import list_backups, verify_backup
+from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import IntegrityError
-from ultra_ops.engine.release.records import ReleaseStatus, last_release
-from ultra_ops.engine.release.rollback import deployed_version
+from ultra_ops.engine.release.records import kept_for_rollback
 
 
 @op
@@ -41,10 +41,9 @@ def backups_prune(
 ) -> None:
     """Apply the retention policy under the lock (or only show what it would remove, with dry_run)."""
     with partition_step(context, settings, locks=locks, operation="prune backups") as s:
-        running = last_release(s.env, status=ReleaseStatus.DEPLOYED, operation="deploy")
         decisions = prune_backups(
             s.env,
-            protected={running.backup_id} if running and running.backup_id else set(),
+            protected=kept_for_rollback(s.env),
             dry_run=config.dry_run,
             log=s.log,
         )

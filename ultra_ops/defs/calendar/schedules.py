@@ -25,6 +25,7 @@ from ultra_ops.engine.notify.webhook import message, send
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Settings, load_settings
 from ultra_ops.engine.settings.calendar import CalendarSettings
+from ultra_ops.engine.versions import PROMOTED
 
 
 def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDefinition:
@@ -70,4 +71,4 @@ def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDe
 
 def calendar_schedules() -> list[ScheduleDefinition]:
     settings = loaded_settings()
-    return [_release_schedule("staging", settings), _release_schedule("production", settings)]
+    return [_release_schedule(environment, settings) for environment in PROMOTED]

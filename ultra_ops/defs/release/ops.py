@@ -21,6 +21,7 @@ from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.runs import run_origin
 from ultra_ops.defs.shared.steps import Step, environment_of, failures_as_dagster, load, partition_step, step
 from ultra_ops.engine.calendar.gates import check_deploy, check_emergency, local_today
+from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import VerificationFailed
 from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.release import deploy, rollback
@@ -28,7 +29,7 @@ from ultra_ops.engine.release.branches import create_release_branch as make_rele
 from ultra_ops.engine.release.checklist import ChecklistReport, require_checklist, run_checklist
 from ultra_ops.engine.release.deploy import DeployRequest
 from ultra_ops.engine.release.records import ReleaseStatus
-from ultra_ops.engine.release.rollback import RollbackPlan, deployed_version
+from ultra_ops.engine.release.rollback import RollbackPlan
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.verify.decisions import decide
 from ultra_ops.engine.verify.runner import verify_or_fail

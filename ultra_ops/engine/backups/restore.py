@@ -35,7 +35,7 @@ from ultra_ops.engine.backups.store import (
     get_backup,
     verify_backup,
 )
-from ultra_ops.engine.envfile import read_env_file
+from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import BackupError, IntegrityError
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
@@ -232,7 +232,7 @@ def prepare_restore(
     log.info(f"restore {backup_id}: checksums verified ({len(info.files)} files, {time.perf_counter() - started:.1f}s)")
     safety_id = None
     if safety_backup:
-        version = read_env_file(env.env_file).get("ULTRA_VERSION") or None
+        version = deployed_version(env)
         if version is not None and (len(version) > 64 or not version.isprintable()):
             version = None
         safety = create_backup(

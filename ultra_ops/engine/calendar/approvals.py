@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo
 
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.inputs import validate_tag
-from ultra_ops.engine.release.records import ReleaseStatus, find_releases
+from ultra_ops.engine.release.records import verified_deploys
 from ultra_ops.engine.settings import Environment, Settings
+from ultra_ops.engine.versions import STAGING
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,79}")
 _SCHEMA = """
@@ -55,11 +56,9 @@ def _connect(env: Environment) -> Iterator[sqlite3.Connection]:
 
 def release_author(settings: Settings, version: str) -> str | None:
     """Who took `version` to staging: the person the config may bar from approving it."""
-    if "staging" not in settings.environments:
+    if STAGING not in settings.environments:
         return None
-    records = find_releases(
-        settings.environments["staging"], version=version, status=ReleaseStatus.DEPLOYED, operation="deploy"
-    )
+    records = verified_deploys(settings.environments[STAGING], version=version)
     return records[-1].launched_by if records else None
 
 

@@ -10,10 +10,9 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from ultra_ops.engine.errors import InputError, OperationError
-from ultra_ops.engine.release.records import ReleaseStatus, find_releases
+from ultra_ops.engine.release.records import verified_deploys
 from ultra_ops.engine.settings import Settings
-
-_GATED = ("staging", "production")  # development deploys whenever someone launches one
+from ultra_ops.engine.versions import PRODUCTION, PROMOTED, environment_below
 
 
 class DeployRefused(OperationError):
@@ -46,23 +45,17 @@ def check_deploy(
     of the same version, and any staging or production deploy inside a freeze or on a holiday."""
     if emergency_reason:
         return
-    if environment in _GATED:
+    if environment in PROMOTED:
         blocked = settings.calendar.blocked(today)
         if blocked:
             raise DeployRefused(
                 f"{environment} deploys are refused {today}: {blocked} "
                 "(an emergency fix can pass with --emergency --reason)"
             )
-    if environment == "production" and "staging" in settings.environments:
-        verified = find_releases(
-            settings.environments["staging"],
-            version=version,
-            status=ReleaseStatus.DEPLOYED,
-            operation="deploy",
-            limit=1,
-        )
-        if not verified:
+    below = environment_below(environment)
+    if environment == PRODUCTION and below in settings.environments:
+        if not verified_deploys(settings.environments[below], version=version, limit=1):
             raise DeployRefused(
-                f"{version} has no successful, verified deploy on staging: deploy it there "
+                f"{version} has no successful, verified deploy on {below}: deploy it there "
                 "first (or pass --emergency --reason for a fix that cannot wait)"
             )

@@ -6,7 +6,6 @@ operator reads is the one the daemon runs.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -16,10 +15,7 @@ from ultra_ops.engine.locks import describe_holder, lock_holder
 from ultra_ops.engine.release.branches import release_branches
 from ultra_ops.engine.release.records import ReleaseStatus, find_releases
 from ultra_ops.engine.settings import Settings
-
-# Scheduled promotions move releases, not development builds (v0.0.0-dev.<timestamp>).
-_RELEASE = re.compile(r"v\d+\.\d+\.\d+")
-_SOURCE = {"staging": "development", "production": "staging"}
+from ultra_ops.engine.versions import PRODUCTION, PROMOTED, STAGING, environment_below, is_release
 
 
 @dataclass(frozen=True)
@@ -64,12 +60,12 @@ def release_candidate(settings: Settings, environment: str) -> tuple[str | None,
     git_repo: the newest release development runs); production the newest release verified on
     staging that production has not had.
     """
-    source = _SOURCE.get(environment)
+    source = environment_below(environment)
     if source is None:
         return None, f"{environment} has no release schedule"
     already = set(_deployed(settings, environment))
     repo = settings.environments[environment].git_repo if environment in settings.environments else None
-    if environment == "staging" and repo is not None:
+    if environment == STAGING and repo is not None:
         # The release document's release branches: what `ultra-ops release-branch` made from main.
         # Only the newest: an older branch staging skipped is never deployed over a newer one.
         branches = release_branches(repo)
@@ -78,7 +74,8 @@ def release_candidate(settings: Settings, environment: str) -> tuple[str | None,
         newest = f"the newest, release/{branches[0][0]}, is on staging already" if branches else "there is none"
         return None, f"nothing new to release: no release/vX.Y.Z branch in {repo} that staging has not had ({newest})"
     for version in _deployed(settings, source, still_good=True):
-        if _RELEASE.fullmatch(version) and version not in already:
+        # Scheduled promotions move releases, not development builds.
+        if is_release(version) and version not in already:
             return version, ""
     return None, f"nothing new to release: no release verified on {source} that {environment} has not had"
 
@@ -104,7 +101,7 @@ def release_tick(settings: Settings, environment: str, at: datetime, *, check_lo
     if version is None:
         return Tick(name, environment, at, "", why)
     if (
-        environment == "production"
+        environment == PRODUCTION
         and settings.calendar.approval.required
         and valid_approval(settings, environment, version, at) is None
     ):
@@ -142,7 +139,7 @@ def upcoming(settings: Settings, start: datetime, weeks: int, environment: str |
     start = start.astimezone(zone)
     end = start + timedelta(weeks=weeks)
     ticks: list[Tick] = []
-    for env in ("staging", "production"):
+    for env in PROMOTED:
         rule = settings.calendar.release(env)
         if rule is None or env not in settings.environments or environment not in (None, env):
             continue

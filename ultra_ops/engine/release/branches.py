@@ -21,13 +21,12 @@ from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Settings
 from ultra_ops.engine.shell import run
+from ultra_ops.engine.versions import VERSION_KEY, is_release, release_key
 
 PREFIX = "release/"
 MAIN = "main"
-VERSION_KEY = "ULTRA_VERSION"  # the env files' version key, as deploys write it
 _GIT_TIMEOUT_S = 30.0
 _GIT_PUSH_TIMEOUT_S = 120.0
-RELEASE_VERSION = re.compile(r"v(\d+)\.(\d+)\.(\d+)")
 # Who commits a release: the committer is ultra_ops; the author the person who launched it.
 _COMMITTER = {"GIT_COMMITTER_NAME": "ultra-ops", "GIT_COMMITTER_EMAIL": "ultra-ops@localhost"}
 
@@ -83,13 +82,6 @@ def _resolve(repo: Path, ref: str) -> str | None:
     return _git(repo, "rev-parse", "-q", "--verify", f"{ref}^{{commit}}", check=False) or None
 
 
-def version_key(version: str) -> tuple[int, int, int]:
-    match = RELEASE_VERSION.fullmatch(version)
-    if match is None:
-        raise InputError(f"{version!r} is not a release version vX.Y.Z")
-    return int(match[1]), int(match[2]), int(match[3])
-
-
 def release_branches(repo: Path) -> list[tuple[str, str]]:
     """(version, commit) of every `release/vX.Y.Z` branch, newest version first; [] without git."""
     try:
@@ -102,9 +94,9 @@ def release_branches(repo: Path) -> list[tuple[str, str]]:
     for line in listed.splitlines():
         name, _, commit = line.partition(" ")
         version = name.removeprefix(PREFIX)
-        if RELEASE_VERSION.fullmatch(version):
+        if is_release(version):
             found.append((version, commit))
-    return sorted(found, key=lambda vc: version_key(vc[0]), reverse=True)
+    return sorted(found, key=lambda vc: release_key(vc[0]), reverse=True)
 
 
 def branch_commit(repo: Path, version: str) -> str | None:
@@ -170,7 +162,7 @@ def create_release_branch(
     the repository has that remote."""
     log = log or NullLog()
     validate_tag(version)
-    version_key(version)
+    release_key(version)
     repo = release_repository(settings)
     if repo is None:
         raise InputError(f"no git_repo in {settings.path}: release branches need the Ultra AI repository")

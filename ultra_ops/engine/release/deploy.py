@@ -22,26 +22,30 @@ from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.retention import prune_backups
 from ultra_ops.engine.backups.store import DEPLOY_LABEL, BackupInfo
 from ultra_ops.engine.clock import utc_timestamp
-from ultra_ops.engine.envfile import read_env_file, update_env_file
+from ultra_ops.engine.deployed import deployed_version, mark_deployed
+from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError
 from ultra_ops.engine.inputs import validate_tag
+from ultra_ops.engine.release.git_tags import tag_release
 from ultra_ops.engine.release.migrate import apply_migrations
 from ultra_ops.engine.release.records import (
     ReleaseRecord,
     ReleaseStatus,
-    last_release,
+    kept_for_rollback,
+    operation_record,
     record_release,
     recording_failure,
+    with_outcome,
 )
-from ultra_ops.engine.release.rollback import deployed_version, rollback
-from ultra_ops.engine.release.tags import commit_of, tag_release
+from ultra_ops.engine.release.rollback import rollback
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import Log, Redactor
-from ultra_ops.engine.settings import ENVIRONMENT_NAMES, Environment, Settings
+from ultra_ops.engine.settings import Environment, Settings
 from ultra_ops.engine.shell import run
 from ultra_ops.engine.verify.report import VerifyReport
 from ultra_ops.engine.verify.statements import save_baseline
 from ultra_ops.engine.verify.window import WindowReport, verify_window_or_fail
+from ultra_ops.engine.versions import DEVELOPMENT, PRODUCTION, VERSION_KEY, development_version, environment_below
 
 # host[:port][/path]: what `docker push` accepts as a registry prefix, and nothing a shell would read.
 _REGISTRY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::\d{1,5})?(?:/[A-Za-z0-9._-]+){0,8}$")
@@ -77,18 +81,17 @@ def resolve_tag(env: Environment, tag: str | None, now: datetime | None = None) 
     if tag:
         validate_tag(tag)
         return tag
-    if env.name != "development":
+    if env.name != DEVELOPMENT:
         raise InputError(f"a release tag is required for {env.name} deploys (e.g. v1.2.3)")
-    return "v0.0.0-dev." + (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    return development_version(now or datetime.now(UTC))
 
 
 def suggested_tag(settings: Settings, environment: str) -> str | None:
     """What the launchpad offers for a deploy: the version running one environment below
     (development's for staging, staging's for production), or a dev version on development."""
-    order = list(ENVIRONMENT_NAMES)
-    if environment == order[0]:
+    if environment == DEVELOPMENT:
         return resolve_tag(settings.environment(environment), None)
-    below = order[order.index(environment) - 1]
+    below = environment_below(environment)
     if below not in settings.environments:
         return None
     return deployed_version(settings.environments[below])
@@ -145,7 +148,7 @@ def run_test_command(env: Environment, version: str, redact: Redactor) -> str:
         timeout=3600,
         redact=redact,
         environment=env,
-        env={**read_env_file(env.env_file), "ULTRA_VERSION": version, "ULTRA_ENVIRONMENT": env.name},
+        env={**read_env_file(env.env_file), VERSION_KEY: version, "ULTRA_ENVIRONMENT": env.name},
     )
     lines = (done.stdout or done.stderr or "").strip().splitlines()
     return redact(lines[-1][:200]) if lines else ""
@@ -154,7 +157,7 @@ def run_test_command(env: Environment, version: str, redact: Redactor) -> str:
 def run_tests(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> str:
     if req.skip_tests:
         message = f"tests skipped for {req.tag} on {env.name} (--skip-tests)"
-        if env.name == "production":
+        if env.name == PRODUCTION:
             log.warning(message + ": not recommended for production")
         else:
             log.info(message)
@@ -179,9 +182,8 @@ def backup(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) 
         env, version=previous, label=f"{DEPLOY_LABEL} {req.tag}", kind="deploy", log=log, redact=redact
     )
     log.info(f"backup {info.id} taken of {env.name} at {previous or 'no version'}")
-    running = last_release(env, status=ReleaseStatus.DEPLOYED, operation="deploy")
     # The deploy holds the environment's lock: no restore is reading a backup retention removes.
-    prune_backups(env, protected={running.backup_id} if running and running.backup_id else set(), log=log)
+    prune_backups(env, protected=kept_for_rollback(env), log=log)
     return replace(req, backup_id=info.id, previous_version=previous)
 
 
@@ -204,20 +206,15 @@ def push(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) ->
 def deploy_record(
     env: Environment, req: DeployRequest, status: ReleaseStatus, reason: str | None = None
 ) -> ReleaseRecord:
-    """The record of this deploy: the tag it deployed (or tried to) over the version that ran before."""
-    previous = req.previous_version if req.backup_id is not None else deployed_version(env)
-    return ReleaseRecord(
-        environment=env.name,
-        operation="deploy",
+    """The record of this deploy: the tag it deployed (or tried to) over the version that ran
+    before, which the backup step notes."""
+    return operation_record(
+        env,
+        "deploy",
+        req,
+        status,
         version=req.tag,
-        previous_version=previous,
-        status=status,
-        commit=commit_of(env, req.tag),
-        backup_id=req.backup_id,
-        run_id=req.run_id,
-        launched_by=req.launched_by,
-        started_at=req.started_at or utc_timestamp(),
-        ended_at=utc_timestamp(),
+        previous_noted=req.backup_id is not None,
         reason=_with_emergency(req, reason),
     )
 
@@ -229,25 +226,22 @@ def _with_emergency(req: DeployRequest, reason: str | None) -> str | None:
     return f"emergency: {req.emergency_reason}" + (f"; {reason}" if reason else "")
 
 
-def _outcome(exc: BaseException) -> ReleaseStatus:
-    """How a failed deploy left the environment: rollback_on_failure marks the errors it raises."""
-    return getattr(exc, "release_status", ReleaseStatus.FAILED)
-
-
 @contextmanager
 def failure_recorded(
     env: Environment, req: DeployRequest, *, redact: Redactor, log: Log | None = None
 ) -> Iterator[None]:
     """Around every deploy step after the plan: a failure leaves one record, `failed` (nothing was
     rolled back), or `rolled_back` / `rollback_failed` after an automatic rollback, with the reason."""
-    with recording_failure(env, lambda exc: deploy_record(env, req, _outcome(exc), redact(str(exc))), log=log):
+    with recording_failure(
+        env, lambda outcome, reason: deploy_record(env, req, outcome, reason), redact=redact, log=log
+    ):
         yield
 
 
 @contextmanager
 def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> Iterator[None]:
     """Undo a half-done deploy: restore this deploy's backup, then re-raise with what happened,
-    marked with the outcome for `failure_recorded`. An interrupt (Ctrl-C, SIGTERM) takes the same
+    marked `with_outcome` for `failure_recorded`. An interrupt (Ctrl-C, SIGTERM) takes the same
     path: the environment is put back before the deploy stops."""
     try:
         yield
@@ -263,11 +257,12 @@ def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redac
             with _uninterrupted():
                 result = rollback(env, req.backup_id, compose_file=req.compose_path, log=log, redact=redact)
         except UltraOpsError as rb_exc:
-            error: UltraOpsError = OperationError(
-                f"{reason}; automatic rollback to backup {req.backup_id} ALSO failed: {redact(str(rb_exc))}"
-            )
-            error.release_status = ReleaseStatus.ROLLBACK_FAILED  # type: ignore[attr-defined]
-            raise error from None
+            raise with_outcome(
+                OperationError(
+                    f"{reason}; automatic rollback to backup {req.backup_id} ALSO failed: {redact(str(rb_exc))}"
+                ),
+                ReleaseStatus.ROLLBACK_FAILED,
+            ) from None
         message = (
             f"{reason}; rolled back to backup {req.backup_id} ({result.version or 'no version'}), which verified ok"
         )
@@ -276,8 +271,7 @@ def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redac
             error = OperationError(message) if interrupted else type(exc)(message)
         except TypeError:
             error = OperationError(message)
-        error.release_status = ReleaseStatus.ROLLED_BACK  # type: ignore[attr-defined]
-        raise error from None
+        raise with_outcome(error, ReleaseStatus.ROLLED_BACK) from None
 
 
 @contextmanager
@@ -310,7 +304,7 @@ def up(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> N
         if late:
             log.info(f"{len(late)} migrations applied again after a restore: {', '.join(late)}")
         # The env file is deployed state: it records the running version, and a restore brings it back.
-        update_env_file(env.env_file, {"ULTRA_VERSION": req.tag})
+        mark_deployed(env, req.tag)
         runtime = get_runtime(env, compose_file=req.compose_path, log=log, redact=redact)
         runtime.up(req.tag)
         runtime.wait_healthy(env.health_timeout_s)

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from statistics import median
 
+from ultra_ops.engine.release.git_tags import commit_time
 from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, find_releases
-from ultra_ops.engine.release.tags import commit_time
 from ultra_ops.engine.settings import Environment
 
 _BROKE = (ReleaseStatus.ROLLED_BACK, ReleaseStatus.ROLLBACK_FAILED)

@@ -3,7 +3,9 @@
 One SQLite database per environment, `<state_dir>/releases.sqlite3` (WAL mode), one table
 indexed by (environment, version) and by status. A record is one row written in one
 transaction: a process killed at any moment leaves either the whole record or none of it.
-Every operation that held the environment's lock leaves exactly one record.
+Every operation that held the environment's lock leaves exactly one record: deploy and rollback
+build it with one `operation_record`, and record a failure with one `recording_failure`, so the
+two operations' records cannot drift apart.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
+from ultra_ops.engine.clock import utc_timestamp
+from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.files import private_dir
+from ultra_ops.engine.release.git_tags import commit_of
 from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Environment
 
@@ -200,18 +206,92 @@ def last_release(
     return found[0] if found else None
 
 
+def verified_deploys(env: Environment, *, version: str | None = None, limit: int | None = None) -> list[ReleaseRecord]:
+    """The environment's deploys that went through and verified (of `version` only, when given),
+    newest first: what the promotion gate, approvals and retention ask of the history."""
+    return find_releases(env, version=version, status=ReleaseStatus.DEPLOYED, operation="deploy", limit=limit)
+
+
+def kept_for_rollback(env: Environment) -> set[str]:
+    """The backup the newest verified deploy took: rolling back the release it put in place goes back
+    to it, so retention never removes it. Empty before the first deploy."""
+    newest = verified_deploys(env, limit=1)
+    return {newest[0].backup_id} if newest and newest[0].backup_id else set()
+
+
+# Building the record of a deploy or rollback -----------------------------------------------------
+
+
+class Operation(Protocol):
+    """What a deploy request and a rollback plan both carry into their record."""
+
+    @property
+    def backup_id(self) -> str | None: ...
+    @property
+    def previous_version(self) -> str | None: ...
+    @property
+    def run_id(self) -> str | None: ...
+    @property
+    def launched_by(self) -> str | None: ...
+    @property
+    def started_at(self) -> str | None: ...
+
+
+def operation_record(
+    env: Environment,
+    operation: str,
+    done: Operation,
+    status: ReleaseStatus,
+    *,
+    version: str | None,
+    previous_noted: bool,
+    reason: str | None = None,
+) -> ReleaseRecord:
+    """The record of a deploy or rollback that ends now: `version` is what it put in place (or
+    meant to). What ran before is what `done` noted when its first step that changes anything ran
+    (`previous_noted`); before that step nothing has changed, so it is what runs now."""
+    previous = done.previous_version if previous_noted else deployed_version(env)
+    return ReleaseRecord(
+        environment=env.name,
+        operation=operation,
+        version=version,
+        previous_version=previous,
+        status=status,
+        commit=commit_of(env, version),
+        backup_id=done.backup_id,
+        run_id=done.run_id,
+        launched_by=done.launched_by,
+        started_at=done.started_at or utc_timestamp(),
+        ended_at=utc_timestamp(),
+        reason=reason,
+    )
+
+
+def with_outcome(error: Exception, status: ReleaseStatus) -> Exception:
+    """Mark an error with how it left the environment (a deploy's automatic rollback knows), so
+    `recording_failure` records that instead of the step's own status."""
+    error.release_status = status  # type: ignore[attr-defined]
+    return error
+
+
 @contextmanager
 def recording_failure(
-    env: Environment, describe: Callable[[Exception], ReleaseRecord], *, log: Log | None = None
+    env: Environment,
+    describe: Callable[[ReleaseStatus, str], ReleaseRecord],
+    *,
+    redact: Callable[[str], str],
+    status: ReleaseStatus = ReleaseStatus.FAILED,
+    log: Log | None = None,
 ) -> Iterator[None]:
     """Record the failure of the operation inside the block, then re-raise it unchanged.
-    `describe` builds the record from the error. A record that cannot be written is logged, so the
+    `describe` builds the record from the outcome (`status`, unless the error is marked
+    `with_outcome`) and the redacted error. A record that cannot be written is logged, so the
     operation's own error is still the one raised."""
     try:
         yield
     except Exception as exc:
         try:
-            record_release(env, describe(exc))
+            record_release(env, describe(getattr(exc, "release_status", status), redact(str(exc))))
         except Exception as record_exc:  # noqa: BLE001 - the operation's error matters more
             (log or NullLog()).warning(f"the release record of this failure could not be written: {record_exc}")
         raise

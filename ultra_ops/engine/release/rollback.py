@@ -28,15 +28,15 @@ from ultra_ops.engine.backups.restore import (
 )
 from ultra_ops.engine.backups.store import SAFETY_LABEL, BackupInfo, get_backup, list_backups, verify_backup
 from ultra_ops.engine.clock import utc_timestamp
-from ultra_ops.engine.envfile import read_env_file
+from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import InputError, OperationError, UltraOpsError
 from ultra_ops.engine.release.records import (
     ReleaseRecord,
     ReleaseStatus,
+    operation_record,
     record_release,
     recording_failure,
 )
-from ultra_ops.engine.release.tags import commit_of
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
@@ -94,11 +94,6 @@ def choose_backup(env: Environment, backup_id: str | None = None) -> BackupInfo:
     if not backups:
         raise InputError(f"environment {env.name} has no backups to roll back to")
     return backups[0]
-
-
-def deployed_version(env: Environment) -> str | None:
-    """The version the environment's env file says is deployed."""
-    return read_env_file(env.env_file).get("ULTRA_VERSION") or None
 
 
 # The steps, in order -----------------------------------------------------------------------------
@@ -260,21 +255,10 @@ def verify_rollback(
 def rollback_record(
     env: Environment, plan: RollbackPlan, status: ReleaseStatus, reason: str | None = None
 ) -> ReleaseRecord:
-    """The record of this rollback: the version it restored (or meant to) over the one that ran before."""
-    previous = plan.previous_version if plan.verified is not None else deployed_version(env)
-    return ReleaseRecord(
-        environment=env.name,
-        operation="rollback",
-        version=plan.version,
-        previous_version=previous,
-        status=status,
-        commit=commit_of(env, plan.version),
-        backup_id=plan.backup_id,
-        run_id=plan.run_id,
-        launched_by=plan.launched_by,
-        started_at=plan.started_at,
-        ended_at=utc_timestamp(),
-        reason=reason,
+    """The record of this rollback: the version it restored (or meant to) over the one that ran
+    before, which check_backup notes."""
+    return operation_record(
+        env, "rollback", plan, status, version=plan.version, previous_noted=plan.verified is not None, reason=reason
     )
 
 
@@ -294,7 +278,9 @@ def failure_recorded(
 ) -> Iterator[None]:
     """Around a manual rollback's step: a failure is recorded with the error as reason, then raised.
     `status`: failed for the steps before anything stops, rollback_failed (default) from stop on."""
-    with recording_failure(env, lambda exc: rollback_record(env, plan, status, redact(str(exc))), log=log):
+    with recording_failure(
+        env, lambda outcome, reason: rollback_record(env, plan, outcome, reason), redact=redact, status=status, log=log
+    ):
         yield
 
 

@@ -26,6 +26,7 @@ from ultra_ops.engine.runtimes import ServiceStatus
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment, ProcessSpec
 from ultra_ops.engine.shell import child_env
+from ultra_ops.engine.versions import VERSION_KEY
 
 httpx = lazy_module("httpx")
 
@@ -152,7 +153,7 @@ class ProcessRuntime:
         env.update({name: os.environ[ours] for name, ours in spec.secret_env.items() if os.environ.get(ours)})
         if spec.port is not None:
             env["PORT"] = str(spec.port)
-        env["ULTRA_VERSION"] = version
+        env[VERSION_KEY] = version
         env["ULTRA_ENVIRONMENT"] = self.env.name
         env["ULTRA_LOG_DIR"] = str(self.env.log_dir)
         env.update(self.env.database.libpq_env())

@@ -19,10 +19,11 @@ from ultra_ops.engine.settings.calendar import CalendarSettings, read_calendar
 from ultra_ops.engine.settings.environment import Environment, read_environment
 from ultra_ops.engine.settings.notifications import NotificationSettings, read_notifications
 from ultra_ops.engine.settings.table import TableReader
+from ultra_ops.engine.versions import PROMOTION
 
 CONFIG_ENV_VAR = "ULTRA_OPS_CONFIG"
 DEFAULT_CONFIG_NAME = "ultra_ops.toml"
-ENVIRONMENT_NAMES = ("development", "staging", "production")
+ENVIRONMENT_NAMES = PROMOTION  # a config names these environments, and no other
 
 
 @dataclass(frozen=True)

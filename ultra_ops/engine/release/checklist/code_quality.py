@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ultra_ops.engine.errors import CommandFailed
-from ultra_ops.engine.release.branches import MAIN, RELEASE_VERSION
+from ultra_ops.engine.release.branches import MAIN
 from ultra_ops.engine.release.checklist.report import (
     CODE,
     SEVERE,
@@ -21,6 +21,7 @@ from ultra_ops.engine.release.checklist.report import (
 )
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment
+from ultra_ops.engine.versions import is_release
 
 # Code quality -----------------------------------------------------------------------------------
 
@@ -108,7 +109,7 @@ def docs_item(env: Environment, version: str | None) -> ChecklistItem:
         return not_checked(CODE, name, f"no git_repo folder for {env.name} ({env.git_repo or 'not configured'})")
     if not version:
         return not_checked(CODE, name, "no version given (--tag)")
-    if not RELEASE_VERSION.fullmatch(version):
+    if not is_release(version):
         return not_checked(CODE, name, f"{version} is not a release version vX.Y.Z (a development build)")
     if not env.checklist.docs:
         return not_checked(CODE, name, "no docs configured ([checklist] docs)")

@@ -15,6 +15,7 @@ from ultra_ops.engine.release.checklist.report import (
 )
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment
+from ultra_ops.engine.versions import VERSION_KEY
 
 # Configuration ----------------------------------------------------------------------------------
 
@@ -31,8 +32,8 @@ def env_file_items(env: Environment) -> list[ChecklistItem]:
             )
         ]
     values = read_env_file(path)
-    # ULTRA_VERSION is written by the deploy itself, so a first deploy must not need it.
-    wanted = [k for k in env.required_env_keys if k != "ULTRA_VERSION"]
+    # The version is written by the deploy itself, so a first deploy must not need it.
+    wanted = [k for k in env.required_env_keys if k != VERSION_KEY]
     missing = [k for k in wanted if not values.get(k)]
     # Not the optional ones: a password that switches authentication on, a smoke step's guarded secret.
     missing_env = [n for n in env.required_secret_env_names() if not os.environ.get(n)]
@@ -41,7 +42,7 @@ def env_file_items(env: Environment) -> list[ChecklistItem]:
         if missing
         else f"{path.name}: {', '.join(wanted)} set"
         if wanted
-        else f"{path.name}: no key required besides ULTRA_VERSION (the deploy writes it)"
+        else f"{path.name}: no key required besides {VERSION_KEY} (the deploy writes it)"
     )
     evidence += (
         f"; not set in ultra_ops's environment: {', '.join(missing_env)}"

@@ -47,7 +47,7 @@ def memory_item(env: Environment) -> ChecklistItem:
 
 def backup_item(env: Environment, *, in_deploy: bool) -> ChecklistItem:
     from ultra_ops.engine.backups.store import list_backups
-    from ultra_ops.engine.release.rollback import deployed_version
+    from ultra_ops.engine.deployed import deployed_version
 
     name = "fresh backup of the current state"
     current = deployed_version(env)

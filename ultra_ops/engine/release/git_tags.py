@@ -1,4 +1,7 @@
-"""Release tags: the annotated git tag of the release document, and the commit a tag names."""
+"""Git tags of releases: the annotated tag the release document makes, and the commit a version names.
+
+Not the Dagster run tags (defs/shared/tags.py) and not the version string itself (engine/versions.py).
+"""
 
 from __future__ import annotations
 
