@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ultra_ops.engine import procfs
 from ultra_ops.engine.errors import RuntimeFailure
 from ultra_ops.engine.files import open_private_append, private_dir
 from ultra_ops.engine.lazy import lazy_module
@@ -45,54 +46,10 @@ def _reap() -> None:
                 del _children[pid]
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks since boot) from /proc/<pid>/stat, None if no such pid."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[19])
-
-
 def _alive(pid: int, start_time: int | None) -> bool:
     """Whether `pid` is still the process we started (not exited, not a zombie, not reused)."""
     _reap()
-    if not Path("/proc").is_dir():  # no procfs: signal 0 is all there is
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return False  # another user's process: certainly not ours
-        return True
-    stat = _proc_stat(pid)
-    if stat is None:
-        return False
-    state, started = stat
-    if state in ("Z", "X"):
-        return False
-    return start_time is None or started == start_time
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live processes of group `pgid` other than its leader.
-
-    The leader is left out on purpose: once it has exited its pid may belong to someone else.
-    """
-    members = []
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
-        if not entry.name.isdigit() or int(entry.name) == pgid:
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+    return procfs.is_alive(pid, start_time)
 
 
 def _port_open(port: int) -> bool:
@@ -265,12 +222,11 @@ class ProcessRuntime:
                 raise RuntimeFailure(f"process {spec.name}: cannot start {spec.command[0]!r}: {exc.strerror}") from None
         with _children_lock:
             _children[proc.pid] = proc
-        stat = _proc_stat(proc.pid)
         self._write_pid(
             spec,
             {
                 "pid": proc.pid,
-                "start_time": stat[1] if stat else None,
+                "start_time": procfs.start_time(proc.pid),
                 "version": version,
                 "port": spec.port,
                 "started_at": time.time(),
@@ -306,7 +262,7 @@ class ProcessRuntime:
         else:
             self.log.info(f"stopped {spec.name} (pid {pid})")
         # Helpers the service left behind in its group would keep its port or files busy.
-        for member in _group_members(pid):
+        for member in procfs.group_members(pid):
             try:
                 os.kill(member, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -341,7 +297,8 @@ class ProcessRuntime:
             detail = f"pid {pid}, version {record.get('version')}"
             if spec.port is not None:
                 detail += f", port {spec.port}"
-            cpu, memory = _usage(pid)
+            stat = procfs.process_stat(pid)
+            cpu, memory = (round(stat.cpu_seconds, 2), stat.resident_bytes) if stat else (None, None)
             result.append(ServiceStatus(spec.name, True, detail, state="up", cpu_seconds=cpu, memory_bytes=memory))
         return result
 
@@ -395,15 +352,3 @@ class ProcessRuntime:
                         )
                     )
                 time.sleep(_POLL_S * 2)
-
-
-def _usage(pid: int) -> tuple[float | None, int | None]:
-    """(CPU seconds, resident bytes) of a process from /proc: the process runtime's `docker stats`."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime, fields 14 and 15
-        resident = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # rss, field 24
-    except (OSError, ValueError, IndexError):
-        return None, None
-    return round(cpu, 2), resident
