@@ -7,6 +7,7 @@ from /proc, so that a pid the kernel reused for an unrelated process is never si
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 from ultra_ops.engine import procfs
 from ultra_ops.engine.errors import RuntimeFailure
 from ultra_ops.engine.files import open_private_append, private_dir
+from ultra_ops.engine.health import answer, wait_until_healthy
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.runtimes import ServiceStatus
 from ultra_ops.engine.secrets import Log, NullLog, Redactor, read_env_file
@@ -314,41 +316,29 @@ class ProcessRuntime:
 
     def wait_healthy(self, timeout_s: float) -> None:
         """Poll each health URL until it answers 200; fail at once if a process exits meanwhile."""
-        deadline = time.monotonic() + timeout_s
-        pending = list(self.env.processes)
-        last_error: dict[str, str] = {}
+        specs = {spec.name: spec for spec in self.env.processes}
         # Read now: once a process has died, its pid file no longer counts as its own.
-        offsets = {spec.name: int((self._read_pid(spec) or {}).get("output_offset") or 0) for spec in pending}
+        offsets = {name: int((self._read_pid(spec) or {}).get("output_offset") or 0) for name, spec in specs.items()}
+
+        def healthy(name: str) -> None:
+            if specs[name].health_url is not None:
+                self.log.info(f"{name} is healthy ({specs[name].health_url})")
+
         with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as client:
-            while True:
-                for spec in list(pending):
-                    if self._running_pid(spec) is None:
-                        lines = _tail(self.output_file(spec), _OUTPUT_LINES, offsets.get(spec.name, 0))
-                        output = "\n".join(lines) if lines else "(no output)"
-                        raise RuntimeFailure(
-                            self.redact(f"process {spec.name} exited before it became healthy; last output:\n{output}")
-                        )
-                    if spec.health_url is None:
-                        pending.remove(spec)
-                        continue
-                    try:
-                        response = client.get(spec.health_url)
-                    except httpx.HTTPError as exc:
-                        last_error[spec.name] = f"{type(exc).__name__}: {exc}"
-                        continue
-                    if response.status_code == 200:
-                        pending.remove(spec)
-                        self.log.info(f"{spec.name} is healthy ({spec.health_url})")
-                    else:
-                        last_error[spec.name] = f"HTTP {response.status_code}"
-                if not pending:
-                    return
-                if time.monotonic() >= deadline:
-                    spec = pending[0]
+
+            def probe(spec: ProcessSpec) -> str | None:
+                if self._running_pid(spec) is None:
+                    lines = _tail(self.output_file(spec), _OUTPUT_LINES, offsets[spec.name])
+                    output = "\n".join(lines) if lines else "(no output)"
                     raise RuntimeFailure(
-                        self.redact(
-                            f"process {spec.name} not healthy after {timeout_s:g}s at {spec.health_url}: "
-                            f"{last_error.get(spec.name, 'no answer')}"
-                        )
+                        self.redact(f"process {spec.name} exited before it became healthy; last output:\n{output}")
                     )
-                time.sleep(_POLL_S * 2)
+                return None if spec.health_url is None else answer(client, spec.health_url)
+
+            probes = {name: functools.partial(probe, spec) for name, spec in specs.items()}
+            unhealthy = wait_until_healthy(probes, timeout_s, poll_s=_POLL_S * 2, on_healthy=healthy)
+        if unhealthy is not None:
+            name, problem = unhealthy
+            raise RuntimeFailure(
+                self.redact(f"process {name} not healthy after {timeout_s:g}s at {specs[name].health_url}: {problem}")
+            )
