@@ -34,7 +34,7 @@ from backup_bench import CORES, PG, admin, checkpoint, db_size, drop_db  # noqa:
 
 from ultra_ops.engine.backups.create import create_backup  # noqa: E402
 from ultra_ops.engine.backups.dump import dump_source  # noqa: E402
-from ultra_ops.engine.backups.restore_test import restore_test  # noqa: E402
+from ultra_ops.engine.backups.trial_restore import restore_test  # noqa: E402
 from ultra_ops.engine.settings import load_settings  # noqa: E402
 
 SOURCE_DB = "uo_bench_restore_test"

@@ -21,8 +21,8 @@ from conftest import PG, write_config
 from ultra_ops.engine.backups.checksums import hash_file
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.restore import restore_backup
-from ultra_ops.engine.backups.restore_test import restore_test
 from ultra_ops.engine.backups.store import get_backup, list_backups, verify_backup
+from ultra_ops.engine.backups.trial_restore import restore_test
 from ultra_ops.engine.errors import BackupError, InputError, IntegrityError
 from ultra_ops.engine.settings import Environment, load_settings
 

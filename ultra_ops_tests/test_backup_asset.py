@@ -245,7 +245,7 @@ def test_backups_asset_is_declared_with_its_checks_and_nightly_job() -> None:
 def test_a_killed_restore_test_leaves_nothing_behind(tmp_path: Path, pg_database: str, fmt: str) -> None:
     """The scratch database of a restore test whose process died is dropped by the next one (which
     restores either dump format)."""
-    from ultra_ops.engine.backups.restore_test import restore_test
+    from ultra_ops.engine.backups.trial_restore import restore_test
 
     stack = Stack(tmp_path, pg_database)
     _churn(pg_database)

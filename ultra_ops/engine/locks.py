@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+from ultra_ops.engine import procfs
 from ultra_ops.engine.errors import InputError, LockHeldError
 from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.owners import owner_alive, process_start
@@ -54,7 +55,7 @@ def lock_holder(env: Environment) -> dict | None:
         st = path.stat()
     except FileNotFoundError:
         return None
-    held = _flock_held(st)
+    held = procfs.flock_held(st)
     if held is False:
         return None
     holder = _read_holder(path)
@@ -63,16 +64,6 @@ def lock_holder(env: Environment) -> dict | None:
     if held is None and not holder:
         return None
     return holder or {}
-
-
-def _flock_held(st: os.stat_result) -> bool | None:
-    """Whether some process holds a flock on this inode; None where /proc/locks is unavailable."""
-    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            return any(" FLOCK " in line and f" {device} " in line for line in f)
-    except OSError:
-        return None
 
 
 def _pid_alive(holder: dict) -> bool:

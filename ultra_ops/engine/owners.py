@@ -1,24 +1,23 @@
 """Who owns a lock, a temp folder or a run: a process named so it can be told dead later.
 
 A pid alone is not enough: pids are reused. The kernel's start time of the process, with the pid
-and the host, names one process for as long as the machine runs.
+and the host, names one process for as long as the machine runs (procfs.py reads both).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 from typing import Any
+
+from ultra_ops.engine import procfs
 
 
 def process_start(pid: int) -> str | None:
-    """The kernel's start time of a process, None where /proc is not available or it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the "(comm)" field
+    """The kernel's start time of a process as owner records keep it (a decimal string), None where
+    /proc is not available or the process is gone."""
+    start = procfs.start_time(pid)
+    return None if start is None else str(start)
 
 
 def this_process() -> dict[str, Any]:
@@ -33,14 +32,7 @@ def owner_alive(owner: dict[str, Any]) -> bool | None:
         return None
     try:
         pid = int(owner["pid"])
-        os.kill(pid, 0)
     except (KeyError, TypeError, ValueError):
         return None
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    start = process_start(pid)
-    if start is not None and owner.get("start") is not None and start != owner["start"]:
-        return False  # the pid was reused by another process
-    return True
+    # Another user's process may own the record (a daemon running as someone else): it counts.
+    return procfs.is_alive(pid, owner.get("start"), another_users=True)

@@ -12,7 +12,9 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from ultra_ops.engine.paths import REPOSITORY_ROOT
+
+REPO = REPOSITORY_ROOT
 PRODUCTION_INSTANCE = REPO / "dagster.yaml"
 PRODUCTION_WORKSPACE = REPO / "deploy" / "platform-workspace.yaml"
 

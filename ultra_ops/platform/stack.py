@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ultra_ops.engine import procfs
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.lazy import lazy_module
@@ -147,11 +148,9 @@ class Platform:
             record = json.loads(self._pid_file(name).read_text())
         except (OSError, ValueError):
             return None
-        start = process_start(record["pid"])
-        if start is None or start != record["start"]:
-            return None
-        state = Path(f"/proc/{record['pid']}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return None if state in ("Z", "X") else record["pid"]
+        # A record without a start time (no /proc) cannot tell a reused pid: not ours to signal.
+        start = record["start"]
+        return record["pid"] if start is not None and procfs.is_alive(record["pid"], start) else None
 
     def _spawn(self, name: str) -> None:
         if self.pid(name):

@@ -5,7 +5,3 @@ API endpoint, a migrations folder and a log file under $ULTRA_LOG_DIR; a login a
 endpoint, a rate limit, a prompt answered by an LLM provider (`llm_standin` is one on loopback),
 uploads and /metrics, which the checklist and the smoke tests exercise.
 """
-
-from pathlib import Path
-
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")

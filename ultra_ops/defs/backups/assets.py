@@ -31,8 +31,8 @@ from ultra_ops.defs.shared.partitions import environment_days_to_date
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.steps import load, step
 from ultra_ops.engine.backups.create import create_backup
-from ultra_ops.engine.backups.restore_test import restore_test
 from ultra_ops.engine.backups.store import backups_of_day
+from ultra_ops.engine.backups.trial_restore import restore_test
 from ultra_ops.engine.calendar.gates import local_today
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import InputError, UltraOpsError

@@ -20,7 +20,6 @@ from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.resources import OpsSettings
 from ultra_ops.defs.shared.steps import Step, load, step
 from ultra_ops.engine.backups.dump import dump_listing, tables_without_data
-from ultra_ops.engine.backups.restore_test import RestoreTestReport, restore_test
 from ultra_ops.engine.backups.store import (
     BackupInfo,
     backup_age_hours,
@@ -30,6 +29,7 @@ from ultra_ops.engine.backups.store import (
     newest_good_backup,
     verify_backup,
 )
+from ultra_ops.engine.backups.trial_restore import RestoreTestReport, restore_test
 from ultra_ops.engine.errors import UltraOpsError
 
 # One environment's outcome: passed, what it says, metadata.

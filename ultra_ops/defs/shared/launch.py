@@ -28,6 +28,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from ultra_ops.defs.shared.tags import PARTITION, PROCESS
 from ultra_ops.engine.owners import owner_alive, this_process
+from ultra_ops.engine.paths import REPOSITORY_ROOT
 
 LOCATION_NAME = "ultra_ops"  # the name in workspace.yaml and [tool.dagster]: runs are filed under it
 MODULE = "ultra_ops.definitions"
@@ -70,7 +71,7 @@ def local_instance_yaml(home: Path) -> str:
 
 def _working_directory() -> str:
     # The folder holding the ultra_ops package, as a code server started from workspace.yaml sees it.
-    return str(Path(__file__).resolve().parents[3])
+    return str(REPOSITORY_ROOT)
 
 
 def _metadata_values(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from ultra_ops.engine.backups.restore import recover_environment
+from ultra_ops.engine.backups.recover import recover_environment
 from ultra_ops.engine.locks import EnvironmentLock
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment, Settings, load_settings

@@ -5,8 +5,8 @@ then a safety backup is taken, then the database is rebuilt in a scratch databas
 all of this can run while the environment serves), then the scratch database is swapped in by
 renames and the state files are replaced atomically one by one (complete_restore: the part that
 needs the services stopped). Each swap phase is journaled first (swap.py), so a crash or an
-interrupt at any point is finished or undone by `recover_environment`, which the next operation on
-the environment runs. Services are not stopped or started here: the caller does.
+interrupt at any point is finished or undone by `recover_environment` (recover.py), which the next
+operation on the environment runs. Services are not stopped or started here: the caller does.
 """
 
 from __future__ import annotations
@@ -24,14 +24,12 @@ from ultra_ops.engine.backups import swap
 from ultra_ops.engine.backups.checksums import fsync_dir, hash_file
 from ultra_ops.engine.backups.create import create_backup, state_file_targets
 from ultra_ops.engine.backups.dump import checked_tool_version, default_jobs, run_pg_tool
-from ultra_ops.engine.backups.restore_test import drop_dead_restore_tests
 from ultra_ops.engine.backups.store import (
     DUMP_DIR,
     DUMP_FILE,
     FILES_ARCHIVE,
     SAFETY_LABEL,
     BackupInfo,
-    clean_stale_temps,
     get_backup,
     verify_backup,
 )
@@ -47,6 +45,8 @@ psycopg = lazy_module("psycopg")
 # database is dropped if anything fails, and the synchronous rename at the swap flushes the WAL
 # behind it. A larger maintenance_work_mem speeds up the index builds that dominate restores.
 _RESTORE_PGOPTIONS = "-c synchronous_commit=off -c maintenance_work_mem=256MB"
+# A state file is written beside its destination as `.<name>.uo-restore-<hex>`, then renamed over it.
+STATE_FILE_TEMP = ".uo-restore-"
 
 
 def _plan_files(env: Environment, info: BackupInfo, log: Log) -> list[tuple[str, Path]]:
@@ -88,7 +88,7 @@ def _restore_files(env: Environment, info: BackupInfo, plan: list[tuple[str, Pat
             # Env files hold secrets: 0600 whatever the archive says; others keep their mode.
             mode = 0o600 if dest == env.env_file else (member.mode & 0o777) or 0o600
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.parent / f".{dest.name}.uo-restore-{_random.token_hex(4)}"
+            tmp = dest.parent / f".{dest.name}{STATE_FILE_TEMP}{_random.token_hex(4)}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 with os.fdopen(fd, "wb") as out:
@@ -138,7 +138,9 @@ def _restore_files_of(env: Environment, backup_id: str, log: Log) -> list[str]:
     return _restore_files(env, info, _plan_files(env, info, log))
 
 
-def _recover(env: Environment, journal: swap.SwapJournal, log: Log, redact: Redactor) -> str:
+def recover_interrupted_restore(env: Environment, journal: swap.SwapJournal, log: Log, redact: Redactor) -> str:
+    """Finish or undo the database swap a restore journaled (swap.py), writing the backup's state
+    files where it goes forward; returns what was done."""
     return swap.recover_swap(
         env, journal, restore_files=lambda backup_id: _restore_files_of(env, backup_id, log), log=log, redact=redact
     )
@@ -147,7 +149,7 @@ def _recover(env: Environment, journal: swap.SwapJournal, log: Log, redact: Reda
 def _after_failure(env: Environment, journal: swap.SwapJournal, exc: BaseException, log: Log, redact: Redactor) -> str:
     """Errors and interrupts take one path: recover at once, as the next operation would."""
     try:
-        return _recover(env, journal, log, redact)
+        return recover_interrupted_restore(env, journal, log, redact)
     except Exception as rexc:  # noqa: BLE001 - the journal stays: the next operation recovers
         return (
             f"recovery failed too ({redact(str(rexc))}); the swap journal is kept: run "
@@ -202,7 +204,7 @@ def _restore_into_scratch(env: Environment, info: BackupInfo, log: Log, redact: 
         return swap.enter(env, journal, "prepared")
     except BaseException:
         try:
-            _recover(env, journal, log, redact)  # drops the scratch database, removes the journal
+            recover_interrupted_restore(env, journal, log, redact)  # drops the scratch database, removes the journal
         except Exception as exc:  # noqa: BLE001 - the journal stays: the next operation recovers
             log.warning(redact(f"restore {info.id}: could not drop scratch database {scratch}: {exc}"))
         raise
@@ -253,7 +255,7 @@ def discard_restore(
     log = log or NullLog()
     journal = swap.read_journal(env)
     if journal is not None and journal.scratch == prepared.scratch and journal.phase in ("restoring", "prepared"):
-        _recover(env, journal, log, redact or Redactor.for_environment(env))
+        recover_interrupted_restore(env, journal, log, redact or Redactor.for_environment(env))
 
 
 def complete_restore(
@@ -336,41 +338,6 @@ def finish_restore(
         log.warning(
             redact(f"restore {prepared.backup_id}: could not drop {journal.old}: {exc}; the next operation drops it")
         )
-
-
-def _clean_file_temps(env: Environment, log: Log) -> list[str]:
-    """Remove the half-written state files (`.<name>.uo-restore-*`) of restores that died."""
-    done = []
-    for folder in {p.parent for p in state_file_targets(env).values()}:
-        for tmp in folder.glob(".*.uo-restore-*") if folder.is_dir() else ():
-            tmp.unlink(missing_ok=True)
-            done.append(f"removed {tmp}, left by an interrupted restore")
-            log.info(done[-1])
-    return done
-
-
-def recover_environment(env: Environment, *, log: Log | None = None, redact: Redactor | None = None) -> list[str]:
-    """What the next operation on an environment runs first, under its lock: finish or undo a swap
-    that a dead run left (see swap.py), drop scratch databases, and remove temp folders and files of
-    dead runs. Returns one line per thing done. BackupError when an interrupted swap cannot be
-    recovered now (the database server is down, say): the operation must not run on top of it."""
-    log = log or NullLog()
-    redact = redact or Redactor.for_environment(env)
-    done: list[str] = []
-    journal = swap.read_journal(env)
-    if journal is not None:
-        done.append(_recover(env, journal, log, redact))
-    try:
-        done += swap.drop_leftovers(env, log=log, redact=redact)
-    except psycopg.Error as exc:
-        log.warning(redact(f"could not look for scratch databases of interrupted restores: {exc}"))
-    done += [f"removed backup temp folder {n}, left by an interrupted backup" for n in clean_stale_temps(env, log)]
-    done += _clean_file_temps(env, log)
-    done += drop_dead_restore_tests(env, log=log, redact=redact)
-    for line in swap.remove_stale_journal_temps(env):
-        log.info(line)
-        done.append(line)
-    return done
 
 
 def restore_backup(

@@ -11,11 +11,12 @@ through --env-file only.
 
 from __future__ import annotations
 
-import time
+import functools
 from pathlib import Path
 
 from ultra_ops.engine import shell
 from ultra_ops.engine.errors import CommandFailed, RuntimeFailure
+from ultra_ops.engine.health import answer, health_urls, wait_until_healthy
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.runtimes import ServiceStatus
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
@@ -189,47 +190,22 @@ class ComposeRuntime:
         """The resolved compose file, redacted (it may carry interpolated secrets)."""
         return self.redact(self._run(self.config_args(), version=version))
 
-    def health_urls(self) -> list[str]:
-        """The process table's health URLs if the config has one, else the verify health URLs."""
-        urls = [p.health_url for p in self.env.processes if p.health_url]
-        return urls or list(self.env.verify.health_urls)
-
     def wait_healthy(self, timeout_s: float) -> None:
-        urls = self.health_urls()
-        deadline = time.monotonic() + timeout_s
+        urls = health_urls(self.env)
         if not urls:
             # Nothing to ask over HTTP: settle for every service running.
-            while True:
-                down = [s.name for s in self.status() if not s.running]
-                if not down:
-                    return
-                if time.monotonic() >= deadline:
-                    raise RuntimeFailure(
-                        f"services {', '.join(down)} of {self.project} not running after {timeout_s:g}s"
-                    )
-                time.sleep(_POLL_S)
-        pending = list(urls)
-        last: dict[str, str] = {}
+            def down() -> str | None:
+                return ", ".join(s.name for s in self.status() if not s.running) or None
+
+            unhealthy = wait_until_healthy({"services": down}, timeout_s, poll_s=_POLL_S)
+            if unhealthy is not None:
+                raise RuntimeFailure(f"services {unhealthy[1]} of {self.project} not running after {timeout_s:g}s")
+            return
         with httpx.Client(timeout=httpx.Timeout(3.0, connect=1.0)) as client:
-            while True:
-                for url in list(pending):
-                    try:
-                        response = client.get(url)
-                    except httpx.HTTPError as exc:
-                        last[url] = f"{type(exc).__name__}: {exc}"
-                        continue
-                    if response.status_code == 200:
-                        pending.remove(url)
-                        self.log.info(f"{url} is healthy")
-                    else:
-                        last[url] = f"HTTP {response.status_code}"
-                if not pending:
-                    return
-                if time.monotonic() >= deadline:
-                    raise RuntimeFailure(
-                        self.redact(
-                            f"{self.project} not healthy after {timeout_s:g}s: {pending[0]}: "
-                            f"{last.get(pending[0], 'no answer')}"
-                        )
-                    )
-                time.sleep(_POLL_S)
+            probes = {url: functools.partial(answer, client, url) for url in urls}
+            unhealthy = wait_until_healthy(
+                probes, timeout_s, poll_s=_POLL_S, on_healthy=lambda url: self.log.info(f"{url} is healthy")
+            )
+        if unhealthy is not None:
+            url, problem = unhealthy
+            raise RuntimeFailure(self.redact(f"{self.project} not healthy after {timeout_s:g}s: {url}: {problem}"))

@@ -7,6 +7,7 @@ from /proc, so that a pid the kernel reused for an unrelated process is never si
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -18,9 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ultra_ops.engine import procfs
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import RuntimeFailure
 from ultra_ops.engine.files import open_private_append, private_dir
+from ultra_ops.engine.health import answer, wait_until_healthy
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.runtimes import ServiceStatus
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
@@ -47,54 +50,10 @@ def _reap() -> None:
                 del _children[pid]
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks since boot) from /proc/<pid>/stat, None if no such pid."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[19])
-
-
 def _alive(pid: int, start_time: int | None) -> bool:
     """Whether `pid` is still the process we started (not exited, not a zombie, not reused)."""
     _reap()
-    if not Path("/proc").is_dir():  # no procfs: signal 0 is all there is
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return False  # another user's process: certainly not ours
-        return True
-    stat = _proc_stat(pid)
-    if stat is None:
-        return False
-    state, started = stat
-    if state in ("Z", "X"):
-        return False
-    return start_time is None or started == start_time
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live processes of group `pgid` other than its leader.
-
-    The leader is left out on purpose: once it has exited its pid may belong to someone else.
-    """
-    members = []
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
-        if not entry.name.isdigit() or int(entry.name) == pgid:
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+    return procfs.is_alive(pid, start_time)
 
 
 def _port_open(port: int) -> bool:
@@ -267,12 +226,11 @@ class ProcessRuntime:
                 raise RuntimeFailure(f"process {spec.name}: cannot start {spec.command[0]!r}: {exc.strerror}") from None
         with _children_lock:
             _children[proc.pid] = proc
-        stat = _proc_stat(proc.pid)
         self._write_pid(
             spec,
             {
                 "pid": proc.pid,
-                "start_time": stat[1] if stat else None,
+                "start_time": procfs.start_time(proc.pid),
                 "version": version,
                 "port": spec.port,
                 "started_at": time.time(),
@@ -308,7 +266,7 @@ class ProcessRuntime:
         else:
             self.log.info(f"stopped {spec.name} (pid {pid})")
         # Helpers the service left behind in its group would keep its port or files busy.
-        for member in _group_members(pid):
+        for member in procfs.group_members(pid):
             try:
                 os.kill(member, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -343,7 +301,8 @@ class ProcessRuntime:
             detail = f"pid {pid}, version {record.get('version')}"
             if spec.port is not None:
                 detail += f", port {spec.port}"
-            cpu, memory = _usage(pid)
+            stat = procfs.process_stat(pid)
+            cpu, memory = (round(stat.cpu_seconds, 2), stat.resident_bytes) if stat else (None, None)
             result.append(ServiceStatus(spec.name, True, detail, state="up", cpu_seconds=cpu, memory_bytes=memory))
         return result
 
@@ -359,53 +318,29 @@ class ProcessRuntime:
 
     def wait_healthy(self, timeout_s: float) -> None:
         """Poll each health URL until it answers 200; fail at once if a process exits meanwhile."""
-        deadline = time.monotonic() + timeout_s
-        pending = list(self.env.processes)
-        last_error: dict[str, str] = {}
+        specs = {spec.name: spec for spec in self.env.processes}
         # Read now: once a process has died, its pid file no longer counts as its own.
-        offsets = {spec.name: int((self._read_pid(spec) or {}).get("output_offset") or 0) for spec in pending}
+        offsets = {name: int((self._read_pid(spec) or {}).get("output_offset") or 0) for name, spec in specs.items()}
+
+        def healthy(name: str) -> None:
+            if specs[name].health_url is not None:
+                self.log.info(f"{name} is healthy ({specs[name].health_url})")
+
         with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as client:
-            while True:
-                for spec in list(pending):
-                    if self._running_pid(spec) is None:
-                        lines = _tail(self.output_file(spec), _OUTPUT_LINES, offsets.get(spec.name, 0))
-                        output = "\n".join(lines) if lines else "(no output)"
-                        raise RuntimeFailure(
-                            self.redact(f"process {spec.name} exited before it became healthy; last output:\n{output}")
-                        )
-                    if spec.health_url is None:
-                        pending.remove(spec)
-                        continue
-                    try:
-                        response = client.get(spec.health_url)
-                    except httpx.HTTPError as exc:
-                        last_error[spec.name] = f"{type(exc).__name__}: {exc}"
-                        continue
-                    if response.status_code == 200:
-                        pending.remove(spec)
-                        self.log.info(f"{spec.name} is healthy ({spec.health_url})")
-                    else:
-                        last_error[spec.name] = f"HTTP {response.status_code}"
-                if not pending:
-                    return
-                if time.monotonic() >= deadline:
-                    spec = pending[0]
+
+            def probe(spec: ProcessSpec) -> str | None:
+                if self._running_pid(spec) is None:
+                    lines = _tail(self.output_file(spec), _OUTPUT_LINES, offsets[spec.name])
+                    output = "\n".join(lines) if lines else "(no output)"
                     raise RuntimeFailure(
-                        self.redact(
-                            f"process {spec.name} not healthy after {timeout_s:g}s at {spec.health_url}: "
-                            f"{last_error.get(spec.name, 'no answer')}"
-                        )
+                        self.redact(f"process {spec.name} exited before it became healthy; last output:\n{output}")
                     )
-                time.sleep(_POLL_S * 2)
+                return None if spec.health_url is None else answer(client, spec.health_url)
 
-
-def _usage(pid: int) -> tuple[float | None, int | None]:
-    """(CPU seconds, resident bytes) of a process from /proc: the process runtime's `docker stats`."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime, fields 14 and 15
-        resident = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # rss, field 24
-    except (OSError, ValueError, IndexError):
-        return None, None
-    return round(cpu, 2), resident
+            probes = {name: functools.partial(probe, spec) for name, spec in specs.items()}
+            unhealthy = wait_until_healthy(probes, timeout_s, poll_s=_POLL_S * 2, on_healthy=healthy)
+        if unhealthy is not None:
+            name, problem = unhealthy
+            raise RuntimeFailure(
+                self.redact(f"process {name} not healthy after {timeout_s:g}s at {specs[name].health_url}: {problem}")
+            )

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ultra_ops.engine.errors import ConfigError
 from ultra_ops.engine.inputs import validate_environment_name
+from ultra_ops.engine.paths import REPOSITORY_ROOT
 from ultra_ops.engine.settings.calendar import CalendarSettings, read_calendar
 from ultra_ops.engine.settings.environment import Environment, read_environment
 from ultra_ops.engine.settings.notifications import NotificationSettings, read_notifications
@@ -47,7 +48,7 @@ def default_config_path() -> Path:
     here = Path.cwd() / DEFAULT_CONFIG_NAME
     if here.exists():
         return here
-    return Path(__file__).resolve().parents[3] / DEFAULT_CONFIG_NAME
+    return REPOSITORY_ROOT / DEFAULT_CONFIG_NAME
 
 
 def _overlap(a: Path, b: Path) -> bool:

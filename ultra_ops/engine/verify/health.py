@@ -1,6 +1,7 @@
 """The health monitor's look at an environment: its `/health?detail=true` pages, reduced to what
 changes when health changes (status codes and component statuses, never latencies), so that a
-poll can be compared with the last one and nothing is recorded while nothing changed.
+poll can be compared with the last one and nothing is recorded while nothing changed. Which URLs
+it looks at is engine/health.py's `health_urls`, the same the compose runtime waits on.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from ultra_ops.engine.health import health_urls
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.settings import Environment
 from ultra_ops.engine.verify.checks import bad_components, describe_error, expected_errors, status_ok
@@ -30,11 +32,6 @@ class HealthPoll:
     def describe(self) -> str:
         bad = [f"{name}: {state}" for name, state in self.states.items() if state != "ok"]
         return "healthy" if self.healthy else "; ".join(bad) or "no health URL configured"
-
-
-def health_urls(env: Environment) -> list[str]:
-    """The verify health URLs (detail pages), else the services' own health URLs."""
-    return list(env.verify.health_urls) or [p.health_url for p in env.processes if p.health_url]
 
 
 def poll_health(env: Environment, timeout_s: float) -> HealthPoll:

@@ -6,13 +6,12 @@ or `docker stats --no-stream` (compose), and disk headroom of the data, log and 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from ultra_ops.engine import procfs
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment
@@ -31,14 +30,10 @@ class ProcessUsage:
 
 def read_proc(pid: int) -> ProcessUsage | None:
     """CPU time, resident memory and open file descriptors of a process, from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-        resident = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        open_files = len(os.listdir(f"/proc/{pid}/fd"))
-    except (OSError, ValueError, IndexError):
+    stat, files = procfs.process_stat(pid), procfs.open_files(pid)
+    if stat is None or files is None:
         return None
-    return ProcessUsage(cpu, resident, open_files)
+    return ProcessUsage(stat.cpu_seconds, stat.resident_bytes, files)
 
 
 class CpuWindow:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime
-from pathlib import Path
 
+from ultra_ops.engine import procfs
 from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.release.checklist.report import (
     INFRA,
@@ -35,12 +35,10 @@ def disk_item(env: Environment) -> ChecklistItem:
 
 def memory_item(env: Environment) -> ChecklistItem:
     name = "memory available"
-    try:
-        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
-        available = int(info["MemAvailable"].split()[0]) // 1024
-        total = int(info["MemTotal"].split()[0]) // 1024
-    except (OSError, KeyError, ValueError):
+    memory = procfs.memory_mb()
+    if memory is None:
         return not_checked(INFRA, name, "/proc/meminfo cannot be read on this machine")
+    available, total = memory
     need = env.checklist.min_free_memory_mb
     return checked(INFRA, name, available >= need, f"{available} MB available of {total} MB (minimum {need} MB)")
 
