@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Stack
 from dagster import DagsterInstance, RunsFilter
 
 from ultra_ops.cli import main
@@ -21,6 +20,7 @@ from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.release.records import ReleaseStatus, find_releases, last_release, utc_timestamp
 from ultra_ops.engine.release.rollback import choose_backup
+from ultra_ops_tests.support.stack import Stack
 
 # v1.1.0 ships a migration that renames the table the API reads: the service starts and answers
 # /health, but /api/v1/prompts fails, so only the verification catches it.
@@ -213,7 +213,7 @@ def _release_records(stack: Stack, repo: Path, dagster_home: Path, capsys) -> No
 def test_failed_rollbacks_are_recorded_as_rollback_failed(
     tmp_path: Path, pg_database: str, dagster_home: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from peers import MODELS, HttpPeer
+    from ultra_ops_tests.support.peers import MODELS, HttpPeer
 
     # The provider revokes the key while the second deploy runs: the pre-release checklist's look at
     # it still passes, then every verification fails, a rollback's too.
@@ -433,7 +433,7 @@ def test_unknown_environment_exits_2(stack: Stack, dagster_home: Path, capsys) -
 def test_secrets_never_reach_logs_metadata_or_output(
     tmp_path: Path, pg_database: str, dagster_home: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from peers import LlmServer
+    from ultra_ops_tests.support.peers import LlmServer
 
     secret_key = "sk-test-Zq8wVv3yTopSecretValue"
     db_secret = "pg-pass-Hx7uNeverPrintMe"
@@ -484,7 +484,7 @@ def test_secrets_never_reach_logs_metadata_or_output(
 
 
 def test_jobs_launched_through_graphql_like_the_ui(stack: Stack, dagster_home: Path, tmp_path: Path) -> None:
-    from webserver import Webserver
+    from ultra_ops_tests.support.webserver import Webserver
 
     with Webserver(dagster_home, env={"ULTRA_OPS_CONFIG": str(stack.config)}) as web:
         # The launchpad picks the environment as a partition; its tags are on the run from the start.
@@ -523,7 +523,7 @@ def test_jobs_launched_through_graphql_like_the_ui(stack: Stack, dagster_home: P
 def test_cli_runs_are_recorded_under_their_job(stack: Stack, dagster_home: Path) -> None:
     """What the UI shows of runs started from the shell: under their job in the ultra_ops code
     location, re-executable through the same API the UI's Re-execute button uses."""
-    from webserver import Webserver
+    from ultra_ops_tests.support.webserver import Webserver
 
     assert stack.ops("deploy", "--tag", "v1.0.0") == 0
     assert stack.ops("verify") == 0

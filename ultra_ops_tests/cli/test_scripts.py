@@ -7,11 +7,13 @@ import subprocess
 from pathlib import Path
 
 import httpx
-from conftest import REPO, free_port, write_config
 
 from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import load_settings
+from ultra_ops_tests.support.configs import write_config
+from ultra_ops_tests.support.ports import free_port
+from ultra_ops_tests.support.services import REPO
 
 SCRIPTS = REPO / "scripts"
 

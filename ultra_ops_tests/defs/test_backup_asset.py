@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from conftest import PG, REPO, Stack
 from dagster import AssetKey, DagsterInstance, build_schedule_context
 from dagster._core.storage.event_log.base import AssetRecordsFilter
 
@@ -23,6 +22,8 @@ from ultra_ops.engine.backups.checksums import hash_files, walk_files
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.store import BackupInfo, get_backup, list_backups
 from ultra_ops.engine.settings import Environment
+from ultra_ops_tests.support.services import PG, REPO
+from ultra_ops_tests.support.stack import Stack
 
 
 def _materializations(home: Path, key: str) -> list:

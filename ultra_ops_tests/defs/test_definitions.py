@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import yaml
-from conftest import REPO
+
+from ultra_ops_tests.support.services import REPO
 
 
 def test_jobs_and_typed_launch_forms() -> None:

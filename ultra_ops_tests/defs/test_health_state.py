@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REDIS_URL, checks_config
 from dagster import AssetKey, DagsterInstance, build_sensor_context
-from peers import HttpPeer
 
 from ultra_ops.cli import main
+from ultra_ops_tests.support.configs import checks_config
+from ultra_ops_tests.support.peers import HttpPeer
+from ultra_ops_tests.support.services import REDIS_URL
 
 HEALTHY = {"status": "ok", "checks": {"postgres": {"status": "ok"}, "redis": {"status": "ok"}}}
 DEGRADED = {"status": "degraded", "checks": {"postgres": {"status": "ok"}, "redis": {"status": "error"}}}

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 import psycopg
-from conftest import PG, Stack
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from ultra_ops.engine.locks import EnvironmentLock
+from ultra_ops_tests.support.services import PG
+from ultra_ops_tests.support.stack import Stack
 
 
 def _dead_tuples(database: str, table: str) -> int:

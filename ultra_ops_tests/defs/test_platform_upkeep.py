@@ -6,12 +6,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PG
 from dagster import DagsterInstance, DagsterRunStatus, job, op
 
 from ultra_ops.defs.platform.jobs import purge_runs_job
 from ultra_ops.engine.backups.platform_storage import dump_storage, list_dumps, storage_params
 from ultra_ops.engine.errors import BackupError, InputError
+from ultra_ops_tests.support.services import PG
 
 
 @op

@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import Stack, write_config
 from dagster import DagsterEventType, DagsterInstance
 
 from ultra_ops.engine.backups.store import list_backups
@@ -20,6 +19,8 @@ from ultra_ops.engine.errors import LockHeldError
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.release.records import find_releases
 from ultra_ops.engine.settings import load_settings
+from ultra_ops_tests.support.configs import write_config
+from ultra_ops_tests.support.stack import Stack
 
 # Started instead of the sample service: fails or starts slowly for the versions the test marks.
 LAUNCHER = """
@@ -68,7 +69,7 @@ def _steps(instance: DagsterInstance, run_id: str, kind: DagsterEventType) -> li
 
 
 def test_reexecution_from_a_failed_step_holds_the_lock(stack: Stack, dagster_home: Path, capsys) -> None:
-    from webserver import Webserver
+    from ultra_ops_tests.support.webserver import Webserver
 
     marks = _with_launcher(stack)
     assert stack.ops("deploy", "--tag", "v1.0.0") == 0

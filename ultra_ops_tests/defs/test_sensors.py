@@ -10,11 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import Stack, free_port
 from dagster import DagsterEventType, DagsterInstance, build_run_status_sensor_context, build_sensor_context
 
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.store import MANIFEST
+from ultra_ops_tests.support.ports import free_port
+from ultra_ops_tests.support.stack import Stack
 
 SECRET = "whsec-Tq93LmNeverInABody"
 
@@ -166,11 +167,11 @@ def test_a_skipped_production_tick_is_told_to_the_webhook(
 ) -> None:
     from zoneinfo import ZoneInfo
 
-    from conftest import write_multi_config
     from dagster import build_schedule_context
 
     from ultra_ops.definitions import defs
     from ultra_ops.defs.calendar.schedules import calendar_schedules
+    from ultra_ops_tests.support.configs import write_multi_config
 
     password = "pg-Pr0d-Secret-7f3a"
     config = write_multi_config(

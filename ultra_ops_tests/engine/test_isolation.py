@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Stack
 
 from ultra_ops.engine import shell
 from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.errors import CommandFailed, InputError
 from ultra_ops.engine.locks import EnvironmentLock
+from ultra_ops_tests.support.stack import Stack
 
 
 class SilentServer:

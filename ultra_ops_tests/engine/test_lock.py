@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_config
 
 from ultra_ops.engine.errors import LockHeldError
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.settings import Environment, load_settings
+from ultra_ops_tests.support.configs import write_config
 
 
 @pytest.fixture

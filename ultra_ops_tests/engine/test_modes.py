@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Stack
 
 from ultra_ops.engine.backups.store import list_backups
+from ultra_ops_tests.support.stack import Stack
 
 
 def _mode(path: Path) -> int:

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from platform_stack import RunningPlatform, running_platform
+
+from ultra_ops_tests.support.platform_stack import RunningPlatform, running_platform
+from ultra_ops_tests.support.services import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = REPO / "ultra_ops_tests" / "artifacts"
 # What a container or CI box needs: no sandbox (root), no GPU, no calls home.
 CHROMIUM_ARGS = [
     "--no-sandbox",

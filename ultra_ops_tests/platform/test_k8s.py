@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PG, REPO
 
 from ultra_ops.platform.instance import production_instance
+from ultra_ops_tests.support.services import PG, REPO
 
 K8S = REPO / "deploy" / "k8s"
 

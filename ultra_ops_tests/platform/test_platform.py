@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PG, REPO
 from dagster import DagsterInstance, DagsterRunStatus
-from platform_stack import RunningPlatform, running_platform
 
 from ultra_ops.engine.settings import load_settings
 from ultra_ops.platform.instance import local_instance, production_instance
+from ultra_ops_tests.support.platform_stack import RunningPlatform, running_platform
+from ultra_ops_tests.support.services import PG, REPO
 
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 

@@ -14,12 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from conftest import PG, REDIS_URL, free_port, write_config
 
 from ultra_ops.engine.release.migrate import apply_migrations
 from ultra_ops.engine.settings import load_settings
 from ultra_ops.sample_service.llm_standin import make_server as llm_standin_server
 from ultra_ops.sample_service.ratelimit import RateLimit
+from ultra_ops_tests.support.configs import write_config
+from ultra_ops_tests.support.ports import free_port
+from ultra_ops_tests.support.services import PG, REDIS_URL
 
 Start = Callable[..., tuple[subprocess.Popen[bytes], str]]
 

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from conftest import free_port
+from ultra_ops_tests.support.ports import free_port
 
 # A route answers (status, JSON body or text, delay in seconds) for the request's headers.
 Route = Callable[[dict[str, str]], tuple[int, object, float]]

@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from conftest import PG, REDIS_URL, _create_database, _drop_databases, free_port, write_multi_config
-from webserver import UI
 
 from ultra_ops.cli import main
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import load_settings
 from ultra_ops.platform.stack import Platform
+from ultra_ops_tests.support.configs import write_multi_config
+from ultra_ops_tests.support.databases import create_database, drop_databases
+from ultra_ops_tests.support.ports import free_port
+from ultra_ops_tests.support.services import PG, REDIS_URL
+from ultra_ops_tests.support.webserver import UI
 
 ENVIRONMENTS = ("development", "staging")
 
@@ -56,7 +59,7 @@ def running_platform(tmp: Path, *, test_seconds: float = 0, extra_config: str = 
     )
     try:
         for name in databases.values():
-            _create_database(name)
+            create_database(name)
         config = write_multi_config(tmp, databases, redis_prefix=prefix)
         if test_seconds:
             # A deploy's tests take this long: enough to see which runs overlap, also on a loaded machine.
@@ -76,7 +79,7 @@ def running_platform(tmp: Path, *, test_seconds: float = 0, extra_config: str = 
             settings = load_settings(tmp / "ultra_ops.toml")
             for env in ENVIRONMENTS:
                 get_runtime(settings.environment(env)).down()
-        _drop_databases(base)
+        drop_databases(base)
         client = redis.Redis.from_url(REDIS_URL)
         keys = list(client.scan_iter(match=prefix + "*"))
         if keys:

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import REPO, free_port
 from dagster_graphql import DagsterGraphQLClient
 
 from ultra_ops.defs.shared.launch import local_instance_yaml
+from ultra_ops_tests.support.ports import free_port
+from ultra_ops_tests.support.services import REPO
 
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 

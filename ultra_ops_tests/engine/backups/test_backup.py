@@ -16,7 +16,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import PG, write_config
 
 from ultra_ops.engine.backups.checksums import hash_file
 from ultra_ops.engine.backups.create import create_backup
@@ -25,6 +24,8 @@ from ultra_ops.engine.backups.restore_test import restore_test
 from ultra_ops.engine.backups.store import get_backup, list_backups, verify_backup
 from ultra_ops.engine.errors import BackupError, InputError, IntegrityError
 from ultra_ops.engine.settings import Environment, load_settings
+from ultra_ops_tests.support.configs import write_config
+from ultra_ops_tests.support.services import PG
 
 ENV_BYTES = b"ULTRA_VERSION=v1.0.0\nAPI_TOKEN=tok-0123456789\n"
 

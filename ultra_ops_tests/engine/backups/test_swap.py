@@ -13,12 +13,14 @@ import time
 
 import psycopg
 import pytest
-from conftest import PG, REPO, Stack, free_port
 
 from ultra_ops.engine.backups.checksums import hash_file
 from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.backups.swap import CRASH_ENV, LOCK_TIMEOUT_S, PHASES, journal_path
 from ultra_ops.engine.release.records import last_release
+from ultra_ops_tests.support.ports import free_port
+from ultra_ops_tests.support.services import PG, REPO
+from ultra_ops_tests.support.stack import Stack
 
 MARK = b"ULTRA_MARK=after-the-backup\n"
 
@@ -257,13 +259,12 @@ def test_rollback_with_the_database_port_closed_keeps_the_service_up(stack: Stac
 def test_services_that_do_not_start_again_are_reported_stopped(tmp_path, pg_database: str) -> None:
     """Engine level: a service whose command exits at once. A swap that fails (locked database)
     and a swap that succeeds are each followed by a start that fails: both errors say so."""
-    from conftest import write_config
-
     from ultra_ops.engine.backups.create import create_backup
     from ultra_ops.engine.errors import OperationError
     from ultra_ops.engine.release import rollback
     from ultra_ops.engine.secrets import NullLog, Redactor
     from ultra_ops.engine.settings import load_settings
+    from ultra_ops_tests.support.configs import write_config
 
     path = write_config(tmp_path, pg_database)
     text = path.read_text()

@@ -9,7 +9,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import write_multi_config
 from dagster import DagsterInstance, RunRequest, build_schedule_context
 from dagster._utils.schedules import cron_string_iterator
 
@@ -19,6 +18,7 @@ from ultra_ops.engine.calendar.ticks import release_tick, upcoming
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, find_releases, record_release, utc_timestamp
 from ultra_ops.engine.settings import load_settings
+from ultra_ops_tests.support.configs import write_multi_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 CALENDAR = """

@@ -13,7 +13,6 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_config, write_multi_config
 from dagster import AssetKey, DagsterInstance
 
 from ultra_ops.engine.errors import OperationError
@@ -22,6 +21,8 @@ from ultra_ops.engine.maintenance.logs import archive_logs
 from ultra_ops.engine.maintenance.targz import CODECS
 from ultra_ops.engine.owners import this_process
 from ultra_ops.engine.settings import load_settings
+from ultra_ops_tests.support.configs import write_config, write_multi_config
+from ultra_ops_tests.support.services import REPO
 
 
 def _log_lines(rng: random.Random, day: str, name: str, size: int) -> bytes:
@@ -219,7 +220,7 @@ mutation Backfill($backfillParams: LaunchBackfillParams!) {
 def test_ui_backfill_of_three_days_in_two_environments(tmp_path: Path, dagster_home: Path) -> None:
     """The UI's backfill (GraphQL launchPartitionBackfill, a real webserver and daemon): one run per
     environment for its range of days, three verified archives each, only their originals removed."""
-    from webserver import Webserver
+    from ultra_ops_tests.support.webserver import Webserver
 
     environments = ("development", "staging")
     config = write_multi_config(tmp_path, {e: "unused" for e in environments}, redis_prefix="unused:")

@@ -11,13 +11,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import Stack, free_port
-from test_release_branches import git, make_repo
 
 from ultra_ops.cli import main
 from ultra_ops.engine.release.checklist import on_main_item
 from ultra_ops.engine.release.records import find_releases
 from ultra_ops.sample_service.llm_standin import make_server
+from ultra_ops_tests.support.ports import free_port
+from ultra_ops_tests.support.repos import git, make_repo
+from ultra_ops_tests.support.stack import Stack
 
 LLM_KEY = "sk-standin-9c1f7e2d4b"
 PASSWORD = "pw-checklist-5d8e1a"
@@ -229,10 +230,9 @@ def _bad_config(tmp_path: Path, stack: Stack, repo: Path) -> Path:
 
 
 def test_init_gives_the_service_what_the_checklist_tests(tmp_path: Path, pg_database: str, capsys) -> None:
-    from conftest import write_config
-
     from ultra_ops.engine.envfile import read_env_file
     from ultra_ops.engine.settings import load_settings
+    from ultra_ops_tests.support.configs import write_config
 
     extra = (
         'checklist = { protected_url = "http://127.0.0.1:1/api/v1/me", '

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import PG, SAMPLE_MIGRATIONS, write_config
 
 from ultra_ops.engine.errors import OperationError
 from ultra_ops.engine.release.migrate import apply_migrations, pending_migrations
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, load_settings
+from ultra_ops_tests.support.configs import write_config
+from ultra_ops_tests.support.services import PG, SAMPLE_MIGRATIONS
 
 
 def _env(tmp_path: Path, database: str, migrations: Path) -> Environment:

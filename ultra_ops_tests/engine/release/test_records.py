@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_config
 
 from ultra_ops.defs.shared.tags import launched_by
 from ultra_ops.engine.errors import InputError
@@ -24,6 +23,8 @@ from ultra_ops.engine.release.records import (
     utc_timestamp,
 )
 from ultra_ops.engine.settings import Environment, load_settings
+from ultra_ops_tests.support.configs import write_config
+from ultra_ops_tests.support.services import REPO
 
 
 @pytest.fixture

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import write_multi_config
 from dagster import DagsterInstance
 
 from ultra_ops.cli import main
@@ -18,39 +16,8 @@ from ultra_ops.engine.calendar.ticks import release_tick
 from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, find_releases, record_release, utc_timestamp
 from ultra_ops.engine.release.tags import commit_of, tag_release
 from ultra_ops.engine.settings import load_settings
-
-PACKAGE = {
-    "name": "ultra-ai",
-    "version": "1.0.0",
-    "private": True,
-    "dependencies": {"left-pad": "1.3.0"},
-    "engines": {"node": ">=20"},
-}
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout.strip()
-
-
-def make_repo(tmp_path: Path) -> tuple[Path, Path]:
-    """An Ultra AI repository on main with package.json, an env template and a changelog; and a bare
-    remote `origin` it pushes to."""
-    repo, remote = tmp_path / "ultra-ai", tmp_path / "remote.git"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True, timeout=30)
-    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True, timeout=30)
-    (repo / "package.json").write_text(json.dumps(PACKAGE, indent=2) + "\n")
-    (repo / ".env.example").write_text("# copy to .env.<environment>\nULTRA_VERSION=v1.0.0\nULTRA_AUTH_USER=admin\n")
-    (repo / "CHANGELOG.md").write_text("# Changelog\n\n## 1.1.0\n- faster prompts\n")
-    git(repo, "add", "package.json", ".env.example", "CHANGELOG.md")
-    git(repo, "commit", "-q", "-m", "Ultra AI 1.0.0")
-    git(repo, "remote", "add", "origin", str(remote))
-    return repo, remote
+from ultra_ops_tests.support.configs import write_multi_config
+from ultra_ops_tests.support.repos import PACKAGE, git, make_repo
 
 
 def with_repo(config: Path, repo: Path, push: bool = True) -> Path:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import write_config
-
 from ultra_ops.engine.release.tags import commit_of, tag_release
 from ultra_ops.engine.settings import load_settings
+from ultra_ops_tests.support.configs import write_config
 
 
 def test_commit_of_a_release_tag(tmp_path: Path) -> None:

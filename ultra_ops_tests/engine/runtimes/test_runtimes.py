@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO, free_port, write_config
 
 from ultra_ops.engine.errors import RuntimeFailure
 from ultra_ops.engine.release.migrate import apply_migrations
@@ -26,6 +25,9 @@ from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.runtimes.compose import ComposeRuntime, registry_prefix
 from ultra_ops.engine.runtimes.process import ProcessRuntime, _port_open
 from ultra_ops.engine.settings import Environment, ProcessSpec, load_settings
+from ultra_ops_tests.support.configs import write_config
+from ultra_ops_tests.support.ports import free_port
+from ultra_ops_tests.support.services import REPO
 
 COMPOSE_FILE = REPO / "deploy" / "ultra-ai.compose.yml"
 

@@ -6,11 +6,12 @@ import itertools
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_config, write_multi_config
 
 from ultra_ops.cli import main
 from ultra_ops.engine.errors import ConfigError
 from ultra_ops.engine.settings import default_config_path, load_settings
+from ultra_ops_tests.support.configs import write_config, write_multi_config
+from ultra_ops_tests.support.services import REPO
 
 
 def test_shipped_config_runs_the_three_environments_apart_on_this_machine() -> None:

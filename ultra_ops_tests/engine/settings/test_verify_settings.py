@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import write_config
 
 from ultra_ops.engine.errors import ConfigError
 from ultra_ops.engine.settings import load_settings
+from ultra_ops_tests.support.configs import write_config
 
 V = "environments.staging.verify"
 STEP = (

@@ -11,14 +11,15 @@ import threading
 from pathlib import Path
 
 import psycopg
-from conftest import PG, checks_config
-from peers import HttpPeer
 
 from ultra_ops.engine.settings import Environment, load_settings
 from ultra_ops.engine.verify.latency import measure, percentile
 from ultra_ops.engine.verify.runner import verify_environment
 from ultra_ops.engine.verify.settings import PerformanceSettings
 from ultra_ops.engine.verify.usage import CpuWindow, disk_results, docker_stats_args, parse_docker_stats
+from ultra_ops_tests.support.configs import checks_config
+from ultra_ops_tests.support.peers import HttpPeer
+from ultra_ops_tests.support.services import PG, REPO
 
 # The server's delays: 30 requests at 50 ms, 8 at 250 ms, 2 at 600 ms, whatever the order they
 # arrive in. Nearest-rank percentiles of these 40: p50 = 50 ms, p95 = 250 ms (38th), max = 600 ms.
@@ -118,9 +119,7 @@ def test_database_headroom_and_statements_say_what_they_could_read(tmp_path: Pat
 
 
 def test_docker_stats_command_and_its_output() -> None:
-    env = load_settings(Path(__file__).resolve().parents[1] / "deploy" / "ultra_ops.compose.toml").environment(
-        "production"
-    )
+    env = load_settings(REPO / "deploy" / "ultra_ops.compose.toml").environment("production")
     assert docker_stats_args(env, ["abc", "def"]) == [
         "docker",
         "stats",

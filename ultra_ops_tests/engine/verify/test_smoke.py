@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PG, REDIS_URL, checks_config, free_port, write_config
 
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.release.migrate import apply_migrations
@@ -23,6 +22,9 @@ from ultra_ops.engine.settings import Environment, load_settings
 from ultra_ops.engine.verify.runner import verify_environment
 from ultra_ops.engine.verify.smoke import metric_value
 from ultra_ops.sample_service.llm_standin import make_server as llm_standin_server
+from ultra_ops_tests.support.configs import checks_config, write_config
+from ultra_ops_tests.support.ports import free_port
+from ultra_ops_tests.support.services import PG, REDIS_URL
 
 PASSWORD = "pw-Smoke-7f3kQz91"
 LLM_DELAY_S = 0.3  # every completion takes at least this long: a prompt step is never faster
@@ -227,9 +229,8 @@ def test_the_shipped_verification_passes_on_a_deployed_release(
     """The shipped ultra_ops.toml's staging, moved to free ports, a test database and folders: its
     smoke steps (authentication on, with the password `init` wrote), performance verification under
     the rate limit, and window, on a real deploy."""
-    from conftest import REPO
-
     from ultra_ops.cli import main
+    from ultra_ops_tests.support.services import REPO
 
     backend, llm = free_port(), free_port()
     text = (REPO / "ultra_ops.toml").read_text()

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import PG, REDIS_URL, free_port
-from peers import MODELS, Route, fixed, openai_models
-from peers import HttpPeer as _Server
 
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, load_settings
 from ultra_ops.engine.verify.report import CheckResult, VerifyReport
 from ultra_ops.engine.verify.runner import verify_environment
+from ultra_ops_tests.support.peers import MODELS, Route, fixed, openai_models
+from ultra_ops_tests.support.peers import HttpPeer as _Server
+from ultra_ops_tests.support.ports import free_port
+from ultra_ops_tests.support.services import PG, REDIS_URL
 
 
 @pytest.fixture

@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Stack, checks_config
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
-from peers import HttpPeer
 
 from ultra_ops.cli import main
 from ultra_ops.engine.envfile import update_env_file
@@ -26,6 +24,9 @@ from ultra_ops.engine.secrets import NullLog, Redactor
 from ultra_ops.engine.settings import load_settings
 from ultra_ops.engine.verify.decisions import ABANDONED_DECIDER, TIMEOUT_DECIDER, decide, get, pending
 from ultra_ops.engine.verify.window import FAILED, INCONCLUSIVE, PASSED, settle, verify_window
+from ultra_ops_tests.support.configs import checks_config
+from ultra_ops_tests.support.peers import HttpPeer
+from ultra_ops_tests.support.stack import Stack
 
 # The release degrades 30 s after it starts; here 15 s, with samples 8 s apart: the same
 # meaning (one pass right after the start sees a healthy release, the window's third sample, 16 s
