@@ -20,6 +20,8 @@ from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.release.records import ReleaseStatus, find_releases, last_release, utc_timestamp
 from ultra_ops.engine.release.rollback import choose_backup
+from ultra_ops_tests.support.cli import start_cli
+from ultra_ops_tests.support.repos import git as _git
 from ultra_ops_tests.support.stack import Stack
 
 # v1.1.0 ships a migration that renames the table the API reads: the service starts and answers
@@ -123,15 +125,6 @@ def _rollback_to_named_backup(stack: Stack, repo: Path, dagster_home: Path) -> N
     assert restored.commit == head.strip()
     # The state before the rollback was kept as a safety backup.
     assert any(b.label.startswith("safety before restore") for b in list_backups(stack.env))
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 def test_release_records_of_deploys_and_rollbacks(tmp_path: Path, pg_database: str, dagster_home: Path, capsys) -> None:
@@ -343,23 +336,7 @@ def test_concurrent_deploy_is_refused_naming_the_running_one(
 
 
 def _concurrent_deploy(stack: Stack, capsys) -> None:
-    first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ultra_ops.cli",
-            "deploy",
-            "--environment",
-            "staging",
-            "--tag",
-            "v1.0.0",
-            "--config",
-            str(stack.config),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = start_cli("deploy", "--tag", "v1.0.0", environment="staging", config=stack.config)
     holders = []
     deadline = time.monotonic() + 60
     while first.poll() is None and time.monotonic() < deadline and not holders:
@@ -566,19 +543,12 @@ def test_a_killed_cli_run_is_marked_failed_by_the_next_one(
     stack = Stack(
         tmp_path, pg_database, extra=f'test_command = ["{sys.executable}", "-c", "import time; time.sleep(60)"]'
     )
-    deploy = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ultra_ops.cli",
-            "deploy",
-            "--environment",
-            "staging",
-            "--tag",
-            "v1.0.0",
-            "--config",
-            str(stack.config),
-        ],
+    deploy = start_cli(
+        "deploy",
+        "--tag",
+        "v1.0.0",
+        environment="staging",
+        config=stack.config,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

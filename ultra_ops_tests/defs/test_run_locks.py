@@ -19,6 +19,7 @@ from ultra_ops.engine.errors import LockHeldError
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.release.records import find_releases
 from ultra_ops.engine.settings import load_settings
+from ultra_ops_tests.support.cli import start_cli
 from ultra_ops_tests.support.configs import write_config
 from ultra_ops_tests.support.stack import Stack
 
@@ -117,23 +118,7 @@ def test_backup_during_a_deploy_waits_or_is_refused(
     stack = Stack(
         tmp_path, pg_database, extra=f'test_command = ["{sys.executable}", "-c", "import time; time.sleep(3)"]'
     )
-    deploy = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ultra_ops.cli",
-            "deploy",
-            "--environment",
-            "staging",
-            "--tag",
-            "v1.0.0",
-            "--config",
-            str(stack.config),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    deploy = start_cli("deploy", "--tag", "v1.0.0", environment="staging", config=stack.config)
     try:
         holder = _wait_for_holder(stack)
         assert stack.ops("status") == 0
@@ -208,23 +193,7 @@ def test_an_interrupted_deploy_puts_the_environment_back(stack: Stack, signo: in
     before = (stack.tables(), stack.env.env_file.read_bytes())
     (stack.migrations / "0002_v110.sql").write_text("CREATE TABLE only_in_v110 (id int);\n")
     (marks / "slow-v1.1.0").write_text("30")
-    deploy = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ultra_ops.cli",
-            "deploy",
-            "--environment",
-            "staging",
-            "--tag",
-            "v1.1.0",
-            "--config",
-            str(stack.config),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    deploy = start_cli("deploy", "--tag", "v1.1.0", environment="staging", config=stack.config)
     try:
         deadline = time.monotonic() + 60
         while b"ULTRA_VERSION=v1.1.0" not in stack.env.env_file.read_bytes():  # deploy_up has begun

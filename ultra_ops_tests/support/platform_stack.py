@@ -18,6 +18,7 @@ from ultra_ops.cli import main
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import load_settings
 from ultra_ops.platform.stack import Platform
+from ultra_ops_tests.support.cli import run_cli
 from ultra_ops_tests.support.configs import write_multi_config
 from ultra_ops_tests.support.databases import create_database, drop_databases
 from ultra_ops_tests.support.ports import free_port
@@ -35,14 +36,7 @@ class RunningPlatform:
 
     def ops(self, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         """The ultra-ops CLI as an operator on the platform's host runs it: recorded on the same instance."""
-        exe = Path(sys.executable).parent / "ultra-ops"
-        return subprocess.run(
-            [str(exe), *argv, "--config", str(self.config)],
-            env=self.platform.env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_cli(*argv, config=self.config, env=self.platform.env(), timeout=timeout)
 
 
 @contextmanager

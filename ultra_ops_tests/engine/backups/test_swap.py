@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import psycopg
@@ -18,8 +17,9 @@ from ultra_ops.engine.backups.checksums import hash_file
 from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.backups.swap import CRASH_ENV, LOCK_TIMEOUT_S, PHASES, journal_path
 from ultra_ops.engine.release.records import last_release
+from ultra_ops_tests.support.cli import start_cli
 from ultra_ops_tests.support.ports import free_port
-from ultra_ops_tests.support.services import PG, REPO
+from ultra_ops_tests.support.services import PG
 from ultra_ops_tests.support.stack import Stack
 
 MARK = b"ULTRA_MARK=after-the-backup\n"
@@ -70,15 +70,7 @@ def _prepare(stack: Stack, big_rows: int = 0) -> tuple[str, list[tuple], list[tu
 
 def _cli(stack: Stack, *argv: str, extra_env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
     env = {**os.environ, **(extra_env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "ultra_ops.cli", *argv, "--environment", "staging", "--config", str(stack.config)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
+    return start_cli(*argv, environment="staging", config=stack.config, env=env, **kwargs)
 
 
 def _consistent_side(stack: Stack, rows_backup, rows_after, env_backup, env_after) -> str:

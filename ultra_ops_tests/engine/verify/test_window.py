@@ -5,10 +5,8 @@ person's decision and records who made it."""
 from __future__ import annotations
 
 import getpass
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from ultra_ops.engine.secrets import NullLog, Redactor
 from ultra_ops.engine.settings import load_settings
 from ultra_ops.engine.verify.decisions import ABANDONED_DECIDER, TIMEOUT_DECIDER, decide, get, pending
 from ultra_ops.engine.verify.window import FAILED, INCONCLUSIVE, PASSED, settle, verify_window
+from ultra_ops_tests.support.cli import start_cli
 from ultra_ops_tests.support.configs import checks_config
 from ultra_ops_tests.support.peers import HttpPeer
 from ultra_ops_tests.support.stack import Stack
@@ -94,24 +93,7 @@ def flaky_endpoint():
 
 def _deploy_until_it_asks(stack: Stack, tag: str) -> tuple[subprocess.Popen, object]:
     """Start a deploy in its own process and wait for the event: its request for a decision."""
-    deploy = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ultra_ops.cli",
-            "deploy",
-            "--environment",
-            "staging",
-            "--tag",
-            tag,
-            "--config",
-            str(stack.config),
-        ],
-        env=os.environ.copy(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    deploy = start_cli("deploy", "--tag", tag, environment="staging", config=stack.config)
     deadline = time.monotonic() + 120
     while not pending(stack.env):
         if deploy.poll() is not None or time.monotonic() > deadline:
