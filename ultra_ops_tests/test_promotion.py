@@ -145,6 +145,7 @@ def test_release_goes_from_development_through_staging_to_production(
     assert first.ended_at <= deploy.started_at and deploy.ended_at <= rollback.started_at
 
 
+@pytest.mark.unit
 def test_demo_needs_the_three_environments(tmp_path: Path, dagster_home: Path, capsys) -> None:
     config = write_multi_config(tmp_path, {"development": "a", "staging": "b"}, redis_prefix="x:")
     assert main(["demo", "--config", str(config)]) == 2

@@ -10,6 +10,8 @@ import pytest
 
 from ultra_ops.cli import common as cli
 
+pytestmark = pytest.mark.unit
+
 
 def test_end_startup_turns_the_paused_collector_back_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "_gc_paused_for_startup", True)

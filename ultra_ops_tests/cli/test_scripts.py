@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.runtimes import get_runtime
@@ -60,6 +61,7 @@ def test_deploy_verify_rollback_scripts(tmp_path: Path, pg_database: str) -> Non
         get_runtime(env_settings).down()
 
 
+@pytest.mark.unit
 def test_scripts_need_no_shell_interpolation_of_input() -> None:
     # The wrappers pass "$@" through untouched: nothing in them may build a command from input.
     for script in ("deploy-mvp.sh", "verify-deployment.sh", "rollback-mvp.sh"):

@@ -219,6 +219,7 @@ def test_restore_test_backfill_over_days(tmp_path: Path, pg_database: str, dagst
     assert all(meta["passed"] and meta["row_counts"]["public.churn"] == 500 for meta in done.values())
 
 
+@pytest.mark.unit
 def test_backups_asset_is_declared_with_its_checks_and_nightly_job() -> None:
     from ultra_ops.definitions import defs
     from ultra_ops.defs.backups.schedules import backup_schedules

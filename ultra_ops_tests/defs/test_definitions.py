@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from ultra_ops_tests.support.services import REPO
 
 
+@pytest.mark.unit
 def test_jobs_and_typed_launch_forms() -> None:
     from ultra_ops.definitions import defs
 
@@ -28,6 +30,7 @@ def test_jobs_and_typed_launch_forms() -> None:
     assert not any(f.is_required for f in plan.fields.values())
 
 
+@pytest.mark.unit
 def test_import_touches_no_service() -> None:
     # Point every service at closed ports: the import must still succeed, quickly.
     env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": "1", "ULTRA_OPS_CONFIG": "/nonexistent.toml"}
@@ -58,6 +61,7 @@ def test_dagster_definitions_validate(tmp_path) -> None:
     assert "Validation successful for code location ultra_ops" in proc.stderr + proc.stdout
 
 
+@pytest.mark.unit
 def test_production_instance_config_is_valid(tmp_path, monkeypatch) -> None:
     """dagster.yaml as the platform loads it: queued runs, one per environment, runs in containers."""
     import shutil
@@ -89,6 +93,7 @@ def test_production_instance_config_is_valid(tmp_path, monkeypatch) -> None:
     assert config["run_launcher"]["class"] == "DockerRunLauncher"
 
 
+@pytest.mark.unit
 def test_platform_compose_file_resolves(tmp_path) -> None:
     import shutil as _shutil
 

@@ -34,6 +34,7 @@ def _metadata(result) -> dict:  # noqa: ANN001
     return {k: v.value for k, v in event.event_specific_data.metadata.items()}
 
 
+@pytest.mark.unit
 def test_purge_deletes_finished_runs_and_their_events_only(tmp_path: Path) -> None:
     with DagsterInstance.local_temp(str(tmp_path)) as instance:
         finished = [probe.execute_in_process(instance=instance).run_id for _ in range(3)]

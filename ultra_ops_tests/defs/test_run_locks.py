@@ -148,6 +148,7 @@ def test_backup_during_a_deploy_waits_or_is_refused(
     assert datetime.fromisoformat(manual[0].created_at).timestamp() >= last_step_end
 
 
+@pytest.mark.unit
 def test_a_wait_for_the_lock_ends_when_it_is_released_or_times_out(tmp_path: Path) -> None:
     env = load_settings(write_config(tmp_path, "unused_db")).environment("staging")
     code = (

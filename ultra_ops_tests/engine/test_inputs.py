@@ -7,6 +7,8 @@ import pytest
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.inputs import validate_backup_id, validate_environment_name, validate_tag
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     "tag", ["v1.2.3", "v0.0.1", "v10.20.30", "v2.0.0-rc.1", "v1.0.0+build.5", "v0.0.0-dev.20261126120000"]

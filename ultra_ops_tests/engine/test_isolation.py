@@ -72,6 +72,7 @@ def test_backup_against_a_silent_database_fails_within_the_connect_timeout(
     assert not stack.env.backups_path.exists() or not any(stack.env.backups_path.iterdir())
 
 
+@pytest.mark.unit
 def test_every_command_has_a_timeout_that_kills_its_whole_group(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     script = (
@@ -132,6 +133,7 @@ def test_children_get_the_basics_and_their_own_environment_only(
     assert service["ULTRA_VERSION"] == "v1.0.0" and tests["ULTRA_VERSION"] == "v1.0.0"
 
 
+@pytest.mark.unit
 def test_child_env_allowlist(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-anything")
     monkeypatch.setenv("HOME", "/home/op")

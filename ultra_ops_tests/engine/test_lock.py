@@ -16,6 +16,8 @@ from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.settings import Environment, load_settings
 from ultra_ops_tests.support.configs import write_config
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def env(tmp_path: Path) -> Environment:

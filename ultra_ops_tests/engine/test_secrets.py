@@ -9,6 +9,8 @@ import pytest
 
 from ultra_ops.engine.secrets import MASK, Redactor
 
+pytestmark = pytest.mark.unit
+
 SECRET = "s3cr3t-Pa$$ w/rd+\x01"
 
 

@@ -13,6 +13,8 @@ import yaml
 
 from ultra_ops_tests.support.services import REPO
 
+pytestmark = pytest.mark.unit
+
 DOCKERFILE = REPO / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"
 

@@ -20,6 +20,7 @@ def _k8s_instance() -> dict:
     return yaml.safe_load((K8S / "dagster.yaml").read_text())
 
 
+@pytest.mark.unit
 def test_k8s_instance_differs_from_production_only_in_the_run_launcher() -> None:
     production, k8s = production_instance(), _k8s_instance()
     assert k8s["run_launcher"]["class"] == "K8sRunLauncher"
@@ -76,6 +77,7 @@ def test_k8s_instance_loads_with_dagster_k8s(tmp_path: Path, pg_database: str, m
         assert launcher.instance_config_map == "dagster-instance"
 
 
+@pytest.mark.unit
 def test_helm_values_match_the_instance() -> None:
     values = yaml.safe_load((K8S / "values.yaml").read_text())
     instance = _k8s_instance()

@@ -214,6 +214,7 @@ def test_rate_limit_on_api_only(start_service: Start, pg_database: str) -> None:
     assert _metric(httpx.get(base + "/metrics").text, "ultra_rate_limited_total") == 4
 
 
+@pytest.mark.unit
 def test_bad_rate_limit_is_named() -> None:
     with pytest.raises(ValueError, match="ULTRA_RATE_LIMIT must look like 20/1"):
         RateLimit.parse("twenty")
@@ -235,6 +236,7 @@ def test_degrades_after_the_configured_delay(start_service: Start, migrated: str
     assert httpx.get(base + "/health").status_code == 200  # still alive: only the release went bad
 
 
+@pytest.mark.unit
 def test_degrades_only_as_the_version_named() -> None:
     from ultra_ops.sample_service.app import ServiceConfig
 

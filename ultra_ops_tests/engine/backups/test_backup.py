@@ -421,6 +421,7 @@ def _fake_backup(env: Environment, created: datetime, label: str = "nightly") ->
     return backup_id
 
 
+@pytest.mark.unit
 def test_retention_policy_over_a_simulated_year(tmp_path: Path) -> None:
     """One backup a day for a year, 7 daily / 4 weekly / 6 monthly: exactly those are kept, plus a
     pin and the backup the running release was deployed over; a dry run removes nothing."""

@@ -193,6 +193,7 @@ def test_production_refuses_what_staging_did_not_verify_unless_emergency(
         assert run.run_config["ops"]["deploy_plan"]["config"]["reason"] == "CVE-2026-1234 fix"
 
 
+@pytest.mark.unit
 def test_bad_calendar_config_names_the_key(tmp_path: Path) -> None:
     from ultra_ops.engine.errors import ConfigError
 
@@ -238,6 +239,7 @@ def test_maintenance_ticks_start_one_run_per_environment(
     assert {m.weekday() for m in sunday} == {6} and {(m.hour, m.minute) for m in sunday} == {(4, 0)}
 
 
+@pytest.mark.unit
 def test_an_approval_counts_from_a_coming_tick_but_no_later_than_the_second(tmp_path: Path, capsys) -> None:
     from ultra_ops.engine.calendar.approvals import production_ticks
 

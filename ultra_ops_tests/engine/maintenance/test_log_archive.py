@@ -53,6 +53,7 @@ def env(tmp_path: Path):  # noqa: ANN201
     return load_settings(write_config(tmp_path, "unused")).environment("staging")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("codec", CODECS)
 def test_parallel_archive_extracts_with_tar_to_identical_files(env, tmp_path: Path, codec: str) -> None:  # noqa: ANN001
     rng = random.Random(3)
@@ -80,6 +81,7 @@ def test_parallel_archive_extracts_with_tar_to_identical_files(env, tmp_path: Pa
     assert {p.name: p.read_bytes() for p in out.iterdir()} == contents
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("damage", ["flip a byte", "truncate", "append garbage"])
 def test_a_corrupted_archive_is_not_accepted_and_the_originals_stay(env, monkeypatch, damage: str, codec: str) -> None:  # noqa: ANN001
@@ -116,6 +118,7 @@ def test_a_corrupted_archive_is_not_accepted_and_the_originals_stay(env, monkeyp
     assert not list((env.log_dir / "archive").iterdir())  # neither an archive nor its temp file
 
 
+@pytest.mark.unit
 def test_a_temp_archive_left_by_a_killed_writer_is_removed(env) -> None:  # noqa: ANN001
     """kill -9 while writing leaves `.logs_D.tar.gz.tmp-PID-START` and every original; the next run
     removes the temp file of the dead writer, and only that one."""

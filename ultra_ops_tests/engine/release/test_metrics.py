@@ -7,6 +7,7 @@ import subprocess
 from datetime import date, datetime
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey, DagsterInstance, MultiPartitionKey, materialize
 
 from ultra_ops.defs.release.assets import delivery_metrics
@@ -16,6 +17,8 @@ from ultra_ops.engine.release.records import ReleaseRecord, record_release
 from ultra_ops.engine.release.tags import commit_of
 from ultra_ops.engine.settings import load_settings
 from ultra_ops_tests.support.configs import write_config
+
+pytestmark = pytest.mark.unit
 
 
 def _git(repo: Path, *args: str, when: str | None = None) -> str:

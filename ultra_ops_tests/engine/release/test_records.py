@@ -26,6 +26,8 @@ from ultra_ops.engine.settings import Environment, load_settings
 from ultra_ops_tests.support.configs import write_config
 from ultra_ops_tests.support.services import REPO
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def env(tmp_path: Path) -> Environment:

@@ -27,6 +27,7 @@ def with_repo(config: Path, repo: Path, push: bool = True) -> Path:
     return config
 
 
+@pytest.mark.unit
 def test_release_branch_from_main_with_its_version_then_tagged_in_production(
     tmp_path: Path, dagster_home: Path, capsys
 ) -> None:
@@ -77,6 +78,7 @@ def test_release_branch_from_main_with_its_version_then_tagged_in_production(
     assert commit_of(production, "v1.1.0") == branch
 
 
+@pytest.mark.unit
 def test_staging_tick_deploys_the_newest_release_branch_it_has_not_had(tmp_path: Path) -> None:
     repo, _ = make_repo(tmp_path)
     config = with_repo(
@@ -112,6 +114,7 @@ def test_staging_tick_deploys_the_newest_release_branch_it_has_not_had(tmp_path:
     assert tick.version is None and "release/v1.10.0, is on staging already" in tick.skip
 
 
+@pytest.mark.unit
 def test_production_never_takes_a_version_staging_rolled_back(tmp_path: Path) -> None:
     config = write_multi_config(tmp_path, {"staging": "u_s", "production": "u_p"}, redis_prefix="unused:")
     settings = load_settings(config)
@@ -191,6 +194,7 @@ def test_the_demo_calendar_branch_ticks_approval_tag_and_webhook(
     assert "ULTRA_TEST_DEMO_HOOK" not in os.environ  # the demo's webhook variable is put back
 
 
+@pytest.mark.unit
 def test_a_release_branch_that_cannot_be_pushed_is_not_left_behind(tmp_path: Path, dagster_home: Path, capsys) -> None:
     repo, remote = make_repo(tmp_path)
     config = with_repo(write_multi_config(tmp_path, {"staging": "unused_s"}, redis_prefix="unused:"), repo)
@@ -203,6 +207,7 @@ def test_a_release_branch_that_cannot_be_pushed_is_not_left_behind(tmp_path: Pat
     assert git(remote, "rev-parse", "refs/heads/release/v1.1.0") == git(repo, "rev-parse", "release/v1.1.0")
 
 
+@pytest.mark.unit
 def test_a_release_tag_that_cannot_be_pushed_is_not_left_behind(tmp_path: Path) -> None:
     from ultra_ops.engine.errors import OperationError
 

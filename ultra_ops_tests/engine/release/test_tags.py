@@ -5,9 +5,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from ultra_ops.engine.release.tags import commit_of, tag_release
 from ultra_ops.engine.settings import load_settings
 from ultra_ops_tests.support.configs import write_config
+
+pytestmark = pytest.mark.unit
 
 
 def test_commit_of_a_release_tag(tmp_path: Path) -> None:

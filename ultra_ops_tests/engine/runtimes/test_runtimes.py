@@ -252,6 +252,7 @@ def _compose_env(tmp_path: Path, command: list[str], *, health: str = "") -> Env
     return load_settings(path).environment("staging")
 
 
+@pytest.mark.unit
 def test_compose_command_builders(tmp_path: Path) -> None:
     env = _compose_env(tmp_path, ["docker", "compose"])
     rt = get_runtime(env)
@@ -289,6 +290,7 @@ def test_compose_command_builders(tmp_path: Path) -> None:
     assert legacy.up_args()[:3] == ["docker-compose", "-f", str(tmp_path / "other.yml")]
 
 
+@pytest.mark.unit
 def test_compose_push_runs_build_then_push_with_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Compose's interpolation prefers the process environment over --env-file: none of these may reach it.
     monkeypatch.setenv("POSTGRES_PASSWORD", "production-pg-password")
@@ -320,6 +322,7 @@ def test_compose_push_runs_build_then_push_with_registry(tmp_path: Path, monkeyp
     assert "compose up" in str(info.value) and "pg-secret-value" not in str(info.value)
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not on PATH")
 def test_compose_file_resolves_image_from_tag_and_registry(tmp_path: Path) -> None:
     env = _compose_env(tmp_path, ["docker-compose"])
@@ -352,6 +355,7 @@ _EXAMPLE_ENV_FILES = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not on PATH")
 def test_compose_example_config_commands_pass_docker_compose_config(tmp_path: Path) -> None:
     """deploy/ultra_ops.compose.toml, moved from /srv/ultra-ai to a temporary folder with each
@@ -397,6 +401,7 @@ class _Ok(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.unit
 def test_compose_wait_healthy(tmp_path: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -11,7 +11,9 @@ from ultra_ops.cli import main
 from ultra_ops.engine.errors import ConfigError
 from ultra_ops.engine.settings import default_config_path, load_settings
 from ultra_ops_tests.support.configs import write_config, write_multi_config
-from ultra_ops_tests.support.services import REPO
+from ultra_ops_tests.support.services import PG, REPO
+
+pytestmark = pytest.mark.unit
 
 
 def test_shipped_config_runs_the_three_environments_apart_on_this_machine() -> None:
@@ -106,11 +108,15 @@ def test_config_selected_by_environment_variable(tmp_path: Path, monkeypatch: py
             "expected one of process, compose",
         ),
         (
-            lambda t: t.replace("port = 5432", 'port = "5432"'),
+            lambda t: t.replace(f"port = {PG['port']}", f'port = "{PG["port"]}"'),
             "environments.staging.database.port",
             "expected an integer",
         ),
-        (lambda t: t.replace("port = 5432", "port = 99999"), "environments.staging.database.port", "not a TCP port"),
+        (
+            lambda t: t.replace(f"port = {PG['port']}", "port = 99999"),
+            "environments.staging.database.port",
+            "not a TCP port",
+        ),
         (lambda t: t.replace("timeout_s = 3", "timeout_s = -1"), "environments.staging.verify.timeout_s", "negative"),
         (
             lambda t: t.replace("timeout_s = 3", "timeout_s = 0"),
@@ -140,7 +146,7 @@ def test_config_selected_by_environment_variable(tmp_path: Path, monkeypatch: py
             "unknown environment",
         ),
         (
-            lambda t: t.replace('url = "redis://127.0.0.1:6379/0"', 'url = "redis://:pw@127.0.0.1:6379/0"'),
+            lambda t: t.replace('url = "redis://', 'url = "redis://:pw@'),
             "environments.staging.redis.url",
             "must not carry credentials",
         ),

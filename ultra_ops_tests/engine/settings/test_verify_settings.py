@@ -10,6 +10,8 @@ from ultra_ops.engine.errors import ConfigError
 from ultra_ops.engine.settings import load_settings
 from ultra_ops_tests.support.configs import write_config
 
+pytestmark = pytest.mark.unit
+
 V = "environments.staging.verify"
 STEP = (
     '[environments.staging.verify.smoke.s]\nbase_url = "http://127.0.0.1:9"\n'

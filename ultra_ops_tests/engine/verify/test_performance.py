@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from ultra_ops.engine.settings import Environment, load_settings
 from ultra_ops.engine.verify.latency import measure, percentile
@@ -54,6 +55,7 @@ retries = 0
     return load_settings(checks_config(tmp_path, database, sections)).environment("staging")
 
 
+@pytest.mark.unit
 def test_percentiles_of_a_known_distribution_within_tolerance() -> None:
     import httpx
 
@@ -118,6 +120,7 @@ def test_database_headroom_and_statements_say_what_they_could_read(tmp_path: Pat
     assert statements.skipped and "cannot be read" in statements.detail, statements.detail
 
 
+@pytest.mark.unit
 def test_docker_stats_command_and_its_output() -> None:
     env = load_settings(REPO / "deploy" / "ultra_ops.compose.toml").environment("production")
     assert docker_stats_args(env, ["abc", "def"]) == [
@@ -135,6 +138,7 @@ def test_docker_stats_command_and_its_output() -> None:
     assert result.metrics == {"cpu_percent": 95.5, "memory_mb": 300.0}
 
 
+@pytest.mark.unit
 def test_requests_are_paced_under_a_rate_limit() -> None:
     import time
 

@@ -210,6 +210,7 @@ def test_a_failing_step_is_named_with_its_reason_and_no_secret(
     assert token["token"] not in text and token["token"][:20] not in text
 
 
+@pytest.mark.unit
 def test_prometheus_counters_are_read_by_name_and_labels() -> None:
     text = (
         "# TYPE ultra_http_requests_total counter\n"

@@ -399,6 +399,7 @@ def test_health_body_variants(tmp_path: Path, pg_database: str, http_server) -> 
     assert r[f"health {srv.url('/flat')}"].detail == "not ok: llm (timeout)"
 
 
+@pytest.mark.unit
 def test_report_round_trips_through_its_dict() -> None:
     report = VerifyReport(
         environment="staging",
