@@ -23,6 +23,7 @@ from ultra_ops_tests.support.services import PG, REPO
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
+@pytest.mark.unit
 def test_local_instance_differs_from_production_only_in_the_run_launcher() -> None:
     production, local = production_instance(), local_instance()
     assert production["run_launcher"]["class"] == "DockerRunLauncher"
