@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,66 +30,21 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/cli_bench.py`
+from ultra_ops_tests.support.configs import write_config
+from ultra_ops_tests.support.databases import admin
+from ultra_ops_tests.support.ports import free_port
+from ultra_ops_tests.support.services import REPO
 
-REPO = Path(__file__).resolve().parents[1]
-PG = {"host": "127.0.0.1", "port": 5432, "user": os.environ.get("ULTRA_TEST_PGUSER", "postgres")}
-REDIS_URL = "redis://127.0.0.1:6379/0"
 ENVIRONMENT = "staging"
 TARGET = 2.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _admin() -> psycopg.Connection:
-    return psycopg.connect(**PG, dbname="postgres", autocommit=True)
-
-
 def _config(folder: Path, database: str, port: int) -> Path:
-    """The shape of ultra_ops_tests/conftest.py's write_config, plus one API endpoint."""
-    text = f"""
-        timezone = "UTC"
-
-        [environments.{ENVIRONMENT}]
-        runtime = "process"
-        root = "{folder / "root"}"
-        backup_dir = "{folder / "backups"}"
-        log_dir = "{folder / "logs"}"
-        state_dir = "{folder / "state"}"
-        migrations = "{REPO / "ultra_ops" / "sample_service" / "migrations"}"
-        health_timeout_s = 20
-        required_env_keys = ["ULTRA_VERSION"]
-
-        [environments.{ENVIRONMENT}.database]
-        host = "{PG["host"]}"
-        port = {PG["port"]}
-        name = "{database}"
-        user = "{PG["user"]}"
-        probe_queries = ["SELECT 1"]
-
-        [environments.{ENVIRONMENT}.redis]
-        url = "{REDIS_URL}"
-
-        [environments.{ENVIRONMENT}.processes.backend]
-        command = ["{sys.executable}", "-m", "ultra_ops.sample_service"]
-        port = {port}
-        health_url = "http://127.0.0.1:{port}/health"
-
-        [environments.{ENVIRONMENT}.verify]
-        timeout_s = 3
-        retries = 1
-        backoff_s = 0.1
-        health_urls = ["http://127.0.0.1:{port}/health?detail=true"]
-        endpoints = [{{ name = "prompts", url = "http://127.0.0.1:{port}/api/v1/prompts", expect_status = 200 }}]
-    """
-    path = folder / "ultra_ops.toml"
-    path.write_text(textwrap.dedent(text))
-    (folder / "root").mkdir(exist_ok=True)
-    return path
+    """The tests' write_config, plus one API endpoint."""
+    api = f"http://127.0.0.1:{port}/api/v1/prompts"
+    endpoint = f'endpoints = [{{ name = "prompts", url = "{api}", expect_status = 200 }}]'
+    return write_config(folder, database, environment=ENVIRONMENT, port=port, verify_extra=endpoint)
 
 
 _last_output: dict[str, str] = {}
@@ -123,13 +77,13 @@ def main() -> None:
     database = f"uo_bench_cli_{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="uo_cli_bench_") as tmp:
         folder = Path(tmp)
-        config = _config(folder, database, _free_port())
+        config = _config(folder, database, free_port())
         home = folder / "dagster_home"
         env = {**os.environ, "DAGSTER_HOME": str(home)}
         env.pop("ULTRA_OPS_CONFIG", None)
         ops = [cli, "--environment", ENVIRONMENT, "--config", str(config)]
 
-        with _admin() as conn:
+        with admin() as conn:
             conn.execute(f'CREATE DATABASE "{database}"')
         deployed = False
         try:
@@ -148,7 +102,7 @@ def main() -> None:
         finally:
             if deployed:
                 subprocess.run([cli, "stop", *ops[1:]], env=env, capture_output=True, cwd=REPO)
-            with _admin() as conn:
+            with admin() as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
     ratios = [a / b for a, b in zip(a_times, b_times, strict=True)]

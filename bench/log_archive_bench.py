@@ -30,9 +30,11 @@ import time
 from datetime import date
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/log_archive_bench.py`
 from ultra_ops.engine.maintenance.logs import archive_logs
 from ultra_ops.engine.maintenance.targz import CODECS, LEVEL, codec, workers
 from ultra_ops.engine.settings import load_settings
+from ultra_ops_tests.support.configs import checks_config
 
 DAY = date(2026, 11, 26)
 SERVICES = {"backend": 0.45, "worker": 0.25, "scheduler": 0.05, "access": 0.2, "llm-gateway": 0.05}
@@ -108,29 +110,6 @@ def generate(folder: Path, size_mb: int) -> list[Path]:
     return paths
 
 
-def _config(root: Path) -> Path:
-    path = root / "ultra_ops.toml"
-    path.write_text(f"""
-timezone = "UTC"
-
-[environments.development]
-runtime = "process"
-root = "{root / "root"}"
-log_dir = "{root / "logs"}"
-state_dir = "{root / "state"}"
-backup_dir = "{root / "backups"}"
-
-[environments.development.database]
-host = "127.0.0.1"
-name = "unused"
-
-[environments.development.processes.backend]
-command = ["true"]
-port = 1
-""")
-    return path
-
-
 def _cpu(children: bool) -> float:
     t = os.times()
     return t.children_user + t.children_system if children else t.user + t.system
@@ -183,7 +162,7 @@ def main() -> None:
         total = sum(p.stat().st_size for p in files)
         os.sync()  # the generator's write-back is not either side's cost
         print(f"generated {len(files)} files, {total / 1e6:.0f} MB in {time.perf_counter() - start:.1f} s", flush=True)
-        env = load_settings(_config(root)).environment("development")
+        env = load_settings(checks_config(root, "unused", "", environment="development")).environment("development")
         print(
             f"ultra_ops: parallel gzip members at level {LEVEL}, {workers()} threads, codecs {', '.join(codecs)} "
             "(pigz is not used)"

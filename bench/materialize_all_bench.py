@@ -32,8 +32,11 @@ import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
-from cli_bench import ENVIRONMENT, REPO, _admin, _config, _free_port, _timed  # the same environment
+from cli_bench import ENVIRONMENT, REPO, _config, _timed  # the same environment
 from import_bench import CASES, best_of  # the same load-time measurement
+
+from ultra_ops_tests.support.databases import admin  # cli_bench put the repository on sys.path
+from ultra_ops_tests.support.ports import free_port
 
 DAY = date.today() - timedelta(days=1)  # yesterday, as the daily schedules materialize it
 # The code location's default executor starts a process per step, as a UI launch does; the in-process
@@ -100,7 +103,7 @@ def main() -> None:
     rounds: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="uo_materialize_bench_") as tmp:
         folder = Path(tmp)
-        config = _config(folder, database, _free_port())
+        config = _config(folder, database, free_port())
         env = {**os.environ, "DAGSTER_HOME": str(folder / "dagster_home"), "ULTRA_OPS_CONFIG": str(config)}
         os.environ["ULTRA_OPS_CONFIG"] = str(config)  # the code location loaded below reads the same config
         ops = ["--environment", ENVIRONMENT, "--config", str(config)]
@@ -109,7 +112,7 @@ def main() -> None:
         for partition, assets in groups:
             print(f"  {partition}: {', '.join(assets)}")
 
-        with _admin() as conn:
+        with admin() as conn:
             conn.execute(f'CREATE DATABASE "{database}"')
         deployed = False
         try:
@@ -144,7 +147,7 @@ def main() -> None:
         finally:
             if deployed:
                 subprocess.run([cli, "stop", *ops], env=env, capture_output=True, cwd=REPO, timeout=120)
-            with _admin() as conn:
+            with admin() as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
     assets = sum(len(a) for _, a in groups)

@@ -21,12 +21,10 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from datetime import datetime
 from pathlib import Path
@@ -44,12 +42,11 @@ from ultra_ops.engine.release.migrate import apply_migrations  # noqa: E402
 from ultra_ops.engine.release.rollback import rollback  # noqa: E402
 from ultra_ops.engine.runtimes import get_runtime  # noqa: E402
 from ultra_ops.engine.settings import load_settings  # noqa: E402
+from ultra_ops_tests.support.configs import write_config  # noqa: E402
+from ultra_ops_tests.support.databases import admin, drop_databases  # noqa: E402
+from ultra_ops_tests.support.ports import free_port  # noqa: E402
+from ultra_ops_tests.support.services import PG  # noqa: E402
 
-PG = {
-    "host": os.environ.get("PGHOST", "127.0.0.1"),
-    "port": int(os.environ.get("PGPORT", "5432")),
-    "user": os.environ.get("PGUSER", "postgres"),
-}
 ROW_BYTES = 250  # bigint + ~200 bytes of text + tuple overhead, as stored
 
 POLLER = r"""
@@ -87,56 +84,6 @@ class PrintLog:
 
     def warning(self, msg: str) -> None:
         print(f"    ! {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def admin() -> psycopg.Connection:
-    return psycopg.connect(**PG, dbname="postgres", autocommit=True)
-
-
-def drop_all(name: str) -> None:
-    with admin() as conn:
-        for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)).fetchall():
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-
-
-def write_config(work: Path, dbname: str, port: int) -> Path:
-    text = f"""
-        timezone = "UTC"
-
-        [environments.staging]
-        runtime = "process"
-        root = "{work / "root"}"
-        backup_dir = "{work / "backups"}"
-        log_dir = "{work / "logs"}"
-        state_dir = "{work / "state"}"
-        migrations = "{REPO / "ultra_ops" / "sample_service" / "migrations"}"
-        health_timeout_s = 60
-        required_env_keys = ["ULTRA_VERSION"]
-
-        [environments.staging.database]
-        host = "{PG["host"]}"
-        port = {PG["port"]}
-        name = "{dbname}"
-        user = "{PG["user"]}"
-
-        [environments.staging.redis]
-        url = "redis://127.0.0.1:6379/0"
-
-        [environments.staging.processes.backend]
-        command = ["{sys.executable}", "-m", "ultra_ops.sample_service"]
-        port = {port}
-        health_url = "http://127.0.0.1:{port}/health"
-    """
-    (work / "root").mkdir(parents=True)
-    path = work / "ultra_ops.toml"
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def generate(env, size_mb: int) -> float:  # noqa: ANN001
@@ -205,10 +152,10 @@ def main() -> int:
     dbname = f"uo_bench_rollback_{os.getpid()}"
     port = free_port()
     log = PrintLog(quiet=not args.verbose)
-    drop_all(dbname)
+    drop_databases(dbname)
     with admin() as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
-    env = load_settings(write_config(work, dbname, port)).environment("staging")
+    env = load_settings(write_config(work, dbname, port=port, health_timeout_s=60)).environment("staging")
     env.env_file.write_text("ULTRA_VERSION=v1.0.0\n")
     env.env_file.chmod(0o600)
     results: dict[str, list[dict]] = {"new": [], "old": []}
@@ -256,7 +203,7 @@ def main() -> int:
         try:
             get_runtime(env).down()
         finally:
-            drop_all(dbname)
+            drop_databases(dbname)
             shutil.rmtree(work, ignore_errors=True)
     return 0
 

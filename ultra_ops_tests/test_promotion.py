@@ -13,7 +13,6 @@ import httpx
 import psycopg
 import pytest
 import redis
-from conftest import ENVIRONMENTS, PG, write_multi_config
 from dagster import DagsterInstance
 
 from ultra_ops.cli import main
@@ -22,6 +21,8 @@ from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.release.records import find_releases
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import Environment, Settings, load_settings
+from ultra_ops_tests.support.configs import ENVIRONMENTS, write_multi_config
+from ultra_ops_tests.support.services import PG
 
 
 @pytest.fixture
@@ -144,6 +145,7 @@ def test_release_goes_from_development_through_staging_to_production(
     assert first.ended_at <= deploy.started_at and deploy.ended_at <= rollback.started_at
 
 
+@pytest.mark.unit
 def test_demo_needs_the_three_environments(tmp_path: Path, dagster_home: Path, capsys) -> None:
     config = write_multi_config(tmp_path, {"development": "a", "staging": "b"}, redis_prefix="x:")
     assert main(["demo", "--config", str(config)]) == 2
