@@ -18,6 +18,8 @@ from ultra_ops.engine.versions import (
     release_key,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_promotion_order_is_the_configs_environments() -> None:
     assert PROMOTION == ENVIRONMENT_NAMES == ("development", "staging", "production")
