@@ -20,6 +20,7 @@ from ultra_ops.engine.settings import Environment, Settings
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    from ultra_ops.defs.release.config import DeployConfig, deploy_run_config
     from ultra_ops.defs.shared.tags import EMERGENCY, SKIP_BUILD, SKIP_TESTS
     from ultra_ops.engine.calendar.gates import check_emergency
     from ultra_ops.engine.release.deploy import plan_deploy, resolve_tag
@@ -40,21 +41,21 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     )
     if req.skip_tests and env.name == "production":
         progress("warning: --skip-tests on production is not recommended")
-    config = {
-        "tag": req.tag,
-        "skip_tests": req.skip_tests,
-        "skip_build": req.skip_build,
-        "compose_file": req.compose_file,
-        "registry": req.registry,
-        "emergency": bool(emergency),
-        "reason": emergency,
-    }
+    form = DeployConfig(
+        tag=req.tag,
+        skip_tests=req.skip_tests,
+        skip_build=req.skip_build,
+        compose_file=req.compose_file,
+        registry=req.registry,
+        emergency=bool(emergency),
+        reason=emergency,
+    )
     result = run_job(
         args,
         settings,
         "deploy_job",
         env.name,
-        ops_config("deploy_plan", config),
+        deploy_run_config(form),
         version=req.tag,
         flags={SKIP_TESTS: req.skip_tests, SKIP_BUILD: req.skip_build, EMERGENCY: bool(emergency)},
     )
