@@ -28,4 +28,3 @@ defs = Definitions(
     resources={"settings": OpsSettings(), "locks": EnvironmentLocks()},
     loggers=LOGGERS,  # asset jobs take their loggers from here; the op jobs name the same ones
 )
-

@@ -20,7 +20,6 @@ from ultra_ops.engine.settings import Environment, Settings
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from ultra_ops.defs.release.config import DeployConfig, deploy_run_config
     from ultra_ops.defs.shared.tags import EMERGENCY, SKIP_BUILD, SKIP_TESTS
     from ultra_ops.engine.calendar.gates import check_emergency
     from ultra_ops.engine.release.deploy import plan_deploy, resolve_tag
@@ -41,6 +40,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     )
     if req.skip_tests and env.name == "production":
         progress("warning: --skip-tests on production is not recommended")
+    from ultra_ops.defs.release.config import DeployConfig, deploy_run_config  # dagster: only once input is good
+
     form = DeployConfig(
         tag=req.tag,
         skip_tests=req.skip_tests,

@@ -1,4 +1,4 @@
-"""Resources shared by every domain: the settings file and the per-environment locks."""
+"""Resources shared by every domain: the run's config and the per-environment locks."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager

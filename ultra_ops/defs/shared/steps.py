@@ -61,9 +61,10 @@ def step(
     operation: str = "",
     record_backups: bool = True,
 ) -> Iterator[Step]:
-    """Find the environment in the run's config, hold its lock when given `locks`, redact the log, turn errors into
-    Failures, and record every backup the step takes as a materialization of the backups asset
-    (unless the step is that asset's own, `record_backups=False`)."""
+    """Find the environment in the run's config (`settings`, from the `settings` resource), hold its
+    lock when given `locks`, redact the log, turn errors into Failures, and record every backup the
+    step takes as a materialization of the backups asset (unless the step is that asset's own,
+    `record_backups=False`)."""
     with failures_as_dagster():
         env = settings.environment(environment)
     redact = Redactor.for_environment(env)
