@@ -28,7 +28,3 @@ defs = Definitions(
     resources={"settings": OpsSettings(), "locks": EnvironmentLocks()},
     loggers=LOGGERS,  # asset jobs take their loggers from here; the op jobs name the same ones
 )
-
-
-def job_from_definitions(name: str):  # noqa: ANN201 - dagster's reconstructable needs a plain function
-    return defs.resolve_job_def(name)

@@ -23,7 +23,7 @@ from pathlib import Path
 from ultra_ops.engine.calendar.approvals import production_ticks
 from ultra_ops.engine.release.branches import release_branches, release_repository
 from ultra_ops.engine.release.records import find_releases
-from ultra_ops.engine.settings import Settings
+from ultra_ops.engine.settings import CONFIG_ENV_VAR, Settings
 from ultra_ops.engine.shell import run as shell
 from ultra_ops.engine.versions import VERSION_KEY, is_release, release_key
 
@@ -165,12 +165,14 @@ def _deploy_from_tick(
 ) -> str | None:
     """Evaluate schedule `name` at `when` and launch the deploy it asks for, as the daemon would,
     then tell the webhook as the notification sensor would: the deploy's run id, or None."""
+    from ultra_ops.defs.shared.tags import VERSION
+
     tick = _evaluate(name, when)
     if not tick.run_requests:
         out(f"{environment} tick skipped: {tick.skip_message}")
         return None
     (request,) = tick.run_requests
-    progress(f"   it asks for deploy_job {request.tags.get('ultra_ops/version')} on {environment}: launching it")
+    progress(f"   it asks for deploy_job {request.tags.get(VERSION)} on {environment}: launching it")
     run_id = _launch_request(name, request)
     if run_id is not None:
         _notify_end(run_id)
@@ -192,16 +194,20 @@ def run_calendar_demo(
         out("the config names no git_repo or no [notifications] webhook_url_env: calendar part skipped")
         return 0
     hook = Webhook()
-    previous = os.environ.get(variable)
-    os.environ[variable] = hook.url  # the code location's schedules and sensors read it from here
+    # The demo stands in for the daemon: the code location it ticks reads the demo's config and
+    # webhook the way an operator's would, from the environment.
+    chosen = {variable: hook.url, CONFIG_ENV_VAR: str(settings.path)}
+    previous = {name: os.environ.get(name) for name in chosen}
+    os.environ.update(chosen)
     try:
         return _calendar(settings, repo, config_args, hook, run=run, progress=progress, out=out)
     finally:
         hook.close()
-        if previous is None:
-            os.environ.pop(variable, None)
-        else:
-            os.environ[variable] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _calendar(

@@ -7,11 +7,10 @@ import gc
 import getpass
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from ultra_ops.engine.errors import InputError
-from ultra_ops.engine.settings import CONFIG_ENV_VAR, Settings, load_settings
+from ultra_ops.engine.settings import Settings, load_settings
 
 
 class UsageError(InputError):
@@ -57,9 +56,8 @@ def end_startup() -> None:
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
-    if args.config:
-        # The jobs read the same variable, so the run uses the file the operator named.
-        os.environ[CONFIG_ENV_VAR] = str(Path(args.config).resolve())
+    """The config the command names (--config, else ULTRA_OPS_CONFIG, else ./ultra_ops.toml); its
+    runs read the same file (run_job names it in the `settings` resource's run config)."""
     return load_settings(args.config)
 
 
@@ -99,14 +97,17 @@ def run_job(
         # An env file the run could not read is bad input: refused here, before a run exists.
         read_env_file(settings.environment(environment).env_file)
         tags = launch_tags(environment, operation, launched_by=launched_by_user(), **tag_values)
-    home = ensure_dagster_home(settings.path.parent / ".dagster_home")
+    home = ensure_dagster_home(settings.path)
     if partition:
         tags[PARTITION] = partition  # a job partitioned by more than the environment
     if not partitioned:
         tags.pop(PARTITION, None)
     config = {
         **(run_config or {}),
-        "resources": {"locks": {"config": {"lock_wait_s": float(getattr(args, "lock_wait", 0) or 0)}}},
+        "resources": {
+            "settings": {"config": {"config_path": str(settings.path)}},  # the file this command loaded
+            "locks": {"config": {"lock_wait_s": float(getattr(args, "lock_wait", 0) or 0)}},
+        },
     }
     progress(f"starting {job}" + (f" for {environment}" if environment else "") + f" (Dagster home {home})")
     instance = DagsterInstance.get()

@@ -40,21 +40,23 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     )
     if req.skip_tests and env.name == "production":
         progress("warning: --skip-tests on production is not recommended")
-    config = {
-        "tag": req.tag,
-        "skip_tests": req.skip_tests,
-        "skip_build": req.skip_build,
-        "compose_file": req.compose_file,
-        "registry": req.registry,
-        "emergency": bool(emergency),
-        "reason": emergency,
-    }
+    from ultra_ops.defs.release.config import DeployConfig, deploy_run_config  # dagster: only once input is good
+
+    form = DeployConfig(
+        tag=req.tag,
+        skip_tests=req.skip_tests,
+        skip_build=req.skip_build,
+        compose_file=req.compose_file,
+        registry=req.registry,
+        emergency=bool(emergency),
+        reason=emergency,
+    )
     result = run_job(
         args,
         settings,
         "deploy_job",
         env.name,
-        ops_config("deploy_plan", config),
+        deploy_run_config(form),
         version=req.tag,
         flags={SKIP_TESTS: req.skip_tests, SKIP_BUILD: req.skip_build, EMERGENCY: bool(emergency)},
     )

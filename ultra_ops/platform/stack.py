@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ultra_ops.defs.shared.tags import ENVIRONMENT
 from ultra_ops.engine import procfs
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.files import private_dir
@@ -270,7 +271,7 @@ def instance_health(platform: Platform) -> dict[str, object]:
             }
             queued: dict[str, int] = {}
             for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.QUEUED]), limit=1000):
-                env = run.tags.get("ultra_ops/environment", "(none)")
+                env = run.tags.get(ENVIRONMENT, "(none)")
                 queued[env] = queued.get(env, 0) + 1
             in_progress = instance.get_runs_count(
                 RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])

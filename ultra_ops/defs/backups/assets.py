@@ -10,6 +10,7 @@ tests every day of the range, each passing day a materialization with its counts
 """
 
 import warnings
+from collections.abc import Iterator
 from datetime import date
 
 from dagster import (
@@ -20,7 +21,6 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
-    Output,
     asset,
 )
 
@@ -57,8 +57,8 @@ def backups(context: AssetExecutionContext, settings: OpsSettings, locks: Enviro
     kind = "scheduled" if run_tags.get(tags.SCHEDULE) or run_tags.get(tags.SENSOR) else "manual"
     with step(
         context.op_execution_context,
+        loaded,
         keys["environment"],
-        str(loaded.path),
         locks=locks,
         operation="backup",
         record_backups=False,
@@ -92,12 +92,12 @@ with warnings.catch_warnings():
         "backup time. A range of days runs in one run; days whose backups retention removed are skipped; "
         "a day that fails is not materialized and fails the run, naming the tables.",
     )
-    def backup_restore_test(context: AssetExecutionContext, settings: OpsSettings):  # noqa: ANN201 - a generator
+    def backup_restore_test(context: AssetExecutionContext, settings: OpsSettings) -> Iterator[AssetMaterialization]:
         loaded = load(settings)
         failures, skipped, tested = [], [], 0
         for key in context.partition_keys:
             keys = environment_days_to_date.get_partition_key_from_str(key).keys_by_dimension
-            with step(context.op_execution_context, keys["environment"], str(loaded.path)) as s:
+            with step(context.op_execution_context, loaded, keys["environment"]) as s:
                 kept = backups_of_day(s.env, date.fromisoformat(keys["day"]), loaded.timezone)
                 if not kept:
                     skipped.append(key)
@@ -112,10 +112,9 @@ with warnings.catch_warnings():
             if not report.passed:
                 failures.append(f"{key}: {report.summary()}")
                 continue
-            context.log_event(
-                AssetMaterialization(
-                    asset_key="backup_restore_test", partition=key, metadata=restore_test_metadata(report)
-                )
+            # Each passing day is its own materialization; the asset yields no output of its own.
+            yield AssetMaterialization(
+                asset_key="backup_restore_test", partition=key, metadata=restore_test_metadata(report)
             )
         if failures or not tested:
             raise Failure(
@@ -125,8 +124,6 @@ with warnings.catch_warnings():
                 metadata={"failed": len(failures), "skipped": MetadataValue.json(skipped)},
                 allow_retries=False,
             )
-        if False:  # a generator that yields no output: the materializations are the events above
-            yield Output(None)
 
 
 BACKUP_ASSETS = [backups, backup_restore_test]

@@ -66,7 +66,7 @@ def _evaluate(
     targets = _targets(context) or [Target(name) for name in loaded.environments]
     outcomes: dict[str, Outcome] = {}
     for target in targets:
-        with step(context.op_execution_context, target.environment, str(loaded.path)) as s:
+        with step(context.op_execution_context, loaded, target.environment) as s:
             try:
                 outcomes[target.environment] = outcome_of(s, target, loaded.timezone)
             except UltraOpsError as exc:  # what the check found wrong: red, not a failed step

@@ -32,7 +32,7 @@ backup_checks_job = define_asset_job(
     executor_def=in_process_executor,
     tags={tags.DOMAIN: "backups", tags.OPERATION: "check backups"},
     description="The backups asset's checks on the newest backup of the run's environment (tag "
-    "ultra_ops/environment), or of every environment: checksums, pg_restore --list, restore test, "
+    f"{tags.ENVIRONMENT}), or of every environment: checksums, pg_restore --list, restore test, "
     "freshness.",
 )
 

@@ -3,7 +3,8 @@
 from dagster import MultiPartitionKey, ScheduleDefinition
 
 from ultra_ops.defs.backups.jobs import nightly_backup_job
-from ultra_ops.defs.shared.automations import loaded_settings, per_environment_schedule
+from ultra_ops.defs.shared.automations import per_environment_schedule
+from ultra_ops.defs.shared.location import loaded_settings
 from ultra_ops.engine.settings.calendar import CalendarSettings
 
 

@@ -18,12 +18,12 @@ from dagster import (
 from ultra_ops.defs.backups.jobs import backup_checks_job
 from ultra_ops.defs.backups.records import BACKUPS
 from ultra_ops.defs.shared import tags
-from ultra_ops.defs.shared.automations import loaded_settings, sensor_status
+from ultra_ops.defs.shared.automations import sensor_status
+from ultra_ops.defs.shared.location import loaded_settings, location_settings
 from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.notify.webhook import message, send
 from ultra_ops.engine.secrets import Redactor
-from ultra_ops.engine.settings import load_settings
 
 
 def backup_sensors() -> list[SensorDefinition]:
@@ -40,7 +40,7 @@ def backup_sensors() -> list[SensorDefinition]:
     )
     def backup_freshness_sensor(context: SensorEvaluationContext) -> SkipReason | SensorResult:
         try:
-            current = load_settings()
+            current = location_settings()
         except UltraOpsError as exc:
             return SkipReason(f"config error: {exc}")
         now = datetime.now(UTC)

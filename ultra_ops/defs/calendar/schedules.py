@@ -16,14 +16,16 @@ from dagster import (
     schedule,
 )
 
+from ultra_ops.defs.release.config import DeployConfig, deploy_run_config
 from ultra_ops.defs.release.jobs import deploy_job
 from ultra_ops.defs.shared import tags
-from ultra_ops.defs.shared.automations import loaded_settings, schedule_status
+from ultra_ops.defs.shared.automations import schedule_status
+from ultra_ops.defs.shared.location import loaded_settings, location_settings
 from ultra_ops.engine.calendar.ticks import release_tick
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.notify.webhook import message, send
 from ultra_ops.engine.secrets import Redactor
-from ultra_ops.engine.settings import Settings, load_settings
+from ultra_ops.engine.settings import Settings
 from ultra_ops.engine.settings.calendar import CalendarSettings
 from ultra_ops.engine.versions import PROMOTED
 
@@ -46,7 +48,7 @@ def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDe
     )
     def release(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
         try:
-            current = load_settings()
+            current = location_settings()
         except UltraOpsError as exc:
             return SkipReason(f"config error: {exc}")
         if environment not in current.environments:
@@ -62,7 +64,7 @@ def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDe
         return RunRequest(
             run_key=f"{name}:{tick.version}:{tick.at:%Y-%m-%d}",
             partition_key=environment,
-            run_config={"ops": {"deploy_plan": {"config": {"tag": tick.version}}}},
+            run_config=deploy_run_config(DeployConfig(tag=tick.version)),
             tags=tags.launch_tags(environment, "deploy", version=tick.version),
         )
 

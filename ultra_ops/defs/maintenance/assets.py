@@ -175,7 +175,7 @@ def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> Materi
     loaded = load(settings)
     reports: list[ArchiveReport] = []
     for environment, days in sorted(days_by_env.items()):
-        with step(context.op_execution_context, environment, str(loaded.path)) as s:
+        with step(context.op_execution_context, loaded, environment) as s:
             rotate_logs(s.env, log=s.log)
             reports.extend(archive_logs(s.env, day, log=s.log) for day in sorted(days))
     last = reports[-1]

@@ -5,7 +5,8 @@ from datetime import datetime, timedelta
 from dagster import MultiPartitionKey, ScheduleDefinition
 
 from ultra_ops.defs.maintenance.jobs import cache_stats_job, log_archive_job, vacuum_job
-from ultra_ops.defs.shared.automations import loaded_settings, per_environment_schedule
+from ultra_ops.defs.shared.automations import per_environment_schedule
+from ultra_ops.defs.shared.location import loaded_settings
 from ultra_ops.engine.settings.calendar import CalendarSettings
 
 

@@ -3,7 +3,8 @@
 from dagster import RunRequest, ScheduleDefinition, ScheduleEvaluationContext, schedule
 
 from ultra_ops.defs.platform.jobs import platform_backup_job, purge_runs_job
-from ultra_ops.defs.shared.automations import loaded_settings, schedule_status
+from ultra_ops.defs.shared.automations import schedule_status
+from ultra_ops.defs.shared.location import loaded_settings
 
 
 def platform_schedules() -> list[ScheduleDefinition]:

@@ -23,7 +23,7 @@ from ultra_ops.engine.release.metrics import delivery_metrics as compute_deliver
 def delivery_metrics(context: AssetExecutionContext, settings: OpsSettings) -> MaterializeResult:
     keys = context.partition_key.keys_by_dimension
     loaded = load(settings)
-    with step(context.op_execution_context, keys["environment"], str(loaded.path)) as s:
+    with step(context.op_execution_context, loaded, keys["environment"]) as s:
         metrics = compute_delivery_metrics(s.env, date.fromisoformat(keys["day"]))
     numbers = {k: v for k, v in metrics.to_dict().items() if isinstance(v, int | float) and not isinstance(v, bool)}
     return MaterializeResult(

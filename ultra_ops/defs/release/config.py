@@ -4,13 +4,15 @@ The environment is not a field: it is the run's partition, picked from a list in
 """
 
 import enum
+from typing import Any
 
 from dagster import Config
 from pydantic import Field
 
 from ultra_ops.engine.settings import ENVIRONMENT_NAMES
 
-Environment = enum.Enum("Environment", {name: name for name in ENVIRONMENT_NAMES})
+# The environment as a decision form's field: a list to pick from (not the config's Environment).
+EnvironmentName = enum.Enum("EnvironmentName", {name: name for name in ENVIRONMENT_NAMES})
 
 
 class DeployConfig(Config):
@@ -31,6 +33,12 @@ class DeployConfig(Config):
     reason: str | None = Field(default=None, description="Why the emergency fix cannot wait (required with emergency)")
 
 
+def deploy_run_config(form: DeployConfig) -> dict[str, Any]:
+    """deploy_job's run config for a filled-in form, as the CLI, the release schedules and the
+    launchpad's partition defaults give it: the fields set on `form`, nothing else."""
+    return {"ops": {"deploy_plan": {"config": form.model_dump(exclude_unset=True)}}}
+
+
 class RollbackConfig(Config):
     backup_id: str | None = Field(default=None, description="Backup to restore; the newest when empty")
 
@@ -49,7 +57,7 @@ class Decision(enum.Enum):
 
 
 class DecisionConfig(Config):
-    environment: Environment = Field(description="The environment whose verification waits for a decision")
+    environment: EnvironmentName = Field(description="The environment whose verification waits for a decision")
     decision: Decision = Field(description="approve: keep the release; rollback: roll it back now")
     by: str = Field(description="Who decides (recorded with the decision)")
     reason: str | None = Field(default=None, description="Why (recorded with the decision)")

@@ -7,39 +7,41 @@ from typing import Any
 
 from dagster import in_process_executor, job
 
-from ultra_ops.defs.release import ops
+from ultra_ops.defs.release import deploy_ops, ops, rollback_ops
+from ultra_ops.defs.release.checklist import checklist_items
+from ultra_ops.defs.release.config import DeployConfig, deploy_run_config
 from ultra_ops.defs.release.health import health_state_job
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.jobs import LOGGERS, environment_job
+from ultra_ops.defs.shared.location import location_settings
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.release.deploy import suggested_tag
-from ultra_ops.engine.settings import load_settings
 
 
 def _deploy_form(environment: str) -> dict[str, Any]:
     # Evaluated when an operator picks a partition in the launchpad: never fail the form over it.
     try:
-        tag = suggested_tag(load_settings(), environment)
+        tag = suggested_tag(location_settings(), environment)
     except (UltraOpsError, OSError):
         tag = None
-    return {"ops": {"deploy_plan": {"config": {"tag": tag} if tag else {}}}}
+    return deploy_run_config(DeployConfig(tag=tag) if tag else DeployConfig())
 
 
 @environment_job("release", "deploy", run_config_for=_deploy_form)
 def deploy_job() -> None:
     """Deploy a release: checklist, tests, backup, build, push, migrate, up, verify (rolling back on
     failure), tag, record."""
-    req = ops.deploy_plan()
-    req = ops.deploy_checklist(req)
-    req = ops.deploy_tests(req)
-    req = ops.deploy_backup(req)
-    req = ops.deploy_build(req)
-    req = ops.deploy_push(req)
-    req = ops.deploy_migrate(req)
-    req = ops.deploy_up(req)
-    req = ops.deploy_verify(req)
-    req = ops.deploy_tag(req)
-    ops.deploy_record(req)
+    req = deploy_ops.deploy_plan()
+    req = deploy_ops.deploy_checklist(req)
+    req = deploy_ops.deploy_tests(req)
+    req = deploy_ops.deploy_backup(req)
+    req = deploy_ops.deploy_build(req)
+    req = deploy_ops.deploy_push(req)
+    req = deploy_ops.deploy_migrate(req)
+    req = deploy_ops.deploy_up(req)
+    req = deploy_ops.deploy_verify(req)
+    req = deploy_ops.deploy_tag(req)
+    deploy_ops.deploy_record(req)
 
 
 @environment_job("release", "verify")
@@ -53,13 +55,13 @@ def verify_job() -> None:
 def rollback_job() -> None:
     """Roll an environment back to a backup (the newest by default): safety backup and restore into a
     scratch database while the current release serves, then stop, swap, start and verify."""
-    req = ops.rollback_plan()
-    req = ops.rollback_prepare(req)
-    req = ops.rollback_stop(req)
-    req = ops.rollback_swap(req)
-    req = ops.rollback_start(req)
-    req = ops.rollback_verify(req)
-    ops.rollback_record(req)
+    req = rollback_ops.rollback_plan()
+    req = rollback_ops.rollback_prepare(req)
+    req = rollback_ops.rollback_stop(req)
+    req = rollback_ops.rollback_swap(req)
+    req = rollback_ops.rollback_start(req)
+    req = rollback_ops.rollback_verify(req)
+    rollback_ops.rollback_record(req)
 
 
 @environment_job("release", "stop")
@@ -92,7 +94,7 @@ def release_branch_job() -> None:
 def checklist_job() -> None:
     """The release document's pre-release checklist for an environment, every item with its evidence;
     fails when an item fails (deploy_job runs the same checklist as its blocking second step)."""
-    ops.checklist_items()
+    checklist_items()
 
 
 RELEASE_JOBS = [

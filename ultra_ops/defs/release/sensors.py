@@ -26,11 +26,12 @@ from ultra_ops.defs.backups.jobs import backup_job, nightly_backup_job
 from ultra_ops.defs.release.health import health_state_job
 from ultra_ops.defs.release.jobs import deploy_job, rollback_job, verify_job
 from ultra_ops.defs.shared import tags
-from ultra_ops.defs.shared.automations import loaded_settings, sensor_status
+from ultra_ops.defs.shared.automations import sensor_status
+from ultra_ops.defs.shared.location import loaded_settings, location_settings
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.notify.webhook import message, send
 from ultra_ops.engine.secrets import Redactor
-from ultra_ops.engine.settings import Environment, Settings, load_settings
+from ultra_ops.engine.settings import Environment, Settings
 from ultra_ops.engine.verify.health import HealthPoll, poll_health
 
 _EVENT = {
@@ -44,7 +45,7 @@ _EVENT = {
 def _environment(run_tags: dict[str, str]) -> tuple[Settings, Environment] | None:
     name = run_tags.get(tags.ENVIRONMENT)
     try:
-        settings = load_settings()
+        settings = location_settings()
     except UltraOpsError:
         return None
     if name not in settings.environments:
@@ -90,7 +91,7 @@ def release_sensors() -> list[SensorDefinition]:
             partition_key=environment,
             tags={
                 **tags.launch_tags(environment, "verify", version=run.tags.get(tags.VERSION)),
-                "ultra_ops/after_deploy": run.run_id,
+                tags.AFTER_DEPLOY: run.run_id,
             },
         )
 
@@ -116,7 +117,7 @@ def release_sensors() -> list[SensorDefinition]:
         return RunRequest(
             run_key=run.run_id,
             partition_key=env.name,
-            tags={**tags.launch_tags(env.name, "rollback"), "ultra_ops/after_verify": run.run_id},
+            tags={**tags.launch_tags(env.name, "rollback"), tags.AFTER_VERIFY: run.run_id},
         )
 
     @run_status_sensor(
@@ -154,7 +155,7 @@ def release_sensors() -> list[SensorDefinition]:
     )
     def health_monitor_sensor(context: SensorEvaluationContext) -> list[RunRequest] | SkipReason:
         try:
-            current = load_settings()
+            current = location_settings()
         except UltraOpsError as exc:
             return SkipReason(f"config error: {exc}")
         cursor = json.loads(context.cursor) if context.cursor else {}
@@ -178,7 +179,7 @@ def release_sensors() -> list[SensorDefinition]:
                     partition_key=poll.environment,
                     tags={
                         **tags.launch_tags(poll.environment, "health"),
-                        "ultra_ops/health_change": poll.describe()[:200],
+                        tags.HEALTH_CHANGE: poll.describe()[:200],
                     },
                 )
             )

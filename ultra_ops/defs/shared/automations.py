@@ -1,4 +1,4 @@
-"""What schedules and sensors read when the code location loads: the config, and their on/off state."""
+"""What schedules and sensors share: their on/off state from the config, and the per-environment schedule."""
 
 from __future__ import annotations
 
@@ -19,27 +19,11 @@ from dagster._core.definitions.job_definition import JobDefinition
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ultra_ops.defs.shared import tags
+from ultra_ops.defs.shared.location import location_settings
 from ultra_ops.engine.errors import UltraOpsError
-from ultra_ops.engine.settings import Environment, Settings, default_config_path, load_settings
+from ultra_ops.engine.settings import Environment, Settings
 
 ExecutableDefinition = JobDefinition | UnresolvedAssetJobDefinition
-
-
-_loaded: dict[tuple[str, int], Settings] = {}
-
-
-def loaded_settings() -> Settings | None:
-    """The config as the code location loads; None when it cannot be read. Loading must not fail
-    over the config: ticks read it again and report its errors. Read once per file version: every
-    domain asks while the code location loads."""
-    try:
-        path = default_config_path().resolve()
-        key = (str(path), path.stat().st_mtime_ns)
-        if key not in _loaded:
-            _loaded[key] = load_settings(path)
-        return _loaded[key]
-    except (UltraOpsError, OSError):
-        return None
 
 
 def schedule_status(settings: Settings | None, name: str) -> DefaultScheduleStatus:
@@ -77,7 +61,7 @@ def per_environment_schedule(
     )
     def evaluate(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
         try:
-            current = load_settings()
+            current = location_settings()
         except UltraOpsError as exc:
             return SkipReason(f"config error: {exc}")
         when = context.scheduled_execution_time

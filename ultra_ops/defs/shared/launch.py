@@ -29,6 +29,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from ultra_ops.defs.shared.tags import PARTITION, PROCESS
 from ultra_ops.engine.owners import owner_alive, this_process
 from ultra_ops.engine.paths import REPOSITORY_ROOT
+from ultra_ops.engine.settings import default_config_path
 
 LOCATION_NAME = "ultra_ops"  # the name in workspace.yaml and [tool.dagster]: runs are filed under it
 MODULE = "ultra_ops.definitions"
@@ -45,11 +46,18 @@ class LaunchResult:
     checks: list[dict[str, Any]] = field(default_factory=list)  # asset check evaluations: name, passed, ...
 
 
-def ensure_dagster_home(default: Path) -> Path:
-    """Use DAGSTER_HOME when set; otherwise a persistent folder, so run history survives."""
+def default_dagster_home(config_file: Path) -> Path:
+    """Where runs are recorded when DAGSTER_HOME is not set: .dagster_home beside the config file
+    (the repository's .dagster_home for its ultra_ops.toml), so run history survives."""
+    return config_file.resolve().parent / ".dagster_home"
+
+
+def ensure_dagster_home(config_file: Path | None = None) -> Path:
+    """DAGSTER_HOME when set, else the default home of `config_file` (the operator's default config
+    when None), made ready: the folder and its dagster.yaml. Sets DAGSTER_HOME for this process."""
     home = os.environ.get("DAGSTER_HOME")
     if not home:
-        home = str(default)
+        home = str(default_dagster_home(config_file or default_config_path()))
         os.environ["DAGSTER_HOME"] = home
     Path(home).mkdir(parents=True, exist_ok=True)
     instance_file = Path(home) / "dagster.yaml"
@@ -170,3 +178,7 @@ def launch(
     )
     result = execute_run(recon_job, run, instance)
     return _outcome(instance, run.run_id, result.success)
+
+
+if __name__ == "__main__":  # `./dev ui`: the same home as the CLI's runs
+    print(ensure_dagster_home())

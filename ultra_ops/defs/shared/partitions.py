@@ -61,7 +61,7 @@ def environment_day_config(partitions: MultiPartitionsDefinition) -> Partitioned
 
 
 def _timezone() -> str:
-    from ultra_ops.defs.shared.automations import loaded_settings
+    from ultra_ops.defs.shared.location import loaded_settings
 
     settings = loaded_settings()
     return settings.timezone if settings else "UTC"

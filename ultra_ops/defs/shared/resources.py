@@ -1,4 +1,4 @@
-"""Resources shared by every domain: the settings file and the per-environment locks."""
+"""Resources shared by every domain: the run's config and the per-environment locks."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,12 +13,21 @@ from ultra_ops.engine.settings import Environment, Settings, load_settings
 
 
 class OpsSettings(ConfigurableResource):
-    """Where the ultra_ops config file is; empty means ULTRA_OPS_CONFIG, then ./ultra_ops.toml."""
+    """The run's config: the file the launcher names (the CLI names the one it loaded), else the
+    operator's default (ULTRA_OPS_CONFIG, then ./ultra_ops.toml).
+
+    Read once per run, on the first step that asks, and handed to every later step: a run sees one
+    version of the file from its first step to its last. Dagster makes a new instance for each run.
+    """
 
     config_path: str = Field(default="", description="Path of the ultra_ops TOML config file")
 
+    _loaded: Settings | None = PrivateAttr(default=None)
+
     def load(self) -> Settings:
-        return load_settings(self.config_path or None)
+        if self._loaded is None:
+            self._loaded = load_settings(self.config_path or None)
+        return self._loaded
 
 
 class EnvironmentLocks(ConfigurableResource):

@@ -15,7 +15,7 @@ from ultra_ops.defs.backups.records import recording_backups
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.secrets import RedactingLog, Redactor
-from ultra_ops.engine.settings import ENVIRONMENT_NAMES, Environment, Settings, load_settings
+from ultra_ops.engine.settings import ENVIRONMENT_NAMES, Environment, Settings
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ def environment_of(context: OpExecutionContext) -> str:
 
 
 def load(settings: OpsSettings) -> Settings:
+    """The run's config (read on the first call of the run); a config error fails the step."""
     with failures_as_dagster():
         return settings.load()
 
@@ -53,18 +54,18 @@ def load(settings: OpsSettings) -> Settings:
 @contextmanager
 def step(
     context: OpExecutionContext,
+    settings: Settings,
     environment: str,
-    config_path: str,
     *,
     locks: EnvironmentLocks | None = None,
     operation: str = "",
     record_backups: bool = True,
 ) -> Iterator[Step]:
-    """Load the environment, hold its lock when given `locks`, redact the log, turn errors into
-    Failures, and record every backup the step takes as a materialization of the backups asset
-    (unless the step is that asset's own, `record_backups=False`)."""
+    """Find the environment in the run's config (`settings`, from the `settings` resource), hold its
+    lock when given `locks`, redact the log, turn errors into Failures, and record every backup the
+    step takes as a materialization of the backups asset (unless the step is that asset's own,
+    `record_backups=False`)."""
     with failures_as_dagster():
-        settings = load_settings(config_path)
         env = settings.environment(environment)
     redact = Redactor.for_environment(env)
     with failures_as_dagster(redact):
@@ -86,7 +87,7 @@ def partition_step(
     locks: EnvironmentLocks | None = None,
     operation: str = "",
 ) -> Iterator[Step]:
-    """`step` for the environment the run is partitioned by, from the config the resource names."""
+    """`step` for the environment the run is partitioned by, in the run's config."""
     loaded = load(settings)
-    with step(context, environment_of(context), str(loaded.path), locks=locks, operation=operation) as s:
+    with step(context, loaded, environment_of(context), locks=locks, operation=operation) as s:
         yield s

@@ -1,14 +1,13 @@
 """Every run tag ultra_ops sets or reads, named once.
 
-The queue's one-run-per-environment limit (dagster.yaml), the CLI, the release records and the
-sensors to come all key on these names, so they live here and nowhere else.
+The queue's one-run-per-environment limit (dagster.yaml), the CLI, the release records, the
+schedules and the sensors all key on these names, so they live here and nowhere else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-PREFIX = "ultra_ops/"
 ENVIRONMENT = "ultra_ops/environment"  # the queue limits runs per value of this tag
 VERSION = "ultra_ops/version"
 OPERATION = "ultra_ops/operation"  # deploy, verify, rollback, backup, stop, recover
@@ -19,6 +18,9 @@ EMERGENCY = "ultra_ops/emergency"  # an emergency fix: past the calendar and the
 LAUNCHED_BY = "ultra_ops/launched_by"  # the OS user behind a CLI run
 DOMAIN = "ultra_ops/domain"
 PROCESS = "ultra_ops/process"  # host:pid:start of the CLI process running the run in-process
+AFTER_DEPLOY = "ultra_ops/after_deploy"  # the deploy run a sensor's verify run checks again
+AFTER_VERIFY = "ultra_ops/after_verify"  # the failed verify run a sensor's rollback run answers
+HEALTH_CHANGE = "ultra_ops/health_change"  # what changed in the health a monitor's run records
 
 # Dagster's own tags that ultra_ops reads.
 PARTITION = "dagster/partition"

@@ -1,4 +1,5 @@
-"""A backup of Dagster's own PostgreSQL: the run history, event logs, schedule and sensor state.
+"""A backup of the platform's storage (the platform: Dagster's own deployment), its PostgreSQL:
+the run history, event logs, schedule and sensor state.
 
 Not an environment's backup (no state files, no restore into a scratch database): one `pg_dump
 -Fc` file per backup in a folder of its own, written under a temporary name and renamed, the

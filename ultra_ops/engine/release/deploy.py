@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.retention import prune_backups
@@ -47,6 +48,9 @@ from ultra_ops.engine.verify.statements import save_baseline
 from ultra_ops.engine.verify.window import WindowReport, verify_window_or_fail
 from ultra_ops.engine.versions import DEVELOPMENT, PRODUCTION, VERSION_KEY, development_version, environment_below
 
+if TYPE_CHECKING:
+    from ultra_ops.engine.settings.notifications import NotificationSettings
+
 # host[:port][/path]: what `docker push` accepts as a registry prefix, and nothing a shell would read.
 _REGISTRY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::\d{1,5})?(?:/[A-Za-z0-9._-]+){0,8}$")
 
@@ -57,7 +61,6 @@ class DeployRequest:
 
     environment: str
     tag: str
-    config_path: str
     skip_tests: bool = False
     skip_build: bool = False
     compose_file: str | None = None
@@ -126,7 +129,6 @@ def plan_deploy(
     return DeployRequest(
         environment=env.name,
         tag=tag,
-        config_path=str(settings.path),
         skip_tests=skip_tests,
         skip_build=skip_build,
         compose_file=compose_file,
@@ -317,10 +319,12 @@ def verify(
     *,
     log: Log,
     redact: Redactor,
+    notifications: NotificationSettings,
     on_report: Callable[[VerifyReport], None] | None = None,
     on_window: Callable[[WindowReport], None] | None = None,
 ) -> WindowReport:
-    """Verify the release over its verification window; when it fails (or a person decides to roll
+    """Verify the release over its verification window (`notifications`: who is told when a person
+    must decide); when it fails (or a person decides to roll
     back an inconclusive one) roll back to this deploy's backup and raise with the reason."""
     with rollback_on_failure(env, req, log=log, redact=redact):
         # Statement times are judged from here on: "since the deploy".
@@ -333,6 +337,7 @@ def verify(
             request_id=f"deploy-{req.run_id or req.tag}",
             version=req.tag,
             run_id=req.run_id,
+            notifications=notifications,
             on_sample=on_report,
             on_window=on_window,
         )

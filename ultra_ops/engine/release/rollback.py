@@ -51,7 +51,6 @@ class RollbackPlan:
     environment: str
     backup_id: str
     version: str | None  # the backup's version; after swap_state, the version its env file names
-    config_path: str = ""
     compose_file: str | None = None
     run_id: str | None = None
     launched_by: str | None = None
@@ -103,7 +102,6 @@ def plan_rollback(
     env: Environment,
     backup_id: str | None = None,
     *,
-    config_path: str = "",
     compose_file: str | None = None,
     run_id: str | None = None,
     launched_by: str | None = None,
@@ -115,7 +113,6 @@ def plan_rollback(
         environment=env.name,
         backup_id=info.id,
         version=info.version,
-        config_path=config_path,
         compose_file=compose_file,
         run_id=run_id,
         launched_by=launched_by,

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ultra_ops.engine.errors import VerificationFailed
 from ultra_ops.engine.secrets import Log, Redactor
@@ -21,6 +21,9 @@ from ultra_ops.engine.settings import Environment
 from ultra_ops.engine.verify.decisions import abandoned_on_interrupt, ask, wait_for_decision
 from ultra_ops.engine.verify.report import VerifyReport
 from ultra_ops.engine.verify.runner import verify_environment
+
+if TYPE_CHECKING:
+    from ultra_ops.engine.settings.notifications import NotificationSettings
 
 PASSED, FAILED, INCONCLUSIVE = "passed", "failed", "inconclusive"
 
@@ -133,10 +136,18 @@ def verify_window(
 
 
 def settle(
-    env: Environment, window: WindowReport, *, request_id: str, version: str | None, run_id: str | None, log: Log
+    env: Environment,
+    window: WindowReport,
+    *,
+    request_id: str,
+    version: str | None,
+    run_id: str | None,
+    notifications: NotificationSettings,
+    log: Log,
 ) -> WindowReport:
     """An inconclusive window as the environment's on_inconclusive says: wait for a person's decision
-    (recorded with who made it), or fail, or pass. Other windows come back as they are."""
+    (recorded with who made it; the webhook of `notifications` tells who should decide), or fail, or
+    pass. Other windows come back as they are."""
     if window.outcome != INCONCLUSIVE:
         return window
     how = env.verify.window.on_inconclusive
@@ -149,7 +160,7 @@ def settle(
     # From the moment the request exists, an interrupt closes it (the deploy rolls back).
     with abandoned_on_interrupt(env, request_id):
         record = ask(env, request_id, version=version, run_id=run_id, summary=window.summary())
-        _tell(env, window, record.id, version, log)
+        _tell(env, window, record.id, version, notifications, log)
         log.warning(
             f"{window.summary()}. Waiting up to {wait_s:g}s for a decision: "
             f"ultra-ops verify --environment {env.name} --decide approve|rollback --by NAME "
@@ -160,16 +171,17 @@ def settle(
     return replace(window, decision=record.to_dict())
 
 
-def _tell(env: Environment, window: WindowReport, request_id: str, version: str | None, log: Log) -> None:
+def _tell(
+    env: Environment,
+    window: WindowReport,
+    request_id: str,
+    version: str | None,
+    notifications: NotificationSettings,
+    log: Log,
+) -> None:
     """Whoever decides must learn that someone should: the webhook, where one is configured."""
-    from ultra_ops.engine.errors import UltraOpsError
     from ultra_ops.engine.notify.webhook import message, send
-    from ultra_ops.engine.settings import load_settings
 
-    try:
-        notifications = load_settings(env.config_file).notifications
-    except UltraOpsError:
-        return
     text = (
         f"verification of {version or 'the release'} is inconclusive and waits for a decision: "
         f"ultra-ops verify --environment {env.name} --decide approve|rollback --by NAME"
@@ -196,13 +208,16 @@ def verify_window_or_fail(
     request_id: str,
     version: str | None = None,
     run_id: str | None = None,
+    notifications: NotificationSettings,
     on_sample: Callable[[VerifyReport], None] | None = None,
     on_window: Callable[[WindowReport], None] | None = None,
 ) -> WindowReport:
     """The window, settled, handed to `on_window`; VerificationFailed("<failure>: <summary>") unless it
     passed or a person approved it."""
     window = verify_window(env, redact=redact, log=log, on_sample=on_sample)
-    window = settle(env, window, request_id=request_id, version=version, run_id=run_id, log=log)
+    window = settle(
+        env, window, request_id=request_id, version=version, run_id=run_id, notifications=notifications, log=log
+    )
     if on_window is not None:
         on_window(window)
     if not window.ok:

@@ -225,7 +225,10 @@ decision_wait_s = 0.5
     env = load_settings(config).environment("production")
     window = verify_window(env, redact=Redactor(), log=NullLog())
     assert window.outcome == INCONCLUSIVE and window.failed_samples == 2 and len(window.samples) == 4
-    settled = settle(env, window, request_id="deploy-test", version="v2.0.0", run_id=None, log=NullLog())
+    notifications = load_settings(config).notifications
+    settled = settle(
+        env, window, request_id="deploy-test", version="v2.0.0", run_id=None, notifications=notifications, log=NullLog()
+    )
     hook.close()
     assert hook.hits["/hooks/T0-secret"] == 1  # someone was told a decision is needed
     assert not settled.ok and settled.decision["decided_by"] == TIMEOUT_DECIDER
