@@ -7,9 +7,9 @@ from ultra_ops.defs.release.config import ChecklistConfig
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.resources import OpsSettings
 from ultra_ops.defs.shared.steps import Step, partition_step
+from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.release.checklist import ChecklistReport, require_checklist, run_checklist
-from ultra_ops.engine.deployed import deployed_version
 
 
 def report_checklist(context: OpExecutionContext, s: Step, report: ChecklistReport) -> None:
