@@ -24,20 +24,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the support package, run as python bench/x.py
+
+from ultra_ops_tests.support.configs import checks_config  # noqa: E402
+from ultra_ops_tests.support.services import PG  # noqa: E402
+
 SOURCE_DB = "uo_bench_backup"
 TARGET_BYTES = 1_100_000_000  # a little over 1 GB so the figures are not dominated by fixed costs
-PG = {
-    "host": os.environ.get("PGHOST", "127.0.0.1"),
-    "port": int(os.environ.get("PGPORT", "5432")),
-    "user": os.environ.get("PGUSER", "postgres"),
-}
 CORES = os.cpu_count() or 1
 PY = sys.executable
 
@@ -141,30 +140,13 @@ def libpq(dbname: str) -> dict[str, str]:
 
 
 def write_bench_config(work: Path, dbname: str, fmt: str) -> Path:
-    root = work / "root"
-    root.mkdir(parents=True, exist_ok=True)
-    env_file = root / ".env.staging"
+    env_file = work / "root" / ".env.staging"
+    env_file.parent.mkdir(parents=True, exist_ok=True)
     env_file.write_text("ULTRA_VERSION=v1.0.0\nAPI_TOKEN=bench-token-value\n")
     env_file.chmod(0o600)
-    path = work / f"ultra_ops_{fmt}.toml"
-    path.write_text(
-        textwrap.dedent(f"""
-        [environments.staging]
-        runtime = "process"
-        root = "{root}"
-        backup_dir = "{work / "backups"}"
-        [environments.staging.database]
-        host = "{PG["host"]}"
-        port = {PG["port"]}
-        name = "{dbname}"
-        user = "{PG["user"]}"
-        [environments.staging.backup]
-        format = "{fmt}"
-        [environments.staging.processes.backend]
-        command = ["true"]
-    """)
+    return checks_config(
+        work, dbname, f'[environments.staging.backup]\nformat = "{fmt}"\n', name=f"ultra_ops_{fmt}.toml"
     )
-    return path
 
 
 CHILD = """

@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from ultra_ops.engine.backups.create import create_backup  # noqa: E402
 from ultra_ops.engine.backups.dump import dump_source  # noqa: E402
 from ultra_ops.engine.backups.trial_restore import restore_test  # noqa: E402
 from ultra_ops.engine.settings import load_settings  # noqa: E402
+from ultra_ops_tests.support.configs import checks_config  # noqa: E402
 
 SOURCE_DB = "uo_bench_restore_test"
 TARGET_BYTES = 450_000_000
@@ -109,27 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     size = generate(args.regenerate)
     work = Path(tempfile.mkdtemp(prefix="uo_bench_rt_", dir=os.environ.get("BENCH_DIR", "/tmp")))
-    config = work / "ultra_ops.toml"
-    config.write_text(
-        textwrap.dedent(f"""
-        [environments.staging]
-        runtime = "process"
-        root = "{work / "root"}"
-        backup_dir = "{work / "backups"}"
-        log_dir = "{work / "logs"}"
-        state_dir = "{work / "state"}"
-
-        [environments.staging.database]
-        host = "{PG["host"]}"
-        port = {PG["port"]}
-        name = "{SOURCE_DB}"
-        user = "{PG["user"]}"
-
-        [environments.staging.processes.backend]
-        command = ["true"]
-    """)
-    )
-    (work / "root").mkdir()
+    config = checks_config(work, SOURCE_DB, "")
     env = load_settings(config).environment("staging")
     info = create_backup(env)
     fmt, source = dump_source(info)

@@ -27,8 +27,12 @@ from pathlib import Path
 
 import httpx
 
-from ultra_ops.engine.settings import load_settings
-from ultra_ops.engine.verify.runner import verify_environment
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the support package, run as python bench/x.py
+
+from ultra_ops.engine.settings import load_settings  # noqa: E402
+from ultra_ops.engine.verify.runner import verify_environment  # noqa: E402
+from ultra_ops_tests.support.configs import checks_config  # noqa: E402
+from ultra_ops_tests.support.services import REDIS_URL  # noqa: E402
 
 ENDPOINTS = 40
 DELAY_S = 0.2
@@ -86,32 +90,9 @@ def _config(folder: Path, port: int, with_redis: bool) -> Path:
         f'[[environments.staging.verify.endpoints]]\nname = "e{i:02d}"\nurl = "http://127.0.0.1:{port}/e{i:02d}"\n\n'
         for i in range(ENDPOINTS)
     )
-    redis_table = '[environments.staging.redis]\nurl = "redis://127.0.0.1:6379/0"\n' if with_redis else ""
-    text = f"""
-[environments.staging]
-runtime = "process"
-root = "{folder}"
-state_dir = "{folder / "state"}"
-
-[environments.staging.database]
-host = "127.0.0.1"
-name = "postgres"
-user = "postgres"
-probe_queries = ["SELECT 1"]
-
-{redis_table}
-[environments.staging.processes.backend]
-command = ["true"]
-
-[environments.staging.verify]
-timeout_s = 5
-retries = 0
-
-{endpoints}
-"""
-    path = folder / "ultra_ops.toml"
-    path.write_text(text)
-    return path
+    redis_table = f'[environments.staging.redis]\nurl = "{REDIS_URL}"\n' if with_redis else ""
+    verify = "[environments.staging.verify]\ntimeout_s = 5\nretries = 0\n\n"
+    return checks_config(folder, "postgres", redis_table + verify + endpoints)
 
 
 def main() -> None:

@@ -32,15 +32,19 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from ultra_ops.engine.release.migrate import apply_migrations
-from ultra_ops.engine.secrets import NullLog, Redactor
-from ultra_ops.engine.settings import load_settings
-from ultra_ops.engine.verify.runner import verify_environment
-from ultra_ops.engine.verify.smoke import metric_value
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the support package, run as python bench/x.py
+
+from ultra_ops.engine.release.migrate import apply_migrations  # noqa: E402
+from ultra_ops.engine.secrets import NullLog, Redactor  # noqa: E402
+from ultra_ops.engine.settings import load_settings  # noqa: E402
+from ultra_ops.engine.verify.runner import verify_environment  # noqa: E402
+from ultra_ops.engine.verify.smoke import metric_value  # noqa: E402
+from ultra_ops_tests.support.configs import checks_config  # noqa: E402
+from ultra_ops_tests.support.ports import free_port  # noqa: E402
+from ultra_ops_tests.support.services import PG, REDIS_URL  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DB = "uo_bench_window"
-PG = {"host": "127.0.0.1", "port": 5432, "user": os.environ.get("ULTRA_TEST_PGUSER", "postgres")}
 
 LOAD = """
 import json, sys, time, httpx
@@ -56,15 +60,9 @@ print(json.dumps(out))
 """
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def config_text(tmp: Path, port: int, llm: int) -> str:
+def write_config(tmp: Path, port: int, llm: int) -> Path:
+    """The staging environment's checks as the shipped config has them (its smoke sequences too),
+    pointed at this benchmark's service and LLM stand-in."""
     shipped = (REPO / "ultra_ops.toml").read_text()
     smoke = shipped[
         shipped.index("[environments.staging.verify.smoke.release]") : shipped.index(
@@ -72,23 +70,9 @@ def config_text(tmp: Path, port: int, llm: int) -> str:
         )
     ]
     smoke = smoke.replace("8001", str(port))
-    return f"""
-timezone = "UTC"
-[environments.staging]
-runtime = "process"
-root = "{tmp}"
-state_dir = "{tmp / "state"}"
-log_dir = "{tmp / "logs"}"
-backup_dir = "{tmp / "backups"}"
-migrations = "{REPO / "ultra_ops/sample_service/migrations"}"
-[environments.staging.database]
-name = "{DB}"
-user = "{PG["user"]}"
-probe_queries = ["SELECT 1", "SELECT count(*) FROM prompts"]
+    sections = f"""
 [environments.staging.redis]
-url = "redis://127.0.0.1:6379/0"
-[environments.staging.processes.backend]
-command = ["true"]
+url = "{REDIS_URL}"
 [[environments.staging.llm_providers]]
 name = "stand-in"
 models_url = "http://127.0.0.1:{llm}/v1/models"
@@ -112,6 +96,13 @@ endpoints = [
 llm_completion = true
 {smoke}
 """
+    return checks_config(
+        tmp,
+        DB,
+        sections,
+        environment_keys=f'migrations = "{REPO / "ultra_ops/sample_service/migrations"}"',
+        database_keys='probe_queries = ["SELECT 1", "SELECT count(*) FROM prompts"]',
+    )
 
 
 def requests_served(base: str) -> float:
@@ -147,19 +138,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         port, llm = free_port(), free_port()
-        config = tmp / "ultra_ops.toml"
-        config.write_text(config_text(tmp, port, llm))
+        config = write_config(tmp, port, llm)
         env = load_settings(config).environment("staging")
         apply_migrations(env)
         base = f"http://127.0.0.1:{port}"
         service_env = {
             **os.environ,
             "PORT": str(port),
-            "PGHOST": "127.0.0.1",
-            "PGPORT": "5432",
+            "PGHOST": PG["host"],
+            "PGPORT": str(PG["port"]),
             "PGUSER": PG["user"],
             "PGDATABASE": DB,
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "REDIS_URL": REDIS_URL,
             "ULTRA_REDIS_PREFIX": "uo_bench_window:",
             "ULTRA_LLM_URL": f"http://127.0.0.1:{llm}/v1",
             "ULTRA_UPLOAD_DIR": str(tmp / "uploads"),

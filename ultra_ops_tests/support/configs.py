@@ -15,12 +15,23 @@ from ultra_ops_tests.support.services import PG, REDIS_URL, SAMPLE_MIGRATIONS
 ENVIRONMENTS = ("development", "staging", "production")
 
 
-def checks_config(tmp_path: Path, database: str, sections: str, *, environment: str = "staging") -> Path:
+def checks_config(
+    tmp_path: Path,
+    database: str,
+    sections: str,
+    *,
+    environment: str = "staging",
+    name: str = "ultra_ops.toml",
+    environment_keys: str = "",
+    database_keys: str = "",
+) -> Path:
     """A config whose one environment has its folders, a database and a backend process that does
-    nothing: for tests of the checks themselves against servers the test starts. `sections` adds
-    tables (verify, redis, notifications, calendar ...)."""
-    (tmp_path / "root").mkdir(exist_ok=True)
-    config = tmp_path / "ultra_ops.toml"
+    nothing: for tests of the checks themselves against servers the test starts, and for the
+    benchmarks. `sections` adds tables (verify, redis, notifications, calendar ...);
+    `environment_keys` and `database_keys` add keys to those two tables (TOML wants a table's keys
+    before its sub-tables)."""
+    (tmp_path / "root").mkdir(parents=True, exist_ok=True)
+    config = tmp_path / name
     config.write_text(f"""
 timezone = "UTC"
 [environments.{environment}]
@@ -29,11 +40,13 @@ root = "{tmp_path / "root"}"
 state_dir = "{tmp_path / "state"}"
 log_dir = "{tmp_path / "logs"}"
 backup_dir = "{tmp_path / "backups"}"
+{environment_keys}
 [environments.{environment}.database]
 host = "{PG["host"]}"
 port = {PG["port"]}
 name = "{database}"
 user = "{PG["user"]}"
+{database_keys}
 [environments.{environment}.processes.backend]
 command = ["true"]
 {sections}""")
