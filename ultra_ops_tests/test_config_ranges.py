@@ -56,7 +56,7 @@ ENDPOINT = '{ name = "a", url = "http://127.0.0.1:1/a", latency_budget_ms = -1 }
             "health_timeout_s = 20",
             "health_timeout_s = 20\nmin_free_disk_mb = -5",
             f"{S}.min_free_disk_mb",
-            "expected 0 to 100000000 MB, got -5",
+            "expected 0 to 1000000000 MB, got -5",
         ),
         ("retries = 1", "retries = 1000000", f"{S}.verify.retries", "expected 0 to 20, got 1000000"),
         ("timeout_s = 3", "timeout_s = 86400", f"{S}.verify.timeout_s", "at most 600 seconds, got 86400"),

@@ -150,7 +150,7 @@ def read_environment(
         required_env_keys=r.string_list("required_env_keys"),
         health_timeout_s=float(r.positive("health_timeout_s", 60.0, at_most=3600, unit=" seconds")),
         lock_wait_s=float(r.positive("lock_wait_s", 0.0, at_most=86400, unit=" seconds (a day)")),
-        min_free_disk_mb=r.positive("min_free_disk_mb", 100, integer=True, at_most=100_000_000, unit=" MB"),
+        min_free_disk_mb=r.positive("min_free_disk_mb", 100, integer=True, at_most=1_000_000_000, unit=" MB"),
         git_repo=resolve_path(base, git_repo) if git_repo else None,
         git_push=r.get("git_push", bool, False),
         tag_releases=r.get("tag_releases", bool, name == "production"),
