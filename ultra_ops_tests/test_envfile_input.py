@@ -14,6 +14,7 @@ from conftest import Stack
 
 from ultra_ops.engine.envfile import read_env_file, update_env_file
 from ultra_ops.engine.errors import InputError
+from ultra_ops.engine.verify.decisions import ask, pending
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-live-0123456789abcdef"  # the value on every bad line: no message may carry it
@@ -173,4 +174,18 @@ def test_console_script_refuses_a_fifo_without_hanging(stack: Stack, dagster_hom
         _nothing_written(stack, dagster_home)
     finally:
         stack.env.env_file.unlink()
+        stack.env.env_file.write_text("ULTRA_VERSION=\n")
+
+
+def test_a_decision_is_refused_before_its_run(stack: Stack, dagster_home: Path, capsys) -> None:
+    """A rollback decided on a waiting verification runs with the env file: refused first too."""
+    ask(stack.env, "verify-1", version="v1.1.0", run_id=None, summary="window inconclusive")
+    _write(stack.env.env_file, BAD_LINES["no key"][0])
+    try:
+        assert stack.ops("verify", "--decide", "rollback", "--by", "bob") == 2
+        err = capsys.readouterr().err
+        assert f"error: env file {stack.env.env_file}: line 2 has no key" in err and SECRET not in err
+        assert not any(dagster_home.iterdir())
+        assert [r.id for r in pending(stack.env)] == ["verify-1"]  # still waiting for a decision
+    finally:
         stack.env.env_file.write_text("ULTRA_VERSION=\n")
