@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import PG, free_port, write_config, write_multi_config
+from conftest import PG, REPO, free_port, write_config, write_multi_config
 
 from ultra_ops.cli import main
 from ultra_ops.engine.errors import ConfigError
@@ -215,3 +215,13 @@ def test_two_environments_checking_one_loopback_port_are_refused(tmp_path: Path)
     for staging_url in ("https://staging.example.com/health", "http://127.0.0.1:8001/health"):
         path = _no_process_ports(tmp_path, "https://dev.example.com/health", staging_url, shared_model_server)
         assert list(load_settings(path).environments) == ["development", "staging"]
+
+
+def test_two_compose_environments_in_one_project_are_refused(tmp_path: Path) -> None:
+    text = (REPO / "deploy" / "ultra_ops.compose.toml").read_text().replace("/srv/ultra-ai", str(tmp_path))
+    path = tmp_path / "ultra_ops.toml"
+    path.write_text(text.replace('compose_project = "ultra-production"', 'compose_project = "ultra-staging"'))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == "environments.production.compose_project"
+    assert "'ultra-staging' is also staging's" in info.value.reason

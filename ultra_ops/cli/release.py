@@ -171,11 +171,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     env = settings.environment(args.environment)
+    version = deployed_version(env)  # first: a bad env file is refused before the runtime is asked
     statuses = get_runtime(env).status()
     holder = lock_holder(env)
     last = last_release(env)
     out(f"environment  {env.name} ({env.runtime} runtime)")
-    out(f"version      {deployed_version(env) or '-'}")
+    out(f"version      {version or '-'}")
     out(f"lock         {describe_holder(holder) if holder is not None else 'free'}")
     if last is not None:
         out(

@@ -24,6 +24,17 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def check_ports(path: Path, envs: dict[str, Environment]) -> None:
     """ConfigError naming both environments and keys where two environments share a port."""
+    projects: dict[str, str] = {}
+    for env in envs.values():
+        if env.runtime == "compose" and env.compose_project is not None:
+            if env.compose_project in projects:
+                raise ConfigError(
+                    path,
+                    f"environments.{env.name}.compose_project",
+                    f"{env.compose_project!r} is also {projects[env.compose_project]}'s: one Compose project is "
+                    "one set of containers and published ports",
+                )
+            projects[env.compose_project] = env.name
     owned: dict[int, tuple[str, str]] = {}  # port -> (environment, key) of the process listening there
     for env in envs.values():
         for key, port in _process_ports(env):
