@@ -1,7 +1,8 @@
 """`ultra-ops`: the release document's commands, each a run of the same Dagster job the UI launches.
 
 Exit codes: 0 success, 1 the operation failed (a failed verification, a refused lock),
-2 bad input or config (nothing was written and no run was started).
+2 bad input or config (nothing was written and no run was started), 141 the reader of the output
+went away (`ultra-ops releases | head -1`): the rest of the output is dropped without a word.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from ultra_ops.cli import common
 from ultra_ops.cli.parser import build_parser
 from ultra_ops.engine.errors import UltraOpsError
 
-__all__ = ["build_parser", "main", "run"]
+__all__ = ["CLOSED_PIPE", "build_parser", "main", "run"]
+
+# 128 + SIGPIPE: what a shell reports for any program whose reader went away (git log | head),
+# neither success (the output was cut short) nor 1 (the operation itself did not fail).
+CLOSED_PIPE = 128 + signal.SIGPIPE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +34,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """The standard library's recipe for a closed stdout (the `signal` module's note on SIGPIPE):
+    stdout goes to /dev/null, so that the output still buffered and the interpreter's last flush
+    do not fail a second time with a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # a stdout with no file descriptor (a test's capture): nothing to redirect
+        pass
+    return CLOSED_PIPE
 
 
 def _interrupt(_signo: int, _frame: object) -> None:
@@ -47,7 +67,10 @@ def run() -> NoReturn:
     signal.signal(signal.SIGTERM, _interrupt)
     common.pause_gc_for_startup()
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader went away after the last line was written
+        code = _closed_pipe()
     logging.shutdown()
     os._exit(code)

@@ -92,6 +92,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _decide(args: argparse.Namespace, settings: Settings, env: Environment) -> int:
     """Approve or roll back a release whose verification window is waiting for a person."""
+    from ultra_ops.engine.envfile import read_env_file
     from ultra_ops.engine.verify.decisions import get, pending
 
     if not args.by:
@@ -103,6 +104,9 @@ def _decide(args: argparse.Namespace, settings: Settings, env: Environment) -> i
             raise InputError(f"{record.id} was decided already: {record.decision} by {record.decided_by}")
     elif not pending(env):
         raise InputError(f"no verification of {env.name} is waiting for a decision")
+    # The run has no environment tag, so run_job does not read the env file: a rollback decided
+    # here would run with it.
+    read_env_file(env.env_file)
     config = ops_config(
         "decide_verification",
         {
@@ -169,11 +173,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     env = settings.environment(args.environment)
+    version = deployed_version(env)  # first: a bad env file is refused before the runtime is asked
     statuses = get_runtime(env).status()
     holder = lock_holder(env)
     last = last_release(env)
     out(f"environment  {env.name} ({env.runtime} runtime)")
-    out(f"version      {deployed_version(env) or '-'}")
+    out(f"version      {version or '-'}")
     out(f"lock         {describe_holder(holder) if holder is not None else 'free'}")
     if last is not None:
         out(

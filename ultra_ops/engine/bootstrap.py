@@ -18,6 +18,8 @@ def init_environment(env: Environment) -> list[str]:
     from psycopg import sql
 
     done = []
+    # An env file that is not one (a folder, a FIFO, a bad line) is refused before anything is made.
+    read_env_file(env.env_file)
     private_dir(env.root)  # created 0700 if missing; an existing root may be shared, so left alone
     # The environment's own folders hold backups (its database and env file), logs and state.
     for folder in (env.backups_path, env.log_dir, env.state_dir):

@@ -144,7 +144,7 @@ def _updated_files(repo: Path, base: str, version: str) -> dict[str, tuple[str, 
         text = run(["git", "-C", str(repo), "cat-file", "blob", blob], timeout=_GIT_TIMEOUT_S).stdout
         if path == "package.json":
             new = _package_json(text, version.removeprefix("v"))
-        elif VERSION_KEY in parse_env_text(text):
+        elif VERSION_KEY in parse_env_text(text, source=path):
             new = with_values(text, {VERSION_KEY: version})
             new = None if new.rstrip("\n") == text.rstrip("\n") else new
         else:

@@ -40,11 +40,9 @@ def _retention(r: TableReader | None) -> RetentionPolicy | None:
     if r is None:
         return None
     tiers = {
-        name: r.positive(name, default, integer=True) for name, default in (("daily", 7), ("weekly", 4), ("monthly", 6))
+        name: r.positive(name, default, integer=True, at_most=1000)
+        for name, default in (("daily", 7), ("weekly", 4), ("monthly", 6))
     }
-    for name, count in tiers.items():
-        if count > 1000:
-            raise r.fail(name, f"at most 1000, got {count}")
     r.finish()
     return RetentionPolicy(**tiers)
 
@@ -55,19 +53,15 @@ def read_backup(r: TableReader | None) -> BackupSettings:
     fmt = r.get("format", str, "directory")
     if fmt not in BACKUP_FORMATS:
         raise r.fail("format", f"expected one of {', '.join(BACKUP_FORMATS)}, got {fmt!r}")
-    compression = r.get("compression", int, 1)
-    if not 0 <= compression <= 9:
-        raise r.fail("compression", "expected 0 (none) to 9")
-    max_age = float(r.positive("max_age_hours", 26.0))
-    if not 0 < max_age < 24 * 366:
-        raise r.fail("max_age_hours", f"expected more than 0 and less than a year, got {max_age:g}")
+    compression = r.positive("compression", 1, integer=True, at_most=9, unit=" (0: none)")
+    max_age = r.above_zero("max_age_hours", 26.0, at_most=24 * 366, unit=" hours (a year)")
     settings = BackupSettings(
         format=fmt,
-        jobs=r.positive("jobs", 0, integer=True),
+        jobs=r.positive("jobs", 0, integer=True, at_most=256, unit=" (0: one per core)"),
         compression=compression,
-        keep=r.positive("keep", 20, integer=True),
+        keep=r.positive("keep", 20, integer=True, at_most=10_000, unit=" backups (0: every one)"),
         max_age_hours=max_age,
-        timeout_s=r.above_zero("timeout_s", 6 * 3600.0),
+        timeout_s=r.above_zero("timeout_s", 6 * 3600.0, at_most=7 * 86400, unit=" seconds (a week)"),
         retention=_retention(r.sub("retention")),
     )
     r.finish()

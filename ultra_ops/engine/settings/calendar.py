@@ -213,7 +213,7 @@ def read_calendar(r: TableReader | None) -> CalendarSettings:
     approval = ApprovalSettings()
     a = r.sub("approval")
     if a is not None:
-        hours = float(a.positive("expires_hours", approval.expires_hours))
+        hours = float(a.positive("expires_hours", approval.expires_hours, at_most=24 * 366, unit=" hours"))
         if not 0 < hours < 24 * 366:
             raise a.fail("expires_hours", f"expected more than 0 and less than a year, got {hours:g}")
         approval = ApprovalSettings(a.get("required", bool, True), hours, a.get("author_may_approve", bool, False))

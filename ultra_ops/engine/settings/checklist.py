@@ -54,22 +54,20 @@ def read_checklist(r: TableReader | None, base: Path) -> ChecklistSettings:
     bugs = r.get("critical_bugs", str, None)
     if bugs is not None and not bugs.startswith(("http://", "https://")):
         bugs = str((base / bugs).resolve())
-    pct = float(r.positive("max_connections_used_pct", d.max_connections_used_pct))
-    if not 0 < pct <= 100:
-        raise r.fail("max_connections_used_pct", f"expected more than 0 and at most 100, got {pct:g}")
-    size = r.budget("max_database_mb")
+    pct = r.above_zero("max_connections_used_pct", d.max_connections_used_pct, at_most=100, unit="%")
+    size = r.budget("max_database_mb", at_most=1_000_000_000, unit=" MB")
     burst = r.positive("rate_limit_burst", d.rate_limit_burst, integer=True)
     if not 2 <= burst <= 10000:
         raise r.fail("rate_limit_burst", f"expected 2 to 10000 requests, got {burst}")
-    timeout = float(r.positive("timeout_s", d.timeout_s))
-    scan_timeout = float(r.positive("scan_timeout_s", d.scan_timeout_s))
-    if timeout == 0 or scan_timeout == 0:
-        raise r.fail("timeout_s" if timeout == 0 else "scan_timeout_s", "must be greater than 0")
+    timeout = r.above_zero("timeout_s", d.timeout_s, at_most=600, unit=" seconds")
+    scan_timeout = r.above_zero("scan_timeout_s", d.scan_timeout_s, at_most=86400, unit=" seconds")
     settings = ChecklistSettings(
         docs=r.string_list("docs", d.docs),
         critical_bugs=bugs,
         feature_flags=r.string_list("feature_flags"),
-        min_free_memory_mb=r.positive("min_free_memory_mb", d.min_free_memory_mb, integer=True),
+        min_free_memory_mb=r.positive(
+            "min_free_memory_mb", d.min_free_memory_mb, integer=True, at_most=100_000_000, unit=" MB"
+        ),
         metrics_url=r.url("metrics_url", required=False),
         max_connections_used_pct=pct,
         max_database_mb=size,
@@ -81,7 +79,9 @@ def read_checklist(r: TableReader | None, base: Path) -> ChecklistSettings:
         auth_password_key=r.get("auth_password_key", str, d.auth_password_key),
         rate_limit_url=r.url("rate_limit_url", required=False),
         rate_limit_burst=burst,
-        min_llm_requests_remaining=r.positive("min_llm_requests_remaining", d.min_llm_requests_remaining, integer=True),
+        min_llm_requests_remaining=r.positive(
+            "min_llm_requests_remaining", d.min_llm_requests_remaining, integer=True, at_most=1_000_000_000
+        ),
         timeout_s=timeout,
     )
     r.finish()

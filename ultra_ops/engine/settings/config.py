@@ -19,6 +19,7 @@ from ultra_ops.engine.paths import REPOSITORY_ROOT
 from ultra_ops.engine.settings.calendar import CalendarSettings, read_calendar
 from ultra_ops.engine.settings.environment import Environment, read_environment
 from ultra_ops.engine.settings.notifications import NotificationSettings, read_notifications
+from ultra_ops.engine.settings.ports import check_ports
 from ultra_ops.engine.settings.table import TableReader
 from ultra_ops.engine.versions import PROMOTION
 
@@ -111,4 +112,5 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             raise ConfigError(p, f"environments.{name}", "expected a table")
         envs[name] = read_environment(p, name, table, defaults, shares_config=len(environments) > 1)
     _check_isolation(p, envs)
+    check_ports(p, envs)
     return Settings(path=p, timezone=timezone, environments=envs, calendar=calendar, notifications=notifications)

@@ -93,9 +93,7 @@ class RedisSettings:
 
 
 def read_database(r: TableReader) -> DatabaseSettings:
-    port = r.get("port", int, 5432)
-    if not 0 < port < 65536:
-        raise r.fail("port", f"{port} is not a TCP port")
+    port = r.port("port", 5432)
     db = DatabaseSettings(
         host=r.get("host", str, "127.0.0.1"),
         port=port,
@@ -104,8 +102,8 @@ def read_database(r: TableReader) -> DatabaseSettings:
         password_env=r.env_var_name("password_env"),
         maintenance_db=r.get("maintenance_db", str, "postgres"),
         probe_queries=r.string_list("probe_queries", ("SELECT 1",)),
-        latency_budget_ms=float(r.positive("latency_budget_ms", 1000.0)),
-        connect_timeout_s=r.above_zero("connect_timeout_s", 5.0),
+        latency_budget_ms=float(r.positive("latency_budget_ms", 1000.0, at_most=600_000, unit=" ms")),
+        connect_timeout_s=r.above_zero("connect_timeout_s", 5.0, at_most=300, unit=" seconds"),
     )
     r.finish()
     return db

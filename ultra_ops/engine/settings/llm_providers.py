@@ -39,7 +39,7 @@ def read_llm_providers(r: TableReader) -> tuple[LlmProvider, ...]:
         key_env = p.env_var_name("api_key_env")
         if key_env is None and auth != "none":
             raise p.fail("api_key_env", "is required")
-        budget = p.budget("completion_budget_ms")
+        budget = p.budget("completion_budget_ms", at_most=600_000, unit=" ms")
         providers.append(
             LlmProvider(
                 name=p.get("name", str, required=True),

@@ -9,7 +9,6 @@ deploys, rollbacks, failed verifications, skipped production ticks and failed or
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -32,11 +31,7 @@ def read_notifications(r: TableReader | None) -> NotificationSettings:
     name = r.get("webhook_url_env", str, None)
     if name is not None and not name.replace("_", "").isalnum():
         raise r.fail("webhook_url_env", "must name an environment variable, not hold the URL")
-    timeout = float(r.positive("timeout_s", 5.0))
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise r.fail("timeout_s", "must be a finite number of seconds greater than 0")
-    retries = r.positive("retries", 2, integer=True)
-    if retries > 10:
-        raise r.fail("retries", "at most 10")
+    timeout = r.above_zero("timeout_s", 5.0, at_most=300, unit=" seconds")
+    retries = r.positive("retries", 2, integer=True, at_most=10)
     r.finish()
     return NotificationSettings(name, timeout, retries)

@@ -45,9 +45,7 @@ def read_processes(r: TableReader | None) -> tuple[ProcessSpec, ...]:
         command = p.string_list("command")
         if not command:
             raise p.fail("command", "must name a program and its arguments")
-        port = p.get("port", int, None)
-        if port is not None and not 0 < port < 65536:
-            raise p.fail("port", f"{port} is not a TCP port")
+        port = p.port("port", None)
         env = p.get("env", dict, {})
         for k, v in env.items():
             if not ENV_VAR_NAME.fullmatch(k):
@@ -67,7 +65,7 @@ def read_processes(r: TableReader | None) -> tuple[ProcessSpec, ...]:
                 port=port,
                 health_url=p.url("health_url", required=False),
                 env=dict(env),
-                stop_timeout_s=float(p.positive("stop_timeout_s", 10.0)),
+                stop_timeout_s=float(p.positive("stop_timeout_s", 10.0, at_most=600, unit=" seconds")),
                 secret_env=dict(secret_env),
             )
         )

@@ -119,8 +119,8 @@ def _step(r: TableReader, captured: set[str]) -> SmokeStep:
         raise r.fail("body", "give json or body, not both")
     status = r.get("expect_status", int, 200)
     if not 100 <= status <= 599:
-        raise r.fail("expect_status", f"{status} is not an HTTP status")
-    latency = r.budget("max_latency_ms")
+        raise r.fail("expect_status", f"{status} is not an HTTP status: expected 100 to 599")
+    latency = r.budget("max_latency_ms", at_most=600_000, unit=" ms")
     only_if = r.get("only_if_env", str, None)
     if only_if is not None and not ENV_VAR_NAME.fullmatch(only_if):
         raise r.fail("only_if_env", "must name an environment variable")
@@ -159,7 +159,7 @@ def read_smoke(r: TableReader | None) -> tuple[SmokeSequence, ...]:
         s = r.sub(name)
         assert s is not None
         base = s.url("base_url").rstrip("/")
-        timeout = s.budget("timeout_s")
+        timeout = s.budget("timeout_s", at_most=3600, unit=" seconds")
         captured: set[str] = set()
         steps = []
         items = s.get("steps", list, required=True)

@@ -17,6 +17,8 @@ from typing import Any
 from ultra_ops.engine.errors import ConfigError
 
 ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The bound of a number whose reader names no tighter one: past it, a value is a typo (10**24).
+ANY_COUNT = 10**9
 
 
 class TableReader:
@@ -66,24 +68,34 @@ class TableReader:
                 raise self.fail(f"{name}[{i}]", not_a_table)
             yield TableReader(self.path, item, self.key(f"{name}[{i}]"))
 
-    def positive(self, name: str, default: float, *, integer: bool = False) -> Any:
+    def positive(
+        self, name: str, default: float, *, integer: bool = False, at_most: float = ANY_COUNT, unit: str = ""
+    ) -> Any:
+        """A count, size or duration from 0 to `at_most` (in `unit`); the range is in the error."""
         value = self.get(name, int if integer else (int, float), default)
-        if value < 0:
-            raise self.fail(name, "must not be negative")
+        if not 0 <= value <= at_most:
+            raise self.fail(name, f"expected 0 to {show_number(at_most)}{unit}, got {show_number(value)}")
         return value
 
-    def above_zero(self, name: str, default: float) -> float:
-        value = float(self.positive(name, default))
-        if value == 0:
-            raise self.fail(name, "must be greater than 0")
-        return value
+    def above_zero(self, name: str, default: float, *, at_most: float = ANY_COUNT, unit: str = "") -> float:
+        """A duration or limit more than 0 and at most `at_most` (in `unit`)."""
+        value = self.budget(name, at_most=at_most, unit=unit)
+        return float(default) if value is None else value
 
-    def budget(self, name: str) -> float | None:
-        """An optional limit (milliseconds, megabytes, seconds): unset, or more than 0."""
+    def budget(self, name: str, *, at_most: float = ANY_COUNT, unit: str = "") -> float | None:
+        """An optional limit (milliseconds, megabytes, seconds): unset, or more than 0 and at most `at_most`."""
         value = self.get(name, (int, float), None)
-        if value is not None and value <= 0:
-            raise self.fail(name, "must be greater than 0")
+        if value is not None and not 0 < value <= at_most:
+            raise self.fail(
+                name, f"must be greater than 0 and at most {show_number(at_most)}{unit}, got {show_number(value)}"
+            )
         return float(value) if value is not None else None
+
+    def port(self, name: str, default: int | None) -> int | None:
+        value = self.get(name, int, default)
+        if value is not None and not 0 < value < 65536:
+            raise self.fail(name, f"{show_number(value)} is not a TCP port: expected 1 to 65535")
+        return value
 
     def url(self, name: str, *, required: bool = True, default: str | None = None) -> str | None:
         value = self.get(name, str, default, required=required)
@@ -102,6 +114,13 @@ class TableReader:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
             raise self.fail(unknown[0], "unknown key")
+
+
+def show_number(value: float) -> str:
+    """A number for an error message: 10**24 as 1e+24, not 25 digits."""
+    if isinstance(value, int) and abs(value) < 10**15:
+        return str(value)
+    return f"{value:g}"
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ultra_ops.engine.settings.smoke import HTTP_METHODS, SmokeSequence, read_smoke
-from ultra_ops.engine.settings.table import TableReader
+from ultra_ops.engine.settings.table import TableReader, show_number
 
 ON_INCONCLUSIVE = ("wait", "fail", "pass")
 
@@ -98,8 +98,8 @@ def read_verify(r: TableReader | None) -> VerifySettings:
     for e in r.tables("endpoints"):
         status = e.get("expect_status", int, 200)
         if not 100 <= status <= 599:
-            raise e.fail("expect_status", f"{status} is not an HTTP status")
-        budget = e.get("latency_budget_ms", (int, float), None)
+            raise e.fail("expect_status", f"{status} is not an HTTP status: expected 100 to 599")
+        budget = e.budget("latency_budget_ms", at_most=600_000, unit=" ms")
         endpoints.append(
             EndpointCheck(
                 name=e.get("name", str, required=True),
@@ -114,11 +114,11 @@ def read_verify(r: TableReader | None) -> VerifySettings:
     for i, url in enumerate(health):
         if not url.startswith(("http://", "https://")):
             raise r.fail(f"health_urls[{i}]", f"expected an http:// or https:// URL, got {url!r}")
-    timeout_s = r.above_zero("timeout_s", 5.0)
+    timeout_s = r.above_zero("timeout_s", 5.0, at_most=600, unit=" seconds")
     settings = VerifySettings(
         timeout_s=timeout_s,
-        retries=r.positive("retries", 2, integer=True),
-        backoff_s=float(r.positive("backoff_s", 0.5)),
+        retries=r.positive("retries", 2, integer=True, at_most=20),
+        backoff_s=float(r.positive("backoff_s", 0.5, at_most=600, unit=" seconds")),
         health_urls=health,
         endpoints=tuple(endpoints),
         smoke=read_smoke(r.sub("smoke")),
@@ -152,32 +152,34 @@ def read_performance(r: TableReader | None) -> PerformanceSettings | None:
                 e.url("url"),
                 method,
                 n,
-                e.budget("p50_ms"),
-                e.budget("p95_ms"),
-                e.budget("max_ms"),
+                e.budget("p50_ms", at_most=600_000, unit=" ms"),
+                e.budget("p95_ms", at_most=600_000, unit=" ms"),
+                e.budget("max_ms", at_most=600_000, unit=" ms"),
             )
         )
         e.finish()
     headroom = float(r.positive("connection_headroom", 0.2))
     if headroom >= 1:
-        raise r.fail("connection_headroom", "expected a share below 1, e.g. 0.2")
+        raise r.fail("connection_headroom", f"expected 0 to less than 1 (a share, e.g. 0.2), got {headroom:g}")
     free_pct = float(r.positive("disk_free_percent", 5.0))
     if free_pct >= 100:
-        raise r.fail("disk_free_percent", "expected a percentage below 100")
+        raise r.fail("disk_free_percent", f"expected 0 to less than 100 (a percentage), got {free_pct:g}")
     open_files = r.get("open_files", int, None)
+    if open_files is not None and open_files > 10_000_000:
+        raise r.fail("open_files", f"expected at most 10000000 (0 or less: not checked), got {show_number(open_files)}")
     settings = PerformanceSettings(
         requests=requests,
         concurrency=concurrency,
         endpoints=tuple(targets),
-        cpu_percent=r.budget("cpu_percent"),
-        memory_mb=r.budget("memory_mb"),
+        cpu_percent=r.budget("cpu_percent", at_most=100_000, unit="%"),
+        memory_mb=r.budget("memory_mb", at_most=100_000_000, unit=" MB"),
         open_files=open_files if open_files is None or open_files > 0 else None,
-        disk_free_mb=r.budget("disk_free_mb"),
+        disk_free_mb=r.budget("disk_free_mb", at_most=1_000_000_000, unit=" MB"),
         disk_free_percent=free_pct,
-        slow_statement_ms=float(r.positive("slow_statement_ms", 500.0)),
+        slow_statement_ms=float(r.positive("slow_statement_ms", 500.0, at_most=3_600_000, unit=" ms")),
         connection_headroom=headroom,
         llm_completion=r.get("llm_completion", bool, False),
-        max_rate_per_s=r.budget("max_rate_per_s"),
+        max_rate_per_s=r.budget("max_rate_per_s", at_most=1_000_000, unit=" requests a second"),
     )
     r.finish()
     return settings
@@ -189,17 +191,13 @@ def read_window(r: TableReader | None) -> WindowSettings:
     samples = r.get("samples", int, 1)
     if not 1 <= samples <= 1000:
         raise r.fail("samples", f"expected 1 to 1000, got {samples}")
-    interval = float(r.positive("interval_s", 0.0))
-    if interval > 3600:
-        raise r.fail("interval_s", f"expected at most 3600 seconds, got {interval:g}")
-    limit = r.positive("failure_limit", 0, integer=True)
+    interval = float(r.positive("interval_s", 0.0, at_most=3600, unit=" seconds"))
+    limit = r.positive("failure_limit", 0, integer=True, at_most=999)
     if limit >= samples and samples > 1:
         raise r.fail("failure_limit", f"{limit} failed samples of {samples} could never fail the window")
     on = r.get("on_inconclusive", str, "wait")
     if on not in ON_INCONCLUSIVE:
         raise r.fail("on_inconclusive", f"expected one of {', '.join(ON_INCONCLUSIVE)}, got {on!r}")
-    wait = float(r.positive("decision_wait_s", 3600.0))
-    if not 0 < wait <= 7 * 86400:
-        raise r.fail("decision_wait_s", f"expected more than 0 and at most a week, got {wait:g}")
+    wait = r.above_zero("decision_wait_s", 3600.0, at_most=7 * 86400, unit=" seconds (a week)")
     r.finish()
     return WindowSettings(samples, interval, limit, on, wait)

@@ -117,7 +117,11 @@ def test_config_selected_by_environment_variable(tmp_path: Path, monkeypatch: py
             "environments.staging.database.port",
             "not a TCP port",
         ),
-        (lambda t: t.replace("timeout_s = 3", "timeout_s = -1"), "environments.staging.verify.timeout_s", "negative"),
+        (
+            lambda t: t.replace("timeout_s = 3", "timeout_s = -1"),
+            "environments.staging.verify.timeout_s",
+            "greater than 0 and at most 600 seconds, got -1",
+        ),
         (
             lambda t: t.replace("timeout_s = 3", "timeout_s = 0"),
             "environments.staging.verify.timeout_s",
