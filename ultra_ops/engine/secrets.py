@@ -67,6 +67,17 @@ class Redactor:
         values += [v for k, v in read_env_file(env.env_file).items() if _SECRET_KEY.search(k)]
         return cls(values)
 
+    @classmethod
+    def for_process(cls) -> Redactor:
+        """The values of this process's secret-looking environment variables: what an error may carry
+        where no environment's redactor is at hand (or a variable its config does not name)."""
+        return cls(v for k, v in os.environ.items() if _SECRET_KEY.search(k))
+
+    def __or__(self, other: Redactor) -> Redactor:
+        both = Redactor()
+        both._secrets = sorted(set(self._secrets) | set(other._secrets), key=len, reverse=True)
+        return both
+
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
