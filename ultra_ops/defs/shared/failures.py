@@ -46,11 +46,11 @@ def redacted_failure(exc: Exception, redact: Redactor) -> Failure:
         )
     if isinstance(exc, UltraOpsError):
         return Failure(description=redact(str(exc)), metadata={"error": type(exc).__name__}, allow_retries=False)
-    # Not an error ultra_ops raises on purpose: a bug, so the traceback goes along (redacted).
+    # Not an error ultra_ops raises on purpose (a bug, most likely): the traceback goes along, redacted.
     trace = redact("".join(traceback.format_exception(exc)))[-MAX_TRACEBACK:]
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return Failure(
-        description=f"unexpected error (a bug in ultra_ops?): {redact(text)}",
+        description=f"{redact(text)} (unexpected: the traceback is in this failure's metadata)",
         metadata={"error": type(exc).__name__, "traceback": MetadataValue.text(trace)},
         allow_retries=False,
     )
