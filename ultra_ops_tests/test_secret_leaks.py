@@ -103,12 +103,16 @@ headers = {{ Authorization = "Bearer {{env:UO_LEAK_TOKEN}}" }}
             assert "error: verification of staging failed" in said, said
             assert "AttributeError" not in said and "unexpected" not in said, said
             assert "UO_LEAK_KEY has white space or a line ending" in said, said
+            # The smoke step's header went to httpx, which refused it quoting it: masked.
+            assert "Illegal header value b'Bearer ***'" in said, said
             assert core not in said, said
         assert peer.hits["/v1/models"] == 0  # the key with a CR is never sent
     instance = DagsterInstance.get()
     runs = instance.get_runs()
     assert len(runs) == RUNS
     for run in runs:
+        messages = [entry.user_message for entry in instance.all_logs(run.run_id)]
+        assert any("Illegal header value b'Bearer ***'" in m for m in messages)  # the scan had something to see
         assert leaks(instance, run.run_id, key, core) == []
         assert leaks(instance, run.run_id, token, core) == []
 
