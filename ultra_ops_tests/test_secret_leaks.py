@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REDIS_URL, checks_config, free_port
-from dagster import DagsterInstance, job, op
+from dagster import DagsterInstance, Failure, job, op
 from dagster._serdes import serialize_value
 from peers import HttpPeer, fixed, openai_models
 
@@ -153,4 +153,28 @@ def test_an_unexpected_exception_is_a_redacted_failure_without_its_chain(
     # The traceback of the original, chain included, for whoever debugs it: redacted.
     assert "ValueError: Illegal header value b'Bearer ***'" in trace and "KeyError" in trace
     assert failure.error is not None and failure.error.cause is None and failure.error.context is None
+    assert leaks(instance, result.run_id, secret, core) == []
+
+
+@op
+def leaky_failure_op() -> None:
+    secret = os.environ["UO_LEAK_SECRET"]
+    with failures_as_dagster(Redactor([secret])):
+        raise Failure(description=f"login with {secret!r} refused", metadata={"sent": secret, "body": {"pw": secret}})
+
+
+@job
+def leaky_failure_job() -> None:
+    leaky_failure_op()
+
+
+def test_a_failure_raised_in_an_op_is_redacted_too(dagster_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    core = uuid.uuid4().hex
+    secret = f"pw-{core}\r\n"
+    monkeypatch.setenv("UO_LEAK_SECRET", secret)
+    instance = DagsterInstance.get()
+    result = leaky_failure_job.execute_in_process(instance=instance, raise_on_error=False)
+    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert failure is not None and failure.description == "login with '***' refused"
+    assert failure.metadata["sent"].value == "***" and failure.metadata["body"].value == {"pw": "***"}
     assert leaks(instance, result.run_id, secret, core) == []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from dagster import Failure, MetadataValue
+from dagster import Failure, MarkdownMetadataValue, MetadataValue
 
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.secrets import Redactor
@@ -27,7 +27,9 @@ def _redacted_metadata(metadata: dict[str, Any], redact: Redactor) -> dict[str, 
     clean: dict[str, Any] = {}
     for key, value in metadata.items():
         raw = getattr(value, "value", value)
-        if isinstance(raw, str):
+        if isinstance(value, MarkdownMetadataValue):
+            clean[key] = MetadataValue.md(redact(raw))
+        elif isinstance(raw, str):
             clean[key] = MetadataValue.text(redact(raw)) if raw is not value else redact(raw)
         elif isinstance(raw, (dict, list)):
             clean[key] = MetadataValue.json(redact.value(raw))
