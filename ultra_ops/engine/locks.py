@@ -4,6 +4,12 @@ The lock is an exclusive flock on `<state_dir>/lock`. The kernel drops it when t
 dies, so a crashed run never blocks the environment; the holder writes who it is into the file so
 that a refused operation can name the run that holds the lock. Runs started from the UI and from
 the shell go through the same file.
+
+The file always holds a whole record for a reader to name: a new holder overwrites the last one
+(write, then cut to length: never an empty file), and a holder marks its record `releasing` before
+it drops the lock, so an operation refused in that moment says the lock is being released. Between
+taking the lock and writing its record a new holder is named by its pid, from the kernel's table
+of flocks.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment
 
 _POLL_S = 0.2
+# How long a reader waits for a record in flux (half written, releasing, or a dead holder's that a new
+# holder is about to overwrite) to settle: a new holder writes its record within milliseconds.
+_SETTLE_S = 0.5
 
 
 def _lock_path(env: Environment) -> Path:
@@ -38,9 +47,14 @@ def describe_holder(holder: dict | None) -> str:
     parts = [f"{holder.get('operation', 'an operation')}"]
     if holder.get("run_id"):
         parts.append(f"run {holder['run_id']}")
-    parts.append(f"pid {holder.get('pid')} on {holder.get('host')}")
+    if holder.get("pid"):
+        parts.append(f"pid {holder['pid']} on {holder.get('host')}")
     if holder.get("started_at"):
         parts.append(f"since {holder['started_at']}")
+    if holder.get("releasing"):
+        parts.append("(the lock is being released: try again)")
+    elif holder.get("unrecorded"):
+        parts.append("(which has just taken the lock and not yet written its record)")
     return " ".join(parts)
 
 
@@ -59,7 +73,7 @@ def lock_holder(env: Environment) -> dict | None:
     if held is False:
         return None
     holder = _read_holder(path)
-    if held is None and holder and not _pid_alive(holder):
+    if held is None and holder and (not _pid_alive(holder) or holder.get("releasing")):
         return None  # no /proc/locks: fall back to whether the recorded holder still runs
     if held is None and not holder:
         return None
@@ -70,20 +84,55 @@ def _pid_alive(holder: dict) -> bool:
     return owner_alive(holder) is not False  # another host's holder: trust the record
 
 
+def _settled(record: dict | None) -> bool:
+    return bool(record) and not record.get("releasing") and _pid_alive(record)
+
+
 def _read_holder(path: Path) -> dict | None:
-    # The holder truncates and rewrites the file right after locking; retry briefly on an empty read.
-    for _ in range(20):
+    """The holder's record, read until it settles (_SETTLE_S). Unsettled: a process holding the
+    flock that has not written its record, named by its pid from the kernel's flock table; else the
+    last record, marked releasing; None when there is neither."""
+    deadline = time.monotonic() + _SETTLE_S
+    record = None
+    while True:
         try:
             text = path.read_text()
         except OSError:
             return None
-        if text.strip():
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError:
-                pass
+        try:
+            parsed = json.loads(text) if text.strip() else None
+        except json.JSONDecodeError:
+            parsed = None  # half overwritten: read again
+        if isinstance(parsed, dict):
+            record = parsed
+            if _settled(record):
+                return record
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.01)
+    pids = _flock_pids(path)
+    if pids and (not record or pids[0] != record.get("pid")):
+        # Taken by a process that has not written its record (yet): the kernel names it.
+        return {"pid": pids[0], "host": socket.gethostname(), "unrecorded": True}
+    if record:
+        # Releasing, or its process ended (the kernel dropped the lock): either way on its way out.
+        return {**record, "releasing": True}
     return None
+
+
+def _flock_pids(path: Path) -> list[int]:
+    try:
+        return procfs.flock_pids(path.stat()) or []
+    except OSError:
+        return []
+
+
+def _write_record(fd: int, record: dict) -> None:
+    # Overwrite, then cut to length: a reader meanwhile sees the old record or an unparsable mix
+    # (and reads again), never an empty file.
+    data = json.dumps(record).encode()
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
 
 
 class EnvironmentLock:
@@ -139,8 +188,7 @@ class EnvironmentLock:
                 # flock has no timeout; a short poll keeps the wait bounded without a helper thread.
                 time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
         self.holder["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(self.holder).encode(), 0)
+        _write_record(fd, self.holder)
         os.fsync(fd)
         self._fd = fd
         return self
@@ -149,7 +197,8 @@ class EnvironmentLock:
         if self._fd is None:
             return
         try:
-            os.ftruncate(self._fd, 0)
+            # Still held: whoever is refused from now until the unlock reads that it is on its way out.
+            _write_record(self._fd, {**self.holder, "releasing": True})
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             os.close(self._fd)

@@ -110,14 +110,32 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-def flock_held(st: os.stat_result) -> bool | None:
-    """Whether some process holds a flock on this file's inode; None where /proc/locks is unavailable."""
+def _flock_lines(st: os.stat_result) -> tuple[str, list[list[str]]] | None:
+    """The inode's id in /proc/locks and its FLOCK lines there, split; None where it is unavailable."""
     device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
         with open(PROC / "locks", encoding="ascii", errors="replace") as f:
-            return any(" FLOCK " in line and f" {device} " in line for line in f)
+            return device, [line.split() for line in f if " FLOCK " in line and f" {device} " in line]
     except OSError:
         return None
+
+
+def flock_held(st: os.stat_result) -> bool | None:
+    """Whether some process holds a flock on this file's inode; None where /proc/locks is unavailable."""
+    found = _flock_lines(st)
+    return None if found is None else bool(found[1])
+
+
+def flock_pids(st: os.stat_result) -> list[int] | None:
+    """The pids holding a flock on this file's inode, as the kernel shows them (the process that took
+    the lock; waiters, "->" lines, left out); None where /proc/locks is unavailable."""
+    found = _flock_lines(st)
+    if found is None:
+        return None
+    device, lines = found
+    # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF": the pid is the field before the inode's id.
+    pids = [p[p.index(device) - 1] for p in lines if "->" not in p]
+    return [int(pid) for pid in pids if pid.isdigit()]
 
 
 def memory_mb() -> tuple[int, int] | None:

@@ -27,7 +27,8 @@ _MIN_SECRET_LENGTH = 4
 def secret_forms(secret: str) -> set[str]:
     """The forms a secret takes in messages: as it is; stripped of surrounding whitespace, CR and LF
     (a CRLF env file, a shell `export` with a trailing blank); escaped as Python's repr, a bytes repr
-    (httpx's "Illegal header value b'...\\r'") or JSON do; URL-encoded (in a URL or a form body)."""
+    (httpx's "Illegal header value b'...\\r'") or JSON do, once or twice; URL-encoded (in a URL or a
+    form body)."""
     forms: set[str] = set()
     for value in {secret, secret.strip(), secret.strip("\r\n")}:
         forms.add(value)
@@ -38,6 +39,9 @@ def secret_forms(secret: str) -> set[str]:
         forms.add(urllib.parse.quote(value, safe=""))
         forms.add(urllib.parse.quote(value))
         forms.add(urllib.parse.quote_plus(value))
+    # Escaped once more: an exception whose text quotes another's repr (KeyError's text is the repr
+    # of its message), or JSON holding a repr.
+    forms |= {repr(f)[1:-1] for f in forms} | {json.dumps(f)[1:-1] for f in forms}
     return forms
 
 
@@ -66,6 +70,17 @@ class Redactor:
         values = [os.environ.get(name, "") for name in env.secret_env_names()]
         values += [v for k, v in read_env_file(env.env_file).items() if _SECRET_KEY.search(k)]
         return cls(values)
+
+    @classmethod
+    def for_process(cls) -> Redactor:
+        """The values of this process's secret-looking environment variables: what an error may carry
+        where no environment's redactor is at hand (or a variable its config does not name)."""
+        return cls(v for k, v in os.environ.items() if _SECRET_KEY.search(k))
+
+    def __or__(self, other: Redactor) -> Redactor:
+        both = Redactor()
+        both._secrets = sorted(set(self._secrets) | set(other._secrets), key=len, reverse=True)
+        return both
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:

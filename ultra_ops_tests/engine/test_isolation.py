@@ -127,7 +127,9 @@ def test_children_get_the_basics_and_their_own_environment_only(
         assert "prod-pass-NeverInStaging" not in repr(env) and "sk-prod-NeverInStaging" not in repr(env)
         assert "DAGSTER_HOME" not in env  # nor anything else of ours outside the allowlist
         assert env["PATH"] == os.environ["PATH"] and env["LC_ALL"] == "C.UTF-8"
-        assert env["ULTRA_TEST_STAGING_DB_PASSWORD"] == "staging-own-pass"  # its own config names it
+    assert tests["ULTRA_TEST_STAGING_DB_PASSWORD"] == "staging-own-pass"  # its own config names it
+    # A service gets its password as the service's variable only, not under the name of ours.
+    assert "ULTRA_TEST_STAGING_DB_PASSWORD" not in service
     assert service["PGPASSWORD"] == "staging-own-pass"
     assert service["ULTRA_FEATURE_FLAGS"] == "search" and tests["ULTRA_FEATURE_FLAGS"] == "search"  # its env file
     assert service["ULTRA_VERSION"] == "v1.0.0" and tests["ULTRA_VERSION"] == "v1.0.0"

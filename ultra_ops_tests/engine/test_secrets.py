@@ -24,6 +24,9 @@ SECRET = "s3cr3t-Pa$$ w/rd+\x01"
         (SECRET, json.dumps({"password": SECRET})),
         (SECRET, "postgresql://u:" + urllib.parse.quote(SECRET, safe="") + "@db/x"),
         (SECRET, "form: p=" + urllib.parse.quote_plus(SECRET)),
+        # An exception quoting another's repr (KeyError's text is its message's repr), escaped twice.
+        (SECRET + "\r", "KeyError: " + repr("sending " + repr(("Bearer " + SECRET + "\r").encode()))),
+        (SECRET, json.dumps({"error": repr(SECRET)})),
     ],
 )
 def test_every_form_of_a_secret_is_masked(secret: str, shown: str) -> None:

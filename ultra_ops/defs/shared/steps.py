@@ -1,8 +1,8 @@
 """What every op does around its engine call: find its environment, hold its lock, redact its
-log, and turn engine errors into a Dagster Failure.
+log, and turn every error into a Dagster Failure.
 
-Errors from the engine become a Failure whose text is already redacted, so no secret reaches the
-run's event log, and its traceback stops at the op.
+Errors become a Failure whose text is already redacted, so no secret reaches the run's event log,
+and its traceback stops at the op.
 """
 
 from collections.abc import Iterator
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from dagster import Failure, OpExecutionContext
 
 from ultra_ops.defs.backups.records import recording_backups
+from ultra_ops.defs.shared.failures import redacted_failure
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
-from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.secrets import RedactingLog, Redactor
 from ultra_ops.engine.settings import ENVIRONMENT_NAMES, Environment, Settings
 
@@ -29,9 +29,9 @@ class Step:
 def failures_as_dagster(redact: Redactor | None = None) -> Iterator[None]:
     try:
         yield
-    except UltraOpsError as exc:
-        text = redact(str(exc)) if redact else str(exc)
-        raise Failure(description=text, metadata={"error": type(exc).__name__}, allow_retries=False) from None
+    except Exception as exc:
+        # Any exception, not only ours: its text and chain would reach the event log (failures.py).
+        raise redacted_failure(exc, (redact or Redactor()) | Redactor.for_process()) from None
 
 
 def environment_of(context: OpExecutionContext) -> str:

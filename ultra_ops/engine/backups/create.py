@@ -15,8 +15,9 @@ from typing import Any
 from ultra_ops import __version__
 from ultra_ops.engine.backups.checksums import fsync_dir, hash_files, tree_size, walk_files
 from ultra_ops.engine.backups.counts import SnapshotCounts
-from ultra_ops.engine.backups.dump import DumpFollower, checked_tool_version, default_jobs, run_pg_tool
+from ultra_ops.engine.backups.dump import DumpFollower, checked_tool_version, default_jobs
 from ultra_ops.engine.backups.events import announce
+from ultra_ops.engine.backups.lock_wait import run_pg_dump
 from ultra_ops.engine.backups.store import (
     DUMP_DIR,
     DUMP_FILE,
@@ -152,7 +153,7 @@ def create_backup(
             if follower:
                 follower.start()
             try:
-                run_pg_tool(
+                run_pg_dump(
                     [*args, f"--snapshot={snapshot.snapshot}"],
                     env,
                     app="backup",

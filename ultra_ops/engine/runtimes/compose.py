@@ -15,10 +15,12 @@ import functools
 from pathlib import Path
 
 from ultra_ops.engine import shell
+from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import CommandFailed, RuntimeFailure
 from ultra_ops.engine.health import answer, health_urls, wait_until_healthy
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.runtimes import ServiceStatus
+from ultra_ops.engine.runtimes.service_env import env_file_wins
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 
@@ -133,11 +135,14 @@ class ComposeRuntime:
             raise RuntimeFailure(f"environment {self.env.name}: env file {self.env.env_file} not found")
         try:
             # Compose's interpolation prefers the process environment over --env-file: it gets the
-            # basics and the variables this environment's config names, nothing else of ours.
+            # basics (to find docker and its config), the env file's value for a basic key it also
+            # sets, and none of the variables the config names (service_env.py).
             proc = shell.run(
                 args,
-                env=self.command_env(version or self._version, registry or self.registry),
-                environment=self.env,
+                env={
+                    **env_file_wins(read_env_file(self.env.env_file)),
+                    **self.command_env(version or self._version, registry or self.registry),
+                },
                 cwd=self.compose_file.parent,
                 timeout=timeout,
                 redact=self.redact,

@@ -26,9 +26,9 @@ from ultra_ops.engine.files import open_private_append, private_dir
 from ultra_ops.engine.health import answer, wait_until_healthy
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.runtimes import ServiceStatus
+from ultra_ops.engine.runtimes.service_env import service_base_env
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment, ProcessSpec
-from ultra_ops.engine.shell import child_env
 from ultra_ops.engine.versions import VERSION_KEY
 
 httpx = lazy_module("httpx")
@@ -100,12 +100,13 @@ class ProcessRuntime:
     def process_env(self, spec: ProcessSpec, version: str) -> dict[str, str]:
         """The full environment of a service process; later sources win.
 
-        The basics of ours and the variables this environment's config names (shell.child_env:
-        never another environment's passwords or keys), then the env file, then the process
-        table's env, then what ultra_ops decides (PORT, ULTRA_VERSION, ULTRA_ENVIRONMENT,
-        ULTRA_LOG_DIR, PG*, REDIS_*). Secrets reach the process only here, never on its command line.
+        A fixed allowlist of non-secret variables of ours (service_env.py: never a value from the
+        operator's shell for a key the env file is meant to hold), then the env file, then the
+        process table's env and secret_env, then what ultra_ops decides (PORT, ULTRA_VERSION,
+        ULTRA_ENVIRONMENT, ULTRA_LOG_DIR, PG*, REDIS_*). Secrets reach the process only here, never
+        on its command line.
         """
-        env = child_env(self.env)
+        env = service_base_env()
         env.update(read_env_file(self.env.env_file))
         env.update(spec.env)
         # A secret reaches the process only where its variable is set (authentication off otherwise).

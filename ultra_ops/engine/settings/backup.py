@@ -5,6 +5,7 @@ format = "directory"                 # or "custom": one file
 jobs = 0                             # parallel dump and restore jobs; 0: one per core
 keep = 30                            # the newest 30, unless a retention policy is given:
 retention = { daily = 7, weekly = 4, monthly = 6 }   # the newest of each of those days, weeks, months
+lock_wait_timeout_s = 60             # pg_dump gives up (naming who holds it) behind a table lock
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from ultra_ops.engine.settings.table import TableReader
 
 BACKUP_FORMATS = ("directory", "custom")
+LOCK_WAIT_RANGE_S = (0.1, 3600.0)  # below: a lock any busy table holds for a moment; above: hours again
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class BackupSettings:
     keep: int = 20
     max_age_hours: float = 26.0  # the backup freshness sensor alerts past this age
     timeout_s: float = 6 * 3600.0  # the longest a pg_dump or pg_restore may run
+    # The longest pg_dump waits for a table's lock (a migration, a VACUUM FULL holding it): past it
+    # the backup fails naming the session in the way, rather than waiting out `timeout_s` silently.
+    lock_wait_timeout_s: float = 60.0
     retention: RetentionPolicy | None = None  # None: the newest `keep`
 
 
@@ -45,6 +50,14 @@ def _retention(r: TableReader | None) -> RetentionPolicy | None:
     }
     r.finish()
     return RetentionPolicy(**tiers)
+
+
+def _lock_wait(r: TableReader) -> float:
+    value = float(r.get("lock_wait_timeout_s", (int, float), 60.0))
+    low, high = LOCK_WAIT_RANGE_S
+    if not low <= value <= high:  # also refuses nan
+        raise r.fail("lock_wait_timeout_s", f"expected {low:g} to {high:g} seconds, got {value:g}")
+    return value
 
 
 def read_backup(r: TableReader | None) -> BackupSettings:
@@ -62,6 +75,7 @@ def read_backup(r: TableReader | None) -> BackupSettings:
         keep=r.positive("keep", 20, integer=True, at_most=10_000, unit=" backups (0: every one)"),
         max_age_hours=max_age,
         timeout_s=r.above_zero("timeout_s", 6 * 3600.0, at_most=7 * 86400, unit=" seconds (a week)"),
+        lock_wait_timeout_s=_lock_wait(r),
         retention=_retention(r.sub("retention")),
     )
     r.finish()

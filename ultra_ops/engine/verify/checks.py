@@ -141,6 +141,13 @@ def llm_headers(provider: LlmProvider) -> dict[str, str]:
     key = os.environ.get(provider.api_key_env)
     if not key:
         raise CheckFailed(f"{provider.api_key_env} is not set", final=True)
+    if key != key.strip() or any(ord(c) < 0x20 or c == "\x7f" for c in key):
+        # A CRLF env file or a pasted line: no HTTP client sends it, and the provider would not take
+        # it either. Said without the key (the client's own error quotes the whole header).
+        raise CheckFailed(
+            f"{provider.api_key_env} has white space or a line ending (CR?) around the key, or a control character",
+            final=True,
+        )
     if provider.auth == "x-api-key":
         return {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
     return {"Authorization": f"Bearer {key}"}

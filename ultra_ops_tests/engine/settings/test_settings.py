@@ -133,6 +133,16 @@ def test_config_selected_by_environment_variable(tmp_path: Path, monkeypatch: py
             "expected one of directory, custom",
         ),
         (
+            lambda t: t.replace('format = "directory"', 'format = "directory"\nlock_wait_timeout_s = 0'),
+            "environments.staging.backup.lock_wait_timeout_s",
+            "expected 0.1 to 3600 seconds, got 0",
+        ),
+        (
+            lambda t: t.replace('format = "directory"', 'format = "directory"\nlock_wait_timeout_s = 21600'),
+            "environments.staging.backup.lock_wait_timeout_s",
+            "expected 0.1 to 3600 seconds, got 21600",
+        ),
+        (
             lambda t: t.replace("probe_queries", "probe_querys"),
             "environments.staging.database.probe_querys",
             "unknown key",
