@@ -196,6 +196,7 @@ class ProcessRuntime:
                     )
                 self._start(spec, version)
                 started.append(spec)
+                crash_point(f"started:{spec.name}")  # tests: interrupted with the environment half started
         except BaseException:
             for spec in started:
                 self._stop(spec)
