@@ -97,7 +97,7 @@ def test_killed_half_stopped_then_recover_or_deploy(stack: Stack, then: str, cap
         assert stack.ops("recover") == 0
         out = capsys.readouterr().out
         assert f"undid the swap of backup {backup_id} (interrupted at prepared)" in out, out
-        assert "started staging's services (backend, llm) at v1.1.0" in out, out
+        assert "started staging's services (backend, llm) at v1.1.0: backend, llm ran before" in out, out
         assert f"recorded rollback run {killed_run} as interrupted" in out, out
     else:
         assert stack.ops("deploy", "--tag", "v1.1.1", "--skip-tests") == 0, capsys.readouterr().err
@@ -108,13 +108,43 @@ def test_killed_half_stopped_then_recover_or_deploy(stack: Stack, then: str, cap
     assert not journal_path(stack.env).exists() and _leftover_databases(stack.database) == []
     killed = find_releases(stack.env, run_id=killed_run)
     assert [(r.operation, r.status) for r in killed] == [("rollback", "interrupted")]
-    assert "ended without finishing" in killed[0].reason and "undid the swap" in killed[0].reason
+    assert "ended without finishing: its process, pid" in killed[0].reason, killed[0].reason
+    assert "undid the swap" in killed[0].reason
     assert (killed[0].version, killed[0].backup_id) == ("v1.0.0", backup_id)
     if then == "recover":
         assert not marker_path(stack.env).exists()
         assert stack.ops("recover") == 0  # nothing left to do, and the record is not written twice
         assert "nothing to recover; all services running" in capsys.readouterr().out
         assert len(find_releases(stack.env, run_id=killed_run)) == 1
+
+
+def test_killed_deploy_is_recorded_by_the_next_operation(stack: Stack, capsys) -> None:
+    """A deploy killed while it restarts the services: the next operation (a backup) records it
+    `interrupted`, the services to put back are carried through that backup, and `recover` starts
+    them at the version in place."""
+    _with_llm(stack)
+    assert stack.ops("deploy", "--tag", "v1.0.0", "--skip-tests") == 0
+    proc = _cli(stack, "deploy", "--tag", "v1.1.0", "--skip-tests", extra_env={CRASH_ENV: "stopped:backend"})
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == -signal.SIGKILL, err
+    assert find_releases(stack.env)[0].version == "v1.0.0"  # nothing recorded by the killed run
+    capsys.readouterr()
+    assert stack.ops("backups", "create") == 0
+    assert "recorded deploy run" in capsys.readouterr().err
+    record = find_releases(stack.env)[0]
+    assert (record.operation, record.version, record.previous_version, record.status) == (
+        "deploy",
+        "v1.1.0",
+        "v1.0.0",
+        "interrupted",
+    )
+    assert stack.ops("status") == 0
+    out = capsys.readouterr().out
+    assert "last release deploy v1.1.0 interrupted" in out and "services running before it: backend, llm" in out
+    assert stack.ops("recover") == 0
+    assert "started staging's services (backend, llm) at v1.1.0: backend, llm ran before" in capsys.readouterr().out
+    assert _running(stack) == {"backend": True, "llm": True}
+    assert not marker_path(stack.env).exists()
 
 
 @pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM])
@@ -125,9 +155,7 @@ def test_interrupt_while_the_rollback_starts_the_services(stack: Stack, signo: i
     _with_llm(stack)
     backup_id = _two_releases(stack)
     reached = stack.tmp / "reached"
-    proc = _cli(
-        stack, "rollback", "--backup", backup_id, "--yes", extra_env={PAUSE_ENV: f"started:backend={reached}"}
-    )
+    proc = _cli(stack, "rollback", "--backup", backup_id, "--yes", extra_env={PAUSE_ENV: f"started:backend={reached}"})
     try:
         deadline = time.monotonic() + 180
         while not reached.exists():

@@ -78,7 +78,7 @@ def begin(env: Environment, *, operation: str, run_id: str | None) -> dict[str, 
         "start": process_start(os.getpid()),
         "started_at": utc_timestamp(),
         "services": previous["services"] if carried else None,
-        "unsettled": bool(carried and previous.get("unsettled", True)),
+        "unsettled": carried,  # a marker is left only by a run that did not finish
         "record": None,
         "interrupted": False,
     }

@@ -50,10 +50,12 @@ def recover_environment(
     done = recover_state(env, log=log, redact=redact)
     marker = runs.unfinished(env, run_id)
     if marker is not None:
-        owner = f"pid {marker.get('pid')} on {marker.get('host')}" if marker.get("pid") else "it was interrupted"
+        owner = f"its process, pid {marker.get('pid')} on {marker.get('host')}, died (killed?)"
+        if not marker.get("pid"):
+            owner = "it ended without recording its outcome"
         swaps = [line for line in done if "the swap of backup" in line]
         reason = (
-            f"{marker.get('operation') or 'the run'} ended without finishing ({owner}; killed?); "
+            f"{marker.get('operation') or 'the run'} ended without finishing: {owner}; "
             f"found by the next operation on {env.name}" + (": " + "; ".join(swaps) if swaps else "")
         )
         record = record_unfinished(env, marker, redact(reason))
