@@ -67,6 +67,8 @@ def remove_marker(env: Environment) -> None:
 def begin(env: Environment, *, operation: str, run_id: str | None) -> dict[str, Any]:
     """Mark the run that just took the lock (after recovery). Services a previous unfinished run
     left unsettled stay in the new marker: only a run that settles them drops them."""
+    for tmp in env.state_dir.glob(f".{MARKER}.*") if env.state_dir.is_dir() else ():
+        tmp.unlink(missing_ok=True)  # a run killed while it wrote its marker; the lock is ours now
     previous = read_marker(env)
     carried = previous is not None and previous.get("run_id") != run_id and previous.get("services") is not None
     marker = {
