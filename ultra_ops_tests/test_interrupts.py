@@ -265,3 +265,39 @@ def test_records_of_schema_1_take_the_interrupted_status(tmp_path: Path) -> None
     with sqlite3.connect(path) as conn:
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"releases_run_id", "releases_status", "releases_environment_version"} <= indexes
+
+
+def test_a_run_ending_without_its_record_is_settled_as_it_lets_go(stack: Stack, capsys) -> None:
+    """An interrupt between two steps reaches no step's handler: the run's end (the lock resource's
+    teardown calls finish_run) stops what it left half up, records it `interrupted` and keeps its
+    marker, so that `recover` starts what ran before."""
+    from ultra_ops.engine import runs
+    from ultra_ops.engine.release.interrupts import finish_run
+
+    _with_llm(stack)
+    assert stack.ops("deploy", "--tag", "v1.0.0", "--skip-tests") == 0
+    runs.begin(stack.env, operation="rollback", run_id="run-between-steps")
+    draft = ReleaseRecord(
+        environment="staging",
+        operation="rollback",
+        version="v0.9.0",
+        previous_version="v1.0.0",
+        status=ReleaseStatus.INTERRUPTED,
+        run_id="run-between-steps",
+        started_at="2026-01-02T00:00:00Z",
+        ended_at="2026-01-02T00:00:00Z",
+    )
+    runs.note_record(stack.env, draft.to_dict())
+    backend = next(s for s in stack.env.processes if s.name == "backend")
+    get_runtime(stack.env)._stop(backend)  # as a stop step interrupted between its services
+    assert _running(stack) == {"backend": False, "llm": True}
+
+    finish_run(stack.env, "run-between-steps")
+    assert _running(stack) == {"backend": False, "llm": False}
+    record = find_releases(stack.env, run_id="run-between-steps")[0]
+    assert record.status == "interrupted" and "staging is STOPPED at v1.0.0" in record.reason, record.reason
+    assert json.loads(marker_path(stack.env).read_text())["interrupted"] is True
+    capsys.readouterr()
+    assert stack.ops("recover") == 0
+    assert "started staging's services (backend, llm) at v1.0.0" in capsys.readouterr().out
+    assert len(find_releases(stack.env, run_id="run-between-steps")) == 1

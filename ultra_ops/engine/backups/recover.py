@@ -84,21 +84,6 @@ def recover_state(env: Environment, *, log: Log, redact: Redactor) -> list[str]:
     return done
 
 
-def finish_run(env: Environment, run_id: str | None, *, log: Log | None = None) -> None:
-    """The run lets go of the environment's lock: a deploy or rollback that did not record how it
-    ended (interrupted outside its steps) is recorded `interrupted` now; then its marker goes, or
-    stays where the environment still needs settling (runs.end)."""
-    marker = runs.read_marker(env)
-    if marker is not None and marker.get("run_id") == run_id:
-        try:
-            what = marker.get("operation") or "the run"
-            record_unfinished(env, marker, f"{what} ended without recording its outcome")
-        except Exception as exc:  # noqa: BLE001 - the marker stays: the next operation records it
-            (log or NullLog()).warning(f"could not record the end of run {run_id}: {exc}")
-            return
-    runs.end(env, run_id)
-
-
 def check_reachable(env: Environment, redact: Redactor) -> None:
     """BackupError unless the database server answers: `recover` must not say there is nothing to
     recover when it could not look."""

@@ -21,9 +21,9 @@ from ultra_ops.engine import runs
 from ultra_ops.engine.backups.recover import recover_state
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import OperationError
-from ultra_ops.engine.release.records import ReleaseStatus, with_outcome
+from ultra_ops.engine.release.records import ReleaseStatus, find_releases, record_unfinished, with_outcome
 from ultra_ops.engine.runtimes import get_runtime
-from ultra_ops.engine.secrets import Log, Redactor
+from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 
 
@@ -111,3 +111,25 @@ def settle_interrupt(
             f"`ultra-ops deploy --environment {env.name} --tag {version}`"
         )
     return "; ".join(parts)
+
+
+def finish_run(env: Environment, run_id: str | None, *, log: Log | None = None, redact: Redactor | None = None) -> None:
+    """The run lets go of the environment's lock. A deploy or rollback that did not record how it
+    ended was interrupted where no step could settle it (between two steps, say): it is settled
+    and recorded `interrupted` now. Then its marker goes, or stays where the environment still
+    needs settling (runs.end)."""
+    log = log or NullLog()
+    marker = runs.read_marker(env)
+    if marker is not None and marker.get("run_id") == run_id and isinstance(marker.get("record"), dict):
+        try:
+            if not find_releases(env, run_id=run_id, limit=1):
+                redact = redact or Redactor.for_environment(env)
+                what = str(marker.get("operation") or "the run")
+                with uninterrupted():
+                    message = settle_interrupt(env, what, run_id=run_id, compose_file=None, log=log, redact=redact)
+                log.warning(message)
+                record_unfinished(env, runs.read_marker(env) or marker, message)
+        except Exception as exc:  # noqa: BLE001 - the marker stays: the next operation records it
+            log.warning(f"could not record the end of run {run_id}: {exc}")
+            return
+    runs.end(env, run_id)
