@@ -140,7 +140,8 @@ def test_killed_deploy_is_recorded_by_the_next_operation(stack: Stack, capsys) -
     )
     assert stack.ops("status") == 0
     out = capsys.readouterr().out
-    assert "last release deploy v1.1.0 interrupted" in out and "services running before it: backend, llm" in out
+    assert "last release deploy v1.1.0 interrupted" in out, out
+    assert "services to put back after a run that did not finish: backend, llm" in out, out
     assert stack.ops("recover") == 0
     assert "started staging's services (backend, llm) at v1.1.0: backend, llm ran before" in capsys.readouterr().out
     assert _running(stack) == {"backend": True, "llm": True}

@@ -162,8 +162,13 @@ def pending_recovery(env: Environment, *, running: bool) -> list[str]:
     marker = runs.read_marker(env)
     if marker is not None and not running:
         services = ", ".join(marker.get("services") or []) or "none"
-        lines.append(
-            f"{marker.get('operation') or 'a run'} (run {marker.get('run_id') or '-'}) ended without finishing; "
-            f"services running before it: {services}; `ultra-ops recover --environment {env.name}` settles it"
-        )
+        recover_cmd = f"`ultra-ops recover --environment {env.name}`"
+        if marker.get("unsettled") and not marker.get("interrupted"):
+            # Carried through a run that finished (a backup, say) from one that did not.
+            lines.append(f"services to put back after a run that did not finish: {services}; {recover_cmd}")
+        else:
+            lines.append(
+                f"{marker.get('operation') or 'a run'} (run {marker.get('run_id') or '-'}) ended without "
+                f"finishing; services running before it: {services}; {recover_cmd} settles it"
+            )
     return lines
