@@ -92,7 +92,7 @@ def settle_interrupt(
         stopped = [s.name for s in statuses if not s.running]
         if running and stopped:
             runtime.down()  # half up serves nobody: stopped whole, and recover starts it whole
-            parts.append(f"stopped {', '.join(running)} ({', '.join(stopped)} had not started)")
+            parts.append(f"stopped {', '.join(running)}, left running beside stopped {', '.join(stopped)}")
             stopped, running = stopped + running, []
     except Exception as exc:  # noqa: BLE001 - said instead of a state we could not see
         parts.append(f"the state of {env.name}'s services is unknown ({redact(str(exc))}); run {recover_cmd}")
