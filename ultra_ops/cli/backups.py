@@ -89,9 +89,10 @@ def cmd_recover(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     env = settings.environment(args.environment)
     result = run_job(args, settings, "recover_job", env.name)
-    done = result.outputs.get("recover_environment", {}).get("recovered") or []
+    output = result.outputs.get("recover_environment", {})
+    done = output.get("recovered") or []
     for line in done:
         out(line)
     if result.success:
-        out(f"{env.name}: {'recovered' if done else 'nothing to recover'}")
+        out(f"{env.name}: {'recovered' if done else 'nothing to recover'}; {output.get('services', '')}")
     return 0 if result.success else 1

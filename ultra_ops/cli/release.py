@@ -165,7 +165,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """What runs where: services, deployed version, lock holder, last release record."""
+    """What runs where: services, deployed version, lock holder, last release record, and what an
+    interrupted run left for `ultra-ops recover` (a pending swap, services to put back)."""
+    from ultra_ops.engine.backups.recover import pending_recovery
     from ultra_ops.engine.deployed import deployed_version
     from ultra_ops.engine.locks import describe_holder, lock_holder
     from ultra_ops.engine.release.records import last_release
@@ -185,6 +187,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"last release {last.operation} {last.version or '-'} {last.status} at {last.ended_at} "
             f"(run {last.run_id or '-'}, by {last.launched_by or '-'})"
         )
+    for line in pending_recovery(env, running=holder is not None):
+        out(f"pending      {line}")
     for st in statuses:
         out(f"service      {st.name:<16} {'running' if st.running else 'stopped':<8} {st.detail}")
     return 0

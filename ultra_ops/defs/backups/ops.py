@@ -6,6 +6,7 @@ from ultra_ops.defs.backups.config import PinConfig, PruneConfig, VerifyBackupsC
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.steps import partition_step
 from ultra_ops.engine.backups.create import create_backup
+from ultra_ops.engine.backups.recover import check_reachable, settle_services
 from ultra_ops.engine.backups.retention import pin, prune_backups
 from ultra_ops.engine.backups.store import list_backups, verify_backup
 from ultra_ops.engine.deployed import deployed_version
@@ -27,12 +28,17 @@ def backup_create(context: OpExecutionContext, settings: OpsSettings, locks: Env
 @op
 def recover_environment(context: OpExecutionContext, settings: OpsSettings, locks: EnvironmentLocks) -> None:
     """Finish or undo what a dead run left: an interrupted database swap, scratch databases, temp
-    folders. Every operation that takes the environment's lock does this first; this job does only that."""
+    folders, its release record. Every operation that takes the environment's lock does this first;
+    this job also puts the services back as the last completed operation left them, and fails when
+    it could not look (the database server does not answer)."""
     with partition_step(context, settings, locks=locks, operation="recover") as s:
-        done = locks.recovered(s.env.name)
+        check_reachable(s.env, s.redact)
+        started, services = settle_services(s.env, context.run_id, log=s.log, redact=s.redact)
+        done = locks.recovered(s.env.name) + started
         if not done:
             s.log.info(f"{s.env.name}: nothing to recover")
-    context.add_output_metadata({"recovered": MetadataValue.json(done), "count": len(done)})
+        s.log.info(f"{s.env.name}: {services}")
+    context.add_output_metadata({"recovered": MetadataValue.json(done), "count": len(done), "services": services})
 
 
 @op

@@ -6,8 +6,10 @@ from contextlib import contextmanager
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
+from ultra_ops.engine import runs
 from ultra_ops.engine.backups.recover import recover_environment
 from ultra_ops.engine.locks import EnvironmentLock
+from ultra_ops.engine.release.interrupts import finish_run
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment, Settings, load_settings
 
@@ -55,19 +57,24 @@ class EnvironmentLocks(ConfigurableResource):
             yield self
         finally:
             for lock in self._held.values():
-                lock.release()
+                try:
+                    finish_run(lock.env, lock.holder["run_id"])
+                finally:
+                    lock.release()
             self._held.clear()
 
     def hold(self, env: Environment, *, operation: str, run_id: str, log: Log | None = None) -> EnvironmentLock:
         """The environment's lock for this run: taken on first use, then held until the run ends.
         Taking it first recovers what a dead run left (an interrupted database swap, scratch
-        databases, temp folders), so every operation starts from a consistent environment."""
+        databases, temp folders, its release record), so every operation starts from a consistent
+        environment; then this run's marker says who holds it (runs.py) until the run ends."""
         lock = self._held.get(env.name)
         if lock is None:
             wait_s = self.lock_wait_s if self.lock_wait_s >= 0 else env.lock_wait_s
             lock = EnvironmentLock(env, operation=operation, run_id=run_id).acquire(wait_s=wait_s, log=log)
             try:
-                self._recovered[env.name] = recover_environment(env, log=log)
+                self._recovered[env.name] = recover_environment(env, log=log, run_id=run_id)
+                runs.begin(env, operation=operation, run_id=run_id)
             except BaseException:
                 lock.release()
                 raise

@@ -1,17 +1,24 @@
 """Crash recovery: what the next operation on an environment runs first, under its lock, to clear
 what a dead run left behind: an interrupted database swap (finished or undone, see swap.py),
 scratch databases of restores and restore tests, temp folders of backups and half-written state
-files and journal temps of restores.
+files and journal temps of restores, and the release record a dead deploy or rollback never wrote.
+`ultra-ops recover` also puts the services back as the last completed operation left them
+(settle_services): a run killed while it stopped or started them leaves them half up.
 """
 
 from __future__ import annotations
 
+from ultra_ops.engine import runs
 from ultra_ops.engine.backups import swap
 from ultra_ops.engine.backups.create import state_file_targets
 from ultra_ops.engine.backups.restore import STATE_FILE_TEMP, recover_interrupted_restore
 from ultra_ops.engine.backups.store import clean_stale_temps
 from ultra_ops.engine.backups.trial_restore import drop_dead_restore_tests
+from ultra_ops.engine.deployed import deployed_version
+from ultra_ops.engine.errors import BackupError, OperationError, UltraOpsError
 from ultra_ops.engine.lazy import lazy_module
+from ultra_ops.engine.release.records import record_unfinished
+from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 
@@ -29,13 +36,37 @@ def _clean_file_temps(env: Environment, log: Log) -> list[str]:
     return done
 
 
-def recover_environment(env: Environment, *, log: Log | None = None, redact: Redactor | None = None) -> list[str]:
+def recover_environment(
+    env: Environment, *, log: Log | None = None, redact: Redactor | None = None, run_id: str | None = None
+) -> list[str]:
     """What the next operation on an environment runs first, under its lock: finish or undo a swap
-    that a dead run left (see swap.py), drop scratch databases, and remove temp folders and files of
-    dead runs. Returns one line per thing done. BackupError when an interrupted swap cannot be
-    recovered now (the database server is down, say): the operation must not run on top of it."""
+    that a dead run left (see swap.py), drop scratch databases, remove temp folders and files of
+    dead runs, and record a deploy or rollback that died without a record as `interrupted` (its
+    marker, runs.py, names it; `run_id` is the run recovering, whose own marker it is not). Returns
+    one line per thing done. BackupError when an interrupted swap cannot be recovered now (the
+    database server is down, say): the operation must not run on top of it."""
     log = log or NullLog()
     redact = redact or Redactor.for_environment(env)
+    done = recover_state(env, log=log, redact=redact)
+    marker = runs.unfinished(env, run_id)
+    if marker is not None:
+        owner = f"its process, pid {marker.get('pid')} on {marker.get('host')}, died (killed?)"
+        if not marker.get("pid"):
+            owner = "it ended without recording its outcome"
+        swaps = [line for line in done if "the swap of backup" in line]
+        reason = (
+            f"{marker.get('operation') or 'the run'} ended without finishing: {owner}; "
+            f"found by the next operation on {env.name}" + (": " + "; ".join(swaps) if swaps else "")
+        )
+        record = record_unfinished(env, marker, redact(reason))
+        if record is not None:
+            done.append(f"recorded {record.operation} run {record.run_id or '-'} as interrupted: {reason}")
+            log.info(done[-1])
+    return done
+
+
+def recover_state(env: Environment, *, log: Log, redact: Redactor) -> list[str]:
+    """The databases, files and folders half of recovery: swap, scratch databases, temps."""
     done: list[str] = []
     journal = swap.read_journal(env)
     if journal is not None:
@@ -51,3 +82,93 @@ def recover_environment(env: Environment, *, log: Log | None = None, redact: Red
         log.info(line)
         done.append(line)
     return done
+
+
+def check_reachable(env: Environment, redact: Redactor) -> None:
+    """BackupError unless the database server answers: `recover` must not say there is nothing to
+    recover when it could not look."""
+    try:
+        with swap.admin(env, app=f"{swap.APP}-recover") as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        raise BackupError(
+            redact(
+                f"could not check {env.name} for what interrupted runs left: the database server at "
+                f"{env.database.host}:{env.database.port} does not answer ({' '.join(str(exc).split())})"
+            )
+        ) from None
+
+
+def settle_services(
+    env: Environment, run_id: str | None, *, log: Log | None = None, redact: Redactor | None = None
+) -> tuple[list[str], str]:
+    """Put the services back as the last completed operation left them: those that ran before a
+    run that did not finish (its marker, carried into this run's, says which) run again, at the
+    version now in place; with no such record, a half-up environment is started whole. Returns
+    the lines of what was done and one line on the services' state. OperationError when they do
+    not start (the environment is then stopped, and the error says what to run)."""
+    log = log or NullLog()
+    redact = redact or Redactor.for_environment(env)
+    marker = runs.read_marker(env)
+    own = marker is not None and marker.get("run_id") == run_id and marker.get("unsettled")
+    expected = marker.get("services") if own else None
+    runtime = get_runtime(env, log=log, redact=redact)
+    statuses = runtime.status()
+    running = [s.name for s in statuses if s.running]
+    stopped = [s.name for s in statuses if not s.running]
+    version = deployed_version(env)
+    deploy_cmd = f"`ultra-ops deploy --environment {env.name} --tag {version or 'VERSION'}`"
+    if expected == [] and running:
+        runtime.down()
+        line = f"stopped {', '.join(running)}: no service ran before the run that did not finish"
+        log.info(line)
+        return [line], f"all services stopped, as before the run that did not finish; start them with {deploy_cmd}"
+    if expected and stopped:
+        why = f"{', '.join(expected)} ran before the run that did not finish"
+    elif expected is None and running and stopped:
+        why = f"it was half up ({', '.join(running)} running, {', '.join(stopped)} stopped)"
+    elif running and not stopped:
+        return [], f"all services running ({', '.join(running)}) at {version or 'no version'}"
+    else:
+        return [], f"all services stopped ({', '.join(stopped)}); start them with {deploy_cmd}"
+    log.info(f"starting {env.name}'s services at {version or 'no version'}: {why}")
+    try:
+        runtime.up(version or "latest")
+        runtime.wait_healthy(env.health_timeout_s)
+    except (UltraOpsError, OSError) as exc:
+        raise OperationError(
+            redact(
+                f"{env.name}'s services did not start again ({exc}); {env.name} is STOPPED: fix the cause "
+                f"and run {deploy_cmd}"
+            )
+        ) from None
+    line = f"started {env.name}'s services ({', '.join(stopped + running)}) at {version or 'no version'}: {why}"
+    log.info(line)
+    return [line], f"all services running at {version or 'no version'}"
+
+
+def pending_recovery(env: Environment, *, running: bool) -> list[str]:
+    """What the next operation's recovery will find, for `status`: a database swap not finished or
+    undone, a deploy or rollback that ended without finishing. Reads only. `running`: a run holds
+    the lock now, so its swap and marker are its own, in progress."""
+    lines = []
+    journal = swap.read_journal(env)
+    if journal is not None:
+        recover_cmd = f"`ultra-ops recover --environment {env.name}`"
+        owner = "in progress" if running else f"left by an interrupted run: {recover_cmd}"
+        lines.append(
+            f"database swap of backup {journal.backup_id} at phase {journal.phase} since {journal.started_at} ({owner})"
+        )
+    marker = runs.read_marker(env)
+    if marker is not None and not running:
+        services = ", ".join(marker.get("services") or []) or "none"
+        recover_cmd = f"`ultra-ops recover --environment {env.name}`"
+        if marker.get("unsettled") and not marker.get("interrupted"):
+            # Carried through a run that finished (a backup, say) from one that did not.
+            lines.append(f"services to put back after a run that did not finish: {services}; {recover_cmd}")
+        else:
+            lines.append(
+                f"{marker.get('operation') or 'a run'} (run {marker.get('run_id') or '-'}) ended without "
+                f"finishing; services running before it: {services}; {recover_cmd} settles it"
+            )
+    return lines

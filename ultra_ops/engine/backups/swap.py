@@ -29,7 +29,6 @@ import json
 import os
 import re
 import secrets as _random
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from ultra_ops.engine.backups.checksums import fsync_dir
+from ultra_ops.engine.crash_points import CRASH_ENV as CRASH_ENV  # tests: a phase, or "rename_new:committed"
+from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.errors import BackupError
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, Redactor
@@ -52,7 +53,6 @@ _FORWARD = ("rename_new", "files", "drop_old")  # phases in which the final rena
 APP = "ultra_ops-swap"
 LOCK_TIMEOUT_S = 5.0
 STATEMENT_TIMEOUT_S = 60.0
-CRASH_ENV = "ULTRA_OPS_TEST_CRASH_AT"  # tests: SIGKILL at a phase, or at "rename_new:committed"
 _MAX_PG_IDENTIFIER = 63
 _SWAP_ATTEMPTS = 10
 
@@ -157,12 +157,6 @@ def enter(env: Environment, journal: SwapJournal, phase: str) -> SwapJournal:
     write_journal(env, journal)
     crash_point(phase)
     return journal
-
-
-def crash_point(name: str) -> None:
-    """Test hook: ULTRA_OPS_TEST_CRASH_AT=<name> kills this process here with SIGKILL."""
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # Sessions and statements -------------------------------------------------------------------------

@@ -10,8 +10,6 @@ inside `failure_recorded`, so a failed deploy leaves one release record saying h
 from __future__ import annotations
 
 import re
-import signal
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -28,6 +26,7 @@ from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError
 from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.release.git_tags import tag_release
+from ultra_ops.engine.release.interrupts import is_interrupt, settled_on_interrupt, uninterrupted
 from ultra_ops.engine.release.migrate import apply_migrations
 from ultra_ops.engine.release.records import (
     ReleaseRecord,
@@ -40,7 +39,7 @@ from ultra_ops.engine.release.records import (
 )
 from ultra_ops.engine.release.rollback import rollback
 from ultra_ops.engine.runtimes import get_runtime
-from ultra_ops.engine.secrets import Log, Redactor
+from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment, Settings
 from ultra_ops.engine.shell import run
 from ultra_ops.engine.verify.report import VerifyReport
@@ -233,9 +232,21 @@ def failure_recorded(
     env: Environment, req: DeployRequest, *, redact: Redactor, log: Log | None = None
 ) -> Iterator[None]:
     """Around every deploy step after the plan: a failure leaves one record, `failed` (nothing was
-    rolled back), or `rolled_back` / `rollback_failed` after an automatic rollback, with the reason."""
-    with recording_failure(
-        env, lambda outcome, reason: deploy_record(env, req, outcome, reason), redact=redact, log=log
+    rolled back), or `rolled_back` / `rollback_failed` after an automatic rollback, with the reason.
+    An interrupt where no automatic rollback follows is settled first (interrupts.py), `interrupted`."""
+    log = log or NullLog()
+    with (
+        recording_failure(
+            env, lambda outcome, reason: deploy_record(env, req, outcome, reason), redact=redact, log=log
+        ),
+        settled_on_interrupt(
+            env,
+            f"deploy of {req.tag} to {env.name}",
+            run_id=req.run_id,
+            compose_file=req.compose_path,
+            log=log,
+            redact=redact,
+        ),
     ):
         yield
 
@@ -250,13 +261,13 @@ def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redac
     except BaseException as exc:
         # Interrupts arrive as BaseExceptions that are not Exceptions: KeyboardInterrupt, or the
         # orchestrator's own interrupt type (which the engine does not name). Other errors are bugs.
-        interrupted = not isinstance(exc, Exception) and not isinstance(exc, GeneratorExit)
+        interrupted = is_interrupt(exc)
         if req.backup_id is None or not (interrupted or isinstance(exc, UltraOpsError)):
             raise
         reason = "the deploy was interrupted" if interrupted else redact(str(exc))
         log.warning(f"deploy of {req.tag} failed ({reason}); rolling back to backup {req.backup_id}")
         try:
-            with _uninterrupted():
+            with uninterrupted():  # a second Ctrl-C must not stop the rollback that puts it back
                 result = rollback(env, req.backup_id, compose_file=req.compose_path, log=log, redact=redact)
         except UltraOpsError as rb_exc:
             raise with_outcome(
@@ -274,21 +285,6 @@ def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redac
         except TypeError:
             error = OperationError(message)
         raise with_outcome(error, ReleaseStatus.ROLLED_BACK) from None
-
-
-@contextmanager
-def _uninterrupted() -> Iterator[None]:
-    """A second Ctrl-C must not stop the rollback that puts the environment back: it is ignored
-    while the rollback runs (from the main thread; elsewhere signals cannot be set)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def migrate(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> list[str]:

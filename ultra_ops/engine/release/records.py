@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ultra_ops.engine import runs
 from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import InputError
@@ -28,7 +29,7 @@ from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Environment
 
 OPERATIONS = ("deploy", "rollback")
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: status `interrupted`
 _COLUMNS = (
     "environment",
     "operation",
@@ -43,14 +44,15 @@ _COLUMNS = (
     "ended_at",
     "reason",
 )
-_SCHEMA = f"""
+_STATUSES = ("deployed", "failed", "rolled_back", "rollback_failed", "interrupted")
+_TABLE = f"""
 CREATE TABLE IF NOT EXISTS releases (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     environment TEXT NOT NULL,
     operation TEXT NOT NULL CHECK (operation IN {OPERATIONS!r}),
     version TEXT,
     previous_version TEXT,
-    status TEXT NOT NULL CHECK (status IN ('deployed', 'failed', 'rolled_back', 'rollback_failed')),
+    status TEXT NOT NULL CHECK (status IN {_STATUSES!r}),
     git_commit TEXT,
     backup_id TEXT,
     run_id TEXT,
@@ -58,7 +60,8 @@ CREATE TABLE IF NOT EXISTS releases (
     started_at TEXT NOT NULL,
     ended_at TEXT NOT NULL,
     reason TEXT
-);
+)"""
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS releases_environment_version ON releases (environment, version);
 CREATE INDEX IF NOT EXISTS releases_status ON releases (status);
 CREATE INDEX IF NOT EXISTS releases_run_id ON releases (run_id);
@@ -72,12 +75,15 @@ class ReleaseStatus(enum.StrEnum):
     the environment (checklist, tests, a damaged backup refused), or after a step that rollback does
     not undo (build, push, tag). rolled_back: a manual rollback succeeded, or a deploy failed after
     its backup and was rolled back to it automatically. rollback_failed: that rollback failed too.
+    interrupted: Ctrl-C or SIGTERM stopped it (recorded at once, the reason saying in what state it
+    left the environment), or its process died (recorded by the next operation, which finds it).
     """
 
     DEPLOYED = "deployed"
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
+    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,12 +131,33 @@ def _connect(path: Path) -> Iterator[sqlite3.Connection]:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # a committed record survives a power cut, not only a kill
         if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
-            conn.execute("BEGIN IMMEDIATE")  # IF NOT EXISTS: a concurrent first writer is harmless
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _create_or_upgrade(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             conn.execute("COMMIT")
         yield conn
+
+
+def _create_or_upgrade(conn: sqlite3.Connection) -> None:
+    """Inside the writer's transaction: the version is read again, so of two first writers the
+    second finds the work done. Version 1's CHECK does not allow `interrupted`, and SQLite cannot
+    change a CHECK: its rows are copied into a new table."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == _SCHEMA_VERSION:
+        return
+    if version == 1:
+        conn.execute("ALTER TABLE releases RENAME TO releases_v1")
+        conn.execute(_TABLE)
+        conn.execute("INSERT INTO releases SELECT * FROM releases_v1")
+        conn.execute("DROP TABLE releases_v1")  # its indexes go with it; the new table's follow
+    else:
+        conn.execute(_TABLE)
+    for statement in filter(str.strip, _INDEXES.split(";")):
+        conn.execute(statement)
+    conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
 
 def record_release(env: Environment, record: ReleaseRecord) -> ReleaseRecord:
@@ -285,13 +312,41 @@ def recording_failure(
 ) -> Iterator[None]:
     """Record the failure of the operation inside the block, then re-raise it unchanged.
     `describe` builds the record from the outcome (`status`, unless the error is marked
-    `with_outcome`) and the redacted error. A record that cannot be written is logged, so the
-    operation's own error is still the one raised."""
+    `with_outcome`) and the redacted error; an interrupt that reaches here as it came (Ctrl-C,
+    SIGTERM) is recorded `interrupted`. A record that cannot be written is logged, so the
+    operation's own error is still the one raised. On entry the record this step would leave if
+    its process died is noted in the run's marker (runs.py), for the next operation to write."""
+    log = log or NullLog()
+    try:
+        runs.note_record(env, describe(ReleaseStatus.INTERRUPTED, "").to_dict())
+    except Exception as exc:  # noqa: BLE001 - the step matters more than its draft
+        log.warning(f"could not note this run in its marker: {exc}")
     try:
         yield
-    except Exception as exc:
+    except BaseException as exc:
+        if isinstance(exc, GeneratorExit):
+            raise
+        if isinstance(exc, Exception):
+            outcome, reason = getattr(exc, "release_status", status), redact(str(exc))
+        else:
+            outcome, reason = ReleaseStatus.INTERRUPTED, f"interrupted ({type(exc).__name__})"
         try:
-            record_release(env, describe(getattr(exc, "release_status", status), redact(str(exc))))
+            record_release(env, describe(outcome, reason))
         except Exception as record_exc:  # noqa: BLE001 - the operation's error matters more
-            (log or NullLog()).warning(f"the release record of this failure could not be written: {record_exc}")
+            log.warning(f"the release record of this failure could not be written: {record_exc}")
         raise
+
+
+def record_unfinished(env: Environment, marker: dict, reason: str) -> ReleaseRecord | None:
+    """The `interrupted` record of a run that ended without writing its own, from the draft its
+    marker holds; None when it wrote one, or was no deploy or rollback."""
+    draft = marker.get("record")
+    if not isinstance(draft, dict):
+        return None
+    if draft.get("run_id") and find_releases(env, run_id=draft["run_id"], limit=1):
+        return None
+    fields = {k: v for k, v in draft.items() if k in ReleaseRecord.__dataclass_fields__}
+    record = ReleaseRecord(
+        **{**fields, "status": ReleaseStatus.INTERRUPTED, "ended_at": utc_timestamp(), "reason": reason}
+    )
+    return record_release(env, record)

@@ -30,6 +30,7 @@ from ultra_ops.engine.backups.store import SAFETY_LABEL, BackupInfo, get_backup,
 from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import InputError, OperationError, UltraOpsError
+from ultra_ops.engine.release.interrupts import settled_on_interrupt
 from ultra_ops.engine.release.records import (
     ReleaseRecord,
     ReleaseStatus,
@@ -274,9 +275,25 @@ def failure_recorded(
     status: ReleaseStatus = ReleaseStatus.ROLLBACK_FAILED,
 ) -> Iterator[None]:
     """Around a manual rollback's step: a failure is recorded with the error as reason, then raised.
-    `status`: failed for the steps before anything stops, rollback_failed (default) from stop on."""
-    with recording_failure(
-        env, lambda outcome, reason: rollback_record(env, plan, outcome, reason), redact=redact, status=status, log=log
+    `status`: failed for the steps before anything stops, rollback_failed (default) from stop on.
+    An interrupt is settled first (interrupts.py) and recorded `interrupted`."""
+    log = log or NullLog()
+    with (
+        recording_failure(
+            env,
+            lambda outcome, reason: rollback_record(env, plan, outcome, reason),
+            redact=redact,
+            status=status,
+            log=log,
+        ),
+        settled_on_interrupt(
+            env,
+            f"rollback of {env.name} to backup {plan.backup_id}",
+            run_id=plan.run_id,
+            compose_file=plan.compose_path,
+            log=log,
+            redact=redact,
+        ),
     ):
         yield
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ultra_ops.engine import procfs
+from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import RuntimeFailure
 from ultra_ops.engine.files import open_private_append, private_dir
@@ -196,6 +197,7 @@ class ProcessRuntime:
                     )
                 self._start(spec, version)
                 started.append(spec)
+                crash_point(f"started:{spec.name}")  # tests: interrupted with the environment half started
         except BaseException:
             for spec in started:
                 self._stop(spec)
@@ -244,6 +246,7 @@ class ProcessRuntime:
         """Stop every process: SIGTERM to its process group, SIGKILL after its stop timeout."""
         for spec in self.env.processes:
             self._stop(spec)
+            crash_point(f"stopped:{spec.name}")  # tests: killed with the environment half stopped
 
     def _stop(self, spec: ProcessSpec) -> None:
         running = self._running_pid(spec)

@@ -100,14 +100,16 @@ def not_checked(section: str, name: str, why: str) -> ChecklistItem:
 
 
 def services_running(env: Environment) -> bool | None:
-    """Whether the environment's services run (None: the runtime cannot tell)."""
+    """Whether all the environment's services run (None: the runtime cannot tell). One stopped is
+    not running: the endpoints of a half-stopped environment are what the deploy brings back, so
+    their checks warn instead of blocking it."""
     from ultra_ops.engine.runtimes import get_runtime
 
     try:
         statuses = get_runtime(env).status()
     except Exception:  # noqa: BLE001 - no docker here, or the runtime cannot answer: unknown, not a failure
         return None
-    return any(s.running for s in statuses)
+    return bool(statuses) and all(s.running for s in statuses)
 
 
 def http_client(env: Environment) -> httpx.Client:
@@ -124,7 +126,7 @@ def stopped_item(env: Environment, section: str, name: str, running: bool | None
         return not_checked(
             section,
             name,
-            f"{env.name}'s services are not running (a first deploy, or stopped): "
+            f"{env.name}'s services are not all running (a first deploy, stopped, or half stopped): "
             "the verification after the deploy checks them",
         )
     return None
