@@ -18,7 +18,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import PG, REPO, Stack, free_port
 
 from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.backups.swap import journal_path
@@ -27,6 +26,11 @@ from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, find_
 from ultra_ops.engine.runs import marker_path
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import load_settings
+from ultra_ops_tests.support.cli import start_cli
+from ultra_ops_tests.support.configs import checks_config
+from ultra_ops_tests.support.ports import free_port
+from ultra_ops_tests.support.services import PG
+from ultra_ops_tests.support.stack import Stack
 
 
 def _with_llm(stack: Stack) -> int:
@@ -59,14 +63,7 @@ def _leftover_databases(database: str) -> list[tuple[str, bool]]:
 
 
 def _cli(stack: Stack, *argv: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ultra_ops.cli", *argv, "--environment", "staging", "--config", str(stack.config)],
-        cwd=REPO,
-        env={**os.environ, **(extra_env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_cli(*argv, config=stack.config, environment="staging", env={**os.environ, **(extra_env or {})})
 
 
 def _two_releases(stack: Stack) -> str:
@@ -228,8 +225,6 @@ def test_recover_exits_1_when_the_database_does_not_answer(stack: Stack, capsys)
 
 def test_records_of_schema_1_take_the_interrupted_status(tmp_path: Path) -> None:
     """A releases database written before `interrupted` existed keeps its rows and accepts it."""
-    from conftest import checks_config
-
     env = load_settings(checks_config(tmp_path, "unused", "")).environment("staging")
     env.state_dir.mkdir(parents=True)
     path = env.state_dir / "releases.sqlite3"
