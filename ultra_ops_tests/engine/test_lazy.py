@@ -5,12 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.unit
+
 # Threads released together read attributes of modules nobody imported yet, as verify's checks do.
 CODE = """
 import sys, threading
 from ultra_ops.engine.lazy import lazy_module
-
-pytestmark = pytest.mark.unit
 psycopg, httpx, redis = lazy_module("psycopg"), lazy_module("httpx"), lazy_module("redis")
 assert "psycopg.errors" not in sys.modules  # nothing executed before the first attribute read
 start, errors = threading.Barrier(24), []
