@@ -84,3 +84,16 @@ def test_the_launchpad_offers_only_a_newer_version_and_says_why_when_none(tmp_pa
     assert version is None and why.startswith("nothing new to release")
     version, why = offered_version(settings, "development")
     assert version is None and "v0.0.0-dev" in why
+
+
+def test_the_demo_run_again_deploys_its_first_release_as_an_allowed_downgrade(tmp_path: Path) -> None:
+    from ultra_ops.demo import _starting_over
+
+    config = write_multi_config(tmp_path, {"development": "u_d", "staging": "u_s"}, redis_prefix="unused:")
+    settings = load_settings(config)
+    running(settings.environments["development"], "v1.1.0")
+    first = ["deploy", "--environment", "development", "--tag", "v1.0.0", "--skip-build"]
+    assert _starting_over(settings, first) == [*first, "--allow-downgrade", "--reason", "the demo starts over"]
+    fresh = ["deploy", "--environment", "staging", "--tag", "v1.0.0", "--skip-build"]
+    assert _starting_over(settings, fresh) == fresh
+    assert _starting_over(settings, ["verify", "--environment", "staging"]) == ["verify", "--environment", "staging"]
