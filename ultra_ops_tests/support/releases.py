@@ -1,7 +1,9 @@
-"""An environment's release state written as a deploy leaves it, without deploying: the version in
-its env file and a successful deploy in its release records."""
+"""An environment's release state written as a deploy leaves it, without deploying: a successful
+deploy in its release records and, for `running`, the version in its env file."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.deployed import mark_deployed
@@ -9,10 +11,8 @@ from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, recor
 from ultra_ops.engine.settings import Environment
 
 
-def running(env: Environment, version: str) -> None:
-    """`env` runs `version`, deployed successfully (so the calendar may promote it from there)."""
-    env.env_file.parent.mkdir(parents=True, exist_ok=True)
-    mark_deployed(env, version)
+def record_deploy(env: Environment, version: str, **fields: Any) -> None:
+    """A successful deploy of `version` in `env`'s release records (so the calendar may promote it)."""
     now = utc_timestamp()
     record_release(
         env,
@@ -24,5 +24,13 @@ def running(env: Environment, version: str) -> None:
             status=ReleaseStatus.DEPLOYED,
             started_at=now,
             ended_at=now,
+            **fields,
         ),
     )
+
+
+def running(env: Environment, version: str) -> None:
+    """`env` runs `version`, deployed successfully."""
+    env.env_file.parent.mkdir(parents=True, exist_ok=True)
+    mark_deployed(env, version)
+    record_deploy(env, version)

@@ -225,6 +225,3 @@ def launch(
     result = execute_run(recon_job, run, instance)
     return _outcome(instance, run.run_id, result.success)
 
-
-if __name__ == "__main__":  # `./dev ui`: the same home as the CLI's runs
-    print(ensure_dagster_home())

@@ -43,6 +43,13 @@ def is_downgrade(environment: str, current: str | None, target: str) -> bool:
     return new < old
 
 
+def is_newer(target: str, current: str | None) -> bool:
+    """Whether `target` is newer than `current` (nothing deployed, or a hand-written version, counts
+    as older than any): what the calendar and the launchpad offer."""
+    old, new = (_parsed(current) if current else None), _parsed(target)
+    return new is not None and (old is None or old < new)
+
+
 def downgrade_reason(allow: bool, reason: str | None) -> str | None:
     """The reason that goes with allowing a downgrade, required with it; None without the flag."""
     if not allow:

@@ -8,6 +8,7 @@ import pytest
 
 from ultra_ops.engine.calendar.gates import deploy_reasons
 from ultra_ops.engine.calendar.offer import offered_version
+from ultra_ops.engine.calendar.ticks import release_candidate
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.release.downgrade import DowngradeRefused, check_downgrade, is_downgrade, version_change
 from ultra_ops.engine.settings import load_settings
@@ -70,10 +71,14 @@ def test_the_launchpad_offers_only_a_newer_version_and_says_why_when_none(tmp_pa
     envs = settings.environments
     running(envs["staging"], "v1.2.0")
     running(envs["development"], "v1.1.0")
-    # The next staging tick would take development's v1.1.0, which staging never had: older, so not offered.
-    assert offered_version(settings, "staging") == (
-        None,
-        "nothing newer than v1.2.0, which staging runs: its next release would be v1.1.0",
+    # Development's v1.1.0, which staging never had, is older: no tick deploys it, nor does the form offer it.
+    assert (
+        release_candidate(settings, "staging")
+        == offered_version(settings, "staging")
+        == (
+            None,
+            "nothing newer than v1.2.0, which staging runs: its next release would be v1.1.0",
+        )
     )
     running(envs["development"], "v1.3.0")
     assert offered_version(settings, "staging") == ("v1.3.0", "")
