@@ -224,4 +224,3 @@ def launch(
     )
     result = execute_run(recon_job, run, instance)
     return _outcome(instance, run.run_id, result.success)
-
