@@ -23,6 +23,7 @@ from ultra_ops.defs.release.config import DeployConfig
 from ultra_ops.defs.shared import tags
 from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.release.records import find_releases
+from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import Settings, load_settings
 from ultra_ops_tests.support.configs import write_multi_config
 from ultra_ops_tests.support.databases import create_database, drop_databases
@@ -37,6 +38,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     tmp = tmp_path_factory.mktemp("operator_view")
     base = f"uo_test_{uuid.uuid4().hex[:12]}"
     databases = {env: f"{base}_{env[:4]}" for env in ("development", "staging", "production")}
+    loaded = None
     try:
         for name in databases.values():
             create_database(name)
@@ -52,6 +54,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         running(loaded.environments["production"], "v1.2.0")
         yield loaded
     finally:
+        for env in loaded.environments.values() if loaded else ():
+            get_runtime(env).down()  # none should run: a deploy that got past its plan would start one
         drop_databases(base)
 
 
