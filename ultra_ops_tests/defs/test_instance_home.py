@@ -76,3 +76,14 @@ def test_tests_record_in_a_home_of_their_own_never_the_operators(tmp_path: Path)
         assert any(run.tags.get("ultra_ops/version") == "v4.5.6" for run in instance.get_runs())
     assert recorded_runs(USER_HOME) == before
     assert not (tmp_path / ".dagster_home").exists()  # the config's folder is no default any more here
+
+
+def test_dev_ui_runs_on_the_clis_home_with_its_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """`./dev ui` asks platform.attach for its DAGSTER_HOME: the CLI's, made ready with the queue."""
+    from ultra_ops.platform.attach import main as dev_ui_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    assert dev_ui_home() == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "home")
+    instance = yaml.safe_load((tmp_path / "home" / "dagster.yaml").read_text())
+    assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
