@@ -14,13 +14,14 @@ from ultra_ops.defs.maintenance.schedules import maintenance_schedules
 from ultra_ops.defs.platform.jobs import PLATFORM_JOBS
 from ultra_ops.defs.platform.schedules import platform_schedules
 from ultra_ops.defs.release.assets import RELEASE_ASSETS
+from ultra_ops.defs.release.checklist import CHECKLIST_ASSETS
 from ultra_ops.defs.release.jobs import RELEASE_JOBS
 from ultra_ops.defs.release.sensors import release_sensors
 from ultra_ops.defs.shared.jobs import LOGGERS
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 
 defs = Definitions(
-    assets=[*BACKUP_ASSETS, *RELEASE_ASSETS, *MAINTENANCE_ASSETS],
+    assets=[*BACKUP_ASSETS, *RELEASE_ASSETS, *CHECKLIST_ASSETS, *MAINTENANCE_ASSETS],
     asset_checks=BACKUP_CHECKS,
     jobs=[*RELEASE_JOBS, *BACKUP_JOBS, *CALENDAR_JOBS, *MAINTENANCE_JOBS, *PLATFORM_JOBS],
     schedules=[*calendar_schedules(), *backup_schedules(), *maintenance_schedules(), *platform_schedules()],

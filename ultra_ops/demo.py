@@ -17,6 +17,7 @@ from ultra_ops.demo_calendar import ensure_repository, run_calendar_demo
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.release.branches import release_repository
+from ultra_ops.engine.release.downgrade import is_downgrade
 from ultra_ops.engine.settings import Settings
 from ultra_ops.engine.versions import DEVELOPMENT, PROMOTION, STAGING
 
@@ -63,6 +64,16 @@ def single_steps(env: str, config_args: list[str]) -> list[Step]:
     ]
 
 
+def _starting_over(settings: Settings, argv: list[str]) -> list[str]:
+    """A demo run again finds newer versions in place: its first deploys say so, as a downgrade."""
+    if argv[0] != "deploy":
+        return argv
+    env = settings.environment(argv[argv.index("--environment") + 1])
+    if not is_downgrade(env.name, deployed_version(env), argv[argv.index("--tag") + 1]):
+        return argv
+    return [*argv, "--allow-downgrade", "--reason", "the demo starts over"]
+
+
 def run_demo(
     settings: Settings,
     environment: str | None,
@@ -89,7 +100,8 @@ def run_demo(
     if repo is not None:
         for line in ensure_repository(repo):
             progress(line)
-    for title, argv in steps:
+    for title, planned in steps:
+        argv = _starting_over(settings, planned)
         progress(f"== {title}: ultra-ops {' '.join(argv)}")
         code = run(argv)
         if code != 0:

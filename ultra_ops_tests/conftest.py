@@ -2,10 +2,15 @@
 
 Nothing is mocked: the database, Redis and HTTP peers are real servers on loopback. What tests share
 besides fixtures is in support/, which they import directly.
+
+No test records into the operator's Dagster instance: the session sets a DAGSTER_HOME of its own
+before any test runs (tests and the processes they start inherit it; `dagster_home` gives a test
+one of its own), and the session fails if the repository's `.dagster_home` changed while it ran.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +22,7 @@ from ultra_ops_tests.support.configs import ENVIRONMENTS
 from ultra_ops_tests.support.databases import create_database, drop_databases
 from ultra_ops_tests.support.services import REDIS_URL
 from ultra_ops_tests.support.stack import Stack
+from ultra_ops_tests.support.user_instance import USER_HOME, changes, state
 
 # Files whose tests take minutes in all start first: ./dev test hands whole files to its workers
 # (--dist loadfile), and one of these started last would run alone at the end of the suite.
@@ -28,6 +34,45 @@ SLOW_FILES_FIRST = (
     "test_run_locks.py",
     "test_browser.py",
 )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist) watches
+        session.config.stash[_USER_INSTANCE] = state()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    before = session.config.stash.get(_USER_INSTANCE, None)
+    if before is None:
+        return
+    changed = changes(before, state())
+    if changed:
+        session.config.get_terminal_writer().line(
+            f"FAILED: the tests changed the operator's Dagster instance: {changed} "
+            f"(a test recorded outside its own DAGSTER_HOME, unless you launched runs in {USER_HOME} meanwhile)",
+            red=True,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_USER_INSTANCE = pytest.StashKey[tuple[bool, dict[str, str]]]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A Dagster home of the session's own for every test that does not ask for `dagster_home`, and
+    for every process a test starts: whatever the operator's shell exports, nothing is recorded in
+    the operator's instance, and no in-process CLI call leaves DAGSTER_HOME set for the next test."""
+    home = tmp_path_factory.mktemp("session_dagster_home")
+    saved = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if saved is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = saved
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

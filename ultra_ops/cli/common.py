@@ -7,9 +7,10 @@ import gc
 import getpass
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from ultra_ops.engine.errors import InputError
+from ultra_ops.engine.errors import InputError, OperationError
 from ultra_ops.engine.settings import Settings, load_settings
 
 
@@ -82,21 +83,22 @@ def run_job(
     """Run `job` for one environment partition (or, with None, a job of no environment), tagged
     before it starts, as the UI would file it. `partitioned=False`: a job with no partitions (asset
     checks alone), told its environment by tag."""
-    from dagster import DagsterInstance
-
     from ultra_ops.defs.shared.launch import ensure_dagster_home, launch
-    from ultra_ops.defs.shared.tags import LAUNCHED_BY, OPERATION, PARTITION, VERSION, launch_tags
+    from ultra_ops.defs.shared.tags import OPERATION, PARTITION, VERSION, launch_tags, launcher_tags
     from ultra_ops.engine.envfile import read_env_file
 
     operation = job.removesuffix("_job")
     if environment is None:
-        tags = {OPERATION: operation, LAUNCHED_BY: launched_by_user()}
+        tags = {OPERATION: operation, **launcher_tags(launched_by_user())}
         if tag_values.get("version"):
             tags[VERSION] = tag_values["version"]
     else:
         # An env file the run could not read is bad input: refused here, before a run exists.
         read_env_file(settings.environment(environment).env_file)
         tags = launch_tags(environment, operation, launched_by=launched_by_user(), **tag_values)
+    from ultra_ops.platform.attach import attach
+
+    attach()  # while the platform runs on this host, its instance is the one to record on
     home = ensure_dagster_home(settings.path)
     if partition:
         tags[PARTITION] = partition  # a job partitioned by more than the environment
@@ -110,7 +112,7 @@ def run_job(
         },
     }
     progress(f"starting {job}" + (f" for {environment}" if environment else "") + f" (Dagster home {home})")
-    instance = DagsterInstance.get()
+    instance = _instance(home)
     end_startup()
     result = launch(job, config, tags, instance=instance)
     state = "succeeded" if result.success else "FAILED"
@@ -118,6 +120,20 @@ def run_job(
     if not result.success:
         print(f"error: {result.message}", file=sys.stderr, flush=True)
     return result
+
+
+def _instance(home: Path):  # noqa: ANN202 - a DagsterInstance (dagster is imported late)
+    """The instance in `home`, or one line saying why it cannot be opened (storage down, a bad
+    dagster.yaml) instead of Dagster's traceback."""
+    from dagster import DagsterInstance
+
+    try:
+        return DagsterInstance.get()
+    except Exception as exc:  # noqa: BLE001 - whatever Dagster raises, the operator gets one line
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        if os.environ.get("DAGSTER_PG_PASSWORD"):
+            first = first.replace(os.environ["DAGSTER_PG_PASSWORD"], "***")
+        raise OperationError(f"cannot open the Dagster instance in {home}: {first[:300]}") from None
 
 
 def ops_config(op: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -82,7 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="an emergency fix: past freezes and the promotion gate, never past tests or verification",
     )
-    p.add_argument("--reason", metavar="TEXT", help="why the emergency fix cannot wait (required with --emergency)")
+    p.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="deploy a version older than the one running (refused otherwise; a rollback restores a backup instead)",
+    )
+    p.add_argument(
+        "--reason",
+        metavar="TEXT",
+        help="why the emergency fix cannot wait, or why the older version must run (required with "
+        "--emergency or --allow-downgrade; recorded)",
+    )
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("verify", parents=[common], help="verify an environment, or decide on a waiting one")

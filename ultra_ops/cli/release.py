@@ -20,14 +20,16 @@ from ultra_ops.engine.settings import Environment, Settings
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from ultra_ops.defs.shared.tags import EMERGENCY, SKIP_BUILD, SKIP_TESTS
-    from ultra_ops.engine.calendar.gates import check_emergency
+    from ultra_ops.defs.shared.tags import DOWNGRADE, EMERGENCY, SKIP_BUILD, SKIP_TESTS
+    from ultra_ops.engine.calendar.gates import deploy_reasons
+    from ultra_ops.engine.deployed import deployed_version
     from ultra_ops.engine.release.deploy import plan_deploy, resolve_tag
+    from ultra_ops.engine.release.downgrade import check_downgrade, version_change
 
     settings = settings_of(args)
     env = settings.environment(args.environment)
     # Every input is checked here too, so bad input exits 2 before a run exists.
-    emergency = check_emergency(args.emergency, args.reason)
+    emergency, downgrade = deploy_reasons(args.emergency, args.allow_downgrade, args.reason)
     req = plan_deploy(
         settings,
         env.name,
@@ -38,8 +40,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         registry=args.registry,
         emergency_reason=emergency,
     )
+    # A downgrade too (the run checks again under the environment's lock).
+    current = deployed_version(env)
+    allowed = check_downgrade(env.name, current, req.tag, allowed=downgrade)
     if req.skip_tests and env.name == "production":
         progress("warning: --skip-tests on production is not recommended")
+    progress(f"{env.name}: {version_change(current, req.tag)}" + (f" ({allowed})" if allowed else ""))
     from ultra_ops.defs.release.config import DeployConfig, deploy_run_config  # dagster: only once input is good
 
     form = DeployConfig(
@@ -49,7 +55,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         compose_file=req.compose_file,
         registry=req.registry,
         emergency=bool(emergency),
-        reason=emergency,
+        allow_downgrade=bool(downgrade),
+        reason=args.reason if emergency or downgrade else None,
     )
     result = run_job(
         args,
@@ -58,7 +65,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         env.name,
         deploy_run_config(form),
         version=req.tag,
-        flags={SKIP_TESTS: req.skip_tests, SKIP_BUILD: req.skip_build, EMERGENCY: bool(emergency)},
+        flags={
+            SKIP_TESTS: req.skip_tests,
+            SKIP_BUILD: req.skip_build,
+            EMERGENCY: bool(emergency),
+            DOWNGRADE: bool(allowed),
+        },
     )
     if result.success:
         out(f"deployed {req.tag} to {env.name}")

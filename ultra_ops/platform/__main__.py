@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from ultra_ops.engine.errors import UltraOpsError
-from ultra_ops.platform.instance import REPO
+from ultra_ops.platform.instance import PLATFORM_HOME
 from ultra_ops.platform.stack import Platform
 
-DEFAULT_HOME = REPO / "var" / "platform"  # var/ is git-ignored
+DEFAULT_HOME = PLATFORM_HOME
 # Each daemon beats every few seconds; Dagster's UI calls a daemon unhealthy after 60 s of silence.
 STALE_HEARTBEAT_S = 60
 

@@ -17,6 +17,7 @@ from ultra_ops.engine.paths import REPOSITORY_ROOT
 REPO = REPOSITORY_ROOT
 PRODUCTION_INSTANCE = REPO / "dagster.yaml"
 PRODUCTION_WORKSPACE = REPO / "deploy" / "platform-workspace.yaml"
+PLATFORM_HOME = REPO / "var" / "platform"  # `./dev platform`'s home (var/ is git-ignored)
 
 # Each run as a subprocess of the code server: no Docker engine needed.
 LOCAL_RUN_LAUNCHER: dict[str, Any] = {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"}

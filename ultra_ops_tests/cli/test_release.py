@@ -16,6 +16,7 @@ import pytest
 from dagster import DagsterInstance, RunsFilter
 
 from ultra_ops.cli import main
+from ultra_ops.defs.shared.tags import SKIP_TESTS
 from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
@@ -110,7 +111,7 @@ def _rollback_to_named_backup(stack: Stack, repo: Path, dagster_home: Path) -> N
     tags = subprocess.run(["git", "-C", str(repo), "tag", "-n1"], capture_output=True, text=True).stdout
     assert "v1.0.0" in tags and "Release v1.0.0" in tags
     (run,) = _runs(dagster_home)
-    assert run.tags["ultra_ops/skip_tests"] == "true"
+    assert run.tags[SKIP_TESTS] == "true"  # kept on the run, out of the UI's chips
     assert last_release(stack.env).run_id == run.run_id
     assert stack.ops("deploy", "--tag", "v1.2.0") == 0
     assert stack.get("/health").json()["version"] == "v1.2.0"

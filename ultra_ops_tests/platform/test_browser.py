@@ -41,10 +41,13 @@ if not CHROMIUM.exists():
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
     with running_platform(tmp_path_factory.mktemp("browser")) as running:
-        # The operator's shell: a deploy and a verify of development, recorded on the platform's instance.
+        # The operator's shell: a deploy and a verify of development, recorded on the platform's instance;
+        # then v1.0.0 on staging and v1.1.0 on development, so staging's next release is v1.1.0.
         for argv in (
             ("deploy", "--environment", "development", "--tag", "v1.0.0", "--skip-tests", "--skip-build"),
             ("verify", "--environment", "development"),
+            ("deploy", "--environment", "staging", "--tag", "v1.0.0", "--skip-tests", "--skip-build"),
+            ("deploy", "--environment", "development", "--tag", "v1.1.0", "--skip-tests", "--skip-build"),
         ):
             result = running.ops(*argv)
             assert result.returncode == 0, result.stdout + result.stderr
@@ -146,3 +149,46 @@ def test_launch_verify_from_the_launchpad_and_find_cli_runs(platform: RunningPla
     except Exception:
         shots.take("failure")
         raise
+
+
+def test_deploy_launchpad_offers_a_newer_version_and_a_downgrade_changes_nothing(
+    platform: RunningPlatform,
+    page,  # noqa: ANN001
+) -> None:
+    """Staging runs v1.0.0: its launchpad offers v1.1.0 (development's, its next release), and a
+    downgrade typed into the form fails its first step naming both versions, leaving staging as it was."""
+    from ultra_ops.engine.backups.store import list_backups
+    from ultra_ops.engine.release.records import find_releases
+    from ultra_ops.engine.settings import load_settings
+
+    expect = playwright.expect
+    staging = load_settings(platform.config).environment("staging")
+    before = (staging.env_file.read_bytes(), find_releases(staging), list_backups(staging))
+    shots = Shots(page)
+    try:
+        page.goto(f"{platform.platform.url}/locations/ultra_ops/jobs/deploy_job")
+        page.get_by_role("tab", name="Launchpad").or_(page.get_by_role("link", name="Launchpad")).first.click()
+        partition = page.get_by_placeholder("Partition")
+        expect(partition).to_be_visible(timeout=30_000)
+        options = page.get_by_role("menuitem")
+        _open_menu(partition, options.filter(has_text="staging"))
+        options.filter(has_text="staging").first.click()
+        editor = page.locator(".CodeMirror-code").first
+        expect(editor).to_contain_text("tag: 'v1.1.0'", timeout=30_000)
+        for absent in ("config_path", "lock_wait_s"):  # only what an operator sets
+            expect(editor).not_to_contain_text(absent)
+        shots.take("deploy-form-offers-v1.1.0")
+
+        downgrade = "ops:\n  deploy_plan:\n    config:\n      tag: v0.9.0\n      skip_build: true\n"
+        page.evaluate("text => document.querySelector('.CodeMirror').CodeMirror.setValue(text)", downgrade)
+        expect(page.get_by_text("No errors")).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Launch Run").click()
+        page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}.*"), timeout=60_000)
+        run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
+        assert platform.ui.wait(run_id) == "FAILURE"
+        expect(page.get_by_text("staging runs v1.0.0; v0.9.0 is older").first).to_be_visible(timeout=60_000)
+        shots.take("downgrade-refused")
+    except Exception:
+        shots.take("failure")
+        raise
+    assert (staging.env_file.read_bytes(), find_releases(staging), list_backups(staging)) == before

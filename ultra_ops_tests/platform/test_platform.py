@@ -253,3 +253,24 @@ def test_a_schedule_tick_queues_behind_a_ui_launch_for_its_environment(
     staging, mine = instance.get_run_stats(runs["staging"]), instance.get_run_stats(deploy)
     # The tick came while the deploy ran (or waited to run, first in the queue): it ran after it.
     assert staging.start_time >= mine.end_time
+
+
+def test_the_cli_records_on_the_running_platform_without_set_up(platform: RunningPlatform) -> None:
+    """While the platform runs, its home is where a command records: found from platform.json with
+    the storage it names, so neither DAGSTER_HOME nor the four DAGSTER_PG_* need setting by hand."""
+    import os
+
+    from ultra_ops.platform.attach import platform_environment, running_platform
+    from ultra_ops_tests.support.cli import run_cli
+
+    home = platform.platform.home
+    assert running_platform(home).url == platform.platform.url
+    added = platform_environment({}, home=home)  # what `./dev ops` gets with nothing set
+    assert added["DAGSTER_HOME"] == str(home) and added["DAGSTER_PG_DB"] == platform.platform.database
+    assert platform_environment({"DAGSTER_PG_DB": "mine"}, home=home).get("DAGSTER_PG_DB") is None  # set ones win
+    # The platform's home named, its storage not: filled in from the platform's record.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PG_")} | {"DAGSTER_HOME": str(home)}
+    result = run_cli("stop", environment="development", config=platform.config, env=env)
+    assert result.returncode == 0, result.stderr
+    (stop,) = platform.ui.job_runs("stop_job")
+    assert stop["status"] == "SUCCESS"

@@ -80,13 +80,20 @@ class Webserver(UI):
     """A dagster-webserver of the test's own on a SQLite instance, loading the code in-process."""
 
     def __init__(
-        self, dagster_home: Path, env: dict[str, str] | None = None, *, instance_yaml: str | None = None
+        self,
+        dagster_home: Path,
+        env: dict[str, str] | None = None,
+        *,
+        instance_yaml: str | None = None,
+        queue: bool = False,
     ) -> None:
         self.home = dagster_home
-        # The instance the CLI writes, plus a run coordinator: by default runs start at once,
-        # without a daemon to dequeue them.
+        # The instance the CLI writes; with `queue`, its run queue as `./dev ui` has it (runs wait for
+        # start_daemon), else a run coordinator that starts runs at once, without a daemon.
         (dagster_home / "dagster.yaml").write_text(
             local_instance_yaml(dagster_home)
+            if queue
+            else local_instance_yaml(dagster_home, queue=False)
             + (
                 instance_yaml
                 or ("run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n")

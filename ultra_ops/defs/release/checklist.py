@@ -1,7 +1,7 @@
 """The pre-release checklist in Dagster: its items as an observation of the environment's checklist,
 recorded by checklist_job and by deploy_job's blocking second step alike."""
 
-from dagster import AssetKey, AssetObservation, MetadataValue, OpExecutionContext, op
+from dagster import AssetKey, AssetObservation, AssetSpec, MetadataValue, OpExecutionContext, op
 
 from ultra_ops.defs.release.config import ChecklistConfig
 from ultra_ops.defs.shared import tags
@@ -10,13 +10,31 @@ from ultra_ops.defs.shared.steps import Step, partition_step
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.release.checklist import ChecklistReport, require_checklist, run_checklist
+from ultra_ops.engine.settings import ENVIRONMENT_NAMES
+
+
+def checklist_key(environment: str) -> AssetKey:
+    return AssetKey(["checklist", environment])
+
+
+# Declared, so the catalog explains what the observations are: observed, never materialized.
+CHECKLIST_ASSETS = [
+    AssetSpec(
+        checklist_key(name),
+        group_name="release",
+        owners=["team:ops"],
+        description=f"The release document's pre-release checklist of {name}: each observation is one run of "
+        "it (checklist_job, or deploy_job's blocking second step) with every item, its evidence and status.",
+    )
+    for name in ENVIRONMENT_NAMES
+]
 
 
 def report_checklist(context: OpExecutionContext, s: Step, report: ChecklistReport) -> None:
     """The checklist's items with their evidence, as an observation of the environment's checklist."""
     context.log_event(
         AssetObservation(
-            asset_key=AssetKey(["checklist", s.env.name]),
+            asset_key=checklist_key(s.env.name),
             metadata={
                 "environment": s.env.name,
                 "version": report.version or "",

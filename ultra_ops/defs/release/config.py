@@ -18,8 +18,11 @@ EnvironmentName = enum.Enum("EnvironmentName", {name: name for name in ENVIRONME
 class DeployConfig(Config):
     tag: str | None = Field(
         default=None,
-        description="Release tag: v + semantic version, e.g. v1.2.3. Required outside development; "
-        "empty on development deploys v0.0.0-dev.<timestamp>. Checked when the run starts.",
+        description="Release tag: v + semantic version, e.g. v1.2.3. Pre-filled with the version this "
+        "environment's next release tick would deploy (as `ultra-ops calendar` shows it), never one older "
+        "than or equal to what runs there; empty when there is none, and launching then fails saying why. "
+        "Required outside development; empty on development deploys main as v0.0.0-dev.<timestamp>. "
+        "Checked when the run starts: an older version than the running one is refused (see allow_downgrade).",
     )
     skip_tests: bool = Field(default=False, description="Skip the test command (not recommended for production)")
     skip_build: bool = Field(default=False, description="Skip building images")
@@ -30,7 +33,16 @@ class DeployConfig(Config):
         description="An emergency fix: bypasses freezes, holidays and the "
         "promotion gate (never the tests, the checklist or the verification)",
     )
-    reason: str | None = Field(default=None, description="Why the emergency fix cannot wait (required with emergency)")
+    allow_downgrade: bool = Field(
+        default=False,
+        description="Deploy a version older than the one running (refused otherwise); needs a reason, kept in "
+        "the release record. A rollback to a backup is the usual way back: it restores the data of that version",
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Why the emergency fix cannot wait, or why the older version must run (required with "
+        "emergency or allow_downgrade; recorded)",
+    )
 
 
 def deploy_run_config(form: DeployConfig) -> dict[str, Any]:

@@ -14,10 +14,15 @@ from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.runs import run_origin
 from ultra_ops.defs.shared.steps import Step, environment_of, failures_as_dagster, load, step
-from ultra_ops.engine.calendar.gates import check_deploy, check_emergency, local_today
+from ultra_ops.engine.calendar.gates import check_deploy, deploy_reasons, local_today
+from ultra_ops.engine.calendar.offer import offered_version
+from ultra_ops.engine.deployed import deployed_version
+from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.release import deploy
 from ultra_ops.engine.release.checklist import require_checklist, run_checklist
 from ultra_ops.engine.release.deploy import DeployRequest
+from ultra_ops.engine.release.downgrade import check_downgrade, version_change
+from ultra_ops.engine.settings import Settings
 
 
 @contextmanager
@@ -37,16 +42,17 @@ def deploy_step(
 def deploy_plan(
     context: OpExecutionContext, config: DeployConfig, settings: OpsSettings, locks: EnvironmentLocks
 ) -> DeployRequest:
-    """Validate the launch form and take the environment's lock."""
+    """Validate the launch form, take the environment's lock, and refuse a downgrade: shows and
+    records what the deploy changes, current → target."""
     environment = environment_of(context)
     loaded = load(settings)
     with failures_as_dagster():
         launched_by, started_at = run_origin(context)
-        emergency = check_emergency(config.emergency, config.reason)
+        emergency, downgrade = deploy_reasons(config.emergency, config.allow_downgrade, config.reason)
         req = deploy.plan_deploy(
             loaded,
             environment,
-            deploy.resolve_tag(loaded.environment(environment), config.tag),
+            _tag(loaded, environment, config.tag),
             skip_tests=config.skip_tests,
             skip_build=config.skip_build,
             compose_file=config.compose_file,
@@ -68,12 +74,37 @@ def deploy_plan(
             flags={tags.SKIP_TESTS: req.skip_tests, tags.SKIP_BUILD: req.skip_build, tags.EMERGENCY: bool(emergency)},
         ),
     )
-    with step(context, loaded, req.environment, locks=locks, operation=f"deploy {req.tag}"):
-        pass
+    with step(context, loaded, req.environment, locks=locks, operation=f"deploy {req.tag}") as s:
+        # Under the lock: the version read here is the one the deploy replaces.
+        current = deployed_version(s.env)
+        s.log.info(f"{s.env.name}: {version_change(current, req.tag)}")
+        req = replace(req, downgrade=check_downgrade(s.env.name, current, req.tag, allowed=downgrade))
+        if req.downgrade:
+            s.log.warning(f"{s.env.name}: allowed {req.downgrade}")
+            context.instance.add_run_tags(context.run_id, {tags.DOWNGRADE: "true"})
     context.add_output_metadata(
-        {"environment": req.environment, "tag": req.tag, "skip_tests": req.skip_tests, "skip_build": req.skip_build}
+        {
+            "environment": req.environment,
+            "tag": req.tag,
+            "current": current or "",
+            "change": version_change(current, req.tag),
+            "downgrade": req.downgrade or "",
+            "skip_tests": req.skip_tests,
+            "skip_build": req.skip_build,
+        }
     )
     return req
+
+
+def _tag(settings: Settings, environment: str, tag: str | None) -> str:
+    """The form's tag, checked; an empty one outside development says why the form offered none."""
+    try:
+        return deploy.resolve_tag(settings.environment(environment), tag)
+    except InputError as exc:
+        if tag:
+            raise
+        _offered, why = offered_version(settings, environment)
+        raise InputError(f"{exc}; the launchpad offers none: {why}") from None
 
 
 @op

@@ -14,17 +14,20 @@ from ultra_ops.defs.release.health import health_state_job
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.jobs import LOGGERS, environment_job
 from ultra_ops.defs.shared.location import location_settings
+from ultra_ops.engine.calendar.offer import offered_version
 from ultra_ops.engine.errors import UltraOpsError
-from ultra_ops.engine.release.deploy import suggested_tag
 
 
 def _deploy_form(environment: str) -> dict[str, Any]:
+    """What the launchpad fills in for an environment: the version its next release tick would deploy.
+    Always a `tag` key, null when there is none: the launchpad merges a picked partition's config into
+    the form, and a missing key would leave the previous environment's tag standing."""
     # Evaluated when an operator picks a partition in the launchpad: never fail the form over it.
     try:
-        tag = suggested_tag(location_settings(), environment)
+        tag, _why = offered_version(location_settings(), environment)
     except (UltraOpsError, OSError):
         tag = None
-    return deploy_run_config(DeployConfig(tag=tag) if tag else DeployConfig())
+    return deploy_run_config(DeployConfig(tag=tag))
 
 
 @environment_job("release", "deploy", run_config_for=_deploy_form)

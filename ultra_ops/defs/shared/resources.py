@@ -22,7 +22,12 @@ class OpsSettings(ConfigurableResource):
     version of the file from its first step to its last. Dagster makes a new instance for each run.
     """
 
-    config_path: str = Field(default="", description="Path of the ultra_ops TOML config file")
+    # None, not "": the launchpad pre-fills every field with a default, and only an unset one stays
+    # out of the form an operator sees (the CLI names its file here; the UI uses the default).
+    config_path: str | None = Field(
+        default=None,
+        description="Path of the ultra_ops TOML config file; empty: ULTRA_OPS_CONFIG, then ./ultra_ops.toml",
+    )
 
     _loaded: Settings | None = PrivateAttr(default=None)
 
@@ -42,10 +47,11 @@ class EnvironmentLocks(ConfigurableResource):
     by the next; the kernel frees it if the run process dies.
     """
 
-    lock_wait_s: float = Field(
-        default=-1.0,
-        description="Seconds to wait for another operation's lock before refusing; negative: the "
-        "environment's lock_wait_s from the config file (0 refuses at once)",
+    # None (not a sentinel number): kept out of the launchpad's form, which the config file covers.
+    lock_wait_s: float | None = Field(
+        default=None,
+        description="Seconds to wait for another operation's lock before refusing (0 refuses at "
+        "once); empty: the environment's lock_wait_s from the config file",
     )
 
     _held: dict[str, EnvironmentLock] = PrivateAttr(default_factory=dict)
@@ -70,7 +76,7 @@ class EnvironmentLocks(ConfigurableResource):
         environment; then this run's marker says who holds it (runs.py) until the run ends."""
         lock = self._held.get(env.name)
         if lock is None:
-            wait_s = self.lock_wait_s if self.lock_wait_s >= 0 else env.lock_wait_s
+            wait_s = self.lock_wait_s if self.lock_wait_s is not None and self.lock_wait_s >= 0 else env.lock_wait_s
             lock = EnvironmentLock(env, operation=operation, run_id=run_id).acquire(wait_s=wait_s, log=log)
             try:
                 self._recovered[env.name] = recover_environment(env, log=log, run_id=run_id)

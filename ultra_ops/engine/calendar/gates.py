@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from ultra_ops.engine.errors import InputError, OperationError
+from ultra_ops.engine.release.downgrade import downgrade_reason
 from ultra_ops.engine.release.records import verified_deploys
 from ultra_ops.engine.settings import Settings
 from ultra_ops.engine.versions import PRODUCTION, PROMOTED, environment_below
@@ -36,6 +37,14 @@ def check_emergency(emergency: bool, reason: str | None) -> str | None:
     if len(reason) > 500 or not reason.isprintable():
         raise InputError("the emergency reason must be at most 500 printable characters")
     return reason
+
+
+def deploy_reasons(emergency: bool, allow_downgrade: bool, reason: str | None) -> tuple[str | None, str | None]:
+    """(emergency reason, downgrade reason): one --reason explains --emergency, --allow-downgrade or
+    both, and goes with neither alone."""
+    if reason and not emergency and not allow_downgrade:
+        raise InputError("--reason goes with --emergency or --allow-downgrade: pass the flag it explains")
+    return check_emergency(emergency, reason if emergency else None), downgrade_reason(allow_downgrade, reason)
 
 
 def check_deploy(

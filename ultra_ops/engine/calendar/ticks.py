@@ -11,8 +11,10 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from ultra_ops.engine.calendar.approvals import valid_approval
+from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.locks import describe_holder, lock_holder
 from ultra_ops.engine.release.branches import release_branches
+from ultra_ops.engine.release.downgrade import is_newer
 from ultra_ops.engine.release.records import ReleaseStatus, find_releases
 from ultra_ops.engine.settings import Settings
 from ultra_ops.engine.versions import PRODUCTION, PROMOTED, STAGING, environment_below, is_release
@@ -58,8 +60,18 @@ def release_candidate(settings: Settings, environment: str) -> tuple[str | None,
 
     Staging takes the newest `release/vX.Y.Z` branch of its git_repo that it has not had (without a
     git_repo: the newest release development runs); production the newest release verified on
-    staging that production has not had.
+    staging that production has not had. Never one older than (or equal to) the version running
+    there: a tick does not downgrade (the deploy would refuse it).
     """
+    version, why = _candidate(settings, environment)
+    env = settings.environments.get(environment)
+    current = deployed_version(env) if version is not None and env is not None else None
+    if version is not None and current is not None and not is_newer(version, current):
+        return None, f"nothing newer than {current}, which {environment} runs: its next release would be {version}"
+    return version, why
+
+
+def _candidate(settings: Settings, environment: str) -> tuple[str | None, str]:
     source = environment_below(environment)
     if source is None:
         return None, f"{environment} has no release schedule"

@@ -45,7 +45,7 @@ from ultra_ops.engine.shell import run
 from ultra_ops.engine.verify.report import VerifyReport
 from ultra_ops.engine.verify.statements import save_baseline
 from ultra_ops.engine.verify.window import WindowReport, verify_window_or_fail
-from ultra_ops.engine.versions import DEVELOPMENT, PRODUCTION, VERSION_KEY, development_version, environment_below
+from ultra_ops.engine.versions import DEVELOPMENT, PRODUCTION, VERSION_KEY, development_version
 
 if TYPE_CHECKING:
     from ultra_ops.engine.settings.notifications import NotificationSettings
@@ -70,6 +70,7 @@ class DeployRequest:
     backup_id: str | None = None
     previous_version: str | None = None  # what ran before: set by the backup step
     emergency_reason: str | None = None  # an emergency fix: why it bypassed the calendar and the gate
+    downgrade: str | None = None  # an allowed downgrade: "downgrade from <version>: <reason>"
     tests_passed: bool = False  # the pre-release checklist ran the test command and it passed
 
     @property
@@ -86,17 +87,6 @@ def resolve_tag(env: Environment, tag: str | None, now: datetime | None = None) 
     if env.name != DEVELOPMENT:
         raise InputError(f"a release tag is required for {env.name} deploys (e.g. v1.2.3)")
     return development_version(now or datetime.now(UTC))
-
-
-def suggested_tag(settings: Settings, environment: str) -> str | None:
-    """What the launchpad offers for a deploy: the version running one environment below
-    (development's for staging, staging's for production), or a dev version on development."""
-    if environment == DEVELOPMENT:
-        return resolve_tag(settings.environment(environment), None)
-    below = environment_below(environment)
-    if below not in settings.environments:
-        return None
-    return deployed_version(settings.environments[below])
 
 
 def plan_deploy(
@@ -216,15 +206,16 @@ def deploy_record(
         status,
         version=req.tag,
         previous_noted=req.backup_id is not None,
-        reason=_with_emergency(req, reason),
+        reason=_with_notes(req, reason),
     )
 
 
-def _with_emergency(req: DeployRequest, reason: str | None) -> str | None:
-    """An emergency deploy's record keeps why it bypassed the calendar, whatever its outcome."""
-    if not req.emergency_reason:
-        return reason
-    return f"emergency: {req.emergency_reason}" + (f"; {reason}" if reason else "")
+def _with_notes(req: DeployRequest, reason: str | None) -> str | None:
+    """An emergency deploy's record keeps why it bypassed the calendar, an allowed downgrade why the
+    older version runs, whatever the outcome."""
+    notes = [f"emergency: {req.emergency_reason}"] if req.emergency_reason else []
+    notes += [req.downgrade] if req.downgrade else []
+    return "; ".join([*notes, *([reason] if reason else [])]) or None
 
 
 @contextmanager
