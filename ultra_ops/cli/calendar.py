@@ -35,13 +35,13 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 def cmd_calendar(args: argparse.Namespace) -> int:
     """The coming release and backup ticks, with what each would do or why it would skip."""
-    from ultra_ops.engine.calendar.ticks import upcoming
+    from ultra_ops.engine.calendar.ticks import MAINTENANCE_SCHEDULES, upcoming
 
     settings = settings_of(args)
     environment = settings.environment(args.environment).name if args.environment else None
     ticks = upcoming(settings, datetime.now(UTC), args.weeks, environment)
     if not args.backups:
-        ticks = [t for t in ticks if t.schedule not in ("nightly_backup_schedule", "weekly_vacuum_schedule")]
+        ticks = [t for t in ticks if t.schedule not in MAINTENANCE_SCHEDULES]
     for tick in ticks:
         out(tick.describe())
     if not ticks:

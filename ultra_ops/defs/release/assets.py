@@ -1,10 +1,13 @@
-"""Assets of the release domain: delivery metrics from the release records."""
+"""Assets of the release domain: what runs where (releases), delivery metrics from the release records,
+the health state."""
 
 from datetime import date
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from ultra_ops.defs.release.health import health_state
+from ultra_ops.defs.release.health_figures import ENVIRONMENT_HEALTH
+from ultra_ops.defs.release.releases import RELEASES_SPEC
 from ultra_ops.defs.shared.partitions import environment_days
 from ultra_ops.defs.shared.resources import OpsSettings
 from ultra_ops.defs.shared.steps import load, step
@@ -35,4 +38,4 @@ def delivery_metrics(context: AssetExecutionContext, settings: OpsSettings) -> M
     )
 
 
-RELEASE_ASSETS = [delivery_metrics, health_state]
+RELEASE_ASSETS = [RELEASES_SPEC, delivery_metrics, health_state, *ENVIRONMENT_HEALTH]

@@ -163,4 +163,14 @@ def upcoming(settings: Settings, start: datetime, weeks: int, environment: str |
                 Tick("weekly_vacuum_schedule", env, m, "VACUUM ANALYZE")
                 for m in _moments(start, end, vacuum.weekday, vacuum.at.hour, vacuum.at.minute)
             ]
+    restore_test = settings.calendar.weekly_restore_test
+    for env in settings.environments:
+        if environment in (None, env):
+            ticks += [
+                Tick("weekly_restore_test_schedule", env, m, "restore test of the newest backup")
+                for m in _moments(start, end, restore_test.weekday, restore_test.at.hour, restore_test.at.minute)
+            ]
     return sorted(ticks, key=lambda t: (t.at, t.schedule, t.environment))
+
+
+MAINTENANCE_SCHEDULES = ("nightly_backup_schedule", "weekly_vacuum_schedule", "weekly_restore_test_schedule")
