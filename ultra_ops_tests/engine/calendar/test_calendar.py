@@ -15,11 +15,11 @@ from dagster._utils.schedules import cron_string_iterator
 from ultra_ops.cli import main
 from ultra_ops.engine.calendar.approvals import approve, valid_approval
 from ultra_ops.engine.calendar.ticks import release_tick, upcoming
-from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.errors import InputError
-from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, find_releases, record_release
+from ultra_ops.engine.release.records import find_releases
 from ultra_ops.engine.settings import load_settings
 from ultra_ops_tests.support.configs import write_multi_config
+from ultra_ops_tests.support.releases import record_deployed
 
 BERLIN = ZoneInfo("Europe/Berlin")
 CALENDAR = """
@@ -41,22 +41,7 @@ def _config(tmp_path: Path, databases: dict[str, str], redis_prefix: str) -> Pat
     return path
 
 
-def _deployed(env, version: str, by: str = "alice") -> None:
-    now = utc_timestamp()
-    record_release(
-        env,
-        ReleaseRecord(
-            environment=env.name,
-            operation="deploy",
-            version=version,
-            previous_version=None,
-            status=ReleaseStatus.DEPLOYED,
-            started_at=now,
-            ended_at=now,
-            run_id=f"run-{env.name}-{version}",
-            launched_by=by,
-        ),
-    )
+_deployed = record_deployed
 
 
 def _fire_times(schedule, start: datetime, end: datetime) -> list[datetime]:

@@ -13,11 +13,10 @@ import pytest
 
 from ultra_ops.engine.calendar.approvals import approve
 from ultra_ops.engine.calendar.views import calendar_markdown, pending_decisions, pending_table
-from ultra_ops.engine.clock import utc_timestamp
-from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, record_release
 from ultra_ops.engine.settings import load_settings
 from ultra_ops.engine.verify.decisions import ask, decide
 from ultra_ops_tests.support.configs import write_multi_config
+from ultra_ops_tests.support.releases import record_deployed
 
 pytestmark = pytest.mark.unit
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -38,23 +37,6 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def _verified_on_staging(env, version: str) -> None:
-    now = utc_timestamp()
-    record_release(
-        env,
-        ReleaseRecord(
-            environment=env.name,
-            operation="deploy",
-            version=version,
-            previous_version=None,
-            status=ReleaseStatus.DEPLOYED,
-            started_at=now,
-            ended_at=now,
-            launched_by="alice",
-        ),
-    )
-
-
 def test_pending_decisions_name_the_command_job_and_config(config: Path) -> None:
     settings = load_settings(config)
     monday = datetime(2027, 3, 8, 9, tzinfo=BERLIN)  # production's tick is on Thursday the 11th
@@ -63,7 +45,7 @@ def test_pending_decisions_name_the_command_job_and_config(config: Path) -> None
 
     staging = settings.environments["staging"]
     ask(staging, "req-1", version="v1.4.0", run_id="run-9", summary="window inconclusive: 1 of 3 samples failed")
-    _verified_on_staging(staging, "v1.4.0")
+    record_deployed(staging, "v1.4.0")
     decision, approval = pending_decisions(settings, monday)
     assert (decision.kind, decision.environment, decision.version) == ("verification decision", "staging", "v1.4.0")
     assert decision.command == (
