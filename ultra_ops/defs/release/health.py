@@ -181,8 +181,9 @@ def record_window(context: OpExecutionContext, step: Step, window: WindowReport)
             owners=["team:ops"],
             description="The environment's health: each verification's per-check status and latency (health URLs, "
             "database, Redis, LLM providers, API endpoints, smoke tests, and performance where a deploy or "
-            "verify measures it). Recorded by every verify run and deploy verification, and by the health "
-            "monitor sensor when /health?detail=true changes.",
+            "verify measures it), under figure names that are the same in every environment (health_latency_ms, "
+            "checks, failed ...). Recorded by every verify run and deploy verification, and by the health "
+            "monitor sensor when /health?detail=true changes. One environment's lines over time: health/<env>.",
         )
     ],
     partitions_def=environment_partitions,
