@@ -16,6 +16,7 @@ from ultra_ops.engine.release.metrics import delivery_metrics as compute_deliver
 
 @asset(
     name="delivery_metrics",
+    deps=[RELEASES_SPEC.key],  # computed from the release records: beside releases in the lineage
     partitions_def=environment_days,
     group_name="release",
     owners=["team:ops"],
@@ -28,7 +29,12 @@ def delivery_metrics(context: AssetExecutionContext, settings: OpsSettings) -> M
     loaded = load(settings)
     with step(context.op_execution_context, loaded, keys["environment"]) as s:
         metrics = compute_delivery_metrics(s.env, date.fromisoformat(keys["day"]))
-    numbers = {k: v for k, v in metrics.to_dict().items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    # window_days is the config's constant: a chart of one value, so it stays in the JSON only.
+    numbers = {
+        k: v
+        for k, v in metrics.to_dict().items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and k != "window_days"
+    }
     return MaterializeResult(
         metadata={
             **numbers,

@@ -152,9 +152,9 @@ def record_window(context: OpExecutionContext, step: Step, window: WindowReport)
     decision = window.decision or {}
     metadata = {
         "outcome": window.outcome,
-        "samples": len(window.samples),
         "failed_samples": window.failed_samples,
-        "failure_limit": window.failure_limit,
+        # The config's numbers, as text: plotted they would be charts of one constant.
+        "rule": f"{len(window.samples)} samples, at most {window.failure_limit} may fail",
         "decided_by": decision.get("decided_by") or "",
         "window": MetadataValue.json(step.redact.value(window.to_dict())),
     }
