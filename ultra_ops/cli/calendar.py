@@ -46,4 +46,7 @@ def cmd_calendar(args: argparse.Namespace) -> int:
         out(tick.describe())
     if not ticks:
         out("no ticks in that time")
+    if args.record:
+        # The same ticks and what waits for a person, as assets an operator finds in the UI.
+        return 0 if run_job(args, settings, "release_calendar_job", None).success else 1
     return 0
