@@ -250,6 +250,9 @@ def _calendar(
     out(f"production tick: {'skip: ' + tick.skip_message if tick.skip_message else 'it would deploy'}")
     if tick.run_requests:
         return 1
+    progress("== in the UI: ultra-ops calendar --record (the release_calendar and pending_decisions assets)")
+    if (code := run(["calendar", "--weeks", "3", "--record", *config_args])) != 0:
+        return code
 
     approve_at = production_at - timedelta(hours=1)
     progress(f"== {APPROVER} approves {version} for that tick (counting from {_local(settings, approve_at)})")

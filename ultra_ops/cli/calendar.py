@@ -35,15 +35,18 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 def cmd_calendar(args: argparse.Namespace) -> int:
     """The coming release and backup ticks, with what each would do or why it would skip."""
-    from ultra_ops.engine.calendar.ticks import upcoming
+    from ultra_ops.engine.calendar.ticks import MAINTENANCE_SCHEDULES, upcoming
 
     settings = settings_of(args)
     environment = settings.environment(args.environment).name if args.environment else None
     ticks = upcoming(settings, datetime.now(UTC), args.weeks, environment)
     if not args.backups:
-        ticks = [t for t in ticks if t.schedule not in ("nightly_backup_schedule", "weekly_vacuum_schedule")]
+        ticks = [t for t in ticks if t.schedule not in MAINTENANCE_SCHEDULES]
     for tick in ticks:
         out(tick.describe())
     if not ticks:
         out("no ticks in that time")
+    if args.record:
+        # The same ticks and what waits for a person, as assets an operator finds in the UI.
+        return 0 if run_job(args, settings, "release_calendar_job", None).success else 1
     return 0

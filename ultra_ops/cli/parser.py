@@ -198,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--environment", "-e", metavar="ENV", help="only this environment's ticks")
     p.add_argument("--weeks", type=_weeks, default=4, metavar="N", help="how far ahead (default 4)")
     p.add_argument("--backups", action="store_true", help="list the nightly backups and weekly vacuums too")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="also show it in the UI: run release_calendar_job (the release_calendar and pending_decisions assets)",
+    )
     p.set_defaults(func=cmd_calendar)
 
     p = sub.add_parser("releases", parents=[common], help="the environment's deploys and rollbacks, newest first")

@@ -14,3 +14,14 @@ def utc_timestamp(when: datetime | float | None = None) -> str:
     else:
         moment = datetime.fromtimestamp(when, UTC)
     return moment.isoformat(timespec="milliseconds")
+
+
+def local_time(when: str | datetime, timezone: str) -> str:
+    """A moment as an operator reads it: in the config's time zone, named (`2026-12-03 10:00:00 CET`).
+    Records keep UTC; whatever ultra_ops shows (metadata, messages) is in the one zone of the config."""
+    from zoneinfo import ZoneInfo
+
+    moment = datetime.fromisoformat(when) if isinstance(when, str) else when
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return f"{moment.astimezone(ZoneInfo(timezone)):%Y-%m-%d %H:%M:%S %Z}"

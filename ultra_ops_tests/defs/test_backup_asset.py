@@ -268,3 +268,33 @@ def test_a_killed_restore_test_leaves_nothing_behind(tmp_path: Path, pg_database
     with psycopg.connect(**PG, dbname="postgres") as conn:
         left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pg_database + "__%",)).fetchall()
     assert left == [] and not list(records.iterdir())
+
+
+@pytest.mark.unit
+def test_restore_test_runs_weekly_on_each_environments_newest_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ultra_ops.defs.backups.schedules import restore_test_schedules
+    from ultra_ops_tests.support.configs import write_multi_config
+
+    config = write_multi_config(tmp_path, {"staging": "uo_unused_s", "production": "uo_unused_p"}, redis_prefix="x:")
+    text = config.read_text().replace(
+        'timezone = "UTC"\n',
+        'timezone = "Europe/Berlin"\n\n[calendar]\nweekly_restore_test = { day = "sunday", time = "05:30" }\n'
+        '[calendar.automations]\nweekly_restore_test_schedule = "running"\n',
+        1,
+    )
+    config.write_text(text)
+    monkeypatch.setenv("ULTRA_OPS_CONFIG", str(config))
+    (schedule,) = restore_test_schedules()
+    assert schedule.cron_schedule == "30 5 * * 0" and schedule.execution_timezone == "Europe/Berlin"
+    assert schedule.default_status.value == "RUNNING" and schedule.job_name == "backup_checks_job"
+    assert schedule.description.startswith("Every Sunday at 05:30 Europe/Berlin: the restore test")
+    when = datetime(2026, 12, 6, 5, 30, tzinfo=ZoneInfo("Europe/Berlin"))
+    requests = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=when)).run_requests
+    # One run per environment, tagged with it (the checks refuse a run without), the restore test only.
+    assert {r.tags["ultra_ops/environment"]: [k.name for k in r.asset_check_keys] for r in requests} == {
+        "staging": ["backup_restore_test"],
+        "production": ["backup_restore_test"],
+    }
+    assert len({r.run_key for r in requests}) == 2

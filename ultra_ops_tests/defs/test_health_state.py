@@ -124,6 +124,10 @@ def test_health_state_check_is_red_on_an_unhealthy_state(monitored, capsys) -> N
         assert metadata["healthy"].value is False and metadata["failed"].value == 1
         assert metadata["source"].value == "monitor"
         assert any(k.endswith("latency_ms") for k in metadata)  # numbers the UI plots
+        # Keyed by kind, the same in every environment, not by the health URL (issue 16).
+        assert "health_latency_ms" in metadata and not any("http" in k for k in metadata)
+        (line,) = instance.fetch_observations(AssetKey(["health", "staging"]), limit=1).records
+        assert line.asset_observation.metadata["healthy"].value is False  # staging's own line
 
     # A verify run records the same partition, from the CLI, and its check turns green again.
     switch.body, switch.status = HEALTHY, 200

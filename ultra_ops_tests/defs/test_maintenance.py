@@ -148,3 +148,15 @@ def test_service_status_shows_state_cpu_and_memory(stack: Stack, capsys) -> None
     assert stack.ops("maintenance", "status") == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("backend"))
     assert "exited" in line and "not running" in line
+
+
+def test_a_day_with_nothing_to_archive_claims_no_archive(stack: Stack, dagster_home: Path) -> None:
+    stack.env.log_dir.mkdir(parents=True, exist_ok=True)
+    assert stack.ops("maintenance", "archive-logs", "--day", "2026-11-20") == 0
+    assert not (stack.env.log_dir / "archive" / "logs_20261120.tar.gz").exists()
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert instance.get_latest_materialization_event(AssetKey("log_archive")) is None  # no green "Materialized"
+        (record,) = instance.fetch_observations(AssetKey("log_archive"), limit=10).records
+        observation = record.asset_observation
+    assert observation.partition == "2026-11-20|staging" and observation.description == "nothing to archive"
+    assert observation.metadata["status"].value == "nothing to archive" and "archive" not in observation.metadata

@@ -34,3 +34,8 @@ def running(env: Environment, version: str) -> None:
     env.env_file.parent.mkdir(parents=True, exist_ok=True)
     mark_deployed(env, version)
     record_deploy(env, version)
+
+
+def record_deployed(env: Environment, version: str, by: str = "alice") -> None:
+    """A verified deploy of `version` that ended now, by `by`, in a run named after it."""
+    record_deploy(env, version, run_id=f"run-{env.name}-{version}", launched_by=by)

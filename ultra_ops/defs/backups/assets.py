@@ -70,7 +70,7 @@ def backups(context: AssetExecutionContext, settings: OpsSettings, locks: Enviro
             )
         info = create_backup(s.env, version=deployed_version(s.env), label=kind, kind=kind, log=s.log, redact=s.redact)
         s.log.info(f"{kind} backup {info.id} of {s.env.name} written ({info.size_bytes / 1e6:.1f} MB)")
-    return MaterializeResult(metadata=backup_metadata(info))
+    return MaterializeResult(metadata=backup_metadata(info, loaded.timezone))
 
 
 # BackfillPolicy is a beta parameter of @asset: one warning per code location load and per CLI run,

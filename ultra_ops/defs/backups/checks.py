@@ -3,8 +3,10 @@ freshness.
 
 In the nightly run they check the partition's backup: the newest of that day and environment. Run
 on their own (backup_checks_job, `ultra-ops backups verify --restore-test`, or from the UI) they
-check the newest backup of the run's environment (its `ultra_ops/environment` tag), or of every
-configured environment.
+check the newest backup of the run's environment (its `ultra_ops/environment` tag); a run that names
+no environment is refused, saying how to name one. Every backup's cheap checks are also evaluated in
+the run that took it (cheap_checks.py, with freshness), the restore test weekly (schedules.py), and
+freshness again by the backup freshness sensor once the newest backup is too old.
 """
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotation of a check as a type.
@@ -13,13 +15,26 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    Failure,
+    MetadataValue,
+    asset_check,
+)
 
+from ultra_ops.defs.backups.cheap_checks import (
+    CHECKSUMS,
+    DUMP_READABLE,
+    Outcome,
+    checksums_outcome,
+    dump_readable_outcome,
+)
 from ultra_ops.defs.backups.records import BACKUPS
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.resources import OpsSettings
 from ultra_ops.defs.shared.steps import Step, load, step
-from ultra_ops.engine.backups.dump import dump_listing, tables_without_data
 from ultra_ops.engine.backups.store import (
     BackupInfo,
     backup_age_hours,
@@ -27,13 +42,9 @@ from ultra_ops.engine.backups.store import (
     get_backup,
     list_backups,
     newest_good_backup,
-    verify_backup,
 )
 from ultra_ops.engine.backups.trial_restore import RestoreTestReport, restore_test
 from ultra_ops.engine.errors import UltraOpsError
-
-# One environment's outcome: passed, what it says, metadata.
-Outcome = tuple[bool, str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -46,8 +57,7 @@ class Target:
 
 
 def _targets(context: AssetCheckExecutionContext) -> list[Target]:
-    """The run's partition; else its environment tag (and backup id tag); else every configured
-    environment (an empty list: from the config)."""
+    """The run's partition; else its environment tag (and backup id tag); else none."""
     if context.has_partition_key:
         keys = context.partition_key.keys_by_dimension
         return [Target(keys["environment"], day=date.fromisoformat(keys["day"]))]
@@ -63,7 +73,16 @@ def _evaluate(
 ) -> AssetCheckResult:
     """Run `outcome_of(step, target, timezone)` for each target environment; one result for them all."""
     loaded = load(settings)
-    targets = _targets(context) or [Target(name) for name in loaded.environments]
+    targets = _targets(context)
+    if not targets:
+        # "Execute" on the asset page starts a run with neither: checking every environment at once
+        # would bypass the queue's one run per environment, and report on nothing in particular.
+        raise Failure(
+            description=f"{context.check_specs[0].name} checks one environment's backup, and this run names none: "
+            f"launch backup_checks_job with the tag {tags.ENVIRONMENT}=<{'|'.join(loaded.environments)}> "
+            "(Launchpad > Edit tags), or run `ultra-ops backups verify --environment NAME`",
+            allow_retries=False,
+        )
     outcomes: dict[str, Outcome] = {}
     for target in targets:
         with step(context.op_execution_context, loaded, target.environment) as s:
@@ -109,42 +128,22 @@ def _newest_backup(check: Callable[[Step, BackupInfo], Outcome]) -> Callable[[St
 
 @asset_check(
     asset=BACKUPS,
-    name="backup_checksums",
-    description="Every file of the backup is there, with the size and sha256 its manifest records.",
+    name=CHECKSUMS,
+    description="Every file of the backup is there, with the size and sha256 its manifest records. Evaluated "
+    "in the run that takes each backup, and nightly.",
 )
 def backup_checksums(context: AssetCheckExecutionContext, settings: OpsSettings) -> AssetCheckResult:
-    def checked(s: Step, info: BackupInfo) -> Outcome:
-        verify_backup(s.env, info.id)
-        return (
-            True,
-            f"{s.env.name}: backup {info.id}: {len(info.files)} files match the manifest",
-            {"backup_id": info.id, "files": len(info.files), "size_bytes": info.size_bytes},
-        )
-
-    return _evaluate(context, settings, _newest_backup(checked))
+    return _evaluate(context, settings, _newest_backup(lambda s, info: checksums_outcome(s.env, info, s.redact)))
 
 
 @asset_check(
     asset=BACKUPS,
-    name="backup_dump_readable",
+    name=DUMP_READABLE,
     description="pg_restore --list reads the dump, and its table of contents has the data of every table "
-    "counted at backup time.",
+    "counted at backup time. Evaluated in the run that takes each backup, and nightly.",
 )
 def backup_dump_readable(context: AssetCheckExecutionContext, settings: OpsSettings) -> AssetCheckResult:
-    def checked(s: Step, info: BackupInfo) -> Outcome:
-        listing = dump_listing(s.env, info, redact=s.redact)
-        missing = tables_without_data(listing, info.tables or {})
-        meta = {
-            "backup_id": info.id,
-            "toc_entries": len(listing),
-            "tables_recorded": len(info.tables or {}),
-            "tables_without_data": MetadataValue.json(missing),
-        }
-        if missing:
-            return False, f"{s.env.name}: backup {info.id}: the dump has no data for " + ", ".join(missing), meta
-        return True, f"{s.env.name}: backup {info.id}: pg_restore reads {len(listing)} entries", meta
-
-    return _evaluate(context, settings, _newest_backup(checked))
+    return _evaluate(context, settings, _newest_backup(lambda s, info: dump_readable_outcome(s.env, info, s.redact)))
 
 
 def restore_test_metadata(report: RestoreTestReport) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.notify.webhook import message, send
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Settings
-from ultra_ops.engine.settings.calendar import CalendarSettings
+from ultra_ops.engine.settings.calendar import DAYS, CalendarSettings
 from ultra_ops.engine.versions import PROMOTED
 
 
@@ -35,7 +35,17 @@ def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDe
     rule = calendar.release(environment)
     assert rule is not None
     name = f"{environment}_release_schedule"
-    every = "every week" if rule.every_weeks == 1 else f"every {rule.every_weeks} weeks from {rule.anchor}"
+    day = DAYS[rule.weekday].capitalize()
+    # The UI renders the cron as "only on Thursday": the description says which Thursdays.
+    if rule.every_weeks == 1:
+        every = f"Every {day}"
+    else:
+        nth = "other" if rule.every_weeks == 2 else f"{rule.every_weeks}th"
+        every = (
+            f"Every {nth} {day} (every {rule.every_weeks} weeks from {rule.anchor}; the cron fires weekly and "
+            "the off weeks skip)"
+        )
+    zone = settings.timezone if settings else "UTC"
 
     @schedule(
         name=name,
@@ -43,8 +53,10 @@ def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDe
         cron_schedule=rule.cron(),
         execution_timezone=settings.timezone if settings else "UTC",
         default_status=schedule_status(settings, name),
-        description=f"Deploy the newest release verified one environment below to {environment}, "
-        f"{every} at {rule.at:%H:%M}; skips in freezes and on holidays.",
+        description=f"{every} at {rule.at:%H:%M} {zone}: deploy the newest release verified one environment "
+        f"below to {environment}; skips in freezes and on holidays"
+        + (", and until someone approves the version (see pending_decisions)." if environment == "production" else ".")
+        + " The coming ticks: the release_calendar asset.",
     )
     def release(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
         try:

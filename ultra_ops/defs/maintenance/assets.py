@@ -2,18 +2,23 @@
 each look at the Redis cache is a materialization, with numbers the UI plots over time."""
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import date
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetMaterialization,
+    AssetObservation,
     BackfillPolicy,
     BetaWarning,
     MaterializeResult,
     MetadataValue,
+    MultiPartitionKey,
     asset,
 )
 
@@ -148,6 +153,7 @@ with warnings.catch_warnings():
         partitions_def=environment_days,
         # A range of days in one run, so `dagster asset materialize --partition-range` can backfill it too.
         backfill_policy=BackfillPolicy.single_run(),
+        output_required=False,  # days are materialized one by one, and only those with an archive
         group_name="maintenance",
         owners=["team:ops"],
         kinds={"logs"},
@@ -158,7 +164,8 @@ with warnings.catch_warnings():
                 description=f"The log folder's disk is less than {_DISK_WARN:.0%} full.",
             )
         ],
-        description="Day D's logs of an environment: rotated, archived into logs/archive/logs_YYYYMMDD.tar.gz "
+        description="Day D's logs of an environment (a day with none is an observation 'nothing to archive', not a "
+        "materialization): rotated, archived into logs/archive/logs_YYYYMMDD.tar.gz "
         "(readable by tar -xzf), verified against the originals before they are removed; the log "
         "folder's disk usage (the document's df -h). Backfill a range of days from the UI or with "
         "`dagster asset materialize --partition-range 2026-11-20|staging...2026-11-26|staging` "
@@ -166,8 +173,23 @@ with warnings.catch_warnings():
     )
 
 
+def _day_metadata(r: ArchiveReport) -> dict[str, Any]:
+    return {
+        "archive": r.archive or "",
+        "files": len(r.files),
+        "bytes_in": r.bytes_in,
+        "bytes_archived": r.bytes_archived,
+        "log_dir_bytes": r.log_dir_bytes,
+        "disk_used_ratio": r.disk_used_ratio,
+        "disk_free_bytes": r.disk_free_bytes,
+        "archived_files": MetadataValue.json(r.files),
+    }
+
+
 @_log_archive_asset
-def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> MaterializeResult:
+def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> Iterator[Any]:
+    """Each day that archived logs is a materialization of its partition; a day with nothing to
+    archive is an observation saying so, never a materialization claiming an archive."""
     days_by_env: dict[str, list[date]] = {}
     for key in context.partition_keys:
         dims = environment_days.get_partition_key_from_str(key).keys_by_dimension
@@ -178,41 +200,26 @@ def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> Materi
         with step(context.op_execution_context, loaded, environment) as s:
             rotate_logs(s.env, log=s.log)
             reports.extend(archive_logs(s.env, day, log=s.log) for day in sorted(days))
-    last = reports[-1]
-    metadata = {
-        "archive": last.archive or "",
-        "files": sum(len(r.files) for r in reports),
-        "bytes_in": sum(r.bytes_in for r in reports),
-        "bytes_archived": sum(r.bytes_archived for r in reports),
-        "log_dir_bytes": last.log_dir_bytes,
-        "disk_used_ratio": last.disk_used_ratio,
-        "disk_free_bytes": last.disk_free_bytes,
-        "archived_files": MetadataValue.json([f for r in reports for f in r.files]),
-    }
-    if len(reports) > 1:  # a range in one run: every partition gets these, so say what each day did
-        metadata["archives"] = MetadataValue.json(
-            [
-                {
-                    "environment": r.environment,
-                    "day": r.day,
-                    "archive": r.archive,
-                    "files": r.files,
-                    "bytes_in": r.bytes_in,
-                    "bytes_archived": r.bytes_archived,
-                }
-                for r in reports
-            ]
+    for r in reports:
+        partition = MultiPartitionKey({"day": r.day, "environment": r.environment})
+        if r.archive and r.files:
+            yield AssetMaterialization(asset_key="log_archive", partition=partition, metadata=_day_metadata(r))
+            continue
+        context.log.info(f"{r.environment} {r.day}: nothing to archive")
+        metadata = {k: v for k, v in _day_metadata(r).items() if k not in ("archive", "files", "archived_files")}
+        yield AssetObservation(
+            asset_key="log_archive",
+            partition=partition,
+            description="nothing to archive",
+            metadata={"status": "nothing to archive", **metadata},
         )
-    return MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            AssetCheckResult(
-                check_name="log_disk_headroom",
-                passed=last.disk_used_ratio < _DISK_WARN,
-                severity=AssetCheckSeverity.WARN,
-                metadata={"disk_used_ratio": last.disk_used_ratio},
-            )
-        ],
+    last = reports[-1]
+    yield AssetCheckResult(
+        asset_key="log_archive",
+        check_name="log_disk_headroom",
+        passed=last.disk_used_ratio < _DISK_WARN,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"disk_used_ratio": last.disk_used_ratio},
     )
 
 

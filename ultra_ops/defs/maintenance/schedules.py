@@ -7,7 +7,7 @@ from dagster import MultiPartitionKey, ScheduleDefinition
 from ultra_ops.defs.maintenance.jobs import cache_stats_job, log_archive_job, vacuum_job
 from ultra_ops.defs.shared.automations import per_environment_schedule
 from ultra_ops.defs.shared.location import loaded_settings
-from ultra_ops.engine.settings.calendar import CalendarSettings
+from ultra_ops.engine.settings.calendar import DAYS, CalendarSettings
 
 
 def _yesterday(when: datetime) -> str:
@@ -18,14 +18,15 @@ def maintenance_schedules() -> list[ScheduleDefinition]:
     settings = loaded_settings()
     calendar = settings.calendar if settings else CalendarSettings()
     vacuum = calendar.weekly_vacuum
+    zone = settings.timezone if settings else "UTC"
     return [
         per_environment_schedule(
             settings,
             "weekly_vacuum_schedule",
             vacuum_job,
             vacuum.cron(),
-            f"VACUUM ANALYZE every environment's database weekly at {vacuum.at:%H:%M} "
-            "(the database_maintenance asset; never VACUUM FULL).",
+            f"VACUUM ANALYZE every environment's database every {DAYS[vacuum.weekday].capitalize()} at "
+            f"{vacuum.at:%H:%M} {zone} (the database_maintenance asset; never VACUUM FULL).",
             "vacuum",
         ),
         per_environment_schedule(
@@ -33,7 +34,8 @@ def maintenance_schedules() -> list[ScheduleDefinition]:
             "hourly_cache_check_schedule",
             cache_stats_job,
             f"{calendar.cache_check_minute} * * * *",
-            "Read every environment's Redis INFO into the cache_state asset, hourly, with its checks.",
+            "Read every environment's Redis INFO into the cache_state asset, hourly at "
+            f":{calendar.cache_check_minute:02d}, with its checks.",
             "cache stats",
             period=lambda when: f"{when:%Y-%m-%dT%H}",
             wanted=lambda env: env.redis is not None,
@@ -43,7 +45,8 @@ def maintenance_schedules() -> list[ScheduleDefinition]:
             "daily_log_archive_schedule",
             log_archive_job,
             "30 0 * * *",
-            "Rotate every environment's logs after midnight and archive the day before, verified.",
+            f"00:30 {zone} nightly: rotate every environment's logs and archive the day before, verified (a day "
+            "with nothing to archive is recorded as such, not as an archive).",
             "archive logs",
             period=_yesterday,
             partition=lambda env, when: MultiPartitionKey({"day": _yesterday(when), "environment": env}),

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from dagster import Config, DagsterRunStatus, Failure, MetadataValue, OpExecutionContext, RunsFilter, op
 
+from ultra_ops.defs.shared.location import loaded_settings
 from ultra_ops.defs.shared.steps import failures_as_dagster
 from ultra_ops.engine.backups.platform_storage import dump_storage
+from ultra_ops.engine.clock import local_time
 
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
 _BATCH = 100
@@ -45,7 +47,10 @@ def purge_old_runs(context: OpExecutionContext, config: PurgeRunsConfig) -> None
         if len(ids) < _BATCH:
             break
     verb = f"would delete {matching}" if config.dry_run else f"deleted {deleted}"
-    context.log.info(f"{verb} finished run(s) created before {before:%Y-%m-%d %H:%M} UTC")
+    settings = loaded_settings()  # the one time zone of the config, where there is one
+    context.log.info(
+        f"{verb} finished run(s) created before {local_time(before, settings.timezone if settings else 'UTC')}"
+    )
     context.add_output_metadata(
         {
             "runs_deleted": deleted,

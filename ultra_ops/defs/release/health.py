@@ -23,6 +23,7 @@ from dagster import (
     multi_asset,
 )
 
+from ultra_ops.defs.release.health_figures import health_figures, log_environment_figures
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.partitions import environment_config, environment_partitions
 from ultra_ops.defs.shared.resources import OpsSettings
@@ -73,23 +74,14 @@ HEALTH_CHECKS = [
 
 
 def health_metadata(report: VerifyReport, step: Step, source: str) -> dict[str, Any]:
-    """The materialization's metadata: counts, then each check's latency and figures (plotted)."""
+    """The materialization's metadata: the figures the UI plots, under the same keys in every
+    environment and release (health_figures.py), then the whole report to read."""
     metadata: dict[str, Any] = {
         "environment": report.environment,
         "source": source,
         "healthy": report.ok,
-        "checks": len(report.results),
-        "failed": len(report.failures),
-        "warnings": len(report.warnings),
-        "duration_ms": round(report.duration_ms, 1),
+        **health_figures(report),
     }
-    for r in report.results:
-        if r.attempts:
-            metadata[f"{r.name} latency_ms"] = round(r.latency_ms, 1)
-        for key, value in r.metrics.items():
-            if key != "latency_ms":
-                metadata[f"{r.name} {key}"] = round(value, 3)
-    metadata = {step.redact(k): v for k, v in metadata.items()}
     metadata["results"] = MetadataValue.md("```\n" + step.redact(report.table()) + "\n```")
     metadata["report"] = MetadataValue.json(step.redact.value(report.to_dict()))
     return metadata
@@ -148,6 +140,7 @@ def record_health(context: OpExecutionContext, step: Step, report: VerifyReport,
             asset_key=HEALTH_STATE, partition=step.env.name, metadata=health_metadata(report, step, source)
         )
     )
+    log_environment_figures(context, report, source)
     for evaluation in _evaluations(check_results(report), step.env.name):
         context.log_event(evaluation)
     step.log.info(report.summary())
@@ -159,9 +152,9 @@ def record_window(context: OpExecutionContext, step: Step, window: WindowReport)
     decision = window.decision or {}
     metadata = {
         "outcome": window.outcome,
-        "samples": len(window.samples),
         "failed_samples": window.failed_samples,
-        "failure_limit": window.failure_limit,
+        # The config's numbers, as text: plotted they would be charts of one constant.
+        "rule": f"{len(window.samples)} samples, at most {window.failure_limit} may fail",
         "decided_by": decision.get("decided_by") or "",
         "window": MetadataValue.json(step.redact.value(window.to_dict())),
     }
@@ -188,8 +181,9 @@ def record_window(context: OpExecutionContext, step: Step, window: WindowReport)
             owners=["team:ops"],
             description="The environment's health: each verification's per-check status and latency (health URLs, "
             "database, Redis, LLM providers, API endpoints, smoke tests, and performance where a deploy or "
-            "verify measures it). Recorded by every verify run and deploy verification, and by the health "
-            "monitor sensor when /health?detail=true changes.",
+            "verify measures it), under figure names that are the same in every environment (health_latency_ms, "
+            "checks, failed ...). Recorded by every verify run and deploy verification, and by the health "
+            "monitor sensor when /health?detail=true changes. One environment's lines over time: health/<env>.",
         )
     ],
     partitions_def=environment_partitions,
@@ -201,6 +195,7 @@ def health_state(context: AssetExecutionContext, settings: OpsSettings) -> Itera
     with partition_step(context.op_execution_context, settings) as s:
         report = verify_environment(s.env, redact=s.redact, log=s.log, performance=False)
         s.log.info(report.summary())
+        log_environment_figures(context.op_execution_context, report, "monitor")
         result = MaterializeResult(
             asset_key=HEALTH_STATE, metadata=health_metadata(report, s, "monitor"), check_results=check_results(report)
         )

@@ -3,6 +3,7 @@ release branch. The deploy and rollback ops are in deploy_ops.py and rollback_op
 
 from dagster import MetadataValue, OpExecutionContext, op
 
+from ultra_ops.defs.calendar.pending import log_pending
 from ultra_ops.defs.release.config import DecisionConfig, ReleaseBranchConfig, VerifyConfig
 from ultra_ops.defs.release.health import record_health, record_window
 from ultra_ops.defs.shared import tags
@@ -63,6 +64,7 @@ def decide_verification(context: OpExecutionContext, config: DecisionConfig, set
             launched_by=tags.launched_by(run.tags),
         )
     context.log.info(f"{record.id} on {env.name}: {record.decision} decided by {record.decided_by}")
+    log_pending(context, loaded, context.log)
     context.add_output_metadata({"decision": MetadataValue.json(record.to_dict())})
 
 

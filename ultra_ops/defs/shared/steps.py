@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 from dagster import Failure, OpExecutionContext
 
+from ultra_ops.defs.backups.cheap_checks import cheap_evaluations
 from ultra_ops.defs.backups.records import recording_backups
+from ultra_ops.defs.calendar.pending import recording_decisions
+from ultra_ops.defs.release.releases import recording_releases
 from ultra_ops.defs.shared.failures import redacted_failure
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.engine.secrets import RedactingLog, Redactor
@@ -64,7 +67,8 @@ def step(
     """Find the environment in the run's config (`settings`, from the `settings` resource), hold its
     lock when given `locks`, redact the log, turn errors into Failures, and record every backup the
     step takes as a materialization of the backups asset (unless the step is that asset's own,
-    `record_backups=False`)."""
+    `record_backups=False`), every release record as one of the releases asset, and every decision
+    request opened or closed as pending_decisions."""
     with failures_as_dagster():
         env = settings.environment(environment)
     redact = Redactor.for_environment(env)
@@ -75,7 +79,11 @@ def step(
         if not record_backups:
             yield s
             return
-        with recording_backups(context, settings.timezone, s.log):
+        with (
+            recording_backups(context, settings.timezone, s.log, lambda info: cheap_evaluations(env, info, redact)),
+            recording_releases(context, env, settings.timezone, redact, s.log),
+            recording_decisions(context, settings, s.log),
+        ):
             yield s
 
 

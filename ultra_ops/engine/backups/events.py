@@ -3,30 +3,24 @@ materialization of the backups asset), however deep in a deploy or a restore it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
+
+from ultra_ops.engine import events
 
 if TYPE_CHECKING:
     from ultra_ops.engine.backups.store import BackupInfo
 
 Listener = Callable[["BackupInfo"], None]
+TOPIC = "backup"
 
-_listeners: ContextVar[tuple[Listener, ...]] = ContextVar("backup_listeners", default=())
 
-
-@contextmanager
-def backups_heard_by(listener: Listener) -> Iterator[None]:
+def backups_heard_by(listener: Listener) -> AbstractContextManager[None]:
     """Call `listener(info)` for every backup completed in this context (this thread)."""
-    token = _listeners.set((*_listeners.get(), listener))
-    try:
-        yield
-    finally:
-        _listeners.reset(token)
+    return events.heard_by(TOPIC, listener)
 
 
 def announce(info: BackupInfo) -> None:
     """Tell the listeners of a backup now complete (renamed into place)."""
-    for listener in _listeners.get():
-        listener(info)
+    events.announce(TOPIC, info)

@@ -160,19 +160,25 @@ def upcoming(settings: Settings, start: datetime, weeks: int, environment: str |
             if tick.skip and tick.skip.startswith("off week"):
                 continue  # a weekly cron's off-week ticks: shown nowhere, they never do anything
             ticks.append(tick)
-    nightly = settings.calendar.nightly_backup
+    calendar = settings.calendar
+    nightly = calendar.nightly_backup
+    # Every environment's maintenance ticks: (schedule, what it does, weekday or None for daily, time).
+    maintenance = (
+        ("nightly_backup_schedule", "backup", None, nightly),
+        ("weekly_vacuum_schedule", "VACUUM ANALYZE", calendar.weekly_vacuum.weekday, calendar.weekly_vacuum.at),
+        (
+            "weekly_restore_test_schedule",
+            "restore test of the newest backup",
+            calendar.weekly_restore_test.weekday,
+            calendar.weekly_restore_test.at,
+        ),
+    )
     for env in settings.environments:
         if environment not in (None, env):
             continue
-        ticks += [
-            Tick("nightly_backup_schedule", env, m, "backup")
-            for m in _moments(start, end, None, nightly.hour, nightly.minute)
-        ]
-    vacuum = settings.calendar.weekly_vacuum
-    for env in settings.environments:
-        if environment in (None, env):
-            ticks += [
-                Tick("weekly_vacuum_schedule", env, m, "VACUUM ANALYZE")
-                for m in _moments(start, end, vacuum.weekday, vacuum.at.hour, vacuum.at.minute)
-            ]
+        for name, action, weekday, at in maintenance:
+            ticks += [Tick(name, env, m, action) for m in _moments(start, end, weekday, at.hour, at.minute)]
     return sorted(ticks, key=lambda t: (t.at, t.schedule, t.environment))
+
+
+MAINTENANCE_SCHEDULES = ("nightly_backup_schedule", "weekly_vacuum_schedule", "weekly_restore_test_schedule")

@@ -23,12 +23,14 @@ from ultra_ops.engine import runs
 from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import InputError
+from ultra_ops.engine.events import announce
 from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.release.git_tags import commit_of
 from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Environment
 
 OPERATIONS = ("deploy", "rollback")
+RELEASE_TOPIC = "release"  # what engine.events announces once a record is written
 _SCHEMA_VERSION = 2  # 2: status `interrupted`
 _COLUMNS = (
     "environment",
@@ -180,6 +182,7 @@ def record_release(env: Environment, record: ReleaseRecord) -> ReleaseRecord:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+    announce(RELEASE_TOPIC, record)  # a Dagster step records it as a materialization of `releases`
     return record
 
 

@@ -7,6 +7,7 @@
     weekly_vacuum = { day = "sunday", time = "04:00" }
     hourly_cache_check = { minute = 15 }
     health_monitor = { interval_s = 60 }                          # polls /health?detail=true
+    weekly_restore_test = { day = "saturday", time = "05:00" }    # each environment's newest backup
     freezes = [{ name = "year-end freeze", start = "2026-12-21", end = "2027-01-04" }]
     holidays = ["2026-12-24"]
     [calendar.automations]                                        # running or stopped at first load
@@ -41,6 +42,8 @@ AUTOMATIONS = (
     "weekly_run_purge_schedule",
     "nightly_platform_backup_schedule",
     "health_monitor_sensor",
+    "weekly_restore_test_schedule",
+    "release_calendar_schedule",
 )
 _DEFAULT_ANCHOR = date(2026, 1, 8)  # a Thursday
 
@@ -96,6 +99,7 @@ class CalendarSettings:
     running: dict[str, bool] = field(default_factory=dict)  # schedule or sensor name -> starts running
     approval: ApprovalSettings = ApprovalSettings()
     health_monitor_interval_s: int = 60  # how often the health monitor sensor polls /health?detail=true
+    weekly_restore_test: Weekly = Weekly(5, time(5, 0))  # the restore test of each newest backup
 
     def release(self, environment: str) -> Weekly | None:
         return {"staging": self.staging, "production": self.production}.get(environment)
@@ -186,6 +190,9 @@ def read_calendar(r: TableReader | None) -> CalendarSettings:
     vacuum = _weekly(r.sub("weekly_vacuum"), defaults.weekly_vacuum)
     if time(2, 0) <= vacuum.at < time(3, 0):
         raise r.fail("weekly_vacuum", "its time is inside 02:00-03:00, which daylight saving skips or repeats")
+    restore_test = _weekly(r.sub("weekly_restore_test"), defaults.weekly_restore_test)
+    if time(2, 0) <= restore_test.at < time(3, 0):
+        raise r.fail("weekly_restore_test", "its time is inside 02:00-03:00, which daylight saving skips or repeats")
     minute = _whole_number(r.sub("hourly_cache_check"), "minute", defaults.cache_check_minute, 0, 59)
     interval = _whole_number(
         r.sub("health_monitor"), "interval_s", defaults.health_monitor_interval_s, 30, 86400, " seconds"
@@ -220,5 +227,15 @@ def read_calendar(r: TableReader | None) -> CalendarSettings:
         a.finish()
     r.finish()
     return CalendarSettings(
-        staging, production, nightly, vacuum, minute, tuple(freezes), holidays, running, approval, interval
+        staging,
+        production,
+        nightly,
+        vacuum,
+        minute,
+        tuple(freezes),
+        holidays,
+        running,
+        approval,
+        interval,
+        restore_test,
     )

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 
 from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.errors import InputError
+from ultra_ops.engine.events import announce
 from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment
@@ -26,6 +27,7 @@ from ultra_ops.engine.settings import Environment
 DECISIONS = ("approve", "rollback")
 TIMEOUT_DECIDER = "timeout"  # who "decided" when nobody did within decision_wait_s
 ABANDONED_DECIDER = "abandoned"  # a request whose deploy was interrupted or killed while it waited
+DECISION_TOPIC = "decision"  # what engine.events announces when a request opens or closes
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY,
@@ -98,7 +100,9 @@ def ask(env: Environment, request_id: str, *, version: str | None, run_id: str |
             (request_id, env.name, version, run_id, utc_timestamp(), summary),
         )
         conn.execute("COMMIT")
-    return get(env, request_id)
+    record = get(env, request_id)
+    announce(DECISION_TOPIC, record)  # a Dagster step shows it as pending_decisions
+    return record
 
 
 def get(env: Environment, request_id: str) -> DecisionRecord:
@@ -152,6 +156,7 @@ def decide(
         raise InputError(
             f"{request_id} was decided already: {record.decision} by {record.decided_by} at {record.decided_at}"
         )
+    announce(DECISION_TOPIC, record)
     return record
 
 

@@ -19,7 +19,7 @@ from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.release.records import find_releases
 from ultra_ops.engine.settings import load_settings
 from ultra_ops_tests.support.configs import write_multi_config
-from ultra_ops_tests.support.releases import record_deploy
+from ultra_ops_tests.support.releases import record_deployed
 
 BERLIN = ZoneInfo("Europe/Berlin")
 CALENDAR = """
@@ -41,8 +41,7 @@ def _config(tmp_path: Path, databases: dict[str, str], redis_prefix: str) -> Pat
     return path
 
 
-def _deployed(env, version: str, by: str = "alice") -> None:
-    record_deploy(env, version, run_id=f"run-{env.name}-{version}", launched_by=by)
+_deployed = record_deployed
 
 
 def _fire_times(schedule, start: datetime, end: datetime) -> list[datetime]:

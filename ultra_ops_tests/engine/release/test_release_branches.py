@@ -9,7 +9,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
 from ultra_ops.cli import main
 from ultra_ops.engine.calendar.ticks import release_tick
@@ -179,6 +179,13 @@ def test_the_demo_calendar_branch_ticks_approval_tag_and_webhook(
     assert code == 0, "\n".join(lines)
     text = "\n".join(lines)
     assert "production tick: skip: awaiting approval of v1.2.0" in text
+    with DagsterInstance.from_config(str(dagster_home)) as instance:  # in the UI while it waited, then not
+        shown = instance.fetch_materializations(AssetKey("pending_decisions"), limit=10, ascending=True).records
+    items = [r.asset_materialization.metadata["items"].value for r in shown]
+    assert [[(i["kind"], i["version"]) for i in listed] for listed in items] == [
+        [("production approval", "v1.2.0")],
+        [],
+    ]
     branch = git(repo, "rev-parse", "release/v1.2.0")
     origin = tmp_path / "ultra-ai-origin.git"
     assert git(origin, "rev-parse", "v1.2.0^{commit}") == branch  # tagged in production, pushed

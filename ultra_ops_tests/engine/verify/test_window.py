@@ -181,6 +181,10 @@ def test_an_inconclusive_window_waits_for_a_person_and_records_who(
             # No environment tag: the queue's one run per environment must not hold it behind the deploy.
             assert "ultra_ops/environment" not in decision_run.tags
             assert decision_run.tags["ultra_ops/launched_by"] == getpass.getuser()
+            # In view while it waited: the waiting deploy's run showed it, the decision's run cleared it.
+            shown = instance.fetch_materializations(AssetKey("pending_decisions"), limit=10, ascending=True).records
+            shown = [(r.run_id, r.asset_materialization.metadata["pending"].value) for r in shown]
+            assert shown == [(request.run_id, 1), (decision_run.run_id, 0)]
         record = get(stack.env, request.id)
         assert (record.decision, record.decided_by, record.reason) == ("approve", "alice", "warm-up blip")
         assert record.launched_by == getpass.getuser()
