@@ -18,6 +18,7 @@ from ultra_ops.engine.calendar.gates import check_deploy, check_emergency, local
 from ultra_ops.engine.release import deploy
 from ultra_ops.engine.release.checklist import require_checklist, run_checklist
 from ultra_ops.engine.release.deploy import DeployRequest
+from ultra_ops.engine.release.records import ReleaseStatus
 
 
 @contextmanager
@@ -68,7 +69,15 @@ def deploy_plan(
             flags={tags.SKIP_TESTS: req.skip_tests, tags.SKIP_BUILD: req.skip_build, tags.EMERGENCY: bool(emergency)},
         ),
     )
-    with step(context, loaded, req.environment, locks=locks, operation=f"deploy {req.tag}"):
+    # The lock's marker holds the record this deploy leaves if it dies before its next step.
+    with step(
+        context,
+        loaded,
+        req.environment,
+        locks=locks,
+        operation=f"deploy {req.tag}",
+        draft=lambda env: deploy.deploy_record(env, req, ReleaseStatus.INTERRUPTED).to_dict(),
+    ):
         pass
     context.add_output_metadata(
         {"environment": req.environment, "tag": req.tag, "skip_tests": req.skip_tests, "skip_build": req.skip_build}

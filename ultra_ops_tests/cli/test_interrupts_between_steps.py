@@ -1,0 +1,81 @@
+"""Runs stopped where no step can catch it (issue 17): killed between taking the lock and their
+first recorded step, or interrupted between two Dagster steps. The lock's marker carries the
+release record from the moment the lock is taken, so a killed run is recorded `interrupted` by the
+next operation; an interrupt is settled as the run lets go of the lock, and the CLI's one error
+says what state the environment is in and what to run. Real PostgreSQL and services; the runs are
+`python -m ultra_ops.cli` subprocesses, killed or interrupted at a named point (crash_points.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+from ultra_ops.engine.backups.store import list_backups
+from ultra_ops.engine.crash_points import CRASH_ENV
+from ultra_ops.engine.release.records import find_releases
+from ultra_ops.engine.runs import marker_path
+from ultra_ops_tests.support.cli import start_cli
+from ultra_ops_tests.support.stack import Stack
+
+
+def _cli(stack: Stack, *argv: str, extra_env: dict[str, str]) -> subprocess.Popen:
+    return start_cli(*argv, config=stack.config, environment="staging", env={**os.environ, **extra_env})
+
+
+def _killed_at(stack: Stack, point: str, *argv: str) -> str:
+    """Run `ultra-ops ARGV`, killed (SIGKILL) at `point`: the id of the run its marker names."""
+    proc = _cli(stack, *argv, extra_env={CRASH_ENV: point})
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == -signal.SIGKILL, err
+    return json.loads(marker_path(stack.env).read_text())["run_id"]
+
+
+def test_runs_killed_before_their_first_step_are_recorded_by_the_next_operation(stack: Stack, capsys) -> None:
+    """A rollback killed the moment it took the lock (inside rollback_plan, before its check), and a
+    deploy killed between deploy_plan and deploy_checklist: each is recorded once, `interrupted`,
+    naming its version and run, by the operation that takes the lock next."""
+    assert stack.ops("deploy", "--tag", "v1.0.0", "--skip-tests") == 0
+    assert stack.ops("backups", "create") == 0
+    backup_id = list_backups(stack.env)[0].id
+
+    rollback_run = _killed_at(stack, "locked", "rollback", "--backup", backup_id, "--yes")
+    assert find_releases(stack.env, run_id=rollback_run) == []  # nothing recorded by the killed run itself
+    deploy_run = _killed_at(stack, "step:deploy_checklist", "deploy", "--tag", "v1.1.0", "--skip-tests")
+    # The deploy's recovery, as it took the lock, recorded the rollback.
+    (rolled,) = find_releases(stack.env, run_id=rollback_run)
+    assert (rolled.operation, rolled.version, rolled.previous_version, rolled.backup_id, rolled.status) == (
+        "rollback",
+        "v1.0.0",
+        "v1.0.0",
+        backup_id,
+        "interrupted",
+    )
+    assert "ended without finishing: its process, pid" in rolled.reason, rolled.reason
+    assert find_releases(stack.env, run_id=deploy_run) == []
+
+    capsys.readouterr()
+    assert stack.ops("recover") == 0
+    assert f"recorded deploy run {deploy_run} as interrupted" in capsys.readouterr().out
+    (deployed,) = find_releases(stack.env, run_id=deploy_run)
+    assert (deployed.operation, deployed.version, deployed.previous_version, deployed.status) == (
+        "deploy",
+        "v1.1.0",
+        "v1.0.0",
+        "interrupted",
+    )
+    assert deployed.launched_by and deployed.started_at
+    assert stack.ops("recover") == 0  # found once: not recorded again
+    assert [len(find_releases(stack.env, run_id=r)) for r in (rollback_run, deploy_run)] == [1, 1]
+
+    capsys.readouterr()
+    assert stack.ops("releases") == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert any(
+        row.split()[1:5] == ["deploy", "v1.1.0", "v1.0.0", "interrupted"] and deploy_run[:8] in row for row in rows
+    ), rows
+    assert any(
+        row.split()[1:5] == ["rollback", "v1.0.0", "v1.0.0", "interrupted"] and rollback_run[:8] in row for row in rows
+    ), rows
+    assert stack.get("/health").json()["version"] == "v1.0.0"  # neither got as far as changing anything
