@@ -11,9 +11,12 @@ import json
 import os
 import signal
 import subprocess
+import time
+
+import pytest
 
 from ultra_ops.engine.backups.store import list_backups
-from ultra_ops.engine.crash_points import CRASH_ENV
+from ultra_ops.engine.crash_points import CRASH_ENV, PAUSE_ENV
 from ultra_ops.engine.release.records import find_releases
 from ultra_ops.engine.runs import marker_path
 from ultra_ops_tests.support.cli import start_cli
@@ -79,3 +82,46 @@ def test_runs_killed_before_their_first_step_are_recorded_by_the_next_operation(
         row.split()[1:5] == ["rollback", "v1.0.0", "v1.0.0", "interrupted"] and rollback_run[:8] in row for row in rows
     ), rows
     assert stack.get("/health").json()["version"] == "v1.0.0"  # neither got as far as changing anything
+
+
+@pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_between_two_steps_ends_with_the_state_it_left(stack: Stack, signo: int, capsys) -> None:
+    """Ctrl-C or SIGTERM while Dagster goes from deploy_plan to deploy_checklist (it holds the
+    signal back to the next step's start, outside every step's own handler): the run's end
+    settles and records it, and the CLI's last line is the one message saying what runs and what
+    to run, not the interrupt's bare type name."""
+    assert stack.ops("deploy", "--tag", "v1.0.0", "--skip-tests") == 0
+    reached = stack.tmp / "reached"
+    proc = _cli(
+        stack, "deploy", "--tag", "v1.1.0", "--skip-tests", extra_env={PAUSE_ENV: f"step:deploy_checklist={reached}"}
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not reached.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the deploy never reached its checklist"
+            time.sleep(0.02)
+        proc.send_signal(signo)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert "DagsterExecutionInterruptedError" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("error: ")] == [err.splitlines()[-1]], err
+    assert err.splitlines()[-1] == (
+        "error: deploy of v1.1.0 to staging was interrupted (Ctrl-C or SIGTERM); staging runs v1.0.0 "
+        "(backend): check it with `ultra-ops verify --environment staging`"
+    ), err
+
+    (record,) = find_releases(stack.env, status="interrupted")
+    assert (record.operation, record.version, record.previous_version) == ("deploy", "v1.1.0", "v1.0.0")
+    assert record.reason == err.splitlines()[-1].removeprefix("error: ")
+    assert stack.get("/health").json()["version"] == "v1.0.0"
+    assert not marker_path(stack.env).exists()  # nothing left to settle: it runs as before
+    capsys.readouterr()
+    assert stack.ops("status") == 0
+    out = capsys.readouterr().out
+    assert "version      v1.0.0" in out and "last release deploy v1.1.0 interrupted" in out, out
+    assert "lock         free" in out and "pending" not in out, out
+    assert "service      backend          running" in out, out
