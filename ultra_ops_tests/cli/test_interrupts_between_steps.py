@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -19,7 +18,7 @@ from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.crash_points import CRASH_ENV, PAUSE_ENV
 from ultra_ops.engine.release.records import find_releases
 from ultra_ops.engine.runs import marker_path
-from ultra_ops_tests.support.cli import start_cli
+from ultra_ops_tests.support.cli import start_cli, wait_for_pause
 from ultra_ops_tests.support.stack import Stack
 
 
@@ -96,11 +95,7 @@ def test_interrupt_between_two_steps_ends_with_the_state_it_left(stack: Stack, s
         stack, "deploy", "--tag", "v1.1.0", "--skip-tests", extra_env={PAUSE_ENV: f"step:deploy_checklist={reached}"}
     )
     try:
-        deadline = time.monotonic() + 180
-        while not reached.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the deploy never reached its checklist"
-            time.sleep(0.02)
+        wait_for_pause(proc, reached, "its checklist")
         proc.send_signal(signo)
         _, err = proc.communicate(timeout=120)
     finally:
