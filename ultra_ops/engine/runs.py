@@ -5,8 +5,9 @@ lock itself is dropped by the kernel when its holder dies, so a marker that the 
 is a run that ended without finishing: killed (`kill -9`, a power cut), or interrupted and left so
 on purpose. The marker says what the recovery of that run needs:
 
-    record      the release record to write if the run never writes its own (deploy and rollback
-                steps keep it current: records.py), so every such run leaves one, `interrupted`
+    record      the release record to write if the run never writes its own, so every such run
+                leaves one, `interrupted`: there from the marker's first write for a deploy or
+                rollback (begin's `record`), then kept current by their steps (records.py)
     services    which services ran when the run began: what the last completed operation left
                 running, to be put back once the run is gone
     unsettled   `services` came from a run that did not finish, and are not yet put back: carried
