@@ -11,14 +11,18 @@ import json
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.crash_points import CRASH_ENV, PAUSE_ENV
-from ultra_ops.engine.release.records import find_releases
+from ultra_ops.engine.release.interrupts import interrupted_state
+from ultra_ops.engine.release.records import ReleaseRecord, find_releases, record_release
 from ultra_ops.engine.runs import marker_path
+from ultra_ops.engine.settings import load_settings
 from ultra_ops_tests.support.cli import start_cli, wait_for_pause
+from ultra_ops_tests.support.configs import checks_config
 from ultra_ops_tests.support.stack import Stack
 
 
@@ -120,3 +124,25 @@ def test_interrupt_between_two_steps_ends_with_the_state_it_left(stack: Stack, s
     assert "version      v1.0.0" in out and "last release deploy v1.1.0 interrupted" in out, out
     assert "lock         free" in out and "pending" not in out, out
     assert "service      backend          running" in out, out
+
+
+@pytest.mark.unit
+def test_the_message_of_an_interrupted_run_without_a_record_says_where_to_look(tmp_path: Path) -> None:
+    """A run that leaves no record (a backup, or a record it could not write) still ends with what
+    to run, never the interrupt's type name; one that was recorded ends with its record's reason."""
+    env = load_settings(checks_config(tmp_path, "unused", "")).environment("staging")
+    message = interrupted_state(env, "run-1")
+    assert message == (
+        "run run-1 on staging was interrupted (Ctrl-C or SIGTERM); `ultra-ops status --environment staging` "
+        "shows the state it left, and `ultra-ops recover --environment staging` settles what it left unfinished"
+    )
+    stamp = "2026-01-02T00:00:00Z"
+    fields = dict(environment="staging", operation="deploy", version="v1.1.0", previous_version="v1.0.0")
+    record_release(env, ReleaseRecord(**fields, status="failed", run_id="run-2", started_at=stamp, ended_at=stamp))
+    assert interrupted_state(env, "run-2").startswith("run run-2 on staging was interrupted")
+    reason = "deploy of v1.1.0 to staging was interrupted (Ctrl-C or SIGTERM); staging runs v1.0.0 (backend)"
+    record_release(
+        env,
+        ReleaseRecord(**fields, status="interrupted", run_id="run-1", started_at=stamp, ended_at=stamp, reason=reason),
+    )
+    assert interrupted_state(env, "run-1") == reason
