@@ -117,6 +117,10 @@ def run_job(
     result = launch(job, config, tags, instance=instance)
     state = "succeeded" if result.success else "FAILED"
     progress(f"run {result.run_id} {state}")
+    if result.interrupted and environment is not None:
+        from ultra_ops.engine.release.interrupts import interrupted_state
+
+        result.message = interrupted_state(settings.environment(environment), result.run_id)
     if not result.success:
         print(f"error: {result.message}", file=sys.stderr, flush=True)
     return result

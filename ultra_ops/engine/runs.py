@@ -5,8 +5,9 @@ lock itself is dropped by the kernel when its holder dies, so a marker that the 
 is a run that ended without finishing: killed (`kill -9`, a power cut), or interrupted and left so
 on purpose. The marker says what the recovery of that run needs:
 
-    record      the release record to write if the run never writes its own (deploy and rollback
-                steps keep it current: records.py), so every such run leaves one, `interrupted`
+    record      the release record to write if the run never writes its own, so every such run
+                leaves one, `interrupted`: there from the marker's first write for a deploy or
+                rollback (begin's `record`), then kept current by their steps (records.py)
     services    which services ran when the run began: what the last completed operation left
                 running, to be put back once the run is gone
     unsettled   `services` came from a run that did not finish, and are not yet put back: carried
@@ -64,9 +65,13 @@ def remove_marker(env: Environment) -> None:
     marker_path(env).unlink(missing_ok=True)
 
 
-def begin(env: Environment, *, operation: str, run_id: str | None) -> dict[str, Any]:
+def begin(
+    env: Environment, *, operation: str, run_id: str | None, record: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Mark the run that just took the lock (after recovery). Services a previous unfinished run
-    left unsettled stay in the new marker: only a run that settles them drops them."""
+    left unsettled stay in the new marker: only a run that settles them drops them. `record`: the
+    draft a deploy or rollback would leave, there from the marker's first write, so that a run
+    killed before its first step still leaves one (and the services that run, as note_record)."""
     for tmp in env.state_dir.glob(f".{MARKER}.*") if env.state_dir.is_dir() else ():
         tmp.unlink(missing_ok=True)  # a run killed while it wrote its marker; the lock is ours now
     previous = read_marker(env)
@@ -81,9 +86,11 @@ def begin(env: Environment, *, operation: str, run_id: str | None) -> dict[str, 
         "started_at": utc_timestamp(),
         "services": previous["services"] if carried else None,
         "unsettled": carried,  # a marker is left only by a run that did not finish
-        "record": None,
+        "record": record,
         "interrupted": False,
     }
+    if record is not None and marker["services"] is None:
+        marker["services"] = running_services(env)
     write_marker(env, marker)
     return marker
 

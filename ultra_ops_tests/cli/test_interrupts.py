@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -26,7 +25,7 @@ from ultra_ops.engine.release.records import ReleaseRecord, ReleaseStatus, find_
 from ultra_ops.engine.runs import marker_path
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import load_settings
-from ultra_ops_tests.support.cli import start_cli
+from ultra_ops_tests.support.cli import start_cli, wait_for_pause
 from ultra_ops_tests.support.configs import checks_config
 from ultra_ops_tests.support.ports import free_port
 from ultra_ops_tests.support.services import PG
@@ -155,11 +154,7 @@ def test_interrupt_while_the_rollback_starts_the_services(stack: Stack, signo: i
     reached = stack.tmp / "reached"
     proc = _cli(stack, "rollback", "--backup", backup_id, "--yes", extra_env={PAUSE_ENV: f"started:backend={reached}"})
     try:
-        deadline = time.monotonic() + 180
-        while not reached.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the rollback never started its services"
-            time.sleep(0.02)
+        wait_for_pause(proc, reached, "the start of its services")
         assert _running(stack)["backend"] and not _running(stack)["llm"]
         proc.send_signal(signo)
         out, err = proc.communicate(timeout=120)

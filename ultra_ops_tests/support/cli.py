@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,3 +42,13 @@ def run_cli(
     return subprocess.run(
         _command(argv, config, environment), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def wait_for_pause(proc: subprocess.Popen, reached: Path, what: str, timeout: float = 180) -> None:
+    """Wait until the process started with ULTRA_OPS_TEST_PAUSE_AT=<point>=`reached` writes that
+    file, pausing at its point (crash_points.py); fail with its output if it ends first."""
+    deadline = time.monotonic() + timeout
+    while not reached.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"the process never reached {what}"
+        time.sleep(0.02)

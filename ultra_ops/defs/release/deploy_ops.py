@@ -14,6 +14,7 @@ from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 from ultra_ops.defs.shared.runs import run_origin
 from ultra_ops.defs.shared.steps import Step, environment_of, failures_as_dagster, load, step
+from ultra_ops.engine import runs
 from ultra_ops.engine.calendar.gates import check_deploy, deploy_reasons, local_today
 from ultra_ops.engine.calendar.offer import offered_version
 from ultra_ops.engine.deployed import deployed_version
@@ -22,6 +23,7 @@ from ultra_ops.engine.release import deploy
 from ultra_ops.engine.release.checklist import require_checklist, run_checklist
 from ultra_ops.engine.release.deploy import DeployRequest
 from ultra_ops.engine.release.downgrade import check_downgrade, version_change
+from ultra_ops.engine.release.records import ReleaseStatus
 from ultra_ops.engine.settings import Settings
 
 
@@ -74,11 +76,25 @@ def deploy_plan(
             flags={tags.SKIP_TESTS: req.skip_tests, tags.SKIP_BUILD: req.skip_build, tags.EMERGENCY: bool(emergency)},
         ),
     )
-    with step(context, loaded, req.environment, locks=locks, operation=f"deploy {req.tag}") as s:
+    # The lock's marker holds the record this deploy leaves if it dies before its next step.
+    with step(
+        context,
+        loaded,
+        req.environment,
+        locks=locks,
+        operation=f"deploy {req.tag}",
+        draft=lambda env: deploy.deploy_record(env, req, ReleaseStatus.INTERRUPTED).to_dict(),
+    ) as s:
         # Under the lock: the version read here is the one the deploy replaces.
         current = deployed_version(s.env)
         s.log.info(f"{s.env.name}: {version_change(current, req.tag)}")
-        req = replace(req, downgrade=check_downgrade(s.env.name, current, req.tag, allowed=downgrade))
+        try:
+            allowed = check_downgrade(s.env.name, current, req.tag, allowed=downgrade)
+        except InputError:
+            # Refused before anything changed: bad input leaves no release record, so no draft either.
+            runs.update(s.env, context.run_id, record=None)
+            raise
+        req = replace(req, downgrade=allowed)
         if req.downgrade:
             s.log.warning(f"{s.env.name}: allowed {req.downgrade}")
             context.instance.add_run_tags(context.run_id, {tags.DOWNGRADE: "true"})

@@ -3,6 +3,7 @@ calls one engine step under it; a failed step leaves the rollback's release reco
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from dagster import MetadataValue, OpExecutionContext, op
 
@@ -15,6 +16,7 @@ from ultra_ops.defs.shared.steps import Step, load, partition_step, step
 from ultra_ops.engine.release import rollback
 from ultra_ops.engine.release.records import ReleaseStatus
 from ultra_ops.engine.release.rollback import RollbackPlan
+from ultra_ops.engine.settings import Environment
 
 
 @contextmanager
@@ -37,16 +39,24 @@ def rollback_step(
 def rollback_plan(
     context: OpExecutionContext, config: RollbackConfig, settings: OpsSettings, locks: EnvironmentLocks
 ) -> RollbackPlan:
-    """Pick the backup, take the environment's lock, and check every checksum before anything stops."""
-    with partition_step(context, settings, locks=locks, operation="rollback") as s:
-        launched_by, started_at = run_origin(context)
-        plan = rollback.plan_rollback(
-            s.env,
-            config.backup_id or None,
-            run_id=context.run_id,
-            launched_by=launched_by,
-            started_at=started_at,
+    """Take the environment's lock, pick the backup, and check every checksum before anything stops."""
+    launched_by, started_at = run_origin(context)
+    planned: list[RollbackPlan] = []
+
+    def draft(env: Environment) -> dict[str, Any]:
+        # Under the lock, after its recovery: the backup is chosen from the list as it is now, and
+        # the record this rollback leaves if it dies goes into the lock's marker at once.
+        planned.append(
+            rollback.plan_rollback(
+                env, config.backup_id or None, run_id=context.run_id, launched_by=launched_by, started_at=started_at
+            )
         )
+        return rollback.rollback_record(env, planned[-1], ReleaseStatus.INTERRUPTED).to_dict()
+
+    with partition_step(context, settings, locks=locks, operation="rollback", draft=draft) as s:
+        if not planned:  # the run held the lock already (a re-execution): the next step notes the draft
+            draft(s.env)
+        plan = planned[-1]
         context.instance.add_run_tags(
             context.run_id, tags.launch_tags(s.env.name, "rollback", version=plan.version, backup_id=plan.backup_id)
         )

@@ -25,6 +25,7 @@ import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.execution.api import execute_run
+from dagster._core.execution.plan.objects import ErrorSource
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
@@ -47,6 +48,9 @@ class LaunchResult:
     asset_metadata: list[dict[str, Any]] = field(default_factory=list)  # of its observations and materializations
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # step key -> its output's metadata
     checks: list[dict[str, Any]] = field(default_factory=list)  # asset check evaluations: name, passed, ...
+    # Ctrl-C or SIGTERM stopped a step where no handler of ours caught it (Dagster holds a signal
+    # back to the next step's start): the message cannot say what state it left; the caller asks.
+    interrupted: bool = False
 
 
 def default_dagster_home(config_file: Path) -> Path:
@@ -137,13 +141,16 @@ def _outcome(instance: DagsterInstance, run_id: str, success: bool) -> LaunchRes
     observations: list[dict[str, Any]] = []
     outputs: dict[str, dict[str, Any]] = {}
     checks: list[dict[str, Any]] = []
+    interrupted = False
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
         if event is None:
             continue
         if event.event_type == DagsterEventType.STEP_FAILURE:
             data = event.step_failure_data
-            if data.user_failure_data and data.user_failure_data.description:
+            if data.error_source == ErrorSource.INTERRUPT:
+                interrupted = True  # its text is the interrupt's bare type name
+            elif data.user_failure_data and data.user_failure_data.description:
                 messages.append(data.user_failure_data.description)
             elif data.error:
                 messages.append(data.error.message.strip())
@@ -165,10 +172,11 @@ def _outcome(instance: DagsterInstance, run_id: str, success: bool) -> LaunchRes
         elif event.event_type == DagsterEventType.STEP_OUTPUT and event.step_key:
             outputs[event.step_key] = _metadata_values(event.step_output_data.metadata or {})
         elif event.event_type == DagsterEventType.RUN_FAILURE and not messages and event.message:
-            messages.append(event.message)
+            messages.append(f"run {run_id} was interrupted (Ctrl-C or SIGTERM)" if interrupted else event.message)
     if not success and not messages:
         messages.append(f"run {run_id} failed")
-    return LaunchResult(run_id, success, messages[0] if messages else "", observations, outputs, checks)
+    message = messages[0] if messages else ""
+    return LaunchResult(run_id, success, message, observations, outputs, checks, interrupted=interrupted)
 
 
 def _process_tag(owner: dict[str, Any]) -> str:

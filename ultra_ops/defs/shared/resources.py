@@ -1,13 +1,15 @@
 """Resources shared by every domain: the run's config and the per-environment locks."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from ultra_ops.engine import runs
 from ultra_ops.engine.backups.recover import recover_environment
+from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.locks import EnvironmentLock
 from ultra_ops.engine.release.interrupts import finish_run
 from ultra_ops.engine.secrets import Log
@@ -69,22 +71,34 @@ class EnvironmentLocks(ConfigurableResource):
                     lock.release()
             self._held.clear()
 
-    def hold(self, env: Environment, *, operation: str, run_id: str, log: Log | None = None) -> EnvironmentLock:
+    def hold(
+        self,
+        env: Environment,
+        *,
+        operation: str,
+        run_id: str,
+        log: Log | None = None,
+        draft: Callable[[Environment], dict[str, Any]] | None = None,
+    ) -> EnvironmentLock:
         """The environment's lock for this run: taken on first use, then held until the run ends.
         Taking it first recovers what a dead run left (an interrupted database swap, scratch
         databases, temp folders, its release record), so every operation starts from a consistent
-        environment; then this run's marker says who holds it (runs.py) until the run ends."""
+        environment; then this run's marker says who holds it (runs.py) until the run ends.
+        `draft`: a deploy's or rollback's release record as it would be left now (called after the
+        recovery, which may change the version in place), written with the marker, so a run
+        killed before its first step is recorded too. Not called when the run holds the lock."""
         lock = self._held.get(env.name)
         if lock is None:
             wait_s = self.lock_wait_s if self.lock_wait_s is not None and self.lock_wait_s >= 0 else env.lock_wait_s
             lock = EnvironmentLock(env, operation=operation, run_id=run_id).acquire(wait_s=wait_s, log=log)
             try:
                 self._recovered[env.name] = recover_environment(env, log=log, run_id=run_id)
-                runs.begin(env, operation=operation, run_id=run_id)
+                runs.begin(env, operation=operation, run_id=run_id, record=draft(env) if draft else None)
             except BaseException:
                 lock.release()
                 raise
             self._held[env.name] = lock
+            crash_point("locked")
         return lock
 
     def recovered(self, environment: str) -> list[str]:

@@ -5,9 +5,10 @@ Errors become a Failure whose text is already redacted, so no secret reaches the
 and its traceback stops at the op.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from dagster import Failure, OpExecutionContext
 
@@ -63,19 +64,21 @@ def step(
     locks: EnvironmentLocks | None = None,
     operation: str = "",
     record_backups: bool = True,
+    draft: Callable[[Environment], dict[str, Any]] | None = None,
 ) -> Iterator[Step]:
     """Find the environment in the run's config (`settings`, from the `settings` resource), hold its
     lock when given `locks`, redact the log, turn errors into Failures, and record every backup the
     step takes as a materialization of the backups asset (unless the step is that asset's own,
     `record_backups=False`), every release record as one of the releases asset, and every decision
-    request opened or closed as pending_decisions."""
+    request opened or closed as pending_decisions. `draft`: the release record the run leaves if it
+    dies (EnvironmentLocks.hold)."""
     with failures_as_dagster():
         env = settings.environment(environment)
     redact = Redactor.for_environment(env)
     with failures_as_dagster(redact):
         s = Step(env, RedactingLog(context.log, redact), redact)
         if locks is not None:
-            locks.hold(env, operation=operation or context.job_name, run_id=context.run_id, log=s.log)
+            locks.hold(env, operation=operation or context.job_name, run_id=context.run_id, log=s.log, draft=draft)
         if not record_backups:
             yield s
             return
@@ -94,8 +97,9 @@ def partition_step(
     *,
     locks: EnvironmentLocks | None = None,
     operation: str = "",
+    draft: Callable[[Environment], dict[str, Any]] | None = None,
 ) -> Iterator[Step]:
     """`step` for the environment the run is partitioned by, in the run's config."""
     loaded = load(settings)
-    with step(context, loaded, environment_of(context), locks=locks, operation=operation) as s:
+    with step(context, loaded, environment_of(context), locks=locks, operation=operation, draft=draft) as s:
         yield s

@@ -124,7 +124,7 @@ def finish_run(env: Environment, run_id: str | None, *, log: Log | None = None, 
         try:
             if not find_releases(env, run_id=run_id, limit=1):
                 redact = redact or Redactor.for_environment(env)
-                what = str(marker.get("operation") or "the run")
+                what = _described(env, marker["record"])
                 with uninterrupted():
                     message = settle_interrupt(env, what, run_id=run_id, compose_file=None, log=log, redact=redact)
                 log.warning(message)
@@ -133,3 +133,27 @@ def finish_run(env: Environment, run_id: str | None, *, log: Log | None = None, 
             log.warning(f"could not record the end of run {run_id}: {exc}")
             return
     runs.end(env, run_id)
+
+
+def _described(env: Environment, draft: dict) -> str:
+    """The operation of a draft record in the words its steps use when they settle an interrupt."""
+    if draft.get("operation") == "rollback":
+        return f"rollback of {env.name} to backup {draft.get('backup_id') or '-'}"
+    return f"deploy of {draft.get('version') or '-'} to {env.name}"
+
+
+def interrupted_state(env: Environment, run_id: str) -> str:
+    """The one message for a run that Ctrl-C or SIGTERM stopped where no step could say what it
+    left (between two steps): what its end settled, as its `interrupted` record says (finish_run);
+    else, for a run that leaves no record or could not write it, where to look and what to run."""
+    try:
+        record = next(iter(find_releases(env, run_id=run_id, limit=1)), None)
+    except Exception:  # noqa: BLE001 - an unreadable record: the commands below still tell
+        record = None
+    if record is not None and record.status == ReleaseStatus.INTERRUPTED and record.reason:
+        return record.reason
+    return (
+        f"run {run_id} on {env.name} was interrupted (Ctrl-C or SIGTERM); "
+        f"`ultra-ops status --environment {env.name}` shows the state it left, and "
+        f"`ultra-ops recover --environment {env.name}` settles what it left unfinished"
+    )
