@@ -39,6 +39,7 @@ from ultra_ops.engine.release.records import (
     with_outcome,
 )
 from ultra_ops.engine.release.rollback import rollback
+from ultra_ops.engine.release.source import release_source
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import Log, Redactor
 from ultra_ops.engine.settings import Environment, Settings
@@ -193,7 +194,13 @@ def build(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -
     if req.skip_build:
         log.info("build skipped (--skip-build)")
         return "skipped"
-    get_runtime(env, compose_file=req.compose_path, log=log, redact=redact).build(req.tag)
+    runtime = get_runtime(env, compose_file=req.compose_path, log=log, redact=redact)
+    if env.runtime != "compose" and req.compose_path is None:
+        runtime.build(req.tag)
+        return "built"
+    # An image is built from the release's commit in the Ultra AI repository, where there is one.
+    with release_source(env, req.tag, log=log) as source:
+        runtime.build(req.tag, context=source)  # type: ignore[call-arg] - the compose runtime's
     return "built"
 
 

@@ -29,6 +29,10 @@ _POLL_S = 0.5
 _SHORT_TIMEOUT_S = 120.0
 _UP_TIMEOUT_S = 600.0
 _BUILD_TIMEOUT_S = 3 * 3600.0
+# The document's layout: the backend, and the stores it keeps its state in. Stopping the
+# environment (for a rollback's database swap, or `ultra-ops stop`) stops the application and
+# keeps the stores running: ultra_ops backs up, swaps and restores through them.
+DATA_SERVICES = ("postgres", "redis")
 
 
 def registry_prefix(registry: str | None) -> str:
@@ -79,13 +83,19 @@ class ComposeRuntime:
             str(self.env.env_file),
         ]
 
-    def command_env(self, version: str | None = None, registry: str | None = None) -> dict[str, str]:
+    def command_env(
+        self, version: str | None = None, registry: str | None = None, context: Path | None = None
+    ) -> dict[str, str]:
         """The variables every compose command runs with; they override the caller's own."""
-        return {
+        values = {
             "ULTRA_IMAGE_TAG": version or "latest",
             "ULTRA_REGISTRY": registry_prefix(registry),
             "ULTRA_ENVIRONMENT": self.env.name,
         }
+        if context is not None:
+            # The release's own source (its commit, checked out): what the image is built from.
+            values["ULTRA_BUILD_CONTEXT"] = str(context)
+        return values
 
     def build_args(self, version: str | None = None) -> list[str]:
         # The tag comes from command_env(version); the argument keeps the builders' signatures uniform.
@@ -102,6 +112,9 @@ class ComposeRuntime:
 
     def down_args(self) -> list[str]:
         return [*self.compose_base(), "down"]
+
+    def stop_args(self, services: list[str]) -> list[str]:
+        return [*self.compose_base(), "stop", *services]
 
     def ps_args(self) -> list[str]:
         return [*self.compose_base(), "ps"]
@@ -127,6 +140,7 @@ class ComposeRuntime:
         *,
         version: str | None = None,
         registry: str | None = None,
+        context: Path | None = None,
         timeout: float = _SHORT_TIMEOUT_S,
     ) -> str:
         if not self.env.env_file.is_file():
@@ -136,7 +150,7 @@ class ComposeRuntime:
             # basics and the variables this environment's config names, nothing else of ours.
             proc = shell.run(
                 args,
-                env=self.command_env(version or self._version, registry or self.registry),
+                env=self.command_env(version or self._version, registry or self.registry, context),
                 environment=self.env,
                 cwd=self.compose_file.parent,
                 timeout=timeout,
@@ -148,9 +162,11 @@ class ComposeRuntime:
             raise RuntimeFailure(self.redact(message)) from None
         return proc.stdout
 
-    def build(self, version: str) -> None:
-        self.log.info(f"compose build {self.project} at {version}")
-        self._run(self.build_args(version), version=version, timeout=_BUILD_TIMEOUT_S)
+    def build(self, version: str, context: Path | None = None) -> None:
+        """Build the images at `version`; from `context` (the release's source) where given, else
+        from the compose file's own build context."""
+        self.log.info(f"compose build {self.project} at {version}" + (f" from {context}" if context else ""))
+        self._run(self.build_args(version), version=version, context=context, timeout=_BUILD_TIMEOUT_S)
 
     def push(self, version: str, registry: str) -> None:
         """Build with the registry in the image names (cached layers: this is the tag step), then push."""
@@ -171,8 +187,12 @@ class ComposeRuntime:
         self._run(self.up_args(), version=version, timeout=_UP_TIMEOUT_S)
 
     def down(self) -> None:
-        self.log.info(f"compose down {self.project}")
-        self._run(self.down_args(), timeout=_UP_TIMEOUT_S)
+        """Stop the application's services; the stores (DATA_SERVICES) keep running."""
+        services = [s for s in self._run(self.services_args()).split() if s not in DATA_SERVICES]
+        if not services:
+            return
+        self.log.info(f"compose stop {self.project}: {', '.join(services)}")
+        self._run(self.stop_args(services), timeout=_UP_TIMEOUT_S)
 
     def status(self) -> list[ServiceStatus]:
         services = self._run(self.services_args()).split()
