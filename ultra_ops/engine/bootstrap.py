@@ -53,9 +53,10 @@ def init_environment(env: Environment) -> list[str]:
         done.append(f"{env.env_file} still needs: {', '.join(missing)}")
     db = env.database
     if env.runtime == "compose":
+        from ultra_ops.engine.runtimes.compose_env import start_stores
+
         # The project's own PostgreSQL container creates POSTGRES_DB on its first start.
-        done.append(f"environment {env.name} is ready (its database is created when its containers first start)")
-        return done
+        done += start_stores(env)
     try:
         with psycopg.connect(
             **db.conninfo(db.maintenance_db, statement_timeout_s=300, lock_timeout_s=30), autocommit=True

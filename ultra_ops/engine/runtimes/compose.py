@@ -186,6 +186,14 @@ class ComposeRuntime:
         self.log.info(f"compose up {self.project} at {version}")
         self._run(self.up_args(), version=version, timeout=_UP_TIMEOUT_S)
 
+    def up_stores(self) -> list[str]:
+        """Start the stores alone (a new environment's database before its first deploy)."""
+        services = [s for s in self._run(self.services_args()).split() if s in DATA_SERVICES]
+        if services:
+            self.log.info(f"compose up {self.project}: {', '.join(services)}")
+            self._run([*self.compose_base(), "up", "-d", *services], timeout=_UP_TIMEOUT_S)
+        return services
+
     def down(self) -> None:
         """Stop the application's services; the stores (DATA_SERVICES) keep running."""
         services = [s for s in self._run(self.services_args()).split() if s not in DATA_SERVICES]
@@ -195,9 +203,27 @@ class ComposeRuntime:
         self._run(self.stop_args(services), timeout=_UP_TIMEOUT_S)
 
     def status(self) -> list[ServiceStatus]:
+        """Each service: running (`ps`), its container's state, health and image (`docker inspect`),
+        memory and CPU (`docker stats`)."""
+        from ultra_ops.engine.runtimes import compose_status
+
         services = self._run(self.services_args()).split()
         running = set(self._run(self.running_services_args()).split())
-        return [ServiceStatus(s, s in running, "running" if s in running else "not running") for s in services]
+        ids = self.container_ids()
+        containers, usage = {}, {}
+        if ids:
+            containers = compose_status.parse_inspect(self._docker(compose_status.inspect_args(ids)))
+            # Only running containers: docker stats of a stopped one answers zeros, not "none".
+            live = [c.name for c in containers.values() if c.state == "running"]
+            if live:
+                usage = compose_status.parse_stats(self._docker(compose_status.stats_args(live)))
+        return compose_status.describe(services, running, containers, usage)
+
+    def _docker(self, args: list[str]) -> str:
+        try:
+            return shell.run(args, environment=self.env, timeout=_SHORT_TIMEOUT_S, redact=self.redact).stdout
+        except CommandFailed as exc:
+            raise RuntimeFailure(self.redact(f"{args[1]} of {self.project} failed: {exc}")) from None
 
     def container_ids(self) -> list[str]:
         """The project's running containers (for `docker stats`)."""

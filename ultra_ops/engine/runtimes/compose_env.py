@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import time
 from urllib.parse import urlsplit
 
 from ultra_ops.engine.envfile import read_env_file, update_env_file
+from ultra_ops.engine.errors import OperationError
 from ultra_ops.engine.paths import REPOSITORY_ROOT
 from ultra_ops.engine.settings import Environment
 
@@ -55,3 +57,29 @@ def prepare_compose_environment(env: Environment) -> list[str]:
         update_env_file(env.env_file, wanted)
         done.append(f"set {', '.join(sorted(wanted))} in {env.env_file}")
     return done
+
+
+def start_stores(env: Environment, timeout_s: float = 120.0) -> list[str]:
+    """Start the project's PostgreSQL and Redis containers and wait until the database answers
+    on its published port with the env file's password: the environment is then ready for its
+    first deploy (which backs the database up before anything else)."""
+    import psycopg
+
+    from ultra_ops.engine.runtimes.compose import ComposeRuntime
+
+    services = ComposeRuntime(env).up_stores()
+    deadline = time.monotonic() + timeout_s
+    db = env.database
+    while True:
+        try:
+            with psycopg.connect(**db.conninfo(db.maintenance_db)):
+                break
+        except psycopg.Error as exc:
+            if time.monotonic() > deadline:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise OperationError(
+                    f"{env.name}: PostgreSQL on {db.host}:{db.port} did not answer within {timeout_s:g}s: {first}"
+                ) from None
+            time.sleep(0.25)
+    project = env.compose_project or f"ultra-{env.name}"
+    return [f"started {', '.join(services)} of {project}; PostgreSQL answers on {db.port}"]

@@ -100,14 +100,17 @@ def not_checked(section: str, name: str, why: str) -> ChecklistItem:
 
 
 def services_running(env: Environment) -> bool | None:
-    """Whether the environment's services run (None: the runtime cannot tell)."""
+    """Whether the environment's services run (None: the runtime cannot tell). A compose project's
+    stores alone (a first deploy's database, started by init) are not the service running."""
     from ultra_ops.engine.runtimes import get_runtime
+    from ultra_ops.engine.runtimes.compose import DATA_SERVICES
 
     try:
         statuses = get_runtime(env).status()
     except Exception:  # noqa: BLE001 - no docker here, or the runtime cannot answer: unknown, not a failure
         return None
-    return any(s.running for s in statuses)
+    stores = DATA_SERVICES if env.runtime == "compose" else ()
+    return any(s.running for s in statuses if s.name not in stores)
 
 
 def http_client(env: Environment) -> httpx.Client:
