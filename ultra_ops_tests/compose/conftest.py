@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ultra_ops_tests.support.docker import ComposeEnvironment, compose_environment, docker_unavailable
+from ultra_ops_tests.support.docker import ComposeEnvironment, Registry, compose_environment, docker_unavailable
 
 
 @pytest.fixture
@@ -21,3 +22,15 @@ def compose_env(tmp_path: Path, dagster_home: Path) -> Iterator[ComposeEnvironme
         yield env
     finally:
         env.remove()
+
+
+@pytest.fixture
+def registry(tmp_path: Path, compose_env: ComposeEnvironment) -> Iterator[Registry]:
+    """A registry on loopback of the test's own; requested after compose_env, so it stops first."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry is not installed (./dev test installs it as root with apt-get)")
+    r = Registry(tmp_path / "registry")
+    try:
+        yield r.start()
+    finally:
+        r.stop()

@@ -16,7 +16,7 @@ import redis
 from ultra_ops.cli import main
 from ultra_ops.demo_calendar import plan_release
 from ultra_ops.engine.envfile import read_env_file
-from ultra_ops_tests.support.docker import ComposeEnvironment, docker
+from ultra_ops_tests.support.docker import ComposeEnvironment, Registry, docker
 
 pytestmark = pytest.mark.docker
 
@@ -148,3 +148,28 @@ def test_release_cycle_on_compose(compose_env: ComposeEnvironment, capsys: pytes
     code, out = ops(capsys, env, "status")
     assert code == 0, out
     assert "backend" in out and "stopped" in out
+
+
+def test_deploy_pushes_to_the_registry_and_runs_the_pushed_image(
+    compose_env: ComposeEnvironment, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = compose_env
+    assert ops(capsys, env, "init")[0] == 0
+    version = release(env, capsys, 1)
+    code, out = ops(capsys, env, "deploy", "--tag", version, "--registry", registry.address)
+    assert code == 0, out
+    assert f"compose push {env.project} {version} to {registry.address}/" in out
+    pushed = f"{registry.address}/ultra-ai/backend:{version}"
+    tags = httpx.get(f"http://{registry.address}/v2/ultra-ai/backend/tags/list", timeout=5).json()
+    assert tags["tags"] == [version]
+    # What runs is the image as pushed: its digest is the registry's manifest's.
+    head = httpx.head(
+        f"http://{registry.address}/v2/ultra-ai/backend/manifests/{version}",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        timeout=5,
+    )
+    digests = json.loads(docker("image", "inspect", "--format", "{{json .RepoDigests}}", pushed).stdout)
+    assert f"{registry.address}/ultra-ai/backend@{head.headers['Docker-Content-Digest']}" in digests
+    running = docker("inspect", "--format", "{{.Config.Image}}", env.container("backend")).stdout.strip()
+    assert running == pushed
+    assert httpx.get(f"http://127.0.0.1:{env.ports['backend']}/health", timeout=5).json()["version"] == version

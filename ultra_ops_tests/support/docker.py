@@ -9,10 +9,13 @@ import os
 import random
 import shutil
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+
+import httpx
 
 from ultra_ops_tests.support.ports import free_port
 from ultra_ops_tests.support.services import REPO
@@ -124,3 +127,53 @@ def compose_environment(tmp_path: Path, environment: str = "staging") -> Compose
     config = tmp_path / "ultra_ops.compose-local.toml"
     config.write_text(text)
     return ComposeEnvironment(config, environment, project, repo, ports)
+
+
+@dataclass
+class Registry:
+    """Debian's docker-registry on a free loopback port, storing under `root` (127.0.0.1 needs no
+    insecure-registries setting); stopped and its pushed images' local tags removed by `stop`."""
+
+    root: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> Registry:
+        config = self.root / "registry.yml"
+        self.root.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            "version: 0.1\n"
+            f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}}, delete: {{enabled: true}}}}\n"
+            f"http: {{addr: {self.address}}}\n"
+            "log: {level: warn}\n"
+        )
+        log = (self.root / "registry.log").open("w")
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
+        for _ in range(100):
+            try:
+                if httpx.get(f"http://{self.address}/v2/", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"docker-registry did not answer on {self.address}: {(self.root / 'registry.log').read_text()}"
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        tags = docker("images", "--format", "{{.Repository}}:{{.Tag}}", f"{self.address}/*/*").stdout.split()
+        if tags:
+            docker("rmi", "-f", *tags, timeout=120)

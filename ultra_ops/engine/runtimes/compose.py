@@ -168,13 +168,15 @@ class ComposeRuntime:
         self.log.info(f"compose build {self.project} at {version}" + (f" from {context}" if context else ""))
         self._run(self.build_args(version), version=version, context=context, timeout=_BUILD_TIMEOUT_S)
 
-    def push(self, version: str, registry: str) -> None:
+    def push(self, version: str, registry: str, context: Path | None = None) -> None:
         """Build with the registry in the image names (cached layers: this is the tag step), then push."""
         prefix = registry_prefix(registry)
         if not prefix:
             raise RuntimeFailure("push needs a registry")
         self.log.info(f"compose push {self.project} {version} to {prefix}")
-        self._run(self.build_args(version), version=version, registry=registry, timeout=_BUILD_TIMEOUT_S)
+        self._run(
+            self.build_args(version), version=version, registry=registry, context=context, timeout=_BUILD_TIMEOUT_S
+        )
         self._run(self.push_args(), version=version, registry=registry, timeout=_BUILD_TIMEOUT_S)
 
     def pull(self, version: str) -> None:
