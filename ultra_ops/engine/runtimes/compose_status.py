@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from ultra_ops.engine.runtimes import ServiceStatus
-from ultra_ops.engine.verify.usage import _SIZE, _UNITS
 
 # One line per container: its compose service, state, health (empty without a healthcheck), name, image.
 _INSPECT_FORMAT = (
@@ -44,18 +44,38 @@ def parse_inspect(output: str) -> dict[str, Container]:
     return containers
 
 
-def parse_stats(output: str) -> dict[str, tuple[float, int | None]]:
-    """Container name -> (CPU percent, memory bytes) from `docker stats` JSON lines."""
-    usage = {}
+_SIZE = re.compile(r"([\d.]+)\s*([KMGT]?i?B)", re.I)
+_UNITS = {
+    "b": 1,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "tb": 1e12,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def docker_stats_rows(output: str) -> list[tuple[str, float, float | None]]:
+    """docker stats JSON lines: CPUPerc "12.5%", MemUsage "100MiB / 2GiB" (no open file count) as
+    (container name, CPU percent, memory bytes)."""
+    rows = []
     for line in output.splitlines():
         if not line.strip():
             continue
         row = json.loads(line)
         cpu = float(str(row.get("CPUPerc", "0")).rstrip("%") or 0)
         used = _SIZE.match(str(row.get("MemUsage", "")))
-        memory = int(float(used.group(1)) * _UNITS[used.group(2).lower()]) if used else None
-        usage[str(row.get("Name", ""))] = (cpu, memory)
-    return usage
+        memory = float(used.group(1)) * _UNITS[used.group(2).lower()] if used else None
+        rows.append((str(row.get("Name") or row.get("Container")), cpu, memory))
+    return rows
+
+
+def parse_stats(output: str) -> dict[str, tuple[float, int | None]]:
+    """Container name -> (CPU percent, memory bytes) from `docker stats` JSON lines."""
+    return {name: (cpu, int(memory) if memory is not None else None) for name, cpu, memory in docker_stats_rows(output)}
 
 
 def describe(
