@@ -74,7 +74,7 @@ ensure_docker() {
   fi
   # The local base images (python, postgres, redis), built once and cached by their recipes' hash.
   if [ -x "$VENV/bin/python" ] && command -v mmdebstrap >/dev/null 2>&1; then
-    "$VENV/bin/python" -m ultra_ops.local_images build \
+    "$VENV/bin/python" -m ultra_ops.local_images build >/dev/null \
       || say "could not build the local images; the Docker tests will say why"
   fi
 }

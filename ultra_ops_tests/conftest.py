@@ -20,7 +20,14 @@ from ultra_ops_tests.support.stack import Stack
 
 # Files whose tests take minutes in all start first: ./dev test hands whole files to its workers
 # (--dist loadfile), and one of these started last would run alone at the end of the suite.
-SLOW_FILES_FIRST = ("test_release.py", "test_swap.py", "test_platform.py", "test_run_locks.py", "test_browser.py")
+SLOW_FILES_FIRST = (
+    "test_release.py",
+    "test_swap.py",
+    "test_platform.py",
+    "test_run_locks.py",
+    "test_browser.py",
+    "test_compose_environment.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
