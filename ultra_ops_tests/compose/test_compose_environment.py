@@ -107,6 +107,11 @@ def test_release_cycle_on_compose(compose_env: ComposeEnvironment, capsys: pytes
 
     code, out = ops(capsys, env, "verify", "--json")
     assert code == 0, out
+    report = json.loads(out[out.index("{") : out.rindex("}") + 1])
+    # Resources of every container of the project from docker stats, as performance verification sees them.
+    resources = {r["name"]: r["metrics"] for r in report["results"] if r["kind"] == "resources"}
+    assert set(resources) == {f"resources {env.container(s)}" for s in ("backend", "postgres", "redis")}
+    assert all(m["memory_mb"] > 0 for m in resources.values())
     code, out = ops(capsys, env, "maintenance", "status")
     assert code == 0, out
     lines = {
