@@ -137,3 +137,22 @@ def test_standin_repository_carries_the_backend_image_source(tmp_path: Path) -> 
     assert ensure_backend_source(repo) == [f"added the backend's Dockerfile and source to {repo} (main)"]
     assert run([*git, "log", "-1", "--format=%s"], timeout=30).stdout.strip() == "Backend Dockerfile"
     assert (repo / "Dockerfile").is_file()
+
+
+def test_compose_demo_steps_and_refusals(tmp_path: Path) -> None:
+    """`ultra-ops demo --compose`: both releases made before anything deploys, every deploy builds
+    (no --skip-build), the rollback comes after the second release; a process config is refused."""
+    from ultra_ops.demo_compose import compose_steps, run_compose_demo
+    from ultra_ops.engine.errors import InputError
+
+    steps = [argv for _, argv in compose_steps("v3.0.0", "v3.1.0", ["--config", "c.toml"])]
+    assert [a[0] for a in steps[:4]] == ["release-branch", "release-branch", "init", "init"]
+    deploys = [a for a in steps if a[0] == "deploy"]
+    assert [(a[2], a[-1]) for a in deploys] == [("staging", "v3.0.0"), ("production", "v3.0.0"), ("staging", "v3.1.0")]
+    assert not any("--skip-build" in a for a in steps)
+    assert steps.index(["rollback", "--environment", "staging", "--config", "c.toml", "--yes"]) > steps.index(
+        deploys[-1]
+    )
+    process_config = REPO / "ultra_ops.toml"
+    with pytest.raises(InputError, match="compose environments"):
+        run_compose_demo(load_settings(process_config), [], run=lambda argv: 0, progress=print, out=print)
