@@ -63,6 +63,17 @@ def single_steps(env: str, config_args: list[str]) -> list[Step]:
     ]
 
 
+def run_steps(steps: list[Step], *, run: Callable[[list[str]], int], progress: Callable[[str], None]) -> int:
+    """Each step's command in turn; the exit code of the first that fails, else 0."""
+    for title, argv in steps:
+        progress(f"== {title}: ultra-ops {' '.join(argv)}")
+        code = run(argv)
+        if code != 0:
+            progress(f"demo stopped at '{title}' (exit {code})")
+            return code
+    return 0
+
+
 def run_demo(
     settings: Settings,
     environment: str | None,
@@ -89,12 +100,8 @@ def run_demo(
     if repo is not None:
         for line in ensure_repository(repo):
             progress(line)
-    for title, argv in steps:
-        progress(f"== {title}: ultra-ops {' '.join(argv)}")
-        code = run(argv)
-        if code != 0:
-            progress(f"demo stopped at '{title}' (exit {code})")
-            return code
+    if (code := run_steps(steps, run=run, progress=progress)) != 0:
+        return code
     if environment is None:
         code = run_calendar_demo(settings, config_args, run=run, progress=progress, out=out)
         if code != 0:

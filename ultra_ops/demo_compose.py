@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ultra_ops.demo import Step
+from ultra_ops.demo import Step, run_steps
 from ultra_ops.demo_calendar import ensure_repository, is_standin, next_version, plan_release
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import InputError
@@ -69,12 +69,8 @@ def run_compose_demo(
     major, minor, _ = first.removeprefix("v").split(".")
     second = f"v{major}.{int(minor) + 1}.0"
     plan_release(repo, second)
-    for title, argv in compose_steps(first, second, config_args):
-        progress(f"== {title}: ultra-ops {' '.join(argv)}")
-        code = run(argv)
-        if code != 0:
-            progress(f"demo stopped at '{title}' (exit {code})")
-            return code
+    if (code := run_steps(compose_steps(first, second, config_args), run=run, progress=progress)) != 0:
+        return code
     out("")
     for name in (STAGING, PRODUCTION):
         env = settings.environment(name)
