@@ -34,6 +34,51 @@ ensure_system_packages() {
   fi
 }
 
+# Docker for the compose tests and the local compose environments: the engine, Debian's compose v1,
+# mmdebstrap (local images: nothing can be pulled here) and a registry; dockerd started by hand
+# where nothing else starts it (no systemd). Never fatal: without root, apt or a daemon that
+# answers, the Docker tests skip and say why (ULTRA_DOCKER_UNAVAILABLE holds the reason).
+DOCKER_LOG="$ULTRA_ROOT/var/docker/dockerd.log"
+ensure_docker() {
+  local missing=()
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+  command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      say "installing ${missing[*]}"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq "${missing[@]}") \
+        >/dev/null 2>&1 || say "could not install ${missing[*]}"
+    fi
+  fi
+  if ! command -v dockerd >/dev/null 2>&1; then
+    export ULTRA_DOCKER_UNAVAILABLE="no Docker engine (dockerd) and no root with apt-get to install docker.io"
+    say "$ULTRA_DOCKER_UNAVAILABLE: the Docker tests will be skipped"; return 0
+  fi
+  if ! timeout 10 docker info >/dev/null 2>&1; then
+    if [ "$(id -u)" != 0 ]; then
+      export ULTRA_DOCKER_UNAVAILABLE="dockerd is not answering and only root can start it"
+      say "$ULTRA_DOCKER_UNAVAILABLE: the Docker tests will be skipped"; return 0
+    fi
+    mkdir -p "$(dirname "$DOCKER_LOG")"
+    say "starting dockerd (log: $DOCKER_LOG)"
+    # Its own session, so it outlives this shell; no systemd here to supervise it.
+    setsid dockerd >>"$DOCKER_LOG" 2>&1 < /dev/null &
+    echo $! > "$(dirname "$DOCKER_LOG")/dockerd.pid"
+    for _ in $(seq 1 60); do timeout 5 docker info >/dev/null 2>&1 && break; sleep 0.5; done
+    if ! timeout 10 docker info >/dev/null 2>&1; then
+      export ULTRA_DOCKER_UNAVAILABLE="dockerd did not answer within 30 s (see $DOCKER_LOG)"
+      say "$ULTRA_DOCKER_UNAVAILABLE: the Docker tests will be skipped"; return 0
+    fi
+  fi
+  # The local base images (python, postgres, redis), built once and cached by their recipes' hash.
+  if [ -x "$VENV/bin/python" ] && command -v mmdebstrap >/dev/null 2>&1; then
+    "$VENV/bin/python" -m ultra_ops.local_images build >/dev/null \
+      || say "could not build the local images; the Docker tests will say why"
+  fi
+}
+
 ensure_venv() {
   local stamp="$VENV/.installed-$(sha256sum "$ULTRA_ROOT/pyproject.toml" | cut -c1-16)"
   if [ ! -f "$stamp" ]; then

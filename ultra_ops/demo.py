@@ -74,6 +74,25 @@ def _starting_over(settings: Settings, argv: list[str]) -> list[str]:
     return [*argv, "--allow-downgrade", "--reason", "the demo starts over"]
 
 
+def run_steps(
+    steps: list[Step],
+    *,
+    run: Callable[[list[str]], int],
+    progress: Callable[[str], None],
+    prepare: Callable[[list[str]], list[str]] = lambda argv: argv,
+) -> int:
+    """Each step's command in turn (as `prepare` completes it just before it runs); the exit code
+    of the first that fails, else 0."""
+    for title, planned in steps:
+        argv = prepare(planned)
+        progress(f"== {title}: ultra-ops {' '.join(argv)}")
+        code = run(argv)
+        if code != 0:
+            progress(f"demo stopped at '{title}' (exit {code})")
+            return code
+    return 0
+
+
 def run_demo(
     settings: Settings,
     environment: str | None,
@@ -100,13 +119,8 @@ def run_demo(
     if repo is not None:
         for line in ensure_repository(repo):
             progress(line)
-    for title, planned in steps:
-        argv = _starting_over(settings, planned)
-        progress(f"== {title}: ultra-ops {' '.join(argv)}")
-        code = run(argv)
-        if code != 0:
-            progress(f"demo stopped at '{title}' (exit {code})")
-            return code
+    if (code := run_steps(steps, run=run, progress=progress, prepare=lambda argv: _starting_over(settings, argv))) != 0:
+        return code
     if environment is None:
         code = run_calendar_demo(settings, config_args, run=run, progress=progress, out=out)
         if code != 0:

@@ -26,6 +26,7 @@ from ultra_ops.engine.release.records import find_releases
 from ultra_ops.engine.settings import CONFIG_ENV_VAR, Settings
 from ultra_ops.engine.shell import run as shell
 from ultra_ops.engine.versions import VERSION_KEY, is_release, release_key
+from ultra_ops.sample_service.packaging import write_image_source
 
 APPROVER = "release-manager"
 _GIT = ["git", "-c", "user.name=Ultra AI developer", "-c", "user.email=dev@ultra-ai.example"]
@@ -71,10 +72,11 @@ def is_standin(repo: Path) -> bool:
 
 def ensure_repository(repo: Path) -> list[str]:
     """The stand-in Ultra AI repository the shipped config names: main with package.json, an env
-    template and a changelog, and a bare `origin` beside it that release tags are pushed to. A
-    repository that exists already is left alone (the calendar part then runs only on the demo's)."""
+    template, a changelog and the backend's image source (Dockerfile), and a bare `origin` beside it
+    that release tags are pushed to. A repository that exists already is left alone (the calendar
+    part then runs only on the demo's), but a stand-in made before the backend had a Dockerfile gets it."""
     if repo.exists():
-        return []
+        return ensure_backend_source(repo)
     origin = repo.parent / f"{repo.name}-origin.git"
     repo.mkdir(parents=True, exist_ok=True)
     shell(["git", "init", "-q", "-b", "main", str(repo)], timeout=60)
@@ -84,11 +86,23 @@ def ensure_repository(repo: Path) -> list[str]:
     )
     (repo / ".env.example").write_text(f"# copy to .env.<environment> and fill in the secrets\n{VERSION_KEY}=v1.1.0\n")
     (repo / "CHANGELOG.md").write_text("# Changelog\n\n## 1.1.0\n- prompt history\n\n## 1.0.0\n- first release\n")
-    _git(repo, "add", "package.json", ".env.example", "CHANGELOG.md")
+    _git(repo, "add", "package.json", ".env.example", "CHANGELOG.md", *write_image_source(repo))
     _git(repo, "commit", "-q", "-m", "Ultra AI 1.1.0")
     _git(repo, "remote", "add", "origin", str(origin))
     (repo / ".git" / MARKER).write_text("made by ultra-ops demo: release branches, tags and changelog commits\n")
     return [f"created the stand-in Ultra AI repository {repo} (main) with its remote {origin}"]
+
+
+def ensure_backend_source(repo: Path) -> list[str]:
+    """On the stand-in's main: the backend's Dockerfile and source, committed, if they are missing
+    (release branches made from then on build as images)."""
+    if not is_standin(repo) or (repo / "Dockerfile").is_file():
+        return []
+    if _git(repo, "rev-parse", "--abbrev-ref", "HEAD") != "main":
+        return [f"{repo} is not on main: the backend's Dockerfile was not added"]
+    _git(repo, "add", *write_image_source(repo))
+    _git(repo, "commit", "-q", "-m", "Backend Dockerfile")
+    return [f"added the backend's Dockerfile and source to {repo} (main)"]
 
 
 def next_version(settings: Settings, repo: Path) -> str:

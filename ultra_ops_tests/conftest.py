@@ -33,6 +33,7 @@ SLOW_FILES_FIRST = (
     "test_platform.py",
     "test_run_locks.py",
     "test_browser.py",
+    "test_compose_environment.py",
 )
 
 

@@ -215,5 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="one release through development, staging and production, each step a Dagster run")
     p.add_argument("--config", metavar="PATH", help=f"config file (default: ${CONFIG_ENV_VAR} or ./ultra_ops.toml)")
     p.add_argument("--environment", "-e", metavar="ENV", help="a release cycle on this environment only")
+    p.add_argument(
+        "--compose",
+        action="store_true",
+        help="staging and production as compose projects here (default: deploy/ultra_ops.compose-local.toml)",
+    )
     p.set_defaults(func=cmd_demo)
     return parser

@@ -247,6 +247,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ultra_ops.cli import main  # the demo's steps are commands of this CLI
     from ultra_ops.demo import run_demo
 
+    if args.compose:
+        from ultra_ops.demo_compose import LOCAL_COMPOSE_CONFIG, run_compose_demo
+        from ultra_ops.engine.settings import load_settings
+
+        if args.environment:
+            raise InputError("demo --compose takes staging and production through; --environment does not apply")
+        settings = load_settings(args.config or LOCAL_COMPOSE_CONFIG)
+        return run_compose_demo(settings, ["--config", str(settings.path)], run=main, progress=progress, out=out)
     settings = settings_of(args)
     config = ["--config", str(settings.path)] if args.config else []
     return run_demo(settings, args.environment, config, run=main, progress=progress, out=out)

@@ -46,10 +46,19 @@ def init_environment(env: Environment) -> list[str]:
     if wanted:
         update_env_file(env.env_file, wanted)
         done.append(f"set {', '.join(wanted)} in {env.env_file} for the checklist's login and rate limit checks")
+    if env.runtime == "compose":
+        from ultra_ops.engine.runtimes.compose_env import prepare_compose_environment
+
+        done += prepare_compose_environment(env)
     missing = [k for k in env.required_env_keys if k != VERSION_KEY and k not in read_env_file(env.env_file)]
     if missing:
         done.append(f"{env.env_file} still needs: {', '.join(missing)}")
     db = env.database
+    if env.runtime == "compose":
+        from ultra_ops.engine.runtimes.compose_env import start_stores
+
+        # The project's own PostgreSQL container creates POSTGRES_DB on its first start.
+        done += start_stores(env)
     try:
         with psycopg.connect(
             **db.conninfo(db.maintenance_db, statement_timeout_s=300, lock_timeout_s=30), autocommit=True

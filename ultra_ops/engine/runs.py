@@ -120,10 +120,10 @@ def note_record(env: Environment, record: dict[str, Any]) -> None:
 
 def running_services(env: Environment) -> list[str] | None:
     """The names of the services that run now; None when the runtime cannot tell."""
-    from ultra_ops.engine.runtimes import get_runtime  # the runtimes import much: only when asked
+    from ultra_ops.engine.runtimes import application, get_runtime  # the runtimes import much: only when asked
 
     try:
-        return [s.name for s in get_runtime(env).status() if s.running]
+        return [s.name for s in application(get_runtime(env).status()) if s.running]
     except Exception:  # noqa: BLE001 - no docker here, say: unknown, and recovery then leaves them be
         return None
 

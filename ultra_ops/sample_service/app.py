@@ -62,6 +62,8 @@ class ServiceConfig:
     upload_dir: Path | None = None
     upload_max_bytes: int = 1_048_576
     degrade_after_s: float | None = None
+    # Loopback as a local process; 0.0.0.0 in a container, whose port Docker publishes.
+    host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServiceConfig:
@@ -88,6 +90,7 @@ class ServiceConfig:
             if e.get("ULTRA_DEGRADE_AFTER_S")
             and e.get("ULTRA_DEGRADE_VERSION", e.get("ULTRA_VERSION", "dev")) == e.get("ULTRA_VERSION", "dev")
             else None,
+            host=e.get("ULTRA_BIND_HOST") or "127.0.0.1",
         )
 
 
@@ -337,7 +340,7 @@ class _Server(ThreadingHTTPServer):
 
 def make_server(config: ServiceConfig) -> ThreadingHTTPServer:
     handler = type("BoundHandler", (Handler,), {"backend": Backend(config)})
-    return _Server(("127.0.0.1", config.port), handler)
+    return _Server((config.host, config.port), handler)
 
 
 def _setup_logging(config: ServiceConfig) -> None:

@@ -18,7 +18,7 @@ from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import BackupError, OperationError, UltraOpsError
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.release.records import record_unfinished
-from ultra_ops.engine.runtimes import get_runtime
+from ultra_ops.engine.runtimes import application, get_runtime
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 
@@ -113,7 +113,8 @@ def settle_services(
     own = marker is not None and marker.get("run_id") == run_id and marker.get("unsettled")
     expected = marker.get("services") if own else None
     runtime = get_runtime(env, log=log, redact=redact)
-    statuses = runtime.status()
+    # The stores a compose project keeps up while its application is stopped do not make it half up.
+    statuses = application(runtime.status())
     running = [s.name for s in statuses if s.running]
     stopped = [s.name for s in statuses if not s.running]
     version = deployed_version(env)

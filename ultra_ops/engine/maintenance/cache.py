@@ -9,7 +9,6 @@ databases on a shared server, as the shipped config's three environments share o
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -55,7 +54,7 @@ def _client(env: Environment) -> redis.Redis:
     if env.redis is None:
         raise InputError(f"environment {env.name} has no [redis] in the config")
     settings = env.redis
-    password = os.environ.get(settings.password_env) if settings.password_env else None
+    password = settings.password()
     return redis.Redis.from_url(
         settings.url,
         username=settings.username,

@@ -38,6 +38,7 @@ from ultra_ops.engine.release.records import (
     with_outcome,
 )
 from ultra_ops.engine.release.rollback import rollback
+from ultra_ops.engine.release.source import release_source
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment, Settings
@@ -182,7 +183,13 @@ def build(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -
     if req.skip_build:
         log.info("build skipped (--skip-build)")
         return "skipped"
-    get_runtime(env, compose_file=req.compose_path, log=log, redact=redact).build(req.tag)
+    runtime = get_runtime(env, compose_file=req.compose_path, log=log, redact=redact)
+    if env.runtime != "compose" and req.compose_path is None:
+        runtime.build(req.tag)
+        return "built"
+    # An image is built from the release's commit in the Ultra AI repository, where there is one.
+    with release_source(env, req.tag, log=log) as source:
+        runtime.build(req.tag, context=source)  # type: ignore[call-arg] - the compose runtime's
     return "built"
 
 
@@ -190,7 +197,13 @@ def push(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) ->
     if not req.registry:
         log.info("no --registry given: nothing pushed")
         return "skipped"
-    get_runtime(env, compose_file=req.compose_path, log=log, redact=redact).push(req.tag, req.registry)
+    runtime = get_runtime(env, compose_file=req.compose_path, log=log, redact=redact)
+    if env.runtime != "compose" and req.compose_path is None:
+        runtime.push(req.tag, req.registry)
+        return "pushed"
+    # Tagged with the registry from the same source the build step used (its layers are cached).
+    with release_source(env, req.tag, log=log) as source:
+        runtime.push(req.tag, req.registry, context=source)  # type: ignore[call-arg] - the compose runtime's
     return "pushed"
 
 
@@ -294,7 +307,8 @@ def up(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> N
             log.info(f"{len(late)} migrations applied again after a restore: {', '.join(late)}")
         # The env file is deployed state: it records the running version, and a restore brings it back.
         mark_deployed(env, req.tag)
-        runtime = get_runtime(env, compose_file=req.compose_path, log=log, redact=redact)
+        # With --registry the environment runs the image as pushed (registry/ultra-ai/backend:vX.Y.Z).
+        runtime = get_runtime(env, compose_file=req.compose_path, registry=req.registry, log=log, redact=redact)
         runtime.up(req.tag)
         runtime.wait_healthy(env.health_timeout_s)
     log.info(f"{env.name} is up and healthy at {req.tag}")

@@ -22,7 +22,7 @@ from ultra_ops.engine.backups.recover import recover_state
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import OperationError
 from ultra_ops.engine.release.records import ReleaseStatus, find_releases, record_unfinished, with_outcome
-from ultra_ops.engine.runtimes import get_runtime
+from ultra_ops.engine.runtimes import application, get_runtime
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 
@@ -87,7 +87,7 @@ def settle_interrupt(
     version = deployed_version(env) or "no version"
     try:
         runtime = get_runtime(env, compose_file=compose_file, log=log, redact=redact)
-        statuses = runtime.status()
+        statuses = application(runtime.status())
         running = [s.name for s in statuses if s.running]
         stopped = [s.name for s in statuses if not s.running]
         if running and stopped:

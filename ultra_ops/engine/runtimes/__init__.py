@@ -22,6 +22,14 @@ class ServiceStatus:
     state: str = ""  # up, exited, restarting ... as the runtime names it ("" where it does not)
     cpu_seconds: float | None = None  # CPU time used so far, where the runtime gives it
     memory_bytes: int | None = None  # resident memory, where the runtime gives it
+    # A data store the runtime keeps running while the application is stopped (a compose project's
+    # PostgreSQL and Redis: a rollback swaps the database through it). Not "the service running".
+    store: bool = False
+
+
+def application(statuses: list[ServiceStatus]) -> list[ServiceStatus]:
+    """The application's services among what a runtime reports: every one but its data stores."""
+    return [s for s in statuses if not s.store]
 
 
 class Runtime(Protocol):

@@ -31,6 +31,10 @@ _POLL_S = 0.5
 _SHORT_TIMEOUT_S = 120.0
 _UP_TIMEOUT_S = 600.0
 _BUILD_TIMEOUT_S = 3 * 3600.0
+# The document's layout: the backend, and the stores it keeps its state in. Stopping the
+# environment (for a rollback's database swap, or `ultra-ops stop`) stops the application and
+# keeps the stores running: ultra_ops backs up, swaps and restores through them.
+DATA_SERVICES = ("postgres", "redis")
 
 
 def registry_prefix(registry: str | None) -> str:
@@ -81,13 +85,19 @@ class ComposeRuntime:
             str(self.env.env_file),
         ]
 
-    def command_env(self, version: str | None = None, registry: str | None = None) -> dict[str, str]:
+    def command_env(
+        self, version: str | None = None, registry: str | None = None, context: Path | None = None
+    ) -> dict[str, str]:
         """The variables every compose command runs with; they override the caller's own."""
-        return {
+        values = {
             "ULTRA_IMAGE_TAG": version or "latest",
             "ULTRA_REGISTRY": registry_prefix(registry),
             "ULTRA_ENVIRONMENT": self.env.name,
         }
+        if context is not None:
+            # The release's own source (its commit, checked out): what the image is built from.
+            values["ULTRA_BUILD_CONTEXT"] = str(context)
+        return values
 
     def build_args(self, version: str | None = None) -> list[str]:
         # The tag comes from command_env(version); the argument keeps the builders' signatures uniform.
@@ -104,6 +114,9 @@ class ComposeRuntime:
 
     def down_args(self) -> list[str]:
         return [*self.compose_base(), "down"]
+
+    def stop_args(self, services: list[str]) -> list[str]:
+        return [*self.compose_base(), "stop", *services]
 
     def ps_args(self) -> list[str]:
         return [*self.compose_base(), "ps"]
@@ -129,6 +142,7 @@ class ComposeRuntime:
         *,
         version: str | None = None,
         registry: str | None = None,
+        context: Path | None = None,
         timeout: float = _SHORT_TIMEOUT_S,
     ) -> str:
         if not self.env.env_file.is_file():
@@ -141,7 +155,7 @@ class ComposeRuntime:
                 args,
                 env={
                     **env_file_wins(read_env_file(self.env.env_file)),
-                    **self.command_env(version or self._version, registry or self.registry),
+                    **self.command_env(version or self._version, registry or self.registry, context),
                 },
                 cwd=self.compose_file.parent,
                 timeout=timeout,
@@ -153,17 +167,21 @@ class ComposeRuntime:
             raise RuntimeFailure(self.redact(message)) from None
         return proc.stdout
 
-    def build(self, version: str) -> None:
-        self.log.info(f"compose build {self.project} at {version}")
-        self._run(self.build_args(version), version=version, timeout=_BUILD_TIMEOUT_S)
+    def build(self, version: str, context: Path | None = None) -> None:
+        """Build the images at `version`; from `context` (the release's source) where given, else
+        from the compose file's own build context."""
+        self.log.info(f"compose build {self.project} at {version}" + (f" from {context}" if context else ""))
+        self._run(self.build_args(version), version=version, context=context, timeout=_BUILD_TIMEOUT_S)
 
-    def push(self, version: str, registry: str) -> None:
+    def push(self, version: str, registry: str, context: Path | None = None) -> None:
         """Build with the registry in the image names (cached layers: this is the tag step), then push."""
         prefix = registry_prefix(registry)
         if not prefix:
             raise RuntimeFailure("push needs a registry")
         self.log.info(f"compose push {self.project} {version} to {prefix}")
-        self._run(self.build_args(version), version=version, registry=registry, timeout=_BUILD_TIMEOUT_S)
+        self._run(
+            self.build_args(version), version=version, registry=registry, context=context, timeout=_BUILD_TIMEOUT_S
+        )
         self._run(self.push_args(), version=version, registry=registry, timeout=_BUILD_TIMEOUT_S)
 
     def pull(self, version: str) -> None:
@@ -175,14 +193,44 @@ class ComposeRuntime:
         self.log.info(f"compose up {self.project} at {version}")
         self._run(self.up_args(), version=version, timeout=_UP_TIMEOUT_S)
 
+    def up_stores(self) -> list[str]:
+        """Start the stores alone (a new environment's database before its first deploy)."""
+        services = [s for s in self._run(self.services_args()).split() if s in DATA_SERVICES]
+        if services:
+            self.log.info(f"compose up {self.project}: {', '.join(services)}")
+            self._run([*self.compose_base(), "up", "-d", *services], timeout=_UP_TIMEOUT_S)
+        return services
+
     def down(self) -> None:
-        self.log.info(f"compose down {self.project}")
-        self._run(self.down_args(), timeout=_UP_TIMEOUT_S)
+        """Stop the application's services; the stores (DATA_SERVICES) keep running."""
+        services = [s for s in self._run(self.services_args()).split() if s not in DATA_SERVICES]
+        if not services:
+            return
+        self.log.info(f"compose stop {self.project}: {', '.join(services)}")
+        self._run(self.stop_args(services), timeout=_UP_TIMEOUT_S)
 
     def status(self) -> list[ServiceStatus]:
+        """Each service: running (`ps`), its container's state, health and image (`docker inspect`),
+        memory and CPU (`docker stats`)."""
+        from ultra_ops.engine.runtimes import compose_status
+
         services = self._run(self.services_args()).split()
         running = set(self._run(self.running_services_args()).split())
-        return [ServiceStatus(s, s in running, "running" if s in running else "not running") for s in services]
+        ids = self.container_ids()
+        containers, usage = {}, {}
+        if ids:
+            containers = compose_status.parse_inspect(self._docker(compose_status.inspect_args(ids)))
+            # Only running containers: docker stats of a stopped one answers zeros, not "none".
+            live = [c.name for c in containers.values() if c.state == "running"]
+            if live:
+                usage = compose_status.parse_stats(self._docker(compose_status.stats_args(live)))
+        return compose_status.describe(services, running, containers, usage, DATA_SERVICES)
+
+    def _docker(self, args: list[str]) -> str:
+        try:
+            return shell.run(args, environment=self.env, timeout=_SHORT_TIMEOUT_S, redact=self.redact).stdout
+        except CommandFailed as exc:
+            raise RuntimeFailure(self.redact(f"{args[1]} of {self.project} failed: {exc}")) from None
 
     def container_ids(self) -> list[str]:
         """The project's running containers (for `docker stats`)."""

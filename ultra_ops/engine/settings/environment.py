@@ -16,7 +16,7 @@ from ultra_ops.engine.settings.checklist import ChecklistSettings, read_checklis
 from ultra_ops.engine.settings.database import DatabaseSettings, RedisSettings, read_database, read_redis
 from ultra_ops.engine.settings.llm_providers import LlmProvider, read_llm_providers
 from ultra_ops.engine.settings.processes import ProcessSpec, read_processes
-from ultra_ops.engine.settings.table import TableReader, expand_command, resolve_path
+from ultra_ops.engine.settings.table import ENV_VAR_NAME, TableReader, expand_command, resolve_path
 from ultra_ops.engine.settings.verify import VerifySettings, read_verify
 
 RUNTIMES = ("process", "compose")
@@ -43,6 +43,9 @@ class Environment:
     compose_file: Path | None = None
     compose_project: str | None = None
     compose_command: tuple[str, ...] = ("docker", "compose")
+    # Variables `ultra-ops init` writes into a compose environment's env file where missing (image
+    # names, ...): settings of the compose file that are not secrets.
+    compose_env: tuple[tuple[str, str], ...] = ()
     migrations_dir: Path | None = None
     test_command: tuple[str, ...] = ()
     required_env_keys: tuple[str, ...] = ()
@@ -127,17 +130,18 @@ def read_environment(
         raise r.fail("compose_file", "the compose runtime needs a compose file")
     database = r.sub("database", required=True)
     redis = r.sub("redis")
+    env_file = resolve_path(root, r.get("env_file", str, f".env.{name}"))
     env = Environment(
         name=name,
         runtime=runtime,
         root=root,
-        env_file=resolve_path(root, r.get("env_file", str, f".env.{name}")),
+        env_file=env_file,
         backup_dir=resolve_path(base, r.get("backup_dir", str, "backups")),
         log_dir=resolve_path(base, r.get("log_dir", str, f"logs/{name}")),
         state_dir=resolve_path(base, r.get("state_dir", str, f"state/{name}")),
         config_file=path,
-        database=read_database(database),  # type: ignore[arg-type]
-        redis=read_redis(redis) if redis else None,
+        database=read_database(database, env_file),  # type: ignore[arg-type]
+        redis=read_redis(redis, env_file) if redis else None,
         verify=read_verify(r.sub("verify")),
         backup=read_backup(r.sub("backup")),
         processes=processes,
@@ -145,6 +149,7 @@ def read_environment(
         compose_file=resolve_path(root, compose_file) if compose_file else None,
         compose_project=_compose_project(r, name),
         compose_command=r.string_list("compose_command", ("docker", "compose")),
+        compose_env=_compose_env(r),
         migrations_dir=resolve_path(base, migrations) if migrations else None,
         test_command=expand_command(r.string_list("test_command")),
         required_env_keys=r.string_list("required_env_keys"),
@@ -169,3 +174,17 @@ def _compose_project(r: TableReader, environment: str) -> str:
             "compose_project", f"{value!r} is not a compose project name (lowercase letters, digits, '_' and '-')"
         )
     return value
+
+
+# Names that would carry a secret: those belong in the env file alone, never in the config.
+_SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$", re.I)
+
+
+def _compose_env(r: TableReader) -> tuple[tuple[str, str], ...]:
+    table = r.get("compose_env", dict, {})
+    for key, value in table.items():
+        if not ENV_VAR_NAME.fullmatch(key) or not isinstance(value, str):
+            raise r.fail(f"compose_env.{key}", 'expected NAME = "value" (a variable name and a string)')
+        if _SECRET_NAME.search(key):
+            raise r.fail(f"compose_env.{key}", "names a secret: secrets belong in the env file, not the config")
+    return tuple(sorted(table.items()))

@@ -200,11 +200,9 @@ def _redis(env: Environment, timeout_s: float) -> Callable[[], str]:
     assert settings is not None
 
     def run() -> str:
-        password = None
-        if settings.password_env:
-            password = os.environ.get(settings.password_env)
-            if not password:
-                raise CheckFailed(f"{settings.password_env} is not set", final=True)
+        password = settings.password()
+        if settings.password_source() and not password:
+            raise CheckFailed(f"{settings.password_source()} is not set", final=True)
         start = time.perf_counter()
         # redis-py retries on its own by default; ours are the only retries, so attempts stay countable.
         client = redis.Redis.from_url(

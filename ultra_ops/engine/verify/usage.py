@@ -5,14 +5,13 @@ or `docker stats --no-stream` (compose), and disk headroom of the data, log and 
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import time
 from dataclasses import dataclass
 
 from ultra_ops.engine import procfs
 from ultra_ops.engine.errors import UltraOpsError
+from ultra_ops.engine.runtimes.compose_status import docker_stats_rows
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment
 from ultra_ops.engine.settings.verify import PerformanceSettings
@@ -91,22 +90,11 @@ def docker_stats_args(env: Environment, containers: list[str]) -> list[str]:
     return ["docker", "stats", "--no-stream", "--format", "{{json .}}", *containers]
 
 
-_SIZE = re.compile(r"([\d.]+)\s*([KMGT]?i?B)", re.I)
-_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 1024, "mib": _MB, "gib": 1024**3, "tib": 1024**4}
-
-
 def parse_docker_stats(output: str, perf: PerformanceSettings) -> list[CheckResult]:
-    """docker stats JSON lines: CPUPerc "12.5%", MemUsage "100MiB / 2GiB" (no open file count)."""
-    results = []
-    for line in output.splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        cpu = float(str(row.get("CPUPerc", "0")).rstrip("%") or 0)
-        used = _SIZE.match(str(row.get("MemUsage", "")))
-        memory = float(used.group(1)) * _UNITS[used.group(2).lower()] / _MB if used else None
-        results.append(_judge(str(row.get("Name") or row.get("Container")), cpu, memory, None, perf, "container"))
-    return results
+    return [
+        _judge(name, cpu, memory / _MB if memory is not None else None, None, perf, "container")
+        for name, cpu, memory in docker_stats_rows(output)
+    ]
 
 
 def compose_results(env: Environment, perf: PerformanceSettings, redact: Redactor) -> list[CheckResult]:

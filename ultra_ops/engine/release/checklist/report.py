@@ -102,14 +102,15 @@ def not_checked(section: str, name: str, why: str) -> ChecklistItem:
 def services_running(env: Environment) -> bool | None:
     """Whether all the environment's services run (None: the runtime cannot tell). One stopped is
     not running: the endpoints of a half-stopped environment are what the deploy brings back, so
-    their checks warn instead of blocking it."""
-    from ultra_ops.engine.runtimes import get_runtime
+    their checks warn instead of blocking it. A compose project's stores alone (a first deploy's
+    database, started by init) are not the service running."""
+    from ultra_ops.engine.runtimes import application, get_runtime
 
     try:
-        statuses = get_runtime(env).status()
+        services = application(get_runtime(env).status())
     except Exception:  # noqa: BLE001 - no docker here, or the runtime cannot answer: unknown, not a failure
         return None
-    return bool(statuses) and all(s.running for s in statuses)
+    return bool(services) and all(s.running for s in services)
 
 
 def http_client(env: Environment) -> httpx.Client:
