@@ -186,7 +186,7 @@ def test_deploy_launchpad_offers_a_newer_version_and_a_downgrade_changes_nothing
         page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}.*"), timeout=60_000)
         run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
         assert platform.ui.wait(run_id) == "FAILURE"
-        expect(page.get_by_text("staging runs v1.0.0; v0.9.0 is older").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("refusing to downgrade staging from v1.0.0 to v0.9.0").first).to_be_visible(timeout=60_000)
         shots.take("downgrade-refused")
     except Exception:
         shots.take("failure")
