@@ -3,16 +3,22 @@ a decision made already, a lock's holder, the backups table, a service log's sta
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from ultra_ops.cli.backups import print_backups
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.locks import describe_holder
-from ultra_ops.engine.settings import load_settings
+from ultra_ops.engine.runtimes.process import ProcessRuntime
+from ultra_ops.engine.settings import ProcessSpec, load_settings
 from ultra_ops.engine.verify.decisions import ask, decide
 from ultra_ops_tests.support.configs import write_config
+from ultra_ops_tests.support.ports import free_port
 
 pytestmark = pytest.mark.unit
 
@@ -50,3 +56,34 @@ def test_a_lock_holder_and_the_backups_table_in_the_configs_zone(capsys: pytest.
     row = {"id": "b1", "version": "v1.0.0", "created_at": "2026-12-04T20:00:00.5+00:00", "size_bytes": 1e6}
     print_backups([row], ZONE)
     assert "2026-12-05 01:30:00 IST" in capsys.readouterr().out
+
+
+def test_a_service_logs_start_line_is_in_the_configs_zone(tmp_path: Path) -> None:
+    """The line the process runtime writes before a service's output: the config's zone, named,
+    not the machine's local time."""
+    env = _env(tmp_path)
+    env.env_file.parent.mkdir(parents=True, exist_ok=True)
+    env.env_file.write_text("")
+    port = free_port()
+    env = dataclasses.replace(
+        env,
+        processes=(
+            ProcessSpec(
+                name="worker",
+                command=(sys.executable, "-c", "pass"),
+                port=port,
+                health_url=f"http://127.0.0.1:{port}/health",
+            ),
+        ),
+    )
+    runtime = ProcessRuntime(env)
+    before = datetime.now(UTC)
+    try:
+        runtime.up("v1.0.0")
+    finally:
+        runtime.down()
+    first = (env.log_dir / "worker.out").read_text().splitlines()[0]
+    stamp = first.removeprefix("--- ").split(" starting worker v1.0.0")[0]
+    assert stamp.endswith(" IST"), first
+    shown = datetime.strptime(stamp.removesuffix(" IST"), "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZoneInfo(ZONE))
+    assert abs((shown - before).total_seconds()) < 60
