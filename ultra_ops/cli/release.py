@@ -114,7 +114,8 @@ def _decide(args: argparse.Namespace, settings: Settings, env: Environment) -> i
     if args.request:
         record = get(env, args.request)
         if record.decision is not None:
-            raise InputError(f"{record.id} was decided already: {record.decision} by {record.decided_by}")
+            at = local_time(record.decided_at, settings.timezone) if record.decided_at else "an unknown time"
+            raise InputError(f"{record.id} was decided already: {record.decision} by {record.decided_by} at {at}")
     elif not pending(env):
         raise InputError(f"no verification of {env.name} is waiting for a decision")
     # The run has no environment tag, so run_job does not read the env file: a rollback decided

@@ -11,7 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from ultra_ops.cli import main
 from ultra_ops.cli.backups import print_backups
+from ultra_ops.engine.clock import local_time
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.locks import describe_holder
 from ultra_ops.engine.runtimes.process import ProcessRuntime
@@ -37,7 +39,9 @@ def test_every_environment_carries_the_configs_time_zone(tmp_path: Path) -> None
     assert load_settings(write_config(tmp_path / "utc", "unused")).environment("staging").timezone == "UTC"
 
 
-def test_a_decision_made_already_says_when_in_the_configs_zone(tmp_path: Path) -> None:
+def test_a_decision_made_already_says_when_in_the_configs_zone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     env = _env(tmp_path)
     ask(env, "deploy-1", version="v1.0.0", run_id=None, summary="inconclusive")
     record = decide(env, "approve", by="alice", request_id="deploy-1")
@@ -47,6 +51,10 @@ def test_a_decision_made_already_says_when_in_the_configs_zone(tmp_path: Path) -
     message = str(again.value)
     assert "decided already: approve by alice at " in message and message.endswith(" IST")
     assert record.decided_at not in message
+    # The CLI refuses it before a run exists, saying the same.
+    argv = ["verify", "--environment", "staging", "--config", str(env.config_file), "--decide", "rollback"]
+    assert main([*argv, "--by", "bob", "--request", "deploy-1"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"by alice at {local_time(record.decided_at, ZONE)}")
 
 
 def test_a_lock_holder_and_the_backups_table_in_the_configs_zone(capsys: pytest.CaptureFixture[str]) -> None:
