@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from ultra_ops.engine.calendar.approvals import production_ticks
 from ultra_ops.engine.release.branches import release_branches, release_repository
@@ -124,7 +125,7 @@ def plan_release(repo: Path, version: str) -> None:
 
 
 def _local(settings: Settings, when: datetime) -> str:
-    return when.strftime("%a %Y-%m-%d %H:%M %Z")
+    return when.astimezone(ZoneInfo(settings.timezone)).strftime("%a %Y-%m-%d %H:%M %Z")
 
 
 def _evaluate(name: str, when: datetime):  # noqa: ANN202 - dagster's ScheduleExecutionData

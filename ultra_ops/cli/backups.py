@@ -12,6 +12,7 @@ from ultra_ops.cli.common import (
     run_job,
     settings_of,
 )
+from ultra_ops.engine.clock import local_time
 from ultra_ops.engine.settings import Environment
 
 
@@ -21,7 +22,8 @@ def backup_rows(env: Environment) -> list[dict[str, Any]]:
     return [b.to_dict() for b in list_backups(env)]
 
 
-def print_backups(rows: list[dict[str, Any]]) -> None:
+def print_backups(rows: list[dict[str, Any]], timezone: str = "UTC") -> None:
+    """The backups as a table, their times in the config's `timezone` (the JSON keeps UTC)."""
     if not rows:
         out("no backups")
         return
@@ -29,7 +31,7 @@ def print_backups(rows: list[dict[str, Any]]) -> None:
     for b in rows:
         size = f"{b['size_bytes'] / 1e6:.1f} MB"
         out(
-            f"{b['id']:<28} {b.get('version') or '-':<22} {b['created_at']:<26} {size:>10}  "
+            f"{b['id']:<28} {b.get('version') or '-':<22} {local_time(b['created_at'], timezone):<26} {size:>10}  "
             f"{b.get('kind', ''):<9}  {b.get('label', '')}"
         )
 
@@ -47,7 +49,7 @@ def cmd_backups(args: argparse.Namespace) -> int:
         if args.json:
             out(json.dumps(rows + damaged, indent=2))
         else:
-            print_backups(rows)
+            print_backups(rows, env.timezone)
             for row in damaged:
                 out(f"{row['id']:<28} DAMAGED: {row['reason']}")
         return 0

@@ -15,6 +15,7 @@ from ultra_ops.cli.common import (
     run_job,
     settings_of,
 )
+from ultra_ops.engine.clock import local_time
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.settings import Environment, Settings
 
@@ -113,7 +114,8 @@ def _decide(args: argparse.Namespace, settings: Settings, env: Environment) -> i
     if args.request:
         record = get(env, args.request)
         if record.decision is not None:
-            raise InputError(f"{record.id} was decided already: {record.decision} by {record.decided_by}")
+            at = local_time(record.decided_at, settings.timezone) if record.decided_at else "an unknown time"
+            raise InputError(f"{record.id} was decided already: {record.decision} by {record.decided_by} at {at}")
     elif not pending(env):
         raise InputError(f"no verification of {env.name} is waiting for a decision")
     # The run has no environment tag, so run_job does not read the env file: a rollback decided
@@ -143,7 +145,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     env = settings.environment(args.environment)
     if args.backup is None:
-        print_backups(backup_rows(env))
+        print_backups(backup_rows(env), env.timezone)
     info = choose_backup(env, args.backup)  # an unknown id is bad input: refused before any run starts
     if args.backup is None and not args.yes:
         if not sys.stdin.isatty():
@@ -193,10 +195,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     last = last_release(env)
     out(f"environment  {env.name} ({env.runtime} runtime)")
     out(f"version      {version or '-'}")
-    out(f"lock         {describe_holder(holder) if holder is not None else 'free'}")
+    out(f"lock         {describe_holder(holder, env.timezone) if holder is not None else 'free'}")
     if last is not None:
+        ended = local_time(last.ended_at, settings.timezone)
         out(
-            f"last release {last.operation} {last.version or '-'} {last.status} at {last.ended_at} "
+            f"last release {last.operation} {last.version or '-'} {last.status} at {ended} "
             f"(run {last.run_id or '-'}, by {last.launched_by or '-'})"
         )
     for line in pending_recovery(env, running=holder is not None):
@@ -225,8 +228,9 @@ def cmd_releases(args: argparse.Namespace) -> int:
     )
     for r in records:
         reason = " ".join((r.reason or "").split())  # one line per record
+        started = local_time(r.started_at, settings.timezone)  # the JSON keeps the record's UTC
         out(
-            f"{r.started_at:<29} {r.operation:<9} {r.version or '-':<22} {r.previous_version or '-':<22} "
+            f"{started:<29} {r.operation:<9} {r.version or '-':<22} {r.previous_version or '-':<22} "
             f"{r.status:<15} {(r.run_id or '-')[:8]:<8} {r.launched_by or '-':<16} {reason}"
         )
     return 0

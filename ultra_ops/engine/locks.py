@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ultra_ops.engine import procfs
+from ultra_ops.engine.clock import local_time
 from ultra_ops.engine.errors import InputError, LockHeldError
 from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.owners import owner_alive, process_start
@@ -41,7 +42,8 @@ def _lock_path(env: Environment) -> Path:
     return env.state_dir / "lock"
 
 
-def describe_holder(holder: dict | None) -> str:
+def describe_holder(holder: dict | None, timezone: str = "UTC") -> str:
+    """Who holds a lock, as an operator reads it: its start in the config's `timezone`."""
     if not holder:
         return "another process (holder unknown)"
     parts = [f"{holder.get('operation', 'an operation')}"]
@@ -50,7 +52,7 @@ def describe_holder(holder: dict | None) -> str:
     if holder.get("pid"):
         parts.append(f"pid {holder['pid']} on {holder.get('host')}")
     if holder.get("started_at"):
-        parts.append(f"since {holder['started_at']}")
+        parts.append(f"since {local_time(holder['started_at'], timezone)}")
     if holder.get("releasing"):
         parts.append("(the lock is being released: try again)")
     elif holder.get("unrecorded"):
@@ -176,12 +178,12 @@ class EnvironmentLock:
                     os.close(fd)
                     waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
                     raise LockHeldError(
-                        f"environment {self.env.name} is locked by {describe_holder(holder)}; "
+                        f"environment {self.env.name} is locked by {describe_holder(holder, self.env.timezone)}; "
                         f"refusing to start {self.holder['operation']}{waited}"
                     ) from None
                 if log is not None and not told:
                     log.info(
-                        f"environment {self.env.name} is locked by {describe_holder(holder)}; "
+                        f"environment {self.env.name} is locked by {describe_holder(holder, self.env.timezone)}; "
                         f"waiting up to {wait_s:g} s"
                     )
                     told = True

@@ -23,7 +23,11 @@ def test_a_downgrade_is_refused_before_a_run_unless_allowed_with_a_reason(
     capsys.readouterr()
     assert stack.ops("deploy", "--tag", "v1.0.0", "--skip-tests") == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "staging runs v1.1.0; v1.0.0 is older" in err and "--allow-downgrade" in err
+    assert (
+        err.count("\n") == 0
+        and "refusing to downgrade staging from v1.1.0 to v1.0.0:" in err
+        and "--allow-downgrade" in err
+    )
     assert stack.ops("deploy", "--tag", "v1.0.0", "--allow-downgrade") == 2  # a downgrade says why
     assert "--allow-downgrade needs --reason" in capsys.readouterr().err
     assert (find_releases(stack.env), list_backups(stack.env), stack.env.env_file.read_bytes()) == before

@@ -18,7 +18,7 @@ from dagster import DagsterInstance, RunsFilter
 from ultra_ops.cli import main
 from ultra_ops.defs.shared.tags import SKIP_TESTS
 from ultra_ops.engine.backups.store import list_backups
-from ultra_ops.engine.clock import utc_timestamp
+from ultra_ops.engine.clock import local_time, utc_timestamp
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.release.records import ReleaseStatus, find_releases, last_release
 from ultra_ops.engine.release.rollback import choose_backup
@@ -191,10 +191,16 @@ def _release_records(stack: Stack, repo: Path, dagster_home: Path, capsys) -> No
     listed = json.loads(capsys.readouterr().out)
     assert listed == [r.to_dict() for r in (rollback, failed, second, first)]
     assert listed[1]["status"] == "rolled_back" and listed[1]["previous_version"] == "v1.0.1"
+    # What an operator reads is in the config's time zone, named; the records (and the JSON) stay UTC.
+    stack.config.write_text(stack.config.read_text().replace('timezone = "UTC"', 'timezone = "Asia/Kolkata"', 1))
     assert stack.ops("releases") == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:5] == ["STARTED", "OPERATION", "VERSION", "PREVIOUS", "STATUS"]
-    assert [line.split()[1:5] for line in table[1:]] == [
+    assert [line[:29].strip() for line in table[1:]] == [
+        local_time(r.started_at, "Asia/Kolkata") for r in (rollback, failed, second, first)
+    ]
+    assert all(line[20:29].strip() == "IST" for line in table[1:])
+    assert [line[30:].split()[:4] for line in table[1:]] == [
         ["rollback", "v1.0.0", "v1.0.1", "rolled_back"],
         ["deploy", "v1.1.0", "v1.0.1", "rolled_back"],
         ["deploy", "v1.0.1", "v1.0.0", "deployed"],
@@ -202,7 +208,9 @@ def _release_records(stack: Stack, repo: Path, dagster_home: Path, capsys) -> No
     ]
     assert rollback.run_id[:8] in table[1] and getpass.getuser() in table[1]
     assert stack.ops("status") == 0
-    assert f"last release rollback v1.0.0 rolled_back at {rollback.ended_at}" in capsys.readouterr().out
+    ended = local_time(rollback.ended_at, "Asia/Kolkata")
+    assert ended.endswith(" IST") and ended[:16] != rollback.ended_at.replace("T", " ")[:16]  # 05:30 ahead
+    assert f"last release rollback v1.0.0 rolled_back at {ended} " in capsys.readouterr().out
 
 
 def test_failed_rollbacks_are_recorded_as_rollback_failed(

@@ -101,7 +101,7 @@ def test_a_downgrade_launched_from_the_ui_fails_its_first_step_and_changes_nothi
     run_id = web.launch_partition("deploy_job", "production", form)
     assert web.wait(run_id) == "FAILURE"
     message = _failure(web.home, run_id)
-    assert "production runs v1.2.0; v1.1.0 is older" in message and "allow_downgrade" in message
+    assert "refusing to downgrade production from v1.2.0 to v1.1.0:" in message and "allow_downgrade" in message
     # Allowing it takes a reason; an empty form says why nothing was offered.
     unexplained = web.launch_partition(
         "deploy_job", "production", {"ops": {"deploy_plan": {"config": {"tag": "v1.1.0", "allow_downgrade": True}}}}

@@ -40,9 +40,12 @@ if not CHROMIUM.exists():
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
-    with running_platform(tmp_path_factory.mktemp("browser")) as running:
+    # Production too (nothing deployed there): its coming release tick waits for an approval.
+    environments = ("development", "staging", "production")
+    with running_platform(tmp_path_factory.mktemp("browser"), environments=environments) as running:
         # The operator's shell: a deploy and a verify of development, recorded on the platform's instance;
-        # then v1.0.0 on staging and v1.1.0 on development, so staging's next release is v1.1.0.
+        # then v1.0.0 on staging and v1.1.0 on development, so staging's next release is v1.1.0 (and
+        # production's v1.0.0, verified on staging).
         for argv in (
             ("deploy", "--environment", "development", "--tag", "v1.0.0", "--skip-tests", "--skip-build"),
             ("verify", "--environment", "development"),
@@ -186,9 +189,41 @@ def test_deploy_launchpad_offers_a_newer_version_and_a_downgrade_changes_nothing
         page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}.*"), timeout=60_000)
         run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
         assert platform.ui.wait(run_id) == "FAILURE"
-        expect(page.get_by_text("staging runs v1.0.0; v0.9.0 is older").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("refusing to downgrade staging from v1.0.0 to v0.9.0").first).to_be_visible(
+            timeout=60_000
+        )
         shots.take("downgrade-refused")
     except Exception:
         shots.take("failure")
         raise
     assert (staging.env_file.read_bytes(), find_releases(staging), list_backups(staging)) == before
+
+
+def test_the_release_asset_shows_what_runs_where_and_a_pending_decision_is_in_view(
+    platform: RunningPlatform,
+    page,  # noqa: ANN001
+) -> None:
+    """The releases asset's partitions show each environment's running version (staging v1.0.0,
+    development v1.1.0, from the module's deploys); pending_decisions, refreshed as `ultra-ops
+    calendar --record` does, shows production's tick awaiting approval with the command that answers it."""
+    expect = playwright.expect
+    base = platform.platform.url
+    result = platform.ops("calendar", "--record")  # the one extra step: what release_calendar_schedule does hourly
+    assert result.returncode == 0, result.stdout + result.stderr
+    shots = Shots(page)
+    try:
+        for environment, version in (("staging", "v1.0.0"), ("development", "v1.1.0")):
+            page.goto(f"{base}/assets/releases?view=partitions&partition={environment}")
+            running = page.locator("tr").filter(has=page.get_by_text("running", exact=True)).first
+            expect(running.get_by_role("cell", name=version, exact=True)).to_be_visible(timeout=60_000)
+            shots.take(f"releases-{environment}-runs-{version}")
+
+        page.goto(f"{base}/assets/pending_decisions")
+        waiting = page.locator("tr").filter(has=page.get_by_text("pending", exact=True)).first
+        expect(waiting.get_by_role("cell", name="1", exact=True)).to_be_visible(timeout=60_000)  # one waits
+        approve = "ultra-ops approve --environment production --tag v1.0.0 --by NAME"
+        expect(page.get_by_text(approve).first).to_be_visible()
+        shots.take("pending-production-approval")
+    except Exception:
+        shots.take("failure")
+        raise

@@ -40,10 +40,12 @@ class RunningPlatform:
 
 
 @contextmanager
-def running_platform(tmp: Path, *, test_seconds: float = 0, extra_config: str = "") -> Iterator[RunningPlatform]:
+def running_platform(
+    tmp: Path, *, test_seconds: float = 0, extra_config: str = "", environments: tuple[str, ...] = ENVIRONMENTS
+) -> Iterator[RunningPlatform]:
     base = f"uo_test_{uuid.uuid4().hex[:12]}"
     prefix = f"uo_test:{uuid.uuid4().hex[:12]}:"
-    databases = {env: f"{base}_{env[:4]}" for env in ENVIRONMENTS}
+    databases = {env: f"{base}_{env[:4]}" for env in environments}
     platform = Platform(
         home=tmp / "dagster_home",
         database=f"{base}_dagster",
@@ -63,7 +65,7 @@ def running_platform(tmp: Path, *, test_seconds: float = 0, extra_config: str = 
             config.write_text(config.read_text() + extra_config)
         platform.extra_env = {"ULTRA_OPS_CONFIG": str(config)}
         running = RunningPlatform(platform, config, UI(platform.port))
-        for env in ENVIRONMENTS:  # not a Dagster run: in this process
+        for env in environments:  # not a Dagster run: in this process
             assert main(["init", "--environment", env, "--config", str(config)]) == 0
         platform.start()
         yield running
@@ -71,7 +73,7 @@ def running_platform(tmp: Path, *, test_seconds: float = 0, extra_config: str = 
         platform.stop()
         if (tmp / "ultra_ops.toml").exists():
             settings = load_settings(tmp / "ultra_ops.toml")
-            for env in ENVIRONMENTS:
+            for env in environments:
                 get_runtime(settings.environment(env)).down()
         drop_databases(base)
         client = redis.Redis.from_url(REDIS_URL)

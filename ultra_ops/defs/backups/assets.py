@@ -48,7 +48,10 @@ from ultra_ops.engine.errors import InputError, UltraOpsError
     "of every table), one partition per day and environment. Every backup is a materialization, "
     "whoever took it: kind scheduled (this asset, nightly), deploy (before a deploy changes anything), "
     "safety (before a rollback or restore replaces the current state) or manual (ultra-ops backups "
-    "create). Materializing takes a backup now: only today's partition.",
+    "create). Materializing takes a backup now: only today's partition. An unfilled partition is a day "
+    "without a backup of that environment: the days count from 2026-01-01, the first day ultra_ops could "
+    "have run, so before this install (or an environment's first backup) every day is unfilled and the "
+    "lineage's `% filled` stays low; whether backups are current is what the backup_freshness check says.",
 )
 def backups(context: AssetExecutionContext, settings: OpsSettings, locks: EnvironmentLocks) -> MaterializeResult:
     keys = context.partition_key.keys_by_dimension

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from ultra_ops.engine.backups.dump import run_pg_tool
+from ultra_ops.engine.clock import local_time
 from ultra_ops.engine.errors import BackupError
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Redactor
@@ -42,8 +43,8 @@ def lock_wait_option(env: Environment) -> str:
     return f"--lock-wait-timeout={max(1, round(env.backup.lock_wait_timeout_s * 1000))}"
 
 
-def _since(value: datetime | None) -> str:
-    return value.isoformat(timespec="seconds") if value is not None else "an unknown time"
+def _since(value: datetime | None, timezone: str) -> str:
+    return local_time(value, timezone) if value is not None else "an unknown time"
 
 
 def blocking_sessions(env: Environment) -> list[str]:
@@ -56,8 +57,8 @@ def blocking_sessions(env: Environment) -> list[str]:
     except psycopg.Error:
         return []
     return [
-        f"pid {pid} ({app or 'no application_name'}, user {user}, {state or 'state unknown'}, since {_since(since)})"
-        f" on {tables}"
+        f"pid {pid} ({app or 'no application_name'}, user {user}, {state or 'state unknown'}, "
+        f"since {_since(since, env.timezone)}) on {tables}"
         for pid, tables, app, user, state, since in rows
     ]
 

@@ -14,6 +14,7 @@ from ultra_ops.engine.backups.create import state_file_targets
 from ultra_ops.engine.backups.restore import STATE_FILE_TEMP, recover_interrupted_restore
 from ultra_ops.engine.backups.store import clean_stale_temps
 from ultra_ops.engine.backups.trial_restore import drop_dead_restore_tests
+from ultra_ops.engine.clock import local_time
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import BackupError, OperationError, UltraOpsError
 from ultra_ops.engine.lazy import lazy_module
@@ -157,9 +158,8 @@ def pending_recovery(env: Environment, *, running: bool) -> list[str]:
     if journal is not None:
         recover_cmd = f"`ultra-ops recover --environment {env.name}`"
         owner = "in progress" if running else f"left by an interrupted run: {recover_cmd}"
-        lines.append(
-            f"database swap of backup {journal.backup_id} at phase {journal.phase} since {journal.started_at} ({owner})"
-        )
+        since = local_time(journal.started_at, env.timezone)
+        lines.append(f"database swap of backup {journal.backup_id} at phase {journal.phase} since {since} ({owner})")
     marker = runs.read_marker(env)
     if marker is not None and not running:
         services = ", ".join(marker.get("services") or []) or "none"

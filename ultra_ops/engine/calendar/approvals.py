@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from ultra_ops.engine.clock import local_time
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.release.records import verified_deploys
@@ -111,7 +112,7 @@ def check_valid_from(settings: Settings, valid_from: datetime | None, now: datet
     latest = production_ticks(settings, now, 2)[-1]
     if not now - timedelta(minutes=5) <= valid_from <= latest:
         raise InputError(
-            f"--at must be from now to the second coming production tick ({latest.isoformat()}), "
+            f"--at must be from now to the second coming production tick ({local_time(latest, settings.timezone)}), "
             f"not {valid_from.isoformat()}"
         )
     return valid_from

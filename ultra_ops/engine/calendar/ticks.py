@@ -128,7 +128,14 @@ def release_tick(settings: Settings, environment: str, at: datetime, *, check_lo
     if check_lock and environment in settings.environments:
         holder = lock_holder(settings.environments[environment])
         if holder is not None:
-            return Tick(name, environment, at, f"deploy {version}", f"lock held by {describe_holder(holder)}", version)
+            return Tick(
+                name,
+                environment,
+                at,
+                f"deploy {version}",
+                f"lock held by {describe_holder(holder, settings.timezone)}",
+                version,
+            )
     return Tick(name, environment, at, f"deploy {version}", version=version)
 
 

@@ -69,9 +69,9 @@ def check_downgrade(environment: str, current: str | None, target: str, *, allow
         return None
     if allowed is None:
         raise DowngradeRefused(
-            f"{environment} runs {current}; {target} is older: refusing to downgrade {environment} "
-            f"from {current} to {target} (deploy a newer version, roll back to a backup with `ultra-ops "
-            "rollback`, or pass --allow-downgrade --reason TEXT, allow_downgrade and reason in the launch form)"
+            f"refusing to downgrade {environment} from {current} to {target}: pass --allow-downgrade "
+            "--reason TEXT (allow_downgrade and reason in the launch form) to deploy the older version "
+            "anyway, or roll back to a backup with `ultra-ops rollback`"
         )
     return f"downgrade from {current}: {allowed}"
 

@@ -16,10 +16,12 @@ import socket
 import subprocess
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ultra_ops.engine import procfs
+from ultra_ops.engine.clock import local_time
 from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import RuntimeFailure
@@ -209,7 +211,9 @@ class ProcessRuntime:
         # The service's output may carry what it was told: 0600 from creation, as the files it
         # writes itself (umask 077, set in the child by Popen without running Python code there).
         with open(open_private_append(self.output_file(spec)), "ab") as out:
-            out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting {spec.name} {version}\n".encode())
+            out.write(
+                f"--- {local_time(datetime.now(UTC), self.env.timezone)} starting {spec.name} {version}\n".encode()
+            )
             out.flush()
             # Where this start's output begins: a failure report shows this run's lines only.
             offset = out.tell()

@@ -110,7 +110,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             )
         if not isinstance(table, dict):
             raise ConfigError(p, f"environments.{name}", "expected a table")
-        envs[name] = read_environment(p, name, table, defaults, shares_config=len(environments) > 1)
+        envs[name] = read_environment(p, name, table, defaults, shares_config=len(environments) > 1, timezone=timezone)
     _check_isolation(p, envs)
     check_ports(p, envs)
     return Settings(path=p, timezone=timezone, environments=envs, calendar=calendar, notifications=notifications)

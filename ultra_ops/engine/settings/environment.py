@@ -58,6 +58,7 @@ class Environment:
     shares_config: bool = False  # the config file names other environments too
     rollback_on_failed_verification: bool = False  # the failed verification sensor rolls back
     checklist: ChecklistSettings = ChecklistSettings()  # what the pre-release checklist checks and against what
+    timezone: str = "UTC"  # the config's: every time shown to an operator is in it (records keep UTC)
 
     @property
     def backups_path(self) -> Path:
@@ -111,7 +112,13 @@ class Environment:
 
 
 def read_environment(
-    path: Path, name: str, table: dict[str, Any], defaults: dict[str, Any], *, shares_config: bool = False
+    path: Path,
+    name: str,
+    table: dict[str, Any],
+    defaults: dict[str, Any],
+    *,
+    shares_config: bool = False,
+    timezone: str = "UTC",
 ) -> Environment:
     merged = {**defaults, **table}
     r = TableReader(path, merged, f"environments.{name}")
@@ -162,6 +169,7 @@ def read_environment(
         shares_config=shares_config,
         rollback_on_failed_verification=r.get("rollback_on_failed_verification", bool, False),
         checklist=read_checklist(r.sub("checklist"), base),
+        timezone=timezone,
     )
     r.finish()
     return env

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 
-from ultra_ops.engine.clock import utc_timestamp
+from ultra_ops.engine.clock import local_time, utc_timestamp
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.events import announce
 from ultra_ops.engine.files import private_dir
@@ -153,9 +153,8 @@ def decide(
         ).rowcount
     record = get(env, request_id)
     if not changed:
-        raise InputError(
-            f"{request_id} was decided already: {record.decision} by {record.decided_by} at {record.decided_at}"
-        )
+        at = local_time(record.decided_at, env.timezone) if record.decided_at else "an unknown time"
+        raise InputError(f"{request_id} was decided already: {record.decision} by {record.decided_by} at {at}")
     announce(DECISION_TOPIC, record)
     return record
 

@@ -40,7 +40,11 @@ def test_a_downgrade_is_a_lower_semantic_version(environment: str, current, targ
 def test_a_downgrade_is_refused_naming_both_versions_unless_allowed_with_a_reason() -> None:
     with pytest.raises(DowngradeRefused) as refused:
         check_downgrade("staging", "v1.2.0", "v1.1.0", allowed=None)
-    assert "staging runs v1.2.0; v1.1.0 is older" in str(refused.value) and "--allow-downgrade" in str(refused.value)
+    message = str(refused.value)
+    # One sentence: each version named once, and the two ways out.
+    assert "refusing to downgrade staging from v1.2.0 to v1.1.0:" in message
+    assert message.count("v1.2.0") == message.count("v1.1.0") == 1 and message.count(";") == 0
+    assert "--allow-downgrade --reason TEXT" in message and "roll back to a backup with `ultra-ops rollback`" in message
     assert refused.value.exit_code == 2
     assert (
         check_downgrade("staging", "v1.2.0", "v1.1.0", allowed="exports broke")
