@@ -78,11 +78,12 @@ def test_runs_killed_before_their_first_step_are_recorded_by_the_next_operation(
     capsys.readouterr()
     assert stack.ops("releases") == 0
     rows = capsys.readouterr().out.splitlines()
+    # STARTED is the config's local time, three words (date, time, zone): the columns follow.
     assert any(
-        row.split()[1:5] == ["deploy", "v1.1.0", "v1.0.0", "interrupted"] and deploy_run[:8] in row for row in rows
+        row.split()[3:7] == ["deploy", "v1.1.0", "v1.0.0", "interrupted"] and deploy_run[:8] in row for row in rows
     ), rows
     assert any(
-        row.split()[1:5] == ["rollback", "v1.0.0", "v1.0.0", "interrupted"] and rollback_run[:8] in row for row in rows
+        row.split()[3:7] == ["rollback", "v1.0.0", "v1.0.0", "interrupted"] and rollback_run[:8] in row for row in rows
     ), rows
     assert stack.get("/health").json()["version"] == "v1.0.0"  # neither got as far as changing anything
 

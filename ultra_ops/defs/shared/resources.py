@@ -8,10 +8,10 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from ultra_ops.engine import runs
-from ultra_ops.engine.backups.recover import recover_environment
 from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.locks import EnvironmentLock
 from ultra_ops.engine.release.interrupts import finish_run
+from ultra_ops.engine.release.recover import recover_environment
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment, Settings, load_settings
 

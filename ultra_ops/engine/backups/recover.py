@@ -1,9 +1,9 @@
-"""Crash recovery: what the next operation on an environment runs first, under its lock, to clear
-what a dead run left behind: an interrupted database swap (finished or undone, see swap.py),
-scratch databases of restores and restore tests, temp folders of backups and half-written state
-files and journal temps of restores, and the release record a dead deploy or rollback never wrote.
-`ultra-ops recover` also puts the services back as the last completed operation left them
-(settle_services): a run killed while it stopped or started them leaves them half up.
+"""Crash recovery of what a dead run left in the environment's databases, files and services: an
+interrupted database swap (finished or undone, see swap.py), scratch databases of restores and
+restore tests, temp folders of backups and half-written state files and journal temps of restores
+(recover_state). `ultra-ops recover` also puts the services back as the last completed operation
+left them (settle_services): a run killed while it stopped or started them leaves them half up.
+The whole of what the next operation runs first, records included, is release/recover.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from ultra_ops.engine.clock import local_time
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import BackupError, OperationError, UltraOpsError
 from ultra_ops.engine.lazy import lazy_module
-from ultra_ops.engine.release.records import record_unfinished
 from ultra_ops.engine.runtimes import application, get_runtime
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
@@ -33,35 +32,6 @@ def _clean_file_temps(env: Environment, log: Log) -> list[str]:
         for tmp in folder.glob(f".*{STATE_FILE_TEMP}*") if folder.is_dir() else ():
             tmp.unlink(missing_ok=True)
             done.append(f"removed {tmp}, left by an interrupted restore")
-            log.info(done[-1])
-    return done
-
-
-def recover_environment(
-    env: Environment, *, log: Log | None = None, redact: Redactor | None = None, run_id: str | None = None
-) -> list[str]:
-    """What the next operation on an environment runs first, under its lock: finish or undo a swap
-    that a dead run left (see swap.py), drop scratch databases, remove temp folders and files of
-    dead runs, and record a deploy or rollback that died without a record as `interrupted` (its
-    marker, runs.py, names it; `run_id` is the run recovering, whose own marker it is not). Returns
-    one line per thing done. BackupError when an interrupted swap cannot be recovered now (the
-    database server is down, say): the operation must not run on top of it."""
-    log = log or NullLog()
-    redact = redact or Redactor.for_environment(env)
-    done = recover_state(env, log=log, redact=redact)
-    marker = runs.unfinished(env, run_id)
-    if marker is not None:
-        owner = f"its process, pid {marker.get('pid')} on {marker.get('host')}, died (killed?)"
-        if not marker.get("pid"):
-            owner = "it ended without recording its outcome"
-        swaps = [line for line in done if "the swap of backup" in line]
-        reason = (
-            f"{marker.get('operation') or 'the run'} ended without finishing: {owner}; "
-            f"found by the next operation on {env.name}" + (": " + "; ".join(swaps) if swaps else "")
-        )
-        record = record_unfinished(env, marker, redact(reason))
-        if record is not None:
-            done.append(f"recorded {record.operation} run {record.run_id or '-'} as interrupted: {reason}")
             log.info(done[-1])
     return done
 

@@ -5,7 +5,7 @@ then a safety backup is taken, then the database is rebuilt in a scratch databas
 all of this can run while the environment serves), then the scratch database is swapped in by
 renames and the state files are replaced atomically one by one (complete_restore: the part that
 needs the services stopped). Each swap phase is journaled first (swap.py), so a crash or an
-interrupt at any point is finished or undone by `recover_environment` (recover.py), which the next
+interrupt at any point is finished or undone by `recover_environment` (release/recover.py), which the next
 operation on the environment runs. Services are not stopped or started here: the caller does.
 """
 

@@ -299,7 +299,7 @@ def test_services_that_do_not_start_again_are_reported_stopped(tmp_path, pg_data
     assert f"staging is STOPPED: backup {info.id} is in place" in message
     assert f"--backup {plan.safety_backup_id}` puts back the state before this rollback" in message
     # The replaced database stays until the next operation's recovery, which drops it.
-    from ultra_ops.engine.backups.recover import recover_environment
+    from ultra_ops.engine.release.recover import recover_environment
 
     done = recover_environment(env)
     assert any("finished the swap" in line for line in done), done
