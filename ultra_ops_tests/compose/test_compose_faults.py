@@ -209,9 +209,7 @@ def test_backend_never_healthy_rolls_back_to_the_previous_image_and_database(
     assert p.side() == "second"
 
 
-def test_dockerd_unreachable_mid_rollback_then_recover(
-    project: Project, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_dockerd_unreachable_mid_rollback_then_recover(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
     p = project
     folder = Path(tempfile.mkdtemp(prefix="uo-docker-", dir="/tmp"))  # a unix socket path has 108 bytes at most
     proxy = DockerProxy(folder / "docker.sock")
@@ -232,7 +230,11 @@ def test_dockerd_unreachable_mid_rollback_then_recover(
     assert "docker" in out.lower() and "compose up" in out, out
     assert "Traceback" not in out, out
     assert p.served() is None  # left stopped, and said so
+    assert f"ultra-ops recover --environment {p.env.environment}`, which starts backend again" in out, out
+    code, out = ops(capsys, p.env, "status")
+    assert "services to put back" in out, out
     code, out = ops(capsys, p.env, "recover")
     assert code == 0, out
+    assert "started staging's services (backend)" in out, out
     assert p.side() == "first", out
     p.back_to_second()
