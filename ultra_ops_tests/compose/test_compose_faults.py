@@ -239,3 +239,16 @@ def test_dockerd_unreachable_mid_rollback_then_recover(project: Project, capsys:
     assert code == 0, out
     assert "started staging's services (backend)" in out, out
     assert p.side() == target, out
+
+
+def test_stop_with_dockerd_unreachable_stops_nothing_and_says_so(
+    project: Project, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    p = project
+    side = p.side()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'nobody-listens.sock'}")
+    code, out = ops(capsys, p.env, "stop")
+    monkeypatch.undo()
+    assert code != 0, out
+    assert "compose" in out and "server API version" in out and "Traceback" not in out, out
+    assert p.side() == side
