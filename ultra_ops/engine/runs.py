@@ -135,7 +135,9 @@ def end(env: Environment, run_id: str | None) -> None:
     if marker is None or marker.get("run_id") != run_id:
         return
     settles = str(marker.get("operation", "")).split(" ")[0] in SETTLING_OPERATIONS
-    if marker.get("interrupted") or (marker.get("unsettled") and not settles):
+    # `restart`: a run that failed with the services stopped after it changed the state (a rollback
+    # whose start failed, say) leaves them to `recover`, which starts them once the cause is fixed.
+    if marker.get("interrupted") or marker.get("restart") or (marker.get("unsettled") and not settles):
         write_marker(env, {**marker, "pid": None, "ended_at": utc_timestamp()})
     else:
         remove_marker(env)

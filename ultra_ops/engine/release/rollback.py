@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ultra_ops.engine import runs
 from ultra_ops.engine.backups.restore import (
     PreparedRestore,
     complete_restore,
@@ -190,7 +191,7 @@ def start_services(env: Environment, plan: RollbackPlan, *, log: Log, redact: Re
             exc,
             f"{exc}; {env.name} is STOPPED: backup {plan.backup_id} is in place but its services "
             f"did not start; fix the cause and run `ultra-ops deploy --environment {env.name} "
-            f"--tag {plan.version or 'VERSION'}`{back}",
+            f"--tag {plan.version or 'VERSION'}`{back}{_left_to_recover(env, plan)}",
         ) from None
     if plan.prepared is not None:
         finish_restore(env, plan.prepared, log=log, redact=redact)
@@ -215,6 +216,16 @@ def _discard(env: Environment, plan: RollbackPlan, log: Log, redact: Redactor) -
         log.warning(redact(f"could not drop {plan.prepared.scratch}: {exc}; the next operation drops it"))
 
 
+def _left_to_recover(env: Environment, plan: RollbackPlan) -> str:
+    """The services that ran before this rollback are to run again: its marker keeps them for
+    `recover` (runs.py), so that once the cause (dockerd down, say) is fixed, recover starts them on
+    the state in place. The text to add to the error."""
+    marker = runs.update(env, plan.run_id, restart=True, unsettled=True)
+    if not marker or not marker.get("services"):
+        return ""
+    return f" (or `ultra-ops recover --environment {env.name}`, which starts {', '.join(marker['services'])} again)"
+
+
 def _restart(env: Environment, plan: RollbackPlan, log: Log, redact: Redactor) -> str:
     """Start the services again after a failure with them stopped, on the state that is in place
     (the env file names its version); the text to add to the error."""
@@ -227,6 +238,7 @@ def _restart(env: Environment, plan: RollbackPlan, log: Log, redact: Redactor) -
         return (
             f"; {env.name} is STOPPED: its services did not start again ({redact(str(exc))}); fix the cause "
             f"and run `ultra-ops deploy --environment {env.name} --tag {version or 'VERSION'}`"
+            + _left_to_recover(env, plan)
         )
     log.info(f"{env.name} restarted at {version or 'no version'}")
     return f"; {env.name} restarted at {version or 'no version'}"
