@@ -27,13 +27,14 @@ from ultra_ops_tests.support.user_instance import USER_HOME, changes, state
 # Files whose tests take minutes in all start first: ./dev test hands whole files to its workers
 # (--dist loadfile), and one of these started last would run alone at the end of the suite.
 SLOW_FILES_FIRST = (
+    "test_compose_faults.py",
     "test_release.py",
+    "test_compose_environment.py",
     "test_secret_leaks.py",
     "test_swap.py",
     "test_platform.py",
     "test_run_locks.py",
     "test_browser.py",
-    "test_compose_environment.py",
 )
 
 
