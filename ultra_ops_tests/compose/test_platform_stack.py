@@ -1,0 +1,72 @@
+"""The platform stack for real: the repository's docker-compose.yml up on this engine from the
+locally built images (the ultra_ops image from the repository's Dockerfile, the local PostgreSQL
+and socket proxy), a run launched through GraphQL as the UI launches it, started by the
+DockerRunLauncher in a container of its own, and nothing left behind when the stack stops."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+
+from ultra_ops_tests.support.docker import docker, docker_unavailable
+from ultra_ops_tests.support.platform_compose import PlatformCompose, platform_compose
+
+pytestmark = pytest.mark.docker
+
+_RUN_S = 120
+DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[PlatformCompose]:
+    reason = docker_unavailable()
+    if reason:
+        pytest.skip(f"Docker cannot run here: {reason}")
+    from ultra_ops.local_images.platform import ensure_platform_image
+
+    with platform_compose(ensure_platform_image()) as running:
+        yield running
+    assert running.leftovers() == [], "docker-compose down left containers, volumes or networks behind"
+
+
+def _wait_done(client: DagsterGraphQLClient, run_id: str) -> DagsterRunStatus:
+    deadline = time.monotonic() + _RUN_S
+    while (status := client.get_run_status(run_id)) not in DONE:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} still {status} after {_RUN_S} s")
+        time.sleep(0.5)
+    return status
+
+
+def test_a_run_launched_through_graphql_runs_in_its_own_container_and_leaves_none(stack: PlatformCompose) -> None:
+    client = DagsterGraphQLClient("127.0.0.1", port_number=stack.port, timeout=30)
+    # The code location loads: the webserver lists the job from the code server's gRPC.
+    run_id = client.submit_job_execution(
+        "purge_runs_job",
+        run_config={"ops": {"purge_old_runs": {"config": {"older_than_days": 30, "dry_run": True}}}},
+    )
+    status = _wait_done(client, run_id)
+    # The daemon dequeued it and the run launcher started it in a container of its own, from the
+    # code location's image, on the platform network; the run reached Dagster's PostgreSQL from there.
+    run = _run_tags(stack, run_id)
+    assert status == DagsterRunStatus.SUCCESS, stack.logs()
+    container = run.get("docker/container_id")
+    assert container, run
+    assert run["dagster/image"] == stack.image
+    # The container goes with its run: nothing is left on the engine once the run is over.
+    deadline = time.monotonic() + 30
+    while docker("ps", "-aq", "--filter", f"label=dagster/run_id={run_id}").stdout.strip():
+        assert time.monotonic() < deadline, f"the run container {container} is still there"
+        time.sleep(0.2)
+    assert stack.run_containers() == []
+
+
+def _run_tags(stack: PlatformCompose, run_id: str) -> dict[str, str]:
+    query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }"
+    answer = httpx.post(f"{stack.url}/graphql", json={"query": query, "variables": {"id": run_id}}, timeout=30)
+    return {t["key"]: t["value"] for t in answer.json()["data"]["runOrError"]["tags"]}
