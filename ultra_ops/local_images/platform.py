@@ -64,7 +64,20 @@ def ensure_platform_image(log: Callable[[str], None] = lambda _: None) -> str:
         except CommandFailed as exc:
             raise OperationError(f"building the ultra_ops image {image} failed: {exc}") from None
     docker("tag", image, ALIAS)
+    _drop_older(image, log)
     return image
+
+
+def _drop_older(image: str, log: Callable[[str], None]) -> None:
+    """Each build of a changed checkout is a new image of about 1 GB: keep only the current one
+    (an older one still used by a container stays, and goes next time)."""
+    for line in docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_NAME).split():
+        if line not in (image, ALIAS) and not line.endswith(":<none>"):
+            try:
+                docker("rmi", line)
+                log(f"removed the older {line}")
+            except CommandFailed:
+                pass
 
 
 def _build(image: str, log: Callable[[str], None]) -> None:
