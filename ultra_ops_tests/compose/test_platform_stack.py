@@ -70,3 +70,50 @@ def _run_tags(stack: PlatformCompose, run_id: str) -> dict[str, str]:
     query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }"
     answer = httpx.post(f"{stack.url}/graphql", json={"query": query, "variables": {"id": run_id}}, timeout=30)
     return {t["key"]: t["value"] for t in answer.json()["data"]["runOrError"]["tags"]}
+
+
+# Run in one container of the ultra_ops image on the deploy network, as a run container runs it.
+_PROBE = """
+docker ps --format '{{.Names}}'; echo "ps=$?"
+docker images -q >/dev/null; echo "images=$?"
+docker exec "$1" true 2>&1; echo "exec=$?"
+docker system df 2>&1; echo "system=$?"
+"""
+
+
+def test_run_containers_reach_docker_only_through_the_deploy_proxy_and_only_what_it_allows(
+    stack: PlatformCompose,
+) -> None:
+    postgres = f"{stack.project}_dagster-postgres_1"
+    out = docker(
+        "run", "--rm", "--network", stack.networks["ULTRA_OPS_DEPLOY_NETWORK"],
+        "-e", "DOCKER_HOST=tcp://docker-api-deploy:2375",  # as dagster.yaml gives every run container
+        stack.image, "bash", "-c", _PROBE, "probe", postgres, timeout=60,
+    ).stdout  # fmt: skip
+    codes = dict(line.split("=", 1) for line in out.splitlines() if line.split("=")[0] in _CHECKS)
+    # What the compose runtime needs passes: listing containers and images (docker-compose ps, build).
+    assert codes["ps"] == "0" and postgres in out.split(), out
+    assert codes["images"] == "0", out
+    # What it does not: exec into another container (here Dagster's own database) and system calls.
+    assert codes["exec"] != "0" and codes["system"] != "0" and out.count("403") >= 2, out
+    # Only the deploy proxy is on that network: a run container cannot reach the launcher's proxy.
+    network = stack.networks["ULTRA_OPS_DEPLOY_NETWORK"]
+    members = docker("network", "inspect", "--format", "{{range .Containers}}{{.Name}} {{end}}", network).stdout
+    assert members.split() == [f"{stack.project}_docker-api-deploy_1"], members
+
+
+_CHECKS = {"ps", "images", "exec", "system"}
+
+
+def test_the_webserver_reaches_no_docker_api(stack: PlatformCompose) -> None:
+    probe = (
+        "import socket, sys\n"
+        "for h in sys.argv[1:]:\n"
+        "    try: socket.getaddrinfo(h, 2375); print(h)\n"
+        "    except OSError: pass"
+    )
+    found = stack.compose(
+        "exec", "-T", "dagster-webserver", "python", "-c", probe,
+        "docker-api-launcher", "docker-api-deploy", "dagster-postgres", timeout=60,
+    )  # fmt: skip
+    assert found.stdout.split() == ["dagster-postgres"], found.stdout
