@@ -13,6 +13,7 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
+from ultra_ops_tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from ultra_ops_tests.support.docker import docker, docker_unavailable
 from ultra_ops_tests.support.platform_compose import PlatformCompose, platform_compose
 
@@ -43,14 +44,22 @@ def _wait_done(client: DagsterGraphQLClient, run_id: str) -> DagsterRunStatus:
     return status
 
 
-def test_a_run_launched_through_graphql_runs_in_its_own_container_and_leaves_none(stack: PlatformCompose) -> None:
+@pytest.fixture(scope="module")
+def graphql_run(stack: PlatformCompose) -> tuple[str, DagsterRunStatus]:
+    """purge_runs_job launched through GraphQL as the UI launches it, waited on to its end."""
     client = DagsterGraphQLClient("127.0.0.1", port_number=stack.port, timeout=30)
-    # The code location loads: the webserver lists the job from the code server's gRPC.
+    # The code location loads: the webserver knows the job from the code server's gRPC.
     run_id = client.submit_job_execution(
         "purge_runs_job",
         run_config={"ops": {"purge_old_runs": {"config": {"older_than_days": 30, "dry_run": True}}}},
     )
-    status = _wait_done(client, run_id)
+    return run_id, _wait_done(client, run_id)
+
+
+def test_a_run_launched_through_graphql_runs_in_its_own_container_and_leaves_none(
+    stack: PlatformCompose, graphql_run: tuple[str, DagsterRunStatus]
+) -> None:
+    run_id, status = graphql_run
     # The daemon dequeued it and the run launcher started it in a container of its own, from the
     # code location's image, on the platform network; the run reached Dagster's PostgreSQL from there.
     run = _run_tags(stack, run_id)
@@ -117,3 +126,27 @@ def test_the_webserver_reaches_no_docker_api(stack: PlatformCompose) -> None:
         "docker-api-launcher", "docker-api-deploy", "dagster-postgres", timeout=60,
     )  # fmt: skip
     assert found.stdout.split() == ["dagster-postgres"], found.stdout
+
+
+def test_the_browser_finds_the_jobs_and_the_run_on_this_webserver(
+    stack: PlatformCompose, graphql_run: tuple[str, DagsterRunStatus]
+) -> None:
+    """The UI of this webserver in headless Chromium: the jobs listed from the code server, and the
+    run the launcher ran in its container shown as succeeded."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/bootstrap.sh installs it as root)")
+    expect = sync_api.expect
+    run_id, _ = graphql_run
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{stack.url}/jobs")
+            for job in ("deploy_job", "verify_job", "purge_runs_job"):
+                expect(page.locator(f"a[href='/locations/ultra_ops/jobs/{job}']").first).to_be_visible(timeout=60_000)
+            page.goto(f"{stack.url}/runs/{run_id}")
+            expect(page.get_by_text("purge_runs_job").first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=60_000)
+        finally:
+            browser.close()
