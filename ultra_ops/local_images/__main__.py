@@ -1,4 +1,5 @@
-"""`python -m ultra_ops.local_images build|names`: build the local base images (once per recipe)."""
+"""`python -m ultra_ops.local_images build|platform|names`: build the local base images (once per recipe),
+and with `platform` the ultra_ops image from the repository's Dockerfile on them."""
 
 from __future__ import annotations
 
@@ -14,12 +15,17 @@ def main(argv: list[str]) -> int:
         for recipe in RECIPES:
             print(f"{recipe.variable}={recipe.alias}")
         return 0
-    if command != "build":
-        print("usage: python -m ultra_ops.local_images [build|names]", file=sys.stderr)
+    if command not in ("build", "platform"):
+        print("usage: python -m ultra_ops.local_images [build|platform|names]", file=sys.stderr)
         return 2
+    log = lambda line: print(f"ultra-ops setup: {line}", file=sys.stderr)  # noqa: E731
     try:
-        for line in ensure_images(log=lambda line: print(f"ultra-ops setup: {line}", file=sys.stderr)):
+        for line in ensure_images(log=log):
             print(line)
+        if command == "platform":
+            from ultra_ops.local_images.platform import ensure_platform_image
+
+            print(f"ULTRA_OPS_IMAGE={ensure_platform_image(log=log)}")
     except UltraOpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

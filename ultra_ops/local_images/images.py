@@ -63,6 +63,8 @@ RECIPES = (
     Recipe("python", "ultra-local/python:3.11", "ULTRA_PYTHON_IMAGE"),
     Recipe("postgres", "ultra-local/postgres:15", "ULTRA_POSTGRES_IMAGE"),
     Recipe("redis", "ultra-local/redis:7", "ULTRA_REDIS_IMAGE"),
+    # The platform stack's Docker API proxies (docker-compose.yml): tecnativa/docker-socket-proxy elsewhere.
+    Recipe("socket-proxy", "ultra-local/socket-proxy:0.3.0", "DOCKER_SOCKET_PROXY_IMAGE"),
 )
 
 

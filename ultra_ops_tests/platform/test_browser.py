@@ -9,24 +9,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from ultra_ops_tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from ultra_ops_tests.support.platform_stack import RunningPlatform, running_platform
 from ultra_ops_tests.support.services import REPO
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "ultra_ops_tests" / "artifacts"
-# What a container or CI box needs: no sandbox (root), no GPU, no calls home.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 playwright = pytest.importorskip(
     "playwright.sync_api", reason="the playwright package is not installed (pip install -e .[test])"

@@ -45,6 +45,9 @@ def test_postgresql_client_matches_the_servers_major_version() -> None:
     install = " ".join(arg for op, arg in _instructions() if op == "RUN")
     assert '"postgresql-client-${PG_MAJOR}"' in install and "postgresql-client " not in install
     base = next(arg for op, arg in _instructions() if op == "FROM")
+    # FROM ${PYTHON_IMAGE}: the official image is the build argument's default (a local stand-in elsewhere).
+    args = dict(arg.split("=", 1) for op, arg in _instructions() if op == "ARG" and "=" in arg)
+    base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
     assert base.endswith("-bookworm")  # Debian 12 ships postgresql-client-15; a newer base ships another major
     servers = set()
     for compose in (REPO / "docker-compose.yml", REPO / "deploy" / "ultra-ai.compose.yml"):

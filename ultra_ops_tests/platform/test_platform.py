@@ -46,6 +46,9 @@ def test_production_dagster_yaml_loads_on_postgres(
         ("DAGSTER_PG_USER", PG["user"]),
         ("DAGSTER_PG_PASSWORD", ""),
         ("DAGSTER_PG_DB", pg_database),
+        # docker-compose.yml sets these for the run launcher's networks.
+        ("ULTRA_OPS_PLATFORM_NETWORK", "ultra_ops_platform"),
+        ("ULTRA_OPS_DEPLOY_NETWORK", "ultra_ops_docker_deploy"),
     ):
         monkeypatch.setenv(name, value)
     with DagsterInstance.from_config(str(tmp_path)) as instance:

@@ -1,0 +1,152 @@
+"""The platform stack for real: the repository's docker-compose.yml up on this engine from the
+locally built images (the ultra_ops image from the repository's Dockerfile, the local PostgreSQL
+and socket proxy), a run launched through GraphQL as the UI launches it, started by the
+DockerRunLauncher in a container of its own, and nothing left behind when the stack stops."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+
+from ultra_ops_tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from ultra_ops_tests.support.docker import docker, docker_unavailable
+from ultra_ops_tests.support.platform_compose import PlatformCompose, platform_compose
+
+pytestmark = pytest.mark.docker
+
+_RUN_S = 120
+DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[PlatformCompose]:
+    reason = docker_unavailable()
+    if reason:
+        pytest.skip(f"Docker cannot run here: {reason}")
+    from ultra_ops.local_images.platform import ensure_platform_image
+
+    with platform_compose(ensure_platform_image()) as running:
+        yield running
+    assert running.leftovers() == [], "docker-compose down left containers, volumes or networks behind"
+
+
+def _wait_done(client: DagsterGraphQLClient, run_id: str) -> DagsterRunStatus:
+    deadline = time.monotonic() + _RUN_S
+    while (status := client.get_run_status(run_id)) not in DONE:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} still {status} after {_RUN_S} s")
+        time.sleep(0.5)
+    return status
+
+
+@pytest.fixture(scope="module")
+def graphql_run(stack: PlatformCompose) -> tuple[str, DagsterRunStatus]:
+    """purge_runs_job launched through GraphQL as the UI launches it, waited on to its end."""
+    client = DagsterGraphQLClient("127.0.0.1", port_number=stack.port, timeout=30)
+    # The code location loads: the webserver knows the job from the code server's gRPC.
+    run_id = client.submit_job_execution(
+        "purge_runs_job",
+        run_config={"ops": {"purge_old_runs": {"config": {"older_than_days": 30, "dry_run": True}}}},
+    )
+    return run_id, _wait_done(client, run_id)
+
+
+def test_a_run_launched_through_graphql_runs_in_its_own_container_and_leaves_none(
+    stack: PlatformCompose, graphql_run: tuple[str, DagsterRunStatus]
+) -> None:
+    run_id, status = graphql_run
+    # The daemon dequeued it and the run launcher started it in a container of its own, from the
+    # code location's image, on the platform network; the run reached Dagster's PostgreSQL from there.
+    run = _run_tags(stack, run_id)
+    assert status == DagsterRunStatus.SUCCESS, stack.logs()
+    container = run.get("docker/container_id")
+    assert container, run
+    assert run["dagster/image"] == stack.image
+    # The container goes with its run: nothing is left on the engine once the run is over.
+    deadline = time.monotonic() + 30
+    while docker("ps", "-aq", "--filter", f"label=dagster/run_id={run_id}").stdout.strip():
+        assert time.monotonic() < deadline, f"the run container {container} is still there"
+        time.sleep(0.2)
+    assert stack.run_containers() == []
+
+
+def _run_tags(stack: PlatformCompose, run_id: str) -> dict[str, str]:
+    query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }"
+    answer = httpx.post(f"{stack.url}/graphql", json={"query": query, "variables": {"id": run_id}}, timeout=30)
+    return {t["key"]: t["value"] for t in answer.json()["data"]["runOrError"]["tags"]}
+
+
+# Run in one container of the ultra_ops image on the deploy network, as a run container runs it.
+_PROBE = """
+docker ps --format '{{.Names}}'; echo "ps=$?"
+docker images -q >/dev/null; echo "images=$?"
+docker exec "$1" true 2>&1; echo "exec=$?"
+docker system df 2>&1; echo "system=$?"
+"""
+
+
+def test_run_containers_reach_docker_only_through_the_deploy_proxy_and_only_what_it_allows(
+    stack: PlatformCompose,
+) -> None:
+    postgres = f"{stack.project}_dagster-postgres_1"
+    out = docker(
+        "run", "--rm", "--network", stack.networks["ULTRA_OPS_DEPLOY_NETWORK"],
+        "-e", "DOCKER_HOST=tcp://docker-api-deploy:2375",  # as dagster.yaml gives every run container
+        stack.image, "bash", "-c", _PROBE, "probe", postgres, timeout=60,
+    ).stdout  # fmt: skip
+    codes = dict(line.split("=", 1) for line in out.splitlines() if line.split("=")[0] in _CHECKS)
+    # What the compose runtime needs passes: listing containers and images (docker-compose ps, build).
+    assert codes["ps"] == "0" and postgres in out.split(), out
+    assert codes["images"] == "0", out
+    # What it does not: exec into another container (here Dagster's own database) and system calls.
+    assert codes["exec"] != "0" and codes["system"] != "0" and out.count("403") >= 2, out
+    # Only the deploy proxy is on that network: a run container cannot reach the launcher's proxy.
+    network = stack.networks["ULTRA_OPS_DEPLOY_NETWORK"]
+    members = docker("network", "inspect", "--format", "{{range .Containers}}{{.Name}} {{end}}", network).stdout
+    assert members.split() == [f"{stack.project}_docker-api-deploy_1"], members
+
+
+_CHECKS = {"ps", "images", "exec", "system"}
+
+
+def test_the_webserver_reaches_no_docker_api(stack: PlatformCompose) -> None:
+    probe = (
+        "import socket, sys\n"
+        "for h in sys.argv[1:]:\n"
+        "    try: socket.getaddrinfo(h, 2375); print(h)\n"
+        "    except OSError: pass"
+    )
+    found = stack.compose(
+        "exec", "-T", "dagster-webserver", "python", "-c", probe,
+        "docker-api-launcher", "docker-api-deploy", "dagster-postgres", timeout=60,
+    )  # fmt: skip
+    assert found.stdout.split() == ["dagster-postgres"], found.stdout
+
+
+def test_the_browser_finds_the_jobs_and_the_run_on_this_webserver(
+    stack: PlatformCompose, graphql_run: tuple[str, DagsterRunStatus]
+) -> None:
+    """The UI of this webserver in headless Chromium: the jobs listed from the code server, and the
+    run the launcher ran in its container shown as succeeded."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/bootstrap.sh installs it as root)")
+    expect = sync_api.expect
+    run_id, _ = graphql_run
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{stack.url}/jobs")
+            for job in ("deploy_job", "verify_job", "purge_runs_job"):
+                expect(page.locator(f"a[href='/locations/ultra_ops/jobs/{job}']").first).to_be_visible(timeout=60_000)
+            page.goto(f"{stack.url}/runs/{run_id}")
+            expect(page.get_by_text("purge_runs_job").first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=60_000)
+        finally:
+            browser.close()
