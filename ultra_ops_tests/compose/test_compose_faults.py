@@ -176,11 +176,13 @@ def test_failing_build_and_unreachable_registry_stop_nothing(
     p = project
     side = p.side()
     before = docker("inspect", "--format", "{{.Id}}", p.env.container("backend")).stdout.strip()
+    leftovers = stray_containers()
     broken = release(p.env, 3, "RUN false\n")
     code, out = ops(capsys, p.env, "deploy", "--tag", broken, "--skip-tests")
     assert code != 0, out
     assert "compose build" in out and "failed" in out, out
     assert p.side() == side
+    assert stray_containers() == leftovers  # the failed step's container was removed with it
     good = release(p.env, 4)
     closed = socket_port_closed()
     code, out = ops(capsys, p.env, "deploy", "--tag", good, "--skip-tests", "--registry", f"127.0.0.1:{closed}")
@@ -189,6 +191,14 @@ def test_failing_build_and_unreachable_registry_stop_nothing(
     assert p.side() == side
     # Nothing was stopped or recreated: the same container kept serving.
     assert docker("inspect", "--format", "{{.Id}}", p.env.container("backend")).stdout.strip() == before
+
+
+def stray_containers() -> set[str]:
+    """Stopped containers of no compose project: what a failed build step leaves without --force-rm."""
+    listed = docker(
+        "ps", "-a", "--filter", "status=exited", "--format", '{{.ID}} {{.Label "com.docker.compose.project"}}'
+    )
+    return {line.split()[0] for line in listed.stdout.splitlines() if len(line.split()) == 1}
 
 
 def socket_port_closed() -> int:

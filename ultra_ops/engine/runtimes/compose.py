@@ -101,7 +101,8 @@ class ComposeRuntime:
 
     def build_args(self, version: str | None = None) -> list[str]:
         # The tag comes from command_env(version); the argument keeps the builders' signatures uniform.
-        return [*self.compose_base(), "build"]
+        # --force-rm: a failed build step leaves no stopped container behind.
+        return [*self.compose_base(), "build", "--force-rm"]
 
     def push_args(self) -> list[str]:
         return [*self.compose_base(), "push"]

@@ -268,7 +268,7 @@ def test_compose_command_builders(tmp_path: Path) -> None:
         str(tmp_path / "root" / ".env.staging"),
     ]
     assert rt.compose_base() == base
-    assert rt.build_args("v1.2.3") == [*base, "build"]
+    assert rt.build_args("v1.2.3") == [*base, "build", "--force-rm"]
     assert rt.push_args() == [*base, "push"]
     assert rt.pull_args() == [*base, "pull"]
     assert rt.up_args() == [*base, "up", "-d", "--remove-orphans"]
@@ -309,7 +309,7 @@ def test_compose_push_runs_build_then_push_with_registry(tmp_path: Path, monkeyp
     rt.push("v1.2.3", "registry.example.com")
     rt.up("v1.2.3")
     calls = [json.loads(line) for line in record.read_text().splitlines()]
-    assert [c["argv"][6:] for c in calls] == [["build"], ["push"], ["up", "-d", "--remove-orphans"]]
+    assert [c["argv"][6:] for c in calls] == [["build", "--force-rm"], ["push"], ["up", "-d", "--remove-orphans"]]
     assert [c["registry"] for c in calls] == ["registry.example.com/", "registry.example.com/", ""]
     assert {c["tag"] for c in calls} == {"v1.2.3"}
     for call in calls:
