@@ -1,0 +1,444 @@
+"""Benchmark: the compose runtime on this machine's dockerd, against bare Docker tools in the same run.
+
+Not part of the tests. Run:  .venv/bin/python bench/compose_bench.py [--parts deploy,downtime,build]
+                                 [--size-mb 100] [--runs 3]
+
+Each part makes a compose environment of its own from deploy/ultra_ops.compose-local.toml (its own
+project name, free published ports, temp folder, stand-in Ultra AI repository: the tests' helper
+ultra_ops_tests/support/docker.py), `ultra-ops init`s it, and removes it at the end (`down -v`, its
+images), also when it fails. Every ultra-ops command runs as the operator runs it: a fresh process.
+
+deploy    `ultra-ops deploy --tag vX --skip-tests --skip-build` of a new version whose image is built
+          already, against a bare `docker-compose up -d` of the same image (another tag of it) followed
+          by the same health wait (the runtime's wait_healthy: /health polled every 0.5 s). Alternating,
+          --runs pairs; the ratio is what ultra_ops adds (backup, migrations, verification, records).
+downtime  a database of about --size-mb MB (a bulk table beside the service's schema) in the project's
+          PostgreSQL; the longest gap between two successful /health answers, polled every 50 ms by a
+          separate process, during `ultra-ops deploy` of a new version and during `ultra-ops rollback
+          --yes` (to the backup that deploy took). Baseline: the container's own start time, `docker
+          start` of the stopped backend to its first /health answer (same 50 ms poll), best of 3.
+build     the deploy's build step (release_source + ComposeRuntime.build: git archive of the release's
+          commit, `docker-compose build`) against a bare `docker build` of the same kind of context (a
+          checkout of a release's commit, exported untimed). Each build is of a new commit that changes
+          a file under backend/, so both rebuild the layers from `COPY backend/` on (the base and the
+          pip layer come from the cache, as in a real release).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ultra_ops.demo_calendar import plan_release  # noqa: E402
+from ultra_ops.engine.envfile import read_env_file  # noqa: E402
+from ultra_ops.engine.release.source import release_source  # noqa: E402
+from ultra_ops.engine.runtimes.compose import ComposeRuntime  # noqa: E402
+from ultra_ops.engine.secrets import NullLog  # noqa: E402
+from ultra_ops.engine.settings import load_settings  # noqa: E402
+from ultra_ops_tests.support.docker import ComposeEnvironment, compose_environment, docker, docker_unavailable  # noqa: E402
+
+ROW_BYTES = 250  # as in rollback_downtime_bench.py: bigint + ~200 bytes of text, as stored
+LOG_DIR: Path | None = None
+CLI_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+POLLER = r"""
+import json, sys, threading, time, urllib.request
+url, stop = sys.argv[1], threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+last_ok, max_gap, failures, requests = None, 0.0, 0, 0
+while not stop.is_set():
+    t0 = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            ok = r.status == 200
+    except Exception:
+        ok = False
+    requests += 1
+    now = time.monotonic()
+    if ok:
+        if last_ok is not None:
+            max_gap = max(max_gap, now - last_ok)
+        last_ok = now
+    else:
+        failures += 1
+    time.sleep(max(0.0, 0.05 - (time.monotonic() - t0)))
+print(json.dumps({"max_gap_s": max_gap, "failures": failures, "requests": requests}))
+"""
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+class Poller:
+    def __init__(self, url: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", POLLER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def stop(self) -> dict:
+        out, _ = self.proc.communicate("", timeout=30)
+        return json.loads(out)
+
+
+class Bench:
+    """One compose environment of the bench's own, initialised; versions made as the calendar makes them."""
+
+    def __init__(self, work: Path) -> None:
+        self.env: ComposeEnvironment = compose_environment(work)
+        self.minor = 0
+        self.settings = None
+
+    def ops(self, *argv: str, timeout: float = 1800) -> str:
+        args = [
+            sys.executable,
+            "-m",
+            "ultra_ops.cli",
+            *argv,
+            "-e",
+            self.env.environment,
+            "--config",
+            str(self.env.config),
+        ]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=CLI_ENV, cwd=REPO)
+        if done.returncode != 0:
+            raise RuntimeError(f"ultra-ops {' '.join(argv)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        if LOG_DIR is not None:  # --keep-output: each command's output, to see where its time goes
+            (LOG_DIR / f"{time.strftime('%H%M%S')}-{argv[0]}.log").write_text(done.stdout + done.stderr)
+        return done.stdout + done.stderr
+
+    def release(self, touch_backend: bool = False) -> str:
+        """The next version: its changelog on main (and a changed backend file), then its branch."""
+        self.minor += 1
+        version = self.env.version(self.minor)
+        repo = self.env.repo
+        if touch_backend:
+            marker = repo / "backend" / "bench_marker.py"
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"VERSION = {version!r}\n")
+            subprocess.run(["git", "-C", str(repo), "add", str(marker)], check=True, timeout=60)
+        plan_release(repo, version)
+        args = [
+            sys.executable,
+            "-m",
+            "ultra_ops.cli",
+            "release-branch",
+            "--tag",
+            version,
+            "--config",
+            str(self.env.config),
+        ]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=CLI_ENV, cwd=REPO)
+        if done.returncode != 0:
+            raise RuntimeError(f"release-branch {version}: {done.stdout}{done.stderr}")
+        self.env.versions.append(version)
+        return version
+
+    def settings_env(self):  # noqa: ANN201
+        return load_settings(self.env.config).environment(self.env.environment)
+
+    @property
+    def health(self) -> str:
+        return f"http://127.0.0.1:{self.env.ports['backend']}/health"
+
+    def tag_image(self, source: str, version: str) -> None:
+        done = docker("tag", f"ultra-ai/backend:{source}", f"ultra-ai/backend:{version}")
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr)
+        if version not in self.env.versions:
+            self.env.versions.append(version)
+
+    def bare_up(self, version: str) -> None:
+        """docker-compose up -d as an operator would type it, the tag given in the environment."""
+        env = {**os.environ, "ULTRA_IMAGE_TAG": version, "ULTRA_ENVIRONMENT": self.env.environment}
+        base = ["docker-compose", "-f", str(self.env.compose_file), "-p", self.env.project]
+        args = [*base, "--env-file", str(self.env.env_file), "up", "-d", "--remove-orphans"]
+        done = subprocess.run(
+            args, capture_output=True, text=True, timeout=600, env=env, cwd=self.env.compose_file.parent
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"docker-compose up: {done.stderr}")
+
+    def db(self) -> dict:
+        return {
+            "host": "127.0.0.1",
+            "port": self.env.ports["postgres"],
+            "user": "ultra",
+            "dbname": "ultra_staging",
+            "password": read_env_file(self.env.env_file)["POSTGRES_PASSWORD"],
+            "connect_timeout": 5,
+        }
+
+
+@contextlib.contextmanager
+def bench_environment(name: str) -> Iterator[Bench]:
+    work = Path(tempfile.mkdtemp(prefix=f"uo-compose-bench-{name}-"))
+    bench = Bench(work)
+    try:
+        bench.ops("init")
+        yield bench
+    finally:
+        try:
+            bench.env.remove()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def wait_first_answer(url: str, timeout_s: float = 120) -> float:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return time.perf_counter() - t0
+        except Exception:  # noqa: BLE001, S110 - not up yet
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer in {timeout_s}s")
+
+
+def container_start(bench: Bench) -> float:
+    """docker start of the stopped backend container to its first /health answer."""
+    name = bench.env.container("backend")
+    docker("stop", name, timeout=120)
+    t0 = time.perf_counter()
+    docker("start", name, timeout=120)
+    wait_first_answer(bench.health)
+    return time.perf_counter() - t0
+
+
+def part_deploy(runs: int) -> None:
+    with bench_environment("deploy") as bench:
+        first = bench.release()
+        bench.ops("deploy", "--tag", first, "--skip-tests")  # builds the image once
+        runtime = ComposeRuntime(bench.settings_env())
+        pairs = []
+        for i in range(runs + 1):  # the first pair is a warm-up
+            version = bench.release()
+            bare = f"{version}-bare"
+            bench.tag_image(first, version)
+            bench.tag_image(first, bare)
+            order = ["ops", "bare"] if i % 2 == 0 else ["bare", "ops"]
+            times = {}
+            for which in order:
+                t0 = time.perf_counter()
+                if which == "ops":
+                    bench.ops("deploy", "--tag", version, "--skip-tests", "--skip-build")
+                else:
+                    bench.bare_up(bare)
+                    runtime.wait_healthy(120)
+                times[which] = time.perf_counter() - t0
+            label = "warm-up" if i == 0 else f"pair {i}"
+            print(
+                f"deploy {label}: ultra-ops {times['ops']:.2f}s, bare up + health wait {times['bare']:.2f}s, "
+                f"ratio {times['ops'] / times['bare']:.2f} (load {load()})",
+                flush=True,
+            )
+            if i:
+                pairs.append(times)
+        ratios = [p["ops"] / p["bare"] for p in pairs]
+        print(f"\n| deploy, {runs} pairs | ultra-ops deploy | bare up + health wait | ratio (median of pairs) |")
+        print("|---|---|---|---|")
+        print(
+            f"| median [runs] | {statistics.median(p['ops'] for p in pairs):.2f} s "
+            f"{[round(p['ops'], 2) for p in pairs]} | {statistics.median(p['bare'] for p in pairs):.2f} s "
+            f"{[round(p['bare'], 2) for p in pairs]} | **{statistics.median(ratios):.2f}** "
+            f"{[round(r, 2) for r in ratios]} |\n",
+            flush=True,
+        )
+
+
+def generate(bench: Bench, size_mb: int) -> float:
+    rows = max(1000, size_mb * 1_000_000 // ROW_BYTES)
+    with psycopg.connect(**bench.db(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE bulk (id bigint PRIMARY KEY, body text NOT NULL)")
+        step = 500_000
+        for lo in range(1, rows + 1, step):
+            conn.execute(
+                "INSERT INTO bulk SELECT i, repeat(md5(i::text), 3) || md5(random()::text) || "
+                "repeat(md5((i * 7)::text), 2) FROM generate_series(%s, %s) i",
+                (lo, min(rows, lo + step - 1)),
+            )
+        conn.execute("VACUUM ANALYZE bulk")
+        conn.execute("CHECKPOINT")
+        return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 1e6
+
+
+def polled(bench: Bench, action) -> tuple[dict, float]:  # noqa: ANN001
+    poller = Poller(bench.health)
+    time.sleep(0.5)  # a few answers before the operation starts
+    t0 = time.perf_counter()
+    action()
+    total = time.perf_counter() - t0
+    time.sleep(0.5)
+    result = poller.stop()
+    return result, total
+
+
+def part_downtime(size_mb: int, runs: int) -> None:
+    with bench_environment("downtime") as bench:
+        first = bench.release()
+        bench.ops("deploy", "--tag", first, "--skip-tests")
+        t0 = time.perf_counter()
+        size = generate(bench, size_mb)
+        print(f"database: {size:.0f} MB generated in {time.perf_counter() - t0:.1f}s", flush=True)
+        starts = [container_start(bench) for _ in range(3)]
+        print(f"container start (docker start to first /health answer): {[round(s, 2) for s in starts]}", flush=True)
+        rows: dict[str, list[tuple[dict, float]]] = {"deploy": [], "rollback": []}
+        for _ in range(runs):
+            version = bench.release()
+            bench.tag_image(first, version)
+            with psycopg.connect(**bench.db(), autocommit=True) as conn:
+                conn.execute("CHECKPOINT")
+            result = polled(bench, lambda v=version: bench.ops("deploy", "--tag", v, "--skip-tests", "--skip-build"))
+            rows["deploy"].append(result)
+            print(
+                f"deploy: longest gap {result[0]['max_gap_s']:.2f}s, deploy {result[1]:.1f}s, "
+                f"{result[0]['failures']} of {result[0]['requests']} failed (load {load()})",
+                flush=True,
+            )
+            with psycopg.connect(**bench.db(), autocommit=True) as conn:
+                conn.execute("CHECKPOINT")
+            result = polled(bench, lambda: bench.ops("rollback", "--yes"))
+            rows["rollback"].append(result)
+            print(
+                f"rollback: longest gap {result[0]['max_gap_s']:.2f}s, rollback {result[1]:.1f}s, "
+                f"{result[0]['failures']} of {result[0]['requests']} failed (load {load()})",
+                flush=True,
+            )
+        print(
+            "\n| database | operation | longest gap (median [runs]) | whole operation | container start (best of 3) |"
+        )
+        print("|---|---|---|---|---|")
+        for op, results in rows.items():
+            gaps = [r[0]["max_gap_s"] for r in results]
+            print(
+                f"| {size:.0f} MB | {op} | **{statistics.median(gaps):.2f} s** {[round(g, 2) for g in gaps]} | "
+                f"{statistics.median(r[1] for r in results):.1f} s | {min(starts):.2f} s |"
+            )
+        print(flush=True)
+
+
+def bare_build(bench: Bench, version: str) -> float:
+    """docker build of the release's commit, exported to a folder first (untimed)."""
+    with tempfile.TemporaryDirectory(prefix="uo-bare-build-") as tmp:
+        src = Path(tmp)
+        archive = subprocess.run(
+            ["git", "-C", str(bench.env.repo), "archive", "--format=tar", f"release/{version}"],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-xf", "-", "-C", str(src)], input=archive, timeout=120, check=True)
+        python = read_env_file(bench.env.env_file).get("ULTRA_PYTHON_IMAGE", "ultra-local/python:3.11")
+        t0 = time.perf_counter()
+        done = docker(
+            "build",
+            "-q",
+            "--build-arg",
+            f"PYTHON_IMAGE={python}",
+            "-t",
+            f"ultra-ai/backend:{version}",
+            str(src),
+            timeout=1800,
+        )
+        elapsed = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"docker build: {done.stderr}")
+    return elapsed
+
+
+def ops_build(bench: Bench, version: str) -> float:
+    env = bench.settings_env()
+    runtime = ComposeRuntime(env)
+    t0 = time.perf_counter()
+    with release_source(env, version, log=NullLog()) as source:
+        if source is None:
+            raise RuntimeError(f"no commit of {version}")
+        runtime.build(version, context=source)
+    return time.perf_counter() - t0
+
+
+def part_build(runs: int) -> None:
+    with bench_environment("build") as bench:
+        branches = subprocess.run(
+            ["git", "-C", str(bench.env.repo), "branch", "--list", "release/*"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        print(f"release branches in the stand-in: {branches.stdout.split()}", flush=True)
+        pairs = []
+        for i in range(runs + 1):
+            times = {}
+            for which in ["ops", "bare"] if i % 2 == 0 else ["bare", "ops"]:
+                version = bench.release(touch_backend=True)
+                times[which] = (ops_build if which == "ops" else bare_build)(bench, version)
+            label = "warm-up" if i == 0 else f"pair {i}"
+            print(
+                f"build {label}: ultra-ops {times['ops']:.2f}s, docker build {times['bare']:.2f}s, "
+                f"ratio {times['ops'] / times['bare']:.2f} (load {load()})",
+                flush=True,
+            )
+            if i:
+                pairs.append(times)
+        ratios = [p["ops"] / p["bare"] for p in pairs]
+        print(f"\n| build, {runs} pairs | ultra-ops build step | bare docker build | ratio (median of pairs) |")
+        print("|---|---|---|---|")
+        print(
+            f"| median [runs] | {statistics.median(p['ops'] for p in pairs):.2f} s "
+            f"{[round(p['ops'], 2) for p in pairs]} | {statistics.median(p['bare'] for p in pairs):.2f} s "
+            f"{[round(p['bare'], 2) for p in pairs]} | **{statistics.median(ratios):.2f}** "
+            f"{[round(r, 2) for r in ratios]} |\n",
+            flush=True,
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="deploy,downtime,build", help="which parts (default all three)")
+    parser.add_argument("--size-mb", type=int, default=100, help="database size for downtime (default 100)")
+    parser.add_argument("--runs", type=int, default=3, help="pairs (deploy, build) or operations (downtime)")
+    parser.add_argument("--keep-output", type=Path, help="write each ultra-ops command's output into this folder")
+    args = parser.parse_args()
+    global LOG_DIR
+    if args.keep_output:
+        args.keep_output.mkdir(parents=True, exist_ok=True)
+        LOG_DIR = args.keep_output
+    reason = docker_unavailable()
+    if reason:
+        print(f"Docker cannot run here: {reason}", file=sys.stderr)
+        return 2
+    print(f"load at start {load()}, {os.cpu_count()} cores", flush=True)
+    for part in args.parts.split(","):
+        if part == "deploy":
+            part_deploy(args.runs)
+        elif part == "downtime":
+            part_downtime(args.size_mb, args.runs)
+        elif part == "build":
+            part_build(args.runs)
+        else:
+            print(f"unknown part {part!r}: deploy, downtime or build", file=sys.stderr)
+            return 2
+    print(f"load at end {load()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
