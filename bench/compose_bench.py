@@ -175,6 +175,19 @@ class Bench:
         if done.returncode != 0:
             raise RuntimeError(f"docker-compose up: {done.stderr}")
 
+    def bare_stop_up(self, version: str) -> None:
+        """The stop and start a rollback makes around its swap, without ultra_ops."""
+        env = {**os.environ, "ULTRA_IMAGE_TAG": version, "ULTRA_ENVIRONMENT": self.env.environment}
+        base = ["docker-compose", "-f", str(self.env.compose_file), "-p", self.env.project]
+        base += ["--env-file", str(self.env.env_file)]
+        for args in ([*base, "stop", "backend"], [*base, "up", "-d", "--remove-orphans"]):
+            done = subprocess.run(
+                args, capture_output=True, text=True, timeout=600, env=env, cwd=self.env.compose_file.parent
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"docker-compose: {done.stderr}")
+        wait_first_answer(self.health)
+
     def db(self) -> dict:
         return {
             "host": "127.0.0.1",
@@ -198,6 +211,22 @@ def bench_environment(name: str) -> Iterator[Bench]:
             bench.env.remove()
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def step_times(bench: Bench, runs: int = 2) -> None:
+    """Where the last runs' time went: each step's duration from the Dagster run storage."""
+    from dagster import DagsterInstance
+
+    home = bench.env.config.parent / ".dagster_home"
+    if not home.is_dir():
+        return
+    with DagsterInstance.from_config(str(home)) as instance:
+        for run in instance.get_runs(limit=runs):
+            stats = instance.get_run_step_stats(run.run_id)
+            steps = ", ".join(f"{s.step_key} {s.end_time - s.start_time:.2f}" for s in stats if s.end_time)
+            record = instance.get_run_record_by_id(run.run_id)
+            whole = record.end_time - record.start_time if record and record.end_time and record.start_time else 0
+            print(f"  {run.job_name} {whole:.1f}s: {steps}", flush=True)
 
 
 def wait_first_answer(url: str, timeout_s: float = 120) -> float:
@@ -252,6 +281,7 @@ def part_deploy(runs: int) -> None:
             )
             if i:
                 pairs.append(times)
+        step_times(bench)
         ratios = [p["ops"] / p["bare"] for p in pairs]
         print(f"\n| deploy, {runs} pairs | ultra-ops deploy | bare up + health wait | ratio (median of pairs) |")
         print("|---|---|---|---|")
@@ -300,6 +330,9 @@ def part_downtime(size_mb: int, runs: int) -> None:
         print(f"database: {size:.0f} MB generated in {time.perf_counter() - t0:.1f}s", flush=True)
         starts = [container_start(bench) for _ in range(3)]
         print(f"container start (docker start to first /health answer): {[round(s, 2) for s in starts]}", flush=True)
+        # What compose itself costs a swap: bare `docker-compose stop backend` then `up -d`, polled.
+        bare = [polled(bench, lambda: bench.bare_stop_up(first)) for _ in range(3)]
+        print(f"bare compose stop + up -d: longest gaps {[round(b[0]['max_gap_s'], 2) for b in bare]}", flush=True)
         rows: dict[str, list[tuple[dict, float]]] = {"deploy": [], "rollback": []}
         for _ in range(runs):
             version = bench.release()
@@ -322,6 +355,7 @@ def part_downtime(size_mb: int, runs: int) -> None:
                 f"{result[0]['failures']} of {result[0]['requests']} failed (load {load()})",
                 flush=True,
             )
+        step_times(bench)
         print(
             "\n| database | operation | longest gap (median [runs]) | whole operation | container start (best of 3) |"
         )
@@ -332,6 +366,8 @@ def part_downtime(size_mb: int, runs: int) -> None:
                 f"| {size:.0f} MB | {op} | **{statistics.median(gaps):.2f} s** {[round(g, 2) for g in gaps]} | "
                 f"{statistics.median(r[1] for r in results):.1f} s | {min(starts):.2f} s |"
             )
+        gaps = [round(b[0]["max_gap_s"], 2) for b in bare]
+        print(f"| {size:.0f} MB | bare compose stop + up -d | {statistics.median(gaps):.2f} s {gaps} | | |")
         print(flush=True)
 
 
