@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import statistics
@@ -44,6 +43,9 @@ import psycopg
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from rollback_downtime_bench import Poller, fill_bulk  # noqa: E402 - the same poller and data
 
 from ultra_ops.demo_calendar import plan_release  # noqa: E402
 from ultra_ops.engine.envfile import read_env_file  # noqa: E402
@@ -53,48 +55,14 @@ from ultra_ops.engine.secrets import NullLog  # noqa: E402
 from ultra_ops.engine.settings import load_settings  # noqa: E402
 from ultra_ops_tests.support.docker import ComposeEnvironment, compose_environment, docker, docker_unavailable  # noqa: E402
 
-ROW_BYTES = 250  # as in rollback_downtime_bench.py: bigint + ~200 bytes of text, as stored
+DEPLOY_LABELS = ("ultra-ops deploy", "bare up + health wait")
+BUILD_LABELS = ("ultra-ops build step", "docker build")
 LOG_DIR: Path | None = None
 CLI_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-POLLER = r"""
-import json, sys, threading, time, urllib.request
-url, stop = sys.argv[1], threading.Event()
-threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-last_ok, max_gap, failures, requests = None, 0.0, 0, 0
-while not stop.is_set():
-    t0 = time.monotonic()
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            ok = r.status == 200
-    except Exception:
-        ok = False
-    requests += 1
-    now = time.monotonic()
-    if ok:
-        if last_ok is not None:
-            max_gap = max(max_gap, now - last_ok)
-        last_ok = now
-    else:
-        failures += 1
-    time.sleep(max(0.0, 0.05 - (time.monotonic() - t0)))
-print(json.dumps({"max_gap_s": max_gap, "failures": failures, "requests": requests}))
-"""
 
 
 def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-class Poller:
-    def __init__(self, url: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", POLLER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-
-    def stop(self) -> dict:
-        out, _ = self.proc.communicate("", timeout=30)
-        return json.loads(out)
 
 
 class Bench:
@@ -256,6 +224,31 @@ def container_start(bench: Bench) -> float:
     return time.perf_counter() - t0
 
 
+def report_pair(name: str, labels: tuple[str, str], i: int, times: dict[str, float], pairs: list) -> None:
+    """One pair's line (the first pair is a warm-up, not kept)."""
+    label = "warm-up" if i == 0 else f"pair {i}"
+    print(
+        f"{name} {label}: {labels[0]} {times['ops']:.2f}s, {labels[1]} {times['bare']:.2f}s, "
+        f"ratio {times['ops'] / times['bare']:.2f} (load {load()})",
+        flush=True,
+    )
+    if i:
+        pairs.append(times)
+
+
+def report_pairs(name: str, labels: tuple[str, str], pairs: list[dict[str, float]]) -> None:
+    ratios = [p["ops"] / p["bare"] for p in pairs]
+    print(f"\n| {name}, {len(pairs)} pairs | {labels[0]} | {labels[1]} | ratio (median of pairs) |")
+    print("|---|---|---|---|")
+    print(
+        f"| median [runs] | {statistics.median(p['ops'] for p in pairs):.2f} s "
+        f"{[round(p['ops'], 2) for p in pairs]} | {statistics.median(p['bare'] for p in pairs):.2f} s "
+        f"{[round(p['bare'], 2) for p in pairs]} | **{statistics.median(ratios):.2f}** "
+        f"{[round(r, 2) for r in ratios]} |\n",
+        flush=True,
+    )
+
+
 def part_deploy(runs: int) -> None:
     with bench_environment("deploy") as bench:
         first = bench.release()
@@ -277,41 +270,14 @@ def part_deploy(runs: int) -> None:
                     bench.bare_up(bare)
                     runtime.wait_healthy(120)
                 times[which] = time.perf_counter() - t0
-            label = "warm-up" if i == 0 else f"pair {i}"
-            print(
-                f"deploy {label}: ultra-ops {times['ops']:.2f}s, bare up + health wait {times['bare']:.2f}s, "
-                f"ratio {times['ops'] / times['bare']:.2f} (load {load()})",
-                flush=True,
-            )
-            if i:
-                pairs.append(times)
+            report_pair("deploy", DEPLOY_LABELS, i, times, pairs)
         step_times(bench)
-        ratios = [p["ops"] / p["bare"] for p in pairs]
-        print(f"\n| deploy, {runs} pairs | ultra-ops deploy | bare up + health wait | ratio (median of pairs) |")
-        print("|---|---|---|---|")
-        print(
-            f"| median [runs] | {statistics.median(p['ops'] for p in pairs):.2f} s "
-            f"{[round(p['ops'], 2) for p in pairs]} | {statistics.median(p['bare'] for p in pairs):.2f} s "
-            f"{[round(p['bare'], 2) for p in pairs]} | **{statistics.median(ratios):.2f}** "
-            f"{[round(r, 2) for r in ratios]} |\n",
-            flush=True,
-        )
+        report_pairs("deploy", DEPLOY_LABELS, pairs)
 
 
 def generate(bench: Bench, size_mb: int) -> float:
-    rows = max(1000, size_mb * 1_000_000 // ROW_BYTES)
     with psycopg.connect(**bench.db(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE bulk (id bigint PRIMARY KEY, body text NOT NULL)")
-        step = 500_000
-        for lo in range(1, rows + 1, step):
-            conn.execute(
-                "INSERT INTO bulk SELECT i, repeat(md5(i::text), 3) || md5(random()::text) || "
-                "repeat(md5((i * 7)::text), 2) FROM generate_series(%s, %s) i",
-                (lo, min(rows, lo + step - 1)),
-            )
-        conn.execute("VACUUM ANALYZE bulk")
-        conn.execute("CHECKPOINT")
-        return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 1e6
+        return fill_bulk(conn, size_mb)
 
 
 def polled(bench: Bench, action) -> tuple[dict, float]:  # noqa: ANN001
@@ -430,24 +396,8 @@ def part_build(runs: int) -> None:
             for which in ["ops", "bare"] if i % 2 == 0 else ["bare", "ops"]:
                 version = bench.release(touch_backend=True)
                 times[which] = (ops_build if which == "ops" else bare_build)(bench, version)
-            label = "warm-up" if i == 0 else f"pair {i}"
-            print(
-                f"build {label}: ultra-ops {times['ops']:.2f}s, docker build {times['bare']:.2f}s, "
-                f"ratio {times['ops'] / times['bare']:.2f} (load {load()})",
-                flush=True,
-            )
-            if i:
-                pairs.append(times)
-        ratios = [p["ops"] / p["bare"] for p in pairs]
-        print(f"\n| build, {runs} pairs | ultra-ops build step | bare docker build | ratio (median of pairs) |")
-        print("|---|---|---|---|")
-        print(
-            f"| median [runs] | {statistics.median(p['ops'] for p in pairs):.2f} s "
-            f"{[round(p['ops'], 2) for p in pairs]} | {statistics.median(p['bare'] for p in pairs):.2f} s "
-            f"{[round(p['bare'], 2) for p in pairs]} | **{statistics.median(ratios):.2f}** "
-            f"{[round(r, 2) for r in ratios]} |\n",
-            flush=True,
-        )
+            report_pair("build", BUILD_LABELS, i, times, pairs)
+        report_pairs("build", BUILD_LABELS, pairs)
 
 
 def main() -> int:
