@@ -94,7 +94,7 @@ def fill_bulk(conn: psycopg.Connection, size_mb: int) -> float:
     for lo in range(1, rows + 1, step):
         conn.execute(
             "INSERT INTO bulk SELECT i, repeat(md5(i::text), 3) || md5(random()::text) || "
-            "repeat(md5((i * 7)::text), 2) FROM generate_series(%s, %s) i",
+            "repeat(md5((i * 7)::text), 2) FROM generate_series(%s::bigint, %s::bigint) i",
             (lo, min(rows, lo + step - 1)),
         )
     conn.execute("VACUUM ANALYZE bulk")
