@@ -52,7 +52,7 @@ from ultra_ops.engine.envfile import read_env_file  # noqa: E402
 from ultra_ops.engine.release.source import release_source  # noqa: E402
 from ultra_ops.engine.runtimes.compose import ComposeRuntime  # noqa: E402
 from ultra_ops.engine.secrets import NullLog  # noqa: E402
-from ultra_ops.engine.settings import load_settings  # noqa: E402
+from ultra_ops.engine.settings import Environment, load_settings  # noqa: E402
 from ultra_ops_tests.support.docker import ComposeEnvironment, compose_environment, docker, docker_unavailable  # noqa: E402
 
 DEPLOY_LABELS = ("ultra-ops deploy", "bare up + health wait")
@@ -75,7 +75,6 @@ class Bench:
         config = self.env.config.read_text()
         self.env.config.write_text(config.replace("memory_mb = 512", "memory_mb = 4096"))
         self.minor = 0
-        self.settings = None
 
     def ops(self, *argv: str, timeout: float = 1800) -> str:
         args = [
@@ -122,7 +121,7 @@ class Bench:
         self.env.versions.append(version)
         return version
 
-    def settings_env(self):  # noqa: ANN201
+    def settings_env(self) -> Environment:
         return load_settings(self.env.config).environment(self.env.environment)
 
     @property
