@@ -86,20 +86,25 @@ class PrintLog:
         print(f"    ! {msg}", flush=True)
 
 
-def generate(env, size_mb: int) -> float:  # noqa: ANN001
+def fill_bulk(conn: psycopg.Connection, size_mb: int) -> float:
+    """A `bulk` table of about size_mb MB in conn's database (autocommit); the database's size in MB."""
     rows = max(1000, size_mb * 1_000_000 // ROW_BYTES)
+    conn.execute("CREATE TABLE bulk (id bigint PRIMARY KEY, body text NOT NULL)")
+    step = 500_000
+    for lo in range(1, rows + 1, step):
+        conn.execute(
+            "INSERT INTO bulk SELECT i, repeat(md5(i::text), 3) || md5(random()::text) || "
+            "repeat(md5((i * 7)::text), 2) FROM generate_series(%s::bigint, %s::bigint) i",
+            (lo, min(rows, lo + step - 1)),
+        )
+    conn.execute("VACUUM ANALYZE bulk")
+    conn.execute("CHECKPOINT")
+    return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 1e6
+
+
+def generate(env, size_mb: int) -> float:  # noqa: ANN001
     with psycopg.connect(**PG, dbname=env.database.name, autocommit=True) as conn:
-        conn.execute("CREATE TABLE bulk (id bigint PRIMARY KEY, body text NOT NULL)")
-        step = 500_000
-        for lo in range(1, rows + 1, step):
-            conn.execute(
-                "INSERT INTO bulk SELECT i, repeat(md5(i::text), 3) || md5(random()::text) || "
-                "repeat(md5((i * 7)::text), 2) FROM generate_series(%s, %s) i",
-                (lo, min(rows, lo + step - 1)),
-            )
-        conn.execute("VACUUM ANALYZE bulk")
-        conn.execute("CHECKPOINT")
-        return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 1e6
+        return fill_bulk(conn, size_mb)
 
 
 class Poller:
