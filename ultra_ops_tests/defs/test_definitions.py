@@ -71,7 +71,15 @@ def test_production_instance_config_is_valid(tmp_path, monkeypatch) -> None:
     from dagster._serdes.config_class import class_from_code_pointer
 
     shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
-    for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
+    # What docker-compose.yml gives the daemon: its storage and the networks runs join.
+    for name in (
+        "DAGSTER_PG_HOST",
+        "DAGSTER_PG_USER",
+        "DAGSTER_PG_PASSWORD",
+        "DAGSTER_PG_DB",
+        "ULTRA_OPS_PLATFORM_NETWORK",
+        "ULTRA_OPS_DEPLOY_NETWORK",
+    ):
         monkeypatch.setenv(name, "x")
     config, _ = dagster_instance_config(str(tmp_path))
     for key in ("run_coordinator", "run_launcher", "storage"):
@@ -101,15 +109,18 @@ def test_platform_compose_file_resolves(tmp_path) -> None:
 
     if _shutil.which("docker-compose") is None:
         pytest.skip("Debian's docker-compose is not installed (.ci/run installs it)")
-    env = {**os.environ, "DAGSTER_PG_PASSWORD": "not-a-real-password"}
-    proc = subprocess.run(
-        ["docker-compose", "-f", "docker-compose.yml", "config"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # The daemon hands the environments' passwords to the runs (dagster.yaml's env_vars): required.
+    passwords = ("ULTRA_PROD_DB_PASSWORD", "ULTRA_PROD_REDIS_PASSWORD", "ULTRA_STAGING_DB_PASSWORD")
+    passwords += ("ULTRA_STAGING_REDIS_PASSWORD",)
+    env = {**os.environ, "DAGSTER_PG_PASSWORD": "not-a-real-password", **dict.fromkeys(passwords, "not-real")}
+
+    def config(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        command = ["docker-compose", "-f", "docker-compose.yml", "config"]
+        return subprocess.run(command, cwd=REPO, env=environ, capture_output=True, text=True, timeout=60)
+
+    missing = config({k: v for k, v in env.items() if k != "ULTRA_PROD_DB_PASSWORD"})
+    assert missing.returncode != 0 and "set ULTRA_PROD_DB_PASSWORD" in missing.stderr, missing.stderr
+    proc = config(env)
     assert proc.returncode == 0, proc.stderr
     for service in ("dagster-postgres", "ultra-ops-code", "dagster-webserver", "dagster-daemon"):
         assert f"  {service}:" in proc.stdout
@@ -138,5 +149,8 @@ def _docker_api_is_proxied(compose: dict) -> None:
     assert "DOCKER_HOST" not in web["environment"] and set(web["networks"]) == {"ultra_ops_platform"}
     launcher = yaml.safe_load((REPO / "dagster.yaml").read_text())["run_launcher"]["config"]
     assert "DOCKER_HOST=tcp://docker-api-deploy:2375" in launcher["env_vars"]
-    assert compose["networks"]["docker_deploy"]["name"] in launcher["networks"]
+    # Runs join the deploy network by the name the daemon is given, the one compose created.
+    assert {"env": "ULTRA_OPS_DEPLOY_NETWORK"} in launcher["networks"]
+    daemon_env = services["dagster-daemon"]["environment"]
+    assert daemon_env["ULTRA_OPS_DEPLOY_NETWORK"] == compose["networks"]["docker_deploy"]["name"]
     assert not any("docker.sock" in v for v in launcher["container_kwargs"]["volumes"])
