@@ -160,14 +160,7 @@ class Bench:
         wait_first_answer(self.health)
 
     def db(self) -> dict:
-        return {
-            "host": "127.0.0.1",
-            "port": self.env.ports["postgres"],
-            "user": "ultra",
-            "dbname": "ultra_staging",
-            "password": read_env_file(self.env.env_file)["POSTGRES_PASSWORD"],
-            "connect_timeout": 5,
-        }
+        return self.env.conninfo()
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from ultra_ops.engine import procfs
 from ultra_ops.engine.clock import local_time
 from ultra_ops.engine.errors import InputError, LockHeldError
 from ultra_ops.engine.files import private_dir
-from ultra_ops.engine.owners import owner_alive, process_start
+from ultra_ops.engine.owners import owner_alive, this_process
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment
 
@@ -146,9 +146,7 @@ class EnvironmentLock:
             "environment": env.name,
             "operation": operation,
             "run_id": run_id,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "start": process_start(os.getpid()),
+            **this_process(),
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         self._fd: int | None = None

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
 from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.files import private_dir
-from ultra_ops.engine.owners import process_start
+from ultra_ops.engine.owners import this_process
 from ultra_ops.engine.settings import Environment
 
 MARKER = "run.json"
@@ -80,9 +79,7 @@ def begin(
         "environment": env.name,
         "operation": operation,
         "run_id": run_id,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "start": process_start(os.getpid()),
+        **this_process(),  # host, pid, start: the owner the next holder tells dead
         "started_at": utc_timestamp(),
         "services": previous["services"] if carried else None,
         "unsettled": carried,  # a marker is left only by a run that did not finish

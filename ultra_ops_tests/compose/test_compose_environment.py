@@ -92,14 +92,7 @@ def test_release_cycle_on_compose(compose_env: ComposeEnvironment, capsys: pytes
     assert "app.py" in listing.stdout and "uncommitted.py" not in listing.stdout
     backend = f"http://127.0.0.1:{env.ports['backend']}/health"
     assert httpx.get(backend, timeout=5).json()["version"] == first
-    db = {
-        "host": "127.0.0.1",
-        "port": env.ports["postgres"],
-        "user": "ultra",
-        "dbname": "ultra_staging",
-        "password": read_env_file(env.env_file)["POSTGRES_PASSWORD"],
-        "connect_timeout": 5,
-    }
+    db = env.conninfo()
     seeded = count_rows(db)  # what the migrations put in
     with psycopg.connect(**db) as conn:
         conn.execute("INSERT INTO prompts (title) VALUES ('kept by the rollback')")

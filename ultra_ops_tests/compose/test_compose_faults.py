@@ -26,7 +26,6 @@ from ultra_ops.cli import main
 from ultra_ops.demo_calendar import plan_release
 from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.crash_points import CRASH_ENV
-from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.settings.config import load_settings
 from ultra_ops_tests.support.cli import start_cli
 from ultra_ops_tests.support.docker import ComposeEnvironment, compose_environment, docker, docker_unavailable
@@ -49,14 +48,7 @@ class Project:
         return f"http://127.0.0.1:{self.env.ports['backend']}/health"
 
     def db(self) -> dict:
-        return {
-            "host": "127.0.0.1",
-            "port": self.env.ports["postgres"],
-            "user": "ultra",
-            "dbname": "ultra_staging",
-            "password": read_env_file(self.env.env_file)["POSTGRES_PASSWORD"],
-            "connect_timeout": 5,
-        }
+        return self.env.conninfo()
 
     def served(self) -> str | None:
         try:

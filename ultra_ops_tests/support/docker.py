@@ -88,6 +88,13 @@ class ComposeEnvironment:
     def container(self, service: str) -> str:
         return f"{self.project}_{service}_1"
 
+    def conninfo(self) -> dict:
+        """psycopg's arguments for the project's PostgreSQL, as ultra_ops reaches it: the config's
+        database table, its password read from the env file (password_key)."""
+        from ultra_ops.engine.settings import load_settings
+
+        return load_settings(self.config).environment(self.environment).database.conninfo()
+
     def remove(self) -> None:
         if self.compose_file.is_file() and self.env_file.is_file():
             self.compose("down", "-v", "--remove-orphans", "-t", "5", timeout=180)

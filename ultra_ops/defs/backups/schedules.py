@@ -15,16 +15,11 @@ from ultra_ops.defs.backups.jobs import backup_checks_job, nightly_backup_job
 from ultra_ops.defs.backups.records import BACKUPS
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.automations import per_environment_schedule, schedule_status
-from ultra_ops.defs.shared.location import loaded_settings, location_settings
-from ultra_ops.engine.errors import UltraOpsError
+from ultra_ops.defs.shared.location import loaded_settings, location_timezone, tick_settings
 from ultra_ops.engine.settings import Settings
 from ultra_ops.engine.settings.calendar import DAYS, CalendarSettings
 
 RESTORE_TEST = AssetCheckKey(BACKUPS, "backup_restore_test")
-
-
-def _zone(settings: Settings | None) -> str:
-    return settings.timezone if settings else "UTC"
 
 
 def _restore_test_schedule(settings: Settings | None) -> ScheduleDefinition:
@@ -35,17 +30,16 @@ def _restore_test_schedule(settings: Settings | None) -> ScheduleDefinition:
         name=name,
         job=backup_checks_job,
         cron_schedule=rule.cron(),
-        execution_timezone=settings.timezone if settings else "UTC",
+        execution_timezone=location_timezone(settings),
         default_status=schedule_status(settings, name),
-        description=f"Every {DAYS[rule.weekday].capitalize()} at {rule.at:%H:%M} {_zone(settings)}: the restore "
-        "test of each environment's newest backup (the backups asset's backup_restore_test check, one run per "
-        "environment, into a scratch database dropped after).",
+        description=f"Every {DAYS[rule.weekday].capitalize()} at {rule.at:%H:%M} {location_timezone(settings)}: "
+        "the restore test of each environment's newest backup (the backups asset's backup_restore_test check, "
+        "one run per environment, into a scratch database dropped after).",
     )
     def weekly_restore_test(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
-        try:
-            current = location_settings()
-        except UltraOpsError as exc:
-            return SkipReason(f"config error: {exc}")
+        current = tick_settings()
+        if isinstance(current, SkipReason):
+            return current
         day = f"{context.scheduled_execution_time:%Y-%m-%d}"
         return [
             RunRequest(
@@ -68,8 +62,8 @@ def backup_schedules() -> list[ScheduleDefinition]:
             "nightly_backup_schedule",
             nightly_backup_job,
             f"{at.minute} {at.hour} * * *",
-            f"Back up every environment nightly at {at:%H:%M} {_zone(settings)} (today's partition of the backups "
-            "asset, then its checks and restore test); a backup waits for a deploy's lock.",
+            f"Back up every environment nightly at {at:%H:%M} {location_timezone(settings)} (today's partition of "
+            "the backups asset, then its checks and restore test); a backup waits for a deploy's lock.",
             "backup",
             partition=lambda env, when: MultiPartitionKey({"day": f"{when:%Y-%m-%d}", "environment": env}),
         )

@@ -19,9 +19,8 @@ from ultra_ops.defs.backups.jobs import backup_checks_job
 from ultra_ops.defs.backups.records import BACKUPS
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.automations import sensor_status
-from ultra_ops.defs.shared.location import loaded_settings, location_settings
+from ultra_ops.defs.shared.location import loaded_settings, tick_settings
 from ultra_ops.engine.backups.store import list_backups
-from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.notify.webhook import message, send
 from ultra_ops.engine.secrets import Redactor
 
@@ -39,10 +38,9 @@ def backup_sensors() -> list[SensorDefinition]:
         "for it, so the asset shows it red; once a day per environment.",
     )
     def backup_freshness_sensor(context: SensorEvaluationContext) -> SkipReason | SensorResult:
-        try:
-            current = location_settings()
-        except UltraOpsError as exc:
-            return SkipReason(f"config error: {exc}")
+        current = tick_settings()
+        if isinstance(current, SkipReason):
+            return current
         now = datetime.now(UTC)
         alerted: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
         stale, checks = [], []

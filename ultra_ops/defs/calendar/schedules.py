@@ -20,9 +20,8 @@ from ultra_ops.defs.release.config import DeployConfig, deploy_run_config
 from ultra_ops.defs.release.jobs import deploy_job
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.automations import schedule_status
-from ultra_ops.defs.shared.location import loaded_settings, location_settings
+from ultra_ops.defs.shared.location import loaded_settings, location_timezone, tick_settings
 from ultra_ops.engine.calendar.ticks import release_tick
-from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.notify.webhook import message, send
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Settings
@@ -45,13 +44,13 @@ def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDe
             f"Every {nth} {day} (every {rule.every_weeks} weeks from {rule.anchor}; the cron fires weekly and "
             "the off weeks skip)"
         )
-    zone = settings.timezone if settings else "UTC"
+    zone = location_timezone(settings)
 
     @schedule(
         name=name,
         job=deploy_job,
         cron_schedule=rule.cron(),
-        execution_timezone=settings.timezone if settings else "UTC",
+        execution_timezone=location_timezone(settings),
         default_status=schedule_status(settings, name),
         description=f"{every} at {rule.at:%H:%M} {zone}: deploy the newest release verified one environment "
         f"below to {environment}; skips in freezes and on holidays"
@@ -59,10 +58,9 @@ def _release_schedule(environment: str, settings: Settings | None) -> ScheduleDe
         + " The coming ticks: the release_calendar asset.",
     )
     def release(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
-        try:
-            current = location_settings()
-        except UltraOpsError as exc:
-            return SkipReason(f"config error: {exc}")
+        current = tick_settings()
+        if isinstance(current, SkipReason):
+            return current
         if environment not in current.environments:
             return SkipReason(f"{environment} is not in the config")
         tick = release_tick(current, environment, context.scheduled_execution_time)

@@ -22,7 +22,7 @@ from dagster import (
 from ultra_ops.defs.calendar.pending import PENDING_DECISIONS, PENDING_SPEC, pending_metadata
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.automations import schedule_status
-from ultra_ops.defs.shared.location import loaded_settings
+from ultra_ops.defs.shared.location import loaded_settings, location_timezone
 from ultra_ops.defs.shared.resources import OpsSettings
 from ultra_ops.defs.shared.steps import failures_as_dagster, load
 from ultra_ops.engine.calendar.views import calendar_markdown
@@ -80,7 +80,7 @@ def view_schedules() -> list[ScheduleDefinition]:
             name=name,
             job=release_calendar_job,
             cron_schedule="0 * * * *",
-            execution_timezone=settings.timezone if settings else "UTC",
+            execution_timezone=location_timezone(settings),
             default_status=schedule_status(settings, name),
             description="Every hour: refresh release_calendar (the coming release and maintenance ticks) and "
             "pending_decisions (deploys waiting for a verification decision, production ticks awaiting approval).",

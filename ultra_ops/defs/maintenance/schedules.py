@@ -6,7 +6,7 @@ from dagster import MultiPartitionKey, ScheduleDefinition
 
 from ultra_ops.defs.maintenance.jobs import cache_stats_job, log_archive_job, vacuum_job
 from ultra_ops.defs.shared.automations import per_environment_schedule
-from ultra_ops.defs.shared.location import loaded_settings
+from ultra_ops.defs.shared.location import loaded_settings, location_timezone
 from ultra_ops.engine.settings.calendar import DAYS, CalendarSettings
 
 
@@ -18,7 +18,7 @@ def maintenance_schedules() -> list[ScheduleDefinition]:
     settings = loaded_settings()
     calendar = settings.calendar if settings else CalendarSettings()
     vacuum = calendar.weekly_vacuum
-    zone = settings.timezone if settings else "UTC"
+    zone = location_timezone(settings)
     return [
         per_environment_schedule(
             settings,

@@ -4,12 +4,12 @@ from dagster import RunRequest, ScheduleDefinition, ScheduleEvaluationContext, s
 
 from ultra_ops.defs.platform.jobs import platform_backup_job, purge_runs_job
 from ultra_ops.defs.shared.automations import schedule_status
-from ultra_ops.defs.shared.location import loaded_settings
+from ultra_ops.defs.shared.location import loaded_settings, location_timezone
 
 
 def platform_schedules() -> list[ScheduleDefinition]:
     settings = loaded_settings()
-    timezone = settings.timezone if settings else "UTC"
+    timezone = location_timezone(settings)
 
     @schedule(
         name="weekly_run_purge_schedule",

@@ -27,8 +27,7 @@ from ultra_ops.defs.release.health import health_state_job
 from ultra_ops.defs.release.jobs import deploy_job, rollback_job, verify_job
 from ultra_ops.defs.shared import tags
 from ultra_ops.defs.shared.automations import sensor_status
-from ultra_ops.defs.shared.location import loaded_settings, location_settings
-from ultra_ops.engine.errors import UltraOpsError
+from ultra_ops.defs.shared.location import loaded_settings, tick_settings
 from ultra_ops.engine.notify.webhook import message, send
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, Settings
@@ -44,11 +43,8 @@ _EVENT = {
 
 def _environment(run_tags: dict[str, str]) -> tuple[Settings, Environment] | None:
     name = run_tags.get(tags.ENVIRONMENT)
-    try:
-        settings = location_settings()
-    except UltraOpsError:
-        return None
-    if name not in settings.environments:
+    settings = loaded_settings()
+    if settings is None or name not in settings.environments:
         return None
     return settings, settings.environments[name]
 
@@ -154,10 +150,9 @@ def release_sensors() -> list[SensorDefinition]:
         "poll, record the health_state partition (a verification run). No run while nothing changed.",
     )
     def health_monitor_sensor(context: SensorEvaluationContext) -> list[RunRequest] | SkipReason:
-        try:
-            current = location_settings()
-        except UltraOpsError as exc:
-            return SkipReason(f"config error: {exc}")
+        current = tick_settings()
+        if isinstance(current, SkipReason):
+            return current
         cursor = json.loads(context.cursor) if context.cursor else {}
         last: dict[str, str] = cursor.get("states", {})
         seq = int(cursor.get("seq", 0))

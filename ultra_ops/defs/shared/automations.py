@@ -19,8 +19,7 @@ from dagster._core.definitions.job_definition import JobDefinition
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ultra_ops.defs.shared import tags
-from ultra_ops.defs.shared.location import location_settings
-from ultra_ops.engine.errors import UltraOpsError
+from ultra_ops.defs.shared.location import location_timezone, tick_settings
 from ultra_ops.engine.settings import Environment, Settings
 
 ExecutableDefinition = JobDefinition | UnresolvedAssetJobDefinition
@@ -55,15 +54,14 @@ def per_environment_schedule(
         name=name,
         job=job,
         cron_schedule=cron,
-        execution_timezone=settings.timezone if settings else "UTC",
+        execution_timezone=location_timezone(settings),
         default_status=schedule_status(settings, name),
         description=description,
     )
     def evaluate(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
-        try:
-            current = location_settings()
-        except UltraOpsError as exc:
-            return SkipReason(f"config error: {exc}")
+        current = tick_settings()
+        if isinstance(current, SkipReason):
+            return current
         when = context.scheduled_execution_time
         return [
             RunRequest(

@@ -7,6 +7,8 @@ only when it changed: every domain asks while the code location loads, and every
 
 from __future__ import annotations
 
+from dagster import SkipReason
+
 from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.settings import Settings, default_config_path, load_settings
 
@@ -34,3 +36,16 @@ def loaded_settings() -> Settings | None:
         return location_settings()
     except (UltraOpsError, OSError):
         return None
+
+
+def tick_settings() -> Settings | SkipReason:
+    """What a schedule or sensor tick reads: the config, or the skip that names its error."""
+    try:
+        return location_settings()
+    except UltraOpsError as exc:
+        return SkipReason(f"config error: {exc}")
+
+
+def location_timezone(settings: Settings | None) -> str:
+    """The config's time zone as the code location loaded it; UTC when it could not be read."""
+    return settings.timezone if settings else "UTC"

@@ -61,10 +61,9 @@ def environment_day_config(partitions: MultiPartitionsDefinition) -> Partitioned
 
 
 def _timezone() -> str:
-    from ultra_ops.defs.shared.location import loaded_settings
+    from ultra_ops.defs.shared.location import loaded_settings, location_timezone
 
-    settings = loaded_settings()
-    return settings.timezone if settings else "UTC"
+    return location_timezone(loaded_settings())
 
 
 # Days in the config's time zone as the code location loads it (UTC without a readable config).

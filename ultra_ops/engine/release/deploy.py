@@ -26,7 +26,7 @@ from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError
 from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.release.git_tags import tag_release
-from ultra_ops.engine.release.interrupts import is_interrupt, settled_on_interrupt, uninterrupted
+from ultra_ops.engine.release.interrupts import described, is_interrupt, settled_on_interrupt, uninterrupted
 from ultra_ops.engine.release.migrate import apply_migrations
 from ultra_ops.engine.release.records import (
     ReleaseRecord,
@@ -245,7 +245,7 @@ def failure_recorded(
         ),
         settled_on_interrupt(
             env,
-            f"deploy of {req.tag} to {env.name}",
+            described(env, "deploy", req.tag, None),
             run_id=req.run_id,
             compose_file=req.compose_path,
             log=log,

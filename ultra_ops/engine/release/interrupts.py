@@ -124,7 +124,8 @@ def finish_run(env: Environment, run_id: str | None, *, log: Log | None = None, 
         try:
             if not find_releases(env, run_id=run_id, limit=1):
                 redact = redact or Redactor.for_environment(env)
-                what = _described(env, marker["record"])
+                draft = marker["record"]
+                what = described(env, draft.get("operation"), draft.get("version"), draft.get("backup_id"))
                 with uninterrupted():
                     message = settle_interrupt(env, what, run_id=run_id, compose_file=None, log=log, redact=redact)
                 log.warning(message)
@@ -135,11 +136,11 @@ def finish_run(env: Environment, run_id: str | None, *, log: Log | None = None, 
     runs.end(env, run_id)
 
 
-def _described(env: Environment, draft: dict) -> str:
-    """The operation of a draft record in the words its steps use when they settle an interrupt."""
-    if draft.get("operation") == "rollback":
-        return f"rollback of {env.name} to backup {draft.get('backup_id') or '-'}"
-    return f"deploy of {draft.get('version') or '-'} to {env.name}"
+def described(env: Environment, operation: str | None, version: str | None, backup_id: str | None) -> str:
+    """A deploy or rollback in the words every interrupt message uses, from its steps or its draft."""
+    if operation == "rollback":
+        return f"rollback of {env.name} to backup {backup_id or '-'}"
+    return f"deploy of {version or '-'} to {env.name}"
 
 
 def interrupted_state(env: Environment, run_id: str) -> str:

@@ -31,7 +31,7 @@ from ultra_ops.engine.backups.store import SAFETY_LABEL, BackupInfo, get_backup,
 from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import InputError, OperationError, UltraOpsError
-from ultra_ops.engine.release.interrupts import settled_on_interrupt
+from ultra_ops.engine.release.interrupts import described, settled_on_interrupt
 from ultra_ops.engine.release.records import (
     ReleaseRecord,
     ReleaseStatus,
@@ -300,7 +300,7 @@ def failure_recorded(
         ),
         settled_on_interrupt(
             env,
-            f"rollback of {env.name} to backup {plan.backup_id}",
+            described(env, "rollback", None, plan.backup_id),
             run_id=plan.run_id,
             compose_file=plan.compose_path,
             log=log,

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
-from ultra_ops.cli import main
 from ultra_ops.engine.envfile import update_env_file
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.release.records import find_releases
@@ -131,24 +130,7 @@ def test_an_inconclusive_window_waits_for_a_person_and_records_who(
         deploy, request = _deploy_until_it_asks(stack, "v1.1.0")
         assert request.version == "v1.1.0" and "window inconclusive: 1 of 3 samples failed" in request.summary
         assert deploy.poll() is None  # still waiting, holding its lock
-        assert (
-            main(
-                [
-                    "verify",
-                    "--environment",
-                    "staging",
-                    "--config",
-                    str(stack.config),
-                    "--decide",
-                    "approve",
-                    "--by",
-                    "alice",
-                    "--reason",
-                    "warm-up blip",
-                ]
-            )
-            == 0
-        )
+        assert stack.ops("verify", "--decide", "approve", "--by", "alice", "--reason", "warm-up blip") == 0
         assert "approve decided by alice" in capsys.readouterr().out
         err = _finish(deploy)
         assert deploy.returncode == 0, err
@@ -157,22 +139,7 @@ def test_an_inconclusive_window_waits_for_a_person_and_records_who(
         assert not pending(stack.env)
         with pytest.raises(InputError, match="no verification of staging is waiting"):
             decide(stack.env, "rollback", by="bob")
-        assert (
-            main(
-                [
-                    "verify",
-                    "--environment",
-                    "staging",
-                    "--config",
-                    str(stack.config),
-                    "--decide",
-                    "rollback",
-                    "--by",
-                    "bob",
-                ]
-            )
-            == 2
-        )  # nothing to decide: bad input, no run
+        assert stack.ops("verify", "--decide", "rollback", "--by", "bob") == 2  # nothing to decide: bad input, no run
         window = _last_check(dagster_home, "verification_window")
         assert window.passed is True and window.metadata["outcome"].value == INCONCLUSIVE
         assert window.metadata["decided_by"].value == "alice"
