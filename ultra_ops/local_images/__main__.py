@@ -1,12 +1,13 @@
-"""`python -m ultra_ops.local_images build|platform|names`: build the local base images (once per recipe),
-and with `platform` the ultra_ops image from the repository's Dockerfile on them."""
+"""`python -m ultra_ops.local_images build|platform|host|names`: build the local base images (once per
+recipe), with `platform` the ultra_ops image from the repository's Dockerfile on them, with `host`
+the test host image (sshd and a Docker engine of its own)."""
 
 from __future__ import annotations
 
 import sys
 
 from ultra_ops.engine.errors import UltraOpsError
-from ultra_ops.local_images.images import RECIPES, ensure_images
+from ultra_ops.local_images.images import HOST_RECIPE, RECIPES, ensure_images
 
 
 def main(argv: list[str]) -> int:
@@ -15,12 +16,12 @@ def main(argv: list[str]) -> int:
         for recipe in RECIPES:
             print(f"{recipe.variable}={recipe.alias}")
         return 0
-    if command not in ("build", "platform"):
-        print("usage: python -m ultra_ops.local_images [build|platform|names]", file=sys.stderr)
+    if command not in ("build", "platform", "host"):
+        print("usage: python -m ultra_ops.local_images [build|platform|host|names]", file=sys.stderr)
         return 2
     log = lambda line: print(f"ultra-ops setup: {line}", file=sys.stderr)  # noqa: E731
     try:
-        for line in ensure_images(log=log):
+        for line in ensure_images(log=log, recipes=(HOST_RECIPE,) if command == "host" else RECIPES):
             print(line)
         if command == "platform":
             from ultra_ops.local_images.platform import ensure_platform_image

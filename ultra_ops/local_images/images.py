@@ -66,6 +66,9 @@ RECIPES = (
     # The platform stack's Docker API proxies (docker-compose.yml): tecnativa/docker-socket-proxy elsewhere.
     Recipe("socket-proxy", "ultra-local/socket-proxy:0.3.0", "DOCKER_SOCKET_PROXY_IMAGE"),
 )
+# A machine of its own for the tests of environments on other hosts: sshd and its own Docker engine.
+# Apart from RECIPES: only the host tests need it, never the platform image or the compose files.
+HOST_RECIPE = Recipe("host", "ultra-local/host:bookworm", "ULTRA_HOST_IMAGE")
 
 
 def image_variables() -> dict[str, str]:
@@ -86,10 +89,10 @@ def image_exists(image: str) -> bool:
     return True
 
 
-def ensure_images(log: Callable[[str], None] = lambda _: None) -> list[str]:
+def ensure_images(log: Callable[[str], None] = lambda _: None, recipes: tuple[Recipe, ...] = RECIPES) -> list[str]:
     """Build every recipe whose content-tagged image is missing; point each alias at its image."""
     done = []
-    for recipe in RECIPES:
+    for recipe in recipes:
         image = recipe.image
         if image_exists(image):
             if not _points_at(recipe.alias, image):

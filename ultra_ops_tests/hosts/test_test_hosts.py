@@ -1,0 +1,72 @@
+"""The test hosts themselves: what every hosts test relies on, checked once."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from ultra_ops_tests.support.hosts import HostFleet, TestHost, docker
+
+pytestmark = pytest.mark.docker
+
+
+def test_two_hosts_answer_ssh_with_their_own_keys_and_engines(fleet: HostFleet) -> None:
+    one, two = fleet.add(2)
+    assert one.address != two.address
+    assert one.host_key() != two.host_key(), "each host makes its own host key"
+    for h in (one, two):
+        proc = h.ssh("hostname")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == h.container
+        # The deploy user reaches the engine through the docker group, as on a server.
+        engine = h.ssh("docker", "info", "--format", "{{.Driver}}", user="deploy")
+        assert engine.returncode == 0, engine.stderr
+        assert engine.stdout.strip() == "overlay2", "without its volume the inner engine falls back to vfs"
+    known = fleet.known_hosts.read_text().splitlines()
+    assert sorted(line.split()[0] for line in known) == sorted([one.address, two.address])
+
+
+def test_no_password_login(host: TestHost) -> None:
+    proc = subprocess.run(
+        [*host.ssh_argv()[:-1], "-o", "PreferredAuthentications=password", f"root@{host.address}", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 255
+    assert "Permission denied (publickey)" in proc.stderr, "the server offers keys alone"
+
+
+def test_a_loaded_image_runs_in_the_hosts_engine(host: TestHost) -> None:
+    host.load_image("ultra-local/python:3.11")
+    proc = host.ssh("docker", "run", "--rm", "ultra-local/python:3.11", "python3", "-c", "'print(6 * 7)'")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "42"
+
+
+def test_cut_and_restore(host: TestHost) -> None:
+    host.cut()
+    started = time.monotonic()
+    proc = host.ssh("true", timeout=30)
+    assert proc.returncode == 255, "a cut host does not answer"
+    assert time.monotonic() - started < 10
+    host.restore()
+    assert host.ssh("true").returncode == 0
+
+
+def test_remove_leaves_nothing(tmp_path) -> None:
+    from ultra_ops_tests.support.docker import docker_unavailable
+
+    if docker_unavailable():
+        pytest.skip(f"Docker cannot run here: {docker_unavailable()}")
+    fleet = HostFleet(tmp_path / "hosts")
+    try:
+        fleet.add()
+    finally:
+        fleet.remove()
+    label = f"label={fleet.label}"
+    assert docker("ps", "-aq", "--filter", label).stdout.split() == []
+    assert docker("volume", "ls", "-q", "--filter", label).stdout.split() == []
+    assert docker("network", "ls", "-q", "--filter", label).stdout.split() == []

@@ -1,0 +1,310 @@
+"""Test hosts: machines of the test's own, reached over SSH, each with its own Docker engine.
+
+Containers of the local image `ultra-local/host` (deploy/images/host: sshd with key auth only and a
+Docker engine of its own) on a network of the test's own with fixed addresses, as Kamal's
+integration tests make theirs. A `HostFleet` owns, per test:
+- an SSH key pair made for the test (the public half is authorized on every host);
+- a known_hosts file of the test's own, holding each host's ed25519 key read from the container
+  itself (out of band, as an operator copies it), never learnt by connecting;
+- the network (a /24 no other test holds: dockerd refuses overlapping subnets, so two tests that
+  pick the same one cannot both get it), the hosts and their /var/lib/docker volumes,
+all labelled with the fleet's id and removed by `remove` (by label, so also what a failing test
+left half made).
+
+`--privileged` cannot be used here; HOST_FLAGS are the capabilities that work instead
+(../shared/DOCKER_NOTES.md).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_DOCKER_S = 60
+_READY_S = 60
+FLEET_LABEL = "org.ultra-ops.test-hosts"
+HOST_FLAGS = (
+    "--cap-add",
+    "ALL",
+    "--cap-drop",
+    "SYS_RESOURCE",
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "apparmor=unconfined",
+    "--security-opt",
+    "systempaths=unconfined",
+    "--device-cgroup-rule",
+    "a *:* rwm",
+)
+# Subnets the test networks are picked from: away from dockerd's default pools (172.17-31/16,
+# 192.168/16), from other tests' fixed ranges, and from loopback.
+_SUBNET_PREFIX = "10.231"
+_FIRST_HOST = 10
+
+
+def docker(*args: str, timeout: float = _DOCKER_S, check: bool = False) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"docker {args[0]} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return proc
+
+
+def host_image() -> str:
+    """The test host image, built once per machine (a few minutes the first time)."""
+    from ultra_ops.local_images.images import HOST_RECIPE, ensure_images
+
+    ensure_images(recipes=(HOST_RECIPE,))
+    return HOST_RECIPE.alias
+
+
+def make_key(folder: Path, name: str = "id_ed25519") -> Path:
+    """A new ed25519 key pair without a passphrase in `folder`; returns the private key's path."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = folder / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"ultra-ops-test-{name}", "-f", str(key)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return key
+
+
+@dataclass
+class TestHost:
+    """One machine: `address` on the fleet's network, sshd on port 22, its own Docker engine."""
+
+    __test__ = False  # not a pytest test class
+
+    fleet: HostFleet
+    index: int
+    container: str
+    address: str
+    volume: str
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.fleet.known_hosts
+
+    @property
+    def identity(self) -> Path:
+        return self.fleet.identity
+
+    def ssh_argv(self, user: str = "root", *, identity: Path | None = None, port: int = 22) -> list[str]:
+        """`ssh` to this host as the product would call it: no prompt, the test's known_hosts only."""
+        return [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "ServerAliveInterval=2",
+            "-o",
+            "ServerAliveCountMax=2",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+            str(identity or self.identity),
+            "-p",
+            str(port),
+            f"{user}@{self.address}",
+        ]
+
+    def ssh(
+        self, *command: str, user: str = "root", input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `command` (one shell line, as ssh sends it) on the host; the test reads the result."""
+        return subprocess.run(
+            [*self.ssh_argv(user), "--", *command], input=input, capture_output=True, text=True, timeout=timeout
+        )
+
+    def exec(self, *command: str, timeout: float = _DOCKER_S) -> subprocess.CompletedProcess[str]:
+        """Run `command` in the host's container, beside sshd (not over the network)."""
+        return docker("exec", self.container, *command, timeout=timeout)
+
+    def host_key(self) -> str:
+        """The host's ed25519 public key (`ssh-ed25519 AAAA...`), read from the container itself."""
+        proc = self.exec("cat", "/etc/ssh/ssh_host_ed25519_key.pub")
+        if proc.returncode != 0:
+            raise RuntimeError(f"{self.container} has no host key: {proc.stderr.strip()}")
+        kind, blob = proc.stdout.split()[:2]
+        return f"{kind} {blob}"
+
+    def regenerate_host_key(self) -> None:
+        """A new host key, as a reinstalled (or impersonated) machine has; sshd reloads it (SIGHUP)
+        and the test's known_hosts keeps the old one."""
+        old = self.host_key()
+        script = (
+            "rm -f /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.pub"
+            " && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key && kill -HUP 1"
+        )
+        proc = self.exec("sh", "-c", script)
+        if proc.returncode != 0 or self.host_key() == old:
+            raise RuntimeError(f"could not regenerate the host key of {self.container}: {proc.stderr.strip()}")
+        self.fleet.wait_listening(self)
+
+    def cut(self) -> None:
+        """Take the host off the network, as an outage does: packets to it go nowhere."""
+        docker("network", "disconnect", "--force", self.fleet.network, self.container, check=True)
+
+    def restore(self) -> None:
+        """Put the host back on the network at its address."""
+        docker("network", "connect", "--ip", self.address, self.fleet.network, self.container, check=True)
+
+    def load_image(self, image: str, timeout: float = 300) -> None:
+        """`docker save IMAGE | ssh HOST docker load`: an image of this machine into the host's engine."""
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        try:
+            load = subprocess.run(
+                [*self.ssh_argv(), "--", "docker", "load"],
+                stdin=save.stdout,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        finally:
+            assert save.stdout is not None
+            save.stdout.close()
+            try:
+                save.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                save.kill()
+                save.wait()
+        if save.returncode != 0 or load.returncode != 0:
+            raise RuntimeError(f"loading {image} into {self.container} failed: {load.stderr.strip()[-500:]}")
+
+
+@dataclass
+class HostFleet:
+    """The test's hosts, network, key and known_hosts; `remove` takes all of it away."""
+
+    folder: Path
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    hosts: list[TestHost] = field(default_factory=list)
+    network: str = ""
+    subnet: str = ""
+    image: str = ""
+
+    def __post_init__(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.identity = make_key(self.folder / "ssh")
+        self.known_hosts = self.folder / "ssh" / "known_hosts"
+        self.known_hosts.write_text("")
+
+    @property
+    def label(self) -> str:
+        return f"{FLEET_LABEL}={self.id}"
+
+    def add(self, count: int = 1) -> list[TestHost]:
+        """Start `count` more hosts (started together, then waited for); each answers ssh when returned."""
+        if not self.network:
+            self._create_network()
+        if not self.image:
+            self.image = host_image()
+        new = [self._start(len(self.hosts) + i) for i in range(count)]
+        for host in new:
+            self.wait_listening(host)
+            self.trust(host)
+        return new
+
+    def trust(self, host: TestHost) -> None:
+        """Write the host's current key into the test's known_hosts (replacing what it had)."""
+        lines = [line for line in self.known_hosts.read_text().splitlines() if line.split(" ", 1)[0] != host.address]
+        lines.append(f"{host.address} {host.host_key()}")
+        self.known_hosts.write_text("\n".join(lines) + "\n")
+
+    def _create_network(self) -> None:
+        name = f"uo-hosts-{self.id}"
+        tried = random.sample(range(256), 40)
+        for third in tried:
+            subnet = f"{_SUBNET_PREFIX}.{third}.0/24"
+            proc = docker("network", "create", "--subnet", subnet, "--label", self.label, name)
+            if proc.returncode == 0:
+                self.network, self.subnet = name, subnet
+                return
+            if "overlap" not in proc.stderr:
+                raise RuntimeError(f"docker network create failed: {proc.stderr.strip()}")
+        raise RuntimeError(f"no free subnet under {_SUBNET_PREFIX}.0.0/16 after {len(tried)} tries")
+
+    def _start(self, index: int) -> TestHost:
+        base = self.subnet.rsplit(".", 1)[0]
+        host = TestHost(
+            fleet=self,
+            index=index,
+            container=f"uo-host-{self.id}-{index}",
+            address=f"{base}.{_FIRST_HOST + index}",
+            volume=f"uo-host-{self.id}-{index}-docker",
+        )
+        self.hosts.append(host)  # before it exists: `remove` must find what a failed start left
+        docker("volume", "create", "--label", self.label, host.volume, check=True)
+        public = self.identity.with_suffix(".pub").read_text().strip()
+        docker(
+            "run",
+            "--detach",
+            "--name",
+            host.container,
+            "--hostname",
+            host.container,
+            "--label",
+            self.label,
+            "--network",
+            self.network,
+            "--ip",
+            host.address,
+            "--volume",
+            f"{host.volume}:/var/lib/docker",
+            "--env",
+            f"SSH_AUTHORIZED_KEYS={public}",
+            *HOST_FLAGS,
+            self.image,
+            check=True,
+        )
+        return host
+
+    def wait_listening(self, host: TestHost, timeout: float = _READY_S) -> None:
+        """Until sshd accepts connections (the entrypoint starts it after the Docker engine answers)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection((host.address, 22), timeout=1) as conn:
+                    conn.settimeout(2)
+                    if conn.recv(4).startswith(b"SSH-"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                logs = docker("logs", "--tail", "20", host.container).stderr.strip()
+                raise RuntimeError(f"{host.container} did not answer ssh within {timeout:g}s: {logs[-800:]}")
+            running = docker("inspect", "--format", "{{.State.Running}}", host.container).stdout.strip()
+            if running == "false":
+                logs = docker("logs", "--tail", "20", host.container).stderr.strip()
+                raise RuntimeError(f"{host.container} stopped while starting: {logs[-800:]}")
+            time.sleep(0.1)
+
+    def remove(self) -> None:
+        """Containers (with everything running inside them), volumes and network, by label."""
+        ids = docker("ps", "-aq", "--filter", f"label={self.label}").stdout.split()
+        if ids:
+            docker("rm", "--force", "--volumes", *ids, timeout=180)
+        volumes = docker("volume", "ls", "-q", "--filter", f"label={self.label}").stdout.split()
+        if volumes:
+            docker("volume", "rm", "--force", *volumes, timeout=180)
+        if self.network:
+            docker("network", "rm", self.network, timeout=60)
