@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ultra_ops.engine.errors import CommandFailed
 
@@ -123,18 +123,30 @@ def run(
     heartbeat: Callable[[float], None] | None = None,
     every_s: float = 15.0,
     error: type[Exception] = CommandFailed,
+    input: str | None = None,
+    stdin_path: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command to its end and return its output; the child's environment is
     child_env(environment, env). Raises `error` (CommandFailed by default), redacted, when the
     program is missing, runs out of `timeout` seconds or (with check) exits non-zero.
-    `heartbeat(elapsed_s)` is called every `every_s` while it runs."""
+    `heartbeat(elapsed_s)` is called every `every_s` while it runs. The command reads `input`, or
+    the file `stdin_path`, on its stdin (else nothing)."""
     name = Path(args[0]).name
     argv = list(args)
     watch_r = watch_w = None
+    if [input is not None, stdin_path is not None, die_with_parent].count(True) > 1:
+        raise ValueError("input, stdin_path and die_with_parent each take the command's stdin: give one")
+    stdin: Any = subprocess.PIPE if input is not None else subprocess.DEVNULL
+    if stdin_path is not None:
+        try:
+            stdin = open(stdin_path, "rb")  # noqa: SIM115 - closed once the child has its copy
+        except OSError as exc:
+            raise error(f"cannot read {stdin_path}: {exc.strerror}") from None
     if die_with_parent:
         argv = [sys.executable, "-I", "-S", "-c", _WATCHDOG, *argv]
         # Our end is not inherited (os.pipe is close-on-exec), so only this process holds it open.
         watch_r, watch_w = os.pipe()
+        stdin = watch_r
     message: str | None = None
     try:
         proc = subprocess.Popen(
@@ -142,7 +154,7 @@ def run(
             env=child_env(environment, env),
             cwd=cwd,
             close_fds=True,
-            stdin=watch_r if watch_r is not None else subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             process_group=0,
@@ -158,13 +170,15 @@ def run(
     finally:
         if watch_r is not None:
             os.close(watch_r)
+        if stdin_path is not None:
+            stdin.close()
     started = time.monotonic()
     deadline = started + timeout
     try:
         while True:
             left = max(0.0, deadline - time.monotonic())
             try:
-                out, err = proc.communicate(timeout=min(every_s, left) if heartbeat else left)
+                out, err = proc.communicate(input, timeout=min(every_s, left) if heartbeat else left)
                 break
             except subprocess.TimeoutExpired:  # retrying communicate() loses no output
                 if time.monotonic() >= deadline:

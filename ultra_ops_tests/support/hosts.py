@@ -24,6 +24,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ultra_ops.engine.hosts.ssh import SshHost
+    from ultra_ops.engine.settings.host import HostSettings
 
 _DOCKER_S = 60
 _READY_S = 60
@@ -134,6 +139,27 @@ class TestHost:
         return subprocess.run(
             [*self.ssh_argv(user), "--", *command], input=input, capture_output=True, text=True, timeout=timeout
         )
+
+    def settings(
+        self, *, user: str = "root", port: int = 22, identity: Path | None = None, connect_timeout_s: float = 5.0
+    ) -> HostSettings:
+        """The `[environments.X.host]` of an environment living on this host."""
+        from ultra_ops.engine.settings.host import HostSettings
+
+        return HostSettings(
+            address=self.address,
+            user=user,
+            port=port,
+            identity_file=identity or self.identity,
+            known_hosts=self.known_hosts,
+            connect_timeout_s=connect_timeout_s,
+        )
+
+    def remote(self, environment: str = "staging", **settings: Any) -> SshHost:
+        """The product's view of this host: what ultra_ops runs its commands through."""
+        from ultra_ops.engine.hosts.ssh import SshHost
+
+        return SshHost(environment, self.settings(**settings))
 
     def exec(self, *command: str, timeout: float = _DOCKER_S) -> subprocess.CompletedProcess[str]:
         """Run `command` in the host's container, beside sshd (not over the network)."""

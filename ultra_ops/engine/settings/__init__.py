@@ -15,6 +15,7 @@ from ultra_ops.engine.settings.config import (
 )
 from ultra_ops.engine.settings.database import DatabaseSettings, RedisSettings
 from ultra_ops.engine.settings.environment import RUNTIMES, Environment
+from ultra_ops.engine.settings.host import HostSettings
 from ultra_ops.engine.settings.llm_providers import LlmProvider
 from ultra_ops.engine.settings.processes import ProcessSpec
 from ultra_ops.engine.settings.verify import EndpointCheck, VerifySettings
@@ -29,6 +30,7 @@ __all__ = [
     "DatabaseSettings",
     "EndpointCheck",
     "Environment",
+    "HostSettings",
     "LlmProvider",
     "ProcessSpec",
     "RedisSettings",

@@ -14,6 +14,7 @@ from typing import Any
 from ultra_ops.engine.settings.backup import BackupSettings, read_backup
 from ultra_ops.engine.settings.checklist import ChecklistSettings, read_checklist
 from ultra_ops.engine.settings.database import DatabaseSettings, RedisSettings, read_database, read_redis
+from ultra_ops.engine.settings.host import HostSettings, read_host
 from ultra_ops.engine.settings.llm_providers import LlmProvider, read_llm_providers
 from ultra_ops.engine.settings.processes import ProcessSpec, read_processes
 from ultra_ops.engine.settings.table import ENV_VAR_NAME, TableReader, expand_command, resolve_path
@@ -59,6 +60,7 @@ class Environment:
     rollback_on_failed_verification: bool = False  # the failed verification sensor rolls back
     checklist: ChecklistSettings = ChecklistSettings()  # what the pre-release checklist checks and against what
     timezone: str = "UTC"  # the config's: every time shown to an operator is in it (records keep UTC)
+    host: HostSettings | None = None  # the machine it lives on, reached over SSH; None: this one
 
     @property
     def backups_path(self) -> Path:
@@ -135,6 +137,9 @@ def read_environment(
         raise r.fail("processes", "the process runtime needs at least one process")
     if runtime == "compose" and compose_file is None:
         raise r.fail("compose_file", "the compose runtime needs a compose file")
+    host = read_host(r.sub("host"), base)
+    if host is not None and runtime != "compose":
+        raise r.fail("host", 'an environment on a host of its own runs under the compose runtime (runtime = "compose")')
     database = r.sub("database", required=True)
     redis = r.sub("redis")
     env_file = resolve_path(root, r.get("env_file", str, f".env.{name}"))
@@ -170,6 +175,7 @@ def read_environment(
         rollback_on_failed_verification=r.get("rollback_on_failed_verification", bool, False),
         checklist=read_checklist(r.sub("checklist"), base),
         timezone=timezone,
+        host=host,
     )
     r.finish()
     return env

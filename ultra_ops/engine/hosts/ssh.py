@@ -1,0 +1,292 @@
+"""Commands on an environment's host, over OpenSSH's own client.
+
+Every connection is made the same way (`options`): never a prompt (BatchMode), host keys only from
+the environment's known_hosts and never added to it (an unknown or changed key is refused), the key
+from `identity_file` alone when one is configured (else the agent's), a bounded connect, and
+keepalives that notice a dead host or a cut network within about 6 s (ServerAliveInterval 2 x
+ServerAliveCountMax 2), where TCP alone waits minutes and an open stream never ends.
+
+The remote command is an argument list joined with shlex.join (the remote login shell splits it
+back into the same list); never a string built from raw input. A failure is one typed HostError
+whose one-line message names the environment and the host and says what went wrong; never key
+material (ssh does not print it) and, through the caller's redactor, no secret of the remote
+command's output.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ultra_ops.engine import shell
+from ultra_ops.engine.errors import CommandFailed, OperationError
+from ultra_ops.engine.settings.host import HostSettings
+from ultra_ops.engine.settings.table import ENV_VAR_NAME
+
+if TYPE_CHECKING:
+    from ultra_ops.engine.secrets import Redactor
+    from ultra_ops.engine.settings import Environment
+
+SERVER_ALIVE_INTERVAL_S = 2
+SERVER_ALIVE_COUNT_MAX = 2
+# ssh exits 255 for its own failures; any other code is the remote command's.
+SSH_FAILED = 255
+
+
+class HostError(OperationError):
+    """A command on an environment's host could not be run, or failed there."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}")
+
+
+class HostUnreachable(HostError):
+    """No answer: timed out, no route, name unknown, or the connection was lost (a cut network)."""
+
+
+class HostConnectionRefused(HostError):
+    """The address answers but nothing listens for ssh on the port (sshd stopped, wrong port)."""
+
+
+class HostAuthenticationFailed(HostError):
+    """The host refused the key (wrong key, not in authorized_keys, no key in the agent)."""
+
+
+class HostKeyUnknown(HostError):
+    """The host's key is not in the environment's known_hosts: refused, never learnt on the fly."""
+
+
+class HostKeyChanged(HostError):
+    """The host offers another key than known_hosts holds: a reinstalled host or someone in between."""
+
+
+class HostSetupError(HostError):
+    """What ssh needs on this machine is missing: the identity file, the ssh client."""
+
+
+class RemoteCommandFailed(HostError):
+    """The command ran on the host and exited non-zero."""
+
+    def __init__(self, where: str, reason: str, returncode: int, stderr: str = "") -> None:
+        super().__init__(where, reason)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class RemoteCommandTimeout(HostError):
+    """The command did not finish within its time on the host (the ssh client was stopped)."""
+
+
+# (class, pattern in ssh's stderr, reason); the first that matches wins, so the changed key comes
+# before the generic "Host key verification failed".
+_FAILURES: tuple[tuple[type[HostError], re.Pattern[str], str], ...] = (
+    (
+        HostKeyChanged,
+        re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key for .* has changed", re.I),
+        "the host key has CHANGED since it was put in {known_hosts}; refused (a reinstalled host or "
+        "someone in between: check the new key's fingerprint with the host's owner before replacing it)",
+    ),
+    (
+        HostKeyUnknown,
+        re.compile(r"host key is known for|Host key verification failed", re.I),
+        "the host key is not in {known_hosts}; refused (add it after checking its fingerprint)",
+    ),
+    (
+        HostConnectionRefused,
+        re.compile(r"Connection refused", re.I),
+        "connection refused on port {port} (is sshd running and listening there?)",
+    ),
+    (
+        HostAuthenticationFailed,
+        re.compile(r"Permission denied|Too many authentication failures|no mutual signature", re.I),
+        "authentication failed: the host refused {key}",
+    ),
+    (
+        HostUnreachable,
+        re.compile(r"Timeout, server .* not responding|Broken pipe|Connection (reset|closed)|client_loop", re.I),
+        "the connection was lost (no answer to keepalives within {alive_s} s)",
+    ),
+    (
+        HostUnreachable,
+        re.compile(
+            r"timed out|No route to host|Network is unreachable|Host is unreachable|"
+            r"Could not resolve hostname|Name or service not known|kex_exchange_identification",
+            re.I,
+        ),
+        "no answer within {connect_s:g} s (host down, unreachable or a network in between cut)",
+    ),
+)
+
+
+def classify(stderr: str, returncode: int, where: str, settings: HostSettings) -> HostError | None:
+    """The error ssh's failure stands for; None when ssh itself did not fail (the remote command's
+    exit code, or ssh's 255 without a message of ssh's: a remote command may exit 255 too)."""
+    if returncode != SSH_FAILED:
+        return None
+    for kind, pattern, reason in _FAILURES:
+        if pattern.search(stderr):
+            key = f"the key {settings.identity_file}" if settings.identity_file else "the ssh agent's keys"
+            return kind(
+                where,
+                reason.format(
+                    known_hosts=settings.known_hosts,
+                    port=settings.port,
+                    key=key,
+                    alive_s=SERVER_ALIVE_INTERVAL_S * (SERVER_ALIVE_COUNT_MAX + 1),
+                    connect_s=settings.connect_timeout_s,
+                ),
+            )
+    return None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Whether the host answers: over ssh, and its Docker engine."""
+
+    answers: bool
+    detail: str  # "Docker 20.10.24 (0.21 s)", or the error's reason
+    elapsed_s: float
+
+
+class SshHost:
+    """An environment's host: the ssh argument lists that reach it and the runner that uses them."""
+
+    def __init__(
+        self, environment: str, settings: HostSettings, *, redact: Redactor | Callable[[str], str] | None = None
+    ) -> None:
+        self.environment = environment
+        self.settings = settings
+        self._redact = redact
+
+    @classmethod
+    def for_environment(cls, env: Environment, *, redact: Redactor | Callable[[str], str] | None = None) -> SshHost:
+        if env.host is None:
+            raise ValueError(f"environment {env.name} has no host: it runs on this machine")
+        return cls(env.name, env.host, redact=redact)
+
+    @property
+    def where(self) -> str:
+        return f"{self.environment}'s host {self.settings.describe()}"
+
+    def options(self) -> list[str]:
+        """ssh's options for this host: what every connection to it is made with."""
+        s = self.settings
+        opts = {
+            "BatchMode": "yes",
+            "StrictHostKeyChecking": "yes",
+            "UserKnownHostsFile": str(s.known_hosts),
+            "GlobalKnownHostsFile": "/dev/null",
+            "UpdateHostKeys": "no",  # known_hosts is the operator's: never written by ultra_ops
+            "CheckHostIP": "no",
+            "PasswordAuthentication": "no",
+            "KbdInteractiveAuthentication": "no",
+            "ConnectTimeout": str(max(1, round(s.connect_timeout_s))),
+            "ServerAliveInterval": str(SERVER_ALIVE_INTERVAL_S),
+            "ServerAliveCountMax": str(SERVER_ALIVE_COUNT_MAX),
+            # A master connection from the operator's ssh_config would bypass these options.
+            "ControlMaster": "no",
+            "ControlPath": "none",
+            # INFO (ssh's default), not ERROR: a lost connection ("Timeout, server ... not
+            # responding") is only said at INFO, and without it the failure reads as the command's.
+            "LogLevel": "INFO",
+        }
+        argv: list[str] = []
+        for key, value in opts.items():
+            argv += ["-o", f"{key}={value}"]
+        if s.identity_file is not None:
+            argv += ["-o", "IdentitiesOnly=yes", "-i", str(s.identity_file)]
+        return [*argv, "-T", "-p", str(s.port), "-l", s.user]
+
+    def prefix(self) -> list[str]:
+        """`ssh <options> -- <address>`: what a remote command string is appended to."""
+        return ["ssh", *self.options(), "--", self.settings.address]
+
+    @staticmethod
+    def remote_command(remote: Sequence[str], remote_env: Mapping[str, str] | None = None) -> str:
+        """The one string ssh sends: the argument list joined for the remote shell, `env K=V` first."""
+        if not remote:
+            raise ValueError("a remote command needs at least one argument")
+        pairs = []
+        for key, value in (remote_env or {}).items():
+            if not ENV_VAR_NAME.fullmatch(key):
+                raise ValueError(f"{key!r} is not an environment variable name")
+            pairs.append(f"{key}={value}")
+        return shlex.join(["env", *pairs, *remote] if pairs else list(remote))
+
+    def argv(self, remote: Sequence[str], remote_env: Mapping[str, str] | None = None) -> list[str]:
+        return [*self.prefix(), self.remote_command(remote, remote_env)]
+
+    def check_setup(self) -> None:
+        """The local files ssh reads: missing ones named now, not as a vague ssh failure."""
+        s = self.settings
+        if s.identity_file is not None and not s.identity_file.is_file():
+            raise HostSetupError(self.where, f"the identity file {s.identity_file} does not exist")
+        if not s.known_hosts.is_file():
+            raise HostKeyUnknown(
+                self.where,
+                f"the known_hosts file {s.known_hosts} does not exist; refused (add the host's key to it "
+                "after checking its fingerprint)",
+            )
+
+    def run(
+        self,
+        remote: Sequence[str],
+        *,
+        timeout: float,
+        input: str | None = None,
+        stdin_path: Path | None = None,
+        remote_env: Mapping[str, str] | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `remote` on the host; its output, or a HostError. With check=False a remote command's
+        non-zero exit is returned, not raised (ssh's own failures are raised either way)."""
+        self.check_setup()
+        argv = self.argv(remote, remote_env)
+        try:
+            proc = shell.run(
+                argv, timeout=timeout, input=input, stdin_path=stdin_path, check=False, error=_SshClientFailed
+            )
+        except _SshClientFailed as exc:
+            if "did not finish" in str(exc):
+                raise RemoteCommandTimeout(self.where, f"{remote[0]} did not finish within {timeout:g} s") from None
+            raise HostSetupError(self.where, self.redact(str(exc))) from None
+        failure = classify(proc.stderr, proc.returncode, self.where, self.settings)
+        if failure is not None:
+            raise failure
+        if check and proc.returncode != 0:
+            tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or "no output on stderr"
+            raise RemoteCommandFailed(
+                self.where,
+                self.redact(f"{remote[0]} exited {proc.returncode}: {tail}"),
+                proc.returncode,
+                self.redact(proc.stderr),
+            )
+        return proc
+
+    def probe(self, timeout: float | None = None) -> Probe:
+        """Does the host answer, and its Docker engine? Bounded: connect timeout plus a few seconds."""
+        started = time.monotonic()
+        limit = timeout if timeout is not None else self.settings.connect_timeout_s + 5
+        try:
+            proc = self.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=limit, check=False)
+        except HostError as exc:
+            return Probe(False, exc.reason, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        if proc.returncode != 0:
+            return Probe(False, f"answers over ssh, but its Docker engine does not ({elapsed:.2f} s)", elapsed)
+        return Probe(True, f"Docker {proc.stdout.strip()} ({elapsed:.2f} s)", elapsed)
+
+    def redact(self, text: str) -> str:
+        return self._redact(text) if self._redact is not None else text
+
+
+class _SshClientFailed(CommandFailed):
+    """shell.run's own failures around ssh (timeout, client missing), turned into HostErrors."""
