@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from ultra_ops.cli.backups import backup_rows, print_backups
 from ultra_ops.cli.common import (
@@ -18,6 +19,9 @@ from ultra_ops.cli.common import (
 from ultra_ops.engine.clock import local_time
 from ultra_ops.engine.errors import InputError
 from ultra_ops.engine.settings import Environment, Settings
+
+if TYPE_CHECKING:
+    from ultra_ops.engine.hosts.ssh import Probe
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -190,10 +194,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     env = settings.environment(args.environment)
     version = deployed_version(env)  # first: a bad env file is refused before the runtime is asked
-    statuses = get_runtime(env).status()
+    probe = host_probe(env)
+    # A host that does not answer has no services to ask about: say so instead of failing on them.
+    statuses = get_runtime(env).status() if probe is None or probe.answers else []
     holder = lock_holder(env)
     last = last_release(env)
     out(f"environment  {env.name} ({env.runtime} runtime)")
+    if env.host is not None and probe is not None:
+        answer = "answers" if probe.answers else "does not answer:"
+        out(f"host         {env.host.describe()} {answer} {probe.detail}")
     out(f"version      {version or '-'}")
     out(f"lock         {describe_holder(holder, env.timezone) if holder is not None else 'free'}")
     if last is not None:
@@ -207,6 +216,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     for st in statuses:
         out(f"service      {st.name:<16} {'running' if st.running else 'stopped':<8} {st.detail}")
     return 0
+
+
+def host_probe(env: Environment) -> Probe | None:
+    """Whether the environment's host answers (bounded by its connect timeout); None: no host."""
+    if env.host is None:
+        return None
+    from ultra_ops.engine.hosts.ssh import SshHost
+    from ultra_ops.engine.secrets import Redactor
+
+    return SshHost.for_environment(env, redact=Redactor.for_process()).probe()
 
 
 def cmd_releases(args: argparse.Namespace) -> int:

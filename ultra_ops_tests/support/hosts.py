@@ -334,3 +334,38 @@ class HostFleet:
             docker("volume", "rm", "--force", *volumes, timeout=180)
         if self.network:
             docker("network", "rm", self.network, timeout=60)
+
+
+def host_config(tmp_path: Path, host: TestHost, *, environment: str = "staging", connect_timeout_s: float = 5) -> Path:
+    """A config whose compose environment lives on `host` (its [host] table: the fleet's key and
+    known_hosts), with folders, an env file and a compose file of no services on this machine (until
+    the compose runtime drives the host, only the host line of `status` is about the host)."""
+    root = tmp_path / "root"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "compose.yml").write_text('version: "3.8"\nservices: {}\n')
+    (root / f".env.{environment}").write_text("ULTRA_VERSION=v1.0.0\n")
+    config = tmp_path / "ultra_ops.toml"
+    config.write_text(f"""
+timezone = "UTC"
+[environments.{environment}]
+runtime = "compose"
+root = "{root}"
+compose_file = "compose.yml"
+compose_project = "uo-{host.fleet.id}"
+compose_command = ["docker-compose"]
+state_dir = "{tmp_path / "state"}"
+log_dir = "{tmp_path / "logs"}"
+backup_dir = "{tmp_path / "backups"}"
+[environments.{environment}.database]
+host = "{host.address}"
+port = 5432
+name = "ultra_{environment}"
+user = "ultra"
+[environments.{environment}.host]
+address = "{host.address}"
+user = "deploy"
+identity_file = "{host.identity}"
+known_hosts = "{host.known_hosts}"
+connect_timeout_s = {connect_timeout_s}
+""")
+    return config
