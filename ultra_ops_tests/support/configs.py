@@ -178,3 +178,23 @@ def write_multi_config(
     for env in databases:
         (tmp_path / env / "root").mkdir(parents=True, exist_ok=True)
     return path
+
+
+def config_with_host(tmp_path: Path, host: str, runtime: str = "compose") -> Path:
+    """A config whose staging environment has the host table `host` (its keys, as TOML lines)."""
+    path = tmp_path / "ultra_ops.toml"
+    path.write_text(f"""
+[environments.staging]
+runtime = "{runtime}"
+root = "{tmp_path / "root"}"
+compose_file = "compose.yml"
+processes.backend = {{ command = ["true"] }}
+[environments.staging.database]
+host = "127.0.0.1"
+port = 5432
+name = "ultra_staging"
+user = "ultra"
+[environments.staging.host]
+{host}
+""")
+    return path

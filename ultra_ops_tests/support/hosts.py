@@ -336,14 +336,22 @@ class HostFleet:
             docker("network", "rm", self.network, timeout=60)
 
 
-def host_config(tmp_path: Path, host: TestHost, *, environment: str = "staging", connect_timeout_s: float = 5) -> Path:
+def host_config(
+    tmp_path: Path,
+    host: TestHost,
+    *,
+    environment: str = "staging",
+    connect_timeout_s: float = 5,
+    compose: str = 'version: "3.8"\nservices: {}\n',
+    env_file: str = "ULTRA_VERSION=v1.0.0\n",
+) -> Path:
     """A config whose compose environment lives on `host` (its [host] table: the fleet's key and
-    known_hosts), with folders, an env file and a compose file of no services on this machine (until
-    the compose runtime drives the host, only the host line of `status` is about the host)."""
+    known_hosts), its folders here, and the env file and compose file (no services unless given)
+    that the compose runtime copies to the host's /srv/ultra-ops/<environment>."""
     root = tmp_path / "root"
     root.mkdir(parents=True, exist_ok=True)
-    (root / "compose.yml").write_text('version: "3.8"\nservices: {}\n')
-    (root / f".env.{environment}").write_text("ULTRA_VERSION=v1.0.0\n")
+    (root / "compose.yml").write_text(compose)
+    (root / f".env.{environment}").write_text(env_file)
     config = tmp_path / "ultra_ops.toml"
     config.write_text(f"""
 timezone = "UTC"

@@ -7,17 +7,26 @@ they run with, and the Runtime methods run them through shell.run.
 The image tag and registry reach the compose file through its environment, never through its
 text: `image: ${ULTRA_REGISTRY:-}ultra-ai/backend:${ULTRA_IMAGE_TAG:-latest}`. Secrets reach it
 through --env-file only.
+
+An environment with a host (`[environments.X.host]`) runs the same commands on that host over SSH
+(engine/hosts/ssh.py): the builders name the files' places on the host (`host.root`), the
+variables of command_env() travel as `env K=V` in front of the remote command, and before each
+command that changes the environment (up, pull, build, stop) the env file and compose file are
+copied there, atomically, from this machine's, which stay the ones ultra_ops reads, backs up and
+restores. Commands that only look (ps, config, logs) read what the host has.
 """
 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ultra_ops.engine import shell
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import CommandFailed, RuntimeFailure
 from ultra_ops.engine.health import answer, health_urls, wait_until_healthy
+from ultra_ops.engine.hosts import files as host_files
+from ultra_ops.engine.hosts.ssh import RemoteCommandFailed, SshHost
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.runtimes import ServiceStatus
 from ultra_ops.engine.runtimes.service_env import env_file_wins
@@ -71,6 +80,18 @@ class ComposeRuntime:
         self.log = log or NullLog()
         self.redact = redact or Redactor.for_environment(env)
         self._version: str | None = None
+        self.host = SshHost.for_environment(env, redact=self.redact) if env.host is not None else None
+        self._uploaded: dict[PurePosixPath, str] = {}  # what this runtime last put on the host
+
+    # -- where the files are: here, or on the environment's host ---------------------------------
+
+    def host_path(self, local: Path) -> PurePosixPath:
+        """Where a file of the environment lives on its host: in the host's root, by its name."""
+        assert self.env.host is not None
+        return self.env.host.root / local.name
+
+    def _path(self, local: Path) -> str:
+        return str(self.host_path(local)) if self.host is not None else str(local)
 
     # -- command builders: pure, no I/O ------------------------------------------------------
 
@@ -78,11 +99,11 @@ class ComposeRuntime:
         return [
             *self.env.compose_command,
             "-f",
-            str(self.compose_file),
+            self._path(self.compose_file),
             "-p",
             self.project,
             "--env-file",
-            str(self.env.env_file),
+            self._path(self.env.env_file),
         ]
 
     def command_env(
@@ -135,6 +156,11 @@ class ComposeRuntime:
     def config_args(self) -> list[str]:
         return [*self.compose_base(), "config"]
 
+    def remote_args(self, args: list[str], variables: dict[str, str]) -> list[str]:
+        """A builder's command as run on the environment's host: ssh, then `env K=V ... args`."""
+        assert self.host is not None
+        return self.host.argv(args, variables)
+
     # -- execution ---------------------------------------------------------------------------
 
     def _run(
@@ -145,34 +171,67 @@ class ComposeRuntime:
         registry: str | None = None,
         context: Path | None = None,
         timeout: float = _SHORT_TIMEOUT_S,
+        changes: bool = False,
     ) -> str:
+        """Run a compose command; `changes`: it changes the environment, so on a host the env and
+        compose files go there first."""
         if not self.env.env_file.is_file():
             raise RuntimeFailure(f"environment {self.env.name}: env file {self.env.env_file} not found")
+        # Compose's interpolation prefers the process environment over --env-file: it gets the
+        # basics (to find docker and its config), the env file's value for a basic key it also
+        # sets, and none of the variables the config names (service_env.py).
+        variables = {
+            **env_file_wins(read_env_file(self.env.env_file)),
+            **self.command_env(version or self._version, registry or self.registry, context),
+        }
+        subcommand = args[len(self.compose_base())]
+        if self.host is not None:
+            if changes:
+                self.upload_files()
+            try:
+                return self.host.run(args, remote_env=variables, timeout=timeout).stdout
+            except RemoteCommandFailed as exc:
+                message = f"compose {subcommand} ({self.project}) on {self.host.where} failed: {exc.reason}"
+                raise RuntimeFailure(self.redact(message)) from None
         try:
-            # Compose's interpolation prefers the process environment over --env-file: it gets the
-            # basics (to find docker and its config), the env file's value for a basic key it also
-            # sets, and none of the variables the config names (service_env.py).
-            proc = shell.run(
-                args,
-                env={
-                    **env_file_wins(read_env_file(self.env.env_file)),
-                    **self.command_env(version or self._version, registry or self.registry, context),
-                },
-                cwd=self.compose_file.parent,
-                timeout=timeout,
-                redact=self.redact,
-            )
+            proc = shell.run(args, env=variables, cwd=self.compose_file.parent, timeout=timeout, redact=self.redact)
         except CommandFailed as exc:
-            subcommand = args[len(self.compose_base())]
             message = f"compose {subcommand} ({self.project}) failed: {exc}"
             raise RuntimeFailure(self.redact(message)) from None
         return proc.stdout
+
+    def upload_files(self) -> None:
+        """The env file and compose file onto the host (its root made if missing), each atomically;
+        a file whose content this runtime already put there is not sent again."""
+        assert self.host is not None and self.env.host is not None
+        for local in (self.env.env_file, self.compose_file):
+            remote = self.host_path(local)
+            try:
+                content = local.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise RuntimeFailure(f"environment {self.env.name}: cannot read {local}: {exc.strerror}") from None
+            if self._uploaded.get(remote) == content:
+                continue
+            if not self._uploaded:
+                host_files.make_dirs(self.host, self.env.host.root)
+            host_files.write_atomic(self.host, remote, content)
+            self._uploaded[remote] = content
+
+    def _files_on_host(self) -> bool:
+        assert self.host is not None
+        paths = [str(self.host_path(p)) for p in (self.env.env_file, self.compose_file)]
+        return (
+            self.host.run(
+                ["test", "-f", paths[0], "-a", "-f", paths[1]], timeout=_SHORT_TIMEOUT_S, check=False
+            ).returncode
+            == 0
+        )
 
     def build(self, version: str, context: Path | None = None) -> None:
         """Build the images at `version`; from `context` (the release's source) where given, else
         from the compose file's own build context."""
         self.log.info(f"compose build {self.project} at {version}" + (f" from {context}" if context else ""))
-        self._run(self.build_args(version), version=version, context=context, timeout=_BUILD_TIMEOUT_S)
+        self._run(self.build_args(version), version=version, context=context, timeout=_BUILD_TIMEOUT_S, changes=True)
 
     def push(self, version: str, registry: str, context: Path | None = None) -> None:
         """Build with the registry in the image names (cached layers: this is the tag step), then push."""
@@ -181,25 +240,30 @@ class ComposeRuntime:
             raise RuntimeFailure("push needs a registry")
         self.log.info(f"compose push {self.project} {version} to {prefix}")
         self._run(
-            self.build_args(version), version=version, registry=registry, context=context, timeout=_BUILD_TIMEOUT_S
+            self.build_args(version),
+            version=version,
+            registry=registry,
+            context=context,
+            timeout=_BUILD_TIMEOUT_S,
+            changes=True,
         )
-        self._run(self.push_args(), version=version, registry=registry, timeout=_BUILD_TIMEOUT_S)
+        self._run(self.push_args(), version=version, registry=registry, timeout=_BUILD_TIMEOUT_S, changes=True)
 
     def pull(self, version: str) -> None:
         self.log.info(f"compose pull {self.project} {version}")
-        self._run(self.pull_args(), version=version, timeout=_BUILD_TIMEOUT_S)
+        self._run(self.pull_args(), version=version, timeout=_BUILD_TIMEOUT_S, changes=True)
 
     def up(self, version: str) -> None:
         self._version = version
         self.log.info(f"compose up {self.project} at {version}")
-        self._run(self.up_args(), version=version, timeout=_UP_TIMEOUT_S)
+        self._run(self.up_args(), version=version, timeout=_UP_TIMEOUT_S, changes=True)
 
     def up_stores(self) -> list[str]:
         """Start the stores alone (a new environment's database before its first deploy)."""
         services = [s for s in self._run(self.services_args()).split() if s in DATA_SERVICES]
         if services:
             self.log.info(f"compose up {self.project}: {', '.join(services)}")
-            self._run([*self.compose_base(), "up", "-d", *services], timeout=_UP_TIMEOUT_S)
+            self._run([*self.compose_base(), "up", "-d", *services], timeout=_UP_TIMEOUT_S, changes=True)
         return services
 
     def down(self) -> None:
@@ -208,13 +272,15 @@ class ComposeRuntime:
         if not services:
             return
         self.log.info(f"compose stop {self.project}: {', '.join(services)}")
-        self._run(self.stop_args(services), timeout=_UP_TIMEOUT_S)
+        self._run(self.stop_args(services), timeout=_UP_TIMEOUT_S, changes=True)
 
     def status(self) -> list[ServiceStatus]:
         """Each service: running (`ps`), its container's state, health and image (`docker inspect`),
         memory and CPU (`docker stats`)."""
         from ultra_ops.engine.runtimes import compose_status
 
+        if self.host is not None and not self._files_on_host():
+            return []  # never deployed to this host: no services there yet
         services = self._run(self.services_args()).split()
         running = set(self._run(self.running_services_args()).split())
         ids = self.container_ids()
@@ -229,7 +295,12 @@ class ComposeRuntime:
 
     def _docker(self, args: list[str]) -> str:
         try:
+            if self.host is not None:
+                return self.host.run(args, timeout=_SHORT_TIMEOUT_S).stdout
             return shell.run(args, environment=self.env, timeout=_SHORT_TIMEOUT_S, redact=self.redact).stdout
+        except RemoteCommandFailed as exc:
+            message = f"{args[1]} of {self.project} on {exc.where} failed: {exc.reason}"
+            raise RuntimeFailure(self.redact(message)) from None
         except CommandFailed as exc:
             raise RuntimeFailure(self.redact(f"{args[1]} of {self.project} failed: {exc}")) from None
 

@@ -137,7 +137,7 @@ def read_environment(
         raise r.fail("processes", "the process runtime needs at least one process")
     if runtime == "compose" and compose_file is None:
         raise r.fail("compose_file", "the compose runtime needs a compose file")
-    host = read_host(r.sub("host"), base)
+    host = read_host(r.sub("host"), base, name)
     if host is not None and runtime != "compose":
         raise r.fail("host", 'an environment on a host of its own runs under the compose runtime (runtime = "compose")')
     database = r.sub("database", required=True)

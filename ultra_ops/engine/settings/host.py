@@ -7,6 +7,7 @@ port = 22
 identity_file = "~/.ssh/ultra_ops_production"   # the private key's path; unset: the ssh agent
 known_hosts = "known_hosts"        # the host keys ultra_ops trusts (default: beside this file)
 connect_timeout_s = 5
+root = "/srv/ultra-ops/production" # the environment's files on the host (env file, compose file)
 
 Never key material here: `identity_file` is a path, or the key is in the agent (SSH_AUTH_SOCK).
 Host keys are only ever read from `known_hosts` (an entry for a port other than 22 is written
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ultra_ops.engine.settings.table import TableReader, resolve_path
 
@@ -39,13 +40,14 @@ class HostSettings:
     port: int = 22
     identity_file: Path | None = None  # None: the keys of the ssh agent
     connect_timeout_s: float = 5.0
+    root: PurePosixPath = PurePosixPath("/srv/ultra-ops")  # the environment's folder on the host
 
     def describe(self) -> str:
         """`deploy@prod-1.example.com:22`: the host as messages name it."""
         return f"{self.user}@{self.address}:{self.port}"
 
 
-def read_host(r: TableReader | None, base: Path) -> HostSettings | None:
+def read_host(r: TableReader | None, base: Path, environment: str) -> HostSettings | None:
     if r is None:
         return None
     address = r.get("address", str, required=True)
@@ -61,9 +63,18 @@ def read_host(r: TableReader | None, base: Path) -> HostSettings | None:
         identity_file=_ssh_path(r, "identity_file", base, None),
         known_hosts=_ssh_path(r, "known_hosts", base, DEFAULT_KNOWN_HOSTS),  # type: ignore[arg-type]
         connect_timeout_s=r.above_zero("connect_timeout_s", 5.0, at_most=120, unit=" seconds"),
+        root=_remote_root(r, environment),
     )
     r.finish()
     return settings
+
+
+def _remote_root(r: TableReader, environment: str) -> PurePosixPath:
+    value = r.get("root", str, f"/srv/ultra-ops/{environment}")
+    root = PurePosixPath(value)
+    if not root.is_absolute() or ".." in root.parts or root == PurePosixPath("/"):
+        raise r.fail("root", f"{value!r} is not an absolute folder on the host (e.g. /srv/ultra-ops/{environment})")
+    return root
 
 
 def _ssh_path(r: TableReader, name: str, base: Path, default: str | None) -> Path | None:

@@ -8,29 +8,11 @@ import pytest
 
 from ultra_ops.engine.errors import ConfigError
 from ultra_ops.engine.settings import load_settings
+from ultra_ops_tests.support.configs import config_with_host as config
 
 pytestmark = pytest.mark.unit
 
 H = "environments.staging.host"
-
-
-def config(tmp_path: Path, host: str, runtime: str = "compose") -> Path:
-    path = tmp_path / "ultra_ops.toml"
-    path.write_text(f"""
-[environments.staging]
-runtime = "{runtime}"
-root = "{tmp_path / "root"}"
-compose_file = "compose.yml"
-processes.backend = {{ command = ["true"] }}
-[environments.staging.database]
-host = "127.0.0.1"
-port = 5432
-name = "ultra_staging"
-user = "ultra"
-[environments.staging.host]
-{host}
-""")
-    return path
 
 
 def test_defaults_and_paths(tmp_path: Path) -> None:
