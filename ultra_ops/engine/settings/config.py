@@ -73,6 +73,23 @@ def _check_isolation(path: Path, envs: dict[str, Environment]) -> None:
         seen += [(env.name, key, p) for key, p in env.owned_paths().items()]
 
 
+def _check_host_roots(path: Path, envs: dict[str, Environment]) -> None:
+    """Two environments on one host must not share its folder: one's deploy would overwrite the
+    other's env file and compose file there."""
+    seen: dict[tuple[str, str], str] = {}
+    for env in envs.values():
+        if env.host is None:
+            continue
+        where = (env.host.address, str(env.host.root))
+        if where in seen:
+            raise ConfigError(
+                path,
+                f"environments.{env.name}.host.root",
+                f"{env.host.root} on {env.host.address} is {seen[where]}'s too; environments must not share files",
+            )
+        seen[where] = env.name
+
+
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read and check the whole config file; raise ConfigError on the first problem."""
     p = Path(path) if path is not None else default_config_path()
@@ -112,5 +129,6 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             raise ConfigError(p, f"environments.{name}", "expected a table")
         envs[name] = read_environment(p, name, table, defaults, shares_config=len(environments) > 1, timezone=timezone)
     _check_isolation(p, envs)
+    _check_host_roots(p, envs)
     check_ports(p, envs)
     return Settings(path=p, timezone=timezone, environments=envs, calendar=calendar, notifications=notifications)

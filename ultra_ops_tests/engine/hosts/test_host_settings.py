@@ -77,3 +77,20 @@ def test_a_host_needs_the_compose_runtime(tmp_path: Path) -> None:
         load_settings(config(tmp_path, 'address = "h"\nuser = "d"', runtime="process"))
     assert caught.value.key == H
     assert "compose runtime" in caught.value.reason
+
+
+def test_two_environments_on_one_host_keep_their_own_folders(tmp_path: Path) -> None:
+    text = config(tmp_path, 'address = "h"\nuser = "deploy"\nroot = "/srv/ultra"').read_text()
+    production = (
+        text.split("[environments.staging]", 1)[1]
+        .replace("environments.staging", "environments.production")
+        .replace(str(tmp_path / "root"), str(tmp_path / "prod"))
+    )
+    path = tmp_path / "ultra_ops.toml"
+    path.write_text(text + "[environments.production]" + production)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert caught.value.key == "environments.production.host.root"
+    assert "/srv/ultra on h is staging's too" in caught.value.reason
+    path.write_text(text + "[environments.production]" + production.replace("/srv/ultra", "/srv/ultra-prod"))
+    assert load_settings(path).environment("production").host.root.name == "ultra-prod"  # type: ignore[union-attr]
