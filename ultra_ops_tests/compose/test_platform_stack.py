@@ -1,10 +1,13 @@
 """The platform stack for real: the repository's docker-compose.yml up on this engine from the
 locally built images (the ultra_ops image from the repository's Dockerfile, the local PostgreSQL
-and socket proxy), a run launched through GraphQL as the UI launches it, started by the
-DockerRunLauncher in a container of its own, and nothing left behind when the stack stops."""
+and socket proxy), runs launched through GraphQL as the UI launches them, each started by the
+DockerRunLauncher in a container of its own: purge_runs_job, and a deploy_job and a verify_job that
+deploy and verify a compose environment of Ultra AI through the deploy socket proxy. Nothing is
+left behind when the stack stops."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -13,9 +16,14 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
+from ultra_ops.cli import main
+from ultra_ops.demo_calendar import plan_release
+from ultra_ops.engine.envfile import read_env_file
 from ultra_ops_tests.support.browser import CHROMIUM, CHROMIUM_ARGS
-from ultra_ops_tests.support.docker import docker, docker_unavailable
+from ultra_ops_tests.support.docker import ComposeEnvironment, docker, docker_unavailable
 from ultra_ops_tests.support.platform_compose import PlatformCompose, platform_compose
+from ultra_ops_tests.support.platform_environment import RUN_UID, hand_over, platform_environment
+from ultra_ops_tests.support.webserver import UI
 
 pytestmark = pytest.mark.docker
 
@@ -24,14 +32,27 @@ DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CAN
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[PlatformCompose]:
+def ultra_ai() -> Iterator[ComposeEnvironment]:
+    """The compose environment the stack's runs deploy: made before the stack, whose code server
+    loads its config, and removed after the stack is down."""
     reason = docker_unavailable()
     if reason:
         pytest.skip(f"Docker cannot run here: {reason}")
+    with platform_environment() as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def stack(ultra_ai: ComposeEnvironment) -> Iterator[PlatformCompose]:
     from ultra_ops.local_images.platform import ensure_platform_image
 
-    with platform_compose(ensure_platform_image()) as running:
+    with platform_compose(ensure_platform_image(), ultra_ai.config) as running:
         yield running
+        # Each run's container goes with it (auto_remove), moments after the run ends.
+        deadline = time.monotonic() + 30
+        while left := running.run_containers():
+            assert time.monotonic() < deadline, f"run containers outlived their runs: {left}"
+            time.sleep(0.5)
     assert running.leftovers() == [], "docker-compose down left containers, volumes or networks behind"
 
 
@@ -150,3 +171,66 @@ def test_the_browser_finds_the_jobs_and_the_run_on_this_webserver(
             expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=60_000)
         finally:
             browser.close()
+
+
+_DEPLOY_S = 600
+
+
+def test_deploy_and_verify_jobs_run_in_their_containers_and_deploy_ultra_ai_through_the_deploy_proxy(
+    stack: PlatformCompose, ultra_ai: ComposeEnvironment
+) -> None:
+    env = ultra_ai
+    # The operator prepares the environment on the host, as root: env file, passwords, stores up, the
+    # release's branch in the Ultra AI checkout; then hands it to the run containers' user.
+    assert main(["init", "--environment", env.environment, "--config", str(env.config)]) == 0
+    version = env.version(1)
+    plan_release(env.repo, version)
+    assert main(["release-branch", "--tag", version, "--config", str(env.config)]) == 0
+    env.versions.append(version)
+    hand_over(env)
+
+    ui = UI(stack.port)
+    # Built from the release's commit inside the run container (the deploy proxy allows builds).
+    deploy = ui.launch_partition("deploy_job", env.environment, {"ops": {"deploy_plan": {"config": {"tag": version}}}})
+    assert ui.wait(deploy, timeout=_DEPLOY_S) == "SUCCESS", "\n".join(_run_messages(stack, deploy)[-30:])
+    verify = ui.launch_partition("verify_job", env.environment)
+    assert ui.wait(verify, timeout=_RUN_S) == "SUCCESS", "\n".join(_run_messages(stack, verify)[-30:])
+
+    containers = set()
+    for run_id in (deploy, verify):
+        tags = _run_tags(stack, run_id)
+        assert tags["dagster/image"] == stack.image and tags.get("docker/container_id"), tags
+        containers.add(tags["docker/container_id"])
+    assert len(containers) == 2, "the two runs shared a container"
+    # The environment runs the release: its backend answers with the version, from the image built for it.
+    health = httpx.get(f"http://{env.address}:{env.ports['backend']}/health", timeout=5).json()
+    assert health["version"] == version
+    running = docker("inspect", "--format", "{{.Config.Image}}", env.container("backend")).stdout.strip()
+    assert running == f"ultra-ai/backend:{version}"
+    # The run containers wrote the env file (the deployed version) and left it the user's, 0600.
+    st = env.env_file.stat()
+    assert (st.st_uid, oct(st.st_mode & 0o777)) == (RUN_UID, "0o600")
+    assert read_env_file(env.env_file)["ULTRA_VERSION"] == version
+    # The passwords the containers read never reached the runs' events or the platform's logs.
+    passwords = [v for k, v in read_env_file(env.env_file).items() if k.endswith("_PASSWORD")]
+    seen = "\n".join(_run_messages(stack, deploy) + _run_messages(stack, verify)) + stack.logs()
+    assert len(passwords) == 2 and not [p for p in passwords if p in seen]
+    # Each container went with its run.
+    for run_id in (deploy, verify):
+        assert not docker("ps", "-aq", "--filter", f"label=dagster/run_id={run_id}").stdout.strip()
+
+
+_LOGS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events {
+  ... on MessageEvent { message }
+  ... on MaterializationEvent { metadataEntries { ...entry } }
+  ... on ObservationEvent { metadataEntries { ...entry } }
+  ... on ExecutionStepOutputEvent { metadataEntries { ...entry } } } } } }
+fragment entry on MetadataEntry { label ... on TextMetadataEntry { text } ... on JsonMetadataEntry { jsonString }
+  ... on MarkdownMetadataEntry { mdStr } ... on PathMetadataEntry { path } ... on UrlMetadataEntry { url } }"""
+
+
+def _run_messages(stack: PlatformCompose, run_id: str) -> list[str]:
+    """Every message of the run's event log, and its metadata, one string each."""
+    answer = httpx.post(f"{stack.url}/graphql", json={"query": _LOGS, "variables": {"id": run_id}}, timeout=60)
+    events = answer.json()["data"]["logsForRun"]["events"]
+    return [e["message"] if "message" in e else json.dumps(e) for e in events if e]
