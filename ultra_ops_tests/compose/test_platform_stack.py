@@ -106,6 +106,7 @@ def _run_tags(stack: PlatformCompose, run_id: str) -> dict[str, str]:
 _PROBE = """
 docker ps --format '{{.Names}}'; echo "ps=$?"
 docker images -q >/dev/null; echo "images=$?"
+docker info >/dev/null; echo "info=$?"
 docker exec "$1" true 2>&1; echo "exec=$?"
 docker system df 2>&1; echo "system=$?"
 """
@@ -121,9 +122,10 @@ def test_run_containers_reach_docker_only_through_the_deploy_proxy_and_only_what
         stack.image, "bash", "-c", _PROBE, "probe", postgres, timeout=60,
     ).stdout  # fmt: skip
     codes = dict(line.split("=", 1) for line in out.splitlines() if line.split("=")[0] in _CHECKS)
-    # What the compose runtime needs passes: listing containers and images (docker-compose ps, build).
+    # What the compose runtime needs passes: listing containers and images (docker-compose ps, build),
+    # the engine's info (docker-compose up asks for it first).
     assert codes["ps"] == "0" and postgres in out.split(), out
-    assert codes["images"] == "0", out
+    assert codes["images"] == "0" and codes["info"] == "0", out
     # What it does not: exec into another container (here Dagster's own database) and system calls.
     assert codes["exec"] != "0" and codes["system"] != "0" and out.count("403") >= 2, out
     # Only the deploy proxy is on that network: a run container cannot reach the launcher's proxy.
@@ -132,7 +134,7 @@ def test_run_containers_reach_docker_only_through_the_deploy_proxy_and_only_what
     assert members.split() == [f"{stack.project}_docker-api-deploy_1"], members
 
 
-_CHECKS = {"ps", "images", "exec", "system"}
+_CHECKS = {"ps", "images", "info", "exec", "system"}
 
 
 def test_the_webserver_reaches_no_docker_api(stack: PlatformCompose) -> None:
@@ -196,6 +198,12 @@ def test_deploy_and_verify_jobs_run_in_their_containers_and_deploy_ultra_ai_thro
     verify = ui.launch_partition("verify_job", env.environment)
     assert ui.wait(verify, timeout=_RUN_S) == "SUCCESS", "\n".join(_run_messages(stack, verify)[-30:])
 
+    deployed, verified = _run_messages(stack, deploy), _run_messages(stack, verify)
+    # The run built the backend image from the release's commit and brought the project up through the
+    # deploy proxy; the verification read the project's containers from docker stats through it too.
+    assert any(f"compose build {env.project} at {version}" in m for m in deployed), deployed
+    assert any(f"compose up {env.project} at {version}" in m for m in deployed), deployed
+    assert any(f"resources {env.container('backend')}" in m for m in verified), verified
     containers = set()
     for run_id in (deploy, verify):
         tags = _run_tags(stack, run_id)
@@ -213,7 +221,7 @@ def test_deploy_and_verify_jobs_run_in_their_containers_and_deploy_ultra_ai_thro
     assert read_env_file(env.env_file)["ULTRA_VERSION"] == version
     # The passwords the containers read never reached the runs' events or the platform's logs.
     passwords = [v for k, v in read_env_file(env.env_file).items() if k.endswith("_PASSWORD")]
-    seen = "\n".join(_run_messages(stack, deploy) + _run_messages(stack, verify)) + stack.logs()
+    seen = "\n".join(deployed + verified) + stack.logs()
     assert len(passwords) == 2 and not [p for p in passwords if p in seen]
     # Each container went with its run.
     for run_id in (deploy, verify):
