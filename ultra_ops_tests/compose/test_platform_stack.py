@@ -22,7 +22,7 @@ from ultra_ops.engine.envfile import read_env_file
 from ultra_ops_tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from ultra_ops_tests.support.docker import ComposeEnvironment, docker, docker_unavailable
 from ultra_ops_tests.support.platform_compose import PlatformCompose, platform_compose
-from ultra_ops_tests.support.platform_environment import RUN_UID, hand_over, platform_environment
+from ultra_ops_tests.support.platform_environment import RUN_UID, build_backend, hand_over, platform_environment
 from ultra_ops_tests.support.webserver import UI
 
 pytestmark = pytest.mark.docker
@@ -182,50 +182,71 @@ def test_deploy_and_verify_jobs_run_in_their_containers_and_deploy_ultra_ai_thro
     stack: PlatformCompose, ultra_ai: ComposeEnvironment
 ) -> None:
     env = ultra_ai
-    # The operator prepares the environment on the host, as root: env file, passwords, stores up, the
-    # release's branch in the Ultra AI checkout; then hands it to the run containers' user.
+    # The operator prepares the environment on the host, as root: env file, passwords, stores up, two
+    # releases' branches in the Ultra AI checkout, the second one's image built beforehand; then hands
+    # everything to the run containers' user.
     assert main(["init", "--environment", env.environment, "--config", str(env.config)]) == 0
-    version = env.version(1)
-    plan_release(env.repo, version)
-    assert main(["release-branch", "--tag", version, "--config", str(env.config)]) == 0
-    env.versions.append(version)
+    first, second = env.version(1), env.version(2)
+    for version in (first, second):
+        plan_release(env.repo, version)
+        assert main(["release-branch", "--tag", version, "--config", str(env.config)]) == 0
+        env.versions.append(version)
+    build_backend(env, second)
+    prebuilt = _image_id(f"ultra-ai/backend:{second}")
     hand_over(env)
 
     ui = UI(stack.port)
-    # Built from the release's commit inside the run container (the deploy proxy allows builds).
-    deploy = ui.launch_partition("deploy_job", env.environment, {"ops": {"deploy_plan": {"config": {"tag": version}}}})
+    # The first release built from its commit inside the run container (the deploy proxy allows builds).
+    deploy = ui.launch_partition("deploy_job", env.environment, _deploy_form(first))
     assert ui.wait(deploy, timeout=_DEPLOY_S) == "SUCCESS", "\n".join(_run_messages(stack, deploy)[-30:])
     verify = ui.launch_partition("verify_job", env.environment)
     assert ui.wait(verify, timeout=_RUN_S) == "SUCCESS", "\n".join(_run_messages(stack, verify)[-30:])
+    assert _serves(env) == first
+    # The second over the running first, from the image built beforehand: compose recreates the backend.
+    again = ui.launch_partition("deploy_job", env.environment, _deploy_form(second, skip_build=True))
+    assert ui.wait(again, timeout=_DEPLOY_S) == "SUCCESS", "\n".join(_run_messages(stack, again)[-30:])
 
-    deployed, verified = _run_messages(stack, deploy), _run_messages(stack, verify)
-    # The run built the backend image from the release's commit and brought the project up through the
-    # deploy proxy; the verification read the project's containers from docker stats through it too.
-    assert any(f"compose build {env.project} at {version}" in m for m in deployed), deployed
-    assert any(f"compose up {env.project} at {version}" in m for m in deployed), deployed
-    assert any(f"resources {env.container('backend')}" in m for m in verified), verified
+    runs = {run_id: _run_messages(stack, run_id) for run_id in (deploy, verify, again)}
+    # The runs built, backed up, brought the project up and read its containers' figures from
+    # docker stats, all through the deploy proxy.
+    assert any(f"compose build {env.project} at {first}" in m for m in runs[deploy]), runs[deploy]
+    assert any(f"compose up {env.project} at {first}" in m for m in runs[deploy]), runs[deploy]
+    assert any(f"resources {env.container('backend')}" in m for m in runs[verify]), runs[verify]
+    assert not any("compose build" in m for m in runs[again]), runs[again]
+    assert any("backup" in m and f"taken of {env.environment} at {first}" in m for m in runs[again]), runs[again]
     containers = set()
-    for run_id in (deploy, verify):
+    for run_id in runs:
         tags = _run_tags(stack, run_id)
         assert tags["dagster/image"] == stack.image and tags.get("docker/container_id"), tags
         containers.add(tags["docker/container_id"])
-    assert len(containers) == 2, "the two runs shared a container"
-    # The environment runs the release: its backend answers with the version, from the image built for it.
-    health = httpx.get(f"http://{env.address}:{env.ports['backend']}/health", timeout=5).json()
-    assert health["version"] == version
-    running = docker("inspect", "--format", "{{.Config.Image}}", env.container("backend")).stdout.strip()
-    assert running == f"ultra-ai/backend:{version}"
+    assert len(containers) == 3, "runs shared a container"
+    # The environment runs the second release, on the image the host built for it.
+    assert _serves(env) == second
+    running = docker("inspect", "--format", "{{.Image}}", env.container("backend")).stdout.strip()
+    assert running == prebuilt
     # The run containers wrote the env file (the deployed version) and left it the user's, 0600.
     st = env.env_file.stat()
     assert (st.st_uid, oct(st.st_mode & 0o777)) == (RUN_UID, "0o600")
-    assert read_env_file(env.env_file)["ULTRA_VERSION"] == version
+    assert read_env_file(env.env_file)["ULTRA_VERSION"] == second
     # The passwords the containers read never reached the runs' events or the platform's logs.
     passwords = [v for k, v in read_env_file(env.env_file).items() if k.endswith("_PASSWORD")]
-    seen = "\n".join(deployed + verified) + stack.logs()
+    seen = "\n".join(m for messages in runs.values() for m in messages) + stack.logs()
     assert len(passwords) == 2 and not [p for p in passwords if p in seen]
     # Each container went with its run.
-    for run_id in (deploy, verify):
+    for run_id in runs:
         assert not docker("ps", "-aq", "--filter", f"label=dagster/run_id={run_id}").stdout.strip()
+
+
+def _deploy_form(tag: str, **fields: bool) -> dict:
+    return {"ops": {"deploy_plan": {"config": {"tag": tag, **fields}}}}
+
+
+def _serves(env: ComposeEnvironment) -> str:
+    return httpx.get(f"http://{env.address}:{env.ports['backend']}/health", timeout=5).json()["version"]
+
+
+def _image_id(tag: str) -> str:
+    return docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
 
 
 _LOGS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events {

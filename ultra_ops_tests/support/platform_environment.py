@@ -81,3 +81,16 @@ def hand_over(env: ComposeEnvironment) -> None:
     for folder, dirs, files in os.walk(base):
         for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
             os.lchown(name, RUN_UID, RUN_UID)
+
+
+def build_backend(env: ComposeEnvironment, version: str) -> None:
+    """`ultra-ai/backend:<version>` built on the host from the release's commit, as a deploy builds it:
+    what a deploy with skip_build then runs."""
+    from ultra_ops.engine.release.source import release_source
+    from ultra_ops.engine.runtimes.compose import ComposeRuntime
+    from ultra_ops.engine.secrets import NullLog
+    from ultra_ops.engine.settings import load_settings
+
+    settings = load_settings(env.config).environment(env.environment)
+    with release_source(settings, version, log=NullLog()) as source:
+        ComposeRuntime(settings).build(version, context=source)
