@@ -119,7 +119,8 @@ class PlatformCompose:
         self.compose("down", "-v", "--remove-orphans", "-t", "10", timeout=_DOWN_S, check=False)
 
 
-# dagster.yaml mounts it into every run container; dockerd creates it (empty) on a host without it.
+# dagster.yaml mounts it into every run container at the same path, docker-compose.yml into the code
+# server; dockerd creates it (empty) on a host without it.
 RUN_MOUNT = Path("/srv/ultra-ai")
 
 

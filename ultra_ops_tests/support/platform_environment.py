@@ -13,6 +13,7 @@ Removed after (`docker-compose down -v`, its folder), also when the test fails."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,7 +26,6 @@ from ultra_ops_tests.support.docker import ComposeEnvironment, compose_environme
 from ultra_ops_tests.support.platform_compose import RUN_MOUNT
 from ultra_ops_tests.support.services import REPO
 
-ULTRA_AI_HOME = RUN_MOUNT
 RUN_UID = 10001  # the ultra_ops image's user
 
 
@@ -45,8 +45,8 @@ def bridge_gateway() -> str:
 
 @contextmanager
 def platform_environment(environment: str = "staging") -> Iterator[ComposeEnvironment]:
-    made_home = not ULTRA_AI_HOME.exists()
-    base = ULTRA_AI_HOME / f"uo-test-{uuid.uuid4().hex[:10]}"
+    made_home = not RUN_MOUNT.exists()
+    base = RUN_MOUNT / f"uo-test-{uuid.uuid4().hex[:10]}"
     base.mkdir(parents=True)
     env: ComposeEnvironment | None = None
     try:
@@ -70,8 +70,9 @@ def platform_environment(environment: str = "staging") -> Iterator[ComposeEnviro
         if env is not None:
             env.remove()
         shutil.rmtree(base, ignore_errors=True)
-        if made_home and ULTRA_AI_HOME.is_dir() and not any(ULTRA_AI_HOME.iterdir()):
-            ULTRA_AI_HOME.rmdir()
+        if made_home:
+            with contextlib.suppress(OSError):  # another test's folder came meanwhile: it stays
+                RUN_MOUNT.rmdir()
 
 
 def hand_over(env: ComposeEnvironment) -> None:
