@@ -132,11 +132,16 @@ def decode_env_file(path: Path, data: bytes) -> str:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write a file so that readers see the old or the new content, never a half-written one."""
+    """Write a file so that readers see the old or the new content, never a half-written one.
+    A file rewritten keeps its owner: root on the host updating an env file that the platform's
+    run containers (uid 10001) read must not take it away from them."""
     private_dir(path.parent)
+    owner = _owner(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)
+        if owner is not None:
+            os.fchown(fd, *owner)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -145,6 +150,17 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _owner(path: Path) -> tuple[int, int] | None:
+    """The uid and gid to give the new file: the old one's, when this process may give them."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    if (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid()) or os.geteuid() != 0:
+        return None
+    return st.st_uid, st.st_gid
 
 
 def with_values(text: str, values: dict[str, str]) -> str:

@@ -1,10 +1,13 @@
 """The platform stack for real: the repository's docker-compose.yml up on this engine from the
 locally built images (the ultra_ops image from the repository's Dockerfile, the local PostgreSQL
-and socket proxy), a run launched through GraphQL as the UI launches it, started by the
-DockerRunLauncher in a container of its own, and nothing left behind when the stack stops."""
+and socket proxy), runs launched through GraphQL as the UI launches them, each started by the
+DockerRunLauncher in a container of its own: purge_runs_job, and a deploy_job and a verify_job that
+deploy and verify a compose environment of Ultra AI through the deploy socket proxy. Nothing is
+left behind when the stack stops."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -13,9 +16,14 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
+from ultra_ops.cli import main
+from ultra_ops.demo_calendar import plan_release
+from ultra_ops.engine.envfile import read_env_file
 from ultra_ops_tests.support.browser import CHROMIUM, CHROMIUM_ARGS
-from ultra_ops_tests.support.docker import docker, docker_unavailable
+from ultra_ops_tests.support.docker import ComposeEnvironment, docker, docker_unavailable
 from ultra_ops_tests.support.platform_compose import PlatformCompose, platform_compose
+from ultra_ops_tests.support.platform_environment import RUN_UID, build_backend, hand_over, platform_environment
+from ultra_ops_tests.support.webserver import UI
 
 pytestmark = pytest.mark.docker
 
@@ -24,14 +32,27 @@ DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CAN
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[PlatformCompose]:
+def ultra_ai() -> Iterator[ComposeEnvironment]:
+    """The compose environment the stack's runs deploy: made before the stack, whose code server
+    loads its config, and removed after the stack is down."""
     reason = docker_unavailable()
     if reason:
         pytest.skip(f"Docker cannot run here: {reason}")
+    with platform_environment() as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def stack(ultra_ai: ComposeEnvironment) -> Iterator[PlatformCompose]:
     from ultra_ops.local_images.platform import ensure_platform_image
 
-    with platform_compose(ensure_platform_image()) as running:
+    with platform_compose(ensure_platform_image(), ultra_ai.config) as running:
         yield running
+        # Each run's container goes with it (auto_remove), moments after the run ends.
+        deadline = time.monotonic() + 30
+        while left := running.run_containers():
+            assert time.monotonic() < deadline, f"run containers outlived their runs: {left}"
+            time.sleep(0.5)
     assert running.leftovers() == [], "docker-compose down left containers, volumes or networks behind"
 
 
@@ -85,6 +106,7 @@ def _run_tags(stack: PlatformCompose, run_id: str) -> dict[str, str]:
 _PROBE = """
 docker ps --format '{{.Names}}'; echo "ps=$?"
 docker images -q >/dev/null; echo "images=$?"
+docker info >/dev/null; echo "info=$?"
 docker exec "$1" true 2>&1; echo "exec=$?"
 docker system df 2>&1; echo "system=$?"
 """
@@ -100,9 +122,10 @@ def test_run_containers_reach_docker_only_through_the_deploy_proxy_and_only_what
         stack.image, "bash", "-c", _PROBE, "probe", postgres, timeout=60,
     ).stdout  # fmt: skip
     codes = dict(line.split("=", 1) for line in out.splitlines() if line.split("=")[0] in _CHECKS)
-    # What the compose runtime needs passes: listing containers and images (docker-compose ps, build).
+    # What the compose runtime needs passes: listing containers and images (docker-compose ps, build),
+    # the engine's info (docker-compose up asks for it first).
     assert codes["ps"] == "0" and postgres in out.split(), out
-    assert codes["images"] == "0", out
+    assert codes["images"] == "0" and codes["info"] == "0", out
     # What it does not: exec into another container (here Dagster's own database) and system calls.
     assert codes["exec"] != "0" and codes["system"] != "0" and out.count("403") >= 2, out
     # Only the deploy proxy is on that network: a run container cannot reach the launcher's proxy.
@@ -111,7 +134,7 @@ def test_run_containers_reach_docker_only_through_the_deploy_proxy_and_only_what
     assert members.split() == [f"{stack.project}_docker-api-deploy_1"], members
 
 
-_CHECKS = {"ps", "images", "exec", "system"}
+_CHECKS = {"ps", "images", "info", "exec", "system"}
 
 
 def test_the_webserver_reaches_no_docker_api(stack: PlatformCompose) -> None:
@@ -150,3 +173,93 @@ def test_the_browser_finds_the_jobs_and_the_run_on_this_webserver(
             expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=60_000)
         finally:
             browser.close()
+
+
+_DEPLOY_S = 600
+
+
+def test_deploy_and_verify_jobs_run_in_their_containers_and_deploy_ultra_ai_through_the_deploy_proxy(
+    stack: PlatformCompose, ultra_ai: ComposeEnvironment
+) -> None:
+    env = ultra_ai
+    # The operator prepares the environment on the host, as root: env file, passwords, stores up, two
+    # releases' branches in the Ultra AI checkout, the second one's image built beforehand; then hands
+    # everything to the run containers' user.
+    assert main(["init", "--environment", env.environment, "--config", str(env.config)]) == 0
+    first, second = env.version(1), env.version(2)
+    for version in (first, second):
+        plan_release(env.repo, version)
+        assert main(["release-branch", "--tag", version, "--config", str(env.config)]) == 0
+        env.versions.append(version)
+    build_backend(env, second)
+    prebuilt = _image_id(f"ultra-ai/backend:{second}")
+    hand_over(env)
+
+    ui = UI(stack.port)
+    # The first release built from its commit inside the run container (the deploy proxy allows builds).
+    deploy = ui.launch_partition("deploy_job", env.environment, _deploy_form(first))
+    assert ui.wait(deploy, timeout=_DEPLOY_S) == "SUCCESS", "\n".join(_run_messages(stack, deploy)[-30:])
+    verify = ui.launch_partition("verify_job", env.environment)
+    assert ui.wait(verify, timeout=_RUN_S) == "SUCCESS", "\n".join(_run_messages(stack, verify)[-30:])
+    assert _serves(env) == first
+    # The second over the running first, from the image built beforehand: compose recreates the backend.
+    again = ui.launch_partition("deploy_job", env.environment, _deploy_form(second, skip_build=True))
+    assert ui.wait(again, timeout=_DEPLOY_S) == "SUCCESS", "\n".join(_run_messages(stack, again)[-30:])
+
+    runs = {run_id: _run_messages(stack, run_id) for run_id in (deploy, verify, again)}
+    # The runs built, backed up, brought the project up and read its containers' figures from
+    # docker stats, all through the deploy proxy.
+    assert any(f"compose build {env.project} at {first}" in m for m in runs[deploy]), runs[deploy]
+    assert any(f"compose up {env.project} at {first}" in m for m in runs[deploy]), runs[deploy]
+    assert any(f"resources {env.container('backend')}" in m for m in runs[verify]), runs[verify]
+    assert not any("compose build" in m for m in runs[again]), runs[again]
+    assert any("backup" in m and f"taken of {env.environment} at {first}" in m for m in runs[again]), runs[again]
+    containers = set()
+    for run_id in runs:
+        tags = _run_tags(stack, run_id)
+        assert tags["dagster/image"] == stack.image and tags.get("docker/container_id"), tags
+        containers.add(tags["docker/container_id"])
+    assert len(containers) == 3, "runs shared a container"
+    # The environment runs the second release, on the image the host built for it.
+    assert _serves(env) == second
+    running = docker("inspect", "--format", "{{.Image}}", env.container("backend")).stdout.strip()
+    assert running == prebuilt
+    # The run containers wrote the env file (the deployed version) and left it the user's, 0600.
+    st = env.env_file.stat()
+    assert (st.st_uid, oct(st.st_mode & 0o777)) == (RUN_UID, "0o600")
+    assert read_env_file(env.env_file)["ULTRA_VERSION"] == second
+    # The passwords the containers read never reached the runs' events or the platform's logs.
+    passwords = [v for k, v in read_env_file(env.env_file).items() if k.endswith("_PASSWORD")]
+    seen = "\n".join(m for messages in runs.values() for m in messages) + stack.logs()
+    assert len(passwords) == 2 and not [p for p in passwords if p in seen]
+    # Each container went with its run.
+    for run_id in runs:
+        assert not docker("ps", "-aq", "--filter", f"label=dagster/run_id={run_id}").stdout.strip()
+
+
+def _deploy_form(tag: str, **fields: bool) -> dict:
+    return {"ops": {"deploy_plan": {"config": {"tag": tag, **fields}}}}
+
+
+def _serves(env: ComposeEnvironment) -> str:
+    return httpx.get(f"http://{env.address}:{env.ports['backend']}/health", timeout=5).json()["version"]
+
+
+def _image_id(tag: str) -> str:
+    return docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
+
+
+_LOGS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events {
+  ... on MessageEvent { message }
+  ... on MaterializationEvent { metadataEntries { ...entry } }
+  ... on ObservationEvent { metadataEntries { ...entry } }
+  ... on ExecutionStepOutputEvent { metadataEntries { ...entry } } } } } }
+fragment entry on MetadataEntry { label ... on TextMetadataEntry { text } ... on JsonMetadataEntry { jsonString }
+  ... on MarkdownMetadataEntry { mdStr } ... on PathMetadataEntry { path } ... on UrlMetadataEntry { url } }"""
+
+
+def _run_messages(stack: PlatformCompose, run_id: str) -> list[str]:
+    """Every message of the run's event log, and its metadata, one string each."""
+    answer = httpx.post(f"{stack.url}/graphql", json={"query": _LOGS, "variables": {"id": run_id}}, timeout=60)
+    events = answer.json()["data"]["logsForRun"]["events"]
+    return [e["message"] if "message" in e else json.dumps(e) for e in events if e]

@@ -64,6 +64,7 @@ class ComposeEnvironment:
     repo: Path
     ports: dict[str, int]
     versions: list[str] = field(default_factory=list)  # backend tags the test built, removed after
+    address: str = "127.0.0.1"  # where its ports are published and the config reaches them
 
     @property
     def root(self) -> Path:

@@ -30,6 +30,7 @@ _DOWN_S = 120
 @dataclass
 class PlatformCompose:
     image: str  # the ultra_ops image (ultra_ops.local_images.platform)
+    config: Path | None = None  # ULTRA_OPS_CONFIG, under /srv/ultra-ai; the image's shipped example when None
     project: str = field(default_factory=lambda: f"ultra-platform-{uuid.uuid4().hex[:8]}")
     port: int = field(default_factory=free_port)
 
@@ -50,6 +51,7 @@ class PlatformCompose:
             **self.networks,
             "ULTRA_OPS_IMAGE": self.image,
             "DAGSTER_WEBSERVER_PORT": str(self.port),
+            **({"ULTRA_OPS_CONFIG": str(self.config)} if self.config else {}),
             "DAGSTER_PG_PASSWORD": secrets.token_hex(12),
             **{
                 f"ULTRA_{env}_{kind}_PASSWORD": secrets.token_hex(12)
@@ -117,13 +119,14 @@ class PlatformCompose:
         self.compose("down", "-v", "--remove-orphans", "-t", "10", timeout=_DOWN_S, check=False)
 
 
-# dagster.yaml mounts it into every run container; dockerd creates it (empty) on a host without it.
+# dagster.yaml mounts it into every run container at the same path, docker-compose.yml into the code
+# server; dockerd creates it (empty) on a host without it.
 RUN_MOUNT = Path("/srv/ultra-ai")
 
 
 @contextmanager
-def platform_compose(image: str) -> Iterator[PlatformCompose]:
-    stack = PlatformCompose(image)
+def platform_compose(image: str, config: Path | None = None) -> Iterator[PlatformCompose]:
+    stack = PlatformCompose(image, config)
     made_mount = not RUN_MOUNT.exists()
     try:
         stack.compose("up", "-d", "--no-build")

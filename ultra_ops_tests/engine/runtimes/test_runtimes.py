@@ -349,7 +349,8 @@ def test_compose_file_resolves_image_from_tag_and_registry(tmp_path: Path) -> No
 _EXAMPLE_ENV_FILES = {
     "staging": "POSTGRES_PASSWORD=pg-staging-secret\nREDIS_PASSWORD=redis-staging-secret\n"
     "ULTRA_BACKEND_PORT=8001\nULTRA_POSTGRES_PORT=5433\nULTRA_REDIS_PORT=6380\n"
-    "POSTGRES_USER=ultra\nPOSTGRES_DB=ultra_staging\n",
+    "POSTGRES_USER=ultra\nPOSTGRES_DB=ultra_staging\n"
+    "ULTRA_BIND_ADDRESS=172.17.0.1\nULTRA_STORES_BIND_ADDRESS=172.17.0.1\n",
     "production": "POSTGRES_PASSWORD=pg-production-secret\nREDIS_PASSWORD=redis-production-secret\n"
     "POSTGRES_USER=ultra\nPOSTGRES_DB=ultra_prod\n",
 }
@@ -389,7 +390,12 @@ def test_compose_example_config_commands_pass_docker_compose_config(tmp_path: Pa
         assert f"ULTRA_ENVIRONMENT: {env.name}" in resolved
         assert "-secret" not in resolved  # redacted
         backend_port = {"staging": 8001, "production": 8000}[env.name]
-        assert f"127.0.0.1:{backend_port}:8000/tcp" in resolved
+        # Staging's env file publishes on the Docker bridge's address, where run containers reach it;
+        # without the two variables everything stays on loopback.
+        address = {"staging": "172.17.0.1", "production": "127.0.0.1"}[env.name]
+        postgres_port = {"staging": 5433, "production": 5432}[env.name]
+        assert f"{address}:{backend_port}:8000/tcp" in resolved
+        assert f"{address}:{postgres_port}:5432/tcp" in resolved
 
 
 class _Ok(BaseHTTPRequestHandler):
