@@ -222,6 +222,35 @@ def test_backup_killed_half_way_is_never_listed(tmp_path: Path, pg_database: str
     assert [p.name for p in env.backups_path.iterdir()] == [info.id]
 
 
+@pytest.mark.parametrize("fmt", ["directory", "custom"])
+def test_full_disk_fails_in_one_error_and_leaves_nothing(tmp_path: Path, pg_database: str, fmt: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    env = _env(tmp_path, pg_database, backup_format=fmt)
+    with _connect(env) as conn:
+        # About 4 MB of random hex, which gzip halves at best: it does not fit in 1 MB.
+        conn.execute(
+            "CREATE TABLE big AS SELECT i, md5(random()::text) || md5(random()::text) AS t "
+            "FROM generate_series(1, 60000) i"
+        )
+    env.backups_path.mkdir(parents=True)
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(env.backups_path)]
+    subprocess.run(mount, check=True, capture_output=True, timeout=30)
+    try:
+        with pytest.raises(BackupError) as info:
+            create_backup(env)
+        message = str(info.value)
+        assert "no space left on the disk mounted at " + str(env.backups_path) in message, message
+        assert "Nothing was kept" in message and message.count("\n") == 0
+        assert list_backups(env) == [] and list(env.backups_path.iterdir()) == []
+        # Space back: the same backup goes through.
+        subprocess.run(["mount", "-o", "remount,size=32m", str(env.backups_path)], check=True, timeout=30)
+        made = create_backup(env)
+        assert [b.id for b in list_backups(env)] == [made.id]
+    finally:
+        subprocess.run(["umount", "-l", str(env.backups_path)], capture_output=True, timeout=30)
+
+
 def test_stale_temp_of_dead_pid_is_cleaned_and_live_one_kept(tmp_path: Path, pg_database: str) -> None:
     env = _env(tmp_path, pg_database)
     env.backups_path.mkdir(parents=True)
