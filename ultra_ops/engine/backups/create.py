@@ -45,18 +45,37 @@ _MAX_LABEL = 200
 _FULL_BYTES = 1 << 20
 
 
+def _relative_name(path: Path, bases: tuple[Path, ...]) -> str:
+    resolved = path.resolve()
+    for base in bases:
+        try:
+            return resolved.relative_to(base.resolve()).as_posix()
+        except ValueError:
+            continue
+    return path.name
+
+
+def deployment_folder(env: Environment) -> Path:
+    """The folder the release document's manual rollback runs in: the one holding the backups
+    (`ls -l backups/<environment>/`), where `cp -r rollback/* ./` puts the extracted files back."""
+    return env.backup_dir.parent
+
+
 def archive_name(env: Environment, path: Path) -> str:
-    """The member name of a state file in files.tar.gz: relative to env.root when under it (so
-    `tar -xzf files.tar.gz -C rollback/` recreates the environment's layout), else the base name."""
-    try:
-        return path.resolve().relative_to(env.root.resolve()).as_posix()
-    except ValueError:
-        return path.name
+    """The member name of a state file in files.tar.gz: relative to the deployment folder when
+    under it, else to env.root, else the base name. So in the shipped layouts (backups/ beside
+    each environment's root) the env file is `<environment>/.env.<environment>`: the document's
+    `cp -r rollback/* ./` copies it back, where a top-level dotfile is skipped by the `*`."""
+    return _relative_name(path, (deployment_folder(env), env.root))
 
 
 def state_file_targets(env: Environment) -> dict[str, Path]:
-    """Archive member name -> destination, for every state file the environment knows about."""
-    return {archive_name(env, p): p for p in env.state_files()}
+    """Archive member name -> destination, for every state file the environment knows about;
+    backups written before the names were relative to the deployment folder named them relative
+    to env.root, and are restored by those names too."""
+    targets = {_relative_name(p, (env.root,)): p for p in env.state_files()}
+    targets.update({archive_name(env, p): p for p in env.state_files()})
+    return targets
 
 
 def out_of_space(exc: BaseException, folder: Path) -> bool:
