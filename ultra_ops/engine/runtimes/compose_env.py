@@ -55,6 +55,13 @@ def prepare_compose_environment(env: Environment) -> list[str]:
         env.compose_file.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(COMPOSE_TEMPLATE, env.compose_file)
         done.append(f"copied {COMPOSE_TEMPLATE.name} to {env.compose_file}")
+    elif env.compose_file is not None and env.compose_file.is_file():
+        if "${ULTRA_LOG_VOLUME" not in env.compose_file.read_text(encoding="utf-8", errors="replace"):
+            # The environment's own copy is the operator's to change: said, not rewritten.
+            done.append(
+                f"{env.compose_file} does not mount ULTRA_LOG_VOLUME: the backend's logs stay in a named "
+                f"volume that archive-logs does not see (see /app/logs in {COMPOSE_TEMPLATE})"
+            )
     present = read_env_file(env.env_file)
     wanted = {k: v for k, v in compose_variables(env).items() if not present.get(k)}
     if wanted:
