@@ -13,6 +13,19 @@ from ultra_ops.engine.envfile import read_env_file, update_env_file
 from ultra_ops.engine.settings import Environment
 from ultra_ops.engine.versions import VERSION_KEY
 
+# The compose file's image tag (`ultra-ai/backend:${ULTRA_IMAGE_TAG:-latest}`). ultra_ops passes it to
+# every compose command it runs; written beside the version, it makes a bare `docker-compose up -d`
+# (the release document's manual rollback) run the deployed release, not `latest`.
+IMAGE_TAG_KEY = "ULTRA_IMAGE_TAG"
+
+
+def deployed_values(env: Environment, version: str) -> dict[str, str]:
+    """The env file's keys that name the deployed version, for the environment's runtime."""
+    values = {VERSION_KEY: version}
+    if env.runtime == "compose":
+        values[IMAGE_TAG_KEY] = version
+    return values
+
 
 def deployed_version(env: Environment) -> str | None:
     """The version the environment's env file says is deployed; None before the first deploy."""
@@ -20,5 +33,15 @@ def deployed_version(env: Environment) -> str | None:
 
 
 def mark_deployed(env: Environment, version: str) -> None:
-    """Name `version` as the deployed one, before the services start on it."""
-    update_env_file(env.env_file, {VERSION_KEY: version})
+    """Name `version` as the deployed one, before the services start on it: every key that names
+    it in one atomic rewrite of the env file."""
+    update_env_file(env.env_file, deployed_values(env, version))
+
+
+def mark_restored(env: Environment) -> None:
+    """After a restore put back an env file: its keys agree on the version it names, for a
+    backup written before the image tag was kept beside the version."""
+    values = read_env_file(env.env_file)
+    version = values.get(VERSION_KEY)
+    if version and any(values.get(k) != v for k, v in deployed_values(env, version).items()):
+        mark_deployed(env, version)

@@ -111,6 +111,20 @@ class ComposeEnvironment:
             docker("rmi", "-f", *tags, timeout=120)
 
 
+def compose_release(env: ComposeEnvironment, minor: int) -> str:
+    """A release as the calendar makes one: the changelog on main names it, then its branch; its
+    backend image is removed with the environment."""
+    from ultra_ops.cli import main
+    from ultra_ops.demo_calendar import plan_release
+
+    version = env.version(minor)
+    plan_release(env.repo, version)
+    if main(["release-branch", "--tag", version, "--config", str(env.config)]) != 0:
+        raise RuntimeError(f"release-branch {version} failed")
+    env.versions.append(version)
+    return version
+
+
 def compose_environment(tmp_path: Path, environment: str = "staging") -> ComposeEnvironment:
     """deploy/ultra_ops.compose-local.toml with the test's folders, stand-in repository, project
     name and free ports; the stand-in repository made as `ultra-ops demo` makes it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -40,20 +41,80 @@ from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import BACKUP_FORMATS, Environment
 
 _MAX_LABEL = 200
+# Less than this left where a backup failed: the disk was full, whatever the tool said in its locale.
+_FULL_BYTES = 1 << 20
+
+
+def _relative_name(path: Path, bases: tuple[Path, ...]) -> str:
+    resolved = path.resolve()
+    for base in bases:
+        try:
+            return resolved.relative_to(base.resolve()).as_posix()
+        except ValueError:
+            continue
+    return path.name
+
+
+def deployment_folder(env: Environment) -> Path:
+    """The folder the release document's manual rollback runs in: the one holding the backups
+    (`ls -l backups/<environment>/`), where `cp -r rollback/* ./` puts the extracted files back."""
+    return env.backup_dir.parent
 
 
 def archive_name(env: Environment, path: Path) -> str:
-    """The member name of a state file in files.tar.gz: relative to env.root when under it (so
-    `tar -xzf files.tar.gz -C rollback/` recreates the environment's layout), else the base name."""
-    try:
-        return path.resolve().relative_to(env.root.resolve()).as_posix()
-    except ValueError:
-        return path.name
+    """The member name of a state file in files.tar.gz: relative to the deployment folder when
+    under it, else to env.root, else the base name. So in the shipped layouts (backups/ beside
+    each environment's root) the env file is `<environment>/.env.<environment>`: the document's
+    `cp -r rollback/* ./` copies it back, where a top-level dotfile is skipped by the `*`."""
+    return _relative_name(path, (deployment_folder(env), env.root))
 
 
 def state_file_targets(env: Environment) -> dict[str, Path]:
-    """Archive member name -> destination, for every state file the environment knows about."""
-    return {archive_name(env, p): p for p in env.state_files()}
+    """Archive member name -> destination, for every state file the environment knows about;
+    backups written before the names were relative to the deployment folder named them relative
+    to env.root, and are restored by those names too."""
+    targets = {_relative_name(p, (env.root,)): p for p in env.state_files()}
+    targets.update({archive_name(env, p): p for p in env.state_files()})
+    return targets
+
+
+def out_of_space(exc: BaseException, folder: Path) -> bool:
+    """Whether a backup failed because the disk holding `folder` is full: ENOSPC or EDQUOT from our
+    own writes, the same words from pg_dump, or (a tool speaking another locale) the disk found
+    with less than _FULL_BYTES left while the partial backup is still on it."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < _FULL_BYTES
+    except OSError:
+        return False
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the file system that holds `path`: the disk an operator must free."""
+    p = path.absolute()
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def disk_full_message(env: Environment, backup_id: str, written: int) -> str:
+    """The one error of a backup that ran out of space, after its partial folder was removed."""
+    root = env.backups_path
+    try:
+        usage = shutil.disk_usage(root)
+        space = f"{usage.free / 1e6:.1f} MB free of {usage.total / 1e6:.1f} MB"
+    except OSError:
+        space = "free space unknown"
+    return (
+        f"backup {backup_id} of {env.name} failed: no space left on the disk mounted at {mount_point(root)}, "
+        f"which holds {root} (it ran out after {written / 1e6:.1f} MB; {space} again now that the partial "
+        f"backup is removed). Nothing was kept and {env.name} was not changed: free space there, or set "
+        f"backup_dir to a larger disk, and run it again"
+    )
 
 
 def _check_options(label: str, version: str | None, fmt: str, jobs: int, compression: int, kind: str) -> None:
@@ -203,8 +264,12 @@ def create_backup(
         fsync_dir(root)
         owner_file(tmp).unlink(missing_ok=True)
     except BaseException as exc:
+        full = isinstance(exc, (OSError, BackupError)) and out_of_space(exc, root)
+        written = tree_size(tmp) if full and tmp.is_dir() else 0
         shutil.rmtree(tmp, ignore_errors=True)
         owner_file(tmp).unlink(missing_ok=True)
+        if full:
+            raise BackupError(redact(disk_full_message(env, backup_id, written))) from None
         if isinstance(exc, OSError):
             raise BackupError(redact(f"backup {backup_id} failed: {exc}")) from None
         raise

@@ -33,7 +33,7 @@ from ultra_ops.engine.backups.store import (
     get_backup,
     verify_backup,
 )
-from ultra_ops.engine.deployed import deployed_version
+from ultra_ops.engine.deployed import deployed_version, mark_restored
 from ultra_ops.engine.errors import BackupError, IntegrityError
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
@@ -102,6 +102,8 @@ def _restore_files(env: Environment, info: BackupInfo, plan: list[tuple[str, Pat
                 raise
             fsync_dir(dest.parent)
             restored.append(str(dest))
+    if str(env.env_file) in restored:
+        mark_restored(env)
     return restored
 
 

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from ultra_ops.engine import shell
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import CommandFailed, RuntimeFailure
+from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.health import answer, health_urls, wait_until_healthy
 from ultra_ops.engine.hosts import files as host_files
 from ultra_ops.engine.hosts.ssh import RemoteCommandFailed, SshHost
@@ -55,6 +56,15 @@ def registry_prefix(registry: str | None) -> str:
         value = value.removeprefix(scheme)
     value = value.rstrip("/")
     return f"{value}/" if value else ""
+
+
+def log_volume(env: Environment) -> str:
+    """The environment's log_dir as the source of the backend's /app/logs bind mount."""
+    path = str(env.log_dir.absolute())
+    if ":" in path or "," in path:
+        # Compose's short volume syntax splits on ':'; such a folder would mount something else.
+        raise RuntimeFailure(f"environment {env.name}: log_dir {path} cannot be mounted by compose (':' or ',')")
+    return path
 
 
 class ComposeRuntime:
@@ -114,6 +124,8 @@ class ComposeRuntime:
             "ULTRA_IMAGE_TAG": version or "latest",
             "ULTRA_REGISTRY": registry_prefix(registry),
             "ULTRA_ENVIRONMENT": self.env.name,
+            # The backend's /app/logs bind-mounted from log_dir: what log rotation and archiving work on.
+            "ULTRA_LOG_VOLUME": log_volume(self.env),
         }
         if context is not None:
             # The release's own source (its commit, checked out): what the image is built from.
@@ -255,6 +267,8 @@ class ComposeRuntime:
 
     def up(self, version: str) -> None:
         self._version = version
+        # Made by us before dockerd would make the bind mount's source (as root, out of our reach).
+        private_dir(self.env.log_dir)
         self.log.info(f"compose up {self.project} at {version}")
         self._run(self.up_args(), version=version, timeout=_UP_TIMEOUT_S, changes=True)
 

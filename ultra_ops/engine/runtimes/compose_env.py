@@ -1,6 +1,7 @@
 """What `ultra-ops init` prepares for a compose environment: its own copy of the compose file and
 the env file's variables the compose file reads (published ports, database name and user,
-generated passwords, and the config's `compose_env`), each written only where it is missing.
+generated passwords, the backend's log folder, and the config's `compose_env`), each written only
+where it is missing.
 
 The ports come from the config, so the containers publish exactly where ultra_ops looks: the
 database port, the Redis URL's port and the first health URL's port.
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 from ultra_ops.engine.envfile import read_env_file, update_env_file
 from ultra_ops.engine.errors import OperationError
 from ultra_ops.engine.paths import REPOSITORY_ROOT
+from ultra_ops.engine.runtimes.compose import log_volume
 from ultra_ops.engine.settings import Environment
 
 COMPOSE_TEMPLATE = REPOSITORY_ROOT / "deploy" / "ultra-ai.compose.yml"
@@ -39,6 +41,8 @@ def compose_variables(env: Environment) -> dict[str, str]:
         port = urlsplit(env.verify.health_urls[0]).port
         if port:
             values["ULTRA_BACKEND_PORT"] = str(port)
+    # The log folder ultra_ops rotates and archives, for compose commands an operator runs by hand.
+    values["ULTRA_LOG_VOLUME"] = log_volume(env)
     values.update(dict(env.compose_env))
     return values
 
@@ -51,6 +55,13 @@ def prepare_compose_environment(env: Environment) -> list[str]:
         env.compose_file.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(COMPOSE_TEMPLATE, env.compose_file)
         done.append(f"copied {COMPOSE_TEMPLATE.name} to {env.compose_file}")
+    elif env.compose_file is not None and env.compose_file.is_file():
+        if "${ULTRA_LOG_VOLUME" not in env.compose_file.read_text(encoding="utf-8", errors="replace"):
+            # The environment's own copy is the operator's to change: said, not rewritten.
+            done.append(
+                f"{env.compose_file} does not mount ULTRA_LOG_VOLUME: the backend's logs stay in a named "
+                f"volume that archive-logs does not see (see /app/logs in {COMPOSE_TEMPLATE})"
+            )
     present = read_env_file(env.env_file)
     wanted = {k: v for k, v in compose_variables(env).items() if not present.get(k)}
     if wanted:

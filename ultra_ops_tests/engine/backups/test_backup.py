@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -93,7 +94,7 @@ def test_backup_then_restore_brings_back_exact_state(tmp_path: Path, pg_database
     # The manual rollback of the release document: extract files.tar.gz into rollback/.
     with tarfile.open(info.path / "files.tar.gz") as tar:
         names = tar.getnames()
-    assert ".env.staging" in names and "ultra_ops.toml" in names
+    assert "root/.env.staging" in names and "ultra_ops.toml" in names
 
     _change_everything(env)
     result = restore_backup(env, info.id)
@@ -222,6 +223,35 @@ def test_backup_killed_half_way_is_never_listed(tmp_path: Path, pg_database: str
     assert [p.name for p in env.backups_path.iterdir()] == [info.id]
 
 
+@pytest.mark.parametrize("fmt", ["directory", "custom"])
+def test_full_disk_fails_in_one_error_and_leaves_nothing(tmp_path: Path, pg_database: str, fmt: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    env = _env(tmp_path, pg_database, backup_format=fmt)
+    with _connect(env) as conn:
+        # About 4 MB of random hex, which gzip halves at best: it does not fit in 1 MB.
+        conn.execute(
+            "CREATE TABLE big AS SELECT i, md5(random()::text) || md5(random()::text) AS t "
+            "FROM generate_series(1, 60000) i"
+        )
+    env.backups_path.mkdir(parents=True)
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(env.backups_path)]
+    subprocess.run(mount, check=True, capture_output=True, timeout=30)
+    try:
+        with pytest.raises(BackupError) as info:
+            create_backup(env)
+        message = str(info.value)
+        assert "no space left on the disk mounted at " + str(env.backups_path) in message, message
+        assert "Nothing was kept" in message and message.count("\n") == 0
+        assert list_backups(env) == [] and list(env.backups_path.iterdir()) == []
+        # Space back: the same backup goes through.
+        subprocess.run(["mount", "-o", "remount,size=32m", str(env.backups_path)], check=True, timeout=30)
+        made = create_backup(env)
+        assert [b.id for b in list_backups(env)] == [made.id]
+    finally:
+        subprocess.run(["umount", "-l", str(env.backups_path)], capture_output=True, timeout=30)
+
+
 def test_stale_temp_of_dead_pid_is_cleaned_and_live_one_kept(tmp_path: Path, pg_database: str) -> None:
     env = _env(tmp_path, pg_database)
     env.backups_path.mkdir(parents=True)
@@ -319,18 +349,47 @@ def test_state_file_outside_root_and_compose_file(tmp_path: Path, pg_database: s
     _seed(env, 3)
     info = create_backup(env)
     with tarfile.open(info.path / "files.tar.gz") as tar:
-        assert sorted(tar.getnames()) == [".env.staging", "deploy/compose.yml", "ultra_ops.toml"]
-    # The manual procedure of the release document still works on this layout.
-    rollback = tmp_path / "rollback"
-    rollback.mkdir()
-    subprocess.run(["tar", "-xzf", str(info.path / "files.tar.gz"), "-C", str(rollback)], check=True)
-    assert (rollback / ".env.staging").read_bytes() == ENV_BYTES
+        # Relative to the folder that holds backups/: the env file under its root's folder.
+        assert sorted(tar.getnames()) == ["root/.env.staging", "root/deploy/compose.yml", "ultra_ops.toml"]
+    # The manual procedure of the release document, literally, in that folder: `*` skips a
+    # top-level dotfile, not one in a folder.
+    env.env_file.write_bytes(b"ULTRA_VERSION=v9.9.9\n")
+    compose.write_text("services: {changed: {}}\n")
+    subprocess.run(
+        f"mkdir -p rollback && tar -xzf backups/staging/{info.id}/files.tar.gz -C rollback/ && cp -r rollback/* ./",
+        shell=True,
+        cwd=tmp_path,
+        check=True,
+        timeout=30,
+    )
+    assert env.env_file.read_bytes() == ENV_BYTES and compose.read_text() == "services: {}\n"
     compose.write_text("services: {changed: {}}\n")
     config_before = env.config_file.read_bytes()
     env.config_file.write_text(textwrap.dedent(config_before.decode()) + "\n# edited\n")
     restore_backup(env, info.id, safety_backup=False)
     assert compose.read_text() == "services: {}\n"
     assert env.config_file.read_bytes() == config_before
+
+
+def test_backup_with_members_named_relative_to_root_still_restores(tmp_path: Path, pg_database: str) -> None:
+    """Backups written before the member names were relative to the deployment folder."""
+    env = _env(tmp_path, pg_database)
+    _seed(env, 3)
+    info = create_backup(env)
+    archive = info.path / "files.tar.gz"
+    with tarfile.open(archive) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    with tarfile.open(archive, "w:gz") as tar:
+        for member, data in members:
+            member.name = member.name.removeprefix("root/")
+            tar.addfile(member, io.BytesIO(data))
+    manifest = json.loads((info.path / "manifest.json").read_text())
+    size, digest = hash_file(archive)
+    manifest["files"]["files.tar.gz"] = {"size": size, "sha256": digest}
+    (info.path / "manifest.json").write_text(json.dumps(manifest))
+    env.env_file.write_bytes(b"ULTRA_VERSION=v9.9.9\n")
+    result = restore_backup(env, info.id, safety_backup=False)
+    assert env.env_file.read_bytes() == ENV_BYTES and str(env.env_file) in result["files_restored"]
 
 
 def test_long_pg_tool_runs_report_progress_and_fail_redacted(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,33 @@ def test_init_writes_what_the_compose_file_needs(tmp_path: Path) -> None:
     assert "127.0.0.1:5501:5432/tcp" in resolved and "127.0.0.1:8101:8000/tcp" in resolved
     password = env.database.password()
     assert password and password in first and password not in resolved  # redacted
+    # The backend's logs: bind-mounted from log_dir, also for a bare compose command (the env file).
+    assert f"- {env.log_dir}:/app/logs:rw" in resolved
+    bare = subprocess.run(
+        ["docker-compose", "-f", str(env.compose_file), "--env-file", str(env.env_file), "config"],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert f"- {env.log_dir}:/app/logs:rw" in bare
+    # Without it (no ultra_ops, no env file key), the shipped default: the named volume.
+    default = subprocess.run(
+        ["docker-compose", "-f", str(env.compose_file), "config"],
+        env={"PATH": os.environ["PATH"], "POSTGRES_PASSWORD": "x", "REDIS_PASSWORD": "y"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "- backend-logs:/app/logs:rw" in default
+    # An environment's copy from before the log folder was mounted is named, not rewritten.
+    old = env.compose_file.read_text().replace("${ULTRA_LOG_VOLUME:-backend-logs}", "backend-logs")
+    env.compose_file.write_text(old)
+    assert [line for line in prepare_compose_environment(env) if "ULTRA_LOG_VOLUME" in line]
+    assert env.compose_file.read_text() == old
 
 
 def test_password_key_reads_the_env_file_unless_the_variable_is_set(

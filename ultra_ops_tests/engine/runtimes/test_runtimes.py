@@ -280,6 +280,7 @@ def test_compose_command_builders(tmp_path: Path) -> None:
         "ULTRA_IMAGE_TAG": "v1.2.3",
         "ULTRA_REGISTRY": "registry.example.com/",
         "ULTRA_ENVIRONMENT": "staging",
+        "ULTRA_LOG_VOLUME": str(env.log_dir),
     }
     assert rt.command_env("v1.2.3")["ULTRA_REGISTRY"] == ""
     assert registry_prefix("https://registry.example.com:5000/") == "registry.example.com:5000/"
