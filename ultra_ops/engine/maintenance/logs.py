@@ -11,6 +11,7 @@ originals: a crash at any point loses no log line.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 from dataclasses import dataclass, field
@@ -31,7 +32,6 @@ if TYPE_CHECKING:  # tarfile and the archive writer load when a day is archived,
     from ultra_ops.engine.maintenance.targz import AddFn, Digest, FillFn, Written
 
 ARCHIVE_DIR = "archive"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,23 @@ class ArchiveReport:
 
 
 def rotated_name(path: Path, day: date) -> Path:
-    return path.with_name(f"{path.name}.{day:%Y%m%d}")
+    """`<name>.log.<day>`, or for a later rotation the same day `<name>.log.<day>.<n>` (the next free n)."""
+    target = path.with_name(f"{path.name}.{day:%Y%m%d}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.{day:%Y%m%d}.{n}")
+        n += 1
+    return target
 
 
 def rotate_logs(env: Environment, *, log: Log | None = None) -> list[str]:
-    """Rename every non-empty `*.log` of the environment to `<name>.log.<day it was last written>`."""
+    """Rename every non-empty `*.log` of the environment to `<name>.log.<day it was last written>`.
+
+    Always a rename, never a copy: a writer still holding the file (until it reopens its log, as
+    the sample service's WatchedFileHandler does on its next line) keeps writing into the renamed
+    file, so no line falls between a copy and a delete. A second rotation the same day gets its own
+    numbered file, archived with the day's others.
+    """
     log = log or NullLog()
     rotated = []
     if not env.log_dir.is_dir():
@@ -66,15 +78,7 @@ def rotate_logs(env: Environment, *, log: Log | None = None) -> list[str]:
         if st.st_size == 0:
             continue
         target = rotated_name(path, datetime.fromtimestamp(st.st_mtime).date())
-        if target.exists():
-            # A second rotation the same day: append, so the day's file stays one file.
-            with open(path, "rb") as src, open(target, "ab") as dst:
-                shutil.copyfileobj(src, dst, _CHUNK)
-                dst.flush()
-                os.fsync(dst.fileno())
-            path.unlink()
-        else:
-            os.rename(path, target)
+        os.rename(path, target)
         rotated.append(target.name)
     if rotated:
         fsync_dir(env.log_dir)
@@ -83,7 +87,9 @@ def rotate_logs(env: Environment, *, log: Log | None = None) -> list[str]:
 
 
 def _day_files(env: Environment, day: date) -> list[Path]:
-    return sorted(p for p in env.log_dir.glob(f"*.log.{day:%Y%m%d}") if p.is_file())
+    """The day's rotated files: `<name>.log.<day>` and later rotations' `<name>.log.<day>.<n>`."""
+    day_name = re.compile(rf"\.log\.{day:%Y%m%d}(\.\d+)?$")
+    return sorted(p for p in env.log_dir.glob(f"*.log.{day:%Y%m%d}*") if day_name.search(p.name) and p.is_file())
 
 
 def _verify(archive: Path, written: Written, expected: dict[str, Digest], name: str) -> None:

@@ -153,7 +153,8 @@ def test_dagster_asset_materialize_partition_range(tmp_path: Path) -> None:
             path = logs_dir / f"{name}.log.{day}"
             path.write_bytes(_log_lines(rng, day, name, 200_000))
             contents[path.name] = path.read_bytes()
-    active = logs_dir / "backend.log"  # last written on the 25th: rotated into that day, then archived
+    # Last written on the 25th: rotated beside that day's file (a second rotation that day), then archived.
+    active = logs_dir / "backend.log"
     active.write_bytes(b"late lines of the 25th\n")
     stamp = datetime(2026, 11, 25, 23, 0).timestamp()
     os.utime(active, (stamp, stamp))
@@ -192,7 +193,7 @@ def test_dagster_asset_materialize_partition_range(tmp_path: Path) -> None:
     for day in archived:
         subprocess.run(["tar", "-xzf", str(archive_dir / f"logs_{day}.tar.gz"), "-C", str(out)], check=True, timeout=60)
     expected = {n: c for n, c in contents.items() if n.rsplit(".", 1)[1] in archived}
-    expected["backend.log.20261125"] += b"late lines of the 25th\n"
+    expected["backend.log.20261125.1"] = b"late lines of the 25th\n"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == expected
     kept = sorted(p.name for p in logs_dir.iterdir() if p.is_file())
     assert kept == [
@@ -257,3 +258,48 @@ def test_ui_backfill_of_three_days_in_two_environments(tmp_path: Path, dagster_h
         logs_dir = settings.environment(environment).log_dir
         assert sorted(p.name for p in (logs_dir / "archive").iterdir()) == [f"logs_{d}.tar.gz" for d in days]
         assert sorted(p.name for p in logs_dir.glob("*.log.*")) == ["backend.log.20261127"]
+
+
+@pytest.mark.unit
+def test_rotating_twice_a_day_under_a_live_writer_loses_no_line(env, tmp_path: Path) -> None:  # noqa: ANN001
+    """A writer that reopens its log as the sample service does (logging.WatchedFileHandler) writes
+    throughout two rotations the same day; the day's archive then holds every line exactly once."""
+    import logging.handlers
+    import threading
+
+    from ultra_ops.engine.maintenance.logs import rotate_logs
+
+    env.log_dir.mkdir(parents=True)
+    path = env.log_dir / "backend.log"
+    handler = logging.handlers.WatchedFileHandler(path)
+    logger = logging.Logger("rotation-test")
+    logger.addHandler(handler)
+    stop, written = threading.Event(), []
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set() or n < 2000:
+            logger.warning("line %06d", n)
+            written.append(n)
+            n += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        rotated: list[str] = []
+        while len(rotated) < 2:
+            rotated += rotate_logs(env) if path.exists() and path.stat().st_size > 10_000 else []
+    finally:
+        stop.set()
+        writer.join(timeout=60)
+        handler.close()
+    rotated += rotate_logs(env)
+    day = date.today()
+    assert f"backend.log.{day:%Y%m%d}" in rotated and f"backend.log.{day:%Y%m%d}.1" in rotated
+
+    report = archive_logs(env, day)
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["tar", "-xzf", report.archive, "-C", str(out)], check=True, timeout=60)
+    lines = [line for p in sorted(out.iterdir()) for line in p.read_text().splitlines()]
+    assert sorted(int(line.split()[1]) for line in lines) == written
