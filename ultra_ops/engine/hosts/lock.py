@@ -1,0 +1,365 @@
+"""The lock of an environment that lives on a host of its own, held on that host.
+
+Every machine that may change the environment (the platform, an operator's laptop) takes the same
+lock, so it lives where the environment lives: an flock on `<host root>/state/lock` on the host,
+held by a session that the holder keeps open over ssh for as long as it holds the lock.
+
+The session runs, on the host, `flock -n <lock> sh -c <holder>` (only `sh`, util-linux's `flock`,
+coreutils and /proc are assumed there). The holder writes its record (operation, run, user,
+machine, pid, since when; nothing secret) next to the lock, atomically (a temporary name, then a
+rename), says `locked`, then reads one heartbeat byte at a time with `timeout HOST_RELEASE_S head
+-c 1` and echoes each one back. The lock is the flock process's: the kernel releases it the moment
+that process ends, which it does when
+- the holder releases: it closes the session's stdin, the holder reads end of file and exits;
+- the holding process dies, even by kill -9: the ssh client reads end of file on its stdin (ultra_ops
+  was the only writer), the host sees the same end of file at once;
+- the network between them is cut, or the holding machine stops: no heartbeat reaches the host for
+  HOST_RELEASE_S seconds, `timeout` ends the read, the holder exits. Never held forever.
+
+Two holders never both act, because the holder counts the lock lost before the host may release
+it, whatever the network does: a heartbeat sent at time s and echoed back proves that the host
+restarted its HOST_RELEASE_S countdown at or after s, so the host keeps the lock at least until
+s + HOST_RELEASE_S. The holder counts it held only until (last echoed heartbeat's send time) +
+HOST_RELEASE_S - SAFETY_S, and earlier than that when the session ends (ssh's keepalives notice a
+cut network in about 6 s) or a heartbeat cannot be written. An operation asks `check()` before each
+change (EnvironmentLocks.hold does at every step, which is where the steps change an environment):
+a lost lock fails the operation there, before it changes anything more, with a message naming the
+host and what happened, and `recover` finishes or undoes what the step before left. The bound
+assumes that both machines' clocks run at the same rate (not that they agree on the time); the
+SAFETY_S margin is what a step has between its check and its first change.
+
+A refused operation reads the holder's record in the same ssh command that tried the lock (one
+bounded round trip): whose record it is is told from the kernel's table of flocks (/proc/locks: the
+flock process that holds the lock, whose pid the holder writes into its record), so a record left by
+a holder that was killed is never taken for the new holder's.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import queue
+import subprocess
+import threading
+import time
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from ultra_ops.engine import shell
+from ultra_ops.engine.errors import OperationError
+from ultra_ops.engine.hosts.ssh import (
+    HostError,
+    HostSetupError,
+    HostUnreachable,
+    RemoteCommandFailed,
+    SshHost,
+    classify,
+)
+
+if TYPE_CHECKING:
+    from ultra_ops.engine.secrets import Redactor
+    from ultra_ops.engine.settings import Environment
+
+HEARTBEAT_S = 2.0
+# The host drops the lock after this long without a heartbeat: a cut network frees it within it.
+HOST_RELEASE_S = 10
+# The holder stops counting on the lock this long before the host may drop it.
+SAFETY_S = 3.0
+# The holder script's exit code when another holds the lock (after printing who).
+_REFUSED = 75
+# How long answers may take beyond the ssh connection itself (mkdir, flock, the record's write).
+_ANSWER_S = 10.0
+_END_S = 5.0
+_STDERR_KEPT = 16384
+
+# Lines of the form `holder <record>`, `unrecorded` or `free`: who holds the lock in $1, read until
+# the record is the current holder's (it writes it within milliseconds of taking the lock).
+# `holders` prints the pid of the flock process that holds $1/lock, from the kernel's table.
+_DESCRIBE = r"""
+holders() {
+  ino=$(stat -c %i -- "$1/lock" 2>/dev/null) || return 0
+  while read -r _ kind _ _ pid id _; do
+    [ "$kind" = FLOCK ] || continue
+    case $id in *:"$ino") printf '%s\n' "$pid";; esac
+  done < /proc/locks
+}
+describe() {
+  tries=0
+  while :; do
+    pid=$(holders "$1" | head -n 1)
+    [ -n "$pid" ] || { echo free; return 0; }
+    record=$(cat -- "$1/holder" 2>/dev/null || true)
+    case $record in "{\"lock_pid\": $pid,"*) printf 'holder %s\n' "$record"; return 0;; esac
+    tries=$((tries + 1))
+    [ "$tries" -lt 10 ] || { echo unrecorded; return 0; }
+    sleep 0.05
+  done
+}
+"""
+
+# $1 lock folder, $2 seconds without a heartbeat before the lock is dropped, $3 the holder's record
+# (JSON), $4 the holder script below. Takes the lock or says who holds it and exits _REFUSED.
+_TAKE = (
+    _DESCRIBE
+    + r"""
+set -u
+umask 077
+mkdir -p -- "$1" || exit 1
+flock -n -E 75 -- "$1/lock" sh -c "$4" hold "$1" "$2" "$3"
+code=$?
+if [ "$code" -eq 75 ]; then describe "$1"; fi
+exit "$code"
+"""
+)
+
+# Runs under flock, which holds the lock while this runs ($PPID is the flock process).
+_HOLD = r"""
+set -eu
+record="{\"lock_pid\": $PPID, ${3#\{}"
+tmp=$(mktemp "$1/holder.XXXXXXXX")
+printf '%s\n' "$record" > "$tmp"
+mv -f -- "$tmp" "$1/holder"
+trap 'rm -f -- "$1/holder"' EXIT
+echo locked
+while beat=$(timeout "$2" head -c 1) && [ "$beat" = . ]; do
+  echo .
+done
+"""
+
+# $1 lock folder: who holds the lock, without taking it (taking it, even for a moment, could refuse
+# an operation that starts in that moment).
+_LOOK = (
+    _DESCRIBE
+    + r"""
+[ -e "$1/lock" ] || { echo free; exit 0; }
+describe "$1"
+"""
+)
+
+
+class LockLost(OperationError):
+    """The environment's lock on its host was lost while the operation held it."""
+
+
+def lock_dir(env: Environment) -> PurePosixPath:
+    """Where the lock and its holder's record live on the environment's host."""
+    assert env.host is not None
+    return env.host.root / "state"
+
+
+def parse_answer(line: str) -> dict[str, Any] | None:
+    """The holder named by a `holder <record>` / `unrecorded` / `free` line: its record, a record
+    that says the holder has not written one yet, or None when the lock is free."""
+    word, _, rest = line.strip().partition(" ")
+    if word == "free":
+        return None
+    if word == "holder":
+        try:
+            record = json.loads(rest)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            record.pop("lock_pid", None)
+            return record
+    return {"unrecorded": True}
+
+
+def lease_end(sent_at: float) -> float:
+    """Until when (monotonic) the holder may count on the lock, from the send time of the last
+    heartbeat that the host echoed: before the host may drop it, by SAFETY_S."""
+    return sent_at + HOST_RELEASE_S - SAFETY_S
+
+
+class HostLock:
+    """The environment's lock on its host: `try_acquire` takes it or names the holder; `lost`
+    says whether it is still held; `release` lets it go."""
+
+    def __init__(self, env: Environment, *, redact: Redactor | None = None) -> None:
+        self.env = env
+        self.host = SshHost.for_environment(env, redact=redact)
+        self.dir = lock_dir(env)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._mu = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._reset()
+
+    @property
+    def where(self) -> str:
+        return self.host.where
+
+    def look(self) -> dict[str, Any] | None:
+        """Who holds the lock, or None when it is free; bounded by the connect timeout."""
+        proc = self.host.run(
+            ["sh", "-c", _LOOK, "look", str(self.dir)], timeout=self.host.settings.connect_timeout_s + _ANSWER_S
+        )
+        return parse_answer(proc.stdout)
+
+    def try_acquire(self, record: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+        """(True, None) when taken; (False, holder) when another holds it (holder None: it was
+        released in that moment, try again). A HostError when the host cannot be asked."""
+        self.host.check_setup()
+        self._reset()
+        started = time.monotonic()
+        remote = ["sh", "-c", _TAKE, "lock", str(self.dir), str(HOST_RELEASE_S), json.dumps(record), _HOLD]
+        self._proc = proc = shell.start(self.host.argv(remote), error=HostSetupError)
+        errors = threading.Thread(target=self._read_stderr, args=(proc,), daemon=True, name="lock ssh errors")
+        answers = threading.Thread(target=self._read_answers, args=(proc, errors), daemon=True, name="lock answers")
+        self._threads = [errors, answers]
+        for t in self._threads:
+            t.start()
+        # Until a heartbeat is echoed, the host's countdown is known to have started no earlier than
+        # the session did.
+        self._lease_end = lease_end(started)
+        bound = started + self.host.settings.connect_timeout_s + _ANSWER_S
+        first = self._next_line(bound)
+        if first == "locked":
+            # The first heartbeat's echo, awaited here, makes the lease start from now.
+            self._beat()
+            if self._next_line(bound) == ".":
+                with self._mu:
+                    self._echoed()
+                    self._holding = True
+                self._threads.append(
+                    threading.Thread(target=self._heartbeats, args=(proc,), daemon=True, name="lock heartbeats")
+                )
+                self._threads[-1].start()
+                return True, None
+        code = self._finish()
+        if first is not None and first != "locked" and code == _REFUSED:
+            return False, parse_answer(first)
+        raise self._failure(code, "the lock could not be taken")
+
+    def check(self) -> None:
+        """Raise LockLost when the lock is no longer held (and end the session, should the host
+        still hold it)."""
+        reason = self.lost
+        if reason is None:
+            return
+        self.release()
+        raise LockLost(
+            f"environment {self.env.name} lost its lock on {self.where}: {reason}; stopped before the "
+            "next change (another operation may hold the lock now)"
+        )
+
+    @property
+    def lost(self) -> str | None:
+        """Why the lock is no longer held, or None while it is."""
+        with self._mu:
+            if self._lost is None and self._holding and time.monotonic() > self._lease_end:
+                self._lost = (
+                    f"the host has not answered a heartbeat for {time.monotonic() - self._answered_at:.0f} s "
+                    f"(it drops the lock after {HOST_RELEASE_S} s without one)"
+                )
+            return self._lost
+
+    def release(self) -> None:
+        with self._mu:
+            self._holding = False
+        self._finish()
+
+    # -- the session ------------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self._answers: queue.Queue[str | None] = queue.Queue()
+        self._sent: collections.deque[float] = collections.deque()
+        self._stderr = bytearray()
+        self._lease_end = 0.0
+        self._answered_at = time.monotonic()
+        self._lost: str | None = None
+        self._holding = False
+        self._stop.clear()
+
+    def _finish(self) -> int:
+        """End the session: no more heartbeats, stdin closed (the host releases at its end of file)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return 0
+        self._stop.set()
+        _close(proc.stdin)
+        code = shell.end(proc, _END_S)
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=_END_S)
+        _close(proc.stdout)
+        _close(proc.stderr)
+        return code
+
+    def _next_line(self, deadline: float) -> str | None:
+        try:
+            return self._answers.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return None
+
+    def _read_answers(self, proc: subprocess.Popen[bytes], errors: threading.Thread) -> None:
+        assert proc.stdout is not None
+        try:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").strip()
+                with self._mu:
+                    if self._holding and line == ".":
+                        self._echoed()
+                        continue
+                self._answers.put(line)
+        except (OSError, ValueError):
+            pass
+        self._answers.put(None)
+        code = shell.end(proc, _END_S)
+        errors.join(timeout=_END_S)  # ssh's last words, which say why it ended
+        with self._mu:
+            if self._holding and self._lost is None:
+                self._lost = self._failure(code, "the holder on the host ended").reason
+
+    def _read_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        try:
+            while chunk := proc.stderr.read(4096):
+                with self._mu:
+                    self._stderr += chunk[: max(0, _STDERR_KEPT - len(self._stderr))]
+        except (OSError, ValueError):
+            pass
+
+    def _heartbeats(self, proc: subprocess.Popen[bytes]) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            if not self._beat():
+                with self._mu:
+                    if self._holding and self._lost is None:
+                        self._lost = "the session to the host ended (a heartbeat could not be sent)"
+                return
+
+    def _beat(self) -> bool:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            return False
+        with self._mu:
+            self._sent.append(time.monotonic())  # before the write: its echo may come before write() returns
+        try:
+            proc.stdin.write(b".")
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def _echoed(self) -> None:
+        """A heartbeat came back (called with _mu held): the host restarted its countdown after it was sent."""
+        self._answered_at = time.monotonic()
+        if self._sent:
+            self._lease_end = lease_end(self._sent.popleft())
+
+    def _failure(self, code: int, what: str) -> HostError:
+        stderr = bytes(self._stderr).decode("utf-8", "replace")
+        error = classify(stderr, code, self.where, self.host.settings)
+        if error is not None:
+            return error
+        if code < 0:
+            return HostUnreachable(self.where, f"{what}: no answer within the connect timeout")
+        tail = " | ".join(stderr.strip().splitlines()[-3:]) or "no output on stderr"
+        return RemoteCommandFailed(self.where, self.host.redact(f"{what} (exit {code}): {tail}"), code, "")
+
+
+def _close(stream: Any) -> None:
+    if stream is None:
+        return
+    try:
+        stream.close()
+    except OSError:
+        pass
