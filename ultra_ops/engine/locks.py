@@ -21,7 +21,6 @@ of flocks.
 from __future__ import annotations
 
 import fcntl
-import getpass
 import json
 import math
 import os
@@ -36,7 +35,7 @@ from ultra_ops.engine import procfs
 from ultra_ops.engine.clock import local_time
 from ultra_ops.engine.errors import InputError, LockHeldError
 from ultra_ops.engine.files import private_dir
-from ultra_ops.engine.owners import owner_alive, this_process
+from ultra_ops.engine.owners import owner_alive, this_process, this_user
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment
 
@@ -170,7 +169,7 @@ class EnvironmentLock:
             "environment": env.name,
             "operation": operation,
             "run_id": run_id,
-            "user": _user(),
+            "user": this_user(),
             **this_process(),
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
@@ -282,11 +281,3 @@ class EnvironmentLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
-
-
-def _user() -> str:
-    """Who runs this operation, as the machine names them."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # a uid without a name (a container's numeric user)
-        return str(os.getuid())

@@ -78,10 +78,15 @@ _STDERR_KEPT = 16384
 _DESCRIBE = r"""
 holders() {
   ino=$(stat -c %i -- "$1/lock" 2>/dev/null) || return 0
+  # Read whole by cat, not line by line by `read`: the table changes between small reads, and an
+  # entry removed before ours would make a later read skip ours.
+  table=$(cat /proc/locks)
   while read -r _ kind _ _ pid id _; do
     [ "$kind" = FLOCK ] || continue
     case $id in *:"$ino") printf '%s\n' "$pid";; esac
-  done < /proc/locks
+  done <<TABLE
+$table
+TABLE
 }
 describe() {
   tries=0
@@ -112,8 +117,12 @@ exit "$code"
 """
 )
 
-# Runs under flock, which holds the lock while this runs ($PPID is the flock process).
+# Runs under flock, which holds the lock while this runs ($PPID is the flock process). It closes
+# its copy of flock's descriptor (the lowest free one, 3 in an ssh session; 3 to 9 to be sure): the
+# flock process alone then holds the lock, so the lock is held exactly while that process lives,
+# which is what /proc/locks shows (it hides a lock whose locking process has ended).
 _HOLD = r"""
+exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
 set -eu
 record="{\"lock_pid\": $PPID, ${3#\{}"
 tmp=$(mktemp "$1/holder.XXXXXXXX")
