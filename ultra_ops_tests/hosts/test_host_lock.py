@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from ultra_ops.defs.shared.resources import EnvironmentLocks
 from ultra_ops.engine.errors import LockHeldError
-from ultra_ops.engine.hosts.lock import HOST_RELEASE_S
+from ultra_ops.engine.hosts.lock import HOST_RELEASE_S, LockLost
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
+from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import Environment, load_settings
 from ultra_ops_tests.support.deployer import SOURCE, Deployer, start_deployer
 from ultra_ops_tests.support.hosts import HostFleet, TestHost, host_config
@@ -194,3 +196,30 @@ def test_the_cli_on_either_machine_is_refused_naming_the_holder_and_changes_noth
         assert remote.returncode == 1, remote.stdout + remote.stderr
         assert f"locked by deploy v1.2.3 run run-here by root (pid {os.getpid()} on {HERE}) since " in remote.stderr
         assert _environment_on_host(host) == before, "a refused operation changed the environment's host"
+
+
+def test_a_run_that_lost_its_lock_stops_at_its_next_step(host: TestHost, env: Environment) -> None:
+    """The run's side (EnvironmentLocks, which every step that changes an environment goes through):
+    the network to the host cut while a run holds the lock, its next step fails before it starts."""
+    locks = EnvironmentLocks()
+    lock = locks.hold(env, operation="deploy v1.2.3", run_id="run-cut")
+    assert lock_holder(env)["run_id"] == "run-cut"
+    host.cut()
+    try:
+        cut = time.monotonic()
+        while lock.lost is None and time.monotonic() - cut < HOST_RELEASE_S:
+            time.sleep(0.05)
+        assert lock.lost is not None, "the run did not notice that its lock was lost"
+        lost = "staging lost its lock on staging's host .* stopped before the next change"
+        started = time.monotonic()
+        with pytest.raises(LockLost, match=lost):  # within the step: the next change on the host
+            get_runtime(env).up("v1.2.3")
+        assert time.monotonic() - started < 1, "refused before trying the host, not after its timeout"
+        with pytest.raises(LockLost, match=lost):  # and the next step
+            locks.hold(env, operation="deploy v1.2.3", run_id="run-cut")
+    finally:
+        host.restore()
+        lock.release()
+    # The host let go of it by itself: the next operation takes it at once.
+    with EnvironmentLock(env, operation="rollback", run_id="run-next").acquire(wait_s=HOST_RELEASE_S + 5):
+        assert lock_holder(env)["run_id"] == "run-next"

@@ -21,12 +21,14 @@ it, whatever the network does: a heartbeat sent at time s and echoed back proves
 restarted its HOST_RELEASE_S countdown at or after s, so the host keeps the lock at least until
 s + HOST_RELEASE_S. The holder counts it held only until (last echoed heartbeat's send time) +
 HOST_RELEASE_S - SAFETY_S, and earlier than that when the session ends (ssh's keepalives notice a
-cut network in about 6 s) or a heartbeat cannot be written. An operation asks `check()` before each
-change (EnvironmentLocks.hold does at every step, which is where the steps change an environment):
-a lost lock fails the operation there, before it changes anything more, with a message naming the
-host and what happened, and `recover` finishes or undoes what the step before left. The bound
-assumes that both machines' clocks run at the same rate (not that they agree on the time); the
-SAFETY_S margin is what a step has between its check and its first change.
+cut network in about 6 s) or a heartbeat cannot be written. The operation checks the lock before
+each change: EnvironmentLocks.hold at the start of every step, and `checkpoint` before every
+command that changes the environment on its host (the compose runtime's). A lost lock fails the
+operation there, before that change, with a message naming the host and what happened, and
+`recover` finishes or undoes what the steps before left. The bound assumes that both machines'
+clocks run at the same rate (not that they agree on the time); SAFETY_S is what a change has
+between its check and its start. A change already running when the lock is lost (one compose
+command) is not stopped by the lock: on a cut network it cannot reach the host either.
 
 A refused operation reads the holder's record in the same ssh command that tried the lock (one
 bounded round trip): whose record it is is told from the kernel's table of flocks (/proc/locks: the
@@ -150,6 +152,18 @@ class LockLost(OperationError):
     """The environment's lock on its host was lost while the operation held it."""
 
 
+# The locks this process holds, by environment: what `checkpoint` asks before a change on a host.
+_HELD: dict[str, HostLock] = {}
+
+
+def checkpoint(environment: str) -> None:
+    """Before a change on an environment's host: LockLost when this process took the environment's
+    lock and has lost it since (a no-op where it holds none, as in a test of the runtime alone)."""
+    lock = _HELD.get(environment)
+    if lock is not None:
+        lock.check()
+
+
 def lock_dir(env: Environment) -> PurePosixPath:
     """Where the lock and its holder's record live on the environment's host."""
     assert env.host is not None
@@ -224,7 +238,7 @@ class HostLock:
         first = self._next_line(bound)
         if first == "locked":
             # The first heartbeat's echo, awaited here, makes the lease start from now.
-            self._beat()
+            self._beat(proc)
             if self._next_line(bound) == ".":
                 with self._mu:
                     self._echoed()
@@ -233,6 +247,7 @@ class HostLock:
                     threading.Thread(target=self._heartbeats, args=(proc,), daemon=True, name="lock heartbeats")
                 )
                 self._threads[-1].start()
+                _HELD[self.env.name] = self
                 return True, None
         code = self._finish()
         if first is not None and first != "locked" and code == _REFUSED:
@@ -263,6 +278,8 @@ class HostLock:
             return self._lost
 
     def release(self) -> None:
+        if _HELD.get(self.env.name) is self:
+            del _HELD[self.env.name]
         with self._mu:
             self._holding = False
         self._finish()
@@ -330,15 +347,14 @@ class HostLock:
 
     def _heartbeats(self, proc: subprocess.Popen[bytes]) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            if not self._beat():
+            if not self._beat(proc):
                 with self._mu:
                     if self._holding and self._lost is None:
                         self._lost = "the session to the host ended (a heartbeat could not be sent)"
                 return
 
-    def _beat(self) -> bool:
-        proc = self._proc
-        if proc is None or proc.stdin is None:
+    def _beat(self, proc: subprocess.Popen[bytes]) -> bool:
+        if proc.stdin is None:
             return False
         with self._mu:
             self._sent.append(time.monotonic())  # before the write: its echo may come before write() returns
