@@ -22,6 +22,7 @@ from ultra_ops.engine.hosts.lock import HOST_RELEASE_S, LockLost
 from ultra_ops.engine.locks import EnvironmentLock, lock_holder
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import Environment, load_settings
+from ultra_ops_tests.support.cli import run_cli
 from ultra_ops_tests.support.deployer import SOURCE, Deployer, start_deployer
 from ultra_ops_tests.support.hosts import HostFleet, TestHost, host_config
 from ultra_ops_tests.support.lock_client import Contender
@@ -162,25 +163,13 @@ def test_the_cli_on_either_machine_is_refused_naming_the_holder_and_changes_noth
     assert there.answer().startswith("won there-cli")
     before = _environment_on_host(host)  # the holder's record among them
     local_before = sorted(env.state_dir.rglob("*")) if env.state_dir.exists() else []
-    stop = ["-m", "ultra_ops.cli", "stop", "--environment", "staging", "--config"]
 
-    status = subprocess.run(
-        [sys.executable, "-m", "ultra_ops.cli", "status", "--environment", "staging", "--config", str(env.config_file)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(SOURCE), "DAGSTER_HOME": str(tmp_path / "dagster-here")},
-    )
+    here_env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster-here")}
+    status = run_cli("status", config=env.config_file, environment="staging", env=here_env, timeout=120)
     assert status.returncode == 0, status.stderr
     assert f"run there-cli by root (pid {there.pid} on {deployer.machine}) since " in status.stdout, status.stdout
 
-    here = subprocess.run(
-        [sys.executable, *stop, str(env.config_file)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(SOURCE), "DAGSTER_HOME": str(tmp_path / "dagster-here")},
-    )
+    here = run_cli("stop", config=env.config_file, environment="staging", env=here_env, timeout=120)
     assert here.returncode == 1, here.stdout + here.stderr
     assert "environment staging is locked by deploy run there-cli by root" in here.stderr, here.stderr
     assert f"on {deployer.machine})" in here.stderr
@@ -192,15 +181,20 @@ def test_the_cli_on_either_machine_is_refused_naming_the_holder_and_changes_noth
     with EnvironmentLock(env, operation="deploy v1.2.3", run_id="run-here"):
         before = _environment_on_host(host)
         there_config = tmp_path / "there" / "ultra_ops.toml"
-        remote = deployer.run("python3", *stop, str(there_config), env={"DAGSTER_HOME": "/tmp/dagster-there"})
+        stop = ["-m", "ultra_ops.cli", "stop", "--environment", "staging", "--config", str(there_config)]
+        remote = deployer.run("python3", *stop, env={"DAGSTER_HOME": "/tmp/dagster-there"})
         assert remote.returncode == 1, remote.stdout + remote.stderr
         assert f"locked by deploy v1.2.3 run run-here by root (pid {os.getpid()} on {HERE}) since " in remote.stderr
         assert _environment_on_host(host) == before, "a refused operation changed the environment's host"
 
 
-def test_a_run_that_lost_its_lock_stops_at_its_next_step(host: TestHost, env: Environment) -> None:
-    """The run's side (EnvironmentLocks, which every step that changes an environment goes through):
-    the network to the host cut while a run holds the lock, its next step fails before it starts."""
+def test_a_run_that_lost_its_lock_stops_before_its_next_change(
+    host: TestHost, env: Environment, tmp_path: Path
+) -> None:
+    """The run's side: the network to the host cut while a run holds the lock (EnvironmentLocks,
+    which every step that changes an environment goes through), its next change on the host and its
+    next step fail before they start."""
+    dagster_env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
     locks = EnvironmentLocks()
     lock = locks.hold(env, operation="deploy v1.2.3", run_id="run-cut")
     assert lock_holder(env)["run_id"] == "run-cut"
@@ -217,9 +211,13 @@ def test_a_run_that_lost_its_lock_stops_at_its_next_step(host: TestHost, env: En
         assert time.monotonic() - started < 1, "refused before trying the host, not after its timeout"
         with pytest.raises(LockLost, match=lost):  # and the next step
             locks.hold(env, operation="deploy v1.2.3", run_id="run-cut")
+        # A host that does not answer cannot say who holds its lock: status says so.
+        status = run_cli("status", config=env.config_file, environment="staging", env=dagster_env, timeout=60)
+        assert status.returncode == 0, status.stderr
+        assert "lock         unknown (the host does not answer)" in status.stdout, status.stdout
     finally:
         host.restore()
         lock.release()
-    # The host let go of it by itself: the next operation takes it at once.
+    # The host let go of it by itself: the next operation takes it.
     with EnvironmentLock(env, operation="rollback", run_id="run-next").acquire(wait_s=HOST_RELEASE_S + 5):
         assert lock_holder(env)["run_id"] == "run-next"
