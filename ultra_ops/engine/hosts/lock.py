@@ -20,8 +20,9 @@ Two holders never both act, because the holder counts the lock lost before the h
 it, whatever the network does: a heartbeat sent at time s and echoed back proves that the host
 restarted its HOST_RELEASE_S countdown at or after s, so the host keeps the lock at least until
 s + HOST_RELEASE_S. The holder counts it held only until (last echoed heartbeat's send time) +
-HOST_RELEASE_S - SAFETY_S, and earlier than that when the session ends (ssh's keepalives notice a
-cut network in about 6 s) or a heartbeat cannot be written. The operation checks the lock before
+HOST_RELEASE_S - SAFETY_S, by the monotonic clock and the wall clock both (a machine that slept
+with the lock held wakes up without it), and less long when the session ends (ssh's keepalives
+notice a cut network in about 6 s) or a heartbeat cannot be written. The operation checks the lock before
 each change: EnvironmentLocks.hold at the start of every step, and `checkpoint` before every
 command that changes the environment on its host (the compose runtime's). A lost lock fails the
 operation there, before that change, with a message naming the host and what happened, and
@@ -187,10 +188,27 @@ def parse_answer(line: str) -> dict[str, Any] | None:
     return {"unrecorded": True}
 
 
-def lease_end(sent_at: float) -> float:
-    """Until when (monotonic) the holder may count on the lock, from the send time of the last
-    heartbeat that the host echoed: before the host may drop it, by SAFETY_S."""
-    return sent_at + HOST_RELEASE_S - SAFETY_S
+# How long after sending a heartbeat that the host echoed the holder may count on the lock.
+LEASE_S = HOST_RELEASE_S - SAFETY_S
+
+
+def now() -> tuple[float, float]:
+    """This moment on both clocks: monotonic (immune to clock changes) and wall-clock (which, unlike
+    the monotonic clock, runs on while the machine sleeps: a suspended laptop)."""
+    return time.monotonic(), time.time()
+
+
+def elapsed(since: tuple[float, float], until: tuple[float, float]) -> float:
+    """The time between two moments, the longer by either clock: a lease is never overrun unnoticed,
+    whether the machine slept or its clock was set back."""
+    return max(until[0] - since[0], until[1] - since[1])
+
+
+def lease_over(sent: tuple[float, float], at: tuple[float, float]) -> bool:
+    """Whether, at `at`, the holder may no longer count on the lock whose last echoed heartbeat was
+    sent at `sent`: the host keeps it at least HOST_RELEASE_S after that send, the holder stops
+    SAFETY_S before."""
+    return elapsed(sent, at) > LEASE_S
 
 
 class HostLock:
@@ -224,6 +242,9 @@ class HostLock:
         self.host.check_setup()
         self._reset()
         started = time.monotonic()
+        # Until a heartbeat is echoed, the host's countdown is known to have started no earlier than
+        # the session does.
+        self._lease_from = now()
         remote = ["sh", "-c", _TAKE, "lock", str(self.dir), str(HOST_RELEASE_S), json.dumps(record), _HOLD]
         self._proc = proc = shell.start(self.host.argv(remote), error=HostSetupError)
         errors = threading.Thread(target=self._read_stderr, args=(proc,), daemon=True, name="lock ssh errors")
@@ -231,9 +252,6 @@ class HostLock:
         self._threads = [errors, answers]
         for t in self._threads:
             t.start()
-        # Until a heartbeat is echoed, the host's countdown is known to have started no earlier than
-        # the session did.
-        self._lease_end = lease_end(started)
         bound = started + self.host.settings.connect_timeout_s + _ANSWER_S
         first = self._next_line(bound)
         if first == "locked":
@@ -270,9 +288,11 @@ class HostLock:
     def lost(self) -> str | None:
         """Why the lock is no longer held, or None while it is."""
         with self._mu:
-            if self._lost is None and self._holding and time.monotonic() > self._lease_end:
+            if self._lost is None and self._holding and self._ended is not None:
+                self._lost = self._ended
+            elif self._lost is None and self._holding and lease_over(self._lease_from, now()):
                 self._lost = (
-                    f"the host has not answered a heartbeat for {time.monotonic() - self._answered_at:.0f} s "
+                    f"the host has not answered a heartbeat for {elapsed(self._answered_at, now()):.0f} s "
                     f"(it drops the lock after {HOST_RELEASE_S} s without one)"
                 )
             return self._lost
@@ -288,11 +308,11 @@ class HostLock:
 
     def _reset(self) -> None:
         self._answers: queue.Queue[str | None] = queue.Queue()
-        self._sent: collections.deque[float] = collections.deque()
+        self._sent: collections.deque[tuple[float, float]] = collections.deque()
         self._stderr = bytearray()
-        self._lease_end = 0.0
-        self._answered_at = time.monotonic()
+        self._lease_from = self._answered_at = now()
         self._lost: str | None = None
+        self._ended: str | None = None  # why the session ended, once it has
         self._holding = False
         self._stop.clear()
 
@@ -333,8 +353,9 @@ class HostLock:
         code = shell.end(proc, _END_S)
         errors.join(timeout=_END_S)  # ssh's last words, which say why it ended
         with self._mu:
-            if self._holding and self._lost is None:
-                self._lost = self._failure(code, "the holder on the host ended").reason
+            # Kept whether or not the lock counts as held yet: a session that ends between the
+            # holder's answer and try_acquire's return is lost from the start.
+            self._ended = self._failure(code, "the holder on the host ended").reason
 
     def _read_stderr(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stderr is not None
@@ -357,7 +378,7 @@ class HostLock:
         if proc.stdin is None:
             return False
         with self._mu:
-            self._sent.append(time.monotonic())  # before the write: its echo may come before write() returns
+            self._sent.append(now())  # before the write: its echo may come before write() returns
         try:
             proc.stdin.write(b".")
             return True
@@ -366,9 +387,9 @@ class HostLock:
 
     def _echoed(self) -> None:
         """A heartbeat came back (called with _mu held): the host restarted its countdown after it was sent."""
-        self._answered_at = time.monotonic()
+        self._answered_at = now()
         if self._sent:
-            self._lease_end = lease_end(self._sent.popleft())
+            self._lease_from = self._sent.popleft()
 
     def _failure(self, code: int, what: str) -> HostError:
         stderr = bytes(self._stderr).decode("utf-8", "replace")

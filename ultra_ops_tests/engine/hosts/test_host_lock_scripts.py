@@ -129,7 +129,14 @@ def test_answers_of_the_host(line: str, holder: dict | None) -> None:
 
 
 def test_the_holder_stops_counting_on_the_lock_before_the_host_may_drop_it() -> None:
-    assert host_lock.lease_end(100.0) == 100.0 + host_lock.HOST_RELEASE_S - host_lock.SAFETY_S
+    sent = (100.0, 1_800_000_000.0)  # (monotonic, wall clock)
+    lease = host_lock.HOST_RELEASE_S - host_lock.SAFETY_S
+    assert not host_lock.lease_over(sent, (100.0 + lease, sent[1] + lease))
+    assert host_lock.lease_over(sent, (100.0 + lease + 0.1, sent[1] + lease + 0.1))
+    # A laptop that slept an hour holding the lock: its monotonic clock stood still, the host's did not.
+    assert host_lock.lease_over(sent, (101.0, sent[1] + 3600))
+    # A wall clock set back does not stretch the lease either.
+    assert host_lock.lease_over(sent, (100.0 + lease + 1, sent[1] - 60))
     assert host_lock.SAFETY_S > 0 and host_lock.HEARTBEAT_S < host_lock.HOST_RELEASE_S - host_lock.SAFETY_S
     # ssh's keepalives end a dead session (about 6 s) before the host drops the lock.
     from ultra_ops.engine.hosts.ssh import SERVER_ALIVE_COUNT_MAX, SERVER_ALIVE_INTERVAL_S
