@@ -96,6 +96,12 @@ def child_env(
     return env
 
 
+def watched(argv: Sequence[str]) -> list[str]:
+    """`argv` under the watchdog: its process group is killed when the watchdog's stdin, which must
+    be a pipe whose only writer is this process (os.pipe, close-on-exec), reaches end of file."""
+    return [sys.executable, "-I", "-S", "-c", _WATCHDOG, *argv]
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """Kill the command's whole group; only while its leader is unreaped, so the id is still ours."""
     if proc.poll() is not None:
@@ -143,7 +149,7 @@ def run(
         except OSError as exc:
             raise error(f"cannot read {stdin_path}: {exc.strerror}") from None
     if die_with_parent:
-        argv = [sys.executable, "-I", "-S", "-c", _WATCHDOG, *argv]
+        argv = watched(argv)
         # Our end is not inherited (os.pipe is close-on-exec), so only this process holds it open.
         watch_r, watch_w = os.pipe()
         stdin = watch_r

@@ -3,12 +3,14 @@ compose run there with the release's variables, the services reached on the host
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from ultra_ops.engine.errors import RuntimeFailure
+from ultra_ops.engine.hosts.ssh import HostUnreachable
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import load_settings
 from ultra_ops_tests.support.hosts import TestHost, host_config
@@ -57,6 +59,17 @@ def test_up_status_and_down_on_the_host(host: TestHost, tmp_path: Path) -> None:
 
     runtime.down()
     assert not runtime.status()[0].running
+
+    # The host cut: the runtime says so, as the SSH layer's typed error, within its connect timeout.
+    host.cut()
+    started = time.monotonic()
+    with pytest.raises(HostUnreachable) as caught:
+        runtime.up("v1.0.1")
+    assert time.monotonic() - started < 10
+    assert f"staging's host deploy@{host.address}:22: no answer within 5 s" in str(caught.value)
+    host.restore()
+    runtime.up("v1.0.1")
+    assert runtime.status()[0].running
 
 
 def test_a_failing_compose_command_names_the_host_and_no_secret(host: TestHost, tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -56,7 +58,7 @@ def test_cut_and_restore(host: TestHost) -> None:
     assert host.ssh("true").returncode == 0
 
 
-def test_remove_leaves_nothing(tmp_path) -> None:
+def test_remove_leaves_nothing(tmp_path: Path) -> None:
     from ultra_ops_tests.support.docker import docker_unavailable
 
     if docker_unavailable():
@@ -70,3 +72,27 @@ def test_remove_leaves_nothing(tmp_path) -> None:
     assert docker("ps", "-aq", "--filter", label).stdout.split() == []
     assert docker("volume", "ls", "-q", "--filter", label).stdout.split() == []
     assert docker("network", "ls", "-q", "--filter", label).stdout.split() == []
+
+
+def test_a_killed_tests_hosts_are_removed_by_the_next_fleet(tmp_path: Path) -> None:
+    from ultra_ops_tests.support.docker import docker_unavailable
+
+    if docker_unavailable():
+        pytest.skip(f"Docker cannot run here: {docker_unavailable()}")
+    script = (
+        "import sys, time; from pathlib import Path; from ultra_ops_tests.support.hosts import HostFleet\n"
+        "f = HostFleet(Path(sys.argv[1])); f.add(); print(f.id, flush=True); time.sleep(600)"
+    )
+    argv = [sys.executable, "-c", script, str(tmp_path / "killed")]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        fleet_id = child.stdout.readline().strip()
+    finally:
+        child.kill()
+        child.wait()
+    label = f"label=org.ultra-ops.test-hosts={fleet_id}"
+    assert docker("ps", "-aq", "--filter", label).stdout.split(), "the killed test left its host"
+    HostFleet(tmp_path / "next").remove()
+    for kind in (["ps", "-aq"], ["volume", "ls", "-q"], ["network", "ls", "-q"]):
+        assert docker(*kind, "--filter", label).stdout.split() == [], kind

@@ -9,7 +9,8 @@ integration tests make theirs. A `HostFleet` owns, per test:
 - the network (a /24 no other test holds: dockerd refuses overlapping subnets, so two tests that
   pick the same one cannot both get it), the hosts and their /var/lib/docker volumes,
 all labelled with the fleet's id and removed by `remove` (by label, so also what a failing test
-left half made).
+left half made). What a test process killed before its finalizer ran left behind (labelled with
+that process as owner) is removed by the next fleet made on this machine once the owner is gone.
 
 `--privileged` cannot be used here; HOST_FLAGS are the capabilities that work instead
 (../shared/DOCKER_NOTES.md).
@@ -17,6 +18,7 @@ left half made).
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import subprocess
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 _DOCKER_S = 60
 _READY_S = 60
 FLEET_LABEL = "org.ultra-ops.test-hosts"
+OWNER_LABEL = "org.ultra-ops.test-hosts.owner"  # <machine>:<pid> of the test process that made it
 HOST_FLAGS = (
     "--cap-add",
     "ALL",
@@ -229,6 +232,7 @@ class HostFleet:
     image: str = ""
 
     def __post_init__(self) -> None:
+        sweep_abandoned()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.identity = make_key(self.folder / "ssh")
         self.known_hosts = self.folder / "ssh" / "known_hosts"
@@ -237,6 +241,11 @@ class HostFleet:
     @property
     def label(self) -> str:
         return f"{FLEET_LABEL}={self.id}"
+
+    @property
+    def labels(self) -> list[str]:
+        """`--label` arguments for everything the fleet makes: its id and its owner."""
+        return ["--label", self.label, "--label", f"{OWNER_LABEL}={socket.gethostname()}:{os.getpid()}"]
 
     def add(self, count: int = 1) -> list[TestHost]:
         """Start `count` more hosts (started together, then waited for); each answers ssh when returned."""
@@ -261,7 +270,7 @@ class HostFleet:
         tried = random.sample(range(256), 40)
         for third in tried:
             subnet = f"{_SUBNET_PREFIX}.{third}.0/24"
-            proc = docker("network", "create", "--subnet", subnet, "--label", self.label, name)
+            proc = docker("network", "create", "--subnet", subnet, *self.labels, name)
             if proc.returncode == 0:
                 self.network, self.subnet = name, subnet
                 return
@@ -279,7 +288,7 @@ class HostFleet:
             volume=f"uo-host-{self.id}-{index}-docker",
         )
         self.hosts.append(host)  # before it exists: `remove` must find what a failed start left
-        docker("volume", "create", "--label", self.label, host.volume, check=True)
+        docker("volume", "create", *self.labels, host.volume, check=True)
         public = self.identity.with_suffix(".pub").read_text().strip()
         docker(
             "run",
@@ -288,8 +297,7 @@ class HostFleet:
             host.container,
             "--hostname",
             host.container,
-            "--label",
-            self.label,
+            *self.labels,
             "--network",
             self.network,
             "--ip",
@@ -326,14 +334,43 @@ class HostFleet:
 
     def remove(self) -> None:
         """Containers (with everything running inside them), volumes and network, by label."""
-        ids = docker("ps", "-aq", "--filter", f"label={self.label}").stdout.split()
-        if ids:
-            docker("rm", "--force", "--volumes", *ids, timeout=180)
-        volumes = docker("volume", "ls", "-q", "--filter", f"label={self.label}").stdout.split()
-        if volumes:
-            docker("volume", "rm", "--force", *volumes, timeout=180)
-        if self.network:
-            docker("network", "rm", self.network, timeout=60)
+        remove_fleet(self.id)
+
+
+def remove_fleet(fleet_id: str) -> None:
+    label = f"label={FLEET_LABEL}={fleet_id}"
+    ids = docker("ps", "-aq", "--filter", label).stdout.split()
+    if ids:
+        docker("rm", "--force", "--volumes", *ids, timeout=180)
+    volumes = docker("volume", "ls", "-q", "--filter", label).stdout.split()
+    if volumes:
+        docker("volume", "rm", "--force", *volumes, timeout=180)
+    networks = docker("network", "ls", "-q", "--filter", label).stdout.split()
+    if networks:
+        docker("network", "rm", *networks, timeout=60)
+
+
+def sweep_abandoned() -> None:
+    """Remove the fleets whose test process (on this machine) is gone without removing them."""
+    fmt = f'{{{{.Label "{FLEET_LABEL}"}}}} {{{{.Label "{OWNER_LABEL}"}}}}'
+    rows: set[str] = set()
+    for kind in (["ps", "-a"], ["volume", "ls"], ["network", "ls"]):
+        rows |= set(docker(*kind, "--filter", f"label={FLEET_LABEL}", "--format", fmt).stdout.splitlines())
+    for row in rows:
+        fleet_id, _, owner = row.partition(" ")
+        machine, _, pid = owner.rpartition(":")
+        if fleet_id and machine == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            remove_fleet(fleet_id)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def host_config(

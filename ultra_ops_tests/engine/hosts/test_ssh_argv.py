@@ -107,3 +107,14 @@ def test_ssh_failures_are_named(stderr: str, kind: type, reason: str) -> None:
 def test_the_remote_commands_own_exit_is_not_sshs() -> None:
     assert classify("Connection refused", 1, "w", SETTINGS) is None
     assert classify("", 255, "w", SETTINGS) is None
+
+
+def test_a_tunnel_forwards_loopback_only_and_fails_rather_than_half_opens() -> None:
+    from ultra_ops.engine.hosts.tunnel import Tunnel
+
+    argv = Tunnel(SshHost("staging", SETTINGS), 5432, target_host="db").argv(40001)
+    assert argv[argv.index("-L") + 1] == "127.0.0.1:40001:db:5432"
+    assert "-N" in argv
+    opts = options(argv)
+    assert opts["ExitOnForwardFailure"] == "yes" and opts["StrictHostKeyChecking"] == "yes"
+    assert argv[-2:] == ["--", "10.0.0.5"]

@@ -1,0 +1,140 @@
+"""An SSH tunnel that ultra_ops opens and closes itself: a port on this machine's loopback that
+reaches a port on (or behind) the environment's host, for a database or Redis the host does not
+publish.
+
+`ssh -N -L 127.0.0.1:<local>:<target>:<port>` with the connection options of every ssh to the host
+(ssh.py: host key checked, keepalives, so a cut network ends the tunnel within about 6 s) and
+ExitOnForwardFailure. It is open when ssh has set the forward up: ssh runs a LocalCommand then,
+which says so on its stdout; nothing connects to the target to find out. The ssh process runs under
+shell.py's watchdog, so it dies with ultra_ops, even by SIGKILL, and never holds the port after.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from types import TracebackType
+
+from ultra_ops.engine import shell
+from ultra_ops.engine.hosts.ssh import HostError, HostUnreachable, SshHost, classify
+
+_READY = b"ultra-ops-tunnel-ready"
+_ATTEMPTS = 5  # a local port taken between choosing and binding it: another one
+
+
+class Tunnel:
+    """127.0.0.1:local_port -> target_host:target_port as seen from the environment's host."""
+
+    def __init__(self, host: SshHost, target_port: int, *, target_host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.target = (target_host, target_port)
+        self.local_port: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._watch_w: int | None = None
+
+    def argv(self, local_port: int) -> list[str]:
+        target_host, target_port = self.target
+        return [
+            "ssh",
+            *self.host.options(),
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-o",
+            "PermitLocalCommand=yes",
+            "-o",
+            f"LocalCommand=echo {_READY.decode()}",
+            "-L",
+            f"127.0.0.1:{local_port}:{target_host}:{target_port}",
+            "--",
+            self.host.settings.address,
+        ]
+
+    def open(self, timeout: float | None = None) -> Tunnel:
+        """Open the tunnel (connect timeout plus a few seconds at most); a HostError if it cannot."""
+        self.host.check_setup()
+        limit = timeout if timeout is not None else self.host.settings.connect_timeout_s + 5
+        deadline = time.monotonic() + limit
+        for _ in range(_ATTEMPTS):
+            port = _free_port()
+            reason = self._start(port, deadline)
+            if reason is None:
+                self.local_port = port
+                return self
+            if "Address already in use" not in reason:
+                break
+        failure = classify(reason, 255, self.host.where, self.host.settings)
+        if failure is not None:
+            raise failure
+        raise HostError(self.host.where, self.host.redact(f"the tunnel to port {self.target[1]} failed: {reason}"))
+
+    def _start(self, port: int, deadline: float) -> str | None:
+        """None when the forward is up; else what ssh said (its stderr's tail)."""
+        watch_r, self._watch_w = os.pipe()
+        errors = tempfile.TemporaryFile()  # a file, not a pipe: a long-lived ssh never blocks on it
+        try:
+            self._proc = subprocess.Popen(
+                shell.watched(self.argv(port)),
+                env=shell.child_env(),
+                stdin=watch_r,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                close_fds=True,
+                process_group=0,
+            )
+        finally:
+            os.close(watch_r)
+        assert self._proc.stdout is not None
+        out = b""
+        while _READY not in out:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.close()
+                raise HostUnreachable(self.host.where, f"the tunnel to port {self.target[1]} did not open in time")
+            ready, _, _ = select.select([self._proc.stdout], [], [], min(left, 0.5))
+            chunk = os.read(self._proc.stdout.fileno(), 4096) if ready else b""
+            if ready and not chunk:  # ssh ended before the forward was up
+                self.close()
+                errors.seek(0)
+                tail = errors.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+                errors.close()
+                return " | ".join(tail) or "ssh exited"
+            out += chunk
+        errors.close()  # ssh keeps its own descriptor of the (unlinked) file
+        return None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def close(self) -> None:
+        """Stop ssh (its whole group) and free the port; closing twice is fine."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if self._watch_w is not None:
+            os.close(self._watch_w)
+            self._watch_w = None
+
+    def __enter__(self) -> Tunnel:
+        return self if self.alive() else self.open()
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
