@@ -6,10 +6,10 @@ holder dies or loses its network, and `check()`ed before each change). The rest 
 is about the lock of an environment on this machine; both name their holder with the same record
 and messages.
 
-The local lock is an exclusive flock on `<state_dir>/lock`. The kernel drops it when the holding process
-dies, so a crashed run never blocks the environment; the holder writes who it is into the file so
-that a refused operation can name the run that holds the lock. Runs started from the UI and from
-the shell go through the same file.
+The local lock is an exclusive flock on `<state_dir>/lock`. The kernel drops it when the holding
+process dies, so a crashed run never blocks the environment; the holder writes who it is into the
+file so that a refused operation can name the run that holds the lock. Runs started from the UI and
+from the shell go through the same file.
 
 The file always holds a whole record for a reader to name: a new holder overwrites the last one
 (write, then cut to length: never an empty file), and a holder marks its record `releasing` before
