@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import getpass
 import os
 import sys
 from pathlib import Path
@@ -63,10 +62,9 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 
 def launched_by_user() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
-        return f"uid:{os.getuid()}"
+    from ultra_ops.engine.owners import this_user
+
+    return this_user()
 
 
 def run_job(

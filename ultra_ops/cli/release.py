@@ -197,14 +197,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     probe = host_probe(env)
     # A host that does not answer has no services to ask about: say so instead of failing on them.
     statuses = get_runtime(env).status() if probe is None or probe.answers else []
-    holder = lock_holder(env)
+    answers = probe is None or probe.answers
+    # A host that does not answer cannot say who holds its lock: said, not waited on a second time.
+    holder = lock_holder(env) if answers else None
     last = last_release(env)
     out(f"environment  {env.name} ({env.runtime} runtime)")
     if env.host is not None and probe is not None:
         answer = "answers" if probe.answers else "does not answer:"
         out(f"host         {env.host.describe()} {answer} {probe.detail}")
     out(f"version      {version or '-'}")
-    out(f"lock         {describe_holder(holder, env.timezone) if holder is not None else 'free'}")
+    if not answers:
+        out("lock         unknown (the host does not answer)")
+    else:
+        out(f"lock         {describe_holder(holder, env.timezone) if holder is not None else 'free'}")
     if last is not None:
         ended = local_time(last.ended_at, settings.timezone)
         out(

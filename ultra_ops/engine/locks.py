@@ -1,9 +1,15 @@
 """One lock per environment for every operation that changes it (deploy, rollback, restore).
 
-The lock is an exclusive flock on `<state_dir>/lock`. The kernel drops it when the holding process
-dies, so a crashed run never blocks the environment; the holder writes who it is into the file so
-that a refused operation can name the run that holds the lock. Runs started from the UI and from
-the shell go through the same file.
+An environment on a host of its own is locked on that host (hosts/lock.py: a lock that every
+machine deploying to it sees, held by an ssh session, released within a bounded time when its
+holder dies or loses its network, and `check()`ed before each change). The rest of this docstring
+is about the lock of an environment on this machine; both name their holder with the same record
+and messages.
+
+The local lock is an exclusive flock on `<state_dir>/lock`. The kernel drops it when the holding
+process dies, so a crashed run never blocks the environment; the holder writes who it is into the
+file so that a refused operation can name the run that holds the lock. Runs started from the UI and
+from the shell go through the same file.
 
 The file always holds a whole record for a reader to name: a new holder overwrites the last one
 (write, then cut to length: never an empty file), and a holder marks its record `releasing` before
@@ -23,16 +29,25 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from ultra_ops.engine import procfs
 from ultra_ops.engine.clock import local_time
 from ultra_ops.engine.errors import InputError, LockHeldError
 from ultra_ops.engine.files import private_dir
-from ultra_ops.engine.owners import owner_alive, this_process
+from ultra_ops.engine.owners import owner_alive, this_process, this_user
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment
 
+if TYPE_CHECKING:
+    from ultra_ops.engine.hosts.lock import HostLock
+
 _POLL_S = 0.2
+# Each try of a lock on a host is an ssh connection: a gentler poll while waiting for it.
+_HOST_POLL_S = 1.0
+# A lock on a host seen held, then free when its holder is read (released in that moment): tried
+# again at once, this many times, before it is refused as held by an unknown holder.
+_RACED_TRIES = 5
 # How long a reader waits for a record in flux (half written, releasing, or a dead holder's that a new
 # holder is about to overwrite) to settle: a new holder writes its record within milliseconds.
 _SETTLE_S = 0.5
@@ -49,7 +64,9 @@ def describe_holder(holder: dict | None, timezone: str = "UTC") -> str:
     parts = [f"{holder.get('operation', 'an operation')}"]
     if holder.get("run_id"):
         parts.append(f"run {holder['run_id']}")
-    if holder.get("pid"):
+    if holder.get("pid") and holder.get("user"):
+        parts.append(f"by {holder['user']} (pid {holder['pid']} on {holder.get('host')})")
+    elif holder.get("pid"):
         parts.append(f"pid {holder['pid']} on {holder.get('host')}")
     if holder.get("started_at"):
         parts.append(f"since {local_time(holder['started_at'], timezone)}")
@@ -65,7 +82,13 @@ def lock_holder(env: Environment) -> dict | None:
 
     Only looks: taking the lock to test it, even for a moment, could make a real deploy that
     starts in that moment be refused. The kernel's table of flocks says whether anyone holds it.
+    An environment on a host is asked over ssh (bounded by its connect timeout; a HostError when
+    the host does not answer).
     """
+    if env.host is not None:
+        from ultra_ops.engine.hosts.lock import HostLock
+
+        return HostLock(env).look()
     path = _lock_path(env)
     try:
         st = path.stat()
@@ -146,54 +169,101 @@ class EnvironmentLock:
             "environment": env.name,
             "operation": operation,
             "run_id": run_id,
+            "user": this_user(),
             **this_process(),
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        self._fd: int | None = None
+        self._fd: int | None = None  # the held local lock's
+        self._fd_open: int | None = None  # the local lock file's while trying to take it
+        self._held_remote = False
+        self._remote: HostLock | None = None
+        if env.host is not None:
+            from ultra_ops.engine.hosts.lock import HostLock
+
+            self._remote = HostLock(env)
 
     @property
     def held(self) -> bool:
+        if self._remote is not None:
+            return self._remote.lost is None and self._held_remote
         return self._fd is not None
+
+    @property
+    def lost(self) -> str | None:
+        """Why a lock this operation took is no longer held (only a lock on a host can be lost)."""
+        return self._remote.lost if self._remote is not None and self._held_remote else None
+
+    def check(self) -> None:
+        """Before a change: raise (hosts.lock.LockLost) when the lock was lost, so that the
+        operation stops there and never acts beside the lock's next holder."""
+        if self._remote is not None and self._held_remote:
+            self._remote.check()
 
     def acquire(self, *, wait_s: float = 0.0, log: Log | None = None) -> EnvironmentLock:
         """Take the lock; while another operation holds it, wait up to `wait_s` seconds, then refuse."""
-        if self._fd is not None:
+        if self._fd is not None or self._held_remote:
             return self
         if not math.isfinite(wait_s):  # a launch form's `inf` would wait forever, `nan` never time out
             raise InputError(f"lock wait must be a finite number of seconds, got {wait_s}")
-        path = _lock_path(self.env)
-        private_dir(path.parent)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + max(0.0, wait_s)
         told = False
+        raced = 0
+        try_once = self._try_remote if self._remote is not None else self._try_local
+        poll_s = _HOST_POLL_S if self._remote is not None else _POLL_S
         while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _read_holder(path)
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
-                    raise LockHeldError(
-                        f"environment {self.env.name} is locked by {describe_holder(holder, self.env.timezone)}; "
-                        f"refusing to start {self.holder['operation']}{waited}"
-                    ) from None
-                if log is not None and not told:
-                    log.info(
-                        f"environment {self.env.name} is locked by {describe_holder(holder, self.env.timezone)}; "
-                        f"waiting up to {wait_s:g} s"
-                    )
-                    told = True
-                # flock has no timeout; a short poll keeps the wait bounded without a helper thread.
-                time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
-        self.holder["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        _write_record(fd, self.holder)
-        os.fsync(fd)
-        self._fd = fd
-        return self
+            self.holder["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            taken, holder = try_once()
+            if taken:
+                return self
+            if holder is None and raced < _RACED_TRIES:
+                raced += 1  # released between the try and the look: try again now
+                continue
+            if time.monotonic() >= deadline:
+                self._close_local()
+                waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
+                raise LockHeldError(
+                    f"environment {self.env.name} is locked by {describe_holder(holder, self.env.timezone)}; "
+                    f"refusing to start {self.holder['operation']}{waited}"
+                ) from None
+            if log is not None and not told:
+                log.info(
+                    f"environment {self.env.name} is locked by {describe_holder(holder, self.env.timezone)}; "
+                    f"waiting up to {wait_s:g} s"
+                )
+                told = True
+            # flock has no timeout; a short poll keeps the wait bounded without a helper thread.
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+    def _try_local(self) -> tuple[bool, dict | None]:
+        path = _lock_path(self.env)
+        if self._fd_open is None:
+            private_dir(path.parent)
+            self._fd_open = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd_open, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False, _read_holder(path) or {}
+        _write_record(self._fd_open, self.holder)
+        os.fsync(self._fd_open)
+        self._fd, self._fd_open = self._fd_open, None
+        return True, None
+
+    def _try_remote(self) -> tuple[bool, dict | None]:
+        assert self._remote is not None
+        taken, holder = self._remote.try_acquire(self.holder)
+        self._held_remote = taken
+        return taken, holder
+
+    def _close_local(self) -> None:
+        if self._fd_open is not None:
+            os.close(self._fd_open)
+            self._fd_open = None
 
     def release(self) -> None:
+        if self._remote is not None:
+            self._held_remote = False
+            self._remote.release()
+            return
         if self._fd is None:
             return
         try:

@@ -6,6 +6,7 @@ and the host, names one process for as long as the machine runs (procfs.py reads
 
 from __future__ import annotations
 
+import getpass
 import os
 import socket
 from typing import Any
@@ -23,6 +24,14 @@ def process_start(pid: int) -> str | None:
 def this_process() -> dict[str, Any]:
     """This process as an owner record: host, pid and start time."""
     return {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid())}
+
+
+def this_user() -> str:
+    """Who runs this process, as the machine names them (records and tags say who did what)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return f"uid:{os.getuid()}"
 
 
 def owner_alive(owner: dict[str, Any]) -> bool | None:

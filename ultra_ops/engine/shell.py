@@ -206,3 +206,42 @@ def run(
         message = f"{name} exited {proc.returncode}: " + " | ".join(tail)
         raise error(redact(message) if redact else message)
     return subprocess.CompletedProcess(list(args), proc.returncode, out, err)
+
+
+def start(
+    args: Sequence[str],
+    *,
+    environment: Environment | None = None,
+    env: Mapping[str, str] | None = None,
+    error: type[Exception] = CommandFailed,
+) -> subprocess.Popen[bytes]:
+    """Start a command that lives beside ultra_ops and talks over pipes (stdin, stdout and stderr,
+    binary and unbuffered): a session such as the environment lock's on its host. It leads its own
+    process group (a Ctrl-C at the terminal reaches ultra_ops, which ends it in order) and its
+    environment is child_env's. The caller bounds every wait on it and ends it with `end`."""
+    name = Path(args[0]).name
+    try:
+        return subprocess.Popen(
+            list(args),
+            env=child_env(environment, env),
+            close_fds=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+            process_group=0,
+            umask=0o077,
+        )
+    except FileNotFoundError:
+        raise error(f"{name} is not installed or not on PATH") from None
+    except OSError as exc:
+        raise error(f"cannot start {name}: {exc.strerror}") from None
+
+
+def end(proc: subprocess.Popen, timeout: float) -> int:
+    """Wait up to `timeout` seconds for a started command to exit, then kill its group; its exit code."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        return proc.wait()

@@ -46,7 +46,9 @@ class EnvironmentLocks(ConfigurableResource):
     Every step that changes an environment asks for its lock, not only the first one: a run
     re-executed from a failed step (or an op selection) starts at that step and must hold the lock
     too. Steps run in one process (in_process_executor), so a lock taken by one step is still held
-    by the next; the kernel frees it if the run process dies.
+    by the next; the kernel frees it if the run process dies. A lock on the environment's host can
+    be lost while the run holds it (hosts/lock.py): every step checks it before it starts, and a
+    step that finds it lost fails there, before it changes anything.
     """
 
     # None (not a sentinel number): kept out of the launchpad's form, which the config file covers.
@@ -86,9 +88,12 @@ class EnvironmentLocks(ConfigurableResource):
         environment; then this run's marker says who holds it (runs.py) until the run ends.
         `draft`: a deploy's or rollback's release record as it would be left now (called after the
         recovery, which may change the version in place), written with the marker, so a run
-        killed before its first step is recorded too. Not called when the run holds the lock."""
+        killed before its first step is recorded too. Not called when the run holds the lock.
+        Raises LockLost when the run took the lock earlier and has lost it since."""
         lock = self._held.get(env.name)
-        if lock is None:
+        if lock is not None:
+            lock.check()
+        else:
             wait_s = self.lock_wait_s if self.lock_wait_s is not None and self.lock_wait_s >= 0 else env.lock_wait_s
             lock = EnvironmentLock(env, operation=operation, run_id=run_id).acquire(wait_s=wait_s, log=log)
             try:

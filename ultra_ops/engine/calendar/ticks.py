@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from ultra_ops.engine.calendar.approvals import valid_approval
 from ultra_ops.engine.deployed import deployed_version
+from ultra_ops.engine.errors import OperationError
 from ultra_ops.engine.locks import describe_holder, lock_holder
 from ultra_ops.engine.release.branches import release_branches
 from ultra_ops.engine.release.downgrade import is_newer
@@ -126,7 +127,10 @@ def release_tick(settings: Settings, environment: str, at: datetime, *, check_lo
             version,
         )
     if check_lock and environment in settings.environments:
-        holder = lock_holder(settings.environments[environment])
+        try:
+            holder = lock_holder(settings.environments[environment])
+        except OperationError as exc:  # a host that does not answer: its lock cannot be told free
+            return Tick(name, environment, at, f"deploy {version}", f"lock unknown: {exc}", version)
         if holder is not None:
             return Tick(
                 name,

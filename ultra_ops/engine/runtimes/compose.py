@@ -27,6 +27,7 @@ from ultra_ops.engine.errors import CommandFailed, RuntimeFailure
 from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.health import answer, health_urls, wait_until_healthy
 from ultra_ops.engine.hosts import files as host_files
+from ultra_ops.engine.hosts import lock as host_lock
 from ultra_ops.engine.hosts.ssh import RemoteCommandFailed, SshHost
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.runtimes import ServiceStatus
@@ -199,6 +200,7 @@ class ComposeRuntime:
         subcommand = args[len(self.compose_base())]
         if self.host is not None:
             if changes:
+                host_lock.checkpoint(self.env.name)  # never a change beside the lock's next holder
                 self.upload_files()
             try:
                 return self.host.run(args, remote_env=variables, timeout=timeout).stdout
