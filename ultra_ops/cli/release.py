@@ -180,7 +180,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     env = settings.environment(args.environment)
     # A hosted environment's database through tunnels to its host, closed when init is done.
     with Reach(env) as reached:
-        lines = init_environment(reached)
+        lines = init_environment(env, reached=reached)
     for line in lines:
         out(line)
     return 0
