@@ -8,6 +8,7 @@ it opened: no ssh to the host is left running after it."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +143,13 @@ def test_release_cycle_on_a_host(
     assert f"host         deploy@{host.address}:22 answers" in out
     services = {line.split()[1]: line.split()[2] for line in out.splitlines() if line.startswith("service")}
     assert services == {"backend": "stopped", "postgres": "running", "redis": "running"}
+
+    # The host cut: a job fails within the connect timeout, naming the host, and leaves no ssh.
+    host.cut()
+    try:
+        started = time.monotonic()
+        code, out = ops(capsys, env, host, "maintenance", "vacuum")
+        assert code == 1 and time.monotonic() - started < 30, out
+        assert f"staging's host deploy@{host.address}:22: no answer within 5 s" in out
+    finally:
+        host.restore()

@@ -436,6 +436,6 @@ def ssh_clients_to(address: str) -> list[str]:
         except OSError:
             continue
         words = [a.decode("utf-8", "replace") for a in argv if a]
-        if any(Path(w).name == "ssh" for w in words[:6]) and address in words:
+        if words and Path(words[0]).name == "ssh" and address in words:
             found.append(" ".join(words))
     return found
