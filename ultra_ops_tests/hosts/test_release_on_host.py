@@ -8,6 +8,7 @@ it opened: no ssh to the host is left running after it."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from ultra_ops.cli import main
 from ultra_ops.demo_calendar import plan_release
 from ultra_ops.engine.hosts.tunnel import Tunnel
-from ultra_ops_tests.support.docker import ComposeEnvironment, compose_environment, docker
+from ultra_ops_tests.support.docker import ComposeEnvironment, Registry, compose_environment, docker
 from ultra_ops_tests.support.hosts import TestHost, host_table, ssh_clients_to
 
 pytestmark = pytest.mark.docker
@@ -153,3 +154,28 @@ def test_release_cycle_on_a_host(
         assert f"staging's host deploy@{host.address}:22: no answer within 5 s" in out
     finally:
         host.restore()
+
+
+def test_deploy_through_a_registry_on_this_machine(
+    hosted: ComposeEnvironment, host: TestHost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --registry the image is pushed here and pulled on the host; a registry on this
+    machine's loopback reaches the host through a reverse tunnel, at the same address there."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry is not installed (./dev test installs it as root with apt-get)")
+    env = hosted
+    registry = Registry(tmp_path / "registry").start()
+    try:
+        assert ops(capsys, env, host, "init")[0] == 0
+        version = release(env, capsys, 1)
+        code, out = ops(capsys, env, host, "deploy", "--tag", version, "--registry", registry.address)
+        assert code == 0, out
+        pushed = f"{registry.address}/ultra-ai/backend:{version}"
+        assert f"pulling {pushed} on staging's host" in out and "through a reverse tunnel" in out
+        assert "docker save" not in out
+        assert host_image_id(host, pushed) == image_id(pushed)
+        running_image = host.ssh("docker", "inspect", "--format", "{{.Config.Image}}", env.container("backend"))
+        assert running_image.stdout.strip() == pushed
+        assert backend_version(host, env.ports["backend"]) == version
+    finally:
+        registry.stop()
