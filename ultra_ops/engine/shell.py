@@ -133,6 +133,7 @@ def run(
     input: str | None = None,
     stdin_path: Path | None = None,
     feed: Sequence[str] | None = None,
+    stdout_path: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command to its end and return its output; the child's environment is
     child_env(environment, env). Raises `error` (CommandFailed by default), redacted, when the
@@ -141,7 +142,8 @@ def run(
     file `stdin_path`, or the output of the command `feed` (streamed: `docker save | ssh ... docker
     load`, no file between; it runs under the same timeout, and its failure is the command's: when
     it exits non-zero its stderr's tail ends the command's stderr, and a command that exited 0 on a
-    stream cut short fails) on its stdin (else nothing)."""
+    stream cut short fails) on its stdin (else nothing). `stdout_path`: the command's output goes
+    into that file, byte for byte (created 0600, or truncated), and stdout is returned empty."""
     name = Path(args[0]).name
     argv = list(args)
     watch_r = watch_w = None
@@ -178,6 +180,12 @@ def run(
         watch_r, watch_w = os.pipe()
         stdin = watch_r
     message: str | None = None
+    stdout: Any = subprocess.PIPE
+    if stdout_path is not None:
+        try:
+            stdout = open(stdout_path, "wb", opener=lambda path, flags: os.open(path, flags, 0o600))  # noqa: SIM115
+        except OSError as exc:
+            raise error(f"cannot write {stdout_path}: {exc.strerror}") from None
     try:
         proc = subprocess.Popen(
             argv,
@@ -185,7 +193,7 @@ def run(
             cwd=cwd,
             close_fds=True,
             stdin=stdin,
-            stdout=subprocess.PIPE,
+            stdout=stdout,
             stderr=subprocess.PIPE,
             process_group=0,
             umask=0o077,
@@ -206,6 +214,8 @@ def run(
             os.close(watch_r)
         if stdin_path is not None or feeder is not None:
             stdin.close()  # the child has its copy: the feeder gets SIGPIPE when the child stops reading
+        if stdout_path is not None:
+            stdout.close()  # the child has its copy
     started = time.monotonic()
     deadline = started + timeout
     try:
@@ -250,4 +260,4 @@ def run(
         tail = (err or out or "").strip().splitlines()[-5:]
         message = f"{name} exited {proc.returncode}: " + " | ".join(tail)
         raise error(redact(message) if redact else message)
-    return subprocess.CompletedProcess(list(args), proc.returncode, out, err)
+    return subprocess.CompletedProcess(list(args), proc.returncode, out or "", err)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -19,6 +21,7 @@ import pytest
 from ultra_ops.cli import main
 from ultra_ops.demo_calendar import plan_release
 from ultra_ops.engine.hosts.tunnel import Tunnel
+from ultra_ops.engine.settings import load_settings
 from ultra_ops_tests.support.docker import ComposeEnvironment, Registry, compose_environment, docker
 from ultra_ops_tests.support.hosts import TestHost, host_table, ssh_clients_to
 
@@ -121,6 +124,23 @@ def test_release_cycle_on_a_host(
     code, out = ops(capsys, env, host, "maintenance", "cache-stats")
     assert code == 0, out
     assert json.loads(out[out.index("{") : out.rindex("}") + 1])["used_memory"] > 0
+
+    # The backend's log is on the host, in its volume: rotated there, streamed here, archived here
+    # (verified), and only then removed there.
+    in_backend = ["docker", "exec", env.container("backend")]
+    logged = host.ssh(*in_backend, "cat", "/app/logs/backend.log").stdout
+    assert logged.count("\n") > 3
+    day = date.today()
+    code, out = ops(capsys, env, host, "maintenance", "archive-logs", "--day", day.isoformat())
+    assert code == 0, out
+    assert f"fetched 1 log files of {day} from staging's host" in out
+    archive = load_settings(env.config).environment("staging").log_dir / "archive" / f"logs_{day:%Y%m%d}.tar.gz"
+    with tarfile.open(archive) as tar:
+        assert tar.getnames() == [f"backend.log.{day:%Y%m%d}"]
+        member = tar.extractfile(tar.getmembers()[0])
+        assert member is not None
+        assert member.read().decode().startswith(logged)
+    assert host.ssh(*in_backend, "ls", "/app/logs").stdout.split() in ([], ["backend.log"])
 
     code, out = ops(capsys, env, host, "deploy", "--tag", second)
     assert code == 0, out

@@ -250,11 +250,12 @@ class SshHost:
         check: bool = True,
         feed: Sequence[str] | None = None,
         extra: Sequence[str] = (),
+        stdout_path: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run `remote` on the host; its output, or a HostError. With check=False a remote command's
         non-zero exit is returned, not raised (ssh's own failures are raised either way). `feed`: a
         command here whose output the remote command reads (streamed); `extra`: ssh options of this
-        connection alone."""
+        connection alone; `stdout_path`: the remote command's output into that file, byte for byte."""
         self.check_setup()
         argv = self.argv(remote, remote_env, extra=extra)
         try:
@@ -264,6 +265,7 @@ class SshHost:
                 input=input,
                 stdin_path=stdin_path,
                 feed=feed,
+                stdout_path=stdout_path,
                 check=False,
                 error=_SshClientFailed,
             )
