@@ -107,6 +107,8 @@ def test_release_cycle_on_a_host(
     # the database probes, Redis, the endpoints' latency.
     passed = {r["kind"] for r in report["results"] if r["ok"] and not r["skipped"]}
     assert {"health", "database", "redis", "endpoint", "latency", "resources"} <= passed, report["results"]
+    [host_disk] = [r for r in report["results"] if r["name"] == "disk host"]  # df on the host
+    assert host_disk["ok"] and f"free at /srv/ultra-ops/staging on {host.address}" in host_disk["detail"]
     resources = {r["name"]: r["metrics"] for r in report["results"] if r["kind"] == "resources"}
     # docker stats ran on the host: its containers, with their memory.
     assert set(resources) == {f"resources {env.container(s)}" for s in ("backend", "postgres", "redis")}
