@@ -33,6 +33,8 @@ def refused(port: int) -> bool:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False  # the listener going away as we connected: not yet refused
     return False
 
 

@@ -60,7 +60,10 @@ def registry_prefix(registry: str | None) -> str:
 
 
 def log_volume(env: Environment) -> str:
-    """The environment's log_dir as the source of the backend's /app/logs bind mount."""
+    """The source of the backend's /app/logs mount: the environment's log_dir (a bind mount), or on
+    an environment's own host its compose volume there, which archive-logs reaches through the host."""
+    if env.host is not None:
+        return env.host.logs_volume
     path = str(env.log_dir.absolute())
     if ":" in path or "," in path:
         # Compose's short volume syntax splits on ':'; such a folder would mount something else.
@@ -101,20 +104,22 @@ class ComposeRuntime:
         assert self.env.host is not None
         return self.env.host.root / local.name
 
-    def _path(self, local: Path) -> str:
-        return str(self.host_path(local)) if self.host is not None else str(local)
+    def _path(self, local: Path, here: bool = False) -> str:
+        return str(self.host_path(local)) if self.host is not None and not here else str(local)
 
     # -- command builders: pure, no I/O ------------------------------------------------------
 
-    def compose_base(self) -> list[str]:
+    def compose_base(self, here: bool = False) -> list[str]:
+        """`compose -f FILE -p PROJECT --env-file FILE`: the files on the environment's host, or
+        with `here` (and always without a host) this machine's."""
         return [
             *self.env.compose_command,
             "-f",
-            self._path(self.compose_file),
+            self._path(self.compose_file, here),
             "-p",
             self.project,
             "--env-file",
-            self._path(self.env.env_file),
+            self._path(self.env.env_file, here),
         ]
 
     def command_env(
@@ -125,7 +130,7 @@ class ComposeRuntime:
             "ULTRA_IMAGE_TAG": version or "latest",
             "ULTRA_REGISTRY": registry_prefix(registry),
             "ULTRA_ENVIRONMENT": self.env.name,
-            # The backend's /app/logs bind-mounted from log_dir: what log rotation and archiving work on.
+            # The backend's /app/logs: what log rotation and archiving work on.
             "ULTRA_LOG_VOLUME": log_volume(self.env),
         }
         if context is not None:
@@ -135,11 +140,12 @@ class ComposeRuntime:
 
     def build_args(self, version: str | None = None) -> list[str]:
         # The tag comes from command_env(version); the argument keeps the builders' signatures uniform.
-        # --force-rm: a failed build step leaves no stopped container behind.
-        return [*self.compose_base(), "build", "--force-rm"]
+        # --force-rm: a failed build step leaves no stopped container behind. Always here, from
+        # the release's source on this machine: a host gets the image afterwards (deliver).
+        return [*self.compose_base(here=True), "build", "--force-rm"]
 
     def push_args(self) -> list[str]:
-        return [*self.compose_base(), "push"]
+        return [*self.compose_base(here=True), "push"]
 
     def pull_args(self) -> list[str]:
         return [*self.compose_base(), "pull"]
@@ -160,14 +166,14 @@ class ComposeRuntime:
         # Works the same in compose 1.29 and v2, unlike `ps --format json`.
         return [*self.ps_args(), "--services", "--filter", "status=running"]
 
-    def services_args(self) -> list[str]:
-        return [*self.config_args(), "--services"]
+    def services_args(self, here: bool = False) -> list[str]:
+        return [*self.config_args(here), "--services"]
 
     def logs_args(self, tail: int = 100) -> list[str]:
         return [*self.compose_base(), "logs", "--no-color", f"--tail={tail}"]
 
-    def config_args(self) -> list[str]:
-        return [*self.compose_base(), "config"]
+    def config_args(self, here: bool = False) -> list[str]:
+        return [*self.compose_base(here), "config"]
 
     def remote_args(self, args: list[str], variables: dict[str, str]) -> list[str]:
         """A builder's command as run on the environment's host: ssh, then `env K=V ... args`."""
@@ -185,9 +191,11 @@ class ComposeRuntime:
         context: Path | None = None,
         timeout: float = _SHORT_TIMEOUT_S,
         changes: bool = False,
+        here: bool = False,
     ) -> str:
         """Run a compose command; `changes`: it changes the environment, so on a host the env and
-        compose files go there first."""
+        compose files go there first; `here`: on this machine even for a hosted environment (build,
+        push: the builders name this machine's files then)."""
         if not self.env.env_file.is_file():
             raise RuntimeFailure(f"environment {self.env.name}: env file {self.env.env_file} not found")
         # Compose's interpolation prefers the process environment over --env-file: it gets the
@@ -198,7 +206,7 @@ class ComposeRuntime:
             **self.command_env(version or self._version, registry or self.registry, context),
         }
         subcommand = args[len(self.compose_base())]
-        if self.host is not None:
+        if self.host is not None and not here:
             if changes:
                 host_lock.checkpoint(self.env.name)  # never a change beside the lock's next holder
                 self.upload_files()
@@ -245,7 +253,14 @@ class ComposeRuntime:
         """Build the images at `version`; from `context` (the release's source) where given, else
         from the compose file's own build context."""
         self.log.info(f"compose build {self.project} at {version}" + (f" from {context}" if context else ""))
-        self._run(self.build_args(version), version=version, context=context, timeout=_BUILD_TIMEOUT_S, changes=True)
+        self._run(
+            self.build_args(version),
+            version=version,
+            context=context,
+            timeout=_BUILD_TIMEOUT_S,
+            changes=True,
+            here=True,
+        )
 
     def push(self, version: str, registry: str, context: Path | None = None) -> None:
         """Build with the registry in the image names (cached layers: this is the tag step), then push."""
@@ -260,8 +275,40 @@ class ComposeRuntime:
             context=context,
             timeout=_BUILD_TIMEOUT_S,
             changes=True,
+            here=True,
         )
-        self._run(self.push_args(), version=version, registry=registry, timeout=_BUILD_TIMEOUT_S, changes=True)
+        self._run(
+            self.push_args(), version=version, registry=registry, timeout=_BUILD_TIMEOUT_S, changes=True, here=True
+        )
+
+    def built_images(self, version: str, registry: str | None = None) -> list[str]:
+        """The images of the services the compose file builds (the backend), named as `up` runs
+        them at `version`: what a host must get from here."""
+        import yaml
+
+        text = self._run(self.config_args(here=True), version=version, registry=registry, here=True)
+        services = (yaml.safe_load(text) or {}).get("services") or {}
+        return sorted(
+            {str(s["image"]) for s in services.values() if isinstance(s, dict) and s.get("build") and s.get("image")}
+        )
+
+    def deliver(self, version: str, registry: str | None = None) -> list[str]:
+        """Bring the built images at `version` to the environment's host (engine/hosts/images.py):
+        pulled there from `registry` (else this runtime's), else streamed from here; nothing sent
+        when the host has them. What was done, one line per image; [] without a host."""
+        from ultra_ops.engine.hosts import images
+
+        if self.host is None:
+            return []
+        registry = registry or self.registry
+        done = []
+        for image in self.built_images(version, registry):
+            if registry_prefix(registry):
+                outcome = images.pull_on_host(self.host, image, registry, log=self.log)  # type: ignore[arg-type]
+            else:
+                outcome = images.send_image(self.host, image, log=self.log)
+            done.append(f"{image}: {outcome}")
+        return done
 
     def pull(self, version: str) -> None:
         self.log.info(f"compose pull {self.project} {version}")
@@ -269,14 +316,24 @@ class ComposeRuntime:
 
     def up(self, version: str) -> None:
         self._version = version
-        # Made by us before dockerd would make the bind mount's source (as root, out of our reach).
-        private_dir(self.env.log_dir)
+        if self.host is None:
+            # Made by us before dockerd would make the bind mount's source (as root, out of our reach).
+            private_dir(self.env.log_dir)
+        # On a host, its images first: compose would otherwise build a missing one there, from a
+        # source the host does not have. A no-op when the host has them (a deploy's push step
+        # delivered them; a rollback's release ran there before).
+        self.deliver(version)
         self.log.info(f"compose up {self.project} at {version}")
         self._run(self.up_args(), version=version, timeout=_UP_TIMEOUT_S, changes=True)
 
+    def configured_services(self) -> list[str]:
+        """The services of this machine's compose file: the master copy, which the host gets before
+        the command that acts on them (the host's may not be there yet, before a first start)."""
+        return self._run(self.services_args(here=True), here=True).split()
+
     def up_stores(self) -> list[str]:
         """Start the stores alone (a new environment's database before its first deploy)."""
-        services = [s for s in self._run(self.services_args()).split() if s in DATA_SERVICES]
+        services = [s for s in self.configured_services() if s in DATA_SERVICES]
         if services:
             self.log.info(f"compose up {self.project}: {', '.join(services)}")
             self._run([*self.compose_base(), "up", "-d", *services], timeout=_UP_TIMEOUT_S, changes=True)
@@ -284,7 +341,7 @@ class ComposeRuntime:
 
     def down(self) -> None:
         """Stop the application's services; the stores (DATA_SERVICES) keep running."""
-        services = [s for s in self._run(self.services_args()).split() if s not in DATA_SERVICES]
+        services = [s for s in self.configured_services() if s not in DATA_SERVICES]
         if not services:
             return
         self.log.info(f"compose stop {self.project}: {', '.join(services)}")
@@ -302,14 +359,15 @@ class ComposeRuntime:
         ids = self.container_ids()
         containers, usage = {}, {}
         if ids:
-            containers = compose_status.parse_inspect(self._docker(compose_status.inspect_args(ids)))
+            containers = compose_status.parse_inspect(self.docker(compose_status.inspect_args(ids)))
             # Only running containers: docker stats of a stopped one answers zeros, not "none".
             live = [c.name for c in containers.values() if c.state == "running"]
             if live:
-                usage = compose_status.parse_stats(self._docker(compose_status.stats_args(live)))
+                usage = compose_status.parse_stats(self.docker(compose_status.stats_args(live)))
         return compose_status.describe(services, running, containers, usage, DATA_SERVICES)
 
-    def _docker(self, args: list[str]) -> str:
+    def docker(self, args: list[str]) -> str:
+        """A docker command (inspect, stats) where the environment's engine is: on its host, or here."""
         try:
             if self.host is not None:
                 return self.host.run(args, timeout=_SHORT_TIMEOUT_S).stdout

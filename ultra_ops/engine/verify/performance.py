@@ -17,7 +17,7 @@ from ultra_ops.engine.verify.checks import CheckFailed, describe_error, expected
 from ultra_ops.engine.verify.latency import latency_results
 from ultra_ops.engine.verify.report import CheckResult
 from ultra_ops.engine.verify.statements import database_results
-from ultra_ops.engine.verify.usage import CpuWindow, compose_results, disk_results
+from ultra_ops.engine.verify.usage import CpuWindow, compose_results, disk_results, host_disk_results
 
 httpx = lazy_module("httpx")
 
@@ -66,6 +66,7 @@ def performance_results(
     else:
         results += compose_results(env, perf, redact)
     results += disk_results(env, perf)
+    results += host_disk_results(env, perf, redact)
     results += database_results(env, perf, timeout_s)
     if perf.llm_completion:
         with httpx.Client(follow_redirects=False, verify=verify_tls) as client:

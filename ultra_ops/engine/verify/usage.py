@@ -99,12 +99,12 @@ def parse_docker_stats(output: str, perf: PerformanceSettings) -> list[CheckResu
 
 def compose_results(env: Environment, perf: PerformanceSettings, redact: Redactor) -> list[CheckResult]:
     from ultra_ops.engine.runtimes.compose import ComposeRuntime
-    from ultra_ops.engine.shell import run
 
     runtime = ComposeRuntime(env, redact=redact)
     try:
         ids = runtime.container_ids()
-        output = run(docker_stats_args(env, ids), timeout=30, redact=redact, environment=env).stdout if ids else ""
+        # Where the containers are: on the environment's host over ssh, else here.
+        output = runtime.docker(docker_stats_args(env, ids)) if ids else ""
     except (UltraOpsError, OSError) as exc:
         return [CheckResult("resources", "resources", False, 0.0, 1, f"docker stats failed: {redact(str(exc))[:150]}")]
     return parse_docker_stats(output, perf)
@@ -112,31 +112,58 @@ def compose_results(env: Environment, perf: PerformanceSettings, redact: Redacto
 
 def disk_results(env: Environment, perf: PerformanceSettings) -> list[CheckResult]:
     """Free space where the environment keeps its data, logs and backups."""
-    floor_mb = perf.disk_free_mb if perf.disk_free_mb is not None else float(env.min_free_disk_mb)
     results = []
     for label, folder in (("data", env.root), ("logs", env.log_dir), ("backups", env.backups_path)):
         path = folder
         while not path.exists() and path != path.parent:
             path = path.parent  # a folder not made yet lives on its parent's disk
         usage = shutil.disk_usage(path)
-        free_mb, free_pct = usage.free / _MB, usage.free / usage.total * 100
-        problems = []
-        if free_mb < floor_mb:
-            problems.append(f"under {floor_mb:g} MB")
-        if free_pct < perf.disk_free_percent:
-            problems.append(f"under {perf.disk_free_percent:g}%")
-        detail = f"{free_mb:.0f} MB ({free_pct:.1f}%) free at {folder}" + (
-            "; " + ", ".join(problems) if problems else ""
-        )
-        results.append(
-            CheckResult(
-                f"disk {label}",
-                "disk",
-                not problems,
-                0.0,
-                1,
-                detail,
-                metrics={"free_mb": free_mb, "free_percent": free_pct},
-            )
-        )
+        results.append(_disk_result(env, perf, f"disk {label}", str(folder), usage.free, usage.total))
     return results
+
+
+def host_disk_results(env: Environment, perf: PerformanceSettings, redact: Redactor) -> list[CheckResult]:
+    """Free space on a hosted environment's host, where its files and (usually) its Docker data are."""
+    from ultra_ops.engine.hosts.ssh import SshHost
+
+    if env.host is None:
+        return []
+    where = f"{env.host.root} on {env.host.address}"
+    try:
+        # The root may not exist before the first deploy: df of its parent's disk then.
+        out = (
+            SshHost.for_environment(env, redact=redact)
+            .run(
+                [
+                    "sh",
+                    "-c",
+                    'p="$1"; while [ ! -e "$p" ]; do p=$(dirname "$p"); done; df -P -k "$p"',
+                    "sh",
+                    str(env.host.root),
+                ],
+                timeout=30,
+            )
+            .stdout
+        )
+        fields = out.strip().splitlines()[-1].split()
+        total, free = int(fields[1]) * 1024, int(fields[3]) * 1024
+    except (UltraOpsError, IndexError, ValueError) as exc:
+        detail = f"df on the host failed: {redact(str(exc))[:150]}"
+        return [CheckResult("disk host", "disk", False, 0.0, 1, detail)]
+    return [_disk_result(env, perf, "disk host", where, free, total)]
+
+
+def _disk_result(
+    env: Environment, perf: PerformanceSettings, name: str, where: str, free: int, total: int
+) -> CheckResult:
+    floor_mb = perf.disk_free_mb if perf.disk_free_mb is not None else float(env.min_free_disk_mb)
+    free_mb, free_pct = free / _MB, (free / total * 100 if total else 0.0)
+    problems = []
+    if free_mb < floor_mb:
+        problems.append(f"under {floor_mb:g} MB")
+    if free_pct < perf.disk_free_percent:
+        problems.append(f"under {perf.disk_free_percent:g}%")
+    detail = f"{free_mb:.0f} MB ({free_pct:.1f}%) free at {where}" + ("; " + ", ".join(problems) if problems else "")
+    return CheckResult(
+        name, "disk", not problems, 0.0, 1, detail, metrics={"free_mb": free_mb, "free_percent": free_pct}
+    )

@@ -27,8 +27,14 @@ def test_compose_runs_on_the_host_with_the_files_there(tmp_path: Path) -> None:
     argv = runtime.remote_args(runtime.up_args(), runtime.command_env("v1.2.3"))
     assert argv[0] == "ssh" and argv[-3:-1] == ["--", "10.0.0.5"]
     remote = shlex.split(argv[-1])
-    assert remote[:4] == ["env", "ULTRA_IMAGE_TAG=v1.2.3", "ULTRA_REGISTRY=", "ULTRA_ENVIRONMENT=staging"]
-    assert remote[4:] == runtime.up_args()
+    assert remote[:5] == [
+        "env",
+        "ULTRA_IMAGE_TAG=v1.2.3",
+        "ULTRA_REGISTRY=",
+        "ULTRA_ENVIRONMENT=staging",
+        "ULTRA_LOG_VOLUME=backend-logs",  # the compose volume on the host, never a folder of this machine
+    ]
+    assert remote[5:] == runtime.up_args()
 
 
 def test_default_root_and_its_mistakes(tmp_path: Path) -> None:
