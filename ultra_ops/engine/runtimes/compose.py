@@ -260,7 +260,8 @@ class ComposeRuntime:
 
     def up_stores(self) -> list[str]:
         """Start the stores alone (a new environment's database before its first deploy)."""
-        services = [s for s in self._run(self.services_args()).split() if s in DATA_SERVICES]
+        # changes=True: on a host never deployed to, the files must be there before compose reads them.
+        services = [s for s in self._run(self.services_args(), changes=True).split() if s in DATA_SERVICES]
         if services:
             self.log.info(f"compose up {self.project}: {', '.join(services)}")
             self._run([*self.compose_base(), "up", "-d", *services], timeout=_UP_TIMEOUT_S, changes=True)
