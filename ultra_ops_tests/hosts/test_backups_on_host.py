@@ -6,6 +6,7 @@ and a network cut in the middle of one fails it within 10 s, keeping nothing."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import threading
 import time
@@ -25,6 +26,7 @@ from ultra_ops.engine.errors import BackupError
 from ultra_ops.engine.release.rollback import rollback
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import Environment, load_settings
+from ultra_ops_tests.support.cli import run_cli
 from ultra_ops_tests.support.hosts import TestHost, host_config
 
 pytestmark = pytest.mark.docker
@@ -243,3 +245,29 @@ def test_a_network_cut_in_the_middle_of_a_backup(
     again = create_backup(env, version="v1.0.0", label="manual")
     assert verify_backup(env, again.id).tables == {"public.items": 300_000}
     assert [b.id for b in list_backups(env)] == [again.id, kept.id]
+
+
+def test_the_backup_commands_on_a_hosted_environment(host: TestHost, tmp_path: Path, dagster_home: Path) -> None:
+    env = _hosted_environment(tmp_path, host)
+    _seed(env, 2000)
+    config = tmp_path / "ultra_ops.toml"
+    config.write_text(config.read_text() + "[environments.staging.backup]\nkeep = 1\n")
+    environ = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+
+    for _ in range(2):
+        done = run_cli("backups", "create", config=config, environment="staging", env=environ)
+        assert done.returncode == 0, done.stdout + done.stderr
+    first, second = sorted(b.id for b in list_backups(env))
+
+    checked = run_cli("backups", "verify", "--restore-test", config=config, environment="staging", env=environ)
+    said = checked.stdout + checked.stderr
+    assert checked.returncode == 0, said
+    assert f"{first}: ok\n{second}: ok\n" in said, said
+    assert f"backup_restore_test: ok: staging: backup {second} restored: 1 tables, 2000 rows" in said, said
+    assert PASSWORD not in said
+
+    pruned = run_cli("backups", "prune", config=config, environment="staging", env=environ)
+    said = pruned.stdout + pruned.stderr
+    assert pruned.returncode == 0, said
+    assert f"removed {first}" in said and f"keep   {second}" in said, said
+    assert [b.id for b in list_backups(env)] == [second]
