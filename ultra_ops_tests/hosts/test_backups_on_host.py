@@ -1,7 +1,8 @@
 """Backups of an environment on a host of its own: pg_dump runs in the host's database container,
 the dump is kept on this machine (none is written on the host), with the manifest, checksums,
-restore tests, retention and rollback of any backup; a backup survives the host losing its data,
-and a network cut in the middle of one fails it within 10 s, keeping nothing."""
+restore tests, retention and rollback of any backup; a backup survives the host losing its data; a
+network cut in the middle of a backup fails it within 10 s, keeping nothing, and one in the middle of
+a rollback's restore fails it within 10 s with nothing swapped, which recover tidies up."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ultra_ops.engine.backups import swap
 from ultra_ops.engine.backups.create import create_backup
-from ultra_ops.engine.backups.hosted import STREAMING_POINT
+from ultra_ops.engine.backups.hosted import RESTORE_STREAMING_POINT, STREAMING_POINT
 from ultra_ops.engine.backups.restore import restore_backup
 from ultra_ops.engine.backups.retention import prune_backups
 from ultra_ops.engine.backups.store import DUMP_FILE, MANIFEST, list_backups, verify_backup
 from ultra_ops.engine.backups.trial_restore import restore_test
 from ultra_ops.engine.crash_points import PAUSE_ENV
 from ultra_ops.engine.errors import BackupError
+from ultra_ops.engine.release.recover import recover_environment
 from ultra_ops.engine.release.rollback import rollback
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import Environment, load_settings
@@ -271,3 +274,59 @@ def test_the_backup_commands_on_a_hosted_environment(host: TestHost, tmp_path: P
     assert pruned.returncode == 0, said
     assert f"removed {first}" in said and f"keep   {second}" in said, said
     assert [b.id for b in list_backups(env)] == [second]
+
+
+def test_a_network_cut_in_the_middle_of_a_rollback_then_recover(
+    host: TestHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _hosted_environment(tmp_path, host)
+    _seed(env, 300_000)
+    kept = create_backup(env, version="v1.0.0", label="manual", compression=0)
+    with _connect(env) as conn:
+        conn.execute("DELETE FROM items WHERE id > 1000")
+    current = _items(env)
+    reached = tmp_path / "streaming"
+    monkeypatch.setenv(PAUSE_ENV, f"{RESTORE_STREAMING_POINT}={reached}")
+    outcome: dict[str, object] = {}
+
+    def roll_back() -> None:
+        try:
+            outcome["result"] = rollback(env, kept.id, verify=False)
+        except BaseException as exc:  # noqa: BLE001 - read by the test
+            outcome["error"] = exc
+        outcome["ended"] = time.monotonic()
+
+    worker = threading.Thread(target=roll_back, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 120
+    while not reached.exists():
+        assert worker.is_alive() and time.monotonic() < deadline, outcome
+        time.sleep(0.05)
+    host.cut()
+    cut_at = time.monotonic()
+    reached.unlink()  # pg_restore's input goes on: into a cut network
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    monkeypatch.delenv(PAUSE_ENV)
+
+    error = outcome.get("error")
+    assert isinstance(error, BackupError), outcome
+    assert float(outcome["ended"]) - cut_at < 10  # type: ignore[arg-type]
+    message = str(error)
+    assert f"pg_restore on staging's host deploy@{host.address}:22 failed: the connection was lost" in message
+    assert "nothing swapped: ultra_staging is as it was" in message
+    assert "nothing was stopped: staging still runs v1.0.0" in message
+    assert PASSWORD not in message
+    journal = swap.read_journal(env)
+    assert journal is not None and journal.phase == "restoring"
+
+    # Once the host answers, recover drops what the cut left; the database is as it was.
+    host.restore()
+    done = recover_environment(env)
+    assert any(line.startswith(f"undid the swap of backup {kept.id} (interrupted at restoring)") for line in done), done
+    assert swap.read_journal(env) is None
+    assert _databases(env) == {"postgres", "ultra_staging"}
+    assert _items(env) == current
+    # And the rollback goes through.
+    rollback(env, kept.id, verify=False)
+    assert _items(env) == (300_000, 300_000 * 300_001 // 2)

@@ -32,7 +32,7 @@ from ultra_ops.engine.backups.dump import checked_tool_version, dump_source, run
 from ultra_ops.engine.backups.store import BackupInfo
 from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.errors import BackupError, CommandFailed
-from ultra_ops.engine.hosts.ssh import HostError, SshHost, classify
+from ultra_ops.engine.hosts.ssh import HostError, HostUnreachable, SshHost, classify
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment
 
@@ -43,6 +43,12 @@ _WITH_PASSWORD = (
     'IFS= read -r PGPASSWORD; if [ -n "$PGPASSWORD" ]; then export PGPASSWORD; else unset PGPASSWORD; fi; exec "$@"'
 )
 STREAMING_POINT = "backup:streaming"  # crash point: the dump's first bytes are written here
+RESTORE_STREAMING_POINT = "restore:streaming"  # crash point: the dump's first bytes are sent to the host
+
+
+class DatabaseHostLost(BackupError):
+    """The connection to the environment's host was lost (or never made) while a tool ran there:
+    the database is out of reach too, so nothing on it can be tidied up now."""
 
 
 def on_host(env: Environment) -> bool:
@@ -148,7 +154,8 @@ class HostedDatabase:
             raise BackupError(self.redact(f"{what} on {self.host.where}: {exc}")) from None
         failure = classify(proc.stderr, proc.returncode, self.host.where, self.host.settings)
         if failure is not None:
-            raise BackupError(self.redact(f"{what} on {self.host.where} failed: {failure.reason}")) from None
+            kind = DatabaseHostLost if isinstance(failure, HostUnreachable) else BackupError
+            raise kind(self.redact(f"{what} on {self.host.where} failed: {failure.reason}")) from None
         if proc.returncode != 0:
             tail = " | ".join(proc.stderr.strip().splitlines()[-5:]) or "no output on stderr"
             raise BackupError(self.redact(f"{what} in {self.where} exited {proc.returncode}: {tail}"))
@@ -199,8 +206,12 @@ class HostedDatabase:
 
         def chunks() -> Iterator[bytes]:
             with open(source, "rb", buffering=0) as f:
+                first = True
                 while chunk := f.read(READ_CHUNK):
                     yield chunk
+                    if first:
+                        crash_point(RESTORE_STREAMING_POINT)
+                        first = False
 
         self._stream(
             ["pg_restore", "-Fc", "--exit-on-error", "-d", target],

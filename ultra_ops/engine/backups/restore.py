@@ -192,6 +192,14 @@ def _restore_into_scratch(env: Environment, info: BackupInfo, log: Log, redact: 
         )
         log.info(f"restore {info.id}: pg_restore took {time.perf_counter() - t0:.1f}s")
         return swap.enter(env, journal, "prepared")
+    except hosted.DatabaseHostLost as exc:
+        # The database is on the lost host: dropping the scratch database now would wait out a
+        # connect timeout for nothing. The journal says what to drop once the host answers.
+        raise BackupError(
+            f"{exc}; nothing swapped: {name} is as it was; the scratch database {scratch} and the swap journal "
+            f"are left for `ultra-ops recover --environment {env.name}` (or the next operation) to drop once "
+            f"the host answers"
+        ) from None
     except BaseException:
         try:
             recover_interrupted_restore(env, journal, log, redact)  # drops the scratch database, removes the journal
