@@ -68,6 +68,11 @@ def _hosted_environment(tmp_path: Path, host: TestHost) -> Environment:
 
 def _start_stores(env: Environment) -> None:
     assert get_runtime(env).up_stores() == ["postgres"]
+    _wait_answers(env)
+
+
+def _wait_answers(env: Environment) -> None:
+    """Until the environment's database accepts a connection from here (started, or back on the network)."""
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -236,6 +241,7 @@ def test_a_network_cut_in_the_middle_of_a_backup(
     assert sorted(p.name for p in env.backups_path.iterdir()) == [kept.id], "no temporary folder left"
 
     host.restore()
+    _wait_answers(env)
     # The host lets go of the dead session (its sshd's keepalives), and pg_dump's with it.
     deadline = time.monotonic() + 60
     while True:
@@ -322,6 +328,7 @@ def test_a_network_cut_in_the_middle_of_a_rollback_then_recover(
 
     # Once the host answers, recover drops what the cut left; the database is as it was.
     host.restore()
+    _wait_answers(env)
     done = recover_environment(env)
     assert any(line.startswith(f"undid the swap of backup {kept.id} (interrupted at restoring)") for line in done), done
     assert swap.read_journal(env) is None
