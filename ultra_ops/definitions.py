@@ -21,6 +21,9 @@ from ultra_ops.defs.release.sensors import release_sensors
 from ultra_ops.defs.shared.jobs import LOGGERS
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
 
+# One instance under both keys: the locks depend on the settings (set up first, torn down last).
+SETTINGS = OpsSettings()
+
 defs = Definitions(
     assets=[*BACKUP_ASSETS, *RELEASE_ASSETS, *CHECKLIST_ASSETS, *MAINTENANCE_ASSETS, release_calendar],
     asset_checks=BACKUP_CHECKS,
@@ -34,6 +37,6 @@ defs = Definitions(
         *platform_schedules(),
     ],
     sensors=[*release_sensors(), *backup_sensors()],
-    resources={"settings": OpsSettings(), "locks": EnvironmentLocks()},
+    resources={"settings": SETTINGS, "locks": EnvironmentLocks(settings=SETTINGS)},
     loggers=LOGGERS,  # asset jobs take their loggers from here; the op jobs name the same ones
 )

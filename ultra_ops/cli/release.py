@@ -174,10 +174,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from ultra_ops.engine.bootstrap import init_environment
+    from ultra_ops.engine.hosts.reach import Reach
 
     settings = settings_of(args)
     env = settings.environment(args.environment)
-    for line in init_environment(env):
+    # A hosted environment's database through tunnels to its host, closed when init is done.
+    with Reach(env) as reached:
+        lines = init_environment(env, reached=reached)
+    for line in lines:
         out(line)
     return 0
 

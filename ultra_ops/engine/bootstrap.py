@@ -12,8 +12,11 @@ from ultra_ops.engine.settings import Environment
 from ultra_ops.engine.versions import VERSION_KEY
 
 
-def init_environment(env: Environment) -> list[str]:
-    """Create what is missing and leave what exists alone; return one line per thing done."""
+def init_environment(env: Environment, *, reached: Environment | None = None) -> list[str]:
+    """Create what is missing and leave what exists alone; return one line per thing done.
+    `reached`: the environment as this machine reaches it (a hosted one's addresses through its
+    tunnels, engine/hosts/reach.py), for the database; the env file's published ports come from
+    `env`, the config as written."""
     import psycopg
     from psycopg import sql
 
@@ -53,12 +56,13 @@ def init_environment(env: Environment) -> list[str]:
     missing = [k for k in env.required_env_keys if k != VERSION_KEY and k not in read_env_file(env.env_file)]
     if missing:
         done.append(f"{env.env_file} still needs: {', '.join(missing)}")
-    db = env.database
+    reached = reached or env
+    db = reached.database
     if env.runtime == "compose":
         from ultra_ops.engine.runtimes.compose_env import start_stores
 
         # The project's own PostgreSQL container creates POSTGRES_DB on its first start.
-        done += start_stores(env)
+        done += start_stores(reached)
     try:
         with psycopg.connect(
             **db.conninfo(db.maintenance_db, statement_timeout_s=300, lock_timeout_s=30), autocommit=True
@@ -66,10 +70,17 @@ def init_environment(env: Environment) -> list[str]:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,)).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
-                done.append(f"created database {db.name} on {db.host}:{db.port}")
+                done.append(f"created database {db.name} on {_where(env)}")
     except psycopg.Error as exc:
         raise OperationError(
-            f"cannot prepare database {db.name} on {db.host}:{db.port}: {str(exc).strip().splitlines()[0]}"
+            f"cannot prepare database {db.name} on {_where(env)}: {str(exc).strip().splitlines()[0]}"
         ) from None
     done.append(f"environment {env.name} is ready")
     return done
+
+
+def _where(env: Environment) -> str:
+    """The database's address as configured (and the host it is on, for a hosted environment)."""
+    db = env.database
+    at = f"{db.host}:{db.port}"
+    return f"{at} of {env.host.describe()}" if env.host is not None else at

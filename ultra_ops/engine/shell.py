@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -131,29 +132,60 @@ def run(
     error: type[Exception] = CommandFailed,
     input: str | None = None,
     stdin_path: Path | None = None,
+    feed: Sequence[str] | None = None,
+    stdout_path: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command to its end and return its output; the child's environment is
     child_env(environment, env). Raises `error` (CommandFailed by default), redacted, when the
     program is missing, runs out of `timeout` seconds or (with check) exits non-zero.
-    `heartbeat(elapsed_s)` is called every `every_s` while it runs. The command reads `input`, or
-    the file `stdin_path`, on its stdin (else nothing)."""
+    `heartbeat(elapsed_s)` is called every `every_s` while it runs. The command reads `input`, the
+    file `stdin_path`, or the output of the command `feed` (streamed: `docker save | ssh ... docker
+    load`, no file between; it runs under the same timeout, and its failure is the command's: when
+    it exits non-zero its stderr's tail ends the command's stderr, and a command that exited 0 on a
+    stream cut short fails) on its stdin (else nothing). `stdout_path`: the command's output goes
+    into that file, byte for byte (created 0600, or truncated), and stdout is returned empty."""
     name = Path(args[0]).name
     argv = list(args)
     watch_r = watch_w = None
-    if [input is not None, stdin_path is not None, die_with_parent].count(True) > 1:
-        raise ValueError("input, stdin_path and die_with_parent each take the command's stdin: give one")
+    if [input is not None, stdin_path is not None, die_with_parent, feed is not None].count(True) > 1:
+        raise ValueError("input, stdin_path, feed and die_with_parent each take the command's stdin: give one")
     stdin: Any = subprocess.PIPE if input is not None else subprocess.DEVNULL
     if stdin_path is not None:
         try:
             stdin = open(stdin_path, "rb")  # noqa: SIM115 - closed once the child has its copy
         except OSError as exc:
             raise error(f"cannot read {stdin_path}: {exc.strerror}") from None
+    feeder: subprocess.Popen[bytes] | None = None
+    feed_errors: Any = None
+    if feed is not None:
+        feed_errors = tempfile.TemporaryFile()  # noqa: SIM115 - a file: a long stream never blocks on it
+        try:
+            feeder = subprocess.Popen(
+                list(feed),
+                env=child_env(environment, env),
+                cwd=cwd,
+                close_fds=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=feed_errors,
+                process_group=0,
+            )
+        except OSError as exc:
+            feed_errors.close()
+            raise error(f"cannot start {Path(feed[0]).name}: {exc.strerror}") from None
+        stdin = feeder.stdout
     if die_with_parent:
         argv = watched(argv)
         # Our end is not inherited (os.pipe is close-on-exec), so only this process holds it open.
         watch_r, watch_w = os.pipe()
         stdin = watch_r
     message: str | None = None
+    stdout: Any = subprocess.PIPE
+    if stdout_path is not None:
+        try:
+            stdout = open(stdout_path, "wb", opener=lambda path, flags: os.open(path, flags, 0o600))  # noqa: SIM115
+        except OSError as exc:
+            raise error(f"cannot write {stdout_path}: {exc.strerror}") from None
     try:
         proc = subprocess.Popen(
             argv,
@@ -161,7 +193,7 @@ def run(
             cwd=cwd,
             close_fds=True,
             stdin=stdin,
-            stdout=subprocess.PIPE,
+            stdout=stdout,
             stderr=subprocess.PIPE,
             process_group=0,
             umask=0o077,
@@ -173,11 +205,17 @@ def run(
         raise error(f"{name} is not installed or not on PATH") from None
     except OSError as exc:
         raise error(f"cannot start {name}: {exc.strerror}") from None
+    except BaseException:
+        if feeder is not None:
+            _kill_group(feeder)
+        raise
     finally:
         if watch_r is not None:
             os.close(watch_r)
-        if stdin_path is not None:
-            stdin.close()
+        if stdin_path is not None or feeder is not None:
+            stdin.close()  # the child has its copy: the feeder gets SIGPIPE when the child stops reading
+        if stdout_path is not None:
+            stdout.close()  # the child has its copy
     started = time.monotonic()
     deadline = started + timeout
     try:
@@ -193,19 +231,36 @@ def run(
                     break
                 if heartbeat is not None:
                     heartbeat(time.monotonic() - started)
+        if feeder is not None and message is None:
+            try:
+                feeder.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                message = f"{Path(feed[0]).name} did not finish within {timeout:g}s"  # type: ignore[index]
     except BaseException:
         _kill_group(proc)
+        if feeder is not None:
+            _kill_group(feeder)
         raise
     finally:
         if watch_w is not None:
             os.close(watch_w)
+        if feeder is not None:
+            _kill_group(feeder)  # only while unreaped: a finished feeder is left alone
+            feed_errors.seek(0)
+            feed_tail = feed_errors.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+            feed_errors.close()
     if message is not None:
         raise error(redact(message) if redact else message)
+    if feeder is not None and feeder.returncode != 0:
+        said = f"{Path(feed[0]).name} exited {feeder.returncode}: " + (" | ".join(feed_tail) or "no output")  # type: ignore[index]
+        if proc.returncode == 0:
+            raise error(redact(said) if redact else said)
+        err = f"{err.rstrip()}\n{said}" if err else said
     if check and proc.returncode != 0:
         tail = (err or out or "").strip().splitlines()[-5:]
         message = f"{name} exited {proc.returncode}: " + " | ".join(tail)
         raise error(redact(message) if redact else message)
-    return subprocess.CompletedProcess(list(args), proc.returncode, out, err)
+    return subprocess.CompletedProcess(list(args), proc.returncode, out or "", err)
 
 
 def stream(

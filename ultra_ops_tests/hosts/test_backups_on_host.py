@@ -25,6 +25,7 @@ from ultra_ops.engine.backups.store import DUMP_FILE, MANIFEST, list_backups, ve
 from ultra_ops.engine.backups.trial_restore import restore_test
 from ultra_ops.engine.crash_points import PAUSE_ENV
 from ultra_ops.engine.errors import BackupError
+from ultra_ops.engine.hosts.reach import Reach
 from ultra_ops.engine.release.recover import recover_environment
 from ultra_ops.engine.release.rollback import rollback
 from ultra_ops.engine.runtimes import get_runtime
@@ -52,17 +53,24 @@ volumes:
 """
 
 
-def _hosted_environment(tmp_path: Path, host: TestHost) -> Environment:
+def _hosted_environment(tmp_path: Path, host: TestHost, *, loopback: bool = False) -> Environment:
     """staging on `host`: its PostgreSQL in the compose project there, reached on the host's
-    published port, the password in the env file (password_key), as a compose environment keeps it."""
+    published port (or, `loopback`, published on the host's loopback only and configured as
+    127.0.0.1: reached through tunnels, engine/hosts/reach.py), the password in the env file
+    (password_key), as a compose environment keeps it. Returns the environment as configured."""
     host.load_image("ultra-local/postgres:15")
+    compose = COMPOSE.replace('["5432:5432"]', '["127.0.0.1:5432:5432"]') if loopback else COMPOSE
     config = host_config(
-        tmp_path, host, compose=COMPOSE, env_file=f"ULTRA_VERSION=v1.0.0\nPOSTGRES_PASSWORD={PASSWORD}\n"
+        tmp_path, host, compose=compose, env_file=f"ULTRA_VERSION=v1.0.0\nPOSTGRES_PASSWORD={PASSWORD}\n"
     )
     text = config.read_text().replace('user = "ultra"\n', 'user = "ultra"\npassword_key = "POSTGRES_PASSWORD"\n', 1)
+    if loopback:
+        text = text.replace(f'host = "{host.address}"\nport = 5432', 'host = "127.0.0.1"\nport = 5432', 1)
     config.write_text(text)
     env = load_settings(config).environment("staging")
-    _start_stores(env)
+    assert get_runtime(env).up_stores() == ["postgres"]
+    with Reach(env) as reached:
+        _wait_answers(reached)
     return env
 
 
@@ -256,9 +264,13 @@ def test_a_network_cut_in_the_middle_of_a_backup(
     assert [b.id for b in list_backups(env)] == [again.id, kept.id]
 
 
-def test_the_backup_commands_on_a_hosted_environment(host: TestHost, tmp_path: Path, dagster_home: Path) -> None:
-    env = _hosted_environment(tmp_path, host)
-    _seed(env, 2000)
+def test_the_backup_commands_on_a_hosted_environment_reached_through_tunnels(
+    host: TestHost, tmp_path: Path, dagster_home: Path
+) -> None:
+    env = _hosted_environment(tmp_path, host, loopback=True)
+    assert env.database.host == "127.0.0.1"
+    with Reach(env) as reached:
+        _seed(reached, 2000)
     config = tmp_path / "ultra_ops.toml"
     config.write_text(config.read_text() + "[environments.staging.backup]\nkeep = 1\n")
     environ = {**os.environ, "DAGSTER_HOME": str(dagster_home)}

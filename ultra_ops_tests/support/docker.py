@@ -110,9 +110,10 @@ class ComposeEnvironment:
             docker("rmi", "-f", *tags, timeout=120)
 
 
-def compose_environment(tmp_path: Path, environment: str = "staging") -> ComposeEnvironment:
+def compose_environment(tmp_path: Path, environment: str = "staging", host: str = "") -> ComposeEnvironment:
     """deploy/ultra_ops.compose-local.toml with the test's folders, stand-in repository, project
-    name and free ports; the stand-in repository made as `ultra-ops demo` makes it."""
+    name and free ports; the stand-in repository made as `ultra-ops demo` makes it. `host`: the
+    keys of the environment's `[host]` table, which puts it on a host of its own."""
     from ultra_ops.demo_calendar import ensure_repository
 
     repo = tmp_path / "ultra-ai"
@@ -131,6 +132,8 @@ def compose_environment(tmp_path: Path, environment: str = "staging") -> Compose
         .replace(f'"ultra-local-{environment}"', f'"{project}"')
         .replace(f'"ultra-local-{other}"', f'"{project}-other"')
     )
+    if host:
+        text += f"\n[environments.{environment}.host]\n{host}"
     config = tmp_path / "ultra_ops.compose-local.toml"
     config.write_text(text)
     return ComposeEnvironment(config, environment, project, repo, ports)

@@ -414,3 +414,28 @@ known_hosts = "{host.known_hosts}"
 connect_timeout_s = {connect_timeout_s}
 """)
     return config
+
+
+def host_table(host: TestHost, *, connect_timeout_s: float = 5) -> str:
+    """The `[host]` keys of an environment living on `host`: the fleet's key and known_hosts."""
+    return (
+        f'address = "{host.address}"\nuser = "deploy"\nidentity_file = "{host.identity}"\n'
+        f'known_hosts = "{host.known_hosts}"\nconnect_timeout_s = {connect_timeout_s}\n'
+    )
+
+
+def ssh_clients_to(address: str) -> list[str]:
+    """The command lines of ssh clients on this machine connected (or connecting) to `address`:
+    what a command must not leave running (a tunnel it did not close)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode("utf-8", "replace") for a in argv if a]
+        if words and Path(words[0]).name == "ssh" and address in words:
+            found.append(" ".join(words))
+    return found

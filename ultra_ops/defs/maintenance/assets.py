@@ -199,6 +199,12 @@ def log_archive(context: AssetExecutionContext, settings: OpsSettings) -> Iterat
     for environment, days in sorted(days_by_env.items()):
         with step(context.op_execution_context, loaded, environment) as s:
             rotate_logs(s.env, log=s.log)
+            if s.env.host is not None:
+                # The services' logs are on the host: streamed here and archived here (hosts/logs.py).
+                from ultra_ops.engine.hosts.logs import archive_host_logs
+
+                reports.extend(archive_host_logs(s.env, sorted(days), log=s.log, redact=s.redact))
+                continue
             reports.extend(archive_logs(s.env, day, log=s.log) for day in sorted(days))
     for r in reports:
         partition = MultiPartitionKey({"day": r.day, "environment": r.environment})

@@ -1,19 +1,31 @@
 """Resources shared by every domain: the run's config and the per-environment locks."""
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dagster import ConfigurableResource, InitResourceContext
+from dagster import ConfigurableResource, InitResourceContext, ResourceDependency
 from pydantic import Field, PrivateAttr
 
 from ultra_ops.engine import runs
 from ultra_ops.engine.crash_points import crash_point
+from ultra_ops.engine.hosts.reach import Reaches
 from ultra_ops.engine.locks import EnvironmentLock
 from ultra_ops.engine.release.interrupts import finish_run
 from ultra_ops.engine.release.recover import recover_environment
 from ultra_ops.engine.secrets import Log
 from ultra_ops.engine.settings import Environment, Settings, load_settings
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings(Settings):
+    """The run's config, and how the run reaches its environments: the tunnels to a hosted
+    environment's loopback ports (engine/hosts/reach.py), opened by the first step that uses that
+    environment and kept for the run's later steps (the in-process executor runs them all here),
+    closed when the run ends."""
+
+    reaches: Reaches = dataclasses.field(default_factory=Reaches, compare=False, repr=False)
 
 
 class OpsSettings(ConfigurableResource):
@@ -22,6 +34,9 @@ class OpsSettings(ConfigurableResource):
 
     Read once per run, on the first step that asks, and handed to every later step: a run sees one
     version of the file from its first step to its last. Dagster makes a new instance for each run.
+    It owns the run's reaches of hosted environments, closed at teardown; the locks resource depends
+    on it, so it is torn down after the locks (whose release may still settle an environment
+    through its tunnels).
     """
 
     # None, not "": the launchpad pre-fills every field with a default, and only an unset one stays
@@ -31,11 +46,21 @@ class OpsSettings(ConfigurableResource):
         description="Path of the ultra_ops TOML config file; empty: ULTRA_OPS_CONFIG, then ./ultra_ops.toml",
     )
 
-    _loaded: Settings | None = PrivateAttr(default=None)
+    _loaded: RunSettings | None = PrivateAttr(default=None)
 
-    def load(self) -> Settings:
+    @contextmanager
+    def yield_for_execution(self, context: InitResourceContext) -> Iterator["OpsSettings"]:
+        try:
+            yield self
+        finally:
+            if self._loaded is not None:
+                self._loaded.reaches.close()
+
+    def load(self) -> RunSettings:
         if self._loaded is None:
-            self._loaded = load_settings(self.config_path or None)
+            loaded = load_settings(self.config_path or None)
+            fields = {f.name: getattr(loaded, f.name) for f in dataclasses.fields(Settings)}
+            self._loaded = RunSettings(**fields)
         return self._loaded
 
 
@@ -49,6 +74,8 @@ class EnvironmentLocks(ConfigurableResource):
     by the next; the kernel frees it if the run process dies.
     """
 
+    # Set up before and torn down after this resource: see OpsSettings.
+    settings: ResourceDependency[OpsSettings]
     # None (not a sentinel number): kept out of the launchpad's form, which the config file covers.
     lock_wait_s: float | None = Field(
         default=None,

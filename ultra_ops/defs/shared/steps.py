@@ -17,7 +17,8 @@ from ultra_ops.defs.backups.records import recording_backups
 from ultra_ops.defs.calendar.pending import recording_decisions
 from ultra_ops.defs.release.releases import recording_releases
 from ultra_ops.defs.shared.failures import redacted_failure
-from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings
+from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings, RunSettings
+from ultra_ops.engine.hosts.reach import Reach
 from ultra_ops.engine.secrets import RedactingLog, Redactor
 from ultra_ops.engine.settings import ENVIRONMENT_NAMES, Environment, Settings
 
@@ -73,21 +74,39 @@ def step(
     request opened or closed as pending_decisions. `draft`: the release record the run leaves if it
     dies (EnvironmentLocks.hold)."""
     with failures_as_dagster():
-        env = settings.environment(environment)
-    redact = Redactor.for_environment(env)
-    with failures_as_dagster(redact):
-        s = Step(env, RedactingLog(context.log, redact), redact)
-        if locks is not None:
-            locks.hold(env, operation=operation or context.job_name, run_id=context.run_id, log=s.log, draft=draft)
-        if not record_backups:
-            yield s
-            return
-        with (
-            recording_backups(context, settings.timezone, s.log, lambda info: cheap_evaluations(env, info, redact)),
-            recording_releases(context, env, settings.timezone, redact, s.log),
-            recording_decisions(context, settings, s.log),
-        ):
-            yield s
+        configured = settings.environment(environment)
+    redact = Redactor.for_environment(configured)
+    with failures_as_dagster(redact), reached(settings, configured, redact, RedactingLog(context.log, redact)) as reach:
+        # The environment as this machine reaches it: a hosted one's loopback addresses through the
+        # run's tunnels to its host (opened here on first use), a dead tunnel a HostUnreachable.
+        env = reach.environment
+        with reach.failures():
+            s = Step(env, RedactingLog(context.log, redact), redact)
+            if locks is not None:
+                locks.hold(env, operation=operation or context.job_name, run_id=context.run_id, log=s.log, draft=draft)
+            if not record_backups:
+                yield s
+                return
+            with (
+                recording_backups(context, settings.timezone, s.log, lambda info: cheap_evaluations(env, info, redact)),
+                recording_releases(context, env, settings.timezone, redact, s.log),
+                recording_decisions(context, settings, s.log),
+            ):
+                yield s
+
+
+@contextmanager
+def reached(settings: Settings, env: Environment, redact: Redactor, log: RedactingLog) -> Iterator[Reach]:
+    """The run's reach of `env` (kept open for its later steps, closed when the run ends), or, for
+    a config read outside a run's `settings` resource, one for this step alone."""
+    if isinstance(settings, RunSettings):
+        yield settings.reaches.get(env, redact=redact, log=log)
+        return
+    reach = Reach(env, redact=redact, log=log)
+    try:
+        yield reach
+    finally:
+        reach.close()
 
 
 @contextmanager

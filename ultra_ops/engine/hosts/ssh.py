@@ -205,9 +205,10 @@ class SshHost:
             argv += ["-o", "IdentitiesOnly=yes", "-i", str(s.identity_file)]
         return [*argv, "-T", "-p", str(s.port), "-l", s.user]
 
-    def prefix(self) -> list[str]:
-        """`ssh <options> -- <address>`: what a remote command string is appended to."""
-        return ["ssh", *self.options(), "--", self.settings.address]
+    def prefix(self, extra: Sequence[str] = ()) -> list[str]:
+        """`ssh <options> <extra> -- <address>`: what a remote command string is appended to
+        (`extra`: options of this connection alone, e.g. a reverse forward)."""
+        return ["ssh", *self.options(), *extra, "--", self.settings.address]
 
     @staticmethod
     def remote_command(remote: Sequence[str], remote_env: Mapping[str, str] | None = None) -> str:
@@ -221,8 +222,10 @@ class SshHost:
             pairs.append(f"{key}={value}")
         return shlex.join(["env", *pairs, *remote] if pairs else list(remote))
 
-    def argv(self, remote: Sequence[str], remote_env: Mapping[str, str] | None = None) -> list[str]:
-        return [*self.prefix(), self.remote_command(remote, remote_env)]
+    def argv(
+        self, remote: Sequence[str], remote_env: Mapping[str, str] | None = None, *, extra: Sequence[str] = ()
+    ) -> list[str]:
+        return [*self.prefix(extra), self.remote_command(remote, remote_env)]
 
     def check_setup(self) -> None:
         """The local files ssh reads: missing ones named now, not as a vague ssh failure."""
@@ -245,18 +248,33 @@ class SshHost:
         stdin_path: Path | None = None,
         remote_env: Mapping[str, str] | None = None,
         check: bool = True,
+        feed: Sequence[str] | None = None,
+        extra: Sequence[str] = (),
+        stdout_path: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run `remote` on the host; its output, or a HostError. With check=False a remote command's
-        non-zero exit is returned, not raised (ssh's own failures are raised either way)."""
+        non-zero exit is returned, not raised (ssh's own failures are raised either way). `feed`: a
+        command here whose output the remote command reads (streamed); `extra`: ssh options of this
+        connection alone; `stdout_path`: the remote command's output into that file, byte for byte."""
         self.check_setup()
-        argv = self.argv(remote, remote_env)
+        argv = self.argv(remote, remote_env, extra=extra)
         try:
             proc = shell.run(
-                argv, timeout=timeout, input=input, stdin_path=stdin_path, check=False, error=_SshClientFailed
+                argv,
+                timeout=timeout,
+                input=input,
+                stdin_path=stdin_path,
+                feed=feed,
+                stdout_path=stdout_path,
+                check=False,
+                error=_SshClientFailed,
             )
         except _SshClientFailed as exc:
             if "did not finish" in str(exc):
                 raise RemoteCommandTimeout(self.where, f"{remote[0]} did not finish within {timeout:g} s") from None
+            if feed is not None and str(exc).startswith(f"{Path(feed[0]).name} exited"):
+                # The stream from here broke, not ssh: the command here said why.
+                raise HostError(self.where, self.redact(f"{remote[0]} got a broken stream: {exc}")) from None
             raise HostSetupError(self.where, self.redact(str(exc))) from None
         failure = classify(proc.stderr, proc.returncode, self.where, self.settings)
         if failure is not None:

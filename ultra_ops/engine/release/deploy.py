@@ -194,6 +194,18 @@ def build(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -
 
 
 def push(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> str:
+    """Push the built image to the registry, then, for an environment on a host of its own, bring it
+    there (pulled from the registry, else streamed over ssh): before the migrations, so a failed
+    transfer changes nothing."""
+    outcome = _push(env, req, log=log, redact=redact)
+    if env.host is None:
+        return outcome
+    runtime = get_runtime(env, compose_file=req.compose_path, registry=req.registry, log=log, redact=redact)
+    delivered = runtime.deliver(req.tag, req.registry)  # type: ignore[attr-defined] - hosts run compose
+    return "; ".join([outcome, *delivered])
+
+
+def _push(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> str:
     if not req.registry:
         log.info("no --registry given: nothing pushed")
         return "skipped"

@@ -90,20 +90,22 @@ class ComposeRuntime:
         assert self.env.host is not None
         return self.env.host.root / local.name
 
-    def _path(self, local: Path) -> str:
-        return str(self.host_path(local)) if self.host is not None else str(local)
+    def _path(self, local: Path, here: bool = False) -> str:
+        return str(self.host_path(local)) if self.host is not None and not here else str(local)
 
     # -- command builders: pure, no I/O ------------------------------------------------------
 
-    def compose_base(self) -> list[str]:
+    def compose_base(self, here: bool = False) -> list[str]:
+        """`compose -f FILE -p PROJECT --env-file FILE`: the files on the environment's host, or
+        with `here` (and always without a host) this machine's."""
         return [
             *self.env.compose_command,
             "-f",
-            self._path(self.compose_file),
+            self._path(self.compose_file, here),
             "-p",
             self.project,
             "--env-file",
-            self._path(self.env.env_file),
+            self._path(self.env.env_file, here),
         ]
 
     def command_env(
@@ -122,11 +124,12 @@ class ComposeRuntime:
 
     def build_args(self, version: str | None = None) -> list[str]:
         # The tag comes from command_env(version); the argument keeps the builders' signatures uniform.
-        # --force-rm: a failed build step leaves no stopped container behind.
-        return [*self.compose_base(), "build", "--force-rm"]
+        # --force-rm: a failed build step leaves no stopped container behind. Always here, from
+        # the release's source on this machine: a host gets the image afterwards (deliver).
+        return [*self.compose_base(here=True), "build", "--force-rm"]
 
     def push_args(self) -> list[str]:
-        return [*self.compose_base(), "push"]
+        return [*self.compose_base(here=True), "push"]
 
     def pull_args(self) -> list[str]:
         return [*self.compose_base(), "pull"]
@@ -147,14 +150,14 @@ class ComposeRuntime:
         # Works the same in compose 1.29 and v2, unlike `ps --format json`.
         return [*self.ps_args(), "--services", "--filter", "status=running"]
 
-    def services_args(self) -> list[str]:
-        return [*self.config_args(), "--services"]
+    def services_args(self, here: bool = False) -> list[str]:
+        return [*self.config_args(here), "--services"]
 
     def logs_args(self, tail: int = 100) -> list[str]:
         return [*self.compose_base(), "logs", "--no-color", f"--tail={tail}"]
 
-    def config_args(self) -> list[str]:
-        return [*self.compose_base(), "config"]
+    def config_args(self, here: bool = False) -> list[str]:
+        return [*self.compose_base(here), "config"]
 
     def remote_args(self, args: list[str], variables: dict[str, str]) -> list[str]:
         """A builder's command as run on the environment's host: ssh, then `env K=V ... args`."""
@@ -172,9 +175,11 @@ class ComposeRuntime:
         context: Path | None = None,
         timeout: float = _SHORT_TIMEOUT_S,
         changes: bool = False,
+        here: bool = False,
     ) -> str:
         """Run a compose command; `changes`: it changes the environment, so on a host the env and
-        compose files go there first."""
+        compose files go there first; `here`: on this machine even for a hosted environment (build,
+        push: the builders name this machine's files then)."""
         if not self.env.env_file.is_file():
             raise RuntimeFailure(f"environment {self.env.name}: env file {self.env.env_file} not found")
         # Compose's interpolation prefers the process environment over --env-file: it gets the
@@ -185,7 +190,7 @@ class ComposeRuntime:
             **self.command_env(version or self._version, registry or self.registry, context),
         }
         subcommand = args[len(self.compose_base())]
-        if self.host is not None:
+        if self.host is not None and not here:
             if changes:
                 self.upload_files()
             try:
@@ -231,7 +236,14 @@ class ComposeRuntime:
         """Build the images at `version`; from `context` (the release's source) where given, else
         from the compose file's own build context."""
         self.log.info(f"compose build {self.project} at {version}" + (f" from {context}" if context else ""))
-        self._run(self.build_args(version), version=version, context=context, timeout=_BUILD_TIMEOUT_S, changes=True)
+        self._run(
+            self.build_args(version),
+            version=version,
+            context=context,
+            timeout=_BUILD_TIMEOUT_S,
+            changes=True,
+            here=True,
+        )
 
     def push(self, version: str, registry: str, context: Path | None = None) -> None:
         """Build with the registry in the image names (cached layers: this is the tag step), then push."""
@@ -246,8 +258,40 @@ class ComposeRuntime:
             context=context,
             timeout=_BUILD_TIMEOUT_S,
             changes=True,
+            here=True,
         )
-        self._run(self.push_args(), version=version, registry=registry, timeout=_BUILD_TIMEOUT_S, changes=True)
+        self._run(
+            self.push_args(), version=version, registry=registry, timeout=_BUILD_TIMEOUT_S, changes=True, here=True
+        )
+
+    def built_images(self, version: str, registry: str | None = None) -> list[str]:
+        """The images of the services the compose file builds (the backend), named as `up` runs
+        them at `version`: what a host must get from here."""
+        import yaml
+
+        text = self._run(self.config_args(here=True), version=version, registry=registry, here=True)
+        services = (yaml.safe_load(text) or {}).get("services") or {}
+        return sorted(
+            {str(s["image"]) for s in services.values() if isinstance(s, dict) and s.get("build") and s.get("image")}
+        )
+
+    def deliver(self, version: str, registry: str | None = None) -> list[str]:
+        """Bring the built images at `version` to the environment's host (engine/hosts/images.py):
+        pulled there from `registry` (else this runtime's), else streamed from here; nothing sent
+        when the host has them. What was done, one line per image; [] without a host."""
+        from ultra_ops.engine.hosts import images
+
+        if self.host is None:
+            return []
+        registry = registry or self.registry
+        done = []
+        for image in self.built_images(version, registry):
+            if registry_prefix(registry):
+                outcome = images.pull_on_host(self.host, image, registry, log=self.log)  # type: ignore[arg-type]
+            else:
+                outcome = images.send_image(self.host, image, log=self.log)
+            done.append(f"{image}: {outcome}")
+        return done
 
     def pull(self, version: str) -> None:
         self.log.info(f"compose pull {self.project} {version}")
@@ -255,13 +299,21 @@ class ComposeRuntime:
 
     def up(self, version: str) -> None:
         self._version = version
+        # On a host, its images first: compose would otherwise build a missing one there, from a
+        # source the host does not have. A no-op when the host has them (a deploy's push step
+        # delivered them; a rollback's release ran there before).
+        self.deliver(version)
         self.log.info(f"compose up {self.project} at {version}")
         self._run(self.up_args(), version=version, timeout=_UP_TIMEOUT_S, changes=True)
 
+    def configured_services(self) -> list[str]:
+        """The services of this machine's compose file: the master copy, which the host gets before
+        the command that acts on them (the host's may not be there yet, before a first start)."""
+        return self._run(self.services_args(here=True), here=True).split()
+
     def up_stores(self) -> list[str]:
         """Start the stores alone (a new environment's database before its first deploy)."""
-        # changes=True: on a host never deployed to, the files must be there before compose reads them.
-        services = [s for s in self._run(self.services_args(), changes=True).split() if s in DATA_SERVICES]
+        services = [s for s in self.configured_services() if s in DATA_SERVICES]
         if services:
             self.log.info(f"compose up {self.project}: {', '.join(services)}")
             self._run([*self.compose_base(), "up", "-d", *services], timeout=_UP_TIMEOUT_S, changes=True)
@@ -269,7 +321,7 @@ class ComposeRuntime:
 
     def down(self) -> None:
         """Stop the application's services; the stores (DATA_SERVICES) keep running."""
-        services = [s for s in self._run(self.services_args()).split() if s not in DATA_SERVICES]
+        services = [s for s in self.configured_services() if s not in DATA_SERVICES]
         if not services:
             return
         self.log.info(f"compose stop {self.project}: {', '.join(services)}")
@@ -287,14 +339,15 @@ class ComposeRuntime:
         ids = self.container_ids()
         containers, usage = {}, {}
         if ids:
-            containers = compose_status.parse_inspect(self._docker(compose_status.inspect_args(ids)))
+            containers = compose_status.parse_inspect(self.docker(compose_status.inspect_args(ids)))
             # Only running containers: docker stats of a stopped one answers zeros, not "none".
             live = [c.name for c in containers.values() if c.state == "running"]
             if live:
-                usage = compose_status.parse_stats(self._docker(compose_status.stats_args(live)))
+                usage = compose_status.parse_stats(self.docker(compose_status.stats_args(live)))
         return compose_status.describe(services, running, containers, usage, DATA_SERVICES)
 
-    def _docker(self, args: list[str]) -> str:
+    def docker(self, args: list[str]) -> str:
+        """A docker command (inspect, stats) where the environment's engine is: on its host, or here."""
         try:
             if self.host is not None:
                 return self.host.run(args, timeout=_SHORT_TIMEOUT_S).stdout

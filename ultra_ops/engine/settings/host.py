@@ -8,6 +8,7 @@ identity_file = "~/.ssh/ultra_ops_production"   # the private key's path; unset:
 known_hosts = "known_hosts"        # the host keys ultra_ops trusts (default: beside this file)
 connect_timeout_s = 5
 root = "/srv/ultra-ops/production" # the environment's files on the host (env file, compose file)
+logs_volume = "backend-logs"       # the compose file's volume the services write their logs into
 
 Never key material here: `identity_file` is a path, or the key is in the agent (SSH_AUTH_SOCK).
 Host keys are only ever read from `known_hosts` (an entry for a port other than 22 is written
@@ -41,6 +42,7 @@ class HostSettings:
     identity_file: Path | None = None  # None: the keys of the ssh agent
     connect_timeout_s: float = 5.0
     root: PurePosixPath = PurePosixPath("/srv/ultra-ops")  # the environment's folder on the host
+    logs_volume: str = "backend-logs"  # the compose volume holding the services' logs (archive-logs)
 
     def describe(self) -> str:
         """`deploy@prod-1.example.com:22`: the host as messages name it."""
@@ -64,9 +66,20 @@ def read_host(r: TableReader | None, base: Path, environment: str) -> HostSettin
         known_hosts=_ssh_path(r, "known_hosts", base, DEFAULT_KNOWN_HOSTS),  # type: ignore[arg-type]
         connect_timeout_s=r.above_zero("connect_timeout_s", 5.0, at_most=120, unit=" seconds"),
         root=_remote_root(r, environment),
+        logs_volume=_volume(r),
     )
     r.finish()
     return settings
+
+
+_VOLUME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def _volume(r: TableReader) -> str:
+    value = r.get("logs_volume", str, "backend-logs")
+    if not _VOLUME.fullmatch(value):
+        raise r.fail("logs_volume", f"{value!r} is not a compose volume name (letters, digits, '_', '.' and '-')")
+    return value
 
 
 def _remote_root(r: TableReader, environment: str) -> PurePosixPath:

@@ -99,12 +99,12 @@ def parse_docker_stats(output: str, perf: PerformanceSettings) -> list[CheckResu
 
 def compose_results(env: Environment, perf: PerformanceSettings, redact: Redactor) -> list[CheckResult]:
     from ultra_ops.engine.runtimes.compose import ComposeRuntime
-    from ultra_ops.engine.shell import run
 
     runtime = ComposeRuntime(env, redact=redact)
     try:
         ids = runtime.container_ids()
-        output = run(docker_stats_args(env, ids), timeout=30, redact=redact, environment=env).stdout if ids else ""
+        # Where the containers are: on the environment's host over ssh, else here.
+        output = runtime.docker(docker_stats_args(env, ids)) if ids else ""
     except (UltraOpsError, OSError) as exc:
         return [CheckResult("resources", "resources", False, 0.0, 1, f"docker stats failed: {redact(str(exc))[:150]}")]
     return parse_docker_stats(output, perf)
