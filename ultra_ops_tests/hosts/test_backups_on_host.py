@@ -198,6 +198,13 @@ def test_backups_taken_on_the_host_kept_here_restored_and_rolled_back(host: Test
     runtime = get_runtime(env)
     down = host.ssh(shlex.join([*runtime.compose_base(), "down", "-v"]))
     assert down.returncode == 0, down.stderr
+    listed = list_backups(env)
+    with pytest.raises(BackupError) as caught:
+        create_backup(env, version="v1.0.0", label="manual")
+    # The database is gone with its container: said, nothing listed or left.
+    assert str(caught.value).startswith("cannot open a snapshot of ultra_staging: connection failed")
+    assert list_backups(env) == listed
+    assert not [p for p in env.backups_path.iterdir() if p.name.startswith(".tmp-")]
     _start_stores(env)
     with _connect(env) as conn:
         assert conn.execute("SELECT to_regclass('public.items')").fetchone()[0] is None

@@ -159,8 +159,9 @@ def create_backup(
     except OSError as exc:
         raise BackupError(redact(f"cannot create {root}: {exc.strerror}")) from None
     clean_stale_temps(env, log)
-    # On a host, the database container's own pg_dump: the server's version by construction.
-    pg_dump_version = hosted.tool_version("pg_dump") if hosted else checked_tool_version("pg_dump", env, redact)
+    # On a host, the database container's own pg_dump: the server's version by construction (it says
+    # which as it starts).
+    pg_dump_version = None if hosted else checked_tool_version("pg_dump", env, redact)
     backup_id = new_backup_id()
     while (root / backup_id).exists() or (root / (TMP_PREFIX + backup_id)).exists():
         backup_id = new_backup_id()
@@ -202,6 +203,7 @@ def create_backup(
         followed = follower.finish(complete=True) if follower else {}
         if hosted:
             followed = {DUMP_FILE: streamed}  # hashed as it arrived
+            pg_dump_version = hosted.versions.get("pg_dump")
         dumped = time.perf_counter()
         members = _write_files_archive(env, tmp / FILES_ARCHIVE)
         rels = [r for r in walk_files(tmp) if r != MANIFEST and r not in followed]

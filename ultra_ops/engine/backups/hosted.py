@@ -2,10 +2,11 @@
 database is, and the dump is kept here, where losing that host does not lose it.
 
 Both run inside the compose project's `postgres` container on the host (`docker exec -i` over
-ssh, the container found by its compose labels: one `docker` call, where `docker-compose exec`
-would start compose's Python first). The container's tools are the server's own build, so the
-version check of a local pg_dump is met by construction: nothing to compare, only the version to
-record. They reach the server over the container's local socket as the configured user.
+ssh, the container found by its compose labels in the same connection: `docker ps` and `docker
+exec`, where `docker-compose exec` would start compose's Python first). The container's tools are
+the server's own build, so the version check of a local pg_dump is met by construction: nothing to
+compare, only the version to record (the tool says it on stderr as it starts). They reach the
+server over the container's local socket as the configured user.
 
 A dump is custom format written to pg_dump's stdout and streamed over ssh into the backup folder
 on this machine, hashed as it is written (temporary folder, then rename, as every backup): no
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,16 +34,29 @@ from ultra_ops.engine.backups.dump import checked_tool_version, dump_source, run
 from ultra_ops.engine.backups.store import BackupInfo
 from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.errors import BackupError, CommandFailed
-from ultra_ops.engine.hosts.ssh import HostError, HostUnreachable, SshHost, classify
+from ultra_ops.engine.hosts.ssh import HostUnreachable, SshHost, classify
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment
 
 DATABASE_SERVICE = "postgres"  # the document's layout: the stores' service holding the database
-# The password line first, then the tool with the rest of stdin (dash reads a pipe a byte at a
-# time, so `read` takes exactly that line).
-_WITH_PASSWORD = (
-    'IFS= read -r PGPASSWORD; if [ -n "$PGPASSWORD" ]; then export PGPASSWORD; else unset PGPASSWORD; fi; exec "$@"'
+# In the database container: the password line first (dash reads a pipe a byte at a time, so
+# `read` takes exactly that line), the tool's version on stderr (recorded in the manifest), then the
+# tool with the rest of stdin.
+_IN_CONTAINER = (
+    'IFS= read -r PGPASSWORD; if [ -n "$PGPASSWORD" ]; then export PGPASSWORD; else unset PGPASSWORD; fi; '
+    '"$1" --version >&2; exec "$@"'
 )
+# On the host: the project's running database container ($1 project, $2 service) put in place of
+# _CONTAINER in the docker command that follows.
+_CONTAINER = "@container"
+NO_CONTAINER_EXIT = 112
+_ON_HOST = (
+    'c=$(docker ps -q --filter "label=com.docker.compose.project=$1" --filter "label=com.docker.compose.service=$2" '
+    "--filter status=running | head -n 1) || exit 1; shift 2; "
+    f'[ -n "$c" ] || exit {NO_CONTAINER_EXIT}; '
+    f'for a do shift; [ "$a" = {_CONTAINER} ] && a=$c; set -- "$@" "$a"; done; exec "$@"'
+)
+_VERSION = re.compile(r"^(pg_dump|pg_restore) \(PostgreSQL\) .*$", re.M)
 STREAMING_POINT = "backup:streaming"  # crash point: the dump's first bytes are written here
 RESTORE_STREAMING_POINT = "restore:streaming"  # crash point: the dump's first bytes are sent to the host
 
@@ -63,57 +78,23 @@ class HostedDatabase:
         self.redact = redact
         self.host = SshHost.for_environment(env, redact=redact)
         self.project = env.compose_project or f"ultra-{env.name}"
-        self._container: str | None = None
+        self.versions: dict[str, str] = {}  # tool -> its `--version`, as the container said it last
 
     @property
     def where(self) -> str:
         return f"the {DATABASE_SERVICE} container of {self.project} on {self.host.where}"
 
-    def container(self) -> str:
-        """The running database container's id; BackupError when there is none (stores not up)."""
-        if self._container is None:
-            proc = self._run(
-                [
-                    "docker",
-                    "ps",
-                    "-q",
-                    "--filter",
-                    f"label=com.docker.compose.project={self.project}",
-                    "--filter",
-                    f"label=com.docker.compose.service={DATABASE_SERVICE}",
-                    "--filter",
-                    "status=running",
-                ],
-                "finding the database container",
-            )
-            ids = proc.split()
-            if not ids:
-                raise BackupError(
-                    f"{self.env.name}: no running {DATABASE_SERVICE} service in compose project {self.project} "
-                    f"on {self.host.where}: start the stores first"
-                )
-            self._container = ids[0]
-        return self._container
-
-    def tool_version(self, tool: str) -> str:
-        """`tool --version` in the database container: the server's own build."""
-        return self._run(["docker", "exec", self.container(), tool, "--version"], f"{tool} --version").strip()
-
-    def _run(self, remote: list[str], what: str) -> str:
-        try:
-            return self.host.run(remote, timeout=self.host.settings.connect_timeout_s + 30).stdout
-        except HostError as exc:
-            raise BackupError(self.redact(f"{what} on {self.host.where} failed: {exc.reason}")) from None
-
     def exec_argv(self, tool_args: list[str], *, app: str, options: str | None = None) -> list[str]:
-        """ssh running `tool_args` in the database container, its password line first on stdin."""
+        """ssh running `tool_args` in the database container, its password line first on stdin.
+        One connection does it all (finding the container, the tool's version, the tool): each
+        ssh connection costs a round of key exchange, a fixed cost a small backup would feel."""
         db = self.env.database
         variables = {"PGUSER": db.user, "PGDATABASE": db.name, "PGAPPNAME": f"ultra_ops-{app}"}
         if options:
             variables["PGOPTIONS"] = options
         pairs = [arg for key, value in variables.items() for arg in ("-e", f"{key}={value}")]
-        remote = ["docker", "exec", "-i", *pairs, self.container(), "sh", "-c", _WITH_PASSWORD, "sh", *tool_args]
-        return self.host.argv(remote)
+        docker = ["docker", "exec", "-i", *pairs, _CONTAINER, "sh", "-c", _IN_CONTAINER, "sh", *tool_args]
+        return self.host.argv(["sh", "-c", _ON_HOST, "sh", self.project, DATABASE_SERVICE, *docker])
 
     def _password_line(self) -> bytes:
         password = self.env.database.password() or ""
@@ -152,7 +133,14 @@ class HostedDatabase:
             )
         except CommandFailed as exc:
             raise BackupError(self.redact(f"{what} on {self.host.where}: {exc}")) from None
+        for found in _VERSION.finditer(proc.stderr):
+            self.versions[found.group(1)] = found.group(0).strip()
         failure = classify(proc.stderr, proc.returncode, self.host.where, self.host.settings)
+        if proc.returncode == NO_CONTAINER_EXIT:
+            raise BackupError(
+                f"{self.env.name}: no running {DATABASE_SERVICE} service in compose project {self.project} "
+                f"on {self.host.where}: start the stores first"
+            )
         if failure is not None:
             kind = DatabaseHostLost if isinstance(failure, HostUnreachable) else BackupError
             raise kind(self.redact(f"{what} on {self.host.where} failed: {failure.reason}")) from None
