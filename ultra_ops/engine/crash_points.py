@@ -3,7 +3,8 @@
 ULTRA_OPS_TEST_CRASH_AT=<name> makes `crash_point(<name>)` send SIGKILL to this process;
 ULTRA_OPS_TEST_PAUSE_AT=<name>=<file> makes it write <file> and wait there (up to two minutes), so
 that a test sends its signal at that point, when the file appears, rather than after a guessed
-sleep. The swap phases name theirs (swap.py); the process runtime names `stopped:<service>` and
+sleep; or changes the world there (cuts a host's network) and removes <file> to let it go on.
+The swap phases name theirs (swap.py); the process runtime names `stopped:<service>` and
 `started:<service>` after each service it stops or starts, so a test can catch an environment half
 stopped or half started; `locked` is just after a run took an environment's lock and marked
 itself, and the CLI's progress names `step:<step>` at each step's start, between two steps.
@@ -33,5 +34,5 @@ def crash_point(name: str, *, interrupted: Callable[[], bool] | None = None) -> 
     if point == name and path:
         Path(path).write_text(str(os.getpid()))
         deadline = time.monotonic() + _PAUSE_S
-        while time.monotonic() < deadline and not (interrupted and interrupted()):
+        while time.monotonic() < deadline and not (interrupted and interrupted()) and os.path.exists(path):
             time.sleep(0.05)

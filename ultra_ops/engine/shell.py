@@ -300,3 +300,119 @@ def end(proc: subprocess.Popen, timeout: float) -> int:
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         return proc.wait()
+
+
+def stream(
+    args: Sequence[str],
+    *,
+    timeout: float,
+    sink: Callable[[bytes], None] | None = None,
+    source: Iterable[bytes] | None = None,
+    environment: Environment | None = None,
+    env: Mapping[str, str] | None = None,
+    redact: Redactor | Callable[[str], str] | None = None,
+    heartbeat: Callable[[float], None] | None = None,
+    every_s: float = 15.0,
+    error: type[Exception] = CommandFailed,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command whose stdout or stdin is a stream too big to hold (a dump): each chunk of its
+    stdout is handed to `sink` as it arrives, and `source`'s chunks are written to its stdin (from a
+    thread; stdin is closed after the last). Its stderr is captured in a file and returned as text;
+    the exit code is returned, not checked (the caller reads it: ssh's own 255, say). The same
+    bounds as `run`: the whole group is killed when `timeout` runs out (`error` raised) or anything
+    raises meanwhile, `sink` included. No watchdog is needed for the child to die with us: the
+    pipe of its stdout or stdin has only us at the other end, so it gets EPIPE or end of file."""
+    import select
+    import tempfile
+    import threading
+
+    name = Path(args[0]).name
+    errors = tempfile.TemporaryFile()  # a file: a chatty stderr never blocks the child
+    try:
+        proc = subprocess.Popen(
+            list(args),
+            env=child_env(environment, env),
+            close_fds=True,
+            stdin=subprocess.PIPE if source is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if sink is not None else subprocess.DEVNULL,
+            stderr=errors,
+            process_group=0,
+            umask=0o077,
+        )
+    except OSError as exc:
+        errors.close()
+        if isinstance(exc, FileNotFoundError):
+            raise error(f"{name} is not installed or not on PATH") from None
+        raise error(f"cannot start {name}: {exc.strerror}") from None
+    writer_failed: list[BaseException] = []
+
+    def write() -> None:
+        assert proc.stdin is not None and source is not None
+        try:
+            for chunk in source:
+                proc.stdin.write(chunk)
+        except (BrokenPipeError, ValueError):
+            pass  # the child ended (or was killed) before reading it all: its exit code says why
+        except BaseException as exc:  # noqa: BLE001 - reading the source failed: handed to the caller
+            writer_failed.append(exc)
+            _kill_group(proc)
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+    writer = threading.Thread(target=write, name="uo-stream-in", daemon=True) if source is not None else None
+    started = time.monotonic()
+    deadline = started + timeout
+    beat = started + every_s
+    timed_out = False
+    try:
+        if writer is not None:
+            writer.start()
+        out = proc.stdout.fileno() if proc.stdout is not None else None
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                timed_out = True
+                break
+            if heartbeat is not None and now >= beat:
+                heartbeat(now - started)
+                beat = now + every_s
+            wait = min(deadline, beat if heartbeat else deadline) - now
+            if out is None:
+                try:
+                    proc.wait(timeout=min(wait, 0.5))
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            ready, _, _ = select.select([out], [], [], min(wait, 0.5))
+            if ready:
+                chunk = os.read(out, 1 << 20)
+                if not chunk:
+                    break
+                sink(chunk)  # type: ignore[misc]
+        if not timed_out:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+        if timed_out:
+            _kill_group(proc)
+    except BaseException:
+        _kill_group(proc)
+        raise
+    finally:
+        if writer is not None:
+            writer.join(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        errors.seek(0)
+        err = errors.read().decode("utf-8", "replace")
+        errors.close()
+    if writer_failed:
+        raise writer_failed[0]
+    if timed_out:
+        message = f"{name} did not finish within {timeout:g}s"
+        raise error(redact(message) if redact else message)
+    return subprocess.CompletedProcess(list(args), proc.returncode, "", err)

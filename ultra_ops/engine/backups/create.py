@@ -9,6 +9,7 @@ import os
 import shutil
 import tarfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from ultra_ops.engine.backups.checksums import fsync_dir, hash_files, tree_size,
 from ultra_ops.engine.backups.counts import SnapshotCounts
 from ultra_ops.engine.backups.dump import DumpFollower, checked_tool_version, default_jobs
 from ultra_ops.engine.backups.events import announce
-from ultra_ops.engine.backups.lock_wait import run_pg_dump
+from ultra_ops.engine.backups.hosted import HostedDatabase, on_host
+from ultra_ops.engine.backups.lock_wait import lock_wait_failure, lock_wait_option, run_pg_dump
 from ultra_ops.engine.backups.store import (
     DUMP_DIR,
     DUMP_FILE,
@@ -159,6 +161,30 @@ def _write_files_archive(env: Environment, dest: Path) -> list[str]:
     return members
 
 
+def _stream_dump(
+    env: Environment,
+    hosted: HostedDatabase,
+    backup_id: str,
+    level: int,
+    snapshot: str,
+    tmp: Path,
+    redact: Redactor,
+    heartbeat: Callable[[float], None],
+) -> dict:
+    """pg_dump on the environment's host, its output streamed into `tmp` here; BackupError saying
+    what a failure left (a cut network: nothing, here or there)."""
+    args = ["-Fc", "-Z", str(level), f"--snapshot={snapshot}", lock_wait_option(env)]
+    try:
+        return hosted.dump(args, tmp / DUMP_FILE, app="backup", heartbeat=heartbeat)
+    except BackupError as exc:
+        failure = lock_wait_failure(env, exc, redact)
+        raise BackupError(
+            f"backup {backup_id} of {env.name} failed: {failure}; nothing kept: the partial dump here is "
+            f"removed (no backup listed) and the dump never touched the host's disk (pg_dump there stops "
+            f"as soon as it cannot write to the lost connection)"
+        ) from None
+
+
 def create_backup(
     env: Environment,
     *,
@@ -177,12 +203,16 @@ def create_backup(
     Raises InputError for bad options (nothing written) and BackupError when a step fails (the
     temp folder is removed, no backup appears)."""
     log = log or NullLog()
-    fmt = format if format is not None else env.backup.format
-    n_jobs = jobs if jobs is not None else default_jobs(env)
+    redact = redact or Redactor.for_environment(env)
+    hosted = HostedDatabase(env, redact) if on_host(env) else None
+    # On a host of its own, the dump is streamed from there: one file, pg_dump's custom format.
+    fmt = format if format is not None else ("custom" if hosted else env.backup.format)
+    if hosted and fmt != "custom":
+        raise InputError(f"backups of {env.name} are streamed from its host in custom format: {fmt!r} format cannot be")
+    n_jobs = jobs if jobs is not None else (1 if hosted else default_jobs(env))
     level = compression if compression is not None else env.backup.compression
     kind = kind or kind_of_label(label)
     _check_options(label, version, fmt, n_jobs, level, kind)
-    redact = redact or Redactor.for_environment(env)
 
     root = env.backups_path
     try:
@@ -190,7 +220,9 @@ def create_backup(
     except OSError as exc:
         raise BackupError(redact(f"cannot create {root}: {exc.strerror}")) from None
     clean_stale_temps(env, log)
-    pg_dump_version = checked_tool_version("pg_dump", env, redact)
+    # On a host, the database container's own pg_dump: the server's version by construction (it says
+    # which as it starts).
+    pg_dump_version = None if hosted else checked_tool_version("pg_dump", env, redact)
     backup_id = new_backup_id()
     while (root / backup_id).exists() or (root / (TMP_PREFIX + backup_id)).exists():
         backup_id = new_backup_id()
@@ -207,22 +239,22 @@ def create_backup(
             args = ["pg_dump", "-Fd", "-j", str(n_jobs), "-Z", str(level), "-f", str(tmp / DUMP_DIR)]
         else:
             args = ["pg_dump", "-Fc", "-Z", str(level), "-f", str(tmp / DUMP_FILE)]
-        log.info(f"backup {backup_id}: dumping database {env.database.name} ({fmt} format)")
+        where = f" on {hosted.host.where}" if hosted else ""
+        log.info(f"backup {backup_id}: dumping database {env.database.name}{where} ({fmt} format)")
+        heartbeat = lambda elapsed: log.info(  # noqa: E731
+            f"backup {backup_id}: {tree_size(tmp) / 1e6:.0f} MB written after {elapsed:.0f}s"
+        )
         # pg_dump connects with PG* variables (libpq_env); the db name is one of them, not an arg.
         follower = DumpFollower(tmp / DUMP_DIR) if fmt == "directory" else None
         with SnapshotCounts(env, redact) as snapshot:
             if follower:
                 follower.start()
             try:
-                run_pg_dump(
-                    [*args, f"--snapshot={snapshot.snapshot}"],
-                    env,
-                    app="backup",
-                    redact=redact,
-                    heartbeat=lambda elapsed: log.info(
-                        f"backup {backup_id}: {tree_size(tmp) / 1e6:.0f} MB written after {elapsed:.0f}s"
-                    ),
-                )
+                if hosted:
+                    streamed = _stream_dump(env, hosted, backup_id, level, snapshot.snapshot, tmp, redact, heartbeat)
+                else:
+                    snap = f"--snapshot={snapshot.snapshot}"
+                    run_pg_dump([*args, snap], env, app="backup", redact=redact, heartbeat=heartbeat)
                 tables = snapshot.counts()
             except BaseException:
                 if follower:
@@ -230,6 +262,9 @@ def create_backup(
                 raise
         # pg_dump fsyncs its own output; the followed files need no second read.
         followed = follower.finish(complete=True) if follower else {}
+        if hosted:
+            followed = {DUMP_FILE: streamed}  # hashed as it arrived
+            pg_dump_version = hosted.versions.get("pg_dump")
         dumped = time.perf_counter()
         members = _write_files_archive(env, tmp / FILES_ARCHIVE)
         rels = [r for r in walk_files(tmp) if r != MANIFEST and r not in followed]
@@ -244,7 +279,12 @@ def create_backup(
             "kind": kind,
             "created_at": created_at,
             "format": fmt,
-            "database": {"name": env.database.name, "host": env.database.host, "port": env.database.port},
+            "database": {
+                "name": env.database.name,
+                "host": env.database.host,
+                "port": env.database.port,
+                **({"dumped_on": env.host.describe()} if env.host is not None else {}),
+            },
             "options": {"jobs": n_jobs if fmt == "directory" else 1, "compression": level},
             "tools": {"pg_dump": pg_dump_version, "ultra_ops": __version__},
             "state_files": members,

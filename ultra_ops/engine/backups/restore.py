@@ -20,13 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ultra_ops.engine.backups import swap
+from ultra_ops.engine.backups import hosted, swap
 from ultra_ops.engine.backups.checksums import fsync_dir, hash_file
 from ultra_ops.engine.backups.create import create_backup, state_file_targets
-from ultra_ops.engine.backups.dump import checked_tool_version, default_jobs, run_pg_tool
+from ultra_ops.engine.backups.dump import checked_tool_version, default_jobs
 from ultra_ops.engine.backups.store import (
-    DUMP_DIR,
-    DUMP_FILE,
     FILES_ARCHIVE,
     SAFETY_LABEL,
     BackupInfo,
@@ -181,29 +179,29 @@ def _restore_into_scratch(env: Environment, info: BackupInfo, log: Log, redact: 
                 _create_scratch(conn, scratch, current)
         except psycopg.Error as exc:
             raise BackupError(redact(f"cannot create scratch database {scratch}: {exc}")) from None
-        if info.format == "directory":
-            source = str(info.path / DUMP_DIR)
-            fmt = "-Fd"
-        else:
-            source = str(info.path / DUMP_FILE)
-            fmt = "-Fc"
-        # A custom-format file is seekable, so pg_restore can run parallel jobs on it too.
-        # -d takes a conninfo string, quoted so that no database name is parsed as one.
-        target = "dbname='" + scratch.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        args = ["pg_restore", fmt, "-j", str(default_jobs(env)), "--exit-on-error", "-d", target, source]
-        log.info(f"restore {info.id}: pg_restore into scratch database {scratch}")
-        options = f"{os.environ.get('PGOPTIONS', '')} {_RESTORE_PGOPTIONS}".strip()
+        where = " on the environment's host" if hosted.on_host(env) and info.format == "custom" else ""
+        log.info(f"restore {info.id}: pg_restore into scratch database {scratch}{where}")
         t0 = time.perf_counter()
-        run_pg_tool(
-            args,
+        hosted.restore_dump(
             env,
+            info,
+            scratch,
             app="restore",
+            options=_RESTORE_PGOPTIONS,
+            jobs=default_jobs(env),
             redact=redact,
-            extra_env={"PGOPTIONS": options},
             heartbeat=lambda elapsed: log.info(f"restore {info.id}: pg_restore running for {elapsed:.0f}s"),
         )
         log.info(f"restore {info.id}: pg_restore took {time.perf_counter() - t0:.1f}s")
         return swap.enter(env, journal, "prepared")
+    except hosted.DatabaseHostLost as exc:
+        # The database is on the lost host: dropping the scratch database now would wait out a
+        # connect timeout for nothing. The journal says what to drop once the host answers.
+        raise BackupError(
+            f"{exc}; nothing swapped: {name} is as it was; the scratch database {scratch} and the swap journal "
+            f"are left for `ultra-ops recover --environment {env.name}` (or the next operation) to drop once "
+            f"the host answers"
+        ) from None
     except BaseException:
         try:
             recover_interrupted_restore(env, journal, log, redact)  # drops the scratch database, removes the journal
@@ -227,7 +225,8 @@ def prepare_restore(
     log = log or NullLog()
     redact = redact or Redactor.for_environment(env)
     started = time.perf_counter()
-    checked_tool_version("pg_restore", env, redact)  # before anything is read or written
+    if not hosted.on_host(env):  # on a host, the database container's own pg_restore: the server's version
+        checked_tool_version("pg_restore", env, redact)  # before anything is read or written
     if verified is not None and verified.id == backup_id and verified.environment == env.name:
         info = verified
     else:

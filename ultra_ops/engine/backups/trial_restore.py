@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ultra_ops.engine.backups import swap
+from ultra_ops.engine.backups import hosted, swap
 from ultra_ops.engine.backups.counts import count_rows
-from ultra_ops.engine.backups.dump import checked_tool_version, default_jobs, dump_source, run_pg_tool
+from ultra_ops.engine.backups.dump import checked_tool_version, default_jobs
 from ultra_ops.engine.backups.store import BackupInfo
 from ultra_ops.engine.errors import BackupError
 from ultra_ops.engine.files import private_dir
@@ -137,7 +137,8 @@ def restore_test(
     log = log or NullLog()
     redact = redact or Redactor.for_environment(env)
     started = time.perf_counter()
-    checked_tool_version("pg_restore", env, redact)  # an older pg_restore fails before a scratch database exists
+    if not hosted.on_host(env):  # on a host, the database container's own pg_restore: the server's version
+        checked_tool_version("pg_restore", env, redact)  # an older pg_restore fails before a scratch database exists
     drop_dead_restore_tests(env, log=log, redact=redact)
     scratch = swap.scratch_name(env.database.name, SCRATCH_KIND, _random.token_hex(4))
     private_dir(_owners(env))
@@ -156,17 +157,16 @@ def restore_test(
                 created = True
         except psycopg.Error as exc:
             raise BackupError(redact(f"restore test of {info.id}: cannot create {scratch}: {exc}")) from None
-        fmt, source = dump_source(info)
-        target = "dbname='" + scratch.replace("\\", "\\\\").replace("'", "\\'") + "'"
         log.info(f"restore test of {info.id}: pg_restore into {scratch}")
-        options = f"{os.environ.get('PGOPTIONS', '')} {_PGOPTIONS}".strip()
         t0 = time.perf_counter()
-        run_pg_tool(
-            ["pg_restore", fmt, "-j", str(jobs or default_jobs(env)), "--exit-on-error", "-d", target, source],
+        hosted.restore_dump(
             env,
+            info,
+            scratch,
             app="restore-test",
+            options=_PGOPTIONS,
+            jobs=jobs or default_jobs(env),
             redact=redact,
-            extra_env={"PGOPTIONS": options},
             heartbeat=lambda elapsed: log.info(f"restore test of {info.id}: pg_restore running for {elapsed:.0f}s"),
         )
         restore_s = time.perf_counter() - t0

@@ -1,0 +1,123 @@
+"""The commands that run an environment's dump tools on its host: the password only ever on the
+tool's stdin, never in an argument list, and the rest of stdin handed to the tool whole."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ultra_ops.engine.backups.hosted import _IN_CONTAINER, _ON_HOST, NO_CONTAINER_EXIT, HostedDatabase
+from ultra_ops.engine.errors import BackupError
+from ultra_ops.engine.secrets import Redactor
+from ultra_ops.engine.settings import Environment, load_settings
+
+pytestmark = pytest.mark.unit
+
+PASSWORD = "pg-Pa55 word;$(not-run)"
+
+
+def _env(tmp_path: Path, password: str = PASSWORD) -> Environment:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "compose.yml").write_text('version: "3.8"\nservices: {}\n')
+    (root / ".env.staging").write_text(f"POSTGRES_PASSWORD={password}\n")
+    config = tmp_path / "ultra_ops.toml"
+    config.write_text(f"""
+[environments.staging]
+runtime = "compose"
+root = "{root}"
+compose_file = "compose.yml"
+compose_project = "shop-staging"
+state_dir = "{tmp_path / "state"}"
+backup_dir = "{tmp_path / "backups"}"
+[environments.staging.database]
+host = "127.0.0.1"
+name = "shop"
+user = "shop_owner"
+password_key = "POSTGRES_PASSWORD"
+[environments.staging.host]
+address = "db-1.example.com"
+user = "deploy"
+known_hosts = "{tmp_path / "known_hosts"}"
+""")
+    return load_settings(config).environment("staging")
+
+
+def test_the_tool_runs_in_the_database_container_with_no_secret_in_its_arguments(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    hosted = HostedDatabase(env, Redactor.for_environment(env))
+    argv = hosted.exec_argv(["pg_dump", "-Fc"], app="backup", options="-c synchronous_commit=off")
+    assert argv[0] == "ssh" and "db-1.example.com" in argv
+    assert not any("Pa55" in arg for arg in argv)
+    assert hosted._password_line() == PASSWORD.encode() + b"\n"
+    # What the host runs, with a `docker` that answers `ps` with a container id and prints the
+    # arguments of anything else: the container found by the project's labels, put in its place.
+    remote = shlex.split(argv[-1])
+    assert remote[:5] == ["sh", "-c", _ON_HOST, "sh", "shop-staging"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "docker"
+    fake.write_text(
+        '#!/bin/sh\nif [ "$1" = ps ]; then printf "%s\\n" "$FAKE_PS"; echo "$@" >&2; exit 0; fi\nprintf "%s\\n" "$@"\n'
+    )
+    fake.chmod(0o755)
+    path = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    done = subprocess.run(remote, env={**path, "FAKE_PS": "0123abcd"}, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        "ps -q --filter label=com.docker.compose.project=shop-staging "
+        "--filter label=com.docker.compose.service=postgres --filter status=running\n"
+    )
+    assert done.stdout.splitlines() == [
+        "exec",
+        "-i",
+        "-e",
+        "PGUSER=shop_owner",
+        "-e",
+        "PGDATABASE=shop",
+        "-e",
+        "PGAPPNAME=ultra_ops-backup",
+        "-e",
+        "PGOPTIONS=-c synchronous_commit=off",
+        "0123abcd",
+        "sh",
+        "-c",
+        _IN_CONTAINER,
+        "sh",
+        "pg_dump",
+        "-Fc",
+    ]
+    # No running database container: its own exit code, which the caller names.
+    done = subprocess.run(remote, env={**path, "FAKE_PS": ""}, capture_output=True, text=True, timeout=30)
+    assert done.returncode == NO_CONTAINER_EXIT and done.stdout == ""
+
+
+def test_the_password_line_is_read_and_the_rest_of_stdin_goes_to_the_tool() -> None:
+    tool = 'printf "%s|" "$PGPASSWORD"; cat'
+    data = f"{PASSWORD}\n".encode() + bytes(range(256)) * 64
+    done = subprocess.run(
+        ["sh", "-c", _IN_CONTAINER, "sh", "sh", "-c", tool], input=data, capture_output=True, timeout=30
+    )
+    assert done.stdout == PASSWORD.encode() + b"|" + bytes(range(256)) * 64
+    # No password: none is set, rather than an empty one.
+    done = subprocess.run(
+        ["sh", "-c", _IN_CONTAINER, "sh", "sh", "-c", 'echo "${PGPASSWORD-unset}"'],
+        input=b"\n",
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.stdout == b"unset\n"
+
+
+def test_a_password_with_a_line_break_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _env(tmp_path).config_file
+    config.write_text(
+        config.read_text().replace('password_key = "POSTGRES_PASSWORD"', 'password_env = "UO_TEST_PG_PW"')
+    )
+    monkeypatch.setenv("UO_TEST_PG_PW", "two\nlines")
+    env = load_settings(config).environment("staging")
+    with pytest.raises(BackupError, match="holds a line break"):
+        HostedDatabase(env, Redactor.for_environment(env))._password_line()
