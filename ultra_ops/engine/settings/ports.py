@@ -7,6 +7,9 @@ for them. Checked: a process port taken by another environment's process; a loop
 environment on another's process port; a loopback URL that checks a service (health, endpoints,
 smoke, performance, checklist) on the same port as another environment's. LLM provider URLs only
 count against process ports: environments may share a local model server they do not run.
+
+Loopback is per machine: an environment on a host of its own (`[environments.X.host]`) has that
+host's loopback, so two environments on different hosts may use the same ports and project name.
 """
 
 from __future__ import annotations
@@ -24,45 +27,57 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def check_ports(path: Path, envs: dict[str, Environment]) -> None:
     """ConfigError naming both environments and keys where two environments share a port."""
-    projects: dict[str, str] = {}
+    projects: dict[tuple[str, str], str] = {}
     for env in envs.values():
         if env.runtime == "compose" and env.compose_project is not None:
-            if env.compose_project in projects:
+            project = (_machine(env), env.compose_project)
+            if project in projects:
                 raise ConfigError(
                     path,
                     f"environments.{env.name}.compose_project",
-                    f"{env.compose_project!r} is also {projects[env.compose_project]}'s: one Compose project is "
+                    f"{env.compose_project!r} is also {projects[project]}'s: one Compose project is "
                     "one set of containers and published ports",
                 )
-            projects[env.compose_project] = env.name
-    owned: dict[int, tuple[str, str]] = {}  # port -> (environment, key) of the process listening there
+            projects[project] = env.name
+    # (machine, port) -> (environment, key) of the process listening there
+    owned: dict[tuple[str, int], tuple[str, str]] = {}
     for env in envs.values():
-        for key, port in _process_ports(env):
+        for key, number in _process_ports(env):
+            port = (_machine(env), number)
             if port in owned:
                 other, other_key = owned[port]
                 whose = "" if other == env.name else f"{other}'s "
                 raise ConfigError(
                     path,
                     f"environments.{env.name}.{key}",
-                    f"port {port} is also {whose}{other_key}; environments and their processes must not share a port",
+                    f"port {number} is also {whose}{other_key}; environments and their processes must not share a port",
                 )
             owned[port] = (env.name, key)
-    checked: dict[int, tuple[str, str]] = {}  # port -> (environment, key) of a service check calling it
+    # (machine, port) -> (environment, key) of a service check calling it
+    checked: dict[tuple[str, int], tuple[str, str]] = {}
     for env in envs.values():
-        for key, port, service in _loopback_urls(env):
+        for key, number, service in _loopback_urls(env):
             where = f"environments.{env.name}.{key}"
+            port = (_machine(env), number)
             other, other_key = owned.get(port, (env.name, ""))
             if other != env.name:
                 raise ConfigError(
-                    path, where, f"calls port {port}, {other}'s {other_key}; an environment checks its own services"
+                    path, where, f"calls port {number}, {other}'s {other_key}; an environment checks its own services"
                 )
             other, other_key = checked.get(port, (env.name, "")) if service else (env.name, "")
             if other != env.name:
                 raise ConfigError(
-                    path, where, f"calls port {port}, as {other}'s {other_key} does; environments must not share a port"
+                    path,
+                    where,
+                    f"calls port {number}, as {other}'s {other_key} does; environments must not share a port",
                 )
             if service:
                 checked.setdefault(port, (env.name, key))
+
+
+def _machine(env: Environment) -> str:
+    """Whose loopback the environment's addresses name: its host's, or this machine's ("")."""
+    return f"{env.host.address}:{env.host.port}" if env.host is not None else ""
 
 
 def _process_ports(env: Environment) -> Iterator[tuple[str, int]]:

@@ -229,3 +229,30 @@ def test_two_compose_environments_in_one_project_are_refused(tmp_path: Path) -> 
         load_settings(path)
     assert info.value.key == "environments.production.compose_project"
     assert "'ultra-staging' is also staging's" in info.value.reason
+
+
+def test_environments_on_hosts_of_their_own_may_share_ports_and_project_names(tmp_path: Path) -> None:
+    """Loopback is per machine: two environments on two hosts may both publish 5432 and call their
+    project ultra; on one host they may not."""
+    text = (REPO / "deploy" / "ultra_ops.compose.toml").read_text().replace("/srv/ultra-ai", str(tmp_path))
+    text = text.replace("172.17.0.1:8002", "127.0.0.1:8001").replace('"172.17.0.1"', '"127.0.0.1"')
+    text = text.replace("172.17.0.1", "127.0.0.1").replace("port = 5432", "port = 5433")
+    text = text.replace('"redis://127.0.0.1:6379/0"', '"redis://127.0.0.1:6380/0"')
+    text = text.replace('compose_project = "ultra-production"', 'compose_project = "ultra-staging"')
+    path = tmp_path / "ultra_ops.toml"
+
+    def hosts(staging: str, production: str) -> Path:
+        path.write_text(
+            text
+            + f'\n[environments.staging.host]\naddress = "{staging}"\nuser = "deploy"\nroot = "/srv/ultra/staging"\n'
+            + f'\n[environments.production.host]\naddress = "{production}"\nuser = "deploy"\n'
+            + 'root = "/srv/ultra/production"\n'
+        )
+        return path
+
+    envs = load_settings(hosts("10.0.0.5", "10.0.0.6")).environments
+    staging, production = envs["staging"], envs["production"]
+    assert (staging.database.port, staging.compose_project) == (production.database.port, production.compose_project)
+    with pytest.raises(ConfigError) as info:
+        load_settings(hosts("10.0.0.5", "10.0.0.5"))
+    assert info.value.key == "environments.production.compose_project"
