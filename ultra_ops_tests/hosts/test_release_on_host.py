@@ -2,8 +2,9 @@
 a local one: init (the stores started on the host, the database made through a tunnel), deploy
 (the backend built here from the release's commit and streamed to the host), verify (health, the
 database, Redis, endpoints and docker stats on the host, through tunnels to the host's loopback),
-the maintenance jobs, a second deploy, stop, recover and status. Every command closes the tunnels
-it opened: no ssh to the host is left running after it."""
+the maintenance jobs (status, vacuum, cache, the backend's logs archived here), a second deploy, a
+rollback (the first release's image, already on the host: nothing built or sent), stop, recover and
+status. Every command closes the tunnels it opened: no ssh to the host is left running after it."""
 
 from __future__ import annotations
 
@@ -126,6 +127,8 @@ def test_release_cycle_on_a_host(
     code, out = ops(capsys, env, host, "maintenance", "cache-stats")
     assert code == 0, out
     assert json.loads(out[out.index("{") : out.rindex("}") + 1])["used_memory"] > 0
+    code, out = ops(capsys, env, host, "maintenance", "cache-clear", "--pattern", "nothing-here:*")
+    assert code == 0, out
 
     # The backend's log is on the host, in its volume: rotated there, streamed here, archived here
     # (verified), and only then removed there.
@@ -155,6 +158,13 @@ def test_release_cycle_on_a_host(
     assert host_image_id(host, f"ultra-ai/backend:{second}") == image_id(f"ultra-ai/backend:{second}")
     assert backend_version(host, env.ports["backend"]) == second
     assert host_image_id(host, backend) == image_id(backend), "the first release's image stays on the host"
+
+    # A rollback runs the restored release's image, which the host has: nothing built, nothing sent.
+    code, out = ops(capsys, env, host, "rollback", "--yes")
+    assert code == 0, out
+    assert "compose build" not in out and "sending" not in out
+    assert f"{backend} is on staging's host deploy@{host.address}:22 already" in out
+    assert backend_version(host, env.ports["backend"]) == first
 
     code, out = ops(capsys, env, host, "stop")
     assert code == 0, out

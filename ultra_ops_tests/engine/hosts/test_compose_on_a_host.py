@@ -35,6 +35,10 @@ def test_compose_runs_on_the_host_with_the_files_there(tmp_path: Path) -> None:
         "ULTRA_LOG_VOLUME=backend-logs",  # the compose volume on the host, never a folder of this machine
     ]
     assert remote[5:] == runtime.up_args()
+    # Built and pushed here, from this machine's files: the host gets the image afterwards.
+    for args in (runtime.build_args("v1.2.3"), runtime.push_args()):
+        assert args[args.index("-f") + 1] == str(env.compose_file)
+        assert args[args.index("--env-file") + 1] == str(env.env_file)
 
 
 def test_default_root_and_its_mistakes(tmp_path: Path) -> None:
