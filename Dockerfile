@@ -11,10 +11,11 @@ FROM ${PYTHON_IMAGE}
 ARG PG_MAJOR=15
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# bookworm has the docker CLI in docker.io (docker-cli is a package only from trixie on).
+# bookworm has the docker CLI in docker.io (docker-cli is a package only from trixie on). openssh-client:
+# runs reach environments on hosts of their own over ssh (engine/hosts/).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" git docker.io docker-compose \
+    && apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" git docker.io docker-compose openssh-client \
     && rm -rf /var/lib/apt/lists/* \
     && pg_dump --version | grep -q "(PostgreSQL) ${PG_MAJOR}\." \
     && useradd --system --uid 10001 --create-home --home-dir /home/ultra_ops --shell /usr/sbin/nologin ultra_ops

@@ -109,6 +109,7 @@ docker images -q >/dev/null; echo "images=$?"
 docker info >/dev/null; echo "info=$?"
 docker exec "$1" true 2>&1; echo "exec=$?"
 docker system df 2>&1; echo "system=$?"
+ssh -V 2>&1; echo "ssh=$?"
 """
 
 
@@ -126,6 +127,8 @@ def test_run_containers_reach_docker_only_through_the_deploy_proxy_and_only_what
     # the engine's info (docker-compose up asks for it first).
     assert codes["ps"] == "0" and postgres in out.split(), out
     assert codes["images"] == "0" and codes["info"] == "0", out
+    # Environments on hosts of their own are reached over ssh, from the run container too.
+    assert codes["ssh"] == "0" and "OpenSSH" in out, out
     # What it does not: exec into another container (here Dagster's own database) and system calls.
     assert codes["exec"] != "0" and codes["system"] != "0" and out.count("403") >= 2, out
     # Only the deploy proxy is on that network: a run container cannot reach the launcher's proxy.
@@ -134,7 +137,7 @@ def test_run_containers_reach_docker_only_through_the_deploy_proxy_and_only_what
     assert members.split() == [f"{stack.project}_docker-api-deploy_1"], members
 
 
-_CHECKS = {"ps", "images", "info", "exec", "system"}
+_CHECKS = {"ps", "images", "info", "exec", "system", "ssh"}
 
 
 def test_the_webserver_reaches_no_docker_api(stack: PlatformCompose) -> None:
