@@ -190,7 +190,13 @@ class ComposeRuntime:
         self._run(self.pull_args(), version=version, timeout=_BUILD_TIMEOUT_S)
 
     def up(self, version: str) -> None:
+        from ultra_ops.engine.runtimes.compose_restart import remove_strays
+
         self._version = version
+        try:
+            remove_strays(self)  # what a killed restart left would make compose scale the service down
+        except RuntimeFailure as exc:  # compose up below fails the same way, or leaves them to the next
+            self.log.warning(str(exc))
         self.log.info(f"compose up {self.project} at {version}")
         self._run(self.up_args(), version=version, timeout=_UP_TIMEOUT_S)
 
@@ -201,6 +207,12 @@ class ComposeRuntime:
             self.log.info(f"compose up {self.project}: {', '.join(services)}")
             self._run([*self.compose_base(), "up", "-d", *services], timeout=_UP_TIMEOUT_S)
         return services
+
+    def remove_strays(self) -> list[str]:
+        """Remove containers a restart killed midway left beside the services' own (compose_restart.py)."""
+        from ultra_ops.engine.runtimes.compose_restart import remove_strays
+
+        return remove_strays(self)
 
     def down(self) -> None:
         """Stop the application's services; the stores (DATA_SERVICES) keep running."""
@@ -227,9 +239,9 @@ class ComposeRuntime:
                 usage = compose_status.parse_stats(self._docker(compose_status.stats_args(live)))
         return compose_status.describe(services, running, containers, usage, DATA_SERVICES)
 
-    def _docker(self, args: list[str]) -> str:
+    def _docker(self, args: list[str], *, timeout: float = _SHORT_TIMEOUT_S) -> str:
         try:
-            return shell.run(args, environment=self.env, timeout=_SHORT_TIMEOUT_S, redact=self.redact).stdout
+            return shell.run(args, environment=self.env, timeout=timeout, redact=self.redact).stdout
         except CommandFailed as exc:
             raise RuntimeFailure(self.redact(f"{args[1]} of {self.project} failed: {exc}")) from None
 
