@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.envfile import read_env_file
-from ultra_ops.engine.errors import RuntimeFailure
+from ultra_ops.engine.errors import RuntimeFailure, UltraOpsError
 from ultra_ops.engine.runtimes.compose import DATA_SERVICES, ComposeRuntime
 from ultra_ops.engine.versions import VERSION_KEY
 
@@ -83,25 +83,31 @@ def containers(runtime: ComposeRuntime) -> list[tuple[str, str, str]]:
     return rows
 
 
-def remove_strays(runtime: ComposeRuntime) -> list[str]:
-    """Containers a restart killed midway left beside a service's own: never started (`created`)
-    ones, and stopped ones beside a running one. Left there, they would show in `ps` and a later
-    `up -d` would scale the service down to one, not necessarily keeping the right one. Returns
-    the ids removed."""
+def strays(rows: list[tuple[str, str, str]]) -> list[str]:
+    """Of the project's containers (id, service, state; newest first, as docker lists them), those a
+    restart killed midway left beside a service's own: never started (`created`) ones, and stopped
+    ones beside a running one; never every container of a service (the newest stays)."""
     by_service: dict[str, list[tuple[str, str]]] = {}
-    for cid, service, state in containers(runtime):  # newest first, as docker lists them
+    for cid, service, state in rows:
         by_service.setdefault(service, []).append((cid, state))
-    strays = []
+    found_strays = []
     for service, found in by_service.items():
         if service in DATA_SERVICES or len(found) < 2:
             continue
         running = any(state == "running" for _, state in found)
         extra = [cid for cid, state in found if state == "created" or (running and state == "exited")]
-        strays += extra[1:] if len(extra) == len(found) else extra  # never all: the newest stays
-    if strays:
-        runtime.log.info(f"removing {len(strays)} container(s) an interrupted restart of {runtime.project} left")
-        runtime._docker(["docker", "rm", "-f", *strays])
-    return strays
+        found_strays += extra[1:] if len(extra) == len(found) else extra
+    return found_strays
+
+
+def remove_strays(runtime: ComposeRuntime) -> list[str]:
+    """Remove the strays (above): left there, they would show in `ps`, and a later `up -d` would
+    scale the service down to one, not necessarily keeping the right one. Returns their ids."""
+    removed = strays(containers(runtime))
+    if removed:
+        runtime.log.info(f"removing {len(removed)} container(s) an interrupted restart of {runtime.project} left")
+        runtime._docker(["docker", "rm", "-f", *removed])
+    return removed
 
 
 def prepare_start(runtime: ComposeRuntime, version: str) -> PreparedStart:
@@ -146,16 +152,17 @@ def stop_old(runtime: ComposeRuntime, prepared: PreparedStart) -> None:
 
 
 def matches(runtime: ComposeRuntime, prepared: PreparedStart, version: str) -> bool:
-    """Whether the prepared containers are what `up -d` at `version` would make now: same version,
-    same compose file, same env file (its version line aside, unless the compose file reads it)."""
-    if version != prepared.version:
-        return False
+    """Whether the prepared containers are what `up -d` at `version` would make now (same_inputs)."""
     try:
-        compose_text = runtime.compose_file.read_text()
-        env_values = read_env_file(runtime.env.env_file)
-    except OSError:
+        return same_inputs(prepared, version, runtime.compose_file.read_text(), read_env_file(runtime.env.env_file))
+    except (OSError, UltraOpsError):
         return False
-    if compose_text != prepared.compose_text:
+
+
+def same_inputs(prepared: PreparedStart, version: str, compose_text: str, env_values: dict[str, str]) -> bool:
+    """Same version, same compose file, same env file (its version line aside, unless the compose
+    file reads it: the swap rewrites that line)."""
+    if version != prepared.version or compose_text != prepared.compose_text:
         return False
     if _NAMES_VERSION.search(compose_text):
         return env_values == prepared.env_values
