@@ -218,7 +218,7 @@ def start_services(
     make); once it is healthy, drop the database the swap replaced."""
     runtime = get_runtime(env, compose_file=plan.compose_path, log=log, redact=redact)
     try:
-        _start(runtime, plan.version or "latest", prepared, log)
+        started_prepared = _start(runtime, plan.version or "latest", prepared, log)
         runtime.wait_healthy(env.health_timeout_s)
     except UltraOpsError as exc:
         back = (
@@ -235,22 +235,27 @@ def start_services(
             f"did not start; fix the cause and run `ultra-ops deploy --environment {env.name} "
             f"--tag {plan.version or 'VERSION'}`{back}{_left_to_recover(env, plan)}",
         ) from None
+    if started_prepared and isinstance(runtime, ComposeRuntime) and prepared is not None:
+        compose_restart.remove_old(runtime, prepared)
     if plan.prepared is not None:
         finish_restore(env, plan.prepared, log=log, redact=redact)
 
 
-def _start(runtime: Runtime, version: str, prepared: PreparedStart | None, log: Log) -> None:
+def _start(runtime: Runtime, version: str, prepared: PreparedStart | None, log: Log) -> bool:
+    """Start at `version`: the prepared containers where they still fit, else `up`. True when the
+    prepared ones were started (the old ones are then to remove, once the new answer)."""
     if isinstance(runtime, ComposeRuntime) and prepared is not None:
         if compose_restart.matches(runtime, prepared, version):
             try:
                 compose_restart.start_new(runtime, prepared)
-                return
+                return True
             except UltraOpsError as exc:
                 log.warning(f"{exc}; starting through compose up")
         else:
             log.info("the swap restored other compose inputs than the containers were made from: compose up")
         compose_restart.discard(runtime, prepared)
     runtime.up(version)
+    return False
 
 
 def _with(exc: BaseException, message: str) -> BaseException:

@@ -8,7 +8,7 @@ created first, by compose and while the old containers serve (`up --no-start --n
 S=n+1`: compose's own names, labels and config hash, so the project stays a compose project and a
 later `up -d` finds them up to date); the downtime is then `docker stop` of the old containers, the
 swap, and `docker start` of the new ones, which is the container's own start. The old containers
-are removed once the new ones run.
+are removed once the new ones answer.
 
 What the successors were made from (env file and compose file, the version) is kept: a swap that
 restored different files (another password, another compose file) makes them wrong, and the start
@@ -170,19 +170,25 @@ def same_inputs(prepared: PreparedStart, version: str, compose_text: str, env_va
 
 
 def start_new(runtime: ComposeRuntime, prepared: PreparedStart) -> None:
-    """Start the prepared containers, then remove the ones they replace. RuntimeFailure when one
-    does not start (the old ones are then still there)."""
+    """Start the prepared containers. RuntimeFailure when one does not start (the old ones are
+    still there, stopped)."""
     for service, cid in prepared.new.items():
         runtime.log.info(f"docker start {runtime.project} {service} at {prepared.version}")
         runtime._docker(["docker", "start", cid])
         crash_point(f"started:{service}")  # tests: interrupted with the environment half started
     runtime._version = prepared.version
+
+
+def remove_old(runtime: ComposeRuntime, prepared: PreparedStart) -> None:
+    """Remove the containers the started ones replaced; after the health wait, so that it does not
+    compete with the new ones' start. What fails here is left to the next restart or `up`."""
     old = [cid for ids in prepared.old.values() for cid in ids]
-    if old:
-        try:
-            runtime._docker(["docker", "rm", *old])
-        except RuntimeFailure as exc:  # the service runs; the next restart or up removes them
-            runtime.log.warning(f"could not remove the replaced containers of {runtime.project}: {exc}")
+    if not old:
+        return
+    try:
+        runtime._docker(["docker", "rm", *old])
+    except RuntimeFailure as exc:
+        runtime.log.warning(f"could not remove the replaced containers of {runtime.project}: {exc}")
 
 
 def discard(runtime: ComposeRuntime, prepared: PreparedStart) -> None:
