@@ -296,7 +296,11 @@ def part_downtime(size_mb: int, runs: int) -> None:
         print(f"container start (docker start to first /health answer): {[round(s, 2) for s in starts]}", flush=True)
         # What compose itself costs a swap: bare `docker-compose stop backend` then `up -d`, polled.
         bare = [polled(bench, lambda: bench.bare_stop_up(first)) for _ in range(3)]
-        print(f"bare compose stop + up -d: longest gaps {[round(b[0]['max_gap_s'], 2) for b in bare]}", flush=True)
+        print(
+            f"bare compose stop + up -d: longest gaps {[round(b[0]['max_gap_s'], 2) for b in bare]}, failed requests "
+            f"{[(b[0]['failures'], b[0]['requests']) for b in bare]}",
+            flush=True,
+        )
         rows: dict[str, list[tuple[dict, float]]] = {"deploy": [], "rollback": []}
         run_starts: list[float] = []
         for _ in range(runs):
