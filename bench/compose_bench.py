@@ -276,6 +276,7 @@ def generate(bench: Bench, size_mb: int) -> float:
 
 def polled(bench: Bench, action) -> tuple[dict, float]:  # noqa: ANN001
     poller = Poller(bench.health)
+    poller.wait_ready()
     time.sleep(0.5)  # a few answers before the operation starts
     t0 = time.perf_counter()
     action()
