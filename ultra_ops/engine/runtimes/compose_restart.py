@@ -30,9 +30,9 @@ from ultra_ops.engine.runtimes.compose import DATA_SERVICES, ComposeRuntime
 from ultra_ops.engine.versions import VERSION_KEY
 
 _LABEL = "com.docker.compose"
+_STOP_TIMEOUT_S = 600.0  # docker stop's own grace period is 10 s; this bounds the command
 # The compose file may name the env file's version in its interpolation; only then does the
 # version line the swap rewrites change what compose would create.
-_STOP_TIMEOUT_S = 600.0
 _NAMES_VERSION = re.compile(r"\$\{?" + re.escape(VERSION_KEY) + r"\b")
 
 
