@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -66,6 +67,8 @@ while not stop.is_set():
     if ok:
         if last_ok is not None:
             max_gap = max(max_gap, now - last_ok)
+        else:
+            print("ready", flush=True)  # Poller.wait_ready: a gap can be measured from here on
         last_ok = now
     else:
         failures += 1
@@ -113,9 +116,20 @@ class Poller:
             [sys.executable, "-c", POLLER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
 
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        """Until the poller has had its first answer: before that, an outage would not show as a gap
+        (its start-up is slow under load)."""
+        assert self.proc.stdout is not None
+        ready = threading.Event()
+        reader = threading.Thread(target=lambda: (self.proc.stdout.readline(), ready.set()), daemon=True)
+        reader.start()
+        if not ready.wait(timeout_s):
+            raise RuntimeError(f"the poller had no answer in {timeout_s}s")
+        reader.join()
+
     def stop(self) -> dict:
         out, _ = self.proc.communicate("", timeout=30)
-        return json.loads(out)
+        return json.loads(out.strip().splitlines()[-1])
 
 
 def start_time(env) -> float:  # noqa: ANN001
@@ -180,6 +194,7 @@ def main() -> int:
                 with psycopg.connect(**PG, dbname=dbname, autocommit=True) as conn:
                     conn.execute("CHECKPOINT")
                 poller = Poller(f"http://127.0.0.1:{port}/health")
+                poller.wait_ready()
                 time.sleep(0.5)  # a few answers before the rollback starts
                 t0 = time.perf_counter()
                 fn(env, backup.id, log)

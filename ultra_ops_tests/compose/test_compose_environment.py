@@ -134,6 +134,16 @@ def test_release_cycle_on_compose(compose_env: ComposeEnvironment, capsys: pytes
     assert httpx.get(backend, timeout=5).json()["version"] == first
     inspected = docker("inspect", "--format", "{{.Config.Image}}", env.container("backend"))
     assert inspected.stdout.strip() == f"ultra-ai/backend:{first}"
+    # The restored release's container was made by compose before the stop and started after the
+    # swap: the project stays compose's own, one backend container that `up -d` of that release
+    # leaves as it is (no recreate, no name conflict).
+    assert f"docker start {env.project} backend at {first}" in out, out
+    serving = docker("inspect", "--format", "{{.Id}}", env.container("backend")).stdout.strip()
+    up = env.compose(
+        "up", "-d", env={"ULTRA_IMAGE_TAG": first, "ULTRA_REGISTRY": "", "ULTRA_ENVIRONMENT": env.environment}
+    )
+    assert up.returncode == 0 and "is up-to-date" in up.stderr and "Recreat" not in up.stderr, up.stderr
+    assert env.compose("ps", "-q", "backend").stdout.split() == [serving]
 
     code, out = ops(capsys, env, "stop")
     assert code == 0, out

@@ -142,10 +142,21 @@ def _cli(p: Project, *argv: str, **extra: str) -> subprocess.Popen:
     )
 
 
-# kill -9 during a rollback: in the swap before its final rename (undone: as it was), and with the
-# swap done and the backend stopped (finished: the backup's side). The swap's other phases are the
-# process runtime's too (engine/backups/test_swap.py); what compose adds is the stopped backend.
-@pytest.mark.parametrize(("point", "finished"), [("rename_old", False), ("step:rollback_start", True)])
+# kill -9 during a rollback, at each point of its one step with the backend down: with the restored
+# release's container made beside the serving one, with the backend stopped, in the swap before its
+# final rename (undone: as it was), with the swap done and the backend stopped, and with the new
+# container started before the old one was removed (finished: the backup's side). The swap's other
+# phases are the process runtime's too (engine/backups/test_swap.py).
+@pytest.mark.parametrize(
+    ("point", "finished"),
+    [
+        ("created:backend", False),
+        ("stopped:backend", False),
+        ("rename_old", False),
+        ("swapped", True),
+        ("started:backend", True),
+    ],
+)
 def test_killed_rollback_then_recover(
     project: Project, point: str, finished: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -158,6 +169,8 @@ def test_killed_rollback_then_recover(
     code, out = ops(capsys, p.env, "recover")
     assert code == 0, out
     assert p.side() == (target if finished else before), out
+    # Nothing of the killed restart is left beside the backend that serves.
+    assert len(p.env.compose("ps", "-q", "backend").stdout.split()) == 1, out
     code, out = ops(capsys, p.env, "status")
     assert code == 0 and "running" in out, out
 

@@ -78,16 +78,35 @@ class ComposeEnvironment:
     def compose_file(self) -> Path:
         return self.root / "deploy" / "ultra-ai.compose.yml"
 
-    def compose(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def compose(
+        self, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         base = ["docker-compose", "-f", str(self.compose_file), "-p", self.project, "--env-file", str(self.env_file)]
-        return subprocess.run([*base, *args], capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [*base, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        )
 
     def version(self, minor: int) -> str:
         """A version no other test uses (the backend image's tag is shared by the whole engine)."""
         return f"v{self.ports['major']}.{minor}.0"
 
     def container(self, service: str) -> str:
-        return f"{self.project}_{service}_1"
+        """The service's container: the running one, else the newest (a rollback's restart makes the
+        backend's successor beside it, so its number is not always 1)."""
+        listed = docker(
+            "ps",
+            "-a",
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
+            "--format",
+            "{{.Names}}\t{{.State}}",
+        ).stdout.split("\n")
+        found = [line.split("\t") for line in listed if line.strip()]
+        running = [name for name, state in found if state == "running"]
+        assert found, f"no container of {service} in {self.project}"
+        return (running or [found[0][0]])[0]
 
     def conninfo(self) -> dict:
         """psycopg's arguments for the project's PostgreSQL, as ultra_ops reaches it: the config's

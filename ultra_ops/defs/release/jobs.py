@@ -57,12 +57,10 @@ def verify_job() -> None:
 @environment_job("release", "rollback")
 def rollback_job() -> None:
     """Roll an environment back to a backup (the newest by default): safety backup and restore into a
-    scratch database while the current release serves, then stop, swap, start and verify."""
+    scratch database while the current release serves, then stop, swap and start (one step) and verify."""
     req = rollback_ops.rollback_plan()
     req = rollback_ops.rollback_prepare(req)
-    req = rollback_ops.rollback_stop(req)
-    req = rollback_ops.rollback_swap(req)
-    req = rollback_ops.rollback_start(req)
+    req = rollback_ops.rollback_restart(req)
     req = rollback_ops.rollback_verify(req)
     rollback_ops.rollback_record(req)
 

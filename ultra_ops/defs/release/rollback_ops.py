@@ -84,31 +84,14 @@ def rollback_prepare(
 
 
 @op
-def rollback_stop(
+def rollback_restart(
     context: OpExecutionContext, plan: RollbackPlan, settings: OpsSettings, locks: EnvironmentLocks
 ) -> RollbackPlan:
+    """Stop, swap the restored database in and start the restored release, in one step: no step
+    boundary inside the downtime (under compose its containers are made before the stop)."""
     with rollback_step(context, plan, settings, locks) as s:
-        rollback.stop_services(s.env, plan, log=s.log, redact=s.redact)
-    return plan
-
-
-@op
-def rollback_swap(
-    context: OpExecutionContext, plan: RollbackPlan, settings: OpsSettings, locks: EnvironmentLocks
-) -> RollbackPlan:
-    """Swap the restored database in and restore the state files (services stopped)."""
-    with rollback_step(context, plan, settings, locks) as s:
-        plan = rollback.swap_state(s.env, plan, log=s.log, redact=s.redact)
+        plan = rollback.stop_swap_start(s.env, plan, log=s.log, redact=s.redact)
     context.add_output_metadata({"version": plan.version or "", "safety_backup_id": plan.safety_backup_id or ""})
-    return plan
-
-
-@op
-def rollback_start(
-    context: OpExecutionContext, plan: RollbackPlan, settings: OpsSettings, locks: EnvironmentLocks
-) -> RollbackPlan:
-    with rollback_step(context, plan, settings, locks) as s:
-        rollback.start_services(s.env, plan, log=s.log, redact=s.redact)
     return plan
 
 

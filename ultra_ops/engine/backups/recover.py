@@ -100,7 +100,7 @@ def settle_services(
     elif expected is None and running and stopped:
         why = f"it was half up ({', '.join(running)} running, {', '.join(stopped)} stopped)"
     elif running and not stopped:
-        return [], f"all services running ({', '.join(running)}) at {version or 'no version'}"
+        return _tidied(runtime, log), f"all services running ({', '.join(running)}) at {version or 'no version'}"
     else:
         return [], f"all services stopped ({', '.join(stopped)}); start them with {deploy_cmd}"
     log.info(f"starting {env.name}'s services at {version or 'no version'}: {why}")
@@ -117,6 +117,20 @@ def settle_services(
     line = f"started {env.name}'s services ({', '.join(stopped + running)}) at {version or 'no version'}: {why}"
     log.info(line)
     return [line], f"all services running at {version or 'no version'}"
+
+
+def _tidied(runtime: object, log: Log) -> list[str]:
+    """Where the runtime has them (compose), remove the containers a restart killed midway left
+    beside the running ones (a successor made but never started, a replaced one not yet removed)."""
+    remove = getattr(runtime, "remove_strays", None)
+    if remove is None:
+        return []
+    try:
+        removed = remove()
+    except UltraOpsError as exc:
+        log.warning(f"could not look for containers an interrupted restart left: {exc}")
+        return []
+    return [f"removed {len(removed)} container(s) an interrupted restart left"] if removed else []
 
 
 def pending_recovery(env: Environment, *, running: bool) -> list[str]:

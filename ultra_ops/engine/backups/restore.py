@@ -244,9 +244,26 @@ def prepare_restore(
         safety_id = safety.id
         log.info(f"restore {backup_id}: safety backup {safety_id} taken")
     journal = _restore_into_scratch(env, info, log, redact)
+    _checkpoint(env, backup_id, log, redact)
     return PreparedRestore(
         backup_id=backup_id, database=journal.database, scratch=journal.scratch, safety_backup_id=safety_id
     )
+
+
+def _checkpoint(env: Environment, backup_id: str, log: Log, redact: Redactor) -> None:
+    """CHECKPOINT after the restore into the scratch database, while the services still run, so that
+    the restore's writes are not still being written back while they are stopped (at 1 GB under
+    compose, one rollback without it saw dockerd take 1.3 s to finish the backend's stop, against
+    0.15-0.3 s otherwise). Needs superuser or pg_checkpoint; without them, or when it fails, the
+    restore goes on as before."""
+    t0 = time.perf_counter()
+    try:
+        with swap.admin(env) as conn:
+            conn.execute("CHECKPOINT")
+    except psycopg.Error as exc:
+        log.info(redact(f"restore {backup_id}: no checkpoint before the swap ({' '.join(str(exc).split())})"))
+        return
+    log.info(f"restore {backup_id}: checkpoint in {time.perf_counter() - t0:.1f}s")
 
 
 def discard_restore(

@@ -2,8 +2,10 @@
 
 One implementation, as steps: plan (choose the backup) → check (every checksum, before anything
 stops) → prepare (safety backup, restore into a scratch database, while the current release still
-serves) → stop → swap (scratch database in, state files) → start → verify → record. Only stop, swap
-and start run with the service down, so the downtime does not grow with the database.
+serves) → stop, swap (scratch database in, state files), start → verify → record. Only stop, swap
+and start run with the service down, so the downtime does not grow with the database; they run as
+one step (stop_swap_start), so that no step boundary falls inside the downtime, and under compose
+the restored release's containers are made before the stop (compose_restart.py).
 `rollback_job` runs one step per op; `rollback()` runs the same steps in a row for a deploy's
 automatic rollback, whose outcome the deploy records as its own.
 
@@ -29,6 +31,7 @@ from ultra_ops.engine.backups.restore import (
 )
 from ultra_ops.engine.backups.store import SAFETY_LABEL, BackupInfo, get_backup, list_backups, verify_backup
 from ultra_ops.engine.clock import utc_timestamp
+from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import InputError, OperationError, UltraOpsError
 from ultra_ops.engine.release.interrupts import described, settled_on_interrupt
@@ -39,7 +42,9 @@ from ultra_ops.engine.release.records import (
     record_release,
     recording_failure,
 )
-from ultra_ops.engine.runtimes import get_runtime
+from ultra_ops.engine.runtimes import Runtime, compose_restart, get_runtime
+from ultra_ops.engine.runtimes.compose import ComposeRuntime
+from ultra_ops.engine.runtimes.compose_restart import PreparedStart
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 from ultra_ops.engine.verify.report import VerifyReport
@@ -145,18 +150,52 @@ def prepare_state(env: Environment, plan: RollbackPlan, *, log: Log, redact: Red
     return replace(plan, prepared=prepared, safety_backup_id=prepared.safety_backup_id)
 
 
-def stop_services(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor) -> None:
+def stop_swap_start(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor) -> RollbackPlan:
+    """Stop, swap and start: the part with the service down, in one step. Under compose the
+    restored release's containers are created first, while the current release serves, and the
+    start is theirs (compose_restart.py); where that cannot be done, the start is `up` as before."""
+    prepared = prepare_start(env, plan, log=log, redact=redact)
+    stop_services(env, plan, log=log, redact=redact, prepared=prepared)
+    plan = swap_state(env, plan, log=log, redact=redact, prepared=prepared)
+    crash_point("swapped")  # tests: killed with the swap done and the services stopped
+    log.info(f"starting {env.name} at {plan.version or 'no version'}")
+    start_services(env, plan, log=log, redact=redact, prepared=prepared)
+    return plan
+
+
+def prepare_start(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor) -> PreparedStart | None:
+    """Under compose, the backup's release's containers created beside the running ones; None
+    elsewhere, or when compose could not make them (the start then goes through `up`)."""
+    runtime = get_runtime(env, compose_file=plan.compose_path, log=log, redact=redact)
+    if not isinstance(runtime, ComposeRuntime):
+        return None
+    try:
+        return compose_restart.prepare_start(runtime, plan.version or "latest")
+    except (UltraOpsError, OSError) as exc:
+        log.warning(redact(f"could not create {env.name}'s containers ahead ({exc}); they start through compose up"))
+        return None
+
+
+def stop_services(
+    env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor, prepared: PreparedStart | None = None
+) -> None:
     if plan.verified is None:
         raise OperationError(f"backup {plan.backup_id} was not checked: {env.name} not stopped")
     log.info(f"stopping {env.name} to swap in backup {plan.backup_id}")
     try:
-        get_runtime(env, compose_file=plan.compose_path, log=log, redact=redact).down()
+        runtime = get_runtime(env, compose_file=plan.compose_path, log=log, redact=redact)
+        if prepared is not None and isinstance(runtime, ComposeRuntime):
+            compose_restart.stop_old(runtime, prepared)
+        else:
+            runtime.down()
     except BaseException as exc:
         _discard(env, plan, log, redact)
-        raise _with(exc, f"{exc}{_restart(env, plan, log, redact)}") from None
+        raise _with(exc, f"{exc}{_restart(env, plan, log, redact, prepared)}") from None
 
 
-def swap_state(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor) -> RollbackPlan:
+def swap_state(
+    env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor, prepared: PreparedStart | None = None
+) -> RollbackPlan:
     """Swap the prepared database in and restore the state files (services stopped). On a failure
     the swap is undone (or finished, past its last rename) and the services start again on
     whatever is in place; the error says which."""
@@ -165,18 +204,21 @@ def swap_state(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redact
     try:
         complete_restore(env, plan.prepared, log=log, redact=redact, drop_old=False)
     except BaseException as exc:
-        raise _with(exc, f"{exc}{_restart(env, plan, log, redact)}") from None
+        raise _with(exc, f"{exc}{_restart(env, plan, log, redact, prepared)}") from None
     # The env file just restored says which version ran when the backup was taken.
     version = deployed_version(env) or plan.version
     log.info(f"restored backup {plan.backup_id}; {env.name} goes back to {version or 'no version'}")
     return replace(plan, version=version)
 
 
-def start_services(env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor) -> None:
-    """Start the restored release; once it is healthy, drop the database the swap replaced."""
+def start_services(
+    env: Environment, plan: RollbackPlan, *, log: Log, redact: Redactor, prepared: PreparedStart | None = None
+) -> None:
+    """Start the restored release (its prepared containers, where they are still what compose would
+    make); once it is healthy, drop the database the swap replaced."""
     runtime = get_runtime(env, compose_file=plan.compose_path, log=log, redact=redact)
     try:
-        runtime.up(plan.version or "latest")
+        started_prepared = _start(runtime, plan.version or "latest", prepared, log)
         runtime.wait_healthy(env.health_timeout_s)
     except UltraOpsError as exc:
         back = (
@@ -193,8 +235,27 @@ def start_services(env: Environment, plan: RollbackPlan, *, log: Log, redact: Re
             f"did not start; fix the cause and run `ultra-ops deploy --environment {env.name} "
             f"--tag {plan.version or 'VERSION'}`{back}{_left_to_recover(env, plan)}",
         ) from None
+    if started_prepared and isinstance(runtime, ComposeRuntime) and prepared is not None:
+        compose_restart.remove_old(runtime, prepared)
     if plan.prepared is not None:
         finish_restore(env, plan.prepared, log=log, redact=redact)
+
+
+def _start(runtime: Runtime, version: str, prepared: PreparedStart | None, log: Log) -> bool:
+    """Start at `version`: the prepared containers where they still fit, else `up`. True when the
+    prepared ones were started (the old ones are then to remove, once the new answer)."""
+    if isinstance(runtime, ComposeRuntime) and prepared is not None:
+        if compose_restart.matches(runtime, prepared, version):
+            try:
+                compose_restart.start_new(runtime, prepared)
+                return True
+            except UltraOpsError as exc:
+                log.warning(f"{exc}; starting through compose up")
+        else:
+            log.info("the swap restored other compose inputs than the containers were made from: compose up")
+        compose_restart.discard(runtime, prepared)
+    runtime.up(version)
+    return False
 
 
 def _with(exc: BaseException, message: str) -> BaseException:
@@ -226,12 +287,17 @@ def _left_to_recover(env: Environment, plan: RollbackPlan) -> str:
     return f" (or `ultra-ops recover --environment {env.name}`, which starts {', '.join(marker['services'])} again)"
 
 
-def _restart(env: Environment, plan: RollbackPlan, log: Log, redact: Redactor) -> str:
+def _restart(
+    env: Environment, plan: RollbackPlan, log: Log, redact: Redactor, prepared: PreparedStart | None = None
+) -> str:
     """Start the services again after a failure with them stopped, on the state that is in place
-    (the env file names its version); the text to add to the error."""
+    (the env file names its version), dropping any containers made for the backup's release; the
+    text to add to the error."""
     version = deployed_version(env)
     try:
         runtime = get_runtime(env, compose_file=plan.compose_path, log=log, redact=redact)
+        if prepared is not None and isinstance(runtime, ComposeRuntime):
+            compose_restart.discard(runtime, prepared)
         runtime.up(version or "latest")
         runtime.wait_healthy(env.health_timeout_s)
     except (UltraOpsError, OSError) as exc:
@@ -329,9 +395,6 @@ def rollback(
     plan = plan_rollback(env, backup_id, compose_file=str(compose_file) if compose_file else None)
     plan = check_backup(env, plan, log=log)
     plan = prepare_state(env, plan, log=log, redact=redact)
-    stop_services(env, plan, log=log, redact=redact)
-    plan = swap_state(env, plan, log=log, redact=redact)
-    log.info(f"starting {env.name} at {plan.version or 'no version'}")
-    start_services(env, plan, log=log, redact=redact)
+    plan = stop_swap_start(env, plan, log=log, redact=redact)
     report = verify_rollback(env, plan, log=log, redact=redact) if verify else None
     return RollbackResult(plan.backup_id, plan.version, plan.safety_backup_id, report)

@@ -315,7 +315,13 @@ class ComposeRuntime:
         self._run(self.pull_args(), version=version, timeout=_BUILD_TIMEOUT_S, changes=True)
 
     def up(self, version: str) -> None:
+        from ultra_ops.engine.runtimes.compose_restart import remove_strays
+
         self._version = version
+        try:
+            remove_strays(self)  # what a killed restart left would make compose scale the service down
+        except RuntimeFailure as exc:  # compose up below fails the same way, or leaves them to the next
+            self.log.warning(str(exc))
         if self.host is None:
             # Made by us before dockerd would make the bind mount's source (as root, out of our reach).
             private_dir(self.env.log_dir)
@@ -338,6 +344,12 @@ class ComposeRuntime:
             self.log.info(f"compose up {self.project}: {', '.join(services)}")
             self._run([*self.compose_base(), "up", "-d", *services], timeout=_UP_TIMEOUT_S, changes=True)
         return services
+
+    def remove_strays(self) -> list[str]:
+        """Remove containers a restart killed midway left beside the services' own (compose_restart.py)."""
+        from ultra_ops.engine.runtimes.compose_restart import remove_strays
+
+        return remove_strays(self)
 
     def down(self) -> None:
         """Stop the application's services; the stores (DATA_SERVICES) keep running."""
@@ -366,12 +378,12 @@ class ComposeRuntime:
                 usage = compose_status.parse_stats(self.docker(compose_status.stats_args(live)))
         return compose_status.describe(services, running, containers, usage, DATA_SERVICES)
 
-    def docker(self, args: list[str]) -> str:
-        """A docker command (inspect, stats) where the environment's engine is: on its host, or here."""
+    def docker(self, args: list[str], *, timeout: float = _SHORT_TIMEOUT_S) -> str:
+        """A docker command (inspect, stats, start, stop) where the environment's engine is: on its host, or here."""
         try:
             if self.host is not None:
-                return self.host.run(args, timeout=_SHORT_TIMEOUT_S).stdout
-            return shell.run(args, environment=self.env, timeout=_SHORT_TIMEOUT_S, redact=self.redact).stdout
+                return self.host.run(args, timeout=timeout).stdout
+            return shell.run(args, environment=self.env, timeout=timeout, redact=self.redact).stdout
         except RemoteCommandFailed as exc:
             message = f"{args[1]} of {self.project} on {exc.where} failed: {exc.reason}"
             raise RuntimeFailure(self.redact(message)) from None

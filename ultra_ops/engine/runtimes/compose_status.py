@@ -40,6 +40,8 @@ def parse_inspect(output: str) -> dict[str, Container]:
         parts = line.split("\t")
         if len(parts) == 5 and parts[0]:
             service, state, health, name, image = parts
+            if containers.get(service) is not None and containers[service].state == "running":
+                continue  # a stopped one beside it (a restart killed midway) is not what serves
             containers[service] = Container(service, state, health, name.lstrip("/"), image)
     return containers
 
