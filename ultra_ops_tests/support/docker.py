@@ -105,7 +105,10 @@ class ComposeEnvironment:
         ).stdout.split("\n")
         found = [line.split("\t") for line in listed if line.strip()]
         running = [name for name, state in found if state == "running"]
-        assert found, f"no container of {service} in {self.project}"
+        if not found:
+            # None on this engine: the project runs on a host of its own, where a first deploy's
+            # container has compose's first name.
+            return f"{self.project}_{service}_1"
         return (running or [found[0][0]])[0]
 
     def conninfo(self) -> dict:

@@ -318,6 +318,8 @@ class ComposeRuntime:
         from ultra_ops.engine.runtimes.compose_restart import remove_strays
 
         self._version = version
+        if self.host is not None:
+            host_lock.checkpoint(self.env.name)  # before the strays' removal too: never beside the next holder
         try:
             remove_strays(self)  # what a killed restart left would make compose scale the service down
         except RuntimeFailure as exc:  # compose up below fails the same way, or leaves them to the next
@@ -378,10 +380,14 @@ class ComposeRuntime:
                 usage = compose_status.parse_stats(self.docker(compose_status.stats_args(live)))
         return compose_status.describe(services, running, containers, usage, DATA_SERVICES)
 
-    def docker(self, args: list[str], *, timeout: float = _SHORT_TIMEOUT_S) -> str:
-        """A docker command (inspect, stats, start, stop) where the environment's engine is: on its host, or here."""
+    def docker(self, args: list[str], *, timeout: float = _SHORT_TIMEOUT_S, changes: bool = False) -> str:
+        """A docker command (inspect, stats, start, stop) where the environment's engine is: on its
+        host, or here. `changes`: it changes the environment (on a host, only while this run holds
+        the lock there)."""
         try:
             if self.host is not None:
+                if changes:
+                    host_lock.checkpoint(self.env.name)
                 return self.host.run(args, timeout=timeout).stdout
             return shell.run(args, environment=self.env, timeout=timeout, redact=self.redact).stdout
         except RemoteCommandFailed as exc:

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from ultra_ops.engine.crash_points import crash_point
+from ultra_ops.engine.deployed import IMAGE_TAG_KEY
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import RuntimeFailure, UltraOpsError
 from ultra_ops.engine.runtimes.compose import DATA_SERVICES, ComposeRuntime
@@ -106,7 +107,7 @@ def remove_strays(runtime: ComposeRuntime) -> list[str]:
     removed = strays(containers(runtime))
     if removed:
         runtime.log.info(f"removing {len(removed)} container(s) an interrupted restart of {runtime.project} left")
-        runtime.docker(["docker", "rm", "-f", *removed])
+        runtime.docker(["docker", "rm", "-f", *removed], changes=True)
     return removed
 
 
@@ -122,6 +123,9 @@ def prepare_start(runtime: ComposeRuntime, version: str) -> PreparedStart:
             old[service].append(cid)
     env_values = read_env_file(runtime.env.env_file)
     compose_text = runtime.compose_file.read_text()
+    # On a host, the release's images first, as up() does: compose would otherwise build a missing one
+    # there, from a source the host does not have (a no-op where it has them).
+    runtime.deliver(version)
     runtime.log.info(f"compose create {runtime.project} at {version}: {', '.join(services)}")
     made: dict[str, list[str]] = {}
     try:
@@ -133,7 +137,7 @@ def prepare_start(runtime: ComposeRuntime, version: str) -> PreparedStart:
         if sorted(made) != sorted(services) or any(len(ids) != 1 for ids in made.values()):
             ids = [cid for found in made.values() for cid in found]
             if ids:
-                runtime.docker(["docker", "rm", "-f", *ids])
+                runtime.docker(["docker", "rm", "-f", *ids], changes=True)
             made = {}
     if not made and services:
         raise RuntimeFailure(f"compose create {runtime.project}: not one new container per service; none kept")
@@ -147,7 +151,7 @@ def stop_old(runtime: ComposeRuntime, prepared: PreparedStart) -> None:
     for service, ids in prepared.old.items():
         if ids:
             runtime.log.info(f"docker stop {runtime.project} {service}")
-            runtime.docker(["docker", "stop", *ids], timeout=_STOP_TIMEOUT_S)
+            runtime.docker(["docker", "stop", *ids], timeout=_STOP_TIMEOUT_S, changes=True)
         crash_point(f"stopped:{service}")  # tests: killed with the environment half stopped
 
 
@@ -174,7 +178,7 @@ def start_new(runtime: ComposeRuntime, prepared: PreparedStart) -> None:
     still there, stopped)."""
     for service, cid in prepared.new.items():
         runtime.log.info(f"docker start {runtime.project} {service} at {prepared.version}")
-        runtime.docker(["docker", "start", cid])
+        runtime.docker(["docker", "start", cid], changes=True)
         crash_point(f"started:{service}")  # tests: interrupted with the environment half started
     runtime._version = prepared.version
 
@@ -186,7 +190,7 @@ def remove_old(runtime: ComposeRuntime, prepared: PreparedStart) -> None:
     if not old:
         return
     try:
-        runtime.docker(["docker", "rm", *old])
+        runtime.docker(["docker", "rm", *old], changes=True)
     except RuntimeFailure as exc:
         runtime.log.warning(f"could not remove the replaced containers of {runtime.project}: {exc}")
 
@@ -198,10 +202,11 @@ def discard(runtime: ComposeRuntime, prepared: PreparedStart) -> None:
     if not ids:
         return
     try:
-        runtime.docker(["docker", "rm", "-f", *ids])
+        runtime.docker(["docker", "rm", "-f", *ids], changes=True)
     except RuntimeFailure as exc:
         runtime.log.warning(f"could not remove the prepared containers of {runtime.project}: {exc}")
 
 
 def _without_version(values: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in values.items() if k != VERSION_KEY}
+    # The image tag line too: ultra_ops's own compose commands set ULTRA_IMAGE_TAG, over the env file's.
+    return {k: v for k, v in values.items() if k not in (VERSION_KEY, IMAGE_TAG_KEY)}

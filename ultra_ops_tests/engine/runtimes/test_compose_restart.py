@@ -64,9 +64,11 @@ def test_strays_are_what_a_killed_restart_leaves_beside_the_service() -> None:
 
 def test_prepared_containers_are_used_only_for_the_inputs_they_were_made_from() -> None:
     compose = "services:\n  backend:\n    image: ultra-ai/backend:${ULTRA_IMAGE_TAG}\n"
-    env = {"POSTGRES_PASSWORD": "p", "ULTRA_VERSION": "v1.1.0"}
+    env = {"POSTGRES_PASSWORD": "p", "ULTRA_VERSION": "v1.1.0", "ULTRA_IMAGE_TAG": "v1.1.0"}
     prepared = PreparedStart("v1.0.0", {"backend": ["old"]}, {"backend": "new"}, env, compose)
-    restored = {**env, "ULTRA_VERSION": "v1.0.0"}  # the swap restores the backup's env file
+    # The swap restores the backup's env file: its version lines (ultra_ops's compose commands set
+    # the image tag over the env file's).
+    restored = {**env, "ULTRA_VERSION": "v1.0.0", "ULTRA_IMAGE_TAG": "v1.0.0"}
     assert same_inputs(prepared, "v1.0.0", compose, restored)
     assert not same_inputs(prepared, "v1.0.1", compose, restored)  # the restored env file names another version
     assert not same_inputs(prepared, "v1.0.0", compose, {**restored, "POSTGRES_PASSWORD": "q"})
