@@ -254,7 +254,8 @@ class HostFleet:
             self._create_network()
         if not self.image:
             self.image = host_image()
-        new = [self._start(len(self.hosts) + i, volumes) for i in range(count)]
+        first = len(self.hosts)  # _start appends each host as it starts it
+        new = [self._start(first + i, volumes) for i in range(count)]
         for host in new:
             self.wait_listening(host)
             self.trust(host)
