@@ -247,17 +247,30 @@ class HostFleet:
         """`--label` arguments for everything the fleet makes: its id and its owner."""
         return ["--label", self.label, "--label", f"{OWNER_LABEL}={socket.gethostname()}:{os.getpid()}"]
 
-    def add(self, count: int = 1) -> list[TestHost]:
-        """Start `count` more hosts (started together, then waited for); each answers ssh when returned."""
+    def add(self, count: int = 1, *, volumes: tuple[str, ...] = ()) -> list[TestHost]:
+        """Start `count` more hosts (started together, then waited for); each answers ssh when returned.
+        `volumes`: more `docker run --volume` values (`SRC:DST[:ro]`), e.g. to run this ultra_ops there."""
         if not self.network:
             self._create_network()
         if not self.image:
             self.image = host_image()
-        new = [self._start(len(self.hosts) + i) for i in range(count)]
+        first = len(self.hosts)  # _start appends each host as it starts it
+        new = [self._start(first + i, volumes) for i in range(count)]
         for host in new:
             self.wait_listening(host)
             self.trust(host)
         return new
+
+    def load_images(self, *images: str, hosts: list[TestHost] | None = None) -> None:
+        """`load_image` of each image into each host (all of them unless `hosts`), the hosts in
+        parallel: each one's engine writes its own layers."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        targets = self.hosts if hosts is None else hosts
+        with ThreadPoolExecutor(max_workers=len(targets) or 1) as pool:
+            loads = [pool.submit(lambda h: [h.load_image(i) for i in images], h) for h in targets]
+            for load in loads:
+                load.result()
 
     def trust(self, host: TestHost) -> None:
         """Write the host's current key into the test's known_hosts (replacing what it had)."""
@@ -278,7 +291,7 @@ class HostFleet:
                 raise RuntimeError(f"docker network create failed: {proc.stderr.strip()}")
         raise RuntimeError(f"no free subnet under {_SUBNET_PREFIX}.0.0/16 after {len(tried)} tries")
 
-    def _start(self, index: int) -> TestHost:
+    def _start(self, index: int, volumes: tuple[str, ...] = ()) -> TestHost:
         base = self.subnet.rsplit(".", 1)[0]
         host = TestHost(
             fleet=self,
@@ -304,6 +317,7 @@ class HostFleet:
             host.address,
             "--volume",
             f"{host.volume}:/var/lib/docker",
+            *[flag for volume in volumes for flag in ("--volume", volume)],
             "--env",
             f"SSH_AUTHORIZED_KEYS={public}",
             *HOST_FLAGS,
@@ -439,3 +453,67 @@ def ssh_clients_to(address: str) -> list[str]:
         if words and Path(words[0]).name == "ssh" and address in words:
             found.append(" ".join(words))
     return found
+
+
+def three_environment_config(
+    tmp_path: Path, staging: TestHost, production: TestHost, *, database: str, redis_prefix: str
+) -> dict[str, Any]:
+    """The shipped promotion path on hosts: development on this machine (the process runtime, the
+    sample service on a free port, `database` on the test server, Redis keys under
+    `redis_prefix`), staging and production of the local compose config, each on a host of its
+    own (its ports those of the host's loopback, reached through tunnels). Returns
+    {"config": Path, "staging": ComposeEnvironment, "production": ComposeEnvironment}: the two
+    share the config, the stand-in repository and the list of backend tags to remove after."""
+    import sys
+
+    from ultra_ops_tests.support.docker import ComposeEnvironment, compose_environment
+    from ultra_ops_tests.support.ports import free_port
+    from ultra_ops_tests.support.services import PG, REDIS_URL
+
+    on_staging = compose_environment(tmp_path, "staging", host=host_table(staging))
+    on_production = ComposeEnvironment(
+        on_staging.config,
+        "production",
+        f"{on_staging.project}-other",  # compose_environment's name for the other environment
+        on_staging.repo,
+        {"backend": 8102, "postgres": 5502, "redis": 6502, "major": on_staging.ports["major"]},
+        versions=on_staging.versions,
+    )
+    port, folder = free_port(), tmp_path / "development"
+    (folder / "root").mkdir(parents=True)
+    api = f"http://127.0.0.1:{port}/api/v1"
+    with on_staging.config.open("a") as config:
+        config.write(f"""
+[environments.production.host]
+{host_table(production)}
+[environments.development]
+runtime = "process"
+root = "{folder / "root"}"
+log_dir = "{folder / "logs"}"
+state_dir = "{folder / "state"}"
+required_env_keys = ["ULTRA_VERSION"]
+
+[environments.development.database]
+host = "{PG["host"]}"
+port = {PG["port"]}
+name = "{database}"
+user = "{PG["user"]}"
+probe_queries = ["SELECT 1", "SELECT count(*) FROM prompts"]
+
+[environments.development.redis]
+url = "{REDIS_URL}"
+
+[environments.development.processes.backend]
+command = ["{sys.executable}", "-m", "ultra_ops.sample_service"]
+port = {port}
+health_url = "http://127.0.0.1:{port}/health"
+env = {{ ULTRA_REDIS_PREFIX = "{redis_prefix}development:" }}
+
+[environments.development.verify]
+timeout_s = 3
+retries = 1
+backoff_s = 0.1
+health_urls = ["http://127.0.0.1:{port}/health?detail=true"]
+endpoints = [{{ name = "version", url = "{api}/version" }}]
+""")
+    return {"config": on_staging.config, "staging": on_staging, "production": on_production}
