@@ -46,8 +46,9 @@ def _cli_env(dagster_home: Path) -> dict[str, str]:
 
 
 def _host_files(host: TestHost, root: str) -> str:
-    """What is under the environment's folder on the host: names, sizes and times."""
-    return host.exec("sh", "-c", f"ls -laR --time-style=+%s {root} 2>&1 || true").stdout
+    """The files under the environment's folder on the host, each with its sha256 (a folder's time
+    changes with a temporary file made and removed in it; its files must not)."""
+    return host.exec("sh", "-c", f"find {root} -type f 2>/dev/null | sort | xargs -r sha256sum").stdout
 
 
 def _secretless(text: str, key: Path) -> None:
@@ -105,3 +106,56 @@ def test_the_cli_refused_by_the_host(fault: str, shared_host: TestHost, tmp_path
     assert _host_files(host, root) == before_host
     made = set(after_here) - set(before_here)
     assert not {p for p in made if not p.startswith(("dagster_home", "other-key"))}, made
+
+
+def test_a_full_disk_on_the_host(shared_host: TestHost, tmp_path: Path, dagster_home: Path) -> None:
+    """The host's folder for the environment on a full file system: the env file's upload and the
+    state writes fail with one line naming the host, the folder and the full disk, the old files
+    as they were and nothing half written left; with space back the same command goes through."""
+    host = shared_host
+    # One application service (never started): `stop` then runs compose on the host, files first.
+    config = host_config(tmp_path, host, compose='version: "3.8"\nservices:\n  app:\n    image: busybox\n')
+    root = "/srv/ultra-ops/staging"
+    env = _cli_env(dagster_home)
+    mounted = False
+    try:
+        assert host.exec("sh", "-c", f"mkdir -p {root} && mount -t tmpfs -o size=256k tmpfs {root}").returncode == 0
+        mounted = True
+        assert host.exec("chown", "deploy:deploy", root).returncode == 0
+        first = run_cli("stop", config=config, environment="staging", env=env, timeout=60)
+        assert first.returncode == 0, first.stdout + first.stderr
+        old = host.exec("cat", f"{root}/.env.staging").stdout
+        assert old == "ULTRA_VERSION=v1.0.0\n"
+
+        local_env = tmp_path / "root" / ".env.staging"
+        local_env.write_text(old + "ULTRA_LOG_LEVEL=debug\n")
+        # Full: the lock's record is not written. One page free: the lock is taken (its record
+        # fits) and the env file's upload fails.
+        for free_pages, folder, left in (
+            (0, f"{root}/state", "the lock was not taken"),
+            (1, root, ".env.staging not written"),
+        ):
+            pages = f"$(df -Pk {root} | awk 'NR==2 {{print int($4/4) - {free_pages}}}')"
+            fill = f"dd if=/dev/zero of={root}/fill bs=4k count={pages} 2>/dev/null; sync"
+            host.exec("sh", "-c", fill)
+            before = _host_files(host, root)
+            started = time.monotonic()
+            full = run_cli("stop", config=config, environment="staging", env=env, timeout=60)
+            said = full.stdout + full.stderr
+            assert full.returncode == 1 and time.monotonic() - started < 20, said
+            errors = [line for line in said.splitlines() if line.startswith("error")]
+            assert len(errors) == 1, said
+            assert f"staging's host deploy@{host.address}:22: no space left on the disk of {folder} (" in errors[0]
+            assert left in errors[0], said
+            assert "Traceback" not in said
+            assert host.exec("cat", f"{root}/.env.staging").stdout == old
+            assert _host_files(host, root) == before  # nothing half written left, no temporary file
+            assert not ssh_clients_to(host.address)
+            host.exec("rm", "-f", f"{root}/fill")
+
+        again = run_cli("stop", config=config, environment="staging", env=env, timeout=60)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert host.exec("cat", f"{root}/.env.staging").stdout == local_env.read_text()
+    finally:
+        if mounted:
+            host.exec("umount", "-l", root)

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from ultra_ops.engine import shell
 from ultra_ops.engine.errors import OperationError
+from ultra_ops.engine.hosts.files import disk_full
 from ultra_ops.engine.hosts.ssh import (
     HostError,
     HostSetupError,
@@ -129,7 +130,8 @@ exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
 set -eu
 record="{\"lock_pid\": $PPID, ${3#\{}"
 tmp=$(mktemp "$1/holder.XXXXXXXX")
-printf '%s\n' "$record" > "$tmp"
+# A record not written (a full disk) leaves no temporary file behind.
+printf '%s\n' "$record" > "$tmp" || { rm -f -- "$tmp"; exit 1; }
 mv -f -- "$tmp" "$1/holder"
 trap 'rm -f -- "$1/holder"' EXIT
 echo locked
@@ -270,7 +272,10 @@ class HostLock:
         code = self._finish()
         if first is not None and first != "locked" and code == _REFUSED:
             return False, parse_answer(first)
-        raise self._failure(code, "the lock could not be taken")
+        failure = self._failure(code, "the lock could not be taken")
+        if isinstance(failure, RemoteCommandFailed):  # the holder's record not written: a full disk?
+            failure = disk_full(self.host, self.dir, "the lock was not taken, nothing was changed") or failure
+        raise failure
 
     def check(self) -> None:
         """Raise LockLost when the lock is no longer held (and end the session, should the host

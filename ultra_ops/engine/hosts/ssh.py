@@ -72,6 +72,10 @@ class HostSetupError(HostError):
     """What ssh needs on this machine is missing: the identity file, the ssh client."""
 
 
+class HostDiskFull(HostError):
+    """The host's file system holding an environment's folder has no space left: nothing written."""
+
+
 class RemoteCommandFailed(HostError):
     """The command ran on the host and exited non-zero."""
 
