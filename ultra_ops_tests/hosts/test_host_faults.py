@@ -11,15 +11,24 @@ make): every test puts its host back as it found it, also when it fails."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
-from ultra_ops_tests.support.cli import run_cli
-from ultra_ops_tests.support.docker import docker_unavailable
-from ultra_ops_tests.support.hosts import HostFleet, TestHost, host_config, make_key, ssh_clients_to
+from ultra_ops.demo_calendar import plan_release
+from ultra_ops.engine.crash_points import PAUSE_ENV
+from ultra_ops.engine.deployed import deployed_version
+from ultra_ops.engine.hosts.tunnel import Tunnel
+from ultra_ops.engine.release.records import ReleaseStatus, find_releases
+from ultra_ops.engine.settings import Environment, load_settings
+from ultra_ops_tests.support.cli import run_cli, start_cli, wait_for_pause
+from ultra_ops_tests.support.docker import ComposeEnvironment, compose_environment, docker_unavailable
+from ultra_ops_tests.support.hosts import HostFleet, TestHost, host_config, host_table, make_key, ssh_clients_to
 
 pytestmark = pytest.mark.docker
 
@@ -159,3 +168,211 @@ def test_a_full_disk_on_the_host(shared_host: TestHost, tmp_path: Path, dagster_
     finally:
         if mounted:
             host.exec("umount", "-l", root)
+
+
+# -- a deployed environment on its host: the cuts and the engine restart --------------------------
+
+STORES = ("ultra-local/postgres:15", "ultra-local/redis:7")
+
+
+@dataclass
+class Deployed:
+    """Staging of the local compose config on `host`, deployed at its first release; CLI calls with
+    the module's own Dagster home."""
+
+    env: ComposeEnvironment
+    host: TestHost
+    home: Path
+
+    def cli(self, *argv: str, timeout: float = 400, **env: str) -> tuple[int, str]:
+        proc = run_cli(
+            *argv,
+            config=self.env.config,
+            environment=self.env.environment,
+            env={**_cli_env(self.home), **env},
+            timeout=timeout,
+        )
+        return proc.returncode, proc.stdout + proc.stderr
+
+    def start(self, *argv: str, **env: str) -> subprocess.Popen:
+        return start_cli(
+            *argv, config=self.env.config, environment=self.env.environment, env={**_cli_env(self.home), **env}
+        )
+
+    def release(self, minor: int) -> str:
+        version = self.env.version(minor)
+        plan_release(self.env.repo, version)
+        code, out = run_cli_plain(self, "release-branch", "--tag", version)
+        assert code == 0, out
+        self.env.versions.append(version)
+        return version
+
+    @property
+    def environment(self) -> Environment:
+        return load_settings(self.env.config).environment(self.env.environment)
+
+    def serves(self) -> str:
+        """The version the backend answers with, on the host's loopback through a tunnel of the test's."""
+        with Tunnel(self.host.remote(), self.env.ports["backend"]) as tunnel:
+            return httpx.get(f"http://127.0.0.1:{tunnel.local_port}/health", timeout=10).json()["version"]
+
+    def running(self) -> list[str]:
+        ps = self.host.ssh(
+            "docker", "ps", "--filter", f"label=com.docker.compose.project={self.env.project}", "--format", "{{.Names}}"
+        )
+        return sorted(name.split("_")[-2] for name in ps.stdout.split())
+
+    def consistent(self) -> str:
+        """The environment serves one version whole: the backend's answer, the env file's version
+        and a verify that passes (its database probes read the database that version migrated)."""
+        version = deployed_version(self.environment)
+        assert version is not None and self.serves() == version
+        code, out = self.cli("verify")
+        assert code == 0, out
+        return version
+
+
+def run_cli_plain(d: Deployed, *argv: str) -> tuple[int, str]:
+    """A command without --environment (release-branch)."""
+    proc = run_cli(*argv, config=d.env.config, env=_cli_env(d.home), timeout=240)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def deployed(shared_host: TestHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    folder = tmp_path_factory.mktemp("deployed")
+    home = folder / "dagster_home"
+    home.mkdir()
+    for image in STORES:
+        shared_host.load_image(image)
+    env = compose_environment(folder, host=host_table(shared_host))
+    d = Deployed(env, shared_host, home)
+    try:
+        code, out = d.cli("init")
+        assert code == 0, out
+        first = d.release(1)
+        code, out = d.cli("deploy", "--tag", first)
+        assert code == 0, out
+        yield d
+    finally:
+        env.remove()
+
+
+def _cut_at(d: Deployed, point: str, tmp_path: Path, *argv: str) -> tuple[int, str, float]:
+    """Start `ultra-ops ARGV`, cut the host's network when it reaches `point`, let it go on: its
+    exit code, output and how long after the cut it ended."""
+    reached = tmp_path / "reached"
+    proc = d.start(*argv, **{PAUSE_ENV: f"{point}={reached}"})
+    cut = False
+    try:
+        wait_for_pause(proc, reached, point, timeout=400)
+        d.host.cut()
+        cut = True
+        cut_at = time.monotonic()
+        reached.unlink()
+        out, err = proc.communicate(timeout=120)
+        return proc.returncode, out + err, time.monotonic() - cut_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if cut:
+            d.host.restore()
+
+
+def _wait_answers(host: TestHost, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while host.remote().probe().answers is False:
+        assert time.monotonic() < deadline, "the host does not answer after its network came back"
+        time.sleep(0.5)
+
+
+def test_a_network_cut_in_the_middle_of_a_deploy(deployed: Deployed, tmp_path: Path) -> None:
+    d = deployed
+    old = d.consistent()
+    new = d.release(2)
+    code, said, after_cut = _cut_at(d, "step:deploy_up", tmp_path, "deploy", "--tag", new)
+    assert code == 1, said
+    assert after_cut < 10, f"ended {after_cut:.1f} s after the cut: {said}"
+    error = _one_error(said)
+    assert f"staging's host deploy@{d.host.address}:22: deploy of {new} to staging" in error
+    assert "stopped at its up step" in error and "not rolled back" in error, error
+    assert "as far as known the host runs" in error and "`ultra-ops recover --environment staging`" in error
+    _secretless(said, d.host.identity)
+    [record] = find_releases(d.environment, version=new, limit=1)
+    assert record.status in (ReleaseStatus.FAILED, ReleaseStatus.INTERRUPTED), record
+
+    _wait_answers(d.host)
+    code, out = d.cli("recover")
+    assert code == 0, out
+    assert d.consistent() in (old, new)
+    code, out = d.cli("deploy", "--tag", new)
+    assert code == 0, out
+    assert d.consistent() == new
+
+
+def _one_error(said: str) -> str:
+    errors = [line for line in said.splitlines() if line.startswith("error")]
+    assert len(errors) == 1, said
+    assert "Traceback" not in said
+    return errors[0]
+
+
+def test_a_network_cut_in_a_rollback_with_the_services_down(deployed: Deployed, tmp_path: Path) -> None:
+    """Cut once the rollback stopped the services, before its swap: it fails within 10 s saying
+    the state it left and what to run; recover then brings the environment back to a served one."""
+    d = deployed
+    before = d.consistent()
+    code, said, after_cut = _cut_at(d, "step:rollback_swap", tmp_path, "rollback", "--yes")
+    assert code == 1, said
+    assert after_cut < 10, f"ended {after_cut:.1f} s after the cut: {said}"
+    error = _one_error(said)
+    assert f"staging's host deploy@{d.host.address}:22" in error, said
+    assert "`ultra-ops recover --environment staging`" in error, said
+    _secretless(said, d.host.identity)
+
+    _wait_answers(d.host)
+    code, out = d.cli("recover")
+    assert code == 0, out
+    assert d.consistent() in d.env.versions
+    assert before in d.env.versions
+
+
+def test_the_hosts_docker_engine_restarted_in_the_middle_of_a_deploy(deployed: Deployed, tmp_path: Path) -> None:
+    """dockerd on the host stopped at the deploy's up step and started again: the deploy fails naming
+    the host's engine; the containers (restart: unless-stopped) come back with the engine; recover
+    puts the environment back and the next deploy goes through."""
+    d = deployed
+    d.consistent()
+    new = d.release(3)
+    reached = tmp_path / "reached"
+    proc = d.start("deploy", "--tag", new, **{PAUSE_ENV: f"step:deploy_up={reached}"})
+    try:
+        wait_for_pause(proc, reached, "step:deploy_up", timeout=400)
+        stopped = d.host.exec("sh", "-c", "kill $(pidof dockerd); while pidof dockerd >/dev/null; do sleep 0.1; done")
+        assert stopped.returncode == 0, stopped.stderr
+        reached.unlink()
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        started = d.host.exec("start-dockerd")
+    said = out + err
+    assert started.returncode == 0, started.stderr
+    assert proc.returncode == 1, said
+    error = _one_error(said)
+    assert f"staging's host deploy@{d.host.address}:22: " in error and "its Docker engine does not answer" in error
+    assert "`ultra-ops recover --environment staging`" in error, said
+    _secretless(said, d.host.identity)
+
+    deadline = time.monotonic() + 90
+    while d.running() != ["backend", "postgres", "redis"]:
+        assert time.monotonic() < deadline, f"the containers did not come back with the engine: {d.running()}"
+        time.sleep(0.5)
+    code, out = d.cli("recover")
+    assert code == 0, out
+    d.consistent()
+    code, out = d.cli("deploy", "--tag", new)
+    assert code == 0, out
+    assert d.consistent() == new

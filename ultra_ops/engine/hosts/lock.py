@@ -167,6 +167,16 @@ def checkpoint(environment: str) -> None:
         lock.check()
 
 
+def host_answers(environment: str, *, within: float = 2 * HEARTBEAT_S + 1) -> bool | None:
+    """After a failure on an environment's host, whether the host still answers: True once a
+    heartbeat sent from now on comes back, False when none does within `within` s or the session
+    ended (a cut network, a host down); None where this process holds no lock for it. The
+    heartbeats are the one signal here that tells a lost host from a command's own failure within
+    seconds (a connection attempt waits out its timeout)."""
+    lock = _HELD.get(environment)
+    return None if lock is None else lock.answers_after(time.monotonic(), within)
+
+
 def lock_dir(env: Environment) -> PurePosixPath:
     """Where the lock and its holder's record live on the environment's host."""
     assert env.host is not None
@@ -301,6 +311,19 @@ class HostLock:
                     f"(it drops the lock after {HOST_RELEASE_S} s without one)"
                 )
             return self._lost
+
+    def answers_after(self, since: float, within: float) -> bool:
+        """A heartbeat sent at or after `since` (monotonic) came back within `within` s."""
+        deadline = since + within
+        while True:
+            with self._mu:
+                if self._lease_from[0] >= since:
+                    return True
+                if self._ended is not None or self._lost is not None or not self._holding:
+                    return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def release(self) -> None:
         if _HELD.get(self.env.name) is self:
