@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from ultra_ops.demo_calendar import plan_release
+from ultra_ops.engine.backups.store import list_backups
 from ultra_ops.engine.crash_points import PAUSE_ENV
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.hosts.tunnel import Tunnel
@@ -323,7 +324,11 @@ def test_a_network_cut_in_a_rollback_with_the_services_down(deployed: Deployed, 
     the state it left and what to run; recover then brings the environment back to a served one."""
     d = deployed
     before = d.consistent()
-    code, said, after_cut = _cut_at(d, "step:rollback_swap", tmp_path, "rollback", "--yes")
+    code, out = d.cli("backups", "create")
+    assert code == 0, out
+    kept = list_backups(d.environment)[0]
+    assert kept.version == before
+    code, said, after_cut = _cut_at(d, "step:rollback_swap", tmp_path, "rollback", "--backup", kept.id, "--yes")
     assert code == 1, said
     assert after_cut < 10, f"ended {after_cut:.1f} s after the cut: {said}"
     error = _one_error(said)
@@ -334,8 +339,10 @@ def test_a_network_cut_in_a_rollback_with_the_services_down(deployed: Deployed, 
     _wait_answers(d.host)
     code, out = d.cli("recover")
     assert code == 0, out
-    assert d.consistent() in d.env.versions
-    assert before in d.env.versions
+    assert d.consistent() == before  # the state in place: the swap undone, or the backup of that same version
+    code, out = d.cli("rollback", "--backup", kept.id, "--yes")
+    assert code == 0, out
+    assert d.consistent() == before
 
 
 def test_the_hosts_docker_engine_restarted_in_the_middle_of_a_deploy(deployed: Deployed, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
+from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.hosts.ssh import HostError, HostUnreachable, SshHost
 from ultra_ops.engine.hosts.tunnel import Tunnel
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
@@ -170,13 +171,14 @@ class Reach:
 
     def lost(self, failed: BaseException | None = None) -> HostUnreachable | None:
         """The error a dead tunnel stands for, or None while all are open. `failed`: the error it
-        stands in for; its message is kept after the cause when it says more than a client's own
-        error does (it names the host: what the operation left, what to run)."""
+        stands in for; an error of ultra_ops's own keeps its message after the cause (what the
+        operation left, what to run), a client's bare error does not."""
         dead = self.dead()
         if not dead or self.host is None:
             return None
         shown = ", ".join(f"{port} ({self._named[port]})" for port in dead)
-        then = f"; {failed}" if failed is not None and self.host.where in str(failed) else ""
+        # On one line: a database client's message spans several.
+        then = f"; then: {' '.join(str(failed).split())}" if isinstance(failed, UltraOpsError) else ""
         return HostUnreachable(
             self.host.where,
             f"the SSH tunnel to its port {shown} closed: the connection to the host was lost (a cut network, "
