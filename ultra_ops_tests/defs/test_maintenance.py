@@ -110,7 +110,8 @@ def test_log_archive_backfill_of_three_days(stack: Stack, dagster_home: Path, tm
             path = logs / f"{name}.log.{day}"
             path.write_text("".join(f"{day} {name} line {i}\n" for i in range(2000)))
             contents[path.name] = path.read_bytes()
-    # Today's active log, last written on the 26th: rotated into that day's file, then archived with it.
+    # Today's active log, last written on the 26th: rotated beside that day's file (backend.log.20261126.1),
+    # then archived with it.
     active = logs / "backend.log"
     active.write_text("late lines of the 26th\n")
     stamp = datetime(2026, 11, 26, 23, 0).timestamp()
@@ -129,7 +130,8 @@ def test_log_archive_backfill_of_three_days(stack: Stack, dagster_home: Path, tm
         subprocess.run(["tar", "-xzf", str(archive_dir / f"logs_{day}.tar.gz"), "-C", str(out)], check=True, timeout=60)
     for name, data in contents.items():
         extracted = (out / name).read_bytes()
-        assert extracted == (data + b"late lines of the 26th\n" if name == "backend.log.20261126" else data)
+        assert extracted == data
+    assert (out / "backend.log.20261126.1").read_bytes() == b"late lines of the 26th\n"
     assert stack.ops("maintenance", "archive-logs", "--day", "2026-11-25") == 0  # again: nothing new, nothing lost
     assert sorted(p.name for p in archive_dir.iterdir()) == [f"logs_{d}.tar.gz" for d in days]
     with DagsterInstance.from_config(str(dagster_home)) as instance:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import PurePosixPath
 
-from ultra_ops.engine.hosts.ssh import RemoteCommandFailed, SshHost
+from ultra_ops.engine.hosts.ssh import HostDiskFull, HostError, RemoteCommandFailed, SshHost
 
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
 _TIMEOUT_S = 60.0
+# A write that failed where less than this is free failed for want of space: dash says only "I/O
+# error" (and cat "write error") for ENOSPC, so the free space, not the message, tells.
+_FULL_BELOW_KIB = 64
 # Exit codes of the scripts below that mean something other than "the command failed".
 _MISSING = 3
 _CHECKSUM = 4
@@ -63,8 +66,32 @@ def write_atomic(
     mode: int = PRIVATE_FILE_MODE,
     timeout: float = _TIMEOUT_S,
 ) -> None:
-    """Replace `path` on the host with `content` (its folder must exist): all of it or nothing."""
-    host.run(write_command(path, content, mode=mode), timeout=timeout, input=content)
+    """Replace `path` on the host with `content` (its folder must exist): all of it or nothing.
+    HostDiskFull when it failed for want of space there."""
+    try:
+        host.run(write_command(path, content, mode=mode), timeout=timeout, input=content)
+    except RemoteCommandFailed as exc:
+        p = _absolute(path)
+        raise disk_full(host, p.parent, f"{p.name} not written, the old one is as it was") or exc from None
+
+
+def disk_full(host: SshHost, folder: PurePosixPath | str, left: str, *, timeout: float = 15.0) -> HostDiskFull | None:
+    """After a write in `folder` on the host failed: HostDiskFull when its file system is full
+    (`left`: what that left, for the message), else None (the failure is another's). One bounded
+    `df` round trip, asked only after a failure."""
+    try:
+        proc = host.run(["df", "-Pk", "--", str(folder)], timeout=timeout, check=False)
+    except HostError:
+        return None  # the host no longer answers: the original error says enough
+    rows = proc.stdout.strip().splitlines()
+    fields = rows[-1].split() if proc.returncode == 0 and len(rows) > 1 else []
+    if len(fields) < 6 or not fields[3].isdigit() or int(fields[3]) >= _FULL_BELOW_KIB:
+        return None
+    return HostDiskFull(
+        host.where,
+        f"no space left on the disk of {folder} ({int(fields[3])} KiB free on {fields[5]}): {left}; "
+        "free space there and run the command again",
+    )
 
 
 def write_command(path: PurePosixPath | str, content: str, *, mode: int = PRIVATE_FILE_MODE) -> list[str]:

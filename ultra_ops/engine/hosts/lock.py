@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from ultra_ops.engine import shell
 from ultra_ops.engine.errors import OperationError
+from ultra_ops.engine.hosts.files import disk_full
 from ultra_ops.engine.hosts.ssh import (
     HostError,
     HostSetupError,
@@ -129,7 +130,8 @@ exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
 set -eu
 record="{\"lock_pid\": $PPID, ${3#\{}"
 tmp=$(mktemp "$1/holder.XXXXXXXX")
-printf '%s\n' "$record" > "$tmp"
+# A record not written (a full disk) leaves no temporary file behind.
+printf '%s\n' "$record" > "$tmp" || { rm -f -- "$tmp"; exit 1; }
 mv -f -- "$tmp" "$1/holder"
 trap 'rm -f -- "$1/holder"' EXIT
 echo locked
@@ -163,6 +165,16 @@ def checkpoint(environment: str) -> None:
     lock = _HELD.get(environment)
     if lock is not None:
         lock.check()
+
+
+def host_answers(environment: str, *, within: float = 2 * HEARTBEAT_S + 1) -> bool | None:
+    """After a failure on an environment's host, whether the host still answers: True once a
+    heartbeat sent from now on comes back, False when none does within `within` s or the session
+    ended (a cut network, a host down); None where this process holds no lock for it. The
+    heartbeats are the one signal here that tells a lost host from a command's own failure within
+    seconds (a connection attempt waits out its timeout)."""
+    lock = _HELD.get(environment)
+    return None if lock is None else lock.answers_after(time.monotonic(), within)
 
 
 def lock_dir(env: Environment) -> PurePosixPath:
@@ -270,7 +282,10 @@ class HostLock:
         code = self._finish()
         if first is not None and first != "locked" and code == _REFUSED:
             return False, parse_answer(first)
-        raise self._failure(code, "the lock could not be taken")
+        failure = self._failure(code, "the lock could not be taken")
+        if isinstance(failure, RemoteCommandFailed):  # the holder's record not written: a full disk?
+            failure = disk_full(self.host, self.dir, "the lock was not taken, nothing was changed") or failure
+        raise failure
 
     def check(self) -> None:
         """Raise LockLost when the lock is no longer held (and end the session, should the host
@@ -296,6 +311,19 @@ class HostLock:
                     f"(it drops the lock after {HOST_RELEASE_S} s without one)"
                 )
             return self._lost
+
+    def answers_after(self, since: float, within: float) -> bool:
+        """A heartbeat sent at or after `since` (monotonic) came back within `within` s."""
+        deadline = since + within
+        while True:
+            with self._mu:
+                if self._lease_from[0] >= since:
+                    return True
+                if self._ended is not None or self._lost is not None or not self._holding:
+                    return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def release(self) -> None:
         if _HELD.get(self.env.name) is self:

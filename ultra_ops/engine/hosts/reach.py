@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
+from ultra_ops.engine.errors import UltraOpsError
 from ultra_ops.engine.hosts.ssh import HostError, HostUnreachable, SshHost
 from ultra_ops.engine.hosts.tunnel import Tunnel
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
@@ -168,16 +169,20 @@ class Reach:
         """Host ports whose tunnel has ended (ssh exited: a cut network, a restarted sshd)."""
         return [port for port, t in self.tunnels.items() if not t.alive()]
 
-    def lost(self) -> HostUnreachable | None:
-        """The error a dead tunnel stands for, or None while all are open."""
+    def lost(self, failed: BaseException | None = None) -> HostUnreachable | None:
+        """The error a dead tunnel stands for, or None while all are open. `failed`: the error it
+        stands in for; an error of ultra_ops's own keeps its message after the cause (what the
+        operation left, what to run), a client's bare error does not."""
         dead = self.dead()
         if not dead or self.host is None:
             return None
         shown = ", ".join(f"{port} ({self._named[port]})" for port in dead)
+        # On one line: a database client's message spans several.
+        then = f"; then: {' '.join(str(failed).split())}" if isinstance(failed, UltraOpsError) else ""
         return HostUnreachable(
             self.host.where,
             f"the SSH tunnel to its port {shown} closed: the connection to the host was lost (a cut network, "
-            "sshd restarted); nothing more was sent to it",
+            f"sshd restarted); nothing more was sent to it{then}",
         )
 
     def check(self) -> None:
@@ -196,7 +201,7 @@ class Reach:
         except HostError:
             raise
         except BaseException as exc:
-            error = self.lost()
+            error = self.lost(exc)
             if error is None or not isinstance(exc, Exception):
                 raise
             raise error from exc
@@ -219,7 +224,7 @@ class Reach:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         try:
             if value is not None and isinstance(value, Exception) and not isinstance(value, HostError):
-                error = self.lost()
+                error = self.lost(value)
                 if error is not None:
                     raise error from value
         finally:

@@ -72,6 +72,10 @@ class HostSetupError(HostError):
     """What ssh needs on this machine is missing: the identity file, the ssh client."""
 
 
+class HostDiskFull(HostError):
+    """The host's file system holding an environment's folder has no space left: nothing written."""
+
+
 class RemoteCommandFailed(HostError):
     """The command ran on the host and exited non-zero."""
 
@@ -79,6 +83,16 @@ class RemoteCommandFailed(HostError):
         super().__init__(where, reason)
         self.returncode = returncode
         self.stderr = stderr
+
+
+class HostEngineDown(RemoteCommandFailed):
+    """The host answers, but its Docker engine does not (dockerd stopped or restarting)."""
+
+
+# What the docker and compose clients say when the engine's socket does not answer.
+_ENGINE_DOWN = re.compile(
+    r"Cannot connect to the Docker daemon|Is the docker daemon running|Couldn't connect to Docker daemon"
+)
 
 
 class RemoteCommandTimeout(HostError):
@@ -280,6 +294,14 @@ class SshHost:
         if failure is not None:
             raise failure
         if check and proc.returncode != 0:
+            if _ENGINE_DOWN.search(proc.stderr):
+                raise HostEngineDown(
+                    self.where,
+                    f"its Docker engine does not answer ({remote[0]} could not reach it: dockerd stopped or "
+                    "restarting)",
+                    proc.returncode,
+                    self.redact(proc.stderr),
+                )
             tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or "no output on stderr"
             raise RemoteCommandFailed(
                 self.where,

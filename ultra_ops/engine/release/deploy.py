@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ultra_ops.engine import runs
 from ultra_ops.engine.backups.create import create_backup
 from ultra_ops.engine.backups.retention import prune_backups
 from ultra_ops.engine.backups.store import DEPLOY_LABEL, BackupInfo
@@ -24,6 +25,9 @@ from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.deployed import deployed_version, mark_deployed
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import CommandFailed, InputError, OperationError, UltraOpsError
+from ultra_ops.engine.hosts.lock import LockLost
+from ultra_ops.engine.hosts.outage import host_lost
+from ultra_ops.engine.hosts.ssh import HostError, SshHost
 from ultra_ops.engine.inputs import validate_tag
 from ultra_ops.engine.release.git_tags import tag_release
 from ultra_ops.engine.release.interrupts import described, is_interrupt, settled_on_interrupt, uninterrupted
@@ -267,11 +271,42 @@ def failure_recorded(
         yield
 
 
+def left_on_lost_host(
+    env: Environment, req: DeployRequest, step: str, lost: HostError | LockLost, redact: Redactor
+) -> HostError:
+    """A deploy whose host was lost at `step` after its backup: no automatic rollback (it could not
+    reach the host, and another run may hold the lock by now); this run's marker owes the rollback
+    to `recover` (or the next operation), and the message says what the host runs as far as known."""
+    marker = runs.update(env, req.run_id, interrupted=True, rollback_owed=req.backup_id) or {}
+    services = marker.get("services")
+    before = req.previous_version or "no version"
+    known = (f"{', '.join(services)} at {before} before this step" if services else f"its services at {before}") + {
+        "migrate": f", its database perhaps migrated for {req.tag}",
+        "up": f", its database migrated for {req.tag}, its services perhaps started at {req.tag}",
+        "verify": f", {req.tag} up and its database migrated for it",
+    }.get(step, "")
+    what = lost.reason if isinstance(lost, HostError) else str(lost)
+    # A HostError, whose message starts with the host: the reach closing its tunnels at the step's
+    # end keeps it, where it would put its own "tunnel closed" in place of any other error.
+    return HostError(
+        SshHost.for_environment(env).where,
+        redact(
+            f"deploy of {req.tag} to {env.name} stopped at its {step} step: {what}; not rolled back (the host "
+            f"or its Docker engine is out of reach): as far as known the host runs {known}; once it answers, "
+            f"`ultra-ops recover --environment {env.name}` rolls it back to backup {req.backup_id} ({before}), "
+            "as does the next operation"
+        ),
+    )
+
+
 @contextmanager
-def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> Iterator[None]:
+def rollback_on_failure(
+    env: Environment, req: DeployRequest, *, log: Log, redact: Redactor, step: str = "deploy"
+) -> Iterator[None]:
     """Undo a half-done deploy: restore this deploy's backup, then re-raise with what happened,
     marked `with_outcome` for `failure_recorded`. An interrupt (Ctrl-C, SIGTERM) takes the same
-    path: the environment is put back before the deploy stops."""
+    path: the environment is put back before the deploy stops. A lost host is not rolled back now
+    (left_on_lost_host): `recover` does it once the host answers."""
     try:
         yield
     except BaseException as exc:
@@ -280,6 +315,11 @@ def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redac
         interrupted = is_interrupt(exc)
         if req.backup_id is None or not (interrupted or isinstance(exc, UltraOpsError)):
             raise
+        lost = host_lost(env, exc)
+        if lost is not None:
+            error = left_on_lost_host(env, req, step, lost, redact)
+            log.warning(str(error))
+            raise with_outcome(error, ReleaseStatus.FAILED) from None
         reason = "the deploy was interrupted" if interrupted else redact(str(exc))
         log.warning(f"deploy of {req.tag} failed ({reason}); rolling back to backup {req.backup_id}")
         try:
@@ -304,14 +344,14 @@ def rollback_on_failure(env: Environment, req: DeployRequest, *, log: Log, redac
 
 
 def migrate(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> list[str]:
-    with rollback_on_failure(env, req, log=log, redact=redact):
+    with rollback_on_failure(env, req, log=log, redact=redact, step="migrate"):
         applied = apply_migrations(env, log=log, redact=redact)
     log.info(f"{len(applied)} migrations applied" + (": " + ", ".join(applied) if applied else ""))
     return applied
 
 
 def up(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> None:
-    with rollback_on_failure(env, req, log=log, redact=redact):
+    with rollback_on_failure(env, req, log=log, redact=redact, step="up"):
         # Nothing to apply after the migrate step. But a run re-executed from this step after an
         # automatic rollback starts from a database the restore put back before the migrations.
         late = apply_migrations(env, log=log, redact=redact)
@@ -339,7 +379,7 @@ def verify(
     """Verify the release over its verification window (`notifications`: who is told when a person
     must decide); when it fails (or a person decides to roll
     back an inconclusive one) roll back to this deploy's backup and raise with the reason."""
-    with rollback_on_failure(env, req, log=log, redact=redact):
+    with rollback_on_failure(env, req, log=log, redact=redact, step="verify"):
         # Statement times are judged from here on: "since the deploy".
         save_baseline(env)
         return verify_window_or_fail(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ultra_ops.engine import runs
 from ultra_ops.engine.backups.recover import recover_state
+from ultra_ops.engine.errors import OperationError, UltraOpsError
 from ultra_ops.engine.release.records import record_unfinished
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
@@ -25,6 +26,8 @@ def recover_environment(
     redact = redact or Redactor.for_environment(env)
     done = recover_state(env, log=log, redact=redact)
     marker = runs.unfinished(env, run_id)
+    if marker is not None and marker.get("rollback_owed"):
+        done.append(_owed_rollback(env, marker, log=log, redact=redact))
     if marker is not None:
         owner = f"its process, pid {marker.get('pid')} on {marker.get('host')}, died (killed?)"
         if not marker.get("pid"):
@@ -39,3 +42,30 @@ def recover_environment(
             done.append(f"recorded {record.operation} run {record.run_id or '-'} as interrupted: {reason}")
             log.info(done[-1])
     return done
+
+
+def _owed_rollback(env: Environment, marker: dict, *, log: Log, redact: Redactor) -> str:
+    """A deploy that lost its host after its backup left the rollback to that backup owed
+    (deploy.left_on_lost_host): done now, as the deploy would have done it. Its marker stays until
+    it is done: a failure here leaves it owed, and the error says so."""
+    from ultra_ops.engine.release.rollback import rollback  # rollback imports much of the engine
+
+    backup_id = str(marker["rollback_owed"])
+    draft = marker.get("record") if isinstance(marker.get("record"), dict) else {}
+    what = (
+        f"the deploy of {draft.get('version') or '-'} (run {marker.get('run_id') or '-'}) that lost {env.name}'s host"
+    )
+    log.info(f"rolling back {what} to backup {backup_id}")
+    try:
+        result = rollback(env, backup_id, log=log, redact=redact)
+    except UltraOpsError as exc:
+        raise OperationError(
+            redact(
+                f"the rollback to backup {backup_id} owed by {what} failed: {exc}; it is still owed: "
+                f"run `ultra-ops recover --environment {env.name}` again once the cause is fixed"
+            )
+        ) from None
+    runs.write_marker(env, {**marker, "rollback_owed": None})
+    line = f"rolled back {what} to backup {backup_id} ({result.version or 'no version'}), which verified ok"
+    log.info(line)
+    return line

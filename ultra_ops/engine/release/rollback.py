@@ -34,6 +34,7 @@ from ultra_ops.engine.clock import utc_timestamp
 from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.deployed import deployed_version
 from ultra_ops.engine.errors import InputError, OperationError, UltraOpsError
+from ultra_ops.engine.hosts.outage import host_lost
 from ultra_ops.engine.release.interrupts import described, settled_on_interrupt
 from ultra_ops.engine.release.records import (
     ReleaseRecord,
@@ -189,8 +190,9 @@ def stop_services(
         else:
             runtime.down()
     except BaseException as exc:
-        _discard(env, plan, log, redact)
-        raise _with(exc, f"{exc}{_restart(env, plan, log, redact, prepared)}") from None
+        if host_lost(env, exc) is None:
+            _discard(env, plan, log, redact)  # on a lost host the next operation drops it
+        raise _with(exc, f"{exc}{_restart(env, plan, log, redact, exc, prepared)}") from None
 
 
 def swap_state(
@@ -204,7 +206,7 @@ def swap_state(
     try:
         complete_restore(env, plan.prepared, log=log, redact=redact, drop_old=False)
     except BaseException as exc:
-        raise _with(exc, f"{exc}{_restart(env, plan, log, redact, prepared)}") from None
+        raise _with(exc, f"{exc}{_restart(env, plan, log, redact, exc, prepared)}") from None
     # The env file just restored says which version ran when the backup was taken.
     version = deployed_version(env) or plan.version
     log.info(f"restored backup {plan.backup_id}; {env.name} goes back to {version or 'no version'}")
@@ -288,12 +290,25 @@ def _left_to_recover(env: Environment, plan: RollbackPlan) -> str:
 
 
 def _restart(
-    env: Environment, plan: RollbackPlan, log: Log, redact: Redactor, prepared: PreparedStart | None = None
+    env: Environment,
+    plan: RollbackPlan,
+    log: Log,
+    redact: Redactor,
+    cause: BaseException,
+    prepared: PreparedStart | None = None,
 ) -> str:
     """Start the services again after a failure with them stopped, on the state that is in place
     (the env file names its version), dropping any containers made for the backup's release; the
-    text to add to the error."""
+    text to add to the error. Not tried when `cause` is the host lost (outage.py): that could only
+    wait out a timeout."""
     version = deployed_version(env)
+    if host_lost(env, cause) is not None:
+        return (
+            f"; {env.name} is STOPPED as far as known (its services were stopped for the swap and the host is "
+            f"out of reach, so they were not started again): once it answers, run "
+            f"`ultra-ops recover --environment {env.name}`, which settles the swap and starts them at the version "
+            "then in place"
+        ) + ("" if runs.update(env, plan.run_id, restart=True, unsettled=True) else "")
     try:
         runtime = get_runtime(env, compose_file=plan.compose_path, log=log, redact=redact)
         if prepared is not None and isinstance(runtime, ComposeRuntime):

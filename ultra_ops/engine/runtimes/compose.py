@@ -28,7 +28,7 @@ from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.health import answer, health_urls, wait_until_healthy
 from ultra_ops.engine.hosts import files as host_files
 from ultra_ops.engine.hosts import lock as host_lock
-from ultra_ops.engine.hosts.ssh import RemoteCommandFailed, SshHost
+from ultra_ops.engine.hosts.ssh import HostEngineDown, RemoteCommandFailed, SshHost
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.runtimes import ServiceStatus
 from ultra_ops.engine.runtimes.service_env import env_file_wins
@@ -212,6 +212,8 @@ class ComposeRuntime:
                 self.upload_files()
             try:
                 return self.host.run(args, remote_env=variables, timeout=timeout).stdout
+            except HostEngineDown:
+                raise  # the host's engine, not compose: said as such, and recover waits for it
             except RemoteCommandFailed as exc:
                 message = f"compose {subcommand} ({self.project}) on {self.host.where} failed: {exc.reason}"
                 raise RuntimeFailure(self.redact(message)) from None
@@ -390,6 +392,8 @@ class ComposeRuntime:
                     host_lock.checkpoint(self.env.name)
                 return self.host.run(args, timeout=timeout).stdout
             return shell.run(args, environment=self.env, timeout=timeout, redact=self.redact).stdout
+        except HostEngineDown:
+            raise
         except RemoteCommandFailed as exc:
             message = f"{args[1]} of {self.project} on {exc.where} failed: {exc.reason}"
             raise RuntimeFailure(self.redact(message)) from None
