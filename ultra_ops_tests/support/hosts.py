@@ -450,9 +450,22 @@ def ssh_clients_to(address: str) -> list[str]:
         except OSError:
             continue
         words = [a.decode("utf-8", "replace") for a in argv if a]
-        if words and Path(words[0]).name == "ssh" and address in words:
+        if words and Path(words[0]).name == "ssh" and address in words and not _ending(entry):
             found.append(" ".join(words))
     return found
+
+
+def _ending(proc: Path) -> bool:
+    """Whether the process is already on its way out: a zombie, or killed (SIGKILL pending) and not
+    yet scheduled to die, which a busy machine can take a moment to do after its group was killed."""
+    try:
+        status = dict(line.split(":", 1) for line in (proc / "status").read_text().splitlines() if ":" in line)
+    except OSError:
+        return True
+    if status.get("State", "").strip()[:1] in ("Z", "X"):
+        return True
+    sigkill = 1 << (9 - 1)
+    return any(int(status.get(key, "0").strip() or "0", 16) & sigkill for key in ("SigPnd", "ShdPnd"))
 
 
 def three_environment_config(
