@@ -47,3 +47,12 @@ def open_private_append(path: Path) -> int:
     if os.fstat(fd).st_mode & 0o077:
         os.fchmod(fd, PRIVATE_FILE_MODE)
     return fd
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries to disk: a rename or a new file in it survives a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

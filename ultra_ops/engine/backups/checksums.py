@@ -23,14 +23,6 @@ def tree_size(folder: Path) -> int:
     return total
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def hash_file(path: Path, sync: bool = False) -> tuple[int, str]:
     h = hashlib.sha256()
     size = 0

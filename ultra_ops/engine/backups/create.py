@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ultra_ops import __version__
-from ultra_ops.engine.backups.checksums import fsync_dir, hash_files, tree_size, walk_files
+from ultra_ops.engine.backups.checksums import hash_files, tree_size, walk_files
 from ultra_ops.engine.backups.counts import SnapshotCounts
 from ultra_ops.engine.backups.dump import DumpFollower, checked_tool_version, default_jobs
 from ultra_ops.engine.backups.events import announce
@@ -38,7 +38,7 @@ from ultra_ops.engine.backups.store import (
     write_owner_file,
 )
 from ultra_ops.engine.errors import BackupError, InputError
-from ultra_ops.engine.files import private_dir
+from ultra_ops.engine.files import fsync_dir, private_dir
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import BACKUP_FORMATS, Environment
 

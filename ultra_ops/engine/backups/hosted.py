@@ -29,11 +29,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ultra_ops.engine import shell
-from ultra_ops.engine.backups.checksums import READ_CHUNK, fsync_dir
+from ultra_ops.engine.backups.checksums import READ_CHUNK
 from ultra_ops.engine.backups.dump import checked_tool_version, dump_source, run_pg_tool
 from ultra_ops.engine.backups.store import BackupInfo
 from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.errors import BackupError, CommandFailed
+from ultra_ops.engine.files import fsync_dir
 from ultra_ops.engine.hosts.ssh import HostUnreachable, SshHost, classify
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ultra_ops.engine import shell
-from ultra_ops.engine.backups.checksums import fsync_dir, hash_file
+from ultra_ops.engine.backups.checksums import hash_file
 from ultra_ops.engine.backups.dump import refuse_older_tool, tool_version
 from ultra_ops.engine.errors import BackupError, InputError
-from ultra_ops.engine.files import private_dir
+from ultra_ops.engine.files import fsync_dir, private_dir
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ultra_ops.engine.backups import hosted, swap
-from ultra_ops.engine.backups.checksums import fsync_dir, hash_file
+from ultra_ops.engine.backups.checksums import hash_file
 from ultra_ops.engine.backups.create import create_backup, state_file_targets
 from ultra_ops.engine.backups.dump import checked_tool_version, default_jobs
 from ultra_ops.engine.backups.store import (
@@ -33,6 +33,7 @@ from ultra_ops.engine.backups.store import (
 )
 from ultra_ops.engine.deployed import deployed_version, mark_restored
 from ultra_ops.engine.errors import BackupError, IntegrityError
+from ultra_ops.engine.files import fsync_dir
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment

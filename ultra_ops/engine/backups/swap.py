@@ -37,10 +37,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ultra_ops.engine.backups.checksums import fsync_dir
 from ultra_ops.engine.crash_points import CRASH_ENV as CRASH_ENV  # tests: a phase, or "rename_new:committed"
 from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.errors import BackupError
+from ultra_ops.engine.files import fsync_dir
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, Redactor
 from ultra_ops.engine.settings import Environment

@@ -29,9 +29,8 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 
-from ultra_ops.engine.backups.checksums import fsync_dir
 from ultra_ops.engine.errors import OperationError
-from ultra_ops.engine.files import private_dir
+from ultra_ops.engine.files import fsync_dir, private_dir
 from ultra_ops.engine.hosts.ssh import SshHost
 from ultra_ops.engine.maintenance.logs import ArchiveReport, archive_logs
 from ultra_ops.engine.secrets import Log, NullLog, Redactor

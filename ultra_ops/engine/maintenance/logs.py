@@ -19,9 +19,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ultra_ops.engine.backups.checksums import fsync_dir
 from ultra_ops.engine.errors import OperationError
-from ultra_ops.engine.files import private_dir
+from ultra_ops.engine.files import fsync_dir, private_dir
 from ultra_ops.engine.owners import owner_alive, this_process
 from ultra_ops.engine.secrets import Log, NullLog
 from ultra_ops.engine.settings import Environment

@@ -13,6 +13,11 @@ from typing import Protocol
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 
+# Under compose, the document's layout: the backend, and the stores it keeps its state in. Stopping the
+# environment (for a rollback's database swap, or `ultra-ops stop`) stops the application and
+# keeps the stores running: ultra_ops backs up, swaps and restores through them.
+DATA_SERVICES = ("postgres", "redis")
+
 
 @dataclass(frozen=True)
 class ServiceStatus:

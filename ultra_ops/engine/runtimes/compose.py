@@ -30,7 +30,7 @@ from ultra_ops.engine.hosts import files as host_files
 from ultra_ops.engine.hosts import lock as host_lock
 from ultra_ops.engine.hosts.ssh import HostEngineDown, RemoteCommandFailed, SshHost
 from ultra_ops.engine.lazy import lazy_module
-from ultra_ops.engine.runtimes import ServiceStatus
+from ultra_ops.engine.runtimes import DATA_SERVICES, ServiceStatus, compose_containers
 from ultra_ops.engine.runtimes.service_env import env_file_wins
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
@@ -42,10 +42,6 @@ _POLL_S = 0.5
 _SHORT_TIMEOUT_S = 120.0
 _UP_TIMEOUT_S = 600.0
 _BUILD_TIMEOUT_S = 3 * 3600.0
-# The document's layout: the backend, and the stores it keeps its state in. Stopping the
-# environment (for a rollback's database swap, or `ultra-ops stop`) stops the application and
-# keeps the stores running: ultra_ops backs up, swaps and restores through them.
-DATA_SERVICES = ("postgres", "redis")
 
 
 def registry_prefix(registry: str | None) -> str:
@@ -317,13 +313,11 @@ class ComposeRuntime:
         self._run(self.pull_args(), version=version, timeout=_BUILD_TIMEOUT_S, changes=True)
 
     def up(self, version: str) -> None:
-        from ultra_ops.engine.runtimes.compose_restart import remove_strays
-
         self._version = version
         if self.host is not None:
             host_lock.checkpoint(self.env.name)  # before the strays' removal too: never beside the next holder
         try:
-            remove_strays(self)  # what a killed restart left would make compose scale the service down
+            self.remove_strays()  # what a killed restart left would make compose scale the service down
         except RuntimeFailure as exc:  # compose up below fails the same way, or leaves them to the next
             self.log.warning(str(exc))
         if self.host is None:
@@ -349,11 +343,19 @@ class ComposeRuntime:
             self._run([*self.compose_base(), "up", "-d", *services], timeout=_UP_TIMEOUT_S, changes=True)
         return services
 
-    def remove_strays(self) -> list[str]:
-        """Remove containers a restart killed midway left beside the services' own (compose_restart.py)."""
-        from ultra_ops.engine.runtimes.compose_restart import remove_strays
+    def containers(self) -> list[tuple[str, str, str]]:
+        """The project's service containers, stopped ones included: (id, service, state), newest first."""
+        return compose_containers.parse_containers(self.docker(compose_containers.containers_args(self.project)))
 
-        return remove_strays(self)
+    def remove_strays(self) -> list[str]:
+        """Remove the containers a restart killed midway left beside the services' own
+        (compose_containers.strays): left there, they would show in `ps`, and a later `up -d` would
+        scale the service down to one, not necessarily keeping the right one. Returns their ids."""
+        removed = compose_containers.strays(self.containers())
+        if removed:
+            self.log.info(f"removing {len(removed)} container(s) an interrupted restart of {self.project} left")
+            self.docker(["docker", "rm", "-f", *removed], changes=True)
+        return removed
 
     def down(self) -> None:
         """Stop the application's services; the stores (DATA_SERVICES) keep running."""

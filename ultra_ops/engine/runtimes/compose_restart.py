@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.deployed import IMAGE_TAG_KEY
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import RuntimeFailure, UltraOpsError
-from ultra_ops.engine.runtimes.compose import DATA_SERVICES, ComposeRuntime
+from ultra_ops.engine.runtimes import DATA_SERVICES
 from ultra_ops.engine.versions import VERSION_KEY
 
-_LABEL = "com.docker.compose"
+if TYPE_CHECKING:
+    from ultra_ops.engine.runtimes.compose import ComposeRuntime
+
 _STOP_TIMEOUT_S = 600.0  # docker stop's own grace period is 10 s; this bounds the command
 # The compose file may name the env file's version in its interpolation; only then does the
 # version line the swap rewrites change what compose would create.
@@ -49,66 +52,9 @@ class PreparedStart:
     compose_text: str = field(default="", repr=False)
 
 
-def project_label(project: str) -> str:
-    """The project name as compose writes it into its labels (lower case, [-_a-z0-9] only)."""
-    return re.sub(r"[^-_a-z0-9]", "", project.lower())
-
-
-def containers_args(runtime: ComposeRuntime) -> list[str]:
-    return [
-        "docker",
-        "ps",
-        "-a",
-        "--no-trunc",
-        "--filter",
-        f"label={_LABEL}.project={project_label(runtime.project)}",
-        "--filter",
-        f"label={_LABEL}.oneoff=False",
-        "--format",
-        '{{.ID}}\t{{.Label "' + _LABEL + '.service"}}\t{{.State}}',
-    ]
-
-
 def create_args(runtime: ComposeRuntime, scale: dict[str, int]) -> list[str]:
     flags = [f for service, n in scale.items() for f in ("--scale", f"{service}={n}")]
     return [*runtime.compose_base(), "up", "--no-deps", "--no-start", "--no-recreate", *flags, *scale]
-
-
-def containers(runtime: ComposeRuntime) -> list[tuple[str, str, str]]:
-    """The project's service containers: (id, service, state), one-off `run` containers left out."""
-    rows = []
-    for line in runtime.docker(containers_args(runtime)).splitlines():
-        parts = line.split("\t")
-        if len(parts) == 3 and parts[1]:
-            rows.append((parts[0], parts[1], parts[2]))
-    return rows
-
-
-def strays(rows: list[tuple[str, str, str]]) -> list[str]:
-    """Of the project's containers (id, service, state; newest first, as docker lists them), those a
-    restart killed midway left beside a service's own: never started (`created`) ones, and stopped
-    ones beside a running one; never every container of a service (the newest stays)."""
-    by_service: dict[str, list[tuple[str, str]]] = {}
-    for cid, service, state in rows:
-        by_service.setdefault(service, []).append((cid, state))
-    found_strays = []
-    for service, found in by_service.items():
-        if service in DATA_SERVICES or len(found) < 2:
-            continue
-        running = any(state == "running" for _, state in found)
-        extra = [cid for cid, state in found if state == "created" or (running and state == "exited")]
-        found_strays += extra[1:] if len(extra) == len(found) else extra
-    return found_strays
-
-
-def remove_strays(runtime: ComposeRuntime) -> list[str]:
-    """Remove the strays (above): left there, they would show in `ps`, and a later `up -d` would
-    scale the service down to one, not necessarily keeping the right one. Returns their ids."""
-    removed = strays(containers(runtime))
-    if removed:
-        runtime.log.info(f"removing {len(removed)} container(s) an interrupted restart of {runtime.project} left")
-        runtime.docker(["docker", "rm", "-f", *removed], changes=True)
-    return removed
 
 
 def prepare_start(runtime: ComposeRuntime, version: str) -> PreparedStart:
@@ -116,9 +62,9 @@ def prepare_start(runtime: ComposeRuntime, version: str) -> PreparedStart:
     serving). RuntimeFailure when compose fails or does not make exactly one per service; then
     nothing it made is left."""
     services = [s for s in runtime._run(runtime.services_args()).split() if s not in DATA_SERVICES]
-    remove_strays(runtime)
+    runtime.remove_strays()
     old: dict[str, list[str]] = {s: [] for s in services}
-    for cid, service, _ in containers(runtime):
+    for cid, service, _ in runtime.containers():
         if service in old:
             old[service].append(cid)
     env_values = read_env_file(runtime.env.env_file)
@@ -131,7 +77,7 @@ def prepare_start(runtime: ComposeRuntime, version: str) -> PreparedStart:
     try:
         runtime._run(create_args(runtime, {s: len(old[s]) + 1 for s in services}), version=version)
     finally:
-        for cid, service, _ in containers(runtime):
+        for cid, service, _ in runtime.containers():
             if service in old and cid not in old[service]:
                 made.setdefault(service, []).append(cid)
         if sorted(made) != sorted(services) or any(len(ids) != 1 for ids in made.values()):

@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 
 from ultra_ops.engine.runtimes.compose import ComposeRuntime
-from ultra_ops.engine.runtimes.compose_restart import (
-    PreparedStart,
-    containers_args,
-    create_args,
-    project_label,
-    same_inputs,
-    strays,
-)
+from ultra_ops.engine.runtimes.compose_containers import containers_args, parse_containers, project_label, strays
+from ultra_ops.engine.runtimes.compose_restart import PreparedStart, create_args, same_inputs
 from ultra_ops.engine.settings import load_settings
 
 pytestmark = pytest.mark.unit
@@ -42,10 +36,12 @@ def test_commands(tmp_path: Path) -> None:
         "backend=2",
         "backend",
     ]
-    listed = containers_args(rt)
+    listed = containers_args(rt.project)
     assert "label=com.docker.compose.project=ultra-staging" in listed
     assert "label=com.docker.compose.oneoff=False" in listed  # `run` containers are not the service's
     assert project_label("Ultra.Staging_1") == "ultrastaging_1"
+    listing = "a1\tbackend\trunning\nb2\t\texited\nc3\tpostgres\tcreated\n"  # b2: a one-off, no service label
+    assert parse_containers(listing) == [("a1", "backend", "running"), ("c3", "postgres", "created")]
 
 
 def test_strays_are_what_a_killed_restart_leaves_beside_the_service() -> None:
