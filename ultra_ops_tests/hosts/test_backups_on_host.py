@@ -11,6 +11,7 @@ import os
 import shlex
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -223,26 +224,10 @@ def test_a_network_cut_in_the_middle_of_a_backup(
     kept = create_backup(env, version="v1.0.0", label="manual", compression=0)
     reached = tmp_path / "streaming"
     monkeypatch.setenv(PAUSE_ENV, f"{STREAMING_POINT}={reached}")
-    outcome: dict[str, object] = {}
-
-    def backup() -> None:
-        try:
-            outcome["info"] = create_backup(env, version="v1.0.0", label="manual", compression=0)
-        except BaseException as exc:  # noqa: BLE001 - read by the test
-            outcome["error"] = exc
-        outcome["ended"] = time.monotonic()
-
-    worker = threading.Thread(target=backup, daemon=True)
-    worker.start()
-    deadline = time.monotonic() + 60
-    while not reached.exists():
-        assert worker.is_alive() and time.monotonic() < deadline, outcome
-        time.sleep(0.05)
-    host.cut()
-    cut_at = time.monotonic()
-    reached.unlink()  # the dump goes on reading: into a cut network
-    worker.join(timeout=30)
-    assert not worker.is_alive()
+    # The dump goes on reading after the pause: into a cut network.
+    outcome, cut_at = _cut_while_paused(
+        host, reached, lambda: create_backup(env, version="v1.0.0", label="manual", compression=0), 60
+    )
     monkeypatch.delenv(PAUSE_ENV)
 
     error = outcome.get("error")
@@ -312,26 +297,8 @@ def test_a_network_cut_in_the_middle_of_a_rollback_then_recover(
     current = _items(env)
     reached = tmp_path / "streaming"
     monkeypatch.setenv(PAUSE_ENV, f"{RESTORE_STREAMING_POINT}={reached}")
-    outcome: dict[str, object] = {}
-
-    def roll_back() -> None:
-        try:
-            outcome["result"] = rollback(env, kept.id, verify=False)
-        except BaseException as exc:  # noqa: BLE001 - read by the test
-            outcome["error"] = exc
-        outcome["ended"] = time.monotonic()
-
-    worker = threading.Thread(target=roll_back, daemon=True)
-    worker.start()
-    deadline = time.monotonic() + 120
-    while not reached.exists():
-        assert worker.is_alive() and time.monotonic() < deadline, outcome
-        time.sleep(0.05)
-    host.cut()
-    cut_at = time.monotonic()
-    reached.unlink()  # pg_restore's input goes on: into a cut network
-    worker.join(timeout=30)
-    assert not worker.is_alive()
+    # pg_restore's input goes on after the pause: into a cut network.
+    outcome, cut_at = _cut_while_paused(host, reached, lambda: rollback(env, kept.id, verify=False), 120)
     monkeypatch.delenv(PAUSE_ENV)
 
     error = outcome.get("error")
@@ -356,3 +323,32 @@ def test_a_network_cut_in_the_middle_of_a_rollback_then_recover(
     # And the rollback goes through.
     rollback(env, kept.id, verify=False)
     assert _items(env) == (300_000, 300_000 * 300_001 // 2)
+
+
+def _cut_while_paused(
+    host: TestHost, reached: Path, operation: Callable[[], object], wait_s: float
+) -> tuple[dict[str, object], float]:
+    """Run `operation` in a thread until it pauses at its pause point (the file `reached` appears),
+    cut the host's network, let it go on and wait for its end: what it returned or raised, when it
+    ended, and when the cut was made."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = operation()
+        except BaseException as exc:  # noqa: BLE001 - read by the test
+            outcome["error"] = exc
+        outcome["ended"] = time.monotonic()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + wait_s
+    while not reached.exists():
+        assert worker.is_alive() and time.monotonic() < deadline, outcome
+        time.sleep(0.05)
+    host.cut()
+    cut_at = time.monotonic()
+    reached.unlink()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    return outcome, cut_at
