@@ -339,15 +339,16 @@ def _one_error(said: str) -> str:
 
 
 def test_a_network_cut_in_a_rollback_with_the_services_down(deployed: Deployed, tmp_path: Path) -> None:
-    """Cut once the rollback stopped the services, before its swap: it fails within 10 s saying
-    the state it left and what to run; recover then brings the environment back to a served one."""
+    """Cut once the rollback stopped the services (its one step's `stopped:backend`), before its swap:
+    it fails within 10 s saying the state it left and what to run; recover then brings the
+    environment back to a served one."""
     d = deployed
     before = d.consistent()
     code, out = d.cli("backups", "create")
     assert code == 0, out
     kept = list_backups(d.environment)[0]
     assert kept.version == before
-    code, said, after_cut = _cut_at(d, "step:rollback_swap", tmp_path, "rollback", "--backup", kept.id, "--yes")
+    code, said, after_cut = _cut_at(d, "stopped:backend", tmp_path, "rollback", "--backup", kept.id, "--yes")
     assert code == 1, said
     assert after_cut < 10, f"ended {after_cut:.1f} s after the cut: {said}"
     error = _one_error(said)
