@@ -97,7 +97,12 @@ def llm_item(env: Environment, redact: Redactor) -> ChecklistItem:
                 else {"Authorization": f"Bearer {key}"}
             )
             try:
-                response = client.get(p.models_url, headers=headers)
+                try:
+                    response = client.get(p.models_url, headers=headers)
+                except httpx.RemoteProtocolError:
+                    # The server closed the connection without an answer (a connection it had
+                    # dropped): asked once more on a new one before it counts as the answer.
+                    response = client.get(p.models_url, headers=headers)
             except httpx.HTTPError as exc:
                 failed.append(f"{p.name}: {type(exc).__name__}")
                 continue
