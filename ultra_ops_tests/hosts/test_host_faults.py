@@ -326,6 +326,12 @@ def test_a_network_cut_in_the_middle_of_a_deploy(deployed: Deployed, tmp_path: P
     assert code == 0, out
     assert f"rolled back the deploy of {new}" in out, out
     assert d.consistent() == old
+    # The release history says so: a rollback to the deploy's backup, the one that deploy owed.
+    [rolled] = find_releases(d.environment, operation="rollback", limit=1)
+    assert (rolled.status, rolled.backup_id, rolled.version) == (ReleaseStatus.ROLLED_BACK, record.backup_id, old)
+    assert record.backup_id and f"the owed rollback of deploy {record.run_id} ({new})" in (rolled.reason or "")
+    assert rolled.run_id not in (None, record.run_id), rolled
+    d.secretless(json.dumps(dataclasses.asdict(rolled), default=str))
     code, out = d.cli("deploy", "--tag", new)
     assert code == 0, out
     assert d.consistent() == new

@@ -108,6 +108,7 @@ class EnvironmentLocks(ConfigurableResource):
         run_id: str,
         log: Log | None = None,
         draft: Callable[[Environment], dict[str, Any]] | None = None,
+        launched_by: str | None = None,
     ) -> EnvironmentLock:
         """The environment's lock for this run: taken on first use, then held until the run ends.
         Taking it first recovers what a dead run left (an interrupted database swap, scratch
@@ -116,6 +117,8 @@ class EnvironmentLocks(ConfigurableResource):
         `draft`: a deploy's or rollback's release record as it would be left now (called after the
         recovery, which may change the version in place), written with the marker, so a run
         killed before its first step is recorded too. Not called when the run holds the lock.
+        `launched_by`: who launched this run, for the record of a rollback a lost deploy owed, which
+        the recovery does.
         Raises LockLost when the run took the lock earlier and has lost it since."""
         lock = self._held.get(env.name)
         if lock is not None:
@@ -124,7 +127,7 @@ class EnvironmentLocks(ConfigurableResource):
             wait_s = self.lock_wait_s if self.lock_wait_s is not None and self.lock_wait_s >= 0 else env.lock_wait_s
             lock = EnvironmentLock(env, operation=operation, run_id=run_id).acquire(wait_s=wait_s, log=log)
             try:
-                self._recovered[env.name] = recover_environment(env, log=log, run_id=run_id)
+                self._recovered[env.name] = recover_environment(env, log=log, run_id=run_id, launched_by=launched_by)
                 runs.begin(env, operation=operation, run_id=run_id, record=draft(env) if draft else None)
             except BaseException:
                 lock.release()

@@ -18,6 +18,7 @@ from ultra_ops.defs.calendar.pending import recording_decisions
 from ultra_ops.defs.release.releases import recording_releases
 from ultra_ops.defs.shared.failures import redacted_failure
 from ultra_ops.defs.shared.resources import EnvironmentLocks, OpsSettings, RunSettings
+from ultra_ops.defs.shared.tags import launched_by
 from ultra_ops.engine.hosts.reach import Reach
 from ultra_ops.engine.secrets import RedactingLog, Redactor
 from ultra_ops.engine.settings import ENVIRONMENT_NAMES, Environment, Settings
@@ -82,9 +83,20 @@ def step(
         env = reach.environment
         with reach.failures():
             s = Step(env, RedactingLog(context.log, redact), redact)
-            if locks is not None:
-                locks.hold(env, operation=operation or context.job_name, run_id=context.run_id, log=s.log, draft=draft)
+
+            def hold() -> None:
+                if locks is not None:
+                    locks.hold(
+                        env,
+                        operation=operation or context.job_name,
+                        run_id=context.run_id,
+                        log=s.log,
+                        draft=draft,
+                        launched_by=launched_by(context.run.tags),
+                    )
+
             if not record_backups:
+                hold()
                 yield s
                 return
             with (
@@ -92,6 +104,9 @@ def step(
                 recording_releases(context, env, settings.timezone, redact, s.log),
                 recording_decisions(context, settings, s.log),
             ):
+                # Taking the lock recovers what a dead run left: the records it writes then (an
+                # interrupted run's, an owed rollback's and its safety backup) are this run's too.
+                hold()
                 yield s
 
 
