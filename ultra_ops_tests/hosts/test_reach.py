@@ -13,6 +13,7 @@ from ultra_ops.engine.hosts.reach import Reach
 from ultra_ops.engine.hosts.ssh import HostUnreachable
 from ultra_ops.engine.settings import load_settings
 from ultra_ops_tests.hosts.test_tunnel import serve_on_loopback
+from ultra_ops_tests.support.configs import hosted_config
 from ultra_ops_tests.support.hosts import TestHost, host_table, ssh_clients_to
 
 pytestmark = pytest.mark.docker
@@ -21,27 +22,16 @@ SECRET = "Pa55-word-never-on-an-ssh-line"
 
 
 def config(tmp_path: Path, host: TestHost) -> Path:
-    path = tmp_path / "ultra_ops.toml"
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / ".env.staging").write_text(f"POSTGRES_PASSWORD={SECRET}\n")
-    path.write_text(f"""
-[environments.staging]
-runtime = "compose"
-root = "{tmp_path / "root"}"
-compose_file = "compose.yml"
-[environments.staging.database]
-host = "127.0.0.1"
-port = 5432
-name = "ultra_staging"
-user = "ultra"
-password_key = "POSTGRES_PASSWORD"
-[environments.staging.redis]
-url = "redis://{host.address}:6379/0"
-[environments.staging.verify]
-health_urls = ["http://localhost:8000/"]
-[environments.staging.host]
-{host_table(host)}""")
-    return path
+    return hosted_config(
+        tmp_path,
+        host_table(host),
+        database=("127.0.0.1", 5432),
+        redis_url=f"redis://{host.address}:6379/0",
+        sections='[environments.staging.verify]\nhealth_urls = ["http://localhost:8000/"]\n',
+        password_key="POSTGRES_PASSWORD",
+    )
 
 
 def test_loopback_through_tunnels_others_directly_and_a_cut_is_host_unreachable(host: TestHost, tmp_path: Path) -> None:

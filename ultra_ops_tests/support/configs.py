@@ -1,7 +1,8 @@
 """The config files tests and benchmarks run against: one process-runtime environment running the
-sample service (write_config), several as the shipped config has them (write_multi_config), or one
-whose checks are pointed at servers the caller starts (checks_config). PostgreSQL and Redis are
-where services.py says."""
+sample service (write_config), several as the shipped config has them (write_multi_config), one
+whose checks are pointed at servers the caller starts (checks_config), or a compose environment on a
+host (config_with_host by its host table, hosted_config by the addresses it reaches). PostgreSQL and
+Redis are where services.py says."""
 
 from __future__ import annotations
 
@@ -197,4 +198,37 @@ user = "ultra"
 [environments.staging.host]
 {host}
 """)
+    return path
+
+
+def hosted_config(
+    tmp_path: Path,
+    host: str | None,
+    *,
+    database: tuple[str, int],
+    redis_url: str,
+    sections: str = "",
+    password_key: str | None = None,
+) -> Path:
+    """A compose staging environment reached at the addresses a test gives: its database at
+    `database` (host, port), Redis at `redis_url`, then `sections` (TOML tables under
+    [environments.staging], as written), and the host table `host` (its keys, as TOML lines; None:
+    no host, the environment is this machine's)."""
+    db_host, db_port = database
+    password = f'password_key = "{password_key}"\n' if password_key else ""
+    host_table = f"[environments.staging.host]\n{host}" if host is not None else ""
+    path = tmp_path / "ultra_ops.toml"
+    path.write_text(f"""
+[environments.staging]
+runtime = "compose"
+root = "{tmp_path / "root"}"
+compose_file = "compose.yml"
+[environments.staging.database]
+host = "{db_host}"
+port = {db_port}
+name = "ultra_staging"
+user = "ultra"
+{password}[environments.staging.redis]
+url = "{redis_url}"
+{sections}{host_table}""")
     return path

@@ -9,37 +9,32 @@ import pytest
 
 from ultra_ops.engine.hosts.reach import Reach, is_loopback, loopback_ports, rewritten
 from ultra_ops.engine.settings import load_settings
+from ultra_ops_tests.support.configs import hosted_config
 
 pytestmark = pytest.mark.unit
 
 
-def hosted(tmp_path: Path, host_table: bool = True) -> Path:
-    path = tmp_path / "ultra_ops.toml"
-    host = '[environments.staging.host]\naddress = "10.0.0.5"\nuser = "deploy"\n' if host_table else ""
-    path.write_text(f"""
-[environments.staging]
-runtime = "compose"
-root = "{tmp_path / "root"}"
-compose_file = "compose.yml"
-[environments.staging.database]
-host = "localhost"
-port = 5501
-name = "ultra_staging"
-user = "ultra"
-[environments.staging.redis]
-url = "redis://127.0.0.1:6501/2"
-[environments.staging.verify]
+SECTIONS = """[environments.staging.verify]
 health_urls = ["http://127.0.0.1:8101/health?detail=true", "http://10.0.0.5:8101/health"]
-endpoints = [{{ name = "version", url = "http://localhost:8101/api/v1/version" }}]
+endpoints = [{ name = "version", url = "http://localhost:8101/api/v1/version" }]
 [environments.staging.verify.performance]
-endpoints = [{{ name = "prompts", url = "https://127.0.0.1/api/v1/prompts", p95_ms = 300 }}]
+endpoints = [{ name = "prompts", url = "https://127.0.0.1/api/v1/prompts", p95_ms = 300 }]
 [environments.staging.verify.smoke.login]
 base_url = "http://127.0.0.1:8101"
-steps = [{{ name = "health", path = "/health" }}]
+steps = [{ name = "health", path = "/health" }]
 [environments.staging.checklist]
 rate_limit_url = "http://[::1]:8101/api/v1/version"
-{host}""")
-    return path
+"""
+
+
+def hosted(tmp_path: Path, host_table: bool = True) -> Path:
+    return hosted_config(
+        tmp_path,
+        'address = "10.0.0.5"\nuser = "deploy"\n' if host_table else None,
+        database=("localhost", 5501),
+        redis_url="redis://127.0.0.1:6501/2",
+        sections=SECTIONS,
+    )
 
 
 def test_loopback_names() -> None:
