@@ -26,13 +26,13 @@ from types import TracebackType
 from typing import Any
 
 from ultra_ops.engine.errors import UltraOpsError
+from ultra_ops.engine.hosts.names import LOCAL
 from ultra_ops.engine.hosts.ssh import HostError, HostUnreachable, SshHost
 from ultra_ops.engine.hosts.tunnel import Tunnel
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "redis": 6379, "rediss": 6379}
-LOCAL = "127.0.0.1"  # where this machine's end of every tunnel listens
 
 
 def is_loopback(address: str) -> bool:
@@ -111,12 +111,23 @@ def loopback_ports(env: Environment) -> dict[int, str]:
 
 def rewritten(env: Environment, ports: dict[int, int]) -> Environment:
     """`env` with every loopback address it names moved to this machine's end of its tunnel
-    (`ports`: host port -> local port)."""
-    reached = _walk_urls(env, lambda url: _rewrite_url(url, ports))
+    (`ports`: host port -> local port), and `reached_from` saying which address each local port
+    stands for, so that an HTTP client keeps the configured name for TLS (names.py). Where
+    URLs name one port by two names (localhost and 127.0.0.1), the first in the config's order."""
+    configured: dict[int, str] = {}
+
+    def visit(url: str) -> str:
+        new = _rewrite_url(url, ports)
+        if new != url:
+            netloc = urllib.parse.urlsplit(url).netloc.rpartition("@")[2]  # never a URL's credentials
+            configured.setdefault(int(urllib.parse.urlsplit(new).port or 0), netloc)
+        return new
+
+    reached = _walk_urls(env, visit)
     db = env.database
     if is_loopback(db.host) and db.port in ports:
         reached = dataclasses.replace(reached, database=dataclasses.replace(db, host=LOCAL, port=ports[db.port]))
-    return reached
+    return dataclasses.replace(reached, reached_from=tuple(sorted(configured.items())))
 
 
 class Reach:

@@ -28,6 +28,7 @@ from ultra_ops.engine.files import private_dir
 from ultra_ops.engine.health import answer, health_urls, wait_until_healthy
 from ultra_ops.engine.hosts import files as host_files
 from ultra_ops.engine.hosts import lock as host_lock
+from ultra_ops.engine.hosts.names import as_configured
 from ultra_ops.engine.hosts.ssh import HostEngineDown, RemoteCommandFailed, SshHost
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.runtimes import DATA_SERVICES, ServiceStatus, compose_containers
@@ -424,7 +425,7 @@ class ComposeRuntime:
             if unhealthy is not None:
                 raise RuntimeFailure(f"services {unhealthy[1]} of {self.project} not running after {timeout_s:g}s")
             return
-        with httpx.Client(timeout=httpx.Timeout(3.0, connect=1.0)) as client:
+        with httpx.Client(timeout=httpx.Timeout(3.0, connect=1.0), event_hooks=as_configured(self.env)) as client:
             probes = {url: functools.partial(answer, client, url) for url in urls}
             unhealthy = wait_until_healthy(
                 probes, timeout_s, poll_s=_POLL_S, on_healthy=lambda url: self.log.info(f"{url} is healthy")

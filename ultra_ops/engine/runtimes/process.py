@@ -27,6 +27,7 @@ from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import RuntimeFailure
 from ultra_ops.engine.files import open_private_append, private_dir
 from ultra_ops.engine.health import answer, wait_until_healthy
+from ultra_ops.engine.hosts.names import as_configured
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.runtimes import ServiceStatus
 from ultra_ops.engine.runtimes.service_env import service_base_env
@@ -334,7 +335,7 @@ class ProcessRuntime:
             if specs[name].health_url is not None:
                 self.log.info(f"{name} is healthy ({specs[name].health_url})")
 
-        with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as client:
+        with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0), event_hooks=as_configured(self.env)) as client:
 
             def probe(spec: ProcessSpec) -> str | None:
                 if self._running_pid(spec) is None:

@@ -61,6 +61,10 @@ class Environment:
     checklist: ChecklistSettings = ChecklistSettings()  # what the pre-release checklist checks and against what
     timezone: str = "UTC"  # the config's: every time shown to an operator is in it (records keep UTC)
     host: HostSettings | None = None  # the machine it lives on, reached over SSH; None: this one
+    # Never from the config: set by hosts/reach.py on the environment as this machine reaches it,
+    # each tunnel's local port -> the host and port the config wrote there ("localhost:8443"),
+    # whose name an HTTP client keeps for TLS and the Host header (hosts/names.py).
+    reached_from: tuple[tuple[int, str], ...] = ()
 
     @property
     def backups_path(self) -> Path:

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 
 from ultra_ops.engine.health import health_urls
+from ultra_ops.engine.hosts.names import as_configured
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.settings import Environment
 from ultra_ops.engine.verify.checks import bad_components, describe_error, expected_errors, status_ok
@@ -36,7 +37,7 @@ class HealthPoll:
 
 def poll_health(env: Environment, timeout_s: float) -> HealthPoll:
     states: dict[str, str] = {}
-    with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
+    with httpx.Client(timeout=timeout_s, follow_redirects=False, event_hooks=as_configured(env)) as client:
         for url in health_urls(env):
             try:
                 response = client.get(url)

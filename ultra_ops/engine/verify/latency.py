@@ -123,11 +123,14 @@ def judge(target: LatencyTarget, sample: LatencySample, requests: int) -> CheckR
     return CheckResult(f"latency {target.name}", "latency", not problems, sample.p95, requests, detail, metrics=metrics)
 
 
-def latency_results(perf: PerformanceSettings, timeout_s: float, verify_tls: object) -> list[CheckResult]:
-    """Each critical endpoint in turn, so one endpoint's load never slows another's measurement."""
+def latency_results(
+    perf: PerformanceSettings, timeout_s: float, verify_tls: object, *, event_hooks: dict | None = None
+) -> list[CheckResult]:
+    """Each critical endpoint in turn, so one endpoint's load never slows another's measurement.
+    `event_hooks`: the client's (hosts/names.py: a tunnel's requests keep the configured name)."""
     results = []
     limits = httpx.Limits(max_connections=perf.concurrency, max_keepalive_connections=perf.concurrency)
-    with httpx.Client(limits=limits, follow_redirects=False, verify=verify_tls) as client:
+    with httpx.Client(limits=limits, follow_redirects=False, verify=verify_tls, event_hooks=event_hooks) as client:
         for target in perf.endpoints:
             n = target.requests or perf.requests
             sample = measure(client, target.method, target.url, n, perf.concurrency, timeout_s, perf.max_rate_per_s)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ultra_ops.engine.hosts.names import as_configured
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, LlmProvider
@@ -60,7 +61,7 @@ def performance_results(
         from ultra_ops.engine.runtimes.process import ProcessRuntime
 
         cpu = CpuWindow(ProcessRuntime(env, redact=redact).service_pids())
-    results = latency_results(perf, timeout_s, verify_tls)
+    results = latency_results(perf, timeout_s, verify_tls, event_hooks=as_configured(env))
     if cpu is not None:
         results += cpu.results(perf)
     else:
@@ -69,7 +70,7 @@ def performance_results(
     results += host_disk_results(env, perf, redact)
     results += database_results(env, perf, timeout_s)
     if perf.llm_completion:
-        with httpx.Client(follow_redirects=False, verify=verify_tls) as client:
+        with httpx.Client(follow_redirects=False, verify=verify_tls, event_hooks=as_configured(env)) as client:
             results += [_completion(client, p, timeout_s) for p in env.llm_providers if p.completion_url]
     return [
         CheckResult(r.name, r.kind, r.ok, r.latency_ms, r.attempts, clean(r.detail), r.blocking, r.skipped, r.metrics)

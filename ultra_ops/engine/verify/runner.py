@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import VerificationFailed
+from ultra_ops.engine.hosts.names import as_configured
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment
@@ -109,7 +110,9 @@ def verify_environment(
     n = max(len(urls), 1)
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     results: dict[int, list[CheckResult]] = {}
-    with httpx.Client(timeout=timeout, limits=limits, follow_redirects=False, verify=tls) as client:
+    with httpx.Client(
+        timeout=timeout, limits=limits, follow_redirects=False, verify=tls, event_hooks=as_configured(env)
+    ) as client:
         tasks: list[Callable[[], list[CheckResult]]] = [
             functools.partial(lambda c: [_run_with_retries(c, v.retries, v.backoff_s, v.timeout_s, clean)], check)
             for check in checks_for(env, client)

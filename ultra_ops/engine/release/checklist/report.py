@@ -7,6 +7,7 @@ import enum
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ultra_ops.engine.hosts.names import as_configured
 from ultra_ops.engine.lazy import lazy_module
 from ultra_ops.engine.settings import Environment
 from ultra_ops.engine.shell import run
@@ -114,7 +115,7 @@ def services_running(env: Environment) -> bool | None:
 
 
 def http_client(env: Environment) -> httpx.Client:
-    return httpx.Client(timeout=env.checklist.timeout_s, follow_redirects=False)
+    return httpx.Client(timeout=env.checklist.timeout_s, follow_redirects=False, event_hooks=as_configured(env))
 
 
 def git(repo: Path, *args: str) -> tuple[int, str]:
