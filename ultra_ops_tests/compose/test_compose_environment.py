@@ -181,3 +181,10 @@ def test_deploy_pushes_to_the_registry_and_runs_the_pushed_image(
     running = docker("inspect", "--format", "{{.Config.Image}}", env.container("backend")).stdout.strip()
     assert running == pushed
     assert httpx.get(f"http://127.0.0.1:{env.ports['backend']}/health", timeout=5).json()["version"] == version
+    # The env file names the image as pushed, so a bare `up -d` (the release document's manual
+    # commands, which set neither the tag nor the registry) keeps the pushed image running.
+    assert read_env_file(env.env_file)["ULTRA_REGISTRY"] == f"{registry.address}/"
+    serving = docker("inspect", "--format", "{{.Id}}", env.container("backend")).stdout.strip()
+    up = env.compose("up", "-d", env={"ULTRA_ENVIRONMENT": env.environment})
+    assert up.returncode == 0 and "is up-to-date" in up.stderr and "Recreat" not in up.stderr, up.stderr
+    assert env.compose("ps", "-q", "backend").stdout.split() == [serving]

@@ -44,6 +44,7 @@ from ultra_ops.engine.release.records import (
 from ultra_ops.engine.release.rollback import rollback
 from ultra_ops.engine.release.source import release_source
 from ultra_ops.engine.runtimes import get_runtime
+from ultra_ops.engine.runtimes.compose import registry_prefix
 from ultra_ops.engine.secrets import Log, NullLog, Redactor
 from ultra_ops.engine.settings import Environment, Settings
 from ultra_ops.engine.shell import run
@@ -358,8 +359,8 @@ def up(env: Environment, req: DeployRequest, *, log: Log, redact: Redactor) -> N
         if late:
             log.info(f"{len(late)} migrations applied again after a restore: {', '.join(late)}")
         # The env file is deployed state: it records the running version, and a restore brings it back.
-        mark_deployed(env, req.tag)
         # With --registry the environment runs the image as pushed (registry/ultra-ai/backend:vX.Y.Z).
+        mark_deployed(env, req.tag, registry_prefix(req.registry))
         runtime = get_runtime(env, compose_file=req.compose_path, registry=req.registry, log=log, redact=redact)
         runtime.up(req.tag)
         runtime.wait_healthy(env.health_timeout_s)

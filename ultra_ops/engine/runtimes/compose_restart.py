@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ultra_ops.engine.crash_points import crash_point
-from ultra_ops.engine.deployed import IMAGE_TAG_KEY
+from ultra_ops.engine.deployed import IMAGE_TAG_KEY, REGISTRY_KEY
 from ultra_ops.engine.envfile import read_env_file
 from ultra_ops.engine.errors import RuntimeFailure, UltraOpsError
 from ultra_ops.engine.runtimes import DATA_SERVICES
@@ -154,5 +154,5 @@ def discard(runtime: ComposeRuntime, prepared: PreparedStart) -> None:
 
 
 def _without_version(values: dict[str, str]) -> dict[str, str]:
-    # The image tag line too: ultra_ops's own compose commands set ULTRA_IMAGE_TAG, over the env file's.
-    return {k: v for k, v in values.items() if k not in (VERSION_KEY, IMAGE_TAG_KEY)}
+    # The image tag and registry lines too: ultra_ops's own compose commands set both, over the env file's.
+    return {k: v for k, v in values.items() if k not in (VERSION_KEY, IMAGE_TAG_KEY, REGISTRY_KEY)}
