@@ -8,13 +8,19 @@ environment on another's process port; a loopback URL that checks a service (hea
 smoke, performance, checklist) on the same port as another environment's. LLM provider URLs only
 count against process ports: environments may share a local model server they do not run.
 
+An address of this machine that is not loopback (Docker's bridge 172.17.0.1, where compose
+environments publish for the platform's run containers) counts as this machine's too: it is found
+by binding to it, no lookup and no command.
+
 Loopback is per machine: an environment on a host of its own (`[environments.X.host]`) has that
 host's loopback, so two environments on different hosts may use the same ports and project name.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import socket
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,4 +129,16 @@ def _loopback_port(url: str) -> int | None:
         address = ipaddress.ip_address(host)
     except ValueError:
         return None  # a host name: another machine (no lookup here)
-    return port if address.is_loopback or address.is_unspecified else None
+    return port if address.is_loopback or address.is_unspecified or _is_mine(str(address)) else None
+
+
+@functools.cache
+def _is_mine(address: str) -> bool:
+    """Whether `address` is one of this machine's own: only those can be bound to."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+    except OSError:
+        return False
+    return True

@@ -3,6 +3,8 @@ the file, the key (both environments' keys for a port) and the range or the reas
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import textwrap
 from pathlib import Path
 
@@ -219,6 +221,34 @@ def test_two_environments_checking_one_loopback_port_are_refused(tmp_path: Path)
     for staging_url in ("https://staging.example.com/health", "http://127.0.0.1:8001/health"):
         path = _no_process_ports(tmp_path, "https://dev.example.com/health", staging_url, shared_model_server)
         assert list(load_settings(path).environments) == ["development", "staging"]
+
+
+def _an_address_of_this_machine_not_loopback() -> str:
+    """The address this machine would send from (a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            pytest.skip("this machine has no route off loopback")
+        address = probe.getsockname()[0]
+    if ipaddress.ip_address(address).is_loopback:
+        pytest.skip("this machine has no address but loopback")
+    return address
+
+
+def test_two_environments_checking_one_port_on_another_address_of_this_machine_are_refused(tmp_path: Path) -> None:
+    """Compose environments publish on Docker's bridge address (172.17.0.1) for the platform's run
+    containers: not loopback, but this machine's all the same."""
+    mine = _an_address_of_this_machine_not_loopback()
+    provider = "http://127.0.0.1:11434/v1/models"
+    path = _no_process_ports(tmp_path, f"http://{mine}:8000/health", "http://127.0.0.1:8000/h", provider)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == "environments.staging.verify.health_urls[0]"
+    assert "calls port 8000, as development's verify.health_urls[0] does" in info.value.reason
+    # An address of no interface here (TEST-NET-2) is another machine's.
+    path = _no_process_ports(tmp_path, "http://198.51.100.254:8000/health", "http://127.0.0.1:8000/h", provider)
+    assert list(load_settings(path).environments) == ["development", "staging"]
 
 
 def test_two_compose_environments_in_one_project_are_refused(tmp_path: Path) -> None:
