@@ -51,7 +51,7 @@ class OpsSettings(ConfigurableResource):
 
     @contextmanager
     def yield_for_execution(self, context: InitResourceContext) -> Iterator["OpsSettings"]:
-        self._run_id = context.run_id or ""  # named in the run's SSH connection's socket folder
+        self._run_id = context.run.run_id if context.run is not None else ""  # named in its SSH socket folder
         try:
             yield self
         finally:

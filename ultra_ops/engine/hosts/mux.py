@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import IO
 
 from ultra_ops.engine import shell
-from ultra_ops.engine.hosts.ssh import HostError, HostSetupError, HostUnreachable, SshHost, classify, share
+from ultra_ops.engine.hosts.ssh import HostError, HostSetupError, HostUnreachable, SshHost, classify, share, unshare
 
 _READY = b"ultra-ops-master-ready"
 # An -O request (forward, cancel, exit) is answered by the master on this machine, in milliseconds.
@@ -186,7 +186,7 @@ class Master:
 
     def close(self) -> None:
         """Unregister, ask the master to exit, kill its group and remove its folder; twice is fine."""
-        share(self.host.environment, self.host.settings, None)
+        unshare(self.host.environment, self.host.settings, self)
         with self._mu:
             proc, self._proc = self._proc, None
             if self._ended is None:

@@ -206,13 +206,17 @@ _SHARED: dict[tuple[str, HostSettings], SharedConnection] = {}
 _SHARED_MU = threading.Lock()
 
 
-def share(environment: str, settings: HostSettings, master: SharedConnection | None) -> None:
-    """Make `master` the connection that commands to `environment`'s host use (None: none again)."""
+def share(environment: str, settings: HostSettings, master: SharedConnection) -> None:
+    """Make `master` the connection that commands to `environment`'s host use."""
     with _SHARED_MU:
-        if master is None:
-            _SHARED.pop((environment, settings), None)
-        else:
-            _SHARED[(environment, settings)] = master
+        _SHARED[(environment, settings)] = master
+
+
+def unshare(environment: str, settings: HostSettings, master: SharedConnection) -> None:
+    """Commands to `environment`'s host no longer use `master` (left as is if another has replaced it)."""
+    with _SHARED_MU:
+        if _SHARED.get((environment, settings)) is master:
+            del _SHARED[(environment, settings)]
 
 
 def shared(environment: str, settings: HostSettings) -> SharedConnection | None:
