@@ -185,6 +185,11 @@ def classify(stderr: str, returncode: int, where: str, settings: HostSettings) -
     return None
 
 
+# A connection of its own. (A master connection from the operator's ssh_config would bypass the
+# options here.)
+_OWN_CONNECTION = {"ControlMaster": "no", "ControlPath": "none"}
+
+
 class SharedConnection(Protocol):
     """The run's master connection to a host, as the commands that share it see it (mux.Master)."""
 
@@ -273,8 +278,7 @@ class SshHost:
         (mux.py), else a connection of its own."""
         master = self.master
         if master is None:
-            # A master connection from the operator's ssh_config would bypass these options.
-            control = {"ControlMaster": "no", "ControlPath": "none"}
+            control = _OWN_CONNECTION
         else:
             control = {
                 "ControlMaster": "no",
@@ -317,7 +321,11 @@ class SshHost:
 
     def prefix(self, extra: Sequence[str] = ()) -> list[str]:
         """`ssh <options> <extra> -- <address>`: what a remote command string is appended to
-        (`extra`: options of this connection alone, e.g. a reverse forward)."""
+        (`extra`: options of this connection alone, e.g. a reverse forward; such a command connects
+        on its own, as a forward asked by a session on the master would stay on it after the
+        session, until the run ends)."""
+        if extra:
+            return ["ssh", *self.connection_options(_OWN_CONNECTION), *extra, "--", self.settings.address]
         return ["ssh", *self.options(), *extra, "--", self.settings.address]
 
     @staticmethod

@@ -42,6 +42,10 @@ def test_commands_are_sessions_on_the_runs_master_while_it_is_registered() -> No
         assert options(SshHost("production", SETTINGS).argv(["true"]))["ControlPath"] == "none"
         lock_host = SshHost("staging", SETTINGS, own_connection=True)
         assert options(lock_host.argv(["true"]))["ControlPath"] == "none"
+        # A command with a forward of its own: on its own connection, or the forward would stay
+        # on the master after it.
+        reverse = host.argv(["docker", "pull", "x"], extra=["-R", "127.0.0.1:5000:127.0.0.1:5000"])
+        assert options(reverse)["ControlPath"] == "none" and "ProxyCommand" not in options(reverse)
         # Unregistering another master leaves this one.
         unshare("staging", SETTINGS, mux.Master(host))
         assert options(host.argv(["true"]))["ControlPath"] == "/tmp/uo-run-x/s"
