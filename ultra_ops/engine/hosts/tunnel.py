@@ -29,6 +29,7 @@ from ultra_ops.engine.hosts.ssh import HostError, HostSetupError, HostUnreachabl
 
 _READY = b"ultra-ops-tunnel-ready"
 _ATTEMPTS = 5  # a local port taken between choosing and binding it: another one
+_FREE_S = 2.0  # how long a closed tunnel's killed ssh may take to free its port
 
 
 class Tunnel:
@@ -131,17 +132,37 @@ class Tunnel:
             master.control("cancel", "-L", spec)  # a master gone has freed the port already
         proc, self._proc = self._proc, None
         if proc is not None:
-            # Killed at once, not asked: the port is free when close returns.
+            # Killed at once, not asked; then until its port is free (a busy machine can take a
+            # moment to end a killed ssh, which this process cannot wait for: the watchdog's child).
             shell.end(proc, 0)
             for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
                     stream.close()
+            if self.local_port is not None:
+                _wait_free(self.local_port, _FREE_S)
 
     def __enter__(self) -> Tunnel:
         return self if self.alive() else self.open()
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _wait_free(port: int, within: float) -> bool:
+    """Until nothing listens on 127.0.0.1:`port` (binding it, not connecting: nothing reaches the
+    other end), at most `within` s; whether it is free."""
+    deadline = time.monotonic() + within
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a connection in TIME_WAIT is no listener
+            try:
+                s.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
 
 
 def _free_port() -> int:
