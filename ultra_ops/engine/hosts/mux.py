@@ -60,6 +60,7 @@ _SOCKET = "s"
 # An empty run folder this old is a killed run's (a run's master makes its socket within its
 # connect timeout of making the folder).
 _ABANDONED_S = 600
+_UNSAFE = re.compile(r"[%~\s\"']")
 
 
 class Master:
@@ -234,6 +235,8 @@ def runtime_base() -> Path:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     for candidate in (xdg, tempfile.gettempdir(), "/tmp"):
         if not candidate or len(candidate) + len(f"/{_PREFIX}12345678-12345678/{_SOCKET}") > _SOCKET_PATH_MAX:
+            continue
+        if _UNSAFE.search(candidate):  # ssh expands % and ~ in ControlPath, and splits it at blanks
             continue
         try:
             st = os.stat(candidate)

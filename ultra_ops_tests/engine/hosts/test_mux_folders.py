@@ -96,6 +96,12 @@ def test_a_runtime_dir_that_is_not_private_is_not_used(monkeypatch: pytest.Monke
         assert mux.runtime_base() == shared
         monkeypatch.setenv("XDG_RUNTIME_DIR", "/tmp/" + "x" * 90)  # too long for a socket path
         assert mux.runtime_base() != Path(os.environ["XDG_RUNTIME_DIR"])
+        odd = Path(tempfile.mkdtemp(prefix="uo%x ", dir="/tmp"))  # ssh would expand or split it
+        try:
+            monkeypatch.setenv("XDG_RUNTIME_DIR", str(odd))
+            assert mux.runtime_base() != odd
+        finally:
+            odd.rmdir()
     finally:
         shared.rmdir()
 
