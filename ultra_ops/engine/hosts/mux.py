@@ -160,10 +160,12 @@ class Master:
     def _said(self) -> str:
         """The master's stderr so far. Read at an offset (pread): the master shares the file's
         position, and moving it would make the master's next line overwrite an earlier one."""
-        if self._errors is None:
+        errors = self._errors
+        try:
+            fd = errors.fileno() if errors is not None else -1
+            return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace") if fd >= 0 else ""
+        except (OSError, ValueError):  # closed meanwhile (the run ending in another thread)
             return ""
-        fd = self._errors.fileno()
-        return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
 
     def control(self, *request: str) -> str | None:
         """Ask the master (`forward`, `cancel`, `exit` with their arguments); None when it did,
