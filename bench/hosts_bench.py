@@ -234,8 +234,9 @@ def part_deploy(bench: Bench, built: str, runs: int) -> None:
     counted: list[int] = []
 
     def over_ssh(i: int) -> float:
+        tag = version(i)  # before counting: tagging it on the host is an ssh connection of the bench's
         before = bench.connections()
-        elapsed = timed(bench.here("deploy", "--tag", version(i), "--skip-tests", "--skip-build"), env=bench.here_env())
+        elapsed = timed(bench.here("deploy", "--tag", tag, "--skip-tests", "--skip-build"), env=bench.here_env())
         counted.append(bench.connections() - before)
         return elapsed
 

@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ultra_ops.engine.errors import CommandFailed
 
@@ -269,20 +269,28 @@ def start(
     environment: Environment | None = None,
     env: Mapping[str, str] | None = None,
     error: type[Exception] = CommandFailed,
+    die_with_parent: bool = False,
+    stderr: IO[bytes] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a command that lives beside ultra_ops and talks over pipes (stdin, stdout and stderr,
     binary and unbuffered): a session such as the environment lock's on its host. It leads its own
     process group (a Ctrl-C at the terminal reaches ultra_ops, which ends it in order) and its
-    environment is child_env's. The caller bounds every wait on it and ends it with `end`."""
+    environment is child_env's. The caller bounds every wait on it and ends it with `end`.
+    `die_with_parent`: it runs under the watchdog, whose stdin is the returned process's stdin (the
+    command itself reads nothing): its group is killed when that pipe is closed, by `end` or by our
+    death, even by SIGKILL (an ssh tunnel or master that must not outlive its run). `stderr`: a file
+    its stderr goes to instead of a pipe (a long-lived command nobody reads while it runs)."""
     name = Path(args[0]).name
     try:
         return subprocess.Popen(
-            list(args),
+            watched(args) if die_with_parent else list(args),
             env=child_env(environment, env),
             close_fds=True,
+            # A pipe from subprocess is close-on-exec: only this process holds its writing end,
+            # which is what the watchdog needs.
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr if stderr is not None else subprocess.PIPE,
             bufsize=0,
             process_group=0,
             umask=0o077,
@@ -294,7 +302,8 @@ def start(
 
 
 def end(proc: subprocess.Popen, timeout: float) -> int:
-    """Wait up to `timeout` seconds for a started command to exit, then kill its group; its exit code."""
+    """Wait up to `timeout` seconds for a started command to exit, then kill its group; its exit code.
+    (A watched command ends as soon as its stdin is closed: close it first, then `end` reaps it.)"""
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

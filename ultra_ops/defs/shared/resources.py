@@ -20,10 +20,10 @@ from ultra_ops.engine.settings import Environment, Settings, load_settings
 
 @dataclasses.dataclass(frozen=True)
 class RunSettings(Settings):
-    """The run's config, and how the run reaches its environments: the tunnels to a hosted
-    environment's loopback ports (engine/hosts/reach.py), opened by the first step that uses that
-    environment and kept for the run's later steps (the in-process executor runs them all here),
-    closed when the run ends."""
+    """The run's config, and how the run reaches its environments: the connection to a hosted
+    environment's host and the tunnels to its loopback ports (engine/hosts/reach.py), opened by the
+    first step that uses that environment and kept for the run's later steps (the in-process
+    executor runs them all here), closed when the run ends."""
 
     reaches: Reaches = dataclasses.field(default_factory=Reaches, compare=False, repr=False)
 
@@ -47,9 +47,11 @@ class OpsSettings(ConfigurableResource):
     )
 
     _loaded: RunSettings | None = PrivateAttr(default=None)
+    _run_id: str = PrivateAttr(default="")
 
     @contextmanager
     def yield_for_execution(self, context: InitResourceContext) -> Iterator["OpsSettings"]:
+        self._run_id = context.run.run_id if context.run is not None else ""  # named in its SSH socket folder
         try:
             yield self
         finally:
@@ -60,7 +62,7 @@ class OpsSettings(ConfigurableResource):
         if self._loaded is None:
             loaded = load_settings(self.config_path or None)
             fields = {f.name: getattr(loaded, f.name) for f in dataclasses.fields(Settings)}
-            self._loaded = RunSettings(**fields)
+            self._loaded = RunSettings(**fields, reaches=Reaches(run=self._run_id))
         return self._loaded
 
 

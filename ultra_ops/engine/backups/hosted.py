@@ -35,7 +35,7 @@ from ultra_ops.engine.backups.store import BackupInfo
 from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.errors import BackupError, CommandFailed
 from ultra_ops.engine.files import fsync_dir
-from ultra_ops.engine.hosts.ssh import HostUnreachable, SshHost, classify
+from ultra_ops.engine.hosts.ssh import HostUnreachable, SshHost
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment
 
@@ -136,7 +136,7 @@ class HostedDatabase:
             raise BackupError(self.redact(f"{what} on {self.host.where}: {exc}")) from None
         for found in _VERSION.finditer(proc.stderr):
             self.versions[found.group(1)] = found.group(0).strip()
-        failure = classify(proc.stderr, proc.returncode, self.host.where, self.host.settings)
+        failure = self.host.failure(proc.stderr, proc.returncode)
         if proc.returncode == NO_CONTAINER_EXIT:
             raise BackupError(
                 f"{self.env.name}: no running {DATABASE_SERVICE} service in compose project {self.project} "

@@ -35,6 +35,13 @@ A refused operation reads the holder's record in the same ssh command that tried
 bounded round trip): whose record it is is told from the kernel's table of flocks (/proc/locks: the
 flock process that holds the lock, whose pid the holder writes into its record), so a record left by
 a holder that was killed is never taken for the new holder's.
+
+The session has an SSH connection of its own, never a session on the run's master (mux.py), which
+the run's other commands share. Its heartbeats must not wait behind another session's data: on one
+TCP connection, an echo queues behind whatever the host is sending at the time (a dump streamed
+back on a slow link, megabytes of send buffer), and a late echo counts the lock lost mid-operation.
+And the lock then ends only with its own session, whatever order a run's scopes close in. It costs
+one connection per run (about 0.3 s).
 """
 
 from __future__ import annotations
@@ -229,7 +236,7 @@ class HostLock:
 
     def __init__(self, env: Environment, *, redact: Redactor | None = None) -> None:
         self.env = env
-        self.host = SshHost.for_environment(env, redact=redact)
+        self.host = SshHost.for_environment(env, redact=redact, own_connection=True)
         self.dir = lock_dir(env)
         self._proc: subprocess.Popen[bytes] | None = None
         self._mu = threading.Lock()

@@ -7,10 +7,13 @@ each such port is reached through an SSH tunnel ultra_ops opens itself (tunnel.p
 Environment handed to the engine has those addresses rewritten to the tunnels' local ports. Any
 other address (the host's own name, a published port, a managed database) is reached directly.
 
-`Reach` owns the tunnels of one environment for one run (or one command): opened once, closed
-after. A tunnel that ends while in use (a cut network: ssh's keepalives end it within about 6 s)
-makes the next client see a refused or closed connection; `failures()` turns what fails then into
-HostUnreachable naming the host and the tunnel, and `check()` refuses to start a step on a dead one.
+`Reach` is the scope of one environment's host for one run (or one command): it opens the run's
+connection to the host (mux.py's master: every command to the host is a session on it while the
+reach is open) and the tunnels (forwards on that master), once, and closes them after. A tunnel
+that ends while in use (a cut network: the master's keepalives end it within about 6 s) makes the
+next client see a refused or closed connection; `failures()` turns what fails then into
+HostUnreachable naming the host and the tunnel, and `check()` refuses to start a step on a dead one
+(or once the run's connection has ended).
 Passwords never go near ssh: the tunnel forwards ports, the clients authenticate through it.
 """
 
@@ -26,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from ultra_ops.engine.errors import UltraOpsError
+from ultra_ops.engine.hosts.mux import Master
 from ultra_ops.engine.hosts.names import LOCAL
 from ultra_ops.engine.hosts.ssh import HostError, HostUnreachable, SshHost
 from ultra_ops.engine.hosts.tunnel import Tunnel
@@ -133,11 +137,16 @@ def rewritten(env: Environment, ports: dict[int, int]) -> Environment:
 class Reach:
     """One environment's tunnels for one run: `environment` is the Environment to run with."""
 
-    def __init__(self, env: Environment, *, redact: Redactor | None = None, log: Log | None = None) -> None:
+    def __init__(
+        self, env: Environment, *, redact: Redactor | None = None, log: Log | None = None, run: str = ""
+    ) -> None:
+        """`run`: the run's id, named in its master's socket folder."""
         self.configured = env
         self.redact = redact or Redactor.for_environment(env)
         self.log = log or NullLog()
+        self.run = run
         self.host = SshHost.for_environment(env, redact=self.redact) if env.host is not None else None
+        self.master: Master | None = None
         self.tunnels: dict[int, Tunnel] = {}  # host port -> its tunnel
         self._named = loopback_ports(env) if env.host is not None else {}
         self._environment: Environment | None = None if env.host is not None else env
@@ -156,6 +165,9 @@ class Reach:
         if self._environment is not None:
             return self
         assert self.host is not None
+        if self.master is None:
+            # First: the tunnels below are forwards on it, and every command after a session on it.
+            self.master = Master(self.host, run=self.run).open()
         tunnels = {port: Tunnel(self.host, port) for port in self._named}
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=max(1, len(tunnels))) as pool:
@@ -167,6 +179,7 @@ class Reach:
         if errors:
             for t in tunnels.values():
                 t.close()
+            self._close_master()
             raise errors[0]
         self.tunnels = tunnels
         local = {port: t.local_port for port, t in tunnels.items() if t.local_port is not None}
@@ -180,16 +193,32 @@ class Reach:
         """Host ports whose tunnel has ended (ssh exited: a cut network, a restarted sshd)."""
         return [port for port, t in self.tunnels.items() if not t.alive()]
 
+    def master_lost(self) -> str | None:
+        """Why the run's connection to the host ended while the reach is open, or None."""
+        if self.master is None or self._environment is None:
+            return None
+        said = self.master.ended()
+        if said is None:
+            return None
+        error = self.host.failure(said, 255) if self.host is not None else None
+        return error.reason if error is not None else said
+
     def lost(self, failed: BaseException | None = None) -> HostUnreachable | None:
         """The error a dead tunnel stands for, or None while all are open. `failed`: the error it
         stands in for; an error of ultra_ops's own keeps its message after the cause (what the
         operation left, what to run), a client's bare error does not."""
         dead = self.dead()
-        if not dead or self.host is None:
+        if self.host is None:
             return None
-        shown = ", ".join(f"{port} ({self._named[port]})" for port in dead)
         # On one line: a database client's message spans several.
         then = f"; then: {' '.join(str(failed).split())}" if isinstance(failed, UltraOpsError) else ""
+        if not dead:
+            # No tunnel to lose, but the run's connection itself ended: every command fails on it.
+            gone = self.master_lost()
+            if gone is None:
+                return None
+            return HostUnreachable(self.host.where, f"{gone}{then}")
+        shown = ", ".join(f"{port} ({self._named[port]})" for port in dead)
         return HostUnreachable(
             self.host.where,
             f"the SSH tunnel to its port {shown} closed: the connection to the host was lost (a cut network, "
@@ -222,8 +251,14 @@ class Reach:
         tunnels, self.tunnels = self.tunnels, {}
         for t in tunnels.values():
             t.close()
+        self._close_master()
         if self.configured.host is not None:
             self._environment = None
+
+    def _close_master(self) -> None:
+        master, self.master = self.master, None
+        if master is not None:
+            master.close()
 
     def __enter__(self) -> Environment:
         try:
@@ -252,7 +287,8 @@ def reach(env: Environment, *, redact: Redactor | None = None, log: Log | None =
 class Reaches:
     """The reaches of one run, one per environment, opened on first use and closed together."""
 
-    def __init__(self) -> None:
+    def __init__(self, run: str = "") -> None:
+        self.run = run  # the run's id, named in its masters' socket folders
         self._by_name: dict[str, Reach] = {}
 
     def get(self, env: Environment, *, redact: Redactor | None = None, log: Log | None = None) -> Reach:
@@ -260,7 +296,7 @@ class Reaches:
         if current is None or current.configured != env:
             if current is not None:
                 current.close()
-            current = self._by_name[env.name] = Reach(env, redact=redact, log=log)
+            current = self._by_name[env.name] = Reach(env, redact=redact, log=log, run=self.run)
         return current
 
     def close(self) -> None:

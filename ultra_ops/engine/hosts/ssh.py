@@ -11,6 +11,11 @@ back into the same list); never a string built from raw input. A failure is one 
 whose one-line message names the environment and the host and says what went wrong; never key
 material (ssh does not print it) and, through the caller's redactor, no secret of the remote
 command's output.
+
+Within a run, the commands to a host share one authenticated connection: the run's master
+(mux.py), each command a session on it (a round trip instead of a key exchange). `options` names
+the master's socket while one is registered here for the environment's host, and otherwise makes
+each command connect on its own, as a one-off command (a probe, `status`) does.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ultra_ops.engine import shell
 from ultra_ops.engine.errors import CommandFailed, OperationError
@@ -99,9 +105,27 @@ class RemoteCommandTimeout(HostError):
     """The command did not finish within its time on the host (the ssh client was stopped)."""
 
 
+# What a session on the run's master (mux.py) prints when the master has gone: its socket refused or
+# missing, the master ending mid-request, or the guard below that stops ssh's silent fallback to a
+# connection of its own. (A session whose master ends while it runs prints nothing: SshHost.failure
+# asks the master then.)
+MASTER_GONE_MARK = "ultra-ops: the shared connection to the host has ended"  # no quote: it goes through sh -c
+_MASTER_GONE = re.compile(
+    re.escape(MASTER_GONE_MARK) + r"|mux_client_|muxclient:|Control socket connect|master hello exchange failed"
+)
+
+# The master is up, but sshd refused the session (more sessions than its MaxSessions).
+_SESSION_REFUSED = re.compile(r"open failed|refused by peer|administratively prohibited", re.I)
+
 # (class, pattern in ssh's stderr, reason); the first that matches wins, so the changed key comes
-# before the generic "Host key verification failed".
+# before the generic "Host key verification failed", and a gone master before all (a stale socket's
+# "Connection refused" is not the host's).
 _FAILURES: tuple[tuple[type[HostError], re.Pattern[str], str], ...] = (
+    (
+        HostUnreachable,
+        _MASTER_GONE,
+        "the run's shared connection to it has ended (a cut network or sshd restarted); nothing more was sent",
+    ),
     (
         HostKeyChanged,
         re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key for .* has changed", re.I),
@@ -161,6 +185,50 @@ def classify(stderr: str, returncode: int, where: str, settings: HostSettings) -
     return None
 
 
+# A connection of its own. (A master connection from the operator's ssh_config would bypass the
+# options here.)
+_OWN_CONNECTION = {"ControlMaster": "no", "ControlPath": "none"}
+
+
+class SharedConnection(Protocol):
+    """The run's master connection to a host, as the commands that share it see it (mux.Master)."""
+
+    socket: Path
+
+    def ended(self, within: float = 0.0) -> str | None:
+        """What ssh said when the master ended (its stderr), or None while it is up (waiting up to
+        `within` s for it to end)."""
+        ...
+
+    def control(self, *request: str) -> str | None:
+        """Ask the master (`forward -L SPEC`, `cancel -L SPEC`, `exit`): None when it did, else why not."""
+        ...
+
+
+# The masters open in this process: (environment, host settings) -> its master. Registered by
+# mux.Master while it is up; a command built meanwhile for that environment's host is a session on it.
+_SHARED: dict[tuple[str, HostSettings], SharedConnection] = {}
+_SHARED_MU = threading.Lock()
+
+
+def share(environment: str, settings: HostSettings, master: SharedConnection) -> None:
+    """Make `master` the connection that commands to `environment`'s host use."""
+    with _SHARED_MU:
+        _SHARED[(environment, settings)] = master
+
+
+def unshare(environment: str, settings: HostSettings, master: SharedConnection) -> None:
+    """Commands to `environment`'s host no longer use `master` (left as is if another has replaced it)."""
+    with _SHARED_MU:
+        if _SHARED.get((environment, settings)) is master:
+            del _SHARED[(environment, settings)]
+
+
+def shared(environment: str, settings: HostSettings) -> SharedConnection | None:
+    with _SHARED_MU:
+        return _SHARED.get((environment, settings))
+
+
 @dataclass(frozen=True)
 class Probe:
     """Whether the host answers: over ssh, and its Docker engine."""
@@ -174,24 +242,58 @@ class SshHost:
     """An environment's host: the ssh argument lists that reach it and the runner that uses them."""
 
     def __init__(
-        self, environment: str, settings: HostSettings, *, redact: Redactor | Callable[[str], str] | None = None
+        self,
+        environment: str,
+        settings: HostSettings,
+        *,
+        redact: Redactor | Callable[[str], str] | None = None,
+        own_connection: bool = False,
     ) -> None:
+        """`own_connection`: every command connects on its own, never as a session on the run's
+        master (the lock's session: lock.py says why)."""
         self.environment = environment
         self.settings = settings
         self._redact = redact
+        self.own_connection = own_connection
 
     @classmethod
-    def for_environment(cls, env: Environment, *, redact: Redactor | Callable[[str], str] | None = None) -> SshHost:
+    def for_environment(
+        cls, env: Environment, *, redact: Redactor | Callable[[str], str] | None = None, own_connection: bool = False
+    ) -> SshHost:
         if env.host is None:
             raise ValueError(f"environment {env.name} has no host: it runs on this machine")
-        return cls(env.name, env.host, redact=redact)
+        return cls(env.name, env.host, redact=redact, own_connection=own_connection)
+
+    @property
+    def master(self) -> SharedConnection | None:
+        """The run's master that this host's commands are sessions on, if one is up."""
+        return None if self.own_connection else shared(self.environment, self.settings)
 
     @property
     def where(self) -> str:
         return f"{self.environment}'s host {self.settings.describe()}"
 
     def options(self) -> list[str]:
-        """ssh's options for this host: what every connection to it is made with."""
+        """ssh's options for a command to this host: a session on the run's master while one is up
+        (mux.py), else a connection of its own."""
+        master = self.master
+        if master is None:
+            control = _OWN_CONNECTION
+        else:
+            control = {
+                "ControlMaster": "no",
+                "ControlPath": str(master.socket),
+                # ssh falls back to a connection of its own when the master's socket is gone or
+                # refuses: a master ended by a cut network would be silently replaced mid-operation
+                # (after a 5 s connect timeout, by a connection without the run's scope). This
+                # proxy, used only by that fallback, fails it at once with a line classify reads.
+                "ProxyCommand": f'sh -c "echo {MASTER_GONE_MARK} >&2; exit 1"',
+            }
+        return self.connection_options(control)
+
+    def connection_options(self, control: Mapping[str, str]) -> list[str]:
+        """What every connection to this host is made with, and `control` (how it uses a master:
+        ssh keeps an option's first value, so these come before any other)."""
         s = self.settings
         opts = {
             "BatchMode": "yes",
@@ -205,9 +307,7 @@ class SshHost:
             "ConnectTimeout": str(max(1, round(s.connect_timeout_s))),
             "ServerAliveInterval": str(SERVER_ALIVE_INTERVAL_S),
             "ServerAliveCountMax": str(SERVER_ALIVE_COUNT_MAX),
-            # A master connection from the operator's ssh_config would bypass these options.
-            "ControlMaster": "no",
-            "ControlPath": "none",
+            **control,
             # INFO (ssh's default), not ERROR: a lost connection ("Timeout, server ... not
             # responding") is only said at INFO, and without it the failure reads as the command's.
             "LogLevel": "INFO",
@@ -221,7 +321,11 @@ class SshHost:
 
     def prefix(self, extra: Sequence[str] = ()) -> list[str]:
         """`ssh <options> <extra> -- <address>`: what a remote command string is appended to
-        (`extra`: options of this connection alone, e.g. a reverse forward)."""
+        (`extra`: options of this connection alone, e.g. a reverse forward; such a command connects
+        on its own, as a forward asked by a session on the master would stay on it after the
+        session, until the run ends)."""
+        if extra:
+            return ["ssh", *self.connection_options(_OWN_CONNECTION), *extra, "--", self.settings.address]
         return ["ssh", *self.options(), *extra, "--", self.settings.address]
 
     @staticmethod
@@ -290,7 +394,7 @@ class SshHost:
                 # The stream from here broke, not ssh: the command here said why.
                 raise HostError(self.where, self.redact(f"{remote[0]} got a broken stream: {exc}")) from None
             raise HostSetupError(self.where, self.redact(str(exc))) from None
-        failure = classify(proc.stderr, proc.returncode, self.where, self.settings)
+        failure = self.failure(proc.stderr, proc.returncode)
         if failure is not None:
             raise failure
         if check and proc.returncode != 0:
@@ -310,6 +414,35 @@ class SshHost:
                 self.redact(proc.stderr),
             )
         return proc
+
+    def failure(self, stderr: str, returncode: int) -> HostError | None:
+        """classify() for a command to this host, which may have been a session on the run's master:
+        one that exits 255 with nothing of ssh's said, because its master ended while it ran (ssh
+        prints nothing then), is the master's failure: HostUnreachable, with the master's own
+        reason when it gave one (no answer to its keepalives); else the remote command's 255."""
+        failure = classify(stderr, returncode, self.where, self.settings)
+        master = self.master
+        if master is None or returncode != SSH_FAILED:
+            return failure
+        gone = _MASTER_GONE.search(stderr) is not None
+        if failure is None or gone:
+            # A session said the master went (it may still be on its way out: a moment for it), or
+            # one ended without a word: the master's end, or else the remote command's own 255.
+            said = master.ended(within=1.0 if gone else 0.0)
+            if said is None and _SESSION_REFUSED.search(stderr):
+                return HostError(
+                    self.where,
+                    "it refused one more session on the run's shared connection (sshd's MaxSessions, 10 by "
+                    "default, is too low for ultra_ops's commands at once: raise it)",
+                )
+            if said is None:
+                return failure
+            why = classify(said, SSH_FAILED, self.where, self.settings)
+            if isinstance(why, HostUnreachable):
+                return HostUnreachable(self.where, f"the run's shared connection to it ended: {why.reason}")
+            tail = self.redact(" | ".join(said.strip().splitlines()[-2:])) or "ssh said nothing"
+            return HostUnreachable(self.where, f"the run's shared connection to it ended ({tail})")
+        return failure
 
     def probe(self, timeout: float | None = None) -> Probe:
         """Does the host answer, and its Docker engine? Bounded: connect timeout plus a few seconds."""
