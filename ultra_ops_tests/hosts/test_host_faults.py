@@ -36,6 +36,8 @@ from ultra_ops_tests.support.hosts import HostFleet, TestHost, host_config, host
 
 pytestmark = pytest.mark.docker
 
+STORES = ("ultra-local/postgres:15", "ultra-local/redis:7")
+
 
 @pytest.fixture(scope="module")
 def shared_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFleet]:
@@ -51,7 +53,8 @@ def shared_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFleet
 
 @pytest.fixture(scope="module")
 def shared_host(shared_fleet: HostFleet) -> TestHost:
-    return shared_fleet.add()[0]
+    """The module's host, the stores' images in its engine from its start (for `deployed`)."""
+    return shared_fleet.add(images=STORES)[0]
 
 
 def _cli_env(dagster_home: Path) -> dict[str, str]:
@@ -180,8 +183,6 @@ def test_a_full_disk_on_the_host(shared_host: TestHost, tmp_path: Path, dagster_
 
 # -- a deployed environment on its host: the cuts and the engine restart --------------------------
 
-STORES = ("ultra-local/postgres:15", "ultra-local/redis:7")
-
 
 @dataclass
 class Deployed:
@@ -261,8 +262,6 @@ def deployed(shared_host: TestHost, tmp_path_factory: pytest.TempPathFactory) ->
     folder = tmp_path_factory.mktemp("deployed")
     home = folder / "dagster_home"
     home.mkdir()
-    for image in STORES:
-        shared_host.load_image(image)
     env = compose_environment(folder, host=host_table(shared_host))
     d = Deployed(env, shared_host, home)
     try:
