@@ -13,7 +13,8 @@ gets a new one; it is made under a lock of this machine (the xdist workers start
 complete by a file written last: a seed whose maker was killed has none and is made again. Seeds
 are a cache of the machine kept between runs (labelled SEED_LABEL, not with a fleet: the fleets'
 sweep leaves them); making one removes the seeds of the same images made of other ids, unless in use.
-`remove_seeds` takes them all away.
+To take them all away: `docker volume rm $(docker volume ls -q --filter label=org.ultra-ops.test-hosts.seed)`
+(the next host that needs one makes it again).
 """
 
 from __future__ import annotations
@@ -73,13 +74,6 @@ def fill_volume(seed: str, volume: str, host_image: str, *, name: str, labels: l
         timeout=_LOAD_S,
         check=True,
     )
-
-
-def remove_seeds() -> None:
-    """Every seed on this machine that no container uses (the next host that needs one makes it)."""
-    names = docker("volume", "ls", "-q", "--filter", f"label={SEED_LABEL}").stdout.split()
-    if names:
-        docker("volume", "rm", *names)
 
 
 def _image_id(image: str) -> str:
