@@ -26,6 +26,8 @@ def fleet(tmp_path: Path) -> Iterator[HostFleet]:
 
 
 @pytest.fixture
-def host(fleet: HostFleet) -> TestHost:
-    """One host answering ssh, its key in the fleet's known_hosts."""
-    return fleet.add()[0]
+def host(fleet: HostFleet, request: pytest.FixtureRequest) -> TestHost:
+    """One host answering ssh, its key in the fleet's known_hosts; with the test's (or module's)
+    `@pytest.mark.host_images(IMAGE, ...)`, those images already in its engine."""
+    marker = request.node.get_closest_marker("host_images")
+    return fleet.add(images=tuple(marker.args) if marker else ())[0]

@@ -34,7 +34,7 @@ from ultra_ops.engine.settings import Environment, load_settings
 from ultra_ops_tests.support.cli import run_cli
 from ultra_ops_tests.support.hosts import TestHost, host_config
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.host_images("ultra-local/postgres:15")]
 
 PASSWORD = "pg-Pa55word-not-for-logs"
 COMPOSE = """\
@@ -55,11 +55,11 @@ volumes:
 
 
 def _hosted_environment(tmp_path: Path, host: TestHost, *, loopback: bool = False) -> Environment:
-    """staging on `host`: its PostgreSQL in the compose project there, reached on the host's
+    """staging on `host` (ultra-local/postgres:15 in its engine from its start: the module's
+    host_images): its PostgreSQL in the compose project there, reached on the host's
     published port (or, `loopback`, published on the host's loopback only and configured as
     127.0.0.1: reached through tunnels, engine/hosts/reach.py), the password in the env file
     (password_key), as a compose environment keeps it. Returns the environment as configured."""
-    host.load_image("ultra-local/postgres:15")
     compose = COMPOSE.replace('["5432:5432"]', '["127.0.0.1:5432:5432"]') if loopback else COMPOSE
     config = host_config(
         tmp_path, host, compose=compose, env_file=f"ULTRA_VERSION=v1.0.0\nPOSTGRES_PASSWORD={PASSWORD}\n"

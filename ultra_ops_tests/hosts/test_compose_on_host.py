@@ -32,8 +32,8 @@ services:
 """
 
 
+@pytest.mark.host_images("ultra-local/python:3.11")
 def test_up_status_and_down_on_the_host(host: TestHost, tmp_path: Path) -> None:
-    host.load_image("ultra-local/python:3.11")
     config = host_config(tmp_path, host, compose=COMPOSE, env_file=f"ULTRA_VERSION=v1.0.0\nWEB_PASSWORD={SECRET}\n")
     env = load_settings(config).environment("staging")
     runtime = get_runtime(env)

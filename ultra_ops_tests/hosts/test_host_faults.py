@@ -36,6 +36,8 @@ from ultra_ops_tests.support.hosts import HostFleet, TestHost, host_config, host
 
 pytestmark = pytest.mark.docker
 
+STORES = ("ultra-local/postgres:15", "ultra-local/redis:7")
+
 
 @pytest.fixture(scope="module")
 def shared_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFleet]:
@@ -51,7 +53,8 @@ def shared_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFleet
 
 @pytest.fixture(scope="module")
 def shared_host(shared_fleet: HostFleet) -> TestHost:
-    return shared_fleet.add()[0]
+    """The module's host, the stores' images in its engine from its start (for `deployed`)."""
+    return shared_fleet.add(images=STORES)[0]
 
 
 def _cli_env(dagster_home: Path) -> dict[str, str]:
@@ -180,8 +183,6 @@ def test_a_full_disk_on_the_host(shared_host: TestHost, tmp_path: Path, dagster_
 
 # -- a deployed environment on its host: the cuts and the engine restart --------------------------
 
-STORES = ("ultra-local/postgres:15", "ultra-local/redis:7")
-
 
 @dataclass
 class Deployed:
@@ -191,8 +192,11 @@ class Deployed:
     env: ComposeEnvironment
     host: TestHost
     home: Path
+    # The version consistent() found, while no command has run since: what the next test starts from.
+    checked: str | None = None
 
     def cli(self, *argv: str, timeout: float = 400, **env: str) -> tuple[int, str]:
+        self.checked = None
         proc = run_cli(
             *argv,
             config=self.env.config,
@@ -203,6 +207,7 @@ class Deployed:
         return proc.returncode, proc.stdout + proc.stderr
 
     def start(self, *argv: str, **env: str) -> subprocess.Popen:
+        self.checked = None
         return start_cli(
             *argv, config=self.env.config, environment=self.env.environment, env={**_cli_env(self.home), **env}
         )
@@ -247,7 +252,13 @@ class Deployed:
         assert version is not None and self.serves() == version
         code, out = self.cli("verify")
         assert code == 0, out
+        self.checked = version
         return version
+
+    def found_consistent(self) -> str:
+        """consistent(), unless it passed last and no command ran since (the previous test ended
+        with it): the version the environment serves whole, as a test starts from it."""
+        return self.checked or self.consistent()
 
 
 def run_cli_plain(d: Deployed, *argv: str) -> tuple[int, str]:
@@ -261,8 +272,6 @@ def deployed(shared_host: TestHost, tmp_path_factory: pytest.TempPathFactory) ->
     folder = tmp_path_factory.mktemp("deployed")
     home = folder / "dagster_home"
     home.mkdir()
-    for image in STORES:
-        shared_host.load_image(image)
     env = compose_environment(folder, host=host_table(shared_host))
     d = Deployed(env, shared_host, home)
     try:
@@ -307,7 +316,7 @@ def _wait_answers(host: TestHost, timeout: float = 60) -> None:
 
 def test_a_network_cut_in_the_middle_of_a_deploy(deployed: Deployed, tmp_path: Path) -> None:
     d = deployed
-    old = d.consistent()
+    old = d.found_consistent()
     new = d.release(2)
     code, said, after_cut = _cut_at(d, "step:deploy_up", tmp_path, "deploy", "--tag", new)
     assert code == 1, said
@@ -349,7 +358,7 @@ def test_a_network_cut_in_a_rollback_with_the_services_down(deployed: Deployed, 
     it fails within 10 s saying the state it left and what to run; recover then brings the
     environment back to a served one."""
     d = deployed
-    before = d.consistent()
+    before = d.found_consistent()
     code, out = d.cli("backups", "create")
     assert code == 0, out
     kept = list_backups(d.environment)[0]
@@ -376,7 +385,7 @@ def test_the_hosts_docker_engine_restarted_in_the_middle_of_a_deploy(deployed: D
     the host's engine; the containers (restart: unless-stopped) come back with the engine; recover
     puts the environment back and the next deploy goes through."""
     d = deployed
-    d.consistent()
+    d.found_consistent()
     new = d.release(3)
     reached = tmp_path / "reached"
     proc = d.start("deploy", "--tag", new, **{PAUSE_ENV: f"step:deploy_up={reached}"})

@@ -5,9 +5,15 @@ each, backups of the hosted environments kept here (nothing of them on either ho
 maintenance jobs on staging, a second release to staging rolled back from the backup kept here,
 and `status` of all three naming their hosts.
 
-What test_release_on_host.py proves of one hosted environment (stop, recover, a cut host, the
-image only tagged when the host has it) is not repeated here: this test is about the three
-environments side by side, each reached where it lives, and the backups kept off the hosts."""
+Staging is also the one hosted environment's whole cycle, as an operator runs it: init (the stores
+started on the host, the database made through a tunnel), deploy (the backend built here from the
+release's commit and streamed to the host), verify (health, the database, Redis, endpoints and
+docker stats on the host, through tunnels to the host's loopback), the maintenance jobs (status,
+vacuum, cache, the backend's logs archived here), a second deploy (the image only tagged when the
+host has it), the rollback (the first release's image, already on the host: nothing built or sent),
+stop, recover and status, and a cut host. Every command closes the tunnels it opened: no ssh to
+either host is left running after it. (One scenario for both: each deploy over ssh costs tens of
+seconds, and a cycle of its own repeated most of them.)"""
 
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ from ultra_ops.engine.hosts.reach import Reach
 from ultra_ops.engine.hosts.tunnel import Tunnel
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import Settings, load_settings
+from ultra_ops_tests.support.docker import docker
 from ultra_ops_tests.support.hosts import HostFleet, TestHost, ssh_clients_to, three_environment_config
 from ultra_ops_tests.support.services import REDIS_URL
 
@@ -45,10 +52,10 @@ STORES = ("ultra-local/postgres:15", "ultra-local/redis:7")
 def three(
     tmp_path: Path, fleet: HostFleet, pg_database: str, redis_prefix: str, dagster_home: Path
 ) -> Iterator[dict[str, Any]]:
-    """development here, staging on host 1, production on host 2; the hosts go with the fleet,
+    """development here, staging on host 1, production on host 2 (each with the stores' images from
+    its start); the hosts go with the fleet,
     development's service is stopped and the backend images built here removed after."""
-    staging_host, production_host = fleet.add(2)
-    fleet.load_images(*STORES)
+    staging_host, production_host = fleet.add(2, images=STORES)
     made = three_environment_config(
         tmp_path, staging_host, production_host, database=pg_database, redis_prefix=redis_prefix
     )
@@ -66,18 +73,23 @@ def three(
             client.delete(*keys)
 
 
-def ops(capsys: pytest.CaptureFixture[str], three: dict[str, Any], environment: str, *argv: str) -> str:
-    """`ultra-ops ARGV --environment ENVIRONMENT`, which must succeed and leave no ssh running to
-    either host (every tunnel it opened closed); its output."""
+def run_ops(capsys: pytest.CaptureFixture[str], three: dict[str, Any], environment: str, *argv: str) -> tuple[int, str]:
+    """`ultra-ops ARGV --environment ENVIRONMENT`, which must leave no ssh running to either host
+    (every tunnel it opened closed), whether it succeeds or not; its exit code and output."""
     started = time.monotonic()
     code = main([*argv, "--environment", environment, "--config", str(three["config"])])
     print(f"{environment} {' '.join(argv)}: {time.monotonic() - started:.1f}s", file=sys.__stderr__, flush=True)
     captured = capsys.readouterr()
-    said = captured.out + captured.err
-    assert code == 0, f"ultra-ops {' '.join(argv)} on {environment} exited {code}:\n{said}"
     for host in three["hosts"].values():
         left = ssh_clients_to(host.address)
         assert not left, f"`ultra-ops {argv[0]}` on {environment} left ssh running: {left}"
+    return code, captured.out + captured.err
+
+
+def ops(capsys: pytest.CaptureFixture[str], three: dict[str, Any], environment: str, *argv: str) -> str:
+    """run_ops, which must succeed; its output."""
+    code, said = run_ops(capsys, three, environment, *argv)
+    assert code == 0, f"ultra-ops {' '.join(argv)} on {environment} exited {code}:\n{said}"
     return said
 
 
@@ -100,6 +112,22 @@ def hosted_version(host: TestHost, port: int) -> str:
 def running(host: TestHost) -> list[str]:
     """The containers running on the host (any project), by name."""
     return sorted(host.ssh("docker", "ps", "--format", "{{.Names}}").stdout.split())
+
+
+def services_running(host: TestHost, project: str) -> list[str]:
+    """The services of the compose project `project` running on the host."""
+    ps = host.ssh("docker", "ps", "--filter", f"label=com.docker.compose.project={project}", "--format", "{{.Names}}")
+    return sorted(name.split("_")[-2] for name in ps.stdout.split())
+
+
+def image_id(tag: str) -> str:
+    done = docker("image", "inspect", "--format", "{{.Id}}", tag)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def host_image_id(host: TestHost, tag: str) -> str:
+    done = host.ssh("docker", "image", "inspect", "--format", "{{.Id}}", tag)
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def json_of(said: str) -> Any:
@@ -125,8 +153,13 @@ def test_a_release_through_development_staging_and_production_on_their_own_hosts
     settings: Settings = three["settings"]
     hosts: dict[str, TestHost] = three["hosts"]
     staging_host, production_host = hosts["staging"], hosts["production"]
-    for name in ("development", "staging", "production"):
-        ops(capsys, three, name, "init")
+    staging = three["staging"]
+    ops(capsys, three, "development", "init")
+    said = ops(capsys, three, "staging", "init")
+    assert "created database" not in said or "ultra_staging" in said
+    assert services_running(staging_host, staging.project) == ["postgres", "redis"], "the stores run on the host"
+    assert not docker("ps", "-q", "--filter", f"label=com.docker.compose.project={staging.project}").stdout.strip()
+    ops(capsys, three, "production", "init")
     first, second = release(three, capsys, 1), release(three, capsys, 2)
 
     # development, here: the sample service as a process of this machine.
@@ -135,14 +168,26 @@ def test_a_release_through_development_staging_and_production_on_their_own_hosts
     dev_port = dev.processes[0].port
     assert httpx.get(f"http://127.0.0.1:{dev_port}/api/v1/version", timeout=5).json()["version"] == first
 
-    # staging, on host 1: built here, sent there, verified through tunnels.
+    # staging, on host 1: built here from the release's commit, sent there, verified through tunnels.
     said = ops(capsys, three, "staging", "deploy", "--tag", first)
-    assert f"sending ultra-ai/backend:{first}" in said
+    backend = f"ultra-ai/backend:{first}"
+    assert f"compose build {staging.project} at {first} from" in said
+    assert f"sending {backend}" in said and "docker save | ssh docker load" in said
+    assert image_id(backend) and host_image_id(staging_host, backend) == image_id(backend)
+    assert services_running(staging_host, staging.project) == ["backend", "postgres", "redis"]
     said = ops(capsys, three, "staging", "verify", "--json")
     report = json_of(said)
+    # Each kind reached the host's loopback through a tunnel: health and the endpoints (the backend),
+    # the database probes, Redis, the endpoints' latency.
     passed = {r["kind"] for r in report["results"] if r["ok"] and not r["skipped"]}
-    assert {"health", "database", "redis", "endpoint", "resources"} <= passed, report["results"]
-    assert hosted_version(staging_host, three["staging"].ports["backend"]) == first
+    assert {"health", "database", "redis", "endpoint", "latency", "resources"} <= passed, report["results"]
+    [host_disk] = [r for r in report["results"] if r["name"] == "disk host"]  # df on the host
+    assert host_disk["ok"] and f"free at /srv/ultra-ops/staging on {staging_host.address}" in host_disk["detail"]
+    resources = {r["name"]: r["metrics"] for r in report["results"] if r["kind"] == "resources"}
+    # docker stats ran on the host: its containers, with their memory.
+    assert set(resources) == {f"resources {staging.container(s)}" for s in ("backend", "postgres", "redis")}
+    assert all(m["memory_mb"] > 0 for m in resources.values())
+    assert hosted_version(staging_host, staging.ports["backend"]) == first
 
     # production, on host 2, after staging verified the same version.
     # Its deploy verifies it (the verify command itself is staging's above): through its own tunnels.
@@ -152,7 +197,7 @@ def test_a_release_through_development_staging_and_production_on_their_own_hosts
     assert f"deployed {first} to production" in said
     assert hosted_version(production_host, 8102) == first
     # Each host runs its own environment only; nothing of either runs here.
-    staging_project, production_project = three["staging"].project, three["production"].project
+    staging_project, production_project = staging.project, three["production"].project
     assert running(staging_host) == [f"{staging_project}_{s}_1" for s in ("backend", "postgres", "redis")]
     assert running(production_host) == [f"{production_project}_{s}_1" for s in ("backend", "postgres", "redis")]
 
@@ -178,24 +223,52 @@ def test_a_release_through_development_staging_and_production_on_their_own_hosts
     staging_env = settings.environment("staging")
     said = ops(capsys, three, "staging", "maintenance", "status")
     assert f"ultra-ai/backend:{first}" in said and "(healthy)" in said
+    lines = {
+        line.split()[0]: line
+        for line in said.splitlines()
+        if line.split()[:1] in (["backend"], ["postgres"], ["redis"])
+    }
+    assert set(lines) == {"backend", "postgres", "redis"}
+    assert backend in lines["backend"] and "(healthy)" in lines["postgres"]
     ops(capsys, three, "staging", "maintenance", "vacuum")
     assert json_of(ops(capsys, three, "staging", "maintenance", "cache-stats"))["used_memory"] > 0
+    ops(capsys, three, "staging", "maintenance", "cache-clear", "--pattern", "nothing-here:*")
+    # The backend's log is on the host, in its volume: rotated there, streamed here, archived here
+    # (verified), and only then removed there.
+    in_backend = ["docker", "exec", staging.container("backend")]
+    logged = staging_host.ssh(*in_backend, "cat", "/app/logs/backend.log").stdout
+    assert logged.count("\n") > 3
     day = date.today()
     said = ops(capsys, three, "staging", "maintenance", "archive-logs", "--day", day.isoformat())
     assert f"fetched 1 log files of {day} from staging's host" in said
     with tarfile.open(staging_env.log_dir / "archive" / f"logs_{day:%Y%m%d}.tar.gz") as tar:
         assert tar.getnames() == [f"backend.log.{day:%Y%m%d}"]
+        member = tar.extractfile(tar.getmembers()[0])
+        assert member is not None
+        assert member.read().decode().startswith(logged)
+    assert staging_host.ssh(*in_backend, "ls", "/app/logs").stdout.split() in ([], ["backend.log"])
 
     # A row written after the backup, then the second release: the rollback to the backup kept
     # here brings back the first release and the database as it was backed up.
     with Reach(staging_env) as reached, psycopg.connect(**reached.database.conninfo(), autocommit=True) as conn:
         before = conn.execute("SELECT count(*) FROM prompts").fetchone()[0]
         conn.execute("INSERT INTO prompts (title) VALUES ('written after the backup')")
-    ops(capsys, three, "staging", "deploy", "--tag", second)
-    assert hosted_version(staging_host, three["staging"].ports["backend"]) == second
+    said = ops(capsys, three, "staging", "deploy", "--tag", second)
+    if image_id(f"ultra-ai/backend:{second}") == image_id(backend):
+        # The same build (no change to the backend between the two releases): only tagged there.
+        assert f"ultra-ai/backend:{second} ({image_id(backend)[7:19]}) is on staging's host" in said
+        assert "tagged there, not sent" in said and f"sending ultra-ai/backend:{second}" not in said
+    else:
+        assert f"sending ultra-ai/backend:{second}" in said
+    assert host_image_id(staging_host, f"ultra-ai/backend:{second}") == image_id(f"ultra-ai/backend:{second}")
+    assert hosted_version(staging_host, staging.ports["backend"]) == second
+    assert host_image_id(staging_host, backend) == image_id(backend), "the first release's image stays on the host"
+    # The rollback runs the restored release's image, which the host has: nothing built, nothing sent.
     said = ops(capsys, three, "staging", "rollback", "--backup", kept["staging"]["id"], "--yes")
     assert f"rolled back staging to backup {kept['staging']['id']}" in said
-    assert hosted_version(staging_host, three["staging"].ports["backend"]) == first
+    assert "compose build" not in said and "sending" not in said
+    assert f"{backend} is on staging's host deploy@{staging_host.address}:22 already" in said
+    assert hosted_version(staging_host, staging.ports["backend"]) == first
     with Reach(staging_env) as reached, psycopg.connect(**reached.database.conninfo(), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM prompts").fetchone()[0] == before
     # production and development kept running the first release.
@@ -213,3 +286,22 @@ def test_a_release_through_development_staging_and_production_on_their_own_hosts
         assert f"version      {first}" in said
         services = {line.split()[1]: line.split()[2] for line in said.splitlines() if line.startswith("service")}
         assert services == {"backend": "running", "postgres": "running", "redis": "running"}, said
+
+    # staging stopped (the stores keep running), recovered, and its status saying so.
+    ops(capsys, three, "staging", "stop")
+    assert services_running(staging_host, staging.project) == ["postgres", "redis"]
+    ops(capsys, three, "staging", "recover")
+    said = ops(capsys, three, "staging", "status")
+    assert f"host         deploy@{staging_host.address}:22 answers" in said
+    services = {line.split()[1]: line.split()[2] for line in said.splitlines() if line.startswith("service")}
+    assert services == {"backend": "stopped", "postgres": "running", "redis": "running"}
+
+    # staging's host cut: a job fails within the connect timeout, naming the host, and leaves no ssh.
+    staging_host.cut()
+    try:
+        started = time.monotonic()
+        code, said = run_ops(capsys, three, "staging", "maintenance", "vacuum")
+        assert code == 1 and time.monotonic() - started < 30, said
+        assert f"staging's host deploy@{staging_host.address}:22: no answer within 5 s" in said
+    finally:
+        staging_host.restore()

@@ -156,8 +156,8 @@ def test_a_cut_network_is_noticed_within_10_s(host: TestHost) -> None:
     assert remote.run(["true"], timeout=30).returncode == 0
 
 
+@pytest.mark.host_images("ultra-local/python:3.11")
 def test_docker_inside_the_host(host: TestHost) -> None:
-    host.load_image("ultra-local/python:3.11")
     remote = host.remote(user="deploy")
     proc = remote.run(["docker", "run", "--rm", "ultra-local/python:3.11", "true"], timeout=120)
     assert proc.returncode == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ultra_ops_tests.support.hosts import HostFleet, TestHost, docker
+from ultra_ops_tests.support.hosts import FLEET_LABEL, HostFleet, TestHost, docker
 
 pytestmark = pytest.mark.docker
 
@@ -96,3 +96,29 @@ def test_a_killed_tests_hosts_are_removed_by_the_next_fleet(tmp_path: Path) -> N
     HostFleet(tmp_path / "next").remove()
     for kind in (["ps", "-aq"], ["volume", "ls", "-q"], ["network", "ls", "-q"]):
         assert docker(*kind, "--filter", label).stdout.split() == [], kind
+
+
+def test_hosts_started_with_images_have_them_in_engines_of_their_own(fleet: HostFleet) -> None:
+    """`add(images=...)`: each host's engine (overlay2 on its own volume) has the images as this
+    machine has them, runs them, and what one host's engine makes the other's does not have."""
+    from ultra_ops_tests.support.host_seeds import SEED_LABEL, seed_volume
+
+    images = ("ultra-local/postgres:15", "ultra-local/redis:7")
+    one, two = fleet.add(2, images=images)
+    assert one.volume != two.volume
+    for h in (one, two):
+        assert h.ssh("docker", "info", "--format", "{{.Driver}}").stdout.strip() == "overlay2"
+        for image in images:
+            here = docker("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
+            there = h.ssh("docker", "image", "inspect", "--format", "{{.Id}}", image)
+            assert there.returncode == 0 and there.stdout.strip() == here, there.stderr
+    ran = one.ssh("docker", "run", "--name", "only-here", "ultra-local/redis:7", "redis-server", "--version")
+    assert ran.returncode == 0 and "Redis server" in ran.stdout, ran.stderr
+    assert one.ssh("docker", "ps", "-aq", "--filter", "name=only-here").stdout.strip()
+    assert not two.ssh("docker", "ps", "-aq", "--filter", "name=only-here").stdout.strip()
+    # The hosts' volumes are the fleet's (removed with it); the seed is not one of them.
+    label = f"label={fleet.label}"
+    assert sorted(docker("volume", "ls", "-q", "--filter", label).stdout.split()) == sorted([one.volume, two.volume])
+    seed = seed_volume(fleet.image, images)
+    assert seed in docker("volume", "ls", "-q", "--filter", f"label={SEED_LABEL}").stdout.split()
+    assert docker("volume", "inspect", "--format", '{{index .Labels "' + FLEET_LABEL + '"}}', seed).stdout.strip() == ""

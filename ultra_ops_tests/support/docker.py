@@ -42,9 +42,11 @@ def docker_unavailable() -> str | None:
         return "dockerd is not answering (./dev test starts it as root)"
     from ultra_ops.engine.errors import UltraOpsError
     from ultra_ops.local_images.images import ensure_images
+    from ultra_ops_tests.support.machine_lock import machine_lock
 
     try:
-        ensure_images()
+        with machine_lock("local-images"):  # one test process builds them, the others wait
+            ensure_images()
     except UltraOpsError as exc:
         return f"the local images could not be built: {str(exc)[:200]}"
     return None

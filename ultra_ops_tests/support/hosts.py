@@ -11,6 +11,8 @@ integration tests make theirs. A `HostFleet` owns, per test:
 all labelled with the fleet's id and removed by `remove` (by label, so also what a failing test
 left half made). What a test process killed before its finalizer ran left behind (labelled with
 that process as owner) is removed by the next fleet made on this machine once the owner is gone.
+A host can start with images of this machine already in its engine (`add(images=...)`: its volume
+a copy of a seed made once per machine, support/host_seeds.py) instead of loading them over ssh.
 
 `--privileged` cannot be used here; HOST_FLAGS are the capabilities that work instead
 (../shared/DOCKER_NOTES.md).
@@ -64,10 +66,14 @@ def docker(*args: str, timeout: float = _DOCKER_S, check: bool = False) -> subpr
 
 
 def host_image() -> str:
-    """The test host image, built once per machine (a few minutes the first time)."""
+    """The test host image, built once per machine (a few minutes the first time): by the first test
+    process that asks, the others waiting for it (ensure_images alone has no lock: four xdist
+    workers asking at once built it up to four times)."""
     from ultra_ops.local_images.images import HOST_RECIPE, ensure_images
+    from ultra_ops_tests.support.machine_lock import machine_lock
 
-    ensure_images(recipes=(HOST_RECIPE,))
+    with machine_lock("local-images"):
+        ensure_images(recipes=(HOST_RECIPE,))
     return HOST_RECIPE.alias
 
 
@@ -247,15 +253,22 @@ class HostFleet:
         """`--label` arguments for everything the fleet makes: its id and its owner."""
         return ["--label", self.label, "--label", f"{OWNER_LABEL}={socket.gethostname()}:{os.getpid()}"]
 
-    def add(self, count: int = 1, *, volumes: tuple[str, ...] = ()) -> list[TestHost]:
+    def add(self, count: int = 1, *, volumes: tuple[str, ...] = (), images: tuple[str, ...] = ()) -> list[TestHost]:
         """Start `count` more hosts (started together, then waited for); each answers ssh when returned.
-        `volumes`: more `docker run --volume` values (`SRC:DST[:ro]`), e.g. to run this ultra_ops there."""
+        `volumes`: more `docker run --volume` values (`SRC:DST[:ro]`), e.g. to run this ultra_ops there.
+        `images`: images of this machine each host's engine has from its start (its volume a copy of
+        a seed holding them, support/host_seeds.py), as if `load_image` had brought them."""
         if not self.network:
             self._create_network()
         if not self.image:
             self.image = host_image()
+        seed = ""
+        if images:
+            from ultra_ops_tests.support.host_seeds import seed_volume
+
+            seed = seed_volume(self.image, images)
         first = len(self.hosts)  # _start appends each host as it starts it
-        new = [self._start(first + i, volumes) for i in range(count)]
+        new = [self._start(first + i, volumes, seed) for i in range(count)]
         for host in new:
             self.wait_listening(host)
             self.trust(host)
@@ -291,7 +304,7 @@ class HostFleet:
                 raise RuntimeError(f"docker network create failed: {proc.stderr.strip()}")
         raise RuntimeError(f"no free subnet under {_SUBNET_PREFIX}.0.0/16 after {len(tried)} tries")
 
-    def _start(self, index: int, volumes: tuple[str, ...] = ()) -> TestHost:
+    def _start(self, index: int, volumes: tuple[str, ...] = (), seed: str = "") -> TestHost:
         base = self.subnet.rsplit(".", 1)[0]
         host = TestHost(
             fleet=self,
@@ -302,6 +315,10 @@ class HostFleet:
         )
         self.hosts.append(host)  # before it exists: `remove` must find what a failed start left
         docker("volume", "create", *self.labels, host.volume, check=True)
+        if seed:
+            from ultra_ops_tests.support.host_seeds import fill_volume
+
+            fill_volume(seed, host.volume, self.image, name=f"{host.container}-seed", labels=self.labels)
         public = self.identity.with_suffix(".pub").read_text().strip()
         docker(
             "run",
