@@ -16,7 +16,7 @@ import redis
 from ultra_ops.cli import main
 from ultra_ops.demo_calendar import plan_release
 from ultra_ops.engine.envfile import read_env_file
-from ultra_ops_tests.support.docker import ComposeEnvironment, Registry, docker
+from ultra_ops_tests.support.docker import ComposeEnvironment, Registry, docker, image_id
 
 pytestmark = pytest.mark.docker
 
@@ -35,11 +35,6 @@ def release(env: ComposeEnvironment, capsys: pytest.CaptureFixture[str], minor: 
     assert code == 0, capsys.readouterr()
     env.versions.append(version)
     return version
-
-
-def image_id(tag: str) -> str:
-    done = docker("image", "inspect", "--format", "{{.Id}}", tag)
-    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def count_rows(conninfo: dict) -> int:

@@ -36,10 +36,9 @@ from ultra_ops.cli import main
 from ultra_ops.demo_calendar import plan_release
 from ultra_ops.engine.backups.store import DUMP_FILE, MANIFEST
 from ultra_ops.engine.hosts.reach import Reach
-from ultra_ops.engine.hosts.tunnel import Tunnel
 from ultra_ops.engine.runtimes import get_runtime
 from ultra_ops.engine.settings import Settings, load_settings
-from ultra_ops_tests.support.docker import docker
+from ultra_ops_tests.support.docker import docker, image_id
 from ultra_ops_tests.support.hosts import HostFleet, TestHost, ssh_clients_to, three_environment_config
 from ultra_ops_tests.support.services import REDIS_URL
 
@@ -102,13 +101,6 @@ def release(three: dict[str, Any], capsys: pytest.CaptureFixture[str], minor: in
     return version
 
 
-def hosted_version(host: TestHost, port: int) -> str:
-    """The backend's answer on the host's loopback (it publishes nowhere else), through a tunnel
-    of the test's own."""
-    with Tunnel(host.remote(), port) as tunnel:
-        return httpx.get(f"http://127.0.0.1:{tunnel.local_port}/health", timeout=10).json()["version"]
-
-
 def running(host: TestHost) -> list[str]:
     """The containers running on the host (any project), by name."""
     return sorted(host.ssh("docker", "ps", "--format", "{{.Names}}").stdout.split())
@@ -118,16 +110,6 @@ def services_running(host: TestHost, project: str) -> list[str]:
     """The services of the compose project `project` running on the host."""
     ps = host.ssh("docker", "ps", "--filter", f"label=com.docker.compose.project={project}", "--format", "{{.Names}}")
     return sorted(name.split("_")[-2] for name in ps.stdout.split())
-
-
-def image_id(tag: str) -> str:
-    done = docker("image", "inspect", "--format", "{{.Id}}", tag)
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def host_image_id(host: TestHost, tag: str) -> str:
-    done = host.ssh("docker", "image", "inspect", "--format", "{{.Id}}", tag)
-    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def json_of(said: str) -> Any:
@@ -173,7 +155,7 @@ def test_a_release_through_development_staging_and_production_on_their_own_hosts
     backend = f"ultra-ai/backend:{first}"
     assert f"compose build {staging.project} at {first} from" in said
     assert f"sending {backend}" in said and "docker save | ssh docker load" in said
-    assert image_id(backend) and host_image_id(staging_host, backend) == image_id(backend)
+    assert image_id(backend) and staging_host.image_id(backend) == image_id(backend)
     assert services_running(staging_host, staging.project) == ["backend", "postgres", "redis"]
     said = ops(capsys, three, "staging", "verify", "--json")
     report = json_of(said)
@@ -187,7 +169,7 @@ def test_a_release_through_development_staging_and_production_on_their_own_hosts
     # docker stats ran on the host: its containers, with their memory.
     assert set(resources) == {f"resources {staging.container(s)}" for s in ("backend", "postgres", "redis")}
     assert all(m["memory_mb"] > 0 for m in resources.values())
-    assert hosted_version(staging_host, staging.ports["backend"]) == first
+    assert staging_host.served_version(staging.ports["backend"]) == first
 
     # production, on host 2, after staging verified the same version.
     # Its deploy verifies it (the verify command itself is staging's above): through its own tunnels.
@@ -195,7 +177,7 @@ def test_a_release_through_development_staging_and_production_on_their_own_hosts
     assert re.search(r"deploy_verify: verify production: health http://127\.0\.0\.1:\d+/health\S*: ok", said), said
     assert "deploy_verify: verify production: database: ok" in said, said
     assert f"deployed {first} to production" in said
-    assert hosted_version(production_host, 8102) == first
+    assert production_host.served_version(8102) == first
     # Each host runs its own environment only; nothing of either runs here.
     staging_project, production_project = staging.project, three["production"].project
     assert running(staging_host) == [f"{staging_project}_{s}_1" for s in ("backend", "postgres", "redis")]
@@ -260,19 +242,19 @@ def test_a_release_through_development_staging_and_production_on_their_own_hosts
         assert "tagged there, not sent" in said and f"sending ultra-ai/backend:{second}" not in said
     else:
         assert f"sending ultra-ai/backend:{second}" in said
-    assert host_image_id(staging_host, f"ultra-ai/backend:{second}") == image_id(f"ultra-ai/backend:{second}")
-    assert hosted_version(staging_host, staging.ports["backend"]) == second
-    assert host_image_id(staging_host, backend) == image_id(backend), "the first release's image stays on the host"
+    assert staging_host.image_id(f"ultra-ai/backend:{second}") == image_id(f"ultra-ai/backend:{second}")
+    assert staging_host.served_version(staging.ports["backend"]) == second
+    assert staging_host.image_id(backend) == image_id(backend), "the first release's image stays on the host"
     # The rollback runs the restored release's image, which the host has: nothing built, nothing sent.
     said = ops(capsys, three, "staging", "rollback", "--backup", kept["staging"]["id"], "--yes")
     assert f"rolled back staging to backup {kept['staging']['id']}" in said
     assert "compose build" not in said and "sending" not in said
     assert f"{backend} is on staging's host deploy@{staging_host.address}:22 already" in said
-    assert hosted_version(staging_host, staging.ports["backend"]) == first
+    assert staging_host.served_version(staging.ports["backend"]) == first
     with Reach(staging_env) as reached, psycopg.connect(**reached.database.conninfo(), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM prompts").fetchone()[0] == before
     # production and development kept running the first release.
-    assert hosted_version(production_host, 8102) == first
+    assert production_host.served_version(8102) == first
     assert httpx.get(f"http://127.0.0.1:{dev_port}/api/v1/version", timeout=5).json()["version"] == first
 
     # status: each environment with its host (development has none), version and services.

@@ -12,13 +12,11 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from ultra_ops.cli import main
 from ultra_ops.demo_calendar import plan_release
-from ultra_ops.engine.hosts.tunnel import Tunnel
-from ultra_ops_tests.support.docker import ComposeEnvironment, Registry, compose_environment, docker
+from ultra_ops_tests.support.docker import ComposeEnvironment, Registry, compose_environment, image_id
 from ultra_ops_tests.support.hosts import TestHost, host_table, ssh_clients_to
 
 STORES = ("ultra-local/postgres:15", "ultra-local/redis:7")
@@ -52,23 +50,6 @@ def release(env: ComposeEnvironment, capsys: pytest.CaptureFixture[str], minor: 
     return version
 
 
-def image_id(tag: str) -> str:
-    done = docker("image", "inspect", "--format", "{{.Id}}", tag)
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def host_image_id(host: TestHost, tag: str) -> str:
-    done = host.ssh("docker", "image", "inspect", "--format", "{{.Id}}", tag)
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def backend_version(host: TestHost, port: int) -> str:
-    """The backend's answer on the host's loopback (it publishes nowhere else), through a tunnel of
-    the test's own."""
-    with Tunnel(host.remote(), port) as tunnel:
-        return httpx.get(f"http://127.0.0.1:{tunnel.local_port}/health", timeout=10).json()["version"]
-
-
 def test_deploy_through_a_registry_on_this_machine(
     hosted: ComposeEnvironment, host: TestHost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -86,9 +67,9 @@ def test_deploy_through_a_registry_on_this_machine(
         pushed = f"{registry.address}/ultra-ai/backend:{version}"
         assert f"pulling {pushed} on staging's host" in out and "through a reverse tunnel" in out
         assert "docker save" not in out
-        assert host_image_id(host, pushed) == image_id(pushed)
+        assert host.image_id(pushed) == image_id(pushed)
         running_image = host.ssh("docker", "inspect", "--format", "{{.Config.Image}}", env.container("backend"))
         assert running_image.stdout.strip() == pushed
-        assert backend_version(host, env.ports["backend"]) == version
+        assert host.served_version(env.ports["backend"]) == version
     finally:
         registry.stop()

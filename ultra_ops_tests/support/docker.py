@@ -56,6 +56,12 @@ def docker(*args: str, timeout: float = _DOCKER_S) -> subprocess.CompletedProces
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
 
 
+def image_id(tag: str) -> str:
+    """The id of this machine's image `tag`; "" when there is none."""
+    done = docker("image", "inspect", "--format", "{{.Id}}", tag)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
 @dataclass
 class ComposeEnvironment:
     """One environment of the local compose config, moved into the test's folder."""
@@ -170,6 +176,11 @@ def compose_environment(tmp_path: Path, environment: str = "staging", host: str 
         .replace("../ultra_ops/", f"{REPO}/ultra_ops/")
         .replace(f'"ultra-local-{environment}"', f'"{project}"')
         .replace(f'"ultra-local-{other}"', f'"{project}-other"')
+        # The shipped p95 budget is a served machine's; here four test workers share two cores, and
+        # a backend just started behind a tunnel has answered its first requests in 600 ms. These
+        # tests are about compose and hosts: the latency check still runs, its limits are
+        # tested in engine/verify.
+        .replace("p95_ms = 500", "p95_ms = 3000")
     )
     if host:
         text += f"\n[environments.{environment}.host]\n{host}"

@@ -22,10 +22,9 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import subprocess
 import time
 
-from ultra_ops_tests.support.hosts import FLEET_LABEL, HOST_FLAGS, OWNER_LABEL, docker
+from ultra_ops_tests.support.hosts import FLEET_LABEL, HOST_FLAGS, OWNER_LABEL, docker, docker_load
 from ultra_ops_tests.support.machine_lock import machine_lock
 
 SEED_LABEL = "org.ultra-ops.test-hosts.seed"  # its value: the images the seed holds, space-separated
@@ -100,20 +99,8 @@ def _make(name: str, host_image: str, images: tuple[str, ...]) -> None:
         volume = f"{name}:/var/lib/docker"
         docker("run", "--detach", "--name", maker, *owner, "--volume", volume, *HOST_FLAGS, host_image, check=True)
         _wait_engine(maker)
-        save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
-        try:
-            load = subprocess.run(
-                ["docker", "exec", "-i", maker, "docker", "load"],
-                stdin=save.stdout,
-                capture_output=True,
-                text=True,
-                timeout=_LOAD_S,
-            )
-        finally:
-            assert save.stdout is not None
-            save.stdout.close()
-            save.wait(timeout=_LOAD_S)
-        if save.returncode != 0 or load.returncode != 0:
+        load = docker_load(["docker", "exec", "-i", maker, "docker", "load"], tuple(images), timeout=_LOAD_S)
+        if load.returncode != 0:
             raise RuntimeError(f"loading {' '.join(images)} into the seed {name} failed: {load.stderr.strip()[-500:]}")
         for image in images:
             inside = docker("exec", maker, "docker", "image", "inspect", "--format", "{{.Id}}", image).stdout.strip()

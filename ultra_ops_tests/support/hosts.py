@@ -170,6 +170,21 @@ class TestHost:
 
         return SshHost(environment, self.settings(**settings))
 
+    def image_id(self, tag: str) -> str:
+        """The id of the host's image `tag`; "" when it has none."""
+        done = self.ssh("docker", "image", "inspect", "--format", "{{.Id}}", tag)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    def served_version(self, port: int) -> str:
+        """The version the backend on the host's loopback `port` answers with (it publishes nowhere
+        else), through a tunnel of the test's own."""
+        import httpx
+
+        from ultra_ops.engine.hosts.tunnel import Tunnel
+
+        with Tunnel(self.remote(), port) as tunnel:
+            return httpx.get(f"http://127.0.0.1:{tunnel.local_port}/health", timeout=10).json()["version"]
+
     def exec(self, *command: str, timeout: float = _DOCKER_S) -> subprocess.CompletedProcess[str]:
         """Run `command` in the host's container, beside sshd (not over the network)."""
         return docker("exec", self.container, *command, timeout=timeout)
@@ -205,25 +220,31 @@ class TestHost:
 
     def load_image(self, image: str, timeout: float = 300) -> None:
         """`docker save IMAGE | ssh HOST docker load`: an image of this machine into the host's engine."""
-        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
-        try:
-            load = subprocess.run(
-                [*self.ssh_argv(), "--", "docker", "load"],
-                stdin=save.stdout,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        finally:
-            assert save.stdout is not None
-            save.stdout.close()
-            try:
-                save.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                save.kill()
-                save.wait()
-        if save.returncode != 0 or load.returncode != 0:
+        load = docker_load([*self.ssh_argv(), "--", "docker", "load"], (image,), timeout=timeout)
+        if load.returncode != 0:
             raise RuntimeError(f"loading {image} into {self.container} failed: {load.stderr.strip()[-500:]}")
+
+
+def docker_load(argv: list[str], images: tuple[str, ...], *, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`docker save IMAGES | ARGV`, ARGV a `docker load` somewhere (over ssh, in a container): its
+    result, with a failed save reported as its failure."""
+    save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        load = subprocess.run(argv, stdin=save.stdout, capture_output=True, text=True, timeout=timeout)
+    finally:
+        assert save.stdout is not None
+        save.stdout.close()
+        try:
+            save.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            save.kill()
+            save.wait()
+        assert save.stderr is not None
+        said = save.stderr.read().decode(errors="replace")
+        save.stderr.close()
+    if save.returncode != 0:
+        return subprocess.CompletedProcess(argv, save.returncode or 1, load.stdout, f"docker save: {said}")
+    return load
 
 
 @dataclass
