@@ -344,6 +344,18 @@ def backup_pairs(bench: Bench, env: Environment, runs: int, link: str) -> None:
         in_process.append(time.perf_counter() - t0)
         return elapsed
 
+    streamed: list[float] = []
+
+    def plain_stream() -> None:
+        """The floor of streaming: `ssh HOST docker exec CONTAINER pg_dump ... > here`, nothing
+        else (no counts, no hashing, no fsync, no run connection)."""
+        t0 = time.perf_counter()
+        with copy.open("wb") as sink:
+            argv = [*bench.host.ssh_argv(), "--", "docker", "exec", container, "pg_dump", "-Fc", "-Z1"]
+            subprocess.run([*argv, "-U", env.database.user, env.database.name], stdout=sink, check=True, timeout=1800)
+        streamed.append(time.perf_counter() - t0)
+        copy.unlink()
+
     def dump_then_copy(_: int) -> float:
         t0 = time.perf_counter()
         done = bench.host.ssh(
@@ -367,6 +379,7 @@ def backup_pairs(bench: Bench, env: Environment, runs: int, link: str) -> None:
         elapsed = time.perf_counter() - t0
         bench.host.ssh("rm", "-f", dump)
         copy.unlink()
+        plain_stream()
         return elapsed
 
     name = f"backup ({link})"
@@ -381,6 +394,16 @@ def backup_pairs(bench: Bench, env: Environment, runs: int, link: str) -> None:
         f"{name}: create_backup in this process: {statistics.median(in_process[1:]):.2f} s "
         f"{[round(t, 2) for t in in_process[1:]]}, against the same bare runs: **{statistics.median(ratios):.2f}** "
         f"{[round(r, 2) for r in ratios]}; ssh connections per `backups create`: {counted}",
+        flush=True,
+    )
+    plain = [a / b for a, b in zip(streamed[1:], bare, strict=True)]
+    fixed = [a - b for a, b in zip([a for a, _ in pairs], in_process[1:], strict=True)]
+    print(
+        f"{name}: plain `ssh HOST docker exec pg_dump > here` (after each bare run): "
+        f"{statistics.median(streamed[1:]):.2f} s "
+        f"{[round(t, 2) for t in streamed[1:]]}, against the bare runs: **{statistics.median(plain):.2f}** "
+        f"{[round(r, 2) for r in plain]}; the CLI minus in-process: {statistics.median(fixed):.2f} s "
+        f"{[round(t, 2) for t in fixed]}",
         flush=True,
     )
     # Old backups out of the folder (untimed): they only fill the disk.
