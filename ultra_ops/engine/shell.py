@@ -378,6 +378,7 @@ def stream(
         try:
             for chunk in source:
                 proc.stdin.write(chunk)
+                proc.stdin.flush()  # now: the source may wait before its next chunk (a dump's snapshot id)
         except (BrokenPipeError, ValueError):
             pass  # the child ended (or was killed) before reading it all: its exit code says why
         except BaseException as exc:  # noqa: BLE001 - reading the source failed: handed to the caller

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from ultra_ops.engine.backups.hosted import _IN_CONTAINER, _ON_HOST, NO_CONTAINER_EXIT, HostedDatabase
+from ultra_ops.engine.backups.hosted import _IN_CONTAINER, _ON_HOST, NO_CONTAINER_EXIT, SNAPSHOT_ARG, HostedDatabase
 from ultra_ops.engine.errors import BackupError
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, load_settings
@@ -110,6 +111,37 @@ def test_the_password_line_is_read_and_the_rest_of_stdin_goes_to_the_tool() -> N
         timeout=30,
     )
     assert done.stdout == b"unset\n"
+
+
+def test_the_snapshot_id_is_the_next_line_and_the_tool_starts_only_with_it(tmp_path: Path) -> None:
+    """The dump's session starts before the snapshot exists: the container's shell runs up to the
+    tool's version, then waits for the id's line, puts it in place of SNAPSHOT_ARG and runs the
+    tool; stdin closed without it (our side gave up), the tool never runs."""
+    started, ran = tmp_path / "started", tmp_path / "ran"
+    tool = tmp_path / "tool"
+    tool.write_text(
+        f'#!/bin/sh\nif [ "$1" = --version ]; then touch {started}; exit 0; fi\ntouch {ran}\necho "$@"; cat\n'
+    )
+    tool.chmod(0o755)
+    argv = ["sh", "-c", _IN_CONTAINER, "sh", str(tool), "-Fc", SNAPSHOT_ARG, "-Z1"]
+
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(f"{PASSWORD}\n".encode())
+    proc.stdin.flush()
+    deadline = time.monotonic() + 10
+    while not started.exists():
+        assert time.monotonic() < deadline, "the tool's start waited for the snapshot"
+        time.sleep(0.02)
+    assert not ran.exists()
+    out, _ = proc.communicate(b"00000003-0000001B-1\n" + bytes(range(256)), timeout=30)
+    assert out == b"-Fc --snapshot=00000003-0000001B-1 -Z1\n" + bytes(range(256))
+
+    started.unlink()
+    ran.unlink()
+    done = subprocess.run(argv, input=f"{PASSWORD}\n".encode(), capture_output=True, timeout=30)
+    assert done.returncode != 0 and done.stdout == b""
+    assert started.exists() and not ran.exists()
 
 
 def test_a_password_with_a_line_break_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
