@@ -3,8 +3,10 @@ tool's stdin, never in an argument list, and the rest of stdin handed to the too
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from ultra_ops.engine.backups.hosted import _IN_CONTAINER, _ON_HOST, NO_CONTAINER_EXIT, SNAPSHOT_ARG, HostedDatabase
 from ultra_ops.engine.errors import BackupError
+from ultra_ops.engine.files import start_writeback
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, load_settings
 
@@ -142,6 +145,19 @@ def test_the_snapshot_id_is_the_next_line_and_the_tool_starts_only_with_it(tmp_p
     done = subprocess.run(argv, input=f"{PASSWORD}\n".encode(), capture_output=True, timeout=30)
     assert done.returncode != 0 and done.stdout == b""
     assert started.exists() and not ran.exists()
+
+
+def test_the_dump_is_handed_to_the_disk_as_it_arrives(tmp_path: Path) -> None:
+    """start_writeback (the dump's sink calls it every WRITEBACK_BYTES, so its final fsync waits
+    for the last part only) reaches the kernel for an open file, and says when it could not (a
+    closed descriptor) instead of raising."""
+    fd = os.open(tmp_path / "dump", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"x" * (1 << 20))
+        assert start_writeback(fd, 0, 1 << 20) is sys.platform.startswith("linux")
+    finally:
+        os.close(fd)
+    assert start_writeback(fd, 0, 1 << 20) is False
 
 
 def test_a_password_with_a_line_break_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
