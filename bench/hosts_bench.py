@@ -1,7 +1,7 @@
 """Benchmark: an environment on a host of its own, over SSH, against the same work done on that host.
 
 Not part of the tests. Run:  .venv/bin/python bench/hosts_bench.py [--parts deploy,backup] [--runs 3]
-                                 [--size-mb 100]
+                                 [--size-mb 100] [--link-mbit 0,100,1000] [--profile]
 
 One test host (the tests' ultra_ops_tests/support/hosts.py: a container with sshd and a Docker engine
 of its own, on a network of the bench's own), with this checkout and our virtualenv's packages
@@ -24,6 +24,11 @@ backup  a database of about --size-mb MB (a bulk table) in the "ssh" environment
         streamed over ssh into the backup folder here, hashed as written) against `ssh HOST docker exec
         CONTAINER pg_dump -Fc -Z1 ... > /tmp/file` on the host then `ssh HOST cat /tmp/file > here`
         (the same compression; the file removed untimed). Ratio target: at most 1.0.
+        --link-mbit: the backup pairs again under each of these link rates (0: unshaped), the host's
+        eth0 egress (host -> here, the dump's direction) shaped with a token bucket (`tc qdisc tbf`
+        in the host container) for both sides of each pair alike. This machine's docker network is
+        otherwise a memory copy, where dump-then-copy pays almost nothing for its serial copy.
+        --profile: one in-process backup under cProfile first (where its wall time goes).
 
 Each part: one warm-up pair, then --runs pairs alternating which goes first; the ratio is the median
 of the pairs' ratios. Everything (host, network, volumes, images tagged here, the folder) is removed
@@ -138,8 +143,9 @@ class Bench:
             str(self.on_host.config),
         ]
 
-    def prepare(self) -> str:
-        """Both environments initialised and running the first release (built here, sent there)."""
+    def prepare(self, on_host: bool = True) -> str:
+        """Both environments initialised and running the first release (built here, sent there);
+        the on-host one only when `on_host` (the deploy part: the backup part does not use it)."""
         for home in ("dagster-ssh", "dagster-on-host", "shim"):
             (self.work / home).mkdir()
         # The host's python3 is 3.11.2: redis imports async_timeout below 3.11.3 (asyncio.timeout,
@@ -154,13 +160,15 @@ class Bench:
             env=self.here_env(),
         )
         timed(self.here("init"), env=self.here_env())
-        timed(self.there("init"))
+        if on_host:
+            timed(self.there("init"))
         timed(self.here("deploy", "--tag", first, "--skip-tests"), env=self.here_env())
         # From here on neither needs the repository (--skip-build); the host has no git either.
         for env in (self.ssh, self.on_host):
             text = env.config.read_text()
             env.config.write_text("\n".join(line for line in text.splitlines() if not line.startswith("git_repo")))
-        timed(self.there("deploy", "--tag", first, "--skip-tests", "--skip-build"))
+        if on_host:
+            timed(self.there("deploy", "--tag", first, "--skip-tests", "--skip-build"))
         return first
 
     def version(self) -> str:
@@ -180,6 +188,22 @@ class Bench:
         """ssh connections the host's sshd accepted so far (its log is the container's)."""
         logs = subprocess.run(["docker", "logs", self.host.container], capture_output=True, text=True, timeout=60)
         return (logs.stdout + logs.stderr).count("Accepted publickey")
+
+    def shape(self, mbit: int) -> str:
+        """The host's eth0 egress (host -> here) limited to `mbit` Mbit/s by a token bucket, or
+        unshaped (0); returns what a 40 MB `ssh HOST head -c ...` then measures, as a check."""
+        dev = ("tc", "qdisc")
+        docker("exec", self.host.container, *dev, "del", "dev", "eth0", "root", check=False)
+        if mbit:
+            # burst: at least a few ms of the rate and a 64 KB segmentation-offload packet (less
+            # drops every large packet); latency bounds the queue.
+            burst = max(256_000, mbit * 1_000_000 // 8 // 250)
+            rate = ("rate", f"{mbit}mbit", "burst", str(burst), "latency", "50ms")
+            docker("exec", self.host.container, *dev, "add", "dev", "eth0", "root", "tbf", *rate, check=True)
+        n = 40_000_000
+        with open(os.devnull, "wb") as sink:
+            took = timed([*self.host.ssh_argv(), "--", "head", "-c", str(n), "/dev/zero"], stdout=sink)
+        return f"{n * 8 / took / 1e6:.0f} Mbit/s through ssh ({n / 1e6:.0f} MB in {took:.2f} s)"
 
     def settings_env(self) -> Environment:
         return load_settings(self.ssh.config).environment("staging")
@@ -257,11 +281,50 @@ def ssh_alone(bench: Bench) -> float:
     return statistics.median(timed([*bench.host.ssh_argv("deploy"), "--", "true"]) for _ in range(5))
 
 
-def part_backup(bench: Bench, runs: int, size_mb: int) -> None:
+def part_backup(bench: Bench, runs: int, size_mb: int, links: list[int], profile: bool) -> None:
     env = bench.settings_env()
     with Reach(env) as reached, psycopg.connect(**reached.database.conninfo(), autocommit=True) as conn:
         size = fill_bulk(conn, size_mb)
     print(f"database {env.database.name} on the host: {size:.0f} MB (load {load()})", flush=True)
+    if profile:
+        profile_backup(env)
+    for mbit in links:
+        link = f"{mbit} Mbit/s" if mbit else "unshaped"
+        print(f"\nlink {link}: {bench.shape(mbit)} (load {load()})", flush=True)
+        try:
+            backup_pairs(bench, env, runs, link)
+        finally:
+            bench.shape(0)
+
+
+def profile_backup(env: Environment) -> None:
+    """One in-process backup under cProfile (wall clock: the main thread's waits show as time)."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    with Reach(env) as reached:
+        create_backup(reached, version=None, label="bench", log=StampedLog(t0))
+    prof.disable()
+    print(f"profiled create_backup with its Reach: {time.perf_counter() - t0:.2f} s", flush=True)
+    pstats.Stats(prof, stream=sys.stdout).sort_stats("cumulative").print_stats(35)
+
+
+class StampedLog:
+    """create_backup's log lines with the seconds since `t0`."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+
+    def info(self, msg: str) -> None:
+        print(f"  +{time.perf_counter() - self.t0:.3f}s {msg}", flush=True)
+
+    warning = info
+
+
+def backup_pairs(bench: Bench, env: Environment, runs: int, link: str) -> None:
     container = bench.ssh.container("postgres")
     dump = "/tmp/bench.dump"
     copy = bench.work / "bare.dump"
@@ -280,6 +343,18 @@ def part_backup(bench: Bench, runs: int, size_mb: int) -> None:
             create_backup(reached, version=None, label="bench")
         in_process.append(time.perf_counter() - t0)
         return elapsed
+
+    streamed: list[float] = []
+
+    def plain_stream() -> None:
+        """The floor of streaming: `ssh HOST docker exec CONTAINER pg_dump ... > here`, nothing
+        else (no counts, no hashing, no fsync, no run connection)."""
+        t0 = time.perf_counter()
+        with copy.open("wb") as sink:
+            argv = [*bench.host.ssh_argv(), "--", "docker", "exec", container, "pg_dump", "-Fc", "-Z1"]
+            subprocess.run([*argv, "-U", env.database.user, env.database.name], stdout=sink, check=True, timeout=1800)
+        streamed.append(time.perf_counter() - t0)
+        copy.unlink()
 
     def dump_then_copy(_: int) -> float:
         t0 = time.perf_counter()
@@ -304,21 +379,37 @@ def part_backup(bench: Bench, runs: int, size_mb: int) -> None:
         elapsed = time.perf_counter() - t0
         bench.host.ssh("rm", "-f", dump)
         copy.unlink()
+        plain_stream()
         return elapsed
 
+    name = f"backup ({link})"
     labels = ("ultra-ops backups create", "pg_dump on the host + ssh cat")
-    pairs = run_pairs("backup", labels, runs, ultra_ops, dump_then_copy)
+    pairs = run_pairs(name, labels, runs, ultra_ops, dump_then_copy)
     sizes = sorted(p.stat().st_size for p in env.backups_path.rglob("database.dump"))
     print(f"dump size: {sizes[-1] / 1e6:.1f} MB" if sizes else "no dump found")
-    report("backup", labels, pairs, 1.0)
+    report(name, labels, pairs, 1.0)
     bare = [b for _, b in pairs]
     ratios = [a / b for a, b in zip(in_process[1:], bare, strict=True)]
     print(
-        f"create_backup in this process: {statistics.median(in_process[1:]):.2f} s "
+        f"{name}: create_backup in this process: {statistics.median(in_process[1:]):.2f} s "
         f"{[round(t, 2) for t in in_process[1:]]}, against the same bare runs: **{statistics.median(ratios):.2f}** "
         f"{[round(r, 2) for r in ratios]}; ssh connections per `backups create`: {counted}",
         flush=True,
     )
+    plain = [a / b for a, b in zip(streamed[1:], bare, strict=True)]
+    fixed = [a - b for a, b in zip([a for a, _ in pairs], in_process[1:], strict=True)]
+    print(
+        f"{name}: plain `ssh HOST docker exec pg_dump > here` (after each bare run): "
+        f"{statistics.median(streamed[1:]):.2f} s "
+        f"{[round(t, 2) for t in streamed[1:]]}, against the bare runs: **{statistics.median(plain):.2f}** "
+        f"{[round(r, 2) for r in plain]}; the CLI minus in-process: {statistics.median(fixed):.2f} s "
+        f"{[round(t, 2) for t in fixed]}",
+        flush=True,
+    )
+    # Old backups out of the folder (untimed): they only fill the disk.
+    for old in env.backups_path.iterdir():
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def main() -> int:
@@ -326,7 +417,15 @@ def main() -> int:
     parser.add_argument("--parts", default="deploy,backup")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size-mb", type=int, default=100)
+    parser.add_argument("--link-mbit", default="0", help="backup part: comma-separated link rates, 0 = unshaped")
+    parser.add_argument("--profile", action="store_true", help="backup part: one in-process backup profiled")
     args = parser.parse_args()
+    try:
+        links = [int(x) for x in args.link_mbit.split(",")]
+    except ValueError:
+        parser.error(f"--link-mbit: comma-separated whole Mbit/s (0: unshaped), got {args.link_mbit!r}")
+    if any(x < 0 for x in links):
+        parser.error("--link-mbit: rates cannot be negative")
     reason = docker_unavailable()
     if reason:
         print(f"Docker cannot run here: {reason}")
@@ -339,13 +438,13 @@ def main() -> int:
         t0 = time.perf_counter()
         bench = Bench(work)
         bench.start()
-        built = bench.prepare()
-        print(f"host ready, both environments running {built} ({time.perf_counter() - t0:.0f} s; load {load()})")
         parts = args.parts.split(",")
+        built = bench.prepare(on_host="deploy" in parts)
+        print(f"host ready, both environments running {built} ({time.perf_counter() - t0:.0f} s; load {load()})")
         if "deploy" in parts:
             part_deploy(bench, built, args.runs)
         if "backup" in parts:
-            part_backup(bench, args.runs, args.size_mb)
+            part_backup(bench, args.runs, args.size_mb, links, args.profile)
     finally:
         if bench is not None:
             bench.remove()

@@ -56,3 +56,29 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range's dirty pages, do not wait
+_sync_file_range: object = None  # libc's function once looked up; False where there is none
+
+
+def start_writeback(fd: int, offset: int, length: int) -> bool:
+    """Start writing `length` bytes of `fd` from `offset` to disk, without waiting (Linux's
+    sync_file_range). A large file written in one go (a streamed dump) then goes to disk as it
+    arrives, and its final fsync waits for the last part only, not for all of it (the kernel would
+    otherwise keep hundreds of MB dirty until then). Whether the kernel took it; elsewhere, or if
+    the call fails, nothing is done: the fsync does it all as before."""
+    global _sync_file_range
+    if _sync_file_range is None:
+        try:
+            import ctypes
+
+            function = ctypes.CDLL(None, use_errno=True).sync_file_range
+            function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+            function.restype = ctypes.c_int
+            _sync_file_range = function
+        except (OSError, AttributeError):
+            _sync_file_range = False
+    if not _sync_file_range:
+        return False
+    return _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0  # type: ignore[operator]

@@ -311,6 +311,21 @@ def end(proc: subprocess.Popen, timeout: float) -> int:
         return proc.wait()
 
 
+# A stream's pipes are widened to this (Linux's default is 64 KiB; 1 MiB is the unprivileged
+# maximum): the child (ssh relaying a dump) writes on while this process is not scheduled on a busy
+# machine instead of stalling the dump behind it, and each read below takes all that gathered.
+STREAM_PIPE_BYTES = 1 << 20
+
+
+def _widen_pipe(fd: int) -> None:
+    import fcntl
+
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, STREAM_PIPE_BYTES)
+    except (OSError, AttributeError):
+        pass  # not Linux, or over a lowered pipe-max-size: the default size works, only wakes more
+
+
 def stream(
     args: Sequence[str],
     *,
@@ -353,6 +368,9 @@ def stream(
         if isinstance(exc, FileNotFoundError):
             raise error(f"{name} is not installed or not on PATH") from None
         raise error(f"cannot start {name}: {exc.strerror}") from None
+    for pipe in (proc.stdout, proc.stdin):
+        if pipe is not None:
+            _widen_pipe(pipe.fileno())
     writer_failed: list[BaseException] = []
 
     def write() -> None:
@@ -360,6 +378,7 @@ def stream(
         try:
             for chunk in source:
                 proc.stdin.write(chunk)
+                proc.stdin.flush()  # now: the source may wait before its next chunk (a dump's snapshot id)
         except (BrokenPipeError, ValueError):
             pass  # the child ended (or was killed) before reading it all: its exit code says why
         except BaseException as exc:  # noqa: BLE001 - reading the source failed: handed to the caller
@@ -397,7 +416,7 @@ def stream(
                     continue
             ready, _, _ = select.select([out], [], [], min(wait, 0.5))
             if ready:
-                chunk = os.read(out, 1 << 20)
+                chunk = os.read(out, STREAM_PIPE_BYTES)
                 if not chunk:
                     break
                 sink(chunk)  # type: ignore[misc]

@@ -90,6 +90,28 @@ def test_every_command_has_a_timeout_that_kills_its_whole_group(tmp_path: Path) 
         time.sleep(0.05)
 
 
+@pytest.mark.unit
+def test_a_streamed_command_writes_on_while_the_sink_is_busy(tmp_path: Path) -> None:
+    """The stream's pipe holds 1 MiB, not Linux's 64 KiB: a dump relayed by ssh is not stalled while
+    this process is slow to read (a busy machine). The sink holds its first chunk until the child
+    has written 768 KiB more and said so; with a 64 KiB pipe the child would block first."""
+    done = tmp_path / "done"
+    received = bytearray()
+
+    def sink(chunk: bytes) -> None:
+        if not received:
+            deadline = time.monotonic() + 10
+            while not done.exists():
+                assert time.monotonic() < deadline, "the child stalled behind a sink that had not read yet"
+                time.sleep(0.02)
+        received.extend(chunk)
+
+    script = f"head -c 4096 /dev/zero; sleep 0.2; head -c 786432 /dev/zero; touch {done}"
+    proc = shell.stream(["sh", "-c", script], timeout=30, sink=sink)
+    assert proc.returncode == 0
+    assert len(received) == 4096 + 786432
+
+
 def _state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -10,6 +10,7 @@ import shutil
 import tarfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -161,21 +162,66 @@ def _write_files_archive(env: Environment, dest: Path) -> list[str]:
     return members
 
 
+class _NoSnapshot(Exception):
+    """The snapshot could not be opened: the dump ends before pg_dump starts, and the snapshot's own
+    error is raised (not a BackupError: _stream_dump passes it on as it is)."""
+
+
+def _stream_with_counts(
+    env: Environment,
+    hosted: HostedDatabase,
+    backup_id: str,
+    level: int,
+    tmp: Path,
+    redact: Redactor,
+    heartbeat: Callable[[float], None],
+) -> tuple[dict, dict[str, int]]:
+    """The hosted dump and its row counts, in one snapshot as for any backup, with the snapshot
+    opened alongside the dump's start: its connection (through the run's tunnel: several round
+    trips to the host) is made while ssh opens the dump's session, finds the container and starts
+    the tool there, which then waits for the snapshot's id before pg_dump runs (hosted.dump)."""
+    counts = SnapshotCounts(env, redact)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="uo-snapshot")
+    opening = pool.submit(counts.__enter__)
+    pool.shutdown(wait=False)
+
+    def snapshot() -> str:
+        try:
+            return opening.result().snapshot
+        except BaseException:
+            raise _NoSnapshot from None
+
+    try:
+        try:
+            streamed = _stream_dump(env, hosted, backup_id, level, snapshot, tmp, redact, heartbeat)
+        except BaseException:
+            # A snapshot that could not be opened is the cause (pg_dump waits for it): said as such.
+            # exception() waits for the opening, which its connect timeout bounds.
+            failed = opening.exception()
+            if failed is not None:
+                raise failed from None
+            raise
+        return streamed, counts.counts()
+    finally:
+        if opening.exception() is None:
+            counts.__exit__(None, None, None)
+
+
 def _stream_dump(
     env: Environment,
     hosted: HostedDatabase,
     backup_id: str,
     level: int,
-    snapshot: str,
+    snapshot: Callable[[], str],
     tmp: Path,
     redact: Redactor,
     heartbeat: Callable[[float], None],
 ) -> dict:
     """pg_dump on the environment's host, its output streamed into `tmp` here; BackupError saying
     what a failure left (a cut network: nothing, here or there)."""
-    args = ["-Fc", "-Z", str(level), f"--snapshot={snapshot}", lock_wait_option(env)]
+    args = ["-Fc", "-Z", str(level), lock_wait_option(env)]
     try:
-        return hosted.dump(args, tmp / DUMP_FILE, app="backup", heartbeat=heartbeat)
+        return hosted.dump(args, tmp / DUMP_FILE, app="backup", heartbeat=heartbeat, snapshot=snapshot)
     except BackupError as exc:
         failure = lock_wait_failure(env, exc, redact)
         raise BackupError(
@@ -246,20 +292,20 @@ def create_backup(
         )
         # pg_dump connects with PG* variables (libpq_env); the db name is one of them, not an arg.
         follower = DumpFollower(tmp / DUMP_DIR) if fmt == "directory" else None
-        with SnapshotCounts(env, redact) as snapshot:
-            if follower:
-                follower.start()
-            try:
-                if hosted:
-                    streamed = _stream_dump(env, hosted, backup_id, level, snapshot.snapshot, tmp, redact, heartbeat)
-                else:
+        if hosted:
+            streamed, tables = _stream_with_counts(env, hosted, backup_id, level, tmp, redact, heartbeat)
+        else:
+            with SnapshotCounts(env, redact) as snapshot:
+                if follower:
+                    follower.start()
+                try:
                     snap = f"--snapshot={snapshot.snapshot}"
                     run_pg_dump([*args, snap], env, app="backup", redact=redact, heartbeat=heartbeat)
-                tables = snapshot.counts()
-            except BaseException:
-                if follower:
-                    follower.finish(complete=False)
-                raise
+                    tables = snapshot.counts()
+                except BaseException:
+                    if follower:
+                        follower.finish(complete=False)
+                    raise
         # pg_dump fsyncs its own output; the followed files need no second read.
         followed = follower.finish(complete=True) if follower else {}
         if hosted:

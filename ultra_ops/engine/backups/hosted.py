@@ -34,19 +34,25 @@ from ultra_ops.engine.backups.dump import checked_tool_version, dump_source, run
 from ultra_ops.engine.backups.store import BackupInfo
 from ultra_ops.engine.crash_points import crash_point
 from ultra_ops.engine.errors import BackupError, CommandFailed
-from ultra_ops.engine.files import fsync_dir
+from ultra_ops.engine.files import fsync_dir, start_writeback
 from ultra_ops.engine.hosts.ssh import HostUnreachable, SshHost
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment
 
 DATABASE_SERVICE = "postgres"  # the document's layout: the stores' service holding the database
 # In the database container: the password line first (dash reads a pipe a byte at a time, so
-# `read` takes exactly that line), the tool's version on stderr (recorded in the manifest), then the
-# tool with the rest of stdin.
+# `read` takes exactly that line), the tool's version on stderr (recorded in the manifest), then
+# each SNAPSHOT_ARG among the tool's arguments replaced by `--snapshot=` and the next line (the
+# snapshot's id, sent once it exists: everything up to here runs meanwhile), then the tool with the
+# rest of stdin. No line (our side gave up): the tool never starts.
+SNAPSHOT_ARG = "@snapshot"
 _IN_CONTAINER = (
     'IFS= read -r PGPASSWORD; if [ -n "$PGPASSWORD" ]; then export PGPASSWORD; else unset PGPASSWORD; fi; '
-    '"$1" --version >&2; exec "$@"'
+    '"$1" --version >&2; '
+    f'for a do shift; if [ "$a" = {SNAPSHOT_ARG} ]; then IFS= read -r a || exit 1; a="--snapshot=$a"; fi; '
+    'set -- "$@" "$a"; done; exec "$@"'
 )
+_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+")
 # On the host: the project's running database container ($1 project, $2 service) put in place of
 # _CONTAINER in the docker command that follows.
 _CONTAINER = "@container"
@@ -58,6 +64,9 @@ _ON_HOST = (
     f'for a do shift; [ "$a" = {_CONTAINER} ] && a=$c; set -- "$@" "$a"; done; exec "$@"'
 )
 _VERSION = re.compile(r"^(pg_dump|pg_restore) \(PostgreSQL\) .*$", re.M)
+# The dump goes to disk as it arrives, this much at a time: its fsync at the end then waits for
+# the last part only (a few hundred MB left dirty until then is seconds on a disk of ~150 MB/s).
+WRITEBACK_BYTES = 8 << 20
 STREAMING_POINT = "backup:streaming"  # crash point: the dump's first bytes are written here
 RESTORE_STREAMING_POINT = "restore:streaming"  # crash point: the dump's first bytes are sent to the host
 
@@ -157,11 +166,27 @@ class HostedDatabase:
         *,
         app: str,
         heartbeat: Callable[[float], None] | None = None,
+        snapshot: Callable[[], str] | None = None,
     ) -> dict[str, int | str]:
         """Run `pg_dump <args>` (custom format to stdout) in the container and write its output to
-        `dest` here (new file, 0600, fsynced), hashed as it arrives; returns its size and sha256."""
+        `dest` here (new file, 0600, fsynced), hashed as it arrives; returns its size and sha256.
+        `snapshot`: called (in another thread) for the id of the exported snapshot pg_dump imports;
+        the ssh session, the container's lookup and the tool's version run while it is waited
+        for. What it raises ends the dump before pg_dump starts, and is raised here."""
+        after = None
+        if snapshot is not None:
+            args = [*args, SNAPSHOT_ARG]
+
+            def snapshot_line() -> Iterator[bytes]:
+                found = snapshot()
+                if not _SNAPSHOT_ID.fullmatch(found):
+                    raise BackupError(f"not a snapshot id: {found[:40]!r}")
+                yield found.encode() + b"\n"
+
+            after = snapshot_line()
         digest = hashlib.sha256()
         size = 0
+        synced = [0]  # bytes handed to the disk so far (start_writeback)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb", buffering=0) as out:
 
@@ -174,8 +199,11 @@ class HostedDatabase:
                 if size == 0:
                     crash_point(STREAMING_POINT)
                 size += len(chunk)
+                if size - synced[0] >= WRITEBACK_BYTES:
+                    start_writeback(out.fileno(), synced[0], size - synced[0])
+                    synced[0] = size
 
-            self._stream(["pg_dump", *args], app=app, what="pg_dump", sink=sink, heartbeat=heartbeat)
+            self._stream(["pg_dump", *args], app=app, what="pg_dump", sink=sink, after=after, heartbeat=heartbeat)
             os.fsync(out.fileno())
         fsync_dir(dest.parent)
         return {"size": size, "sha256": digest.hexdigest()}

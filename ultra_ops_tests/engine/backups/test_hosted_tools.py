@@ -3,14 +3,18 @@ tool's stdin, never in an argument list, and the rest of stdin handed to the too
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from ultra_ops.engine.backups.hosted import _IN_CONTAINER, _ON_HOST, NO_CONTAINER_EXIT, HostedDatabase
+from ultra_ops.engine.backups.hosted import _IN_CONTAINER, _ON_HOST, NO_CONTAINER_EXIT, SNAPSHOT_ARG, HostedDatabase
 from ultra_ops.engine.errors import BackupError
+from ultra_ops.engine.files import start_writeback
 from ultra_ops.engine.secrets import Redactor
 from ultra_ops.engine.settings import Environment, load_settings
 
@@ -110,6 +114,50 @@ def test_the_password_line_is_read_and_the_rest_of_stdin_goes_to_the_tool() -> N
         timeout=30,
     )
     assert done.stdout == b"unset\n"
+
+
+def test_the_snapshot_id_is_the_next_line_and_the_tool_starts_only_with_it(tmp_path: Path) -> None:
+    """The dump's session starts before the snapshot exists: the container's shell runs up to the
+    tool's version, then waits for the id's line, puts it in place of SNAPSHOT_ARG and runs the
+    tool; stdin closed without it (our side gave up), the tool never runs."""
+    started, ran = tmp_path / "started", tmp_path / "ran"
+    tool = tmp_path / "tool"
+    tool.write_text(
+        f'#!/bin/sh\nif [ "$1" = --version ]; then touch {started}; exit 0; fi\ntouch {ran}\necho "$@"; cat\n'
+    )
+    tool.chmod(0o755)
+    argv = ["sh", "-c", _IN_CONTAINER, "sh", str(tool), "-Fc", SNAPSHOT_ARG, "-Z1"]
+
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(f"{PASSWORD}\n".encode())
+    proc.stdin.flush()
+    deadline = time.monotonic() + 10
+    while not started.exists():
+        assert time.monotonic() < deadline, "the tool's start waited for the snapshot"
+        time.sleep(0.02)
+    assert not ran.exists()
+    out, _ = proc.communicate(b"00000003-0000001B-1\n" + bytes(range(256)), timeout=30)
+    assert out == b"-Fc --snapshot=00000003-0000001B-1 -Z1\n" + bytes(range(256))
+
+    started.unlink()
+    ran.unlink()
+    done = subprocess.run(argv, input=f"{PASSWORD}\n".encode(), capture_output=True, timeout=30)
+    assert done.returncode != 0 and done.stdout == b""
+    assert started.exists() and not ran.exists()
+
+
+def test_the_dump_is_handed_to_the_disk_as_it_arrives(tmp_path: Path) -> None:
+    """start_writeback (the dump's sink calls it every WRITEBACK_BYTES, so its final fsync waits
+    for the last part only) reaches the kernel for an open file, and says when it could not (a
+    closed descriptor) instead of raising."""
+    fd = os.open(tmp_path / "dump", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"x" * (1 << 20))
+        assert start_writeback(fd, 0, 1 << 20) is sys.platform.startswith("linux")
+    finally:
+        os.close(fd)
+    assert start_writeback(fd, 0, 1 << 20) is False
 
 
 def test_a_password_with_a_line_break_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
