@@ -24,28 +24,34 @@ from ultra_ops_tests.support.services import REDIS_URL
 from ultra_ops_tests.support.stack import Stack
 from ultra_ops_tests.support.user_instance import USER_HOME, changes, state
 
-# Files whose tests take minutes in all start first: ./dev test hands whole files to its workers
-# (--dist loadfile), and one of these started last would run alone at the end of the suite.
+# Files whose tests take minutes in all start first, longest first (worker seconds in a full run):
+# ./dev test hands whole files to its workers (--dist loadfile, in this order with
+# --no-loadscope-reorder), and one of these started last would run alone at the end of the suite.
 SLOW_FILES_FIRST = (
-    "test_host_faults.py",
-    "test_release_across_hosts.py",
-    "test_compose_faults.py",
+    "test_host_faults.py",  # ~370
+    "test_release_across_hosts.py",  # ~300
+    "test_compose_faults.py",  # ~180
     "test_platform_stack.py",
-    "test_backups_on_host.py",
-    "test_release_on_host.py",
-    "test_compose_environment.py",
     "test_platform.py",
-    "test_host_lock.py",
-    "test_compose_manual_rollback.py",
-    "test_secret_leaks.py",
-    "test_window.py",
-    "test_release.py",
-    "test_images_on_host.py",
-    "test_compose_logs.py",
-    "test_compose_backup_faults.py",
+    "test_compose_environment.py",
+    "test_backups_on_host.py",
     "test_swap.py",
-    "test_run_locks.py",
+    "test_release.py",
+    "test_release_on_host.py",
+    "test_compose_manual_rollback.py",
+    "test_ssh.py",
+    "test_compose_backup_faults.py",
     "test_browser.py",
+    "test_run_locks.py",
+    "test_secret_leaks.py",
+    "test_compose_on_host.py",
+    "test_log_archive.py",
+    "test_interrupts.py",
+    "test_images_on_host.py",
+    "test_host_lock.py",
+    "test_window.py",
+    "test_compose_logs.py",
+    "test_mux.py",
 )
 
 
