@@ -24,9 +24,9 @@ from ultra_ops_tests.support.services import REDIS_URL
 from ultra_ops_tests.support.stack import Stack
 from ultra_ops_tests.support.user_instance import USER_HOME, changes, state
 
-# Files whose tests take minutes in all start first, longest first (worker seconds in a full run):
-# ./dev test hands whole files to its workers (--dist loadfile, in this order with
-# --no-loadscope-reorder), and one of these started last would run alone at the end of the suite.
+# Files whose tests take minutes in all, longest first (worker seconds in a full run). ./dev test
+# hands whole files to its workers (--dist loadfile) by their number of tests, most first; among
+# files of as many tests these go first, so a long one is not the last to start.
 SLOW_FILES_FIRST = (
     "test_host_faults.py",  # ~370
     "test_release_across_hosts.py",  # ~300

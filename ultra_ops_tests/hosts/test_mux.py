@@ -183,8 +183,8 @@ def test_a_killed_run_leaves_no_master_and_no_connection(host: TestHost, tmp_pat
             f"{connections_on_host(host)}"
         )
         time.sleep(0.05)
-    # Its folder is left (SIGKILL runs no clean-up), its socket dead: the next master sweeps it.
-    assert folder.exists()
+    # Its folder is left (SIGKILL runs no clean-up), its socket dead: the next master made on this
+    # machine sweeps it (another test's, in a parallel run, may have done so already).
     mux.run_folder("next").rmdir()
     assert not folder.exists()
 
