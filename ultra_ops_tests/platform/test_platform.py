@@ -222,9 +222,15 @@ def test_status_reports_processes_heartbeats_and_queue(platform: RunningPlatform
     report = platform.platform.status()
     assert all(report[name] for name in ("code-server", "webserver", "daemon")) and report["location_loaded"]
     health = instance_health(platform.platform)
-    # Every daemon of the instance beats, among them the queue's.
+    # Every daemon of the instance beats, among them the queue's. A daemon busy on a loaded machine
+    # (the scheduler's iteration) can beat late: one fresh beat from each within two minutes shows
+    # it alive, where one snapshot's age would judge a slow iteration dead.
     assert "QUEUED_RUN_COORDINATOR" in health["heartbeat_age_s"]
-    assert max(health["heartbeat_age_s"].values()) < 60
+    deadline = time.monotonic() + 120
+    while max(health["heartbeat_age_s"].values()) >= 60 and time.monotonic() < deadline:
+        time.sleep(1)
+        health = instance_health(platform.platform)
+    assert max(health["heartbeat_age_s"].values()) < 60, health["heartbeat_age_s"]
     assert health["queued_runs"] == sum(health["queued_by_environment"].values())
 
 

@@ -22,15 +22,16 @@ from ultra_ops_tests.support.configs import checks_config
 from ultra_ops_tests.support.peers import HttpPeer
 from ultra_ops_tests.support.services import PG, REPO
 
-# The server's delays: 30 requests at 50 ms, 8 at 250 ms, 2 at 600 ms, whatever the order they
-# arrive in. Nearest-rank percentiles of these 40: p50 = 50 ms, p95 = 250 ms (38th), max = 600 ms.
-DELAYS_S = [0.05] * 30 + [0.25] * 8 + [0.6] * 2
-TRUE = {"p50_ms": 50.0, "p95_ms": 250.0, "max_ms": 600.0}
+# The server's delays: 30 requests at 50 ms, 8 at 250 ms, 2 at 1500 ms, whatever the order they
+# arrive in. Nearest-rank percentiles of these 40: p50 = 50 ms, p95 = 250 ms (38th), max = 1500 ms.
+DELAYS_S = [0.05] * 30 + [0.25] * 8 + [1.5] * 2
+TRUE = {"p50_ms": 50.0, "p95_ms": 250.0, "max_ms": 1500.0}
 # A measured latency is the server's delay plus what loopback HTTP adds (never less): the
 # tolerance is 0 ms (1 ms below, for clock granularity) up to just under the next level (p50 below
-# 250 ms, p95 below 600 ms, max within 400 ms), wide for a busy shared 2-core machine under the
-# whole suite and still narrow enough that a percentile taken at the wrong rank cannot pass.
-UPPER_MS = {"p50_ms": 249.0, "p95_ms": 599.0, "max_ms": 1000.0}
+# 250 ms, p95 below 1500 ms, max within 1 s), wide for a busy shared 2-core machine under the
+# whole suite (a 250 ms request once took 603 ms there) and still narrow enough that a percentile
+# taken at the wrong rank cannot pass.
+UPPER_MS = {"p50_ms": 249.0, "p95_ms": 1499.0, "max_ms": 2500.0}
 
 
 def distribution_route():  # noqa: ANN201
