@@ -120,7 +120,7 @@ def running_services(env: Environment) -> list[str] | None:
     from ultra_ops.engine.runtimes import application, get_runtime  # the runtimes import much: only when asked
 
     try:
-        return [s.name for s in application(get_runtime(env).status()) if s.running]
+        return [s.name for s in application(get_runtime(env).status(usage=False)) if s.running]
     except Exception:  # noqa: BLE001 - no docker here, say: unknown, and recovery then leaves them be
         return None
 

@@ -85,7 +85,7 @@ def settle_services(
     expected = marker.get("services") if own else None
     runtime = get_runtime(env, log=log, redact=redact)
     # The stores a compose project keeps up while its application is stopped do not make it half up.
-    statuses = application(runtime.status())
+    statuses = application(runtime.status(usage=False))
     running = [s.name for s in statuses if s.running]
     stopped = [s.name for s in statuses if not s.running]
     version = deployed_version(env)

@@ -87,7 +87,7 @@ def settle_interrupt(
     version = deployed_version(env) or "no version"
     try:
         runtime = get_runtime(env, compose_file=compose_file, log=log, redact=redact)
-        statuses = application(runtime.status())
+        statuses = application(runtime.status(usage=False))
         running = [s.name for s in statuses if s.running]
         stopped = [s.name for s in statuses if not s.running]
         if running and stopped:

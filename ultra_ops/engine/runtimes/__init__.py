@@ -52,7 +52,9 @@ class Runtime(Protocol):
     def down(self) -> None:
         """Stop every service gracefully."""
 
-    def status(self) -> list[ServiceStatus]: ...
+    def status(self, *, usage: bool = True) -> list[ServiceStatus]:
+        """Each service and whether it runs; `usage`: its CPU and memory too, where measuring them
+        costs time (docker stats samples): False when only running or not matters."""
 
     def logs(self, tail: int = 100) -> str: ...
 

@@ -159,10 +159,6 @@ class ComposeRuntime:
     def ps_args(self) -> list[str]:
         return [*self.compose_base(), "ps"]
 
-    def running_services_args(self) -> list[str]:
-        # Works the same in compose 1.29 and v2, unlike `ps --format json`.
-        return [*self.ps_args(), "--services", "--filter", "status=running"]
-
     def services_args(self, here: bool = False) -> list[str]:
         return [*self.config_args(here), "--services"]
 
@@ -366,24 +362,28 @@ class ComposeRuntime:
         self.log.info(f"compose stop {self.project}: {', '.join(services)}")
         self._run(self.stop_args(services), timeout=_UP_TIMEOUT_S, changes=True)
 
-    def status(self) -> list[ServiceStatus]:
-        """Each service: running (`ps`), its container's state, health and image (`docker inspect`),
-        memory and CPU (`docker stats`)."""
+    def status(self, *, usage: bool = True) -> list[ServiceStatus]:
+        """Each service: whether it runs and its container's state, health and image (`docker
+        inspect`); with `usage`, memory and CPU too (`docker stats`, which samples for a second or
+        two). The configured services are compose's answer; which containers are the project's is
+        docker's (compose's labels): one compose process per status, each a second of CPU on a
+        small host, where `ps` would take two more."""
         from ultra_ops.engine.runtimes import compose_status
 
         if self.host is not None and not self._files_on_host():
             return []  # never deployed to this host: no services there yet
         services = self._run(self.services_args()).split()
-        running = set(self._run(self.running_services_args()).split())
-        ids = self.container_ids()
-        containers, usage = {}, {}
+        rows = self.containers()
+        running = {service for _, service, state in rows if state == "running"}
+        ids = [cid for cid, _, _ in rows]
+        containers, stats = {}, {}
         if ids:
             containers = compose_status.parse_inspect(self.docker(compose_status.inspect_args(ids)))
             # Only running containers: docker stats of a stopped one answers zeros, not "none".
             live = [c.name for c in containers.values() if c.state == "running"]
-            if live:
-                usage = compose_status.parse_stats(self.docker(compose_status.stats_args(live)))
-        return compose_status.describe(services, running, containers, usage, DATA_SERVICES)
+            if live and usage:
+                stats = compose_status.parse_stats(self.docker(compose_status.stats_args(live)))
+        return compose_status.describe(services, running, containers, stats, DATA_SERVICES)
 
     def docker(self, args: list[str], *, timeout: float = _SHORT_TIMEOUT_S, changes: bool = False) -> str:
         """A docker command (inspect, stats, start, stop) where the environment's engine is: on its
@@ -405,7 +405,7 @@ class ComposeRuntime:
 
     def container_ids(self) -> list[str]:
         """The project's running containers (for `docker stats`)."""
-        return self._run([*self.compose_base(), "ps", "-q"]).split()
+        return [cid for cid, _, state in self.containers() if state == "running"]
 
     def logs(self, tail: int = 100) -> str:
         return self.redact(self._run(self.logs_args(tail)))
@@ -419,7 +419,7 @@ class ComposeRuntime:
         if not urls:
             # Nothing to ask over HTTP: settle for every service running.
             def down() -> str | None:
-                return ", ".join(s.name for s in self.status() if not s.running) or None
+                return ", ".join(s.name for s in self.status(usage=False) if not s.running) or None
 
             unhealthy = wait_until_healthy({"services": down}, timeout_s, poll_s=_POLL_S)
             if unhealthy is not None:

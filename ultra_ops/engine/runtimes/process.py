@@ -299,8 +299,8 @@ class ProcessRuntime:
                 pids[spec.name] = running[0]
         return pids
 
-    def status(self) -> list[ServiceStatus]:
-        result = []
+    def status(self, *, usage: bool = True) -> list[ServiceStatus]:
+        result = []  # usage from /proc costs nothing: always read
         for spec in self.env.processes:
             running = self._running_pid(spec)
             if running is None:

@@ -108,7 +108,7 @@ def services_running(env: Environment) -> bool | None:
     from ultra_ops.engine.runtimes import application, get_runtime
 
     try:
-        services = application(get_runtime(env).status())
+        services = application(get_runtime(env).status(usage=False))
     except Exception:  # noqa: BLE001 - no docker here, or the runtime cannot answer: unknown, not a failure
         return None
     return bool(services) and all(s.running for s in services)
