@@ -24,34 +24,40 @@ from ultra_ops_tests.support.services import REDIS_URL
 from ultra_ops_tests.support.stack import Stack
 from ultra_ops_tests.support.user_instance import USER_HOME, changes, state
 
-# Files whose tests take minutes in all, longest first (worker seconds in a full run). ./dev test
-# hands whole files to its workers (--dist loadfile) by their number of tests, most first; among
-# files of as many tests these go first, so a long one is not the last to start.
+# Files whose tests take a minute or more in all, longest first (worker seconds in a full run of six
+# workers). ./dev test hands whole files to its workers (--dist loadfile) in this order
+# (--no-loadscope-reorder), so the longest start first and the short ones fill in at the end.
 SLOW_FILES_FIRST = (
-    "test_host_faults.py",  # ~370
-    "test_release_across_hosts.py",  # ~300
-    "test_compose_faults.py",  # ~180
-    "test_platform_stack.py",
-    "test_platform.py",
-    "test_compose_environment.py",
-    "test_backups_on_host.py",
-    "test_swap.py",
-    "test_release.py",
-    "test_release_on_host.py",
-    "test_compose_manual_rollback.py",
-    "test_ssh.py",
-    "test_compose_backup_faults.py",
-    "test_browser.py",
-    "test_run_locks.py",
-    "test_secret_leaks.py",
-    "test_compose_on_host.py",
-    "test_log_archive.py",
-    "test_interrupts.py",
-    "test_images_on_host.py",
-    "test_host_lock.py",
-    "test_window.py",
-    "test_compose_logs.py",
-    "test_mux.py",
+    "test_host_faults.py",  # ~377
+    "test_compose_faults.py",  # ~337
+    "test_swap.py",  # ~230
+    "test_platform.py",  # ~223
+    "test_release.py",  # ~197
+    "test_compose_environment.py",  # ~192
+    "test_release_across_hosts.py",  # ~166
+    "test_backups_on_host.py",  # ~162
+    "test_platform_stack.py",  # ~148
+    "test_browser.py",  # ~126
+    "test_interrupts.py",  # ~104
+    "test_compose_manual_rollback.py",  # ~88
+    "test_run_locks.py",  # ~87
+    "test_log_archive.py",  # ~80
+    "test_window.py",  # ~79
+    "test_release_on_host.py",  # ~66
+    "test_secret_leaks.py",  # ~65
+    "test_host_lock.py",  # ~63
+    "test_launchpad.py",  # ~61
+    "test_test_hosts.py",  # ~57
+    "test_images_on_host.py",  # ~49
+    "test_asset_views.py",  # ~48
+    "test_compose_on_host.py",  # ~46
+    "test_backup_asset.py",  # ~46
+    "test_backup.py",  # ~45
+    "test_interrupts_between_steps.py",  # ~42
+    "test_ssh.py",  # ~42
+    "test_smoke.py",  # ~32
+    "test_compose_backup_faults.py",  # ~32
+    "test_isolation.py",  # ~29
 )
 
 
