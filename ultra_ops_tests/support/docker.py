@@ -137,6 +137,10 @@ class ComposeEnvironment:
         if volumes.stdout.split():
             docker("volume", "rm", "-f", *volumes.stdout.split(), timeout=120)
         tags = [f"ultra-ai/backend:{v}" for v in self.versions]
+        # Also as pushed to a test's registry: its own cleanup cannot untag an image that this
+        # environment's backend still ran then (docker rmi -f refuses a running container's image).
+        pushed = docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        tags += [t for t in pushed if any(t.endswith(f"/ultra-ai/backend:{v}") for v in self.versions)]
         if tags:
             docker("rmi", "-f", *tags, timeout=120)
 
