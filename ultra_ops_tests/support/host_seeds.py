@@ -24,7 +24,7 @@ import os
 import socket
 import time
 
-from ultra_ops_tests.support.hosts import FLEET_LABEL, HOST_FLAGS, OWNER_LABEL, docker, docker_load
+from ultra_ops_tests.support.host_container import FLEET_LABEL, HOST_FLAGS, OWNER_LABEL, docker, docker_load
 from ultra_ops_tests.support.machine_lock import machine_lock
 
 SEED_LABEL = "org.ultra-ops.test-hosts.seed"  # its value: the images the seed holds, space-separated

@@ -13,9 +13,6 @@ left half made). What a test process killed before its finalizer ran left behind
 that process as owner) is removed by the next fleet made on this machine once the owner is gone.
 A host can start with images of this machine already in its engine (`add(images=...)`: its volume
 a copy of a seed made once per machine, support/host_seeds.py) instead of loading them over ssh.
-
-`--privileged` cannot be used here; HOST_FLAGS are the capabilities that work instead
-(../shared/DOCKER_NOTES.md).
 """
 
 from __future__ import annotations
@@ -30,39 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ultra_ops_tests.support.host_container import FLEET_LABEL, HOST_FLAGS, OWNER_LABEL, docker, docker_load
+
 if TYPE_CHECKING:
     from ultra_ops.engine.hosts.ssh import SshHost
     from ultra_ops.engine.settings.host import HostSettings
 
 _DOCKER_S = 60
 _READY_S = 60
-FLEET_LABEL = "org.ultra-ops.test-hosts"
-OWNER_LABEL = "org.ultra-ops.test-hosts.owner"  # <machine>:<pid> of the test process that made it
-HOST_FLAGS = (
-    "--cap-add",
-    "ALL",
-    "--cap-drop",
-    "SYS_RESOURCE",
-    "--security-opt",
-    "seccomp=unconfined",
-    "--security-opt",
-    "apparmor=unconfined",
-    "--security-opt",
-    "systempaths=unconfined",
-    "--device-cgroup-rule",
-    "a *:* rwm",
-)
 # Subnets the test networks are picked from: away from dockerd's default pools (172.17-31/16,
 # 192.168/16), from other tests' fixed ranges, and from loopback.
 _SUBNET_PREFIX = "10.231"
 _FIRST_HOST = 10
-
-
-def docker(*args: str, timeout: float = _DOCKER_S, check: bool = False) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"docker {args[0]} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
-    return proc
 
 
 def host_image() -> str:
@@ -223,28 +199,6 @@ class TestHost:
         load = docker_load([*self.ssh_argv(), "--", "docker", "load"], (image,), timeout=timeout)
         if load.returncode != 0:
             raise RuntimeError(f"loading {image} into {self.container} failed: {load.stderr.strip()[-500:]}")
-
-
-def docker_load(argv: list[str], images: tuple[str, ...], *, timeout: float) -> subprocess.CompletedProcess[str]:
-    """`docker save IMAGES | ARGV`, ARGV a `docker load` somewhere (over ssh, in a container): its
-    result, with a failed save reported as its failure."""
-    save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        load = subprocess.run(argv, stdin=save.stdout, capture_output=True, text=True, timeout=timeout)
-    finally:
-        assert save.stdout is not None
-        save.stdout.close()
-        try:
-            save.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            save.kill()
-            save.wait()
-        assert save.stderr is not None
-        said = save.stderr.read().decode(errors="replace")
-        save.stderr.close()
-    if save.returncode != 0:
-        return subprocess.CompletedProcess(argv, save.returncode or 1, load.stdout, f"docker save: {said}")
-    return load
 
 
 @dataclass
