@@ -5,7 +5,9 @@ Folders are 0700 and files 0600 whatever the umask: created that way, never wide
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 PRIVATE_DIR_MODE = 0o700
@@ -59,7 +61,20 @@ def fsync_dir(path: Path) -> None:
 
 
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range's dirty pages, do not wait
-_sync_file_range: object = None  # libc's function once looked up; False where there is none
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range (the os module has none), looked up once; None where there is none."""
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
 
 
 def start_writeback(fd: int, offset: int, length: int) -> bool:
@@ -68,17 +83,5 @@ def start_writeback(fd: int, offset: int, length: int) -> bool:
     arrives, and its final fsync waits for the last part only, not for all of it (the kernel would
     otherwise keep hundreds of MB dirty until then). Whether the kernel took it; elsewhere, or if
     the call fails, nothing is done: the fsync does it all as before."""
-    global _sync_file_range
-    if _sync_file_range is None:
-        try:
-            import ctypes
-
-            function = ctypes.CDLL(None, use_errno=True).sync_file_range
-            function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-            function.restype = ctypes.c_int
-            _sync_file_range = function
-        except (OSError, AttributeError):
-            _sync_file_range = False
-    if not _sync_file_range:
-        return False
-    return _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0  # type: ignore[operator]
+    function = _sync_file_range()
+    return function is not None and function(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0

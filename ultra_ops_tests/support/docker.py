@@ -137,8 +137,9 @@ class ComposeEnvironment:
         if volumes.stdout.split():
             docker("volume", "rm", "-f", *volumes.stdout.split(), timeout=120)
         tags = [f"ultra-ai/backend:{v}" for v in self.versions]
-        # Also as pushed to a test's registry: its own cleanup cannot untag an image that this
-        # environment's backend still ran then (docker rmi -f refuses a running container's image).
+        # Also as built for a registry: a build names the image with the registry's address before
+        # pushing it, and a push that failed (test_compose_faults' unreachable registry) left a tag
+        # no registry's cleanup removes.
         pushed = docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
         tags += [t for t in pushed if any(t.endswith(f"/ultra-ai/backend:{v}") for v in self.versions)]
         if tags:
@@ -180,7 +181,7 @@ def compose_environment(tmp_path: Path, environment: str = "staging", host: str 
         .replace("../ultra_ops/", f"{REPO}/ultra_ops/")
         .replace(f'"ultra-local-{environment}"', f'"{project}"')
         .replace(f'"ultra-local-{other}"', f'"{project}-other"')
-        # The shipped p95 budget is a served machine's; here four test workers share two cores, and
+        # The shipped p95 budget is a served machine's; here six test workers share two cores, and
         # a backend just started behind a tunnel has answered its first requests in 600 ms. These
         # tests are about compose and hosts: the latency check still runs, its limits are
         # tested in engine/verify.
